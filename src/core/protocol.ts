@@ -1,0 +1,79 @@
+// The contract between the host state machine (src/core/host.ts) and whatever drives it: the
+// simulator in src/sim, the daemon in src/daemon. In the style of etcd's raft: the driver feeds
+// inputs to `step`, and carries out the `Ready` that comes back, in order:
+//   1. program `ownership` into the data plane (if present) and drop `flush`ed connections,
+//   2. then send every datagram in `send`,
+//   3. record `events`,
+//   4. call `step({ kind: 'tick', nowMs })` again no later than `wakeAtMs`.
+// Step 1 before step 2 is what makes "release before acquire" hold: a host announces that it
+// released a bucket only after the kernel has stopped taking new flows for it.
+import type { Config } from './config.js';
+
+/** Operator commands; each maps to an `nlb` verb. */
+export type Command =
+  | { readonly verb: 'start' }
+  | { readonly verb: 'stop' }
+  | { readonly verb: 'drainstop' }
+  | { readonly verb: 'suspend' }
+  | { readonly verb: 'resume' }
+  /** `rule` is an index into cluster.portRules, or 'all'. */
+  | { readonly verb: 'enable' | 'disable' | 'drain'; readonly rules: readonly number[] }
+  | { readonly verb: 'reload'; readonly config: Config }
+  /** The daemon reports that a draining host has no established connections left. */
+  | { readonly verb: 'connectionsEnded' };
+
+export type Input =
+  | { readonly kind: 'tick'; readonly nowMs: number }
+  | { readonly kind: 'datagram'; readonly nowMs: number; readonly bytes: Uint8Array }
+  | { readonly kind: 'command'; readonly nowMs: number; readonly command: Command };
+
+/** What the data plane must do for one port rule. Bucket lists are sorted ascending. */
+export interface RuleOwnership {
+  /** Buckets this host accepts new flows for. */
+  readonly owned: readonly number[];
+  /**
+   * The subset of `owned` inherited from a host that died: unknown non-SYN packets there get a
+   * TCP reset so the dead host's clients fail over at once.
+   */
+  readonly orphan: readonly number[];
+  /** disabled: drop everything the rule covers, established connections included. */
+  readonly disabled: boolean;
+}
+
+export interface Ownership {
+  /** One entry per cluster port rule, in config order. */
+  readonly rules: readonly RuleOwnership[];
+  /** The default host takes VIP traffic that no port rule covers. */
+  readonly isDefault: boolean;
+  /**
+   * Whether the host takes part at all. false (stopped, suspended): the data plane accepts no
+   * new VIP flows; `dropEstablished` says whether existing ones are cut too (stop) or not.
+   */
+  readonly active: boolean;
+  readonly dropEstablished: boolean;
+}
+
+/** The states `nlb query` shows (NLB's names). */
+export type ReportedState =
+  'converging' | 'converged' | 'converged as default' | 'draining' | 'stopped' | 'suspended';
+
+/** A structured event; `event` is a stable name, the other fields depend on it. */
+export interface ProtocolEvent {
+  readonly event: string;
+  readonly atMs: number;
+  readonly [field: string]: unknown;
+}
+
+export interface Ready {
+  /** The ownership to program now, or undefined when it did not change. */
+  readonly ownership: Ownership | undefined;
+  /**
+   * Per rule, buckets whose established connections this host must drop before anything else
+   * (it came back after its peers declared it dead, or a rule was disabled). Empty usually.
+   */
+  readonly flush: readonly { readonly rule: number; readonly buckets: readonly number[] }[];
+  readonly send: readonly Uint8Array[];
+  readonly events: readonly ProtocolEvent[];
+  /** Call step with a tick no later than this (virtual or wall-clock ms). */
+  readonly wakeAtMs: number;
+}
