@@ -77,3 +77,38 @@ export interface Ready {
   /** Call step with a tick no later than this (virtual or wall-clock ms). */
   readonly wakeAtMs: number;
 }
+
+/** A read-only view of one host, for `nlb query`, metrics and the simulator's invariant checks. */
+export interface HostStatus {
+  readonly hostId: number;
+  readonly incarnation: number;
+  readonly state: ReportedState;
+  /** Host ids in this host's membership view (itself included when it takes part), sorted. */
+  readonly members: readonly number[];
+  /** The lowest member id, or null when this host is not a member of any view. */
+  readonly defaultHost: number | null;
+  /** Every member reports the same membership, config digest and target map. */
+  readonly converged: boolean;
+  /** Hex digest of the target map (all rules) this host works towards. */
+  readonly mapDigest: string;
+  /** Per rule, the target owner of every bucket (host id or null). */
+  readonly target: readonly (readonly (number | null)[])[];
+  /** What this host has told its data plane to do, as of the last Ready. */
+  readonly ownership: Ownership;
+}
+
+/**
+ * How drivers create a host (implemented in src/core/host.ts):
+ *   new HostMachine({ config, key, incarnation, nowMs })
+ *   machine.step(input): Ready
+ *   machine.status(): HostStatus
+ * `incarnation` must grow every time the host process starts (the daemon uses the start time
+ * in ms; the simulator a counter), so peers tell a restarted host from a replayed message.
+ */
+export interface HostMachineOptions {
+  readonly config: Config;
+  /** The cluster key: HMAC-SHA256 key for heartbeats, at least 16 bytes. */
+  readonly key: Uint8Array;
+  readonly incarnation: number;
+  readonly nowMs: number;
+}
