@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { type Address, type Prefix, parseAddress, parsePrefix, addressesEqual } from './address.js';
+import { datagramBytesMax, heartbeatBytes, heartbeatRuleHeaderBytes } from './heartbeat-size.js';
 
 /** NLB allows 32 hosts; host ids double as host priorities, 1 is the best. */
 export const hostsMax = 32;
@@ -353,15 +354,6 @@ function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
   };
 }
 
-/** Extra checks that other modules own (e.g. the heartbeat must fit one datagram). */
-export type ConfigCheck = (config: Config) => ConfigError[];
-const extraChecks: ConfigCheck[] = [];
-
-/** Registers a whole-config check; the heartbeat codec uses it to bound datagram size. */
-export function registerConfigCheck(check: ConfigCheck): void {
-  extraChecks.push(check);
-}
-
 /** Validates an already-parsed document (e.g. from YAML or JSON). */
 export function validateConfig(document: unknown): ConfigResult {
   const result = schema.safeParse(document);
@@ -383,10 +375,20 @@ export function validateConfig(document: unknown): ConfigResult {
   if (config === undefined) {
     return { ok: false, errors };
   }
-  for (const check of extraChecks) {
-    errors.push(...check(config));
+  const heartbeatSize = heartbeatBytes(config.cluster.portRules.map((r) => r.buckets));
+  if (heartbeatSize > datagramBytesMax) {
+    return {
+      ok: false,
+      errors: [
+        {
+          path: 'cluster.portRules',
+          value: `${config.cluster.portRules.length} rule(s)`,
+          message: `the heartbeat would be ${heartbeatSize} bytes, over the ${datagramBytesMax}-byte datagram limit (each rule costs ${heartbeatRuleHeaderBytes} bytes plus one bit per bucket); use fewer buckets or fewer port rules`,
+        },
+      ],
+    };
   }
-  return errors.length > 0 ? { ok: false, errors } : { ok: true, config };
+  return { ok: true, config };
 }
 
 /** Parses YAML text and validates it; YAML syntax errors come back as errors too. */

@@ -76,6 +76,15 @@ export interface Ready {
   readonly events: readonly ProtocolEvent[];
   /** Call step with a tick no later than this (virtual or wall-clock ms). */
   readonly wakeAtMs: number;
+  /** The answer to a command input; undefined for ticks and datagrams. */
+  readonly reply: CommandReply | undefined;
+}
+
+export type ReplyCode = 'ok' | 'already' | 'suspended' | 'not found' | 'refused';
+
+export interface CommandReply {
+  readonly code: ReplyCode;
+  readonly message: string;
 }
 
 /** A read-only view of one host, for `nlb query`, metrics and the simulator's invariant checks. */

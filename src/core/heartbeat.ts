@@ -1,0 +1,299 @@
+// The heartbeat: the one message of the protocol. Each host multicasts one per period (and at
+// once when what it announces changes); from the last heartbeat of every peer any host can
+// rebuild the cluster's state. The format is versioned binary, big-endian, authenticated with
+// HMAC-SHA256 under the cluster key, and always fits one datagram.
+//
+// Layout (version 1):
+//   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled)
+//   6  host id u8              7   state u8
+//   8  cluster id (8 bytes: SHA-256 of the cluster name)
+//  16  incarnation u64 (below 2^53)                      24  sequence u32
+//  28  config digest (16 bytes: the cluster part's digest)
+//  44  heartbeat period ms u16 46  tolerance u8         47  cluster mode u8
+//  48  hash seed u32          52  heard u32 bitmap     56  members u32 bitmap
+//  60  map digest (8 bytes)   68  rule count u8
+//  69  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
+//      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8)
+//  end: HMAC-SHA256 (32 bytes) over everything before it.
+// Host bitmaps: bit (id - 1) stands for host id.
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { ClusterMode, Config } from './config.js';
+import { clusterDigest } from './config.js';
+import {
+  datagramBytesMax,
+  heartbeatBytes,
+  heartbeatHeaderBytes,
+  heartbeatRuleHeaderBytes,
+  hmacBytes,
+} from './heartbeat-size.js';
+
+export { datagramBytesMax, heartbeatBytes } from './heartbeat-size.js';
+
+export const heartbeatVersion = 1;
+const magic = [0x4e, 0x4c, 0x42, 0x48]; // "NLBH"
+
+export type AnnouncedState = 'started' | 'draining' | 'stopped' | 'suspended';
+const announcedStates: readonly AnnouncedState[] = ['started', 'draining', 'stopped', 'suspended'];
+export type RuleState = 'enabled' | 'draining' | 'disabled';
+const ruleStates: readonly RuleState[] = ['enabled', 'draining', 'disabled'];
+const clusterModes: readonly ClusterMode[] = ['unicast', 'multicast', 'igmp'];
+
+export interface HeartbeatRule {
+  readonly buckets: number;
+  /** First 4 bytes of the rule's identity digest: names which rule differs on a mismatch. */
+  readonly ruleDigest: number;
+  readonly loadWeight: number;
+  readonly handlingPriority: number;
+  readonly state: RuleState;
+  /** Buckets the sender accepts new flows for (sorted ascending). */
+  readonly owned: readonly number[];
+}
+
+export interface Heartbeat {
+  readonly hostId: number;
+  readonly state: AnnouncedState;
+  /** The sender owns exactly its share of the target map it announces. */
+  readonly settled: boolean;
+  readonly clusterId: Uint8Array;
+  readonly incarnation: number;
+  readonly sequence: number;
+  readonly configDigest: Uint8Array;
+  readonly periodMs: number;
+  readonly tolerance: number;
+  readonly mode: ClusterMode;
+  readonly hashSeed: number;
+  /** Host ids the sender hears (valid heartbeats within the tolerance window). */
+  readonly heard: readonly number[];
+  /** The sender's membership view, itself included when it takes part. */
+  readonly members: readonly number[];
+  readonly mapDigest: Uint8Array;
+  readonly rules: readonly HeartbeatRule[];
+}
+
+export type DecodeFailure =
+  | 'truncated'
+  | 'bad magic'
+  | 'unknown version'
+  | 'other cluster'
+  | 'bad authentication'
+  | 'replayed or stale'
+  | 'malformed field';
+
+export const decodeFailures: readonly DecodeFailure[] = [
+  'truncated',
+  'bad magic',
+  'unknown version',
+  'other cluster',
+  'bad authentication',
+  'replayed or stale',
+  'malformed field',
+];
+
+export type DecodeResult =
+  | { readonly ok: true; readonly heartbeat: Heartbeat }
+  | { readonly ok: false; readonly reason: DecodeFailure };
+
+export function clusterIdOf(name: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(`nlb-cluster:${name}`).digest()).subarray(0, 8);
+}
+
+/** The 16 digest bytes heartbeats carry: enough to tell configurations apart. */
+export function configDigestOf(config: Config): Uint8Array {
+  return clusterDigest(config.cluster).subarray(0, 16);
+}
+
+export function hostBitmap(ids: readonly number[]): number {
+  let bits = 0;
+  for (const id of ids) {
+    bits = (bits | (1 << (id - 1))) >>> 0;
+  }
+  return bits;
+}
+
+export function hostsOfBitmap(bits: number): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < 32; i++) {
+    if ((bits >>> i) & 1) {
+      ids.push(i + 1);
+    }
+  }
+  return ids;
+}
+
+function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac('sha256', key).update(data).digest());
+}
+
+export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Array {
+  const size = heartbeatBytes(heartbeat.rules.map((r) => r.buckets));
+  if (size > datagramBytesMax) {
+    throw new Error(
+      `heartbeat of ${size} bytes exceeds ${datagramBytesMax}; config validation should have refused it`,
+    );
+  }
+  const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
+  bytes.set(magic, 0);
+  view.setUint8(4, heartbeatVersion);
+  view.setUint8(5, heartbeat.settled ? 1 : 0);
+  view.setUint8(6, heartbeat.hostId);
+  view.setUint8(7, announcedStates.indexOf(heartbeat.state));
+  bytes.set(heartbeat.clusterId.subarray(0, 8), 8);
+  view.setUint32(16, Math.floor(heartbeat.incarnation / 0x1_0000_0000));
+  view.setUint32(20, heartbeat.incarnation >>> 0);
+  view.setUint32(24, heartbeat.sequence >>> 0);
+  bytes.set(heartbeat.configDigest.subarray(0, 16), 28);
+  view.setUint16(44, heartbeat.periodMs);
+  view.setUint8(46, heartbeat.tolerance);
+  view.setUint8(47, clusterModes.indexOf(heartbeat.mode));
+  view.setUint32(48, heartbeat.hashSeed >>> 0);
+  view.setUint32(52, hostBitmap(heartbeat.heard));
+  view.setUint32(56, hostBitmap(heartbeat.members));
+  bytes.set(heartbeat.mapDigest.subarray(0, 8), 60);
+  view.setUint8(68, heartbeat.rules.length);
+  let offset = heartbeatHeaderBytes;
+  for (const rule of heartbeat.rules) {
+    view.setUint16(offset, rule.buckets);
+    view.setUint32(offset + 2, rule.ruleDigest >>> 0);
+    view.setUint8(offset + 6, rule.loadWeight);
+    view.setUint8(offset + 7, rule.handlingPriority);
+    view.setUint8(offset + 8, ruleStates.indexOf(rule.state));
+    offset += heartbeatRuleHeaderBytes;
+    for (const bucket of rule.owned) {
+      bytes[offset + (bucket >> 3)]! |= 1 << (bucket & 7);
+    }
+    offset += Math.ceil(rule.buckets / 8);
+  }
+  bytes.set(hmac(key, bytes.subarray(0, offset)), offset);
+  return bytes;
+}
+
+/**
+ * Decodes and authenticates a datagram. Never throws: anything wrong comes back as a reason the
+ * caller counts. Replay and staleness are the receiver's judgement (it knows the last sequence).
+ */
+export function decodeHeartbeat(
+  bytes: Uint8Array,
+  key: Uint8Array,
+  clusterId: Uint8Array,
+): DecodeResult {
+  if (bytes.length < heartbeatHeaderBytes + hmacBytes) {
+    return { ok: false, reason: bytes.length >= 5 && !hasMagic(bytes) ? 'bad magic' : 'truncated' };
+  }
+  if (!hasMagic(bytes)) {
+    return { ok: false, reason: 'bad magic' };
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint8(4) !== heartbeatVersion) {
+    return { ok: false, reason: 'unknown version' };
+  }
+  for (let i = 0; i < 8; i++) {
+    if (bytes[8 + i] !== clusterId[i]) {
+      return { ok: false, reason: 'other cluster' };
+    }
+  }
+  // Walk the rule table for its length before authenticating, so a short datagram is
+  // 'truncated' rather than a bad signature; the walk reads only counts and is bounded.
+  const ruleCount = view.getUint8(68);
+  let offset = heartbeatHeaderBytes;
+  for (let r = 0; r < ruleCount; r++) {
+    if (offset + heartbeatRuleHeaderBytes > bytes.length) {
+      return { ok: false, reason: 'truncated' };
+    }
+    offset += heartbeatRuleHeaderBytes + Math.ceil(view.getUint16(offset) / 8);
+  }
+  if (offset + hmacBytes > bytes.length) {
+    return { ok: false, reason: 'truncated' };
+  }
+  if (offset + hmacBytes < bytes.length) {
+    return { ok: false, reason: 'malformed field' };
+  }
+  const expected = hmac(key, bytes.subarray(0, offset));
+  if (!timingSafeEqual(expected, bytes.subarray(offset, offset + hmacBytes))) {
+    return { ok: false, reason: 'bad authentication' };
+  }
+
+  const flags = view.getUint8(5);
+  const hostId = view.getUint8(6);
+  const state = announcedStates[view.getUint8(7)];
+  const incarnationHigh = view.getUint32(16);
+  const mode = clusterModes[view.getUint8(47)];
+  const heard = view.getUint32(52);
+  const members = view.getUint32(56);
+  if (
+    (flags & ~1) !== 0 ||
+    hostId < 1 ||
+    hostId > 32 ||
+    state === undefined ||
+    mode === undefined ||
+    incarnationHigh >= 0x20_0000 ||
+    ruleCount > 32 ||
+    view.getUint16(44) < 1 ||
+    view.getUint8(46) < 1
+  ) {
+    return { ok: false, reason: 'malformed field' };
+  }
+  const rules: HeartbeatRule[] = [];
+  offset = heartbeatHeaderBytes;
+  for (let r = 0; r < ruleCount; r++) {
+    const buckets = view.getUint16(offset);
+    const loadWeight = view.getUint8(offset + 6);
+    const handlingPriority = view.getUint8(offset + 7);
+    const ruleState = ruleStates[view.getUint8(offset + 8)];
+    if (
+      buckets < 1 ||
+      buckets > 1024 ||
+      loadWeight > 100 ||
+      handlingPriority < 1 ||
+      handlingPriority > 32 ||
+      ruleState === undefined
+    ) {
+      return { ok: false, reason: 'malformed field' };
+    }
+    offset += heartbeatRuleHeaderBytes;
+    const owned: number[] = [];
+    for (let b = 0; b < buckets; b++) {
+      if ((bytes[offset + (b >> 3)]! >> (b & 7)) & 1) {
+        owned.push(b);
+      }
+    }
+    // Bits past the last bucket must be zero: a canonical encoding has one form only.
+    const usedBits = buckets & 7;
+    if (usedBits !== 0 && bytes[offset + (buckets >> 3)]! >> usedBits !== 0) {
+      return { ok: false, reason: 'malformed field' };
+    }
+    rules.push({
+      buckets,
+      ruleDigest: view.getUint32(offset - heartbeatRuleHeaderBytes + 2),
+      loadWeight,
+      handlingPriority,
+      state: ruleState,
+      owned,
+    });
+    offset += Math.ceil(buckets / 8);
+  }
+  return {
+    ok: true,
+    heartbeat: {
+      hostId,
+      state,
+      settled: (flags & 1) === 1,
+      clusterId: bytes.slice(8, 16),
+      incarnation: incarnationHigh * 0x1_0000_0000 + view.getUint32(20),
+      sequence: view.getUint32(24),
+      configDigest: bytes.slice(28, 44),
+      periodMs: view.getUint16(44),
+      tolerance: view.getUint8(46),
+      mode,
+      hashSeed: view.getUint32(48),
+      heard: hostsOfBitmap(heard),
+      members: hostsOfBitmap(members),
+      mapDigest: bytes.slice(60, 68),
+      rules,
+    },
+  };
+}
+
+function hasMagic(bytes: Uint8Array): boolean {
+  return magic.every((byte, i) => bytes[i] === byte);
+}

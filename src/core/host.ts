@@ -1,0 +1,1039 @@
+// The host state machine: the whole protocol of one nlb host as a pure function of its inputs
+// (ticks, received heartbeats, operator commands). See protocol.ts for the driver contract and
+// DESIGN.md §5 for the requirements. The rules, in brief:
+//
+// Membership. A peer is *heard* while its last valid heartbeat is younger than
+// tolerance × period. A heard, compatible peer that is started or draining and that hears us
+// back is a *member*; so is this host when it takes part. Mutual hearing keeps one-way links
+// from splitting the cluster's view.
+//
+// Target map. Per port rule, the target is `assign` applied to the *claims* (for each bucket,
+// the member that announces owning it; the lowest id when several do, as after a partition)
+// and the members with their weights. `assign` moves as little as possible, and it is stable
+// under the releases and acquisitions it asks for, so every member computes the same target
+// from the heartbeats of a transition whatever moment it computes it at.
+//
+// Release before acquire. A host releases at once any bucket the target does not give it,
+// programs its data plane, and only then announces its new claims. It acquires a bucket the
+// target gives it only when every member announces the same membership and target digest and
+// no heard peer still claims that bucket. Two hosts that hear each other therefore never accept
+// new flows for one bucket at the same time.
+//
+// Immediacy. A host sends a heartbeat at once whenever what it announces changes (state, view,
+// target, owned buckets) and when a peer's report newly differs from its own, so a planned
+// change completes in two one-way delays and a crash in detection time plus about one delay.
+import { createHash } from 'node:crypto';
+import { assign, type AssignMember } from './assign.js';
+import type { Config, PortRule } from './config.js';
+import {
+  type AnnouncedState,
+  type DecodeFailure,
+  type Heartbeat,
+  type RuleState,
+  clusterIdOf,
+  configDigestOf,
+  decodeFailures,
+  decodeHeartbeat,
+  encodeHeartbeat,
+} from './heartbeat.js';
+import type {
+  Command,
+  CommandReply,
+  HostMachineOptions,
+  HostStatus,
+  Input,
+  Ownership,
+  ProtocolEvent,
+  Ready,
+  ReportedState,
+} from './protocol.js';
+
+/**
+ * How long a bucket inherited from a dead host keeps resetting unknown non-SYN packets. The dead
+ * host's clients retransmit within seconds, so they fail over at once; a connection idle for
+ * longer is dropped silently and times out on its own. Bounded so that the reset can never
+ * outlive its reason for long.
+ */
+export const orphanHoldMs = 60_000;
+/** Bad heartbeats are summarised in one event at most this often, so a flood cannot flood logs. */
+export const badHeartbeatReportMs = 10_000;
+/** A config mismatch or duplicate id is reported again at most this often per peer. */
+export const mismatchReportMs = 30_000;
+
+interface PeerRecord {
+  readonly id: number;
+  incarnation: number;
+  lastSequence: number;
+  lastHeardMs: number;
+  heartbeat: Heartbeat;
+  heard: boolean;
+  /** Set when this host declared the peer dead; cleared when it is heard again. */
+  declaredDeadAtMs: number | undefined;
+  /** What differs from our config, or undefined when compatible. */
+  mismatch: string | undefined;
+  mismatchReportedAtMs: number;
+  /** The (members, map digest) the peer last reported, to answer a changed report once. */
+  reportKey: string;
+  /** A newer incarnation that turned out to be a duplicate of this host id: ignored. */
+  duplicateIncarnation: number | undefined;
+  /** The incarnation this record replaced on a restart, with its last sequence. */
+  replaced: { incarnation: number; lastSequence: number } | undefined;
+}
+
+interface DeadClaim {
+  readonly host: number;
+  readonly untilMs: number;
+}
+
+type AdminState = 'started' | 'draining' | 'stopped' | 'suspended';
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
+function sameList(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function ruleDigestOf(rule: PortRule): number {
+  const identity = {
+    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
+    ports: [rule.portStart, rule.portEnd],
+    protocol: rule.protocol,
+    mode: rule.mode,
+    affinity: rule.affinity,
+    buckets: rule.buckets,
+  };
+  return createHash('sha256').update(JSON.stringify(identity)).digest().readUInt32BE(0);
+}
+
+export class HostMachine {
+  private config: Config;
+  private readonly key: Uint8Array;
+  private readonly incarnation: number;
+  private readonly hostId: number;
+  private clusterId: Uint8Array;
+  private configDigest: Uint8Array;
+  private ruleDigests: number[];
+
+  private adminState: AdminState;
+  /** Why this host may not take part (duplicate id, config mismatch), or undefined. */
+  private keptOut: string | undefined;
+  private ruleStates: RuleState[];
+  private sequence = 0;
+  private nextSendMs: number;
+  private lastSentKey = '';
+
+  private readonly peers = new Map<number, PeerRecord>();
+  private members: number[] = [];
+  private heardIds: number[] = [];
+  private targets: (number | null)[][] = [];
+  private mapDigest: Uint8Array = new Uint8Array(8);
+  private owned: Set<number>[];
+  private orphans: Map<number, DeadClaim>[];
+  private deadClaims: Map<number, DeadClaim>[];
+
+  /**
+   * A host that hears nobody takes no bucket before it has listened for a whole detection
+   * window: a peer it has not heard yet may own them. Once it hears a peer, agreement protects
+   * it instead (that peer's view names every host it hears).
+   */
+  private readonly listenUntilMs: number;
+  private converged = false;
+  private convergingSinceMs: number;
+  private convergingReason = 'started';
+  private lastConvergedTargets: (number | null)[][] = [];
+  private lastOwnershipKey = '';
+  private lastOwnership: Ownership;
+
+  private readonly badCounts = new Map<DecodeFailure, number>();
+  private readonly badCountsTotal = new Map<DecodeFailure, number>();
+  private badReportedAtMs = -Infinity;
+  private counters = {
+    heartbeatsSent: 0,
+    heartbeatsReceived: 0,
+    convergences: 0,
+    lastConvergenceMs: 0,
+  };
+
+  // Per-step output being collected; events raised outside a step wait for the next one.
+  private pendingEvents: ProtocolEvent[] = [];
+  private events: ProtocolEvent[] = [];
+  private send: Uint8Array[] = [];
+  private flush: { rule: number; buckets: number[] }[] = [];
+  private replyNeeded = false;
+
+  constructor(options: HostMachineOptions) {
+    if (options.key.length < 16) {
+      throw new Error('HostMachine: the cluster key must be at least 16 bytes');
+    }
+    if (!Number.isSafeInteger(options.incarnation) || options.incarnation < 0) {
+      throw new Error('HostMachine: incarnation must be a non-negative safe integer');
+    }
+    this.config = options.config;
+    this.key = options.key;
+    this.incarnation = options.incarnation;
+    this.hostId = options.config.host.id;
+    this.clusterId = clusterIdOf(options.config.cluster.name);
+    this.configDigest = configDigestOf(options.config);
+    this.ruleDigests = options.config.cluster.portRules.map(ruleDigestOf);
+    this.adminState = options.config.host.initialState;
+    this.keptOut = undefined;
+    const ruleCount = options.config.cluster.portRules.length;
+    this.ruleStates = Array.from({ length: ruleCount }, () => 'enabled' as RuleState);
+    this.owned = Array.from({ length: ruleCount }, () => new Set<number>());
+    this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    // The first heartbeat waits one period: a host listens before it speaks, so it hears a
+    // duplicate of its id, or the cluster's current claims, before it announces anything.
+    this.nextSendMs = options.nowMs + options.config.cluster.heartbeat.periodMs;
+    this.convergingSinceMs = options.nowMs;
+    this.listenUntilMs =
+      options.nowMs +
+      options.config.cluster.heartbeat.periodMs * options.config.cluster.heartbeat.tolerance;
+    this.lastOwnership = this.computeOwnership();
+    this.lastOwnershipKey = JSON.stringify(this.lastOwnership);
+    this.emit(options.nowMs, this.adminState, { incarnation: this.incarnation });
+    this.pendingEvents = this.events;
+    this.events = [];
+  }
+
+  private get periodMs(): number {
+    return this.config.cluster.heartbeat.periodMs;
+  }
+
+  private get deadAfterMs(): number {
+    return this.config.cluster.heartbeat.periodMs * this.config.cluster.heartbeat.tolerance;
+  }
+
+  private get participating(): boolean {
+    return (
+      (this.adminState === 'started' || this.adminState === 'draining') &&
+      this.keptOut === undefined
+    );
+  }
+
+  step(input: Input): Ready {
+    this.events = this.pendingEvents;
+    this.pendingEvents = [];
+    this.send = [];
+    this.flush = [];
+    const now = input.nowMs;
+    let reply: CommandReply | undefined;
+    let answerPeer = false;
+    switch (input.kind) {
+      case 'tick':
+        break;
+      case 'datagram':
+        answerPeer = this.receive(now, input.bytes);
+        break;
+      case 'command':
+        reply = this.command(now, input.command);
+        break;
+    }
+    this.expirePeers(now);
+    this.expireOrphans(now);
+    this.update(now);
+    this.maybeSend(now, answerPeer);
+    this.reportBadHeartbeats(now, false);
+    const ownership = this.computeOwnership();
+    const ownershipKey = JSON.stringify(ownership);
+    let changed: Ownership | undefined;
+    if (ownershipKey !== this.lastOwnershipKey) {
+      this.lastOwnershipKey = ownershipKey;
+      this.lastOwnership = ownership;
+      changed = ownership;
+    }
+    return {
+      ownership: changed,
+      flush: this.flush,
+      send: this.send,
+      events: this.events,
+      wakeAtMs: this.wakeAt(now),
+      reply,
+    };
+  }
+
+  status(): HostStatus {
+    const state: ReportedState =
+      this.keptOut !== undefined
+        ? 'stopped'
+        : this.adminState === 'stopped' ||
+            this.adminState === 'suspended' ||
+            this.adminState === 'draining'
+          ? this.adminState
+          : !this.converged
+            ? 'converging'
+            : this.defaultHost() === this.hostId
+              ? 'converged as default'
+              : 'converged';
+    return {
+      hostId: this.hostId,
+      incarnation: this.incarnation,
+      state,
+      members: [...this.members],
+      defaultHost: this.defaultHost(),
+      converged: this.converged,
+      mapDigest: hex(this.mapDigest),
+      target: this.targets.map((t) => [...t]),
+      ownership: this.lastOwnership,
+    };
+  }
+
+  /** Extra facts for `nlb query`, `params` and metrics. */
+  details(): {
+    keptOut: string | undefined;
+    ruleStates: readonly RuleState[];
+    peers: {
+      id: number;
+      incarnation: number;
+      state: AnnouncedState;
+      heard: boolean;
+      lastHeardMs: number;
+      mismatch: string | undefined;
+      members: readonly number[];
+    }[];
+    counters: {
+      heartbeatsSent: number;
+      heartbeatsReceived: number;
+      convergences: number;
+      lastConvergenceMs: number;
+    };
+    heartbeatsRejected: Record<string, number>;
+  } {
+    return {
+      keptOut: this.keptOut,
+      ruleStates: [...this.ruleStates],
+      peers: [...this.peers.values()]
+        .sort((a, b) => a.id - b.id)
+        .map((p) => ({
+          id: p.id,
+          incarnation: p.incarnation,
+          state: p.heartbeat.state,
+          heard: p.heard,
+          lastHeardMs: p.lastHeardMs,
+          mismatch: p.mismatch,
+          members: p.heartbeat.members,
+        })),
+      counters: { ...this.counters },
+      heartbeatsRejected: Object.fromEntries(
+        decodeFailures.map((r) => [r, this.badCountsTotal.get(r) ?? 0]),
+      ),
+    };
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  private countBad(reason: DecodeFailure): void {
+    this.badCounts.set(reason, (this.badCounts.get(reason) ?? 0) + 1);
+    this.badCountsTotal.set(reason, (this.badCountsTotal.get(reason) ?? 0) + 1);
+  }
+
+  /** Handles one datagram; returns whether the sender's report newly differs from ours. */
+  private receive(now: number, bytes: Uint8Array): boolean {
+    const decoded = decodeHeartbeat(bytes, this.key, this.clusterId);
+    if (!decoded.ok) {
+      this.countBad(decoded.reason);
+      return false;
+    }
+    const hb = decoded.heartbeat;
+    if (hb.hostId === this.hostId) {
+      this.receiveOwnId(now, hb);
+      return false;
+    }
+    let peer = this.peers.get(hb.hostId);
+    if (peer === undefined) {
+      peer = {
+        id: hb.hostId,
+        incarnation: hb.incarnation,
+        lastSequence: hb.sequence,
+        lastHeardMs: now,
+        heartbeat: hb,
+        heard: false,
+        declaredDeadAtMs: undefined,
+        mismatch: undefined,
+        mismatchReportedAtMs: -Infinity,
+        reportKey: '',
+        duplicateIncarnation: undefined,
+        replaced: undefined,
+      };
+      this.peers.set(hb.hostId, peer);
+    } else if (hb.incarnation === peer.incarnation) {
+      if (hb.sequence <= peer.lastSequence) {
+        this.countBad('replayed or stale');
+        return false;
+      }
+    } else if (hb.incarnation > peer.incarnation) {
+      if (peer.duplicateIncarnation === hb.incarnation) {
+        // The newer of two hosts claiming this id: it keeps itself out; ignore it.
+        return false;
+      }
+      // A restart: the old incarnation's claims die with it; its buckets are free now, and
+      // they reset the old incarnation's clients, as for a host that died.
+      const wasHeard = peer.heard;
+      if (wasHeard && this.members.includes(peer.id)) this.recordDeadClaims(now, peer);
+      peer.replaced = { incarnation: peer.incarnation, lastSequence: peer.lastSequence };
+      peer.incarnation = hb.incarnation;
+      if (wasHeard || peer.declaredDeadAtMs !== undefined) {
+        this.emit(now, 'host restarted', { host: hb.hostId, incarnation: hb.incarnation });
+      }
+      peer.declaredDeadAtMs = undefined;
+      peer.heard = false;
+    } else if (
+      peer.replaced !== undefined &&
+      peer.replaced.incarnation === hb.incarnation &&
+      hb.sequence > peer.replaced.lastSequence
+    ) {
+      // The older incarnation still speaks: the "restart" was a second host with the same id.
+      this.emit(now, 'duplicate host id', {
+        host: hb.hostId,
+        incarnations: [hb.incarnation, peer.incarnation],
+        keptOut: peer.incarnation,
+      });
+      peer.duplicateIncarnation = peer.incarnation;
+      peer.incarnation = hb.incarnation;
+      peer.replaced = undefined;
+    } else {
+      this.countBad('replayed or stale');
+      return false;
+    }
+    this.counters.heartbeatsReceived += 1;
+    peer.lastSequence = hb.sequence;
+    peer.lastHeardMs = now;
+    peer.heartbeat = hb;
+    if (!peer.heard) {
+      peer.heard = true;
+      if (peer.declaredDeadAtMs !== undefined) {
+        this.merge(now, peer);
+      }
+    }
+    this.checkCompatible(now, peer);
+    const reportKey = `${hb.members.join(',')}/${hex(hb.mapDigest)}`;
+    const newlyDifferent = reportKey !== peer.reportKey && reportKey !== this.ownReportKey();
+    peer.reportKey = reportKey;
+    return newlyDifferent;
+  }
+
+  private receiveOwnId(now: number, hb: Heartbeat): void {
+    if (hb.incarnation === this.incarnation) {
+      return; // Our own datagram looped back: harmless.
+    }
+    if (hb.incarnation < this.incarnation) {
+      // Another host with our id was here first: we are the newcomer, so we stay out.
+      if (this.keptOut === undefined) {
+        this.keptOut = `duplicate host id ${this.hostId}: another host (incarnation ${hb.incarnation}) already uses it`;
+        this.emit(now, 'duplicate host id', {
+          host: this.hostId,
+          incarnations: [hb.incarnation, this.incarnation],
+          keptOut: this.incarnation,
+          hint: 'give this host a unique host.id in its config and restart nlbd',
+        });
+        for (const owned of this.owned) owned.clear();
+      }
+    } else {
+      this.emit(now, 'duplicate host id', {
+        host: this.hostId,
+        incarnations: [this.incarnation, hb.incarnation],
+        keptOut: hb.incarnation,
+      });
+    }
+  }
+
+  private checkCompatible(now: number, peer: PeerRecord): void {
+    const hb = peer.heartbeat;
+    let mismatch: string | undefined;
+    if (hex(hb.configDigest) !== hex(this.configDigest)) {
+      const differences: string[] = [];
+      const cluster = this.config.cluster;
+      if (hb.periodMs !== cluster.heartbeat.periodMs)
+        differences.push(`heartbeat.periodMs ${hb.periodMs} vs ${cluster.heartbeat.periodMs}`);
+      if (hb.tolerance !== cluster.heartbeat.tolerance)
+        differences.push(`heartbeat.tolerance ${hb.tolerance} vs ${cluster.heartbeat.tolerance}`);
+      if (hb.mode !== cluster.mode) differences.push(`mode ${hb.mode} vs ${cluster.mode}`);
+      if (hb.hashSeed !== cluster.hashSeed)
+        differences.push(`hashSeed ${hb.hashSeed} vs ${cluster.hashSeed}`);
+      if (hb.rules.length !== cluster.portRules.length) {
+        differences.push(`${hb.rules.length} port rule(s) vs ${cluster.portRules.length}`);
+      } else {
+        hb.rules.forEach((rule, i) => {
+          if (rule.buckets !== cluster.portRules[i]!.buckets) {
+            differences.push(
+              `portRules[${i}].buckets ${rule.buckets} vs ${cluster.portRules[i]!.buckets}`,
+            );
+          } else if (rule.ruleDigest !== this.ruleDigests[i]) {
+            differences.push(`portRules[${i}] (cluster IP, ports, protocol, mode or affinity)`);
+          }
+        });
+      }
+      if (differences.length === 0) differences.push('cluster IPs or heartbeat port/group');
+      mismatch = differences.join('; ');
+    }
+    if (
+      mismatch !== undefined &&
+      (peer.mismatch !== mismatch || now - peer.mismatchReportedAtMs >= mismatchReportMs)
+    ) {
+      peer.mismatchReportedAtMs = now;
+      this.emit(now, 'config mismatch', {
+        host: peer.id,
+        differs: mismatch,
+        hint: 'the cluster part of the config must be identical on every host; compare with `nlb display`',
+      });
+    }
+    peer.mismatch = mismatch;
+  }
+
+  /** A peer we had declared dead speaks again with the same incarnation: a partition healed. */
+  private merge(now: number, peer: PeerRecord): void {
+    const mine = this.members;
+    const theirs = peer.heartbeat.members;
+    this.emit(now, 'partition healed', {
+      host: peer.id,
+      ourSide: mine,
+      theirSide: theirs,
+      separatedMs: peer.declaredDeadAtMs === undefined ? 0 : now - peer.declaredDeadAtMs,
+    });
+    peer.declaredDeadAtMs = undefined;
+    if (!this.participating || theirs.length === 0 || mine.length === 0) {
+      return;
+    }
+    // The smaller side (ties: the side without the lowest host id) is the one that rejoins: it
+    // drops every connection it holds, since the larger side reset those clients meanwhile, and
+    // stops resetting in buckets whose "dead" owner is back. The larger side keeps resetting
+    // the rejoining side's old clients, whose connections are gone now.
+    const rejoining =
+      mine.length < theirs.length ||
+      (mine.length === theirs.length && Math.min(...mine) > Math.min(...theirs));
+    if (rejoining) {
+      this.emit(now, 'rejoining: dropping connections', { host: this.hostId, joins: theirs });
+      this.config.cluster.portRules.forEach((rule, r) => {
+        this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
+        this.orphans[r]!.clear();
+        this.deadClaims[r]!.clear();
+      });
+    }
+  }
+
+  private command(now: number, command: Command): CommandReply {
+    if (this.adminState === 'suspended' && command.verb !== 'resume') {
+      return {
+        code: 'suspended',
+        message: 'the host is suspended: only resume (and query) are accepted',
+      };
+    }
+    switch (command.verb) {
+      case 'start':
+        if (this.adminState === 'started') return { code: 'already', message: 'already started' };
+        this.setAdmin(now, 'started');
+        return { code: 'ok', message: 'started' };
+      case 'stop':
+        if (this.adminState === 'stopped') return { code: 'already', message: 'already stopped' };
+        this.setAdmin(now, 'stopped');
+        return { code: 'ok', message: 'stopped: existing connections were dropped' };
+      case 'drainstop':
+        if (this.adminState === 'stopped') return { code: 'already', message: 'already stopped' };
+        if (this.adminState === 'draining') return { code: 'already', message: 'already draining' };
+        this.setAdmin(now, 'draining');
+        return {
+          code: 'ok',
+          message: 'draining: no new connections; stops when the existing ones end',
+        };
+      case 'connectionsEnded':
+        if (this.adminState !== 'draining') return { code: 'already', message: 'not draining' };
+        this.emit(now, 'drain completed', { host: this.hostId });
+        this.setAdmin(now, 'stopped');
+        return { code: 'ok', message: 'drain completed: stopped' };
+      case 'suspend':
+        this.setAdmin(now, 'suspended');
+        return { code: 'ok', message: 'suspended: every command but resume is ignored' };
+      case 'resume':
+        if (this.adminState !== 'suspended') return { code: 'already', message: 'not suspended' };
+        this.setAdmin(now, 'stopped');
+        return { code: 'ok', message: 'resumed: the host is stopped; use start to take traffic' };
+      case 'enable':
+      case 'disable':
+      case 'drain': {
+        const wanted: RuleState =
+          command.verb === 'enable'
+            ? 'enabled'
+            : command.verb === 'disable'
+              ? 'disabled'
+              : 'draining';
+        const bad = command.rules.filter((r) => r < 0 || r >= this.ruleStates.length);
+        if (bad.length > 0 || command.rules.length === 0) {
+          return { code: 'not found', message: `no port rule ${bad.join(', ')}` };
+        }
+        const changing = command.rules.filter((r) => this.ruleStates[r] !== wanted);
+        if (changing.length === 0) return { code: 'already', message: `already ${wanted}` };
+        for (const r of changing) {
+          this.ruleStates[r] = wanted;
+          const event =
+            wanted === 'enabled'
+              ? 'rule enabled'
+              : wanted === 'disabled'
+                ? 'rule disabled'
+                : 'rule drained';
+          this.emit(now, event, { rule: r });
+          if (wanted === 'disabled') {
+            // Disable drops the rule's existing connections too (drain does not).
+            this.flush.push({
+              rule: r,
+              buckets: Array.from(
+                { length: this.config.cluster.portRules[r]!.buckets },
+                (_, b) => b,
+              ),
+            });
+          }
+        }
+        this.convergingReason = `rule(s) ${changing.join(', ')} ${wanted}`;
+        return { code: 'ok', message: `rule(s) ${changing.join(', ')} ${wanted}` };
+      }
+      case 'reload':
+        return this.reload(now, command.config);
+    }
+  }
+
+  private reload(now: number, config: Config): CommandReply {
+    if (config.host.id !== this.hostId) {
+      this.emit(now, 'config rejected', { reason: 'host.id cannot change on reload' });
+      return {
+        code: 'refused',
+        message: 'host.id cannot change on reload; restart nlbd to change it',
+      };
+    }
+    const digest = configDigestOf(config);
+    const clusterChanged = hex(digest) !== hex(this.configDigest);
+    const previousRuleCount = this.config.cluster.portRules.length;
+    this.config = config;
+    this.clusterId = clusterIdOf(config.cluster.name);
+    this.configDigest = digest;
+    this.ruleDigests = config.cluster.portRules.map(ruleDigestOf);
+    const ruleCount = config.cluster.portRules.length;
+    if (clusterChanged) {
+      // Buckets of the old rules mean nothing under the new ones: start the rules afresh. The
+      // kernel keeps established connections; new flows wait for the new map.
+      if (ruleCount !== previousRuleCount) {
+        this.ruleStates = Array.from({ length: ruleCount }, () => 'enabled' as RuleState);
+      }
+      this.owned = Array.from({ length: ruleCount }, () => new Set<number>());
+      this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+      this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+      this.targets = [];
+    }
+    for (const peer of this.peers.values()) {
+      this.checkCompatible(now, peer);
+    }
+    this.emit(now, 'config reloaded', { clusterChanged });
+    this.convergingReason = 'config reloaded';
+    return {
+      code: 'ok',
+      message: clusterChanged ? 'config reloaded (cluster part changed)' : 'config reloaded',
+    };
+  }
+
+  private setAdmin(now: number, state: AdminState): void {
+    const previous = this.adminState;
+    this.adminState = state;
+    if (state === 'draining') this.emit(now, 'drain started', { host: this.hostId });
+    if (state === 'started')
+      this.emit(now, previous === 'suspended' ? 'resumed' : 'started', {
+        incarnation: this.incarnation,
+      });
+    if (state === 'stopped') this.emit(now, previous === 'suspended' ? 'resumed' : 'stopped', {});
+    if (state === 'suspended') this.emit(now, 'suspended', {});
+    if (state === 'stopped' || state === 'suspended') {
+      for (const owned of this.owned) owned.clear();
+      for (const orphans of this.orphans) orphans.clear();
+    }
+    this.convergingReason = `host ${this.hostId} ${state}`;
+  }
+
+  // ---------------------------------------------------------------- time
+
+  private expirePeers(now: number): void {
+    for (const peer of this.peers.values()) {
+      if (peer.heard && now - peer.lastHeardMs >= this.deadAfterMs) {
+        peer.heard = false;
+        const hb = peer.heartbeat;
+        const wasMember = this.members.includes(peer.id);
+        if (hb.state === 'started' || hb.state === 'draining') {
+          peer.declaredDeadAtMs = now;
+          this.emit(now, 'host declared dead', { host: peer.id, silentMs: now - peer.lastHeardMs });
+          this.convergingReason = `host ${peer.id} declared dead`;
+          if (wasMember) this.recordDeadClaims(now, peer);
+        }
+      }
+    }
+  }
+
+  /** A dead host's connections die with it: its clients get a reset from whoever inherits them. */
+  private recordDeadClaims(now: number, peer: PeerRecord): void {
+    peer.heartbeat.rules.forEach((rule, r) => {
+      const claims = this.deadClaims[r];
+      if (claims === undefined) return;
+      for (const b of rule.owned) claims.set(b, { host: peer.id, untilMs: now + orphanHoldMs });
+    });
+  }
+
+  private expireOrphans(now: number): void {
+    for (const maps of [this.orphans, this.deadClaims]) {
+      for (const map of maps) {
+        for (const [bucket, claim] of map) {
+          if (claim.untilMs <= now) map.delete(bucket);
+        }
+      }
+    }
+  }
+
+  private wakeAt(now: number): number {
+    let wake = Math.min(now + this.periodMs, this.nextSendMs);
+    if (now < this.listenUntilMs) wake = Math.min(wake, this.listenUntilMs);
+    for (const peer of this.peers.values()) {
+      if (peer.heard) wake = Math.min(wake, peer.lastHeardMs + this.deadAfterMs);
+    }
+    for (const map of this.orphans) {
+      for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);
+    }
+    return Math.max(wake, now);
+  }
+
+  // ---------------------------------------------------------------- the decision
+
+  private update(now: number): void {
+    // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
+    this.reviewConfigKeepOut(now);
+
+    this.heardIds = [...this.peers.values()]
+      .filter((p) => p.heard && p.mismatch === undefined)
+      .map((p) => p.id)
+      .sort((a, b) => a - b);
+    const members: number[] = [];
+    if (this.participating) {
+      members.push(this.hostId);
+      for (const id of this.heardIds) {
+        const hb = this.peers.get(id)!.heartbeat;
+        if ((hb.state === 'started' || hb.state === 'draining') && hb.heard.includes(this.hostId)) {
+          members.push(id);
+        }
+      }
+      members.sort((a, b) => a - b);
+    }
+    const membersChanged = !sameList(members, this.members);
+    if (membersChanged && this.participating && this.members.length > 0) {
+      const joined = members.filter((id) => !this.members.includes(id) && id !== this.hostId);
+      const left = this.members.filter((id) => !members.includes(id) && id !== this.hostId);
+      for (const id of joined) this.emit(now, 'host joined', { host: id });
+      for (const id of left) {
+        const peer = this.peers.get(id);
+        if (peer?.heard) {
+          const reason =
+            peer.heartbeat.state === 'started' || peer.heartbeat.state === 'draining'
+              ? 'it no longer hears this host'
+              : `it is ${peer.heartbeat.state}`;
+          this.emit(now, 'host left', { host: id, reason });
+          if (!(peer.heartbeat.state === 'stopped' || peer.heartbeat.state === 'suspended')) {
+            this.emit(now, 'partition detected', { host: id, reason });
+          }
+        }
+      }
+      if (joined.length > 0) this.convergingReason = `host(s) ${joined.join(', ')} joined`;
+      else if (left.length > 0 && !this.convergingReason.includes('dead'))
+        this.convergingReason = `host(s) ${left.join(', ')} left`;
+    }
+    this.members = members;
+
+    // Targets from claims.
+    const rules = this.config.cluster.portRules;
+    const targets: (number | null)[][] = rules.map((rule, r) => {
+      if (!this.participating) return Array.from({ length: rule.buckets }, () => null);
+      const owners: (number | null)[] = Array.from({ length: rule.buckets }, () => null);
+      const infos: AssignMember[] = [];
+      for (const id of members) {
+        let claimed: Iterable<number>;
+        let info: AssignMember;
+        if (id === this.hostId) {
+          claimed = this.owned[r]!;
+          info = {
+            id,
+            loadWeight: this.config.host.rules[r]?.loadWeight ?? 0,
+            handlingPriority: this.config.host.rules[r]?.handlingPriority ?? id,
+            draining: this.adminState === 'draining' || this.ruleStates[r] !== 'enabled',
+          };
+        } else {
+          const hb = this.peers.get(id)!.heartbeat;
+          const ruleHb = hb.rules[r]!;
+          claimed = ruleHb.owned;
+          info = {
+            id,
+            loadWeight: ruleHb.loadWeight,
+            handlingPriority: ruleHb.handlingPriority,
+            draining: hb.state === 'draining' || ruleHb.state !== 'enabled',
+          };
+        }
+        infos.push(info);
+        for (const b of claimed) {
+          if (b < rule.buckets) {
+            const current = owners[b];
+            owners[b] = current === null || current === undefined ? id : Math.min(current, id);
+          }
+        }
+      }
+      return assign({ mode: rule.mode, buckets: rule.buckets, owners, members: infos });
+    });
+    const digest = this.digestOf(members, targets);
+    const targetChanged = hex(digest) !== hex(this.mapDigest);
+    this.targets = targets;
+    this.mapDigest = digest;
+    if ((membersChanged || targetChanged) && this.converged) {
+      this.converged = false;
+      this.convergingSinceMs = now;
+      this.emit(now, 'converging', { reason: this.convergingReason, members });
+    }
+
+    if (!this.participating) {
+      this.converged = false;
+      return;
+    }
+
+    // Release first: what the target does not give us, we stop taking new flows for now.
+    targets.forEach((target, r) => {
+      const owned = this.owned[r]!;
+      for (const b of [...owned]) {
+        if (target[b] !== this.hostId) {
+          owned.delete(b);
+          this.orphans[r]!.delete(b);
+        }
+      }
+    });
+
+    // Acquire only on agreement, and only buckets no heard peer still claims.
+    const agreed = members.every((id) => {
+      if (id === this.hostId) return true;
+      const hb = this.peers.get(id)!.heartbeat;
+      return sameList(hb.members, members) && hex(hb.mapDigest) === hex(digest);
+    });
+    // A heard peer that takes part but is not (yet) a member may be about to take buckets on
+    // its own view: wait until it hears us and shares the view.
+    const pending = this.heardIds.some((id) => {
+      const state = this.peers.get(id)!.heartbeat.state;
+      return (state === 'started' || state === 'draining') && !members.includes(id);
+    });
+    const alone = this.heardIds.length === 0;
+    if (agreed && !pending && (!alone || now >= this.listenUntilMs)) {
+      const claimedByPeers = rules.map(() => new Set<number>());
+      for (const id of this.heardIds) {
+        const hb = this.peers.get(id)!.heartbeat;
+        hb.rules.forEach((rule, r) => {
+          const set = claimedByPeers[r];
+          if (set !== undefined) for (const b of rule.owned) set.add(b);
+        });
+      }
+      targets.forEach((target, r) => {
+        const owned = this.owned[r]!;
+        target.forEach((owner, b) => {
+          if (owner === this.hostId && !owned.has(b) && !claimedByPeers[r]!.has(b)) {
+            owned.add(b);
+            const dead = this.deadClaims[r]!.get(b);
+            if (dead !== undefined && dead.untilMs > now) this.orphans[r]!.set(b, dead);
+          }
+        });
+      });
+    }
+
+    const settledAll =
+      agreed &&
+      !pending &&
+      this.isSettled() &&
+      members.every((id) => id === this.hostId || this.peers.get(id)!.heartbeat.settled);
+    if (settledAll && !this.converged) {
+      this.converged = true;
+      const moved = this.lastConvergedTargets.length === 0 ? 0 : this.countMovedSinceConverged();
+      this.lastConvergedTargets = targets.map((t) => [...t]);
+      this.counters.convergences += 1;
+      this.counters.lastConvergenceMs = now - this.convergingSinceMs;
+      this.emit(now, 'converged', {
+        members,
+        defaultHost: this.defaultHost(),
+        isDefault: this.defaultHost() === this.hostId,
+        durationMs: now - this.convergingSinceMs,
+        bucketsMoved: moved,
+        reason: this.convergingReason,
+      });
+    } else if (!settledAll && this.converged) {
+      this.converged = false;
+      this.convergingSinceMs = now;
+      this.emit(now, 'converging', { reason: this.convergingReason, members });
+    }
+  }
+
+  private reviewConfigKeepOut(now: number): void {
+    const configReason = 'config mismatch';
+    const stronger = [...this.peers.values()].find((p) => {
+      if (!p.heard || p.mismatch === undefined || p.heartbeat.members.length === 0) return false;
+      const theirs = p.heartbeat.members;
+      const mine = this.members.length > 0 ? this.members : [this.hostId];
+      return (
+        theirs.length > mine.length ||
+        (theirs.length === mine.length && Math.min(...theirs) < Math.min(...mine))
+      );
+    });
+    if (
+      stronger !== undefined &&
+      this.keptOut === undefined &&
+      (this.adminState === 'started' || this.adminState === 'draining')
+    ) {
+      this.keptOut = `${configReason} with host ${stronger.id}: ${stronger.mismatch}`;
+      this.emit(now, 'kept out', {
+        reason: this.keptOut,
+        hint: "make the cluster part of this host's config identical to the cluster's, then `nlb reload`",
+      });
+      for (const owned of this.owned) owned.clear();
+    } else if (stronger === undefined && this.keptOut?.startsWith(configReason)) {
+      this.keptOut = undefined;
+      this.emit(now, 'admitted', { reason: 'no conflicting cluster config is heard any more' });
+    }
+  }
+
+  private isSettled(): boolean {
+    return this.targets.every((target, r) => {
+      const owned = this.owned[r]!;
+      let count = 0;
+      for (let b = 0; b < target.length; b++) {
+        if (target[b] === this.hostId) {
+          if (!owned.has(b)) return false;
+          count++;
+        }
+      }
+      return count === owned.size;
+    });
+  }
+
+  private countMovedSinceConverged(): number {
+    let moved = 0;
+    this.targets.forEach((target, r) => {
+      const before = this.lastConvergedTargets[r];
+      target.forEach((owner, b) => {
+        if (before === undefined || before[b] !== owner) moved++;
+      });
+    });
+    return moved;
+  }
+
+  private digestOf(
+    members: readonly number[],
+    targets: readonly (readonly (number | null)[])[],
+  ): Uint8Array {
+    const hash = createHash('sha256');
+    hash.update(Uint8Array.from(members));
+    for (const target of targets) {
+      hash.update(Uint8Array.from(target.map((o) => o ?? 0)));
+    }
+    return new Uint8Array(hash.digest()).subarray(0, 8);
+  }
+
+  private defaultHost(): number | null {
+    const started = this.members.filter((id) => {
+      if (id === this.hostId) return this.adminState === 'started';
+      return this.peers.get(id)?.heartbeat.state === 'started';
+    });
+    return started[0] ?? this.members[0] ?? null;
+  }
+
+  private ownReportKey(): string {
+    return `${this.members.join(',')}/${hex(this.mapDigest)}`;
+  }
+
+  // ---------------------------------------------------------------- outputs
+
+  private announcedState(): AnnouncedState {
+    return this.keptOut !== undefined ? 'stopped' : this.adminState;
+  }
+
+  private maybeSend(now: number, answerPeer: boolean): void {
+    if (this.keptOut !== undefined && this.keptOut.startsWith('duplicate')) {
+      return; // A duplicate of another host's id never speaks: it would confuse every peer.
+    }
+    const contentKey = JSON.stringify([
+      this.announcedState(),
+      this.isSettled(),
+      this.heardIds,
+      this.members,
+      hex(this.mapDigest),
+      this.owned.map((o) => [...o].sort((a, b) => a - b)),
+      this.ruleStates,
+      this.config.host.rules,
+      hex(this.configDigest),
+    ]);
+    const changed = contentKey !== this.lastSentKey;
+    // Before the first scheduled heartbeat a host only listens, unless an operator command
+    // changed what it has to say.
+    const due = now >= this.nextSendMs;
+    if (!due && !(this.sequence > 0 && (changed || answerPeer))) {
+      return;
+    }
+    this.sequence += 1;
+    this.lastSentKey = contentKey;
+    this.nextSendMs = now + this.periodMs;
+    this.counters.heartbeatsSent += 1;
+    this.send.push(
+      encodeHeartbeat(
+        {
+          hostId: this.hostId,
+          state: this.announcedState(),
+          settled: this.isSettled(),
+          clusterId: this.clusterId,
+          incarnation: this.incarnation,
+          sequence: this.sequence,
+          configDigest: this.configDigest,
+          periodMs: this.config.cluster.heartbeat.periodMs,
+          tolerance: this.config.cluster.heartbeat.tolerance,
+          mode: this.config.cluster.mode,
+          hashSeed: this.config.cluster.hashSeed,
+          heard: this.heardIds,
+          members: this.members,
+          mapDigest: this.mapDigest,
+          rules: this.config.cluster.portRules.map((rule, r) => ({
+            buckets: rule.buckets,
+            ruleDigest: this.ruleDigests[r]!,
+            loadWeight: this.config.host.rules[r]?.loadWeight ?? 0,
+            handlingPriority: this.config.host.rules[r]?.handlingPriority ?? this.hostId,
+            state: this.ruleStates[r]!,
+            owned: [...this.owned[r]!].sort((a, b) => a - b),
+          })),
+        },
+        this.key,
+      ),
+    );
+  }
+
+  private computeOwnership(): Ownership {
+    const active = this.participating;
+    return {
+      rules: this.config.cluster.portRules.map((rule, r) => {
+        const owned = [...(this.owned[r] ?? [])].sort((a, b) => a - b);
+        const orphan = [...(this.orphans[r]?.keys() ?? [])]
+          .filter((b) => this.owned[r]?.has(b))
+          .sort((a, b) => a - b);
+        return {
+          owned,
+          orphan,
+          disabled: rule.mode === 'disabled' || this.ruleStates[r] === 'disabled',
+        };
+      }),
+      isDefault: active && this.defaultHost() === this.hostId,
+      active,
+      dropEstablished: !active && this.adminState !== 'draining',
+    };
+  }
+
+  private emit(now: number, event: string, fields: Record<string, unknown>): void {
+    this.events.push({ event, atMs: now, by: this.hostId, ...fields });
+  }
+
+  private reportBadHeartbeats(now: number, force: boolean): void {
+    if (this.badCounts.size === 0 || (!force && now - this.badReportedAtMs < badHeartbeatReportMs))
+      return;
+    this.badReportedAtMs = now;
+    this.emit(now, 'bad heartbeats', { counts: Object.fromEntries(this.badCounts) });
+    this.badCounts.clear();
+  }
+}
