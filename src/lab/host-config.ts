@@ -1,0 +1,63 @@
+// The nlbd config of one lab host: the cluster part is the same on every host, the host part
+// carries its id and dedicated IP. Rendered as YAML and validated with the real parser before it
+// is written, so a lab never hands a daemon a config the daemon would refuse.
+import { stringify } from 'yaml';
+import {
+  type Affinity,
+  type ClusterMode,
+  type Config,
+  formatConfigErrors,
+  parseConfig,
+} from '../core/config.js';
+import { hostIp, labHttpPort, labInterface, labPrefixLength, labVip } from './naming.js';
+
+export interface LabClusterSettings {
+  readonly labName: string;
+  readonly keyFile: string;
+  readonly mode: ClusterMode;
+  readonly affinity: Affinity;
+  /** Heartbeat period; undefined keeps the config default. */
+  readonly heartbeatPeriodMs?: number;
+}
+
+export interface RenderedHostConfig {
+  readonly text: string;
+  readonly config: Config;
+}
+
+export function renderHostConfig(settings: LabClusterSettings, hostId: number): RenderedHostConfig {
+  const document = {
+    cluster: {
+      name: `nlb-${settings.labName}`,
+      clusterIps: [labVip],
+      mode: settings.mode,
+      interface: labInterface,
+      ...(settings.heartbeatPeriodMs === undefined
+        ? {}
+        : { heartbeat: { periodMs: settings.heartbeatPeriodMs } }),
+      keyFile: settings.keyFile,
+      portRules: [
+        {
+          vip: labVip,
+          ports: labHttpPort,
+          protocol: 'tcp',
+          mode: 'multiple',
+          affinity: settings.affinity,
+        },
+      ],
+    },
+    host: {
+      id: hostId,
+      dedicatedIp: `${hostIp(hostId)}/${labPrefixLength}`,
+    },
+  };
+  const text = `# nlbd config for host ${hostId} of lab '${settings.labName}', written by nlb lab up.\n${stringify(document)}`;
+  const result = parseConfig(text);
+  if (!result.ok) {
+    // The lab builds these documents itself, so a rejection is a bug in this file, not input.
+    throw new Error(
+      `lab host config rejected by parseConfig:\n${formatConfigErrors(result.errors)}`,
+    );
+  }
+  return { text, config: result.config };
+}

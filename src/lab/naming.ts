@@ -1,0 +1,85 @@
+// The lab's addressing plan and names, in one place so the lab, its tests, the demo and the
+// benchmarks agree. Everything lives on 198.18.0.0/24, inside the 198.18.0.0/15 range RFC 2544
+// sets aside for benchmarking, so lab traffic can never be mistaken for, or routed to, a real
+// network (DESIGN.md §6).
+import ipaddr from 'ipaddr.js';
+
+export const labSubnet = '198.18.0.0/24';
+export const labPrefixLength = 24;
+/** The only range lab traffic may ever be addressed to (RFC 2544 benchmarking). */
+export const labSafeRange = '198.18.0.0/15';
+export const labVip = '198.18.0.100';
+/** NLB allows 32 hosts; host i gets 198.18.0.(10 + i), so .11 to .42. */
+export const labHostsMax = 32;
+/** Clients get 198.18.0.201 upwards; 16 leaves room and is far more than 2 cores can drive. */
+export const labClientsMax = 16;
+/** Extra client source addresses come from .101 to .199, between the VIP and the clients. */
+export const labExtraAddressFirst = 101;
+export const labExtraAddressLast = 199;
+export const labHttpPort = 80;
+/** The interface name every host and client sees inside its own namespace. */
+export const labInterface = 'eth0';
+export const labBridge = 'br0';
+
+/**
+ * A lab name is part of every namespace name (`nlb-<name>-h1`). No '-' is allowed so that the
+ * prefix `nlb-<name>-` belongs to exactly one lab, and 24 characters keep names readable.
+ */
+export const labNamePattern = /^[A-Za-z0-9][A-Za-z0-9_]{0,23}$/;
+
+export function labNameProblem(name: string): string | undefined {
+  return labNamePattern.test(name)
+    ? undefined
+    : `invalid lab name '${name}': use 1-24 letters, digits or '_' (no '-'), starting with a letter or digit`;
+}
+
+export function namespacePrefix(labName: string): string {
+  return `nlb-${labName}-`;
+}
+
+export function switchNamespace(labName: string): string {
+  return `${namespacePrefix(labName)}sw`;
+}
+
+export function hostNamespace(labName: string, hostId: number): string {
+  return `${namespacePrefix(labName)}h${hostId}`;
+}
+
+export function clientNamespace(labName: string, clientIndex: number): string {
+  return `${namespacePrefix(labName)}c${clientIndex}`;
+}
+
+/** The switch-side end of a host's veth, named after its target so `bridge fdb` reads well. */
+export function hostSwitchPort(hostId: number): string {
+  return `h${hostId}`;
+}
+
+export function clientSwitchPort(clientIndex: number): string {
+  return `c${clientIndex}`;
+}
+
+export function hostIp(hostId: number): string {
+  return `198.18.0.${10 + hostId}`;
+}
+
+export function clientIp(clientIndex: number): string {
+  return `198.18.0.${200 + clientIndex}`;
+}
+
+/** True when `address` is an IPv4 address inside 198.18.0.0/15, the only range the lab uses. */
+export function isLabSafeAddress(address: string): boolean {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(address)) {
+    return false;
+  }
+  const [range, bits] = ipaddr.IPv4.parseCIDR(labSafeRange);
+  return ipaddr.IPv4.parse(address).match(range, bits);
+}
+
+/** Network safety: throws unless `address` is inside 198.18.0.0/15 (DESIGN.md §6). */
+export function assertLabSafeAddress(address: string, what: string): void {
+  if (!isLabSafeAddress(address)) {
+    throw new Error(
+      `refusing ${what} ${address}: the lab only ever talks to 198.18.0.0/15 addresses inside its own namespaces`,
+    );
+  }
+}

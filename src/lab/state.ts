@@ -1,0 +1,122 @@
+// A lab's record on disk, so `nlb lab down`, `status` and `exec` work from another process than
+// the one that built it. One directory per lab under /run/nlb/labs (tmpfs: a reboot, which also
+// removes every namespace, removes the records too), holding state.json, the cluster key, one
+// config per host and the logs of the processes the lab started.
+import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ProcessRef } from './process.js';
+
+/** Overridable so tests of the record itself could use a scratch directory. */
+export function labsRoot(): string {
+  return process.env.NLB_LABS_DIR ?? '/run/nlb/labs';
+}
+
+export function labDir(name: string): string {
+  return path.join(labsRoot(), name);
+}
+
+export const stateVersion = 1;
+
+export interface LabHostState {
+  readonly id: number;
+  readonly namespace: string;
+  /** The interface inside the host namespace (the cluster interface in its config). */
+  readonly interface: string;
+  /** The other end of the veth, a port of the bridge in the switch namespace. */
+  readonly switchPort: string;
+  /** The dedicated IP, without prefix length. */
+  readonly ip: string;
+  /** Path of the host's nlbd config. */
+  readonly config: string;
+  backend?: ProcessRef;
+  daemon?: ProcessRef;
+  readonly backendLog: string;
+  readonly daemonLog: string;
+}
+
+export interface LabClientState {
+  readonly index: number;
+  readonly namespace: string;
+  readonly interface: string;
+  readonly switchPort: string;
+  readonly ip: string;
+  /** Further source addresses on the client's interface, for spreading flows by client IP. */
+  readonly extraIps: string[];
+}
+
+export interface LabState {
+  readonly version: number;
+  readonly name: string;
+  readonly dir: string;
+  readonly createdAt: string;
+  readonly subnet: string;
+  readonly vip: string;
+  readonly switchNamespace: string;
+  readonly bridge: string;
+  readonly keyFile: string;
+  /** The argv that starts nlbd, with `{config}` standing for the host's config path. */
+  readonly daemonCommand: readonly string[];
+  /** Every namespace this lab created, recorded right after creation: `down` deletes exactly these. */
+  readonly namespaces: string[];
+  readonly hosts: LabHostState[];
+  readonly clients: LabClientState[];
+  /** False while `up` is still building; a lab left incomplete is cleaned by `down`. */
+  complete: boolean;
+}
+
+export function statePath(dir: string): string {
+  return path.join(dir, 'state.json');
+}
+
+/** Writes atomically (temp file + rename) so a reader in another process never sees half a file. */
+export function writeState(state: LabState): void {
+  const target = statePath(state.dir);
+  const temp = `${target}.${process.pid}.tmp`;
+  writeFileSync(temp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  renameSync(temp, target);
+}
+
+export function readState(name: string): LabState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(statePath(labDir(name)), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const state = JSON.parse(text) as LabState;
+  if (state.version !== stateVersion) {
+    throw new Error(
+      `lab '${name}' was recorded by another nlb version (state version ${String(state.version)}); remove it with the nlb that built it`,
+    );
+  }
+  return state;
+}
+
+/** Names of every lab with a directory, complete or not. */
+export function listLabNames(): string[] {
+  try {
+    return readdirSync(labsRoot(), { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Claims a lab name: creating its directory is atomic, so two `up`s with the same name cannot
+ * both succeed. Returns false when the name is already taken.
+ */
+export function claimLabDir(name: string): boolean {
+  mkdirSync(labsRoot(), { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(labDir(name), { mode: 0o700 });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      return false;
+    }
+    throw error;
+  }
+}
