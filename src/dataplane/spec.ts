@@ -1,0 +1,57 @@
+// Building a DataplaneSpec from the validated config and the ownership the host machine asked
+// for, so the daemon has one call to make and the formulas (lease length, MACs) live in one
+// place.
+import type { Config } from '../core/config.js';
+import { formatMac, hostSourceMac, unicastClusterMac } from '../core/mac.js';
+import type { Ownership } from '../core/protocol.js';
+import { type DataplaneSpec, leaseTimeoutMsMin, tableNameDefault } from './render.js';
+
+/**
+ * The lease the kernel holds between refreshes. Peers declare a silent host dead after
+ * `tolerance × periodMs`; the daemon refreshes the lease before each heartbeat it sends, so a
+ * lease one period shorter than that has expired before any peer can take the host's buckets,
+ * while still riding out `tolerance - 2` late refreshes of a busy daemon.
+ */
+export function leaseTimeoutMsFor(heartbeat: { periodMs: number; tolerance: number }): number {
+  return Math.max(leaseTimeoutMsMin, (heartbeat.tolerance - 1) * heartbeat.periodMs);
+}
+
+export interface SpecOptions {
+  readonly tableName?: string;
+  readonly leaseTimeoutMs?: number;
+}
+
+/**
+ * The spec for `config`'s host with `ownership`. In unicast mode the cluster MAC and the masked
+ * source MAC come from the first cluster IP, as NLB derives them from the primary cluster IP.
+ */
+export function dataplaneSpecFor(
+  config: Config,
+  ownership: Ownership,
+  options: SpecOptions = {},
+): DataplaneSpec {
+  const cluster = config.cluster;
+  const primary = cluster.clusterIps[0];
+  if (primary === undefined) {
+    throw new Error('dataplaneSpecFor: the config has no cluster IP (parseConfig requires one)');
+  }
+  const macs =
+    cluster.mode === 'unicast'
+      ? {
+          clusterMac: formatMac(unicastClusterMac(primary)),
+          maskedMac: formatMac(hostSourceMac(config.host.id, primary)),
+        }
+      : {};
+  return {
+    tableName: options.tableName ?? tableNameDefault,
+    hostId: config.host.id,
+    clusterIps: cluster.clusterIps,
+    portRules: cluster.portRules,
+    hashSeed: cluster.hashSeed,
+    ownership,
+    leaseTimeoutMs: options.leaseTimeoutMs ?? leaseTimeoutMsFor(cluster.heartbeat),
+    mode: cluster.mode,
+    interface: cluster.interface,
+    ...macs,
+  };
+}

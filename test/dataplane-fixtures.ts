@@ -1,0 +1,98 @@
+// Data plane specs shared by the render unit tests and the real-kernel tests, so the exact text
+// the unit tests pin down is also the text the kernel is shown to accept.
+import { type Address, parseAddress } from '../src/core/address.js';
+import type { PortRule } from '../src/core/config.js';
+import type { RuleOwnership } from '../src/core/protocol.js';
+import type { DataplaneSpec } from '../src/dataplane/render.js';
+
+export function address(text: string): Address {
+  const parsed = parseAddress(text);
+  if (parsed === undefined) {
+    throw new Error(`fixture address '${text}' does not parse`);
+  }
+  return parsed;
+}
+
+export const vip = address('198.18.0.100');
+export const vip6 = address('2001:db8::100');
+
+export function owner(owned: number[], orphan: number[] = [], disabled = false): RuleOwnership {
+  return { owned, orphan, disabled };
+}
+
+export function rule(fields: Partial<PortRule>): PortRule {
+  return {
+    vip: 'all',
+    portStart: 0,
+    portEnd: 65535,
+    protocol: 'both',
+    mode: 'multiple',
+    affinity: 'single',
+    buckets: 60,
+    ...fields,
+  };
+}
+
+/** What the lab runs: one VIP, one TCP port 80 rule, unicast mode. */
+export const labSpec: DataplaneSpec = {
+  tableName: 'nlb',
+  hostId: 2,
+  clusterIps: [vip],
+  portRules: [rule({ vip, portStart: 80, portEnd: 80, protocol: 'tcp', affinity: 'none' })],
+  hashSeed: 0x4e4c4221,
+  ownership: {
+    rules: [owner([0, 3, 6], [3])],
+    isDefault: true,
+    active: true,
+    dropEstablished: false,
+  },
+  leaseTimeoutMs: 800,
+  mode: 'unicast',
+  interface: 'eth0',
+  clusterMac: '02:bf:c6:12:00:64',
+  maskedMac: '02:02:c6:12:00:64',
+};
+
+/** Two families, rule precedence, every affinity, multicast mode, not the default host. */
+export const mixedSpec: DataplaneSpec = {
+  tableName: 'nlb',
+  hostId: 3,
+  clusterIps: [vip, vip6],
+  portRules: [
+    rule({ affinity: 'network' }),
+    rule({
+      vip: vip6,
+      portStart: 1000,
+      portEnd: 2000,
+      mode: 'single',
+      affinity: 'none',
+      buckets: 8,
+    }),
+    rule({ vip, portStart: 53, portEnd: 53, protocol: 'udp', buckets: 16 }),
+  ],
+  hashSeed: 7,
+  ownership: {
+    rules: [owner([1, 2]), owner([]), owner([15])],
+    isDefault: false,
+    active: true,
+    dropEstablished: false,
+  },
+  leaseTimeoutMs: 1000,
+  mode: 'multicast',
+  interface: 'ens3',
+};
+
+export const mixedInactiveSpec: DataplaneSpec = {
+  ...mixedSpec,
+  ownership: { ...mixedSpec.ownership, active: false },
+};
+
+export const mixedStoppedSpec: DataplaneSpec = {
+  ...mixedSpec,
+  ownership: {
+    rules: [owner([1, 2]), owner([], [], true), owner([15])],
+    isDefault: false,
+    active: false,
+    dropEstablished: true,
+  },
+};

@@ -1,0 +1,379 @@
+// The rendered nftables text is the data plane's contract: these tests pin it down exactly
+// (STYLE.md habit 7). When the rendering changes on purpose, update the expected text here and
+// run test/dataplane-kernel.test.ts, which applies the same fixtures to a real kernel.
+import { describe, expect, it } from 'vitest';
+import {
+  type DataplaneSpec,
+  DataplaneSpecError,
+  dataplaneSpecProblems,
+  renderLeaseRefresh,
+  renderOwnershipUpdate,
+  renderRemoval,
+  renderTable,
+} from '../src/dataplane/render.js';
+import {
+  address,
+  labSpec,
+  mixedInactiveSpec,
+  mixedSpec,
+  mixedStoppedSpec,
+  owner,
+  rule,
+  vip,
+} from './dataplane-fixtures.js';
+
+/** The chains from `rule0` to the end of the inet table. */
+function ruleChains(text: string): string {
+  const start = text.indexOf('\tchain rule0 {');
+  return text.slice(start, text.indexOf('\n}\n', start) + 1);
+}
+
+describe('renderTable', () => {
+  it('renders the lab spec (unicast, one TCP rule, default host) exactly', () => {
+    expect(renderTable(labSpec))
+      .toBe(`# nlb data plane of host 2, rendered by nlbd: do not edit, the whole table is replaced on every change.
+add table inet nlb
+delete table inet nlb
+table inet nlb {
+	counter lease_expired {}
+	counter rule0_accepted {}
+	counter rule0_dropped {}
+	counter rule0_reset {}
+	counter uncovered_accepted {}
+	counter uncovered_dropped {}
+
+	set lease {
+		type mark
+		flags timeout
+		elements = { 0xffffffff timeout 800ms }
+	}
+	set rule0_owned {
+		type mark
+		elements = { 0, 3, 6 }
+	}
+	set rule0_orphan {
+		type mark
+		elements = { 3 }
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority -150; policy accept;
+		ip daddr vmap { 198.18.0.100 : goto vip0 }
+	}
+	chain vip0 {
+		# cluster IP 198.18.0.100
+		meta l4proto != { tcp, udp } accept
+		tcp dport 80 goto rule0
+		goto uncovered
+	}
+	chain rule0 {
+		# port rule 0: 198.18.0.100 tcp port 80, multiple, affinity none, 60 buckets
+		meta l4proto tcp ct state established,related counter name rule0_accepted accept
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name rule0_dropped drop
+		meta mark set jhash ip saddr . tcp sport mod 60 seed 0x4e4c4221
+		tcp flags & (syn | ack) != syn meta mark @rule0_orphan counter name rule0_reset reject with tcp reset
+		tcp flags & (syn | ack) != syn counter name rule0_dropped drop
+		meta mark @rule0_owned ct mark set meta mark | 0x80000000 counter name rule0_accepted accept
+		counter name rule0_dropped drop
+	}
+	chain uncovered {
+		# VIP traffic no port rule covers: the default host takes it
+		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name uncovered_dropped drop
+		tcp flags & (syn | ack) != syn counter name uncovered_dropped drop
+		ct mark set 0x80ff0000 counter name uncovered_accepted accept
+	}
+}
+# unicast mode: frames leave with this host's masked source MAC
+add table netdev nlb
+delete table netdev nlb
+table netdev nlb {
+	chain egress {
+		type filter hook egress device "eth0" priority 0; policy accept;
+		ether saddr 02:bf:c6:12:00:64 ether saddr set 02:02:c6:12:00:64
+	}
+}
+`);
+  });
+
+  it('renders two families, rule precedence, every affinity and multicast mode exactly', () => {
+    expect(renderTable(mixedSpec))
+      .toBe(`# nlb data plane of host 3, rendered by nlbd: do not edit, the whole table is replaced on every change.
+add table inet nlb
+delete table inet nlb
+table inet nlb {
+	counter lease_expired {}
+	counter rule0_accepted {}
+	counter rule0_dropped {}
+	counter rule0_reset {}
+	counter rule1_accepted {}
+	counter rule1_dropped {}
+	counter rule1_reset {}
+	counter rule2_accepted {}
+	counter rule2_dropped {}
+	counter rule2_reset {}
+	counter uncovered_accepted {}
+	counter uncovered_dropped {}
+
+	set lease {
+		type mark
+		flags timeout
+		elements = { 0xffffffff timeout 1000ms }
+	}
+	set rule0_owned {
+		type mark
+		elements = { 1, 2 }
+	}
+	set rule0_orphan {
+		type mark
+	}
+	set rule1_owned {
+		type mark
+	}
+	set rule1_orphan {
+		type mark
+	}
+	set rule2_owned {
+		type mark
+		elements = { 15 }
+	}
+	set rule2_orphan {
+		type mark
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority -150; policy accept;
+		ip daddr vmap { 198.18.0.100 : goto vip0 }
+		ip6 daddr vmap { 2001:db8::100 : goto vip1 }
+	}
+	chain vip0 {
+		# cluster IP 198.18.0.100
+		meta pkttype multicast meta pkttype set host
+		meta l4proto != { tcp, udp } accept
+		udp dport 53 goto rule2
+		meta l4proto { tcp, udp } goto rule0
+		goto uncovered
+	}
+	chain vip1 {
+		# cluster IP 2001:db8::100
+		meta pkttype multicast meta pkttype set host
+		meta l4proto != { tcp, udp } accept
+		meta l4proto { tcp, udp } th dport 1000-2000 goto rule1
+		meta l4proto { tcp, udp } goto rule0
+		goto uncovered
+	}
+	chain rule0 {
+		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
+		meta l4proto tcp ct state established,related counter name rule0_accepted accept
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name rule0_dropped drop
+		meta mark set jhash ip saddr & 255.255.255.0 mod 60 seed 0x00000007
+		meta mark set jhash ip6 saddr & ffff:ffff:ffff:ffff:: mod 60 seed 0x00000007
+		tcp flags & (syn | ack) != syn meta mark @rule0_orphan counter name rule0_reset reject with tcp reset
+		tcp flags & (syn | ack) != syn counter name rule0_dropped drop
+		meta mark @rule0_owned ct mark set meta mark | 0x80000000 counter name rule0_accepted accept
+		counter name rule0_dropped drop
+	}
+	chain rule1 {
+		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
+		meta l4proto tcp ct state established,related counter name rule1_accepted accept
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name rule1_dropped drop
+		meta mark set jhash ip6 saddr . th sport mod 8 seed 0x00000007
+		tcp flags & (syn | ack) != syn meta mark @rule1_orphan counter name rule1_reset reject with tcp reset
+		tcp flags & (syn | ack) != syn counter name rule1_dropped drop
+		meta mark @rule1_owned ct mark set meta mark | 0x80010000 counter name rule1_accepted accept
+		counter name rule1_dropped drop
+	}
+	chain rule2 {
+		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name rule2_dropped drop
+		meta mark set jhash ip saddr mod 16 seed 0x00000007
+		meta mark @rule2_owned ct mark set meta mark | 0x80020000 counter name rule2_accepted accept
+		counter name rule2_dropped drop
+	}
+	chain uncovered {
+		# VIP traffic no port rule covers: the default host takes it
+		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
+		# not the default host
+		counter name uncovered_dropped drop
+	}
+}
+# multicast mode: no source MAC masking
+add table netdev nlb
+delete table netdev nlb
+`);
+  });
+
+  it('keeps established TCP and drops the rest when the host does not take part', () => {
+    expect(ruleChains(renderTable(mixedInactiveSpec))).toBe(`	chain rule0 {
+		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
+		# host not taking part: established TCP connections only
+		meta l4proto tcp ct state established,related counter name rule0_accepted accept
+		counter name rule0_dropped drop
+	}
+	chain rule1 {
+		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
+		# host not taking part: established TCP connections only
+		meta l4proto tcp ct state established,related counter name rule1_accepted accept
+		counter name rule1_dropped drop
+	}
+	chain rule2 {
+		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
+		# host not taking part: established TCP connections only
+		counter name rule2_dropped drop
+	}
+	chain uncovered {
+		# VIP traffic no port rule covers: the default host takes it
+		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
+		# host not taking part
+		counter name uncovered_dropped drop
+	}
+`);
+  });
+
+  it('drops everything, established included, when stopped or disabled', () => {
+    expect(ruleChains(renderTable(mixedStoppedSpec))).toBe(`	chain rule0 {
+		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
+		# host stopped: established connections are dropped too
+		counter name rule0_dropped drop
+	}
+	chain rule1 {
+		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
+		# disabled: everything the rule covers is dropped, established connections too
+		counter name rule1_dropped drop
+	}
+	chain rule2 {
+		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
+		# host stopped: established connections are dropped too
+		counter name rule2_dropped drop
+	}
+	chain uncovered {
+		# VIP traffic no port rule covers: the default host takes it
+		# host stopped: established connections are dropped too
+		counter name uncovered_dropped drop
+	}
+`);
+  });
+
+  it('depends on values only, not on object identity', () => {
+    const copy: DataplaneSpec = {
+      ...labSpec,
+      clusterIps: [address('198.18.0.100')],
+      portRules: labSpec.portRules.map((r) => ({ ...r, vip: address('198.18.0.100') })),
+      ownership: { ...labSpec.ownership, rules: [owner([0, 3, 6], [3])] },
+    };
+    expect(renderTable(copy)).toBe(renderTable(labSpec));
+  });
+
+  it('matches a port range, a whole protocol and a single port as nft expects them', () => {
+    const spec: DataplaneSpec = {
+      ...labSpec,
+      portRules: [
+        rule({ vip, protocol: 'tcp' }),
+        rule({ vip, portStart: 8000, portEnd: 8999, protocol: 'udp' }),
+        rule({ portStart: 443, portEnd: 443, protocol: 'both' }),
+      ],
+      ownership: { ...labSpec.ownership, rules: [owner([]), owner([]), owner([])] },
+    };
+    const text = renderTable(spec);
+    expect(text).toContain(
+      [
+        '\t\tmeta l4proto tcp goto rule0',
+        '\t\tudp dport 8000-8999 goto rule1',
+        '\t\tmeta l4proto { tcp, udp } th dport 443 goto rule2',
+        '\t\tgoto uncovered',
+      ].join('\n'),
+    );
+  });
+});
+
+describe('renderLeaseRefresh', () => {
+  it('adds, deletes and adds the lease element in one line, so an existing timeout is refreshed', () => {
+    expect(renderLeaseRefresh(labSpec)).toBe(
+      'add element inet nlb lease { 0xffffffff timeout 800ms }; delete element inet nlb lease { 0xffffffff }; add element inet nlb lease { 0xffffffff timeout 800ms }',
+    );
+  });
+});
+
+describe('renderOwnershipUpdate', () => {
+  it('replaces only the sets that changed, then refreshes the lease', () => {
+    const next: DataplaneSpec = {
+      ...labSpec,
+      ownership: { ...labSpec.ownership, rules: [owner([0, 6, 7])] },
+    };
+    expect(renderOwnershipUpdate(labSpec, next)).toBe(
+      'flush set inet nlb rule0_owned; add element inet nlb rule0_owned { 0, 6, 7 }; flush set inet nlb rule0_orphan; ' +
+        renderLeaseRefresh(next),
+    );
+  });
+
+  it('is just the lease refresh when the sets are equal', () => {
+    expect(renderOwnershipUpdate(labSpec, labSpec)).toBe(renderLeaseRefresh(labSpec));
+  });
+
+  it('takes a new lease timeout without a whole-table apply', () => {
+    const next = { ...labSpec, leaseTimeoutMs: 1200 };
+    expect(renderOwnershipUpdate(labSpec, next)).toBe(renderLeaseRefresh(next));
+  });
+
+  it('refuses anything that changes the chains', () => {
+    const cases: DataplaneSpec[] = [
+      { ...labSpec, ownership: { ...labSpec.ownership, isDefault: false } },
+      { ...labSpec, ownership: { ...labSpec.ownership, active: false } },
+      { ...labSpec, ownership: { ...labSpec.ownership, rules: [owner([0], [], true)] } },
+      { ...labSpec, hashSeed: 1 },
+      { ...labSpec, maskedMac: '02:03:c6:12:00:64' },
+    ];
+    for (const next of cases) {
+      expect(renderOwnershipUpdate(labSpec, next)).toBeUndefined();
+    }
+  });
+});
+
+describe('renderRemoval', () => {
+  it('deletes both tables, safely when they are absent', () => {
+    expect(renderRemoval('nlb')).toBe(
+      'add table inet nlb\ndelete table inet nlb\nadd table netdev nlb\ndelete table netdev nlb\n',
+    );
+  });
+});
+
+describe('spec validation', () => {
+  it('accepts the fixtures', () => {
+    for (const spec of [labSpec, mixedSpec, mixedInactiveSpec, mixedStoppedSpec]) {
+      expect(dataplaneSpecProblems(spec)).toEqual([]);
+    }
+  });
+
+  it('names every problem of a bad spec', () => {
+    const bad: DataplaneSpec = {
+      ...labSpec,
+      tableName: 'nlb table',
+      ownership: { ...labSpec.ownership, rules: [owner([3, 0, 60], [7])] },
+      hashSeed: -1,
+      leaseTimeoutMs: 5,
+      maskedMac: undefined,
+    };
+    expect(dataplaneSpecProblems(bad)).toEqual([
+      "tableName 'nlb table' is not 1-32 letters, digits or '_'",
+      'ownership.rules[0].owned is not sorted ascending without duplicates at index 1',
+      'ownership.rules[0].owned[2] = 60 is not a bucket 0..59',
+      'ownership.rules[0].orphan has buckets not in owned: 7',
+      'hashSeed -1 is not a u32',
+      'leaseTimeoutMs 5 is not 10..3600000',
+      "maskedMac 'undefined' is not a lower-case MAC (unicast mode needs it)",
+    ]);
+    expect(() => renderTable(bad)).toThrow(DataplaneSpecError);
+  });
+
+  it('requires one ownership entry per port rule', () => {
+    const bad = { ...labSpec, ownership: { ...labSpec.ownership, rules: [] } };
+    expect(dataplaneSpecProblems(bad)).toEqual([
+      'ownership.rules has 0 entries but there are 1 port rules',
+    ]);
+  });
+});
