@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { runCli, type CliCommand } from './program.js';
 import * as ip2mac from './commands/ip2mac.js';
+import * as lab from './commands/lab.js';
 import * as map from './commands/map.js';
 
 // ─── The verbs ─────────────────────────────────────────────────────────────────────────────
@@ -13,6 +14,7 @@ import * as map from './commands/map.js';
 const commands: readonly CliCommand[] = [
   ip2mac,
   map,
+  lab,
 ];
 // ────────────────────────────────────────────────────────────────────────────────────────────
 

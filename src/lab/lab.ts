@@ -143,7 +143,7 @@ function assertRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new LabError(
       'not-root',
-      'the lab creates network namespaces, which needs root',
+      'nlb lab needs root: it creates and enters network namespaces',
       'run it as root, e.g. `sudo nlb lab up --hosts 3`',
     );
   }
@@ -580,6 +580,7 @@ async function switchPortStates(sw: string): Promise<Map<string, 'up' | 'down'>>
 
 /** Every lab with a record, checked against the namespaces and processes that really exist. */
 export async function labStatus(): Promise<LabStatus[]> {
+  assertRoot();
   const present = new Set(await netnsList());
   const result: LabStatus[] = [];
   for (const name of listLabNames()) {
