@@ -47,6 +47,7 @@ import {
   labPrefixLength,
   labSubnet,
   labVip,
+  namespacePrefix,
   switchNamespace,
 } from './naming.js';
 import {
@@ -267,12 +268,10 @@ function randomLabName(): string {
   return `lab${randomBytes(2).toString('hex')}`;
 }
 
-function plannedNamespaces(name: string, hosts: number, clients: number): string[] {
-  return [
-    switchNamespace(name),
-    ...Array.from({ length: hosts }, (_, i) => hostNamespace(name, i + 1)),
-    ...Array.from({ length: clients }, (_, i) => clientNamespace(name, i + 1)),
-  ];
+/** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
+function isNamespaceOfLab(name: string, namespace: string): boolean {
+  const prefix = namespacePrefix(name);
+  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+)$/.test(namespace.slice(prefix.length));
 }
 
 /** Extra source addresses of client `index` (1-based), `perClient` each, disjoint across clients. */
@@ -349,7 +348,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
   }
   for (let attempt = 0; ; attempt++) {
     const candidate = name ?? randomLabName();
-    const clash = plannedNamespaces(candidate, hosts, clients).filter((ns) => existing.has(ns));
+    // Any namespace of the lab's form refuses the name, not only those this `up` would create:
+    // that is what lets `labDown` treat every such namespace as the lab's own.
+    const clash = [...existing].filter((ns) => isNamespaceOfLab(candidate, ns));
     if (clash.length === 0 && claimLabDir(candidate)) {
       name = candidate;
       break;
@@ -518,7 +519,15 @@ export async function labDown(lab: LabRef): Promise<LabDownResult> {
     .flatMap((h) => [h.backend, h.daemon])
     .filter((ref): ref is ProcessRef => ref !== undefined && isAlive(ref));
   const present = new Set(await netnsList());
-  const namespaces = (state?.namespaces ?? []).filter((ns) => present.has(ns));
+  // The recorded namespaces, plus any of the lab's form: `up` claimed the name only when none
+  // existed, so such a namespace was made by this lab's `up`, killed between creating it and
+  // recording it.
+  const namespaces = [
+    ...new Set([
+      ...(state?.namespaces ?? []),
+      ...[...present].filter((ns) => isNamespaceOfLab(name, ns)),
+    ]),
+  ].filter((ns) => present.has(ns));
 
   // Anything else still inside the lab's namespaces (loadgens, `lab exec` shells) is the lab's
   // too: a namespace whose processes live on would keep its links alive after `ip netns delete`.
