@@ -11,6 +11,7 @@ import { startBackend } from '../src/lab/backend.js';
 import { netnsList } from '../src/lab/exec.js';
 import {
   cutLink,
+  killHostDaemon,
   type LabState,
   LabError,
   labDown,
@@ -18,6 +19,8 @@ import {
   labStatus,
   labUp,
   restoreLink,
+  startHostDaemon,
+  stopHostDaemon,
 } from '../src/lab/lab.js';
 import { runLoadgenInClient } from '../src/lab/loadgen-client.js';
 import { runLoadgen } from '../src/lab/loadgen.js';
@@ -231,6 +234,25 @@ describe.runIf(isRoot)('lab infrastructure (network namespaces)', () => {
     expect((await labStatus()).find((s) => s.name === name)?.hosts[1]?.link).toBe('down');
     await restoreLink(lab, 2);
     expect((await labStatus()).find((s) => s.name === name)?.hosts[1]?.link).toBe('up');
+  });
+
+  it('starts, stops and kills a host daemon through the daemon hook (a stand-in command)', async () => {
+    // The real nlbd does not exist yet; `sleep` stands in for it to exercise the bookkeeping.
+    const standIn = { command: ['sleep', '30'], settleMs: 50 };
+    const daemonOf = async (id: number): Promise<boolean | undefined> =>
+      (await labStatus()).find((s) => s.name === name)?.hosts[id - 1]?.daemonRunning;
+    const [first, second] = await Promise.all([
+      startHostDaemon(lab, 1, standIn),
+      startHostDaemon(lab, 2, standIn),
+    ]);
+    expect(isAlive(first!) && isAlive(second!)).toBe(true);
+    expect([await daemonOf(1), await daemonOf(2)]).toEqual([true, true]);
+    await expect(startHostDaemon(lab, 1, standIn)).rejects.toThrow(/already running/);
+    expect(await killHostDaemon(lab, 1)).toBe(true);
+    expect(await stopHostDaemon(lab, 2)).toBe(true);
+    expect(isAlive(first!) || isAlive(second!)).toBe(false);
+    expect([await daemonOf(1), await daemonOf(2)]).toEqual([false, false]);
+    expect(await stopHostDaemon(lab, 2)).toBe(false);
   });
 
   it('refuses a name in use and leaves the existing lab and the machine as they were', async () => {
