@@ -47,7 +47,7 @@ describe('NftCli without a long-lived process', () => {
     );
     const nft = new NftCli({ runner });
     await nft.apply('add table inet nlb\n');
-    await nft.applyQuick(renderLeaseRefresh(labSpec));
+    await nft.applyQuick('nlb', renderLeaseRefresh(labSpec));
     await expect(nft.apply('broken\n')).rejects.toThrow(
       'nft rejected the transaction, nothing was changed: Error: syntax error',
     );
@@ -58,10 +58,10 @@ describe('NftCli without a long-lived process', () => {
     ]);
   });
 
-  it('insists that a quick transaction is one line ending in add element', async () => {
+  it('insists that a quick transaction is one line on a named table', async () => {
     const nft = new NftCli({ runner: new FakeRunner() });
-    expect(() => nft.applyQuick('flush set inet nlb rule0_owned')).toThrow(/add element/);
-    expect(() => nft.applyQuick('add element inet nlb lease { 1 }\nx')).toThrow(/one line/);
+    expect(() => nft.applyQuick('nlb', 'add element inet nlb lease { 1 }\nx')).toThrow(/one/);
+    expect(() => nft.applyQuick('nlb x', 'flush set inet nlb rule0_owned')).toThrow(/table name/);
   });
 
   it('parses counters from nft -j', async () => {
@@ -281,6 +281,8 @@ describe('Dataplane', () => {
     expect(await dataplane.program(labSpec)).toBe('table');
     expect(await dataplane.program(labSpec)).toBe('unchanged');
     expect(await dataplane.program(moved)).toBe('sets');
+    expect(nft.elements('nlb', 'rule0_owned')).toEqual([0, 6, 7]);
+    expect(nft.elements('nlb', 'rule0_orphan')).toEqual([]);
     expect(await dataplane.program(notDefault)).toBe('table');
     await dataplane.refreshLease();
     expect(nft.scripts).toEqual([

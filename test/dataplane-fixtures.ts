@@ -16,7 +16,11 @@ export function address(text: string): Address {
 export const vip = address('198.18.0.100');
 export const vip6 = address('2001:db8::100');
 
-export function owner(owned: number[], orphan: number[] = [], disabled = false): RuleOwnership {
+export function owner(
+  owned: readonly number[],
+  orphan: readonly number[] = [],
+  disabled = false,
+): RuleOwnership {
   return { owned, orphan, disabled };
 }
 

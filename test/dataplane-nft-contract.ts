@@ -46,12 +46,18 @@ export function nftContract(nft: () => Nft, condition = true): void {
   it.runIf(condition)('runs one-line transactions, and recovers after a failing one', async () => {
     await nft().apply(renderTable(labSpec));
     const next = { ...labSpec, ownership: { ...labSpec.ownership, rules: [owner([1, 2])] } };
-    await nft().applyQuick(renderOwnershipUpdate(labSpec, next)!);
+    await nft().applyQuick('nlb', renderOwnershipUpdate(labSpec, next)!);
+    await nft().applyQuick('nlb', renderOwnershipUpdate(next, labSpec)!);
+    await nft().applyQuick('nlb', 'flush set inet nlb rule0_orphan');
+    await nft().applyQuick('nlb', 'delete element inet nlb rule0_owned { 0 }');
     await expect(
-      nft().applyQuick(`add element inet nlb nosuch { 1 }; ${renderLeaseRefresh(labSpec)}`),
+      nft().applyQuick('nlb', 'delete element inet nlb rule0_owned { 0 }'),
     ).rejects.toBeInstanceOf(NftError);
-    await nft().applyQuick(renderLeaseRefresh(labSpec));
-    await nft().applyQuick(renderLeaseRefresh(labSpec));
+    await expect(
+      nft().applyQuick('nlb', `add element inet nlb nosuch { 1 }; ${renderLeaseRefresh(labSpec)}`),
+    ).rejects.toBeInstanceOf(NftError);
+    await nft().applyQuick('nlb', renderLeaseRefresh(labSpec));
+    await nft().applyQuick('nlb', renderLeaseRefresh(labSpec));
   });
 
   it.runIf(condition)('removes both tables, also when they are already gone', async () => {

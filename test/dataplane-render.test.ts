@@ -47,6 +47,10 @@ table inet nlb {
 		flags timeout
 		elements = { 0xffffffff timeout 800ms }
 	}
+	set sync {
+		type mark
+		flags timeout
+	}
 	set rule0_owned {
 		type mark
 		elements = { 0, 3, 6 }
@@ -121,6 +125,10 @@ table inet nlb {
 		type mark
 		flags timeout
 		elements = { 0xffffffff timeout 1000ms }
+	}
+	set sync {
+		type mark
+		flags timeout
 	}
 	set rule0_owned {
 		type mark

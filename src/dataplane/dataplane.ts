@@ -83,7 +83,7 @@ export class Dataplane {
     const update =
       this.applied === undefined ? undefined : renderOwnershipUpdate(this.applied, spec);
     if (update !== undefined) {
-      await this.nft.applyQuick(update);
+      await this.nft.applyQuick(spec.tableName, update);
       this.applied = spec;
       this.appliedText = text;
       return 'sets';
@@ -116,7 +116,7 @@ export class Dataplane {
     if (this.applied === undefined) {
       throw new Error('refreshLease: nothing programmed yet; call program(spec) first');
     }
-    await this.nft.applyQuick(renderLeaseRefresh(this.applied));
+    await this.nft.applyQuick(this.applied.tableName, renderLeaseRefresh(this.applied));
   }
 
   /** Counters since this Dataplane was created (totals survive whole-table replacements). */

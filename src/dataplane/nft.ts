@@ -3,7 +3,10 @@
 // the named counters back. `NftCli` execs the real nft; `FakeNft` records what it was given and
 // models just enough (table, sets, counters) for unit tests. Both pass the same contract tests.
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { type Runner, localRunner } from './exec.js';
+import { formatMark } from './mark.js';
+import { names } from './render.js';
 
 export interface CounterValue {
   readonly packets: number;
@@ -14,11 +17,12 @@ export interface Nft {
   /** Runs `script` as one transaction (`nft -f -`): all of it takes effect, or none. */
   apply(script: string): Promise<void>;
   /**
-   * Runs a one-line transaction (commands separated by ';') that ends with an `add element`,
-   * like `renderLeaseRefresh` and `renderOwnershipUpdate` produce. Resolves once the kernel has
-   * committed it. Cheap (~2 ms) when a long-lived nft process is available.
+   * Runs a one-line transaction (commands separated by ';') on `table inet <tableName>`, which
+   * must have the rendered `sync` set, like `renderLeaseRefresh` and `renderOwnershipUpdate`
+   * produce. Resolves once the kernel has committed it; all of it or none takes effect. Cheap
+   * (~2 ms) when a long-lived nft process is available.
    */
-  applyQuick(line: string): Promise<void>;
+  applyQuick(tableName: string, line: string): Promise<void>;
   /** `nft -j <args>`, parsed; e.g. ['list', 'counters', 'table', 'inet', 'nlb']. */
   listJson(args: readonly string[]): Promise<unknown>;
   /** Stops the long-lived process, if any. */
@@ -43,20 +47,27 @@ export const quickTimeoutMsDefault = 2_000;
 /** How long to keep collecting an error message after its first line arrived. */
 const errorSettleMs = 20;
 
-function assertQuickLine(line: string): void {
-  if (line.includes('\n') || !/(^|;)\s*add element [^;]+$/.test(line)) {
-    throw new Error(
-      `applyQuick: '${line.slice(0, 80)}' must be one line ending with an 'add element' command`,
-    );
+/** Markers expire on their own; one second is far longer than any transaction takes. */
+const markerTimeout = '1s';
+
+function assertQuickLine(tableName: string, line: string): void {
+  if (line.includes('\n') || line.trim() === '') {
+    throw new Error(`applyQuick: '${line.slice(0, 80)}' must be one non-empty line`);
+  }
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(tableName)) {
+    throw new Error(`applyQuick: '${tableName}' is not a table name`);
   }
 }
 
 /**
- * One `nft -e -i` process. With echo on, a committed transaction that adds an element prints
- * that element and then `# new generation N by process P (nft)`; a failed one prints `Error:`
- * on stderr and nothing on stdout. Commands are sent one at a time, so each answer belongs to
- * the last command sent. After an error or a timeout the process is killed and the next
- * command starts a fresh one, so a half-read error can never be blamed on a later command.
+ * One `nft -e -i` process. Echo mode prints the elements a committed transaction added, but
+ * not reliably the rest (on nft 1.0.6 a transaction that starts with a delete or a flush prints
+ * no `# new generation` line), so every transaction starts by adding a fresh marker element to
+ * the table's `sync` set: its echo proves the commit, since the kernel only reports the changes
+ * of a transaction that committed as a whole. A failed one prints `Error:` on stderr and nothing
+ * on stdout. Commands go one at a time, so each answer belongs to the last command sent. After
+ * an error or a timeout the process is killed and the next command starts a fresh one, so a
+ * half-read error can never be blamed on a later command.
  */
 class InteractiveNft {
   private readonly child: ChildProcessWithoutNullStreams;
@@ -66,6 +77,7 @@ class InteractiveNft {
     | { resolve: () => void; reject: (error: Error) => void; line: string; timer: NodeJS.Timeout }
     | undefined;
   private errorTimer: NodeJS.Timeout | undefined;
+  private committed: RegExp | undefined;
   dead = false;
 
   constructor(
@@ -77,7 +89,7 @@ class InteractiveNft {
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (text: string) => {
       this.stdout += text;
-      if (/^# new generation \d+/m.test(this.stdout)) {
+      if (this.committed?.test(this.stdout) === true) {
         this.settle(undefined);
       }
     });
@@ -94,12 +106,13 @@ class InteractiveNft {
     child.on('close', () => this.die(new Error('the interactive nft process exited')));
   }
 
-  run(line: string): Promise<void> {
+  run(line: string, committed: RegExp): Promise<void> {
     if (this.dead) {
       return Promise.reject(new Error('the interactive nft process is gone'));
     }
     this.stdout = '';
     this.stderr = '';
+    this.committed = committed;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.settle(new Error(`nft -i did not answer within ${this.timeoutMs} ms`));
@@ -157,6 +170,8 @@ export class NftCli implements Nft {
   private session: InteractiveNft | undefined;
   /** applyQuick calls run one after another; each answer must match its command. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Starts anywhere, so a new process never meets a marker an earlier one left behind. */
+  private marker = randomInt(1, 0x7fff_0000);
 
   constructor(options: NftCliOptions = {}) {
     this.runner = options.runner ?? localRunner();
@@ -172,17 +187,23 @@ export class NftCli implements Nft {
     }
   }
 
-  applyQuick(line: string): Promise<void> {
-    assertQuickLine(line);
-    const run = this.queue.then(() => this.runQuick(line));
+  applyQuick(tableName: string, line: string): Promise<void> {
+    assertQuickLine(tableName, line);
+    const run = this.queue.then(() => this.runQuick(tableName, line));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async runQuick(line: string): Promise<void> {
+  private async runQuick(tableName: string, line: string): Promise<void> {
     if (!this.interactive) {
       return this.apply(line);
     }
+    // Marker values are never reused while an earlier one may still be alive (1 s).
+    this.marker = this.marker >= 0x7fff_ffff ? 1 : this.marker + 1;
+    const marker = formatMark(this.marker);
+    const set = `inet ${tableName} ${names.sync}`;
+    const marked = `add element ${set} { ${marker} timeout ${markerTimeout} }; ${line}`;
+    const committed = new RegExp(`^add element ${set} \\{ ${marker} `, 'm');
     if (this.session === undefined || this.session.dead) {
       this.session = new InteractiveNft(
         this.runner.spawn!(this.nftPath, ['-e', '-i']),
@@ -190,7 +211,7 @@ export class NftCli implements Nft {
       );
     }
     try {
-      await this.session.run(line);
+      await this.session.run(marked, committed);
     } catch (error) {
       if (error instanceof NftError) {
         throw error;
@@ -251,14 +272,37 @@ export interface RecordedScript {
   readonly script: string;
 }
 
+interface FakeTable {
+  /** Set name -> element keys. Timeouts are not modelled: elements never expire. */
+  readonly sets: Map<string, Set<number>>;
+  readonly counters: Map<string, CounterValue>;
+}
+
+function cloneTable(table: FakeTable): FakeTable {
+  return {
+    sets: new Map([...table.sets].map(([name, elements]) => [name, new Set(elements)])),
+    counters: new Map(table.counters),
+  };
+}
+
+/** The keys of `{ 0, 3 }` or `{ 0xffffffff timeout 800ms }`. */
+function elementKeys(list: string): number[] {
+  return list
+    .split(',')
+    .map((element) => element.trim().split(/\s+/)[0] ?? '')
+    .filter((key) => key !== '')
+    .map(Number);
+}
+
 /**
- * The fake: records every script, and models the `inet` table's existence, set names and named
- * counters from the last whole script applied, so it answers counter reads and rejects commands
- * naming a set that is not there, as nft would.
+ * The fake: records every script and models what the data plane relies on (the `inet` tables,
+ * their sets with their elements, their named counters), so it answers counter reads and
+ * rejects what nft would reject here: a command on a missing table or set, deleting a missing
+ * element or table. A failing script changes nothing, as a real transaction.
  */
 export class FakeNft implements Nft {
   readonly scripts: RecordedScript[] = [];
-  private tables = new Map<string, { sets: Set<string>; counters: Map<string, CounterValue> }>();
+  private tables = new Map<string, FakeTable>();
   private failure: string | undefined;
 
   /** The next apply or applyQuick fails with this nft error message and changes nothing. */
@@ -275,63 +319,122 @@ export class FakeNft implements Nft {
     counters.set(name, value);
   }
 
-  apply(script: string): Promise<void> {
-    this.scripts.push({ kind: 'apply', script });
-    return this.take(script, () => this.model(script));
+  /** The elements of a set, sorted; undefined when the table or set does not exist. */
+  elements(tableName: string, set: string): number[] | undefined {
+    const elements = this.tables.get(tableName)?.sets.get(set);
+    return elements === undefined ? undefined : [...elements].sort((a, b) => a - b);
   }
 
-  applyQuick(line: string): Promise<void> {
-    assertQuickLine(line);
-    this.scripts.push({ kind: 'quick', script: line });
-    return this.take(line, () => {
-      for (const match of line.matchAll(/(?:set|element) inet (\w+) (\w+)/g)) {
-        if (!this.tables.get(match[1]!)?.sets.has(match[2]!)) {
-          throw new NftError(`Error: No such file or directory\n${line}`, line);
+  apply(script: string): Promise<void> {
+    this.scripts.push({ kind: 'apply', script });
+    return this.take(script, (tables) => {
+      let current: FakeTable | undefined;
+      let set: Set<number> | undefined;
+      let depth = 0;
+      for (const line of script.split('\n').map((l) => l.trim())) {
+        let match: RegExpExecArray | null;
+        if (line === '' || line.startsWith('#')) {
+          continue;
+        }
+        if (depth === 0) {
+          if ((match = /^table (\w+) (\w+) \{$/.exec(line)) !== null) {
+            depth = 1;
+            current = undefined;
+            if (match[1] === 'inet') {
+              current = tables.get(match[2]!) ?? { sets: new Map(), counters: new Map() };
+              tables.set(match[2]!, current);
+            }
+          } else if ((match = /^add table inet (\w+)$/.exec(line)) !== null) {
+            if (!tables.has(match[1]!)) {
+              tables.set(match[1]!, { sets: new Map(), counters: new Map() });
+            }
+          } else if ((match = /^delete table inet (\w+)$/.exec(line)) !== null) {
+            if (!tables.delete(match[1]!)) {
+              throw new NftError(`Error: No such file or directory\n${line}`, script);
+            }
+          } else {
+            this.command(tables, line, script);
+          }
+          continue;
+        }
+        if (depth === 1 && current !== undefined) {
+          if ((match = /^set (\w+) \{$/.exec(line)) !== null) {
+            set = current.sets.get(match[1]!) ?? new Set();
+            current.sets.set(match[1]!, set);
+          } else if ((match = /^counter (\w+) \{\}$/.exec(line)) !== null) {
+            current.counters.set(match[1]!, { packets: 0, bytes: 0 });
+          }
+        } else if (set !== undefined && (match = /^elements = \{ (.*) \}$/.exec(line)) !== null) {
+          elementKeys(match[1]!).forEach((key) => set!.add(key));
+        }
+        if (line.endsWith('{') && !line.endsWith('{}')) {
+          depth++;
+        } else if (line === '}') {
+          depth--;
+          set = undefined;
         }
       }
     });
   }
 
-  private take(script: string, change: () => void): Promise<void> {
+  applyQuick(tableName: string, line: string): Promise<void> {
+    assertQuickLine(tableName, line);
+    this.scripts.push({ kind: 'quick', script: line });
+    return this.take(line, (tables) => {
+      if (!tables.get(tableName)?.sets.has(names.sync)) {
+        throw new NftError(`Error: No such file or directory (no set ${names.sync})`, line);
+      }
+      for (const command of line.split(';')) {
+        this.command(tables, command.trim(), line);
+      }
+    });
+  }
+
+  /** Set commands; anything else in a one-line transaction is not modelled. */
+  private command(tables: Map<string, FakeTable>, command: string, script: string): void {
+    const match = /^(add element|delete element|flush set) inet (\w+) (\w+)(?: \{ (.*) \})?$/.exec(
+      command,
+    );
+    const missing = (): NftError =>
+      new NftError(`Error: Could not process rule: No such file or directory\n${command}`, script);
+    if (match === null) {
+      if (/^(add|delete) table \w+ \w+$/.test(command)) {
+        return;
+      }
+      throw new Error(`FakeNft: '${command}' is not modelled`);
+    }
+    const set = tables.get(match[2]!)?.sets.get(match[3]!);
+    if (set === undefined) {
+      throw missing();
+    }
+    const keys = elementKeys(match[4] ?? '');
+    if (match[1] === 'flush set') {
+      set.clear();
+    } else if (match[1] === 'add element') {
+      keys.forEach((key) => set.add(key));
+    } else {
+      if (keys.some((key) => !set.has(key))) {
+        throw missing();
+      }
+      keys.forEach((key) => set.delete(key));
+    }
+  }
+
+  /** Runs `change` on a copy and keeps it only when it succeeds: transactions are atomic. */
+  private take(script: string, change: (tables: Map<string, FakeTable>) => void): Promise<void> {
     const failure = this.failure;
     this.failure = undefined;
     if (failure !== undefined) {
       return Promise.reject(new NftError(failure, script));
     }
+    const copy = new Map([...this.tables].map(([name, table]) => [name, cloneTable(table)]));
     try {
-      change();
+      change(copy);
+      this.tables = copy;
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error as Error);
     }
-  }
-
-  /** Replays the table-level commands of a whole script: add, delete, and a table block. */
-  private model(script: string): void {
-    const tables = new Map(this.tables);
-    let current: { sets: Set<string>; counters: Map<string, CounterValue> } | undefined;
-    for (const line of script.split('\n').map((l) => l.trim())) {
-      let match: RegExpExecArray | null;
-      if ((match = /^add table inet (\w+)$/.exec(line)) !== null) {
-        if (!tables.has(match[1]!)) {
-          tables.set(match[1]!, { sets: new Set(), counters: new Map() });
-        }
-      } else if ((match = /^delete table inet (\w+)$/.exec(line)) !== null) {
-        if (!tables.delete(match[1]!)) {
-          throw new NftError(`Error: No such file or directory\n${line}`, script);
-        }
-      } else if ((match = /^table inet (\w+) \{$/.exec(line)) !== null) {
-        current = tables.get(match[1]!) ?? { sets: new Set(), counters: new Map() };
-        tables.set(match[1]!, current);
-      } else if (/^table \w+ \w+ \{$/.test(line)) {
-        current = undefined;
-      } else if (current !== undefined && (match = /^set (\w+) \{$/.exec(line)) !== null) {
-        current.sets.add(match[1]!);
-      } else if (current !== undefined && (match = /^counter (\w+) \{\}$/.exec(line)) !== null) {
-        current.counters.set(match[1]!, { packets: 0, bytes: 0 });
-      }
-    }
-    this.tables = tables;
   }
 
   listJson(args: readonly string[]): Promise<unknown> {

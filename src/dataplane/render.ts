@@ -18,7 +18,7 @@
 //               an orphan bucket; UDP follows bucket ownership packet by packet.
 //   uncovered   VIP traffic no port rule covers: the default host takes it.
 //
-// Names the daemon reads back (see nft.ts): sets `lease`, `rule<i>_owned`, `rule<i>_orphan`;
+// Names the daemon reads back (see nft.ts): sets `lease`, `sync`, `rule<i>_owned`, `rule<i>_orphan`;
 // counters `rule<i>_accepted`, `rule<i>_dropped`, `rule<i>_reset`, `uncovered_accepted`,
 // `uncovered_dropped`, `lease_expired`. Accepted new flows get the ct mark of mark.ts.
 //
@@ -79,6 +79,8 @@ export const preroutingPriority = -150;
 /** Set and counter names, in one place so the renderer and the readers agree. */
 export const names = {
   lease: 'lease',
+  /** Markers the long-lived nft process adds to see its transactions committed (nft.ts). */
+  sync: 'sync',
   owned: (rule: number) => `rule${rule}_owned`,
   orphan: (rule: number) => `rule${rule}_orphan`,
   accepted: (rule: number) => `rule${rule}_accepted`,
@@ -403,6 +405,7 @@ function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
   }
   body.push('');
   body.push(...setBlock(names.lease, 'timeout', withSets ? [leaseElement(spec)] : []));
+  body.push(...setBlock(names.sync, 'timeout', []));
   spec.ownership.rules.forEach((owner, i) => {
     const owned = withSets ? owner.owned.map(String) : [];
     const orphan = withSets ? owner.orphan.map(String) : [];
@@ -476,8 +479,6 @@ export function renderTable(spec: DataplaneSpec): string {
 /**
  * The one-line transaction that refreshes the lease. A plain `add element` does not refresh an
  * existing element's timeout on this kernel; add-delete-add does, whether or not it exists.
- * Ending on an `add element` also makes the long-lived `nft -e -i` echo a line, which is how
- * nft.ts knows the transaction was committed.
  */
 export function renderLeaseRefresh(spec: DataplaneSpec): string {
   assertValid(spec);
