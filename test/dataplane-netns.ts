@@ -1,0 +1,195 @@
+// Network namespaces and processes for the real-kernel data plane tests. Every namespace gets a
+// unique `nlbt-dp-<pid>-<random>-` prefix and is removed by `removeAll`, even when a test fails;
+// nothing is ever configured in the root namespace (links are created inside the host namespace
+// and their peer is moved straight into the client namespace).
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+
+export const isRoot = process.getuid?.() === 0;
+export const labRequired = process.env.NLB_REQUIRE_LAB === '1';
+
+export class Namespaces {
+  readonly prefix = `nlbt-dp-${process.pid}-${randomBytes(3).toString('hex')}-`;
+  private readonly created: string[] = [];
+  private readonly processes: ChildProcessWithoutNullStreams[] = [];
+
+  add(suffix: string): string {
+    const name = `${this.prefix}${suffix}`;
+    execFileSync('ip', ['netns', 'add', name]);
+    this.created.push(name);
+    this.ip(name, ['link', 'set', 'lo', 'up']);
+    return name;
+  }
+
+  ip(namespace: string, args: readonly string[]): string {
+    this.assertOurs(namespace);
+    return execFileSync('ip', ['-n', namespace, ...args], { encoding: 'utf8' });
+  }
+
+  exec(namespace: string, argv: readonly string[]): string {
+    this.assertOurs(namespace);
+    return execFileSync('ip', ['netns', 'exec', namespace, ...argv], { encoding: 'utf8' });
+  }
+
+  /** A long-lived process inside `namespace`, killed by removeAll. */
+  spawn(namespace: string, argv: readonly string[]): ChildProcessWithoutNullStreams {
+    this.assertOurs(namespace);
+    const child = spawn('ip', ['netns', 'exec', namespace, ...argv], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.processes.push(child);
+    return child;
+  }
+
+  private assertOurs(namespace: string): void {
+    if (!this.created.includes(namespace)) {
+      throw new Error(`refusing to touch namespace '${namespace}': this test did not create it`);
+    }
+  }
+
+  /** Kills our processes and deletes our namespaces; collects errors instead of stopping. */
+  removeAll(): void {
+    for (const child of this.processes) {
+      if (child.exitCode === null && child.pid !== undefined) {
+        child.kill('SIGKILL');
+      }
+    }
+    const errors: string[] = [];
+    for (const name of this.created.splice(0).reverse()) {
+      try {
+        execFileSync('ip', ['netns', 'del', name]);
+      } catch (error) {
+        errors.push(`${name}: ${String(error)}`);
+      }
+    }
+    if (errors.length > 0) {
+      throw new Error(`could not remove test namespaces:\n${errors.join('\n')}`);
+    }
+  }
+}
+
+/** TCP echo on ports 80 and 81, UDP echo on 5300, on every address of the namespace. */
+export const serverScript = `
+const net = require('node:net');
+const dgram = require('node:dgram');
+let ready = 0;
+const up = () => { if (++ready === 3) console.log('ready'); };
+for (const port of [80, 81]) {
+  net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => s.write(d)); }).listen(port, '0.0.0.0', up);
+}
+const udp = dgram.createSocket('udp4');
+udp.on('message', (m, r) => udp.send(m, r.port, r.address));
+udp.bind(5300, '0.0.0.0', up);
+`;
+
+/**
+ * A client driven through stdin, one JSON command per line; it answers with JSON events:
+ *   {op:'connect', id, host, port, localPort, timeoutMs} -> connected | timeout | error
+ *   {op:'send', id, data} -> data (the echo) later, or error (e.g. ECONNRESET)
+ *   {op:'udp', id, host, port, localPort, data, timeoutMs} -> data | timeout
+ *   {op:'close', id}
+ */
+export const clientScript = `
+const net = require('node:net');
+const dgram = require('node:dgram');
+const readline = require('node:readline');
+const sockets = new Map();
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  const c = JSON.parse(line);
+  if (c.op === 'connect') {
+    const s = net.connect({ host: c.host, port: c.port, localPort: c.localPort });
+    let settled = false;
+    const timer = setTimeout(() => { if (!settled) { settled = true; s.destroy(); out({ id: c.id, event: 'timeout' }); } }, c.timeoutMs);
+    s.on('connect', () => { if (!settled) { settled = true; clearTimeout(timer); sockets.set(c.id, s); out({ id: c.id, event: 'connected' }); } });
+    s.on('data', (d) => out({ id: c.id, event: 'data', data: String(d) }));
+    s.on('error', (e) => { clearTimeout(timer); settled = true; out({ id: c.id, event: 'error', code: e.code }); });
+  } else if (c.op === 'send') {
+    sockets.get(c.id).write(c.data);
+  } else if (c.op === 'close') {
+    const s = sockets.get(c.id);
+    if (s) s.destroy();
+    sockets.delete(c.id);
+  } else if (c.op === 'udp') {
+    const u = dgram.createSocket('udp4');
+    const timer = setTimeout(() => { u.close(); out({ id: c.id, event: 'timeout' }); }, c.timeoutMs);
+    u.on('message', (m) => { clearTimeout(timer); u.close(); out({ id: c.id, event: 'data', data: String(m) }); });
+    u.bind(c.localPort, () => u.send(c.data, c.port, c.host));
+  }
+});
+console.log(JSON.stringify({ event: 'ready' }));
+`;
+
+export interface ClientEvent {
+  readonly id?: string;
+  readonly event: string;
+  readonly data?: string;
+  readonly code?: string;
+}
+
+/** The test side of clientScript: send commands, wait for events. */
+export class Client {
+  private readonly events: ClientEvent[] = [];
+  private readonly waiters: (() => void)[] = [];
+
+  constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      this.events.push(JSON.parse(line) as ClientEvent);
+      for (const wake of this.waiters.splice(0)) wake();
+    });
+  }
+
+  send(command: Record<string, unknown>): void {
+    this.child.stdin.write(`${JSON.stringify(command)}\n`);
+  }
+
+  /** The first event for `id` matching `accept` after `from`, or 'none' after `waitMs`. */
+  async next(
+    id: string | undefined,
+    accept: (e: ClientEvent) => boolean,
+    waitMs: number,
+  ): Promise<ClientEvent | 'none'> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const found = this.events.find((e) => e.id === id && accept(e));
+      if (found !== undefined) {
+        this.events.splice(this.events.indexOf(found), 1);
+        return found;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        return 'none';
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+/** Waits for a line from a child's stdout, e.g. 'ready'. */
+export function waitForLine(
+  child: ChildProcessWithoutNullStreams,
+  pattern: RegExp,
+  waitMs: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
+    const timer = setTimeout(
+      () => reject(new Error(`no line matching ${pattern} within ${waitMs} ms; stderr: ${stderr}`)),
+      waitMs,
+    );
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (pattern.test(line)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
