@@ -372,12 +372,23 @@ describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () =>
     expect(await dataplane.program(spec)).toBe('table');
   });
 
+  it('drops every connection to the cluster IP and kills its sockets, for a host that comes back', async () => {
+    const { id, event } = await connect(port(0, (b) => b < 30).port, answerWaitMs);
+    expect(event).toBe('connected');
+    expect(await dataplane.flushClusterIps([vip])).toBeGreaterThan(0);
+    const reset = await peer.next(id, (e) => e.event === 'error', answerWaitMs);
+    expect(reset).toEqual({ id, event: 'error', code: 'ECONNRESET' });
+  });
+
   it('counts accepted and dropped packets per rule across table replacements', async () => {
     const counters = await dataplane.counters();
     expect(counters.rules[0]!.accepted.packets).toBeGreaterThan(10);
     expect(counters.rules[0]!.dropped.packets).toBeGreaterThan(0);
     expect(counters.rules[1]!.accepted.packets).toBeGreaterThan(0);
     expect(counters.uncovered.accepted.packets).toBeGreaterThan(0);
+    // Every set change and lease refresh went through the long-lived nft process.
+    expect(nft.quickFallbacks).toBe(0);
+    expect(scratchNft.quickFallbacks).toBe(0);
   });
 
   it('sends from the masked MAC while the client resolves the cluster IP to the cluster MAC', async () => {

@@ -95,7 +95,12 @@ class InteractiveNft {
     });
     child.stderr.on('data', (text: string) => {
       this.stderr += text;
-      if (this.pending !== undefined && this.errorTimer === undefined) {
+      // Only an error aborts a transaction; anything else on stderr is left for the next read.
+      if (
+        this.pending !== undefined &&
+        this.errorTimer === undefined &&
+        /Error:/.test(this.stderr)
+      ) {
         this.errorTimer = setTimeout(() => {
           this.settle(new NftError(this.stderr, this.pending?.line ?? ''));
         }, errorSettleMs);
@@ -170,6 +175,8 @@ export class NftCli implements Nft {
   private session: InteractiveNft | undefined;
   /** applyQuick calls run one after another; each answer must match its command. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** How often the long-lived process failed and a one-shot `nft -f` stood in (for metrics). */
+  quickFallbacks = 0;
   /** Starts anywhere, so a new process never meets a marker an earlier one left behind. */
   private marker = randomInt(1, 0x7fff_0000);
 
@@ -217,6 +224,7 @@ export class NftCli implements Nft {
         throw error;
       }
       // The process died or hung: one whole `nft -f` still gets the change in.
+      this.quickFallbacks++;
       return this.apply(line);
     }
   }
