@@ -22,8 +22,10 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
     hostId: fc.integer({ min: 1, max: 32 }),
     state: fc.constantFrom('started', 'draining', 'stopped', 'suspended'),
     settled: fc.boolean(),
+    keptOut: fc.boolean(),
     incarnation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     sequence: fc.integer({ min: 0, max: 0xffffffff }),
+    generation: fc.integer({ min: 0, max: 0xffffffff }),
     configDigest: fc.uint8Array({ minLength: 16, maxLength: 16 }),
     periodMs: fc.integer({ min: 20, max: 10000 }),
     tolerance: fc.integer({ min: 2, max: 100 }),
@@ -74,7 +76,9 @@ describe('heartbeat codec', () => {
     expect(reason(bytes)).toBe('ok');
     expect(reason(bytes.subarray(0, 10))).toBe('truncated');
     expect(reason(bytes.subarray(0, bytes.length - 1))).toBe('truncated');
-    expect(reason(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, ...bytes.subarray(8)]))).toBe('bad magic');
+    expect(reason(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, ...bytes.subarray(8)]))).toBe(
+      'bad magic',
+    );
     const version = bytes.slice();
     version[4] = 2;
     expect(reason(version)).toBe('unknown version');
@@ -96,7 +100,22 @@ describe('heartbeat codec', () => {
       return bytes;
     };
     const corrupt = (offset: number, value: number) => {
-      const bytes = encodeHeartbeat({ ...hb, rules: [{ buckets: 60, ruleDigest: 1, loadWeight: 50, handlingPriority: 1, state: 'enabled', owned: [0, 59] }] }, key);
+      const bytes = encodeHeartbeat(
+        {
+          ...hb,
+          rules: [
+            {
+              buckets: 60,
+              ruleDigest: 1,
+              loadWeight: 50,
+              handlingPriority: 1,
+              state: 'enabled',
+              owned: [0, 59],
+            },
+          ],
+        },
+        key,
+      );
       bytes[offset] = value;
       return decodeHeartbeat(resign(bytes), key, clusterId);
     };
@@ -105,13 +124,15 @@ describe('heartbeat codec', () => {
     expect(corrupt(6, 33)).toEqual({ ok: false, reason: 'malformed field' }); // host id 33
     expect(corrupt(7, 9)).toEqual({ ok: false, reason: 'malformed field' }); // unknown state
     expect(corrupt(47, 5)).toEqual({ ok: false, reason: 'malformed field' }); // unknown mode
-    expect(corrupt(69 + 6, 101)).toEqual({ ok: false, reason: 'malformed field' }); // weight 101
-    expect(corrupt(69 + 8, 7)).toEqual({ ok: false, reason: 'malformed field' }); // rule state
-    expect(corrupt(69 + 9 + 7, 0xff)).toEqual({ ok: false, reason: 'malformed field' }); // bits past bucket 59
+    expect(corrupt(73 + 6, 101)).toEqual({ ok: false, reason: 'malformed field' }); // weight 101
+    expect(corrupt(73 + 8, 7)).toEqual({ ok: false, reason: 'malformed field' }); // rule state
+    expect(corrupt(73 + 9 + 7, 0xff)).toEqual({ ok: false, reason: 'malformed field' }); // bits past bucket 59
   });
 
   it('survives 100,000 random and mutated datagrams without throwing or false acceptance', () => {
-    const samples = fc.sample(heartbeatArb, { numRuns: 50, seed: 42 }).map((hb) => encodeHeartbeat(hb, key));
+    const samples = fc
+      .sample(heartbeatArb, { numRuns: 50, seed: 42 })
+      .map((hb) => encodeHeartbeat(hb, key));
     const counts = new Map<string, number>();
     let accepted = 0;
     let state = 0x12345678;
@@ -134,15 +155,18 @@ describe('heartbeat codec', () => {
         bytes = base.slice();
         if (kind === 1) {
           const flips = 1 + Math.floor(random() * 4);
-          for (let f = 0; f < flips; f++) bytes[Math.floor(random() * bytes.length)]! ^= 1 << Math.floor(random() * 8);
+          for (let f = 0; f < flips; f++)
+            bytes[Math.floor(random() * bytes.length)]! ^= 1 << Math.floor(random() * 8);
         } else if (kind === 2) {
           bytes = bytes.subarray(0, Math.floor(random() * bytes.length));
         } else {
           // Keep magic, version and cluster id (so the fuzz reaches authentication), scramble the rest.
-          for (let j = 16; j < bytes.length; j++) if (random() < 0.05) bytes[j] = Math.floor(random() * 256);
+          for (let j = 16; j < bytes.length; j++)
+            if (random() < 0.05) bytes[j] = Math.floor(random() * 256);
         }
       }
-      const unchanged = base !== undefined && bytes.length === base.length && bytes.every((b, j) => b === base[j]);
+      const unchanged =
+        base !== undefined && bytes.length === base.length && bytes.every((b, j) => b === base[j]);
       const result = decodeHeartbeat(bytes, key, clusterId);
       if (unchanged) {
         expect(result.ok).toBe(true);
@@ -159,9 +183,19 @@ describe('heartbeat codec', () => {
   });
 
   it('config validation refuses a config whose heartbeat would not fit one datagram', () => {
-    const rules = Array.from({ length: 12 }, (_, i) => ({ ports: 1000 + i, protocol: 'tcp', buckets: 1024 }));
+    const rules = Array.from({ length: 12 }, (_, i) => ({
+      ports: 1000 + i,
+      protocol: 'tcp',
+      buckets: 1024,
+    }));
     const result = validateConfig({
-      cluster: { name: 'big', clusterIps: ['198.18.0.100'], interface: 'eth0', keyFile: '/k', portRules: rules },
+      cluster: {
+        name: 'big',
+        clusterIps: ['198.18.0.100'],
+        interface: 'eth0',
+        keyFile: '/k',
+        portRules: rules,
+      },
       host: { id: 1, dedicatedIp: '198.18.0.11/24' },
     });
     expect(result.ok).toBe(false);

@@ -3,7 +3,7 @@
 
 /** Fits one Ethernet frame with room for IP/UDP headers and tunnels. */
 export const datagramBytesMax = 1400;
-export const heartbeatHeaderBytes = 69;
+export const heartbeatHeaderBytes = 73;
 export const heartbeatRuleHeaderBytes = 9;
 export const hmacBytes = 32;
 

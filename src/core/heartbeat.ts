@@ -4,15 +4,15 @@
 // HMAC-SHA256 under the cluster key, and always fits one datagram.
 //
 // Layout (version 1):
-//   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled)
+//   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled, 1: kept out)
 //   6  host id u8              7   state u8
 //   8  cluster id (8 bytes: SHA-256 of the cluster name)
 //  16  incarnation u64 (below 2^53)                      24  sequence u32
 //  28  config digest (16 bytes: the cluster part's digest)
 //  44  heartbeat period ms u16 46  tolerance u8         47  cluster mode u8
 //  48  hash seed u32          52  heard u32 bitmap     56  members u32 bitmap
-//  60  map digest (8 bytes)   68  rule count u8
-//  69  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
+//  60  map digest (8 bytes)   68  rule count u8        69  generation u32
+//  73  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
 //      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8)
 //  end: HMAC-SHA256 (32 bytes) over everything before it.
 // Host bitmaps: bit (id - 1) stands for host id.
@@ -54,9 +54,20 @@ export interface Heartbeat {
   readonly state: AnnouncedState;
   /** The sender owns exactly its share of the target map it announces. */
   readonly settled: boolean;
+  /**
+   * The sender found another host already using its id and keeps itself out: peers log it and
+   * otherwise ignore the message (it must not pass for a restart of the real host).
+   */
+  readonly keptOut: boolean;
   readonly clusterId: Uint8Array;
   readonly incarnation: number;
   readonly sequence: number;
+  /**
+   * Grows each time the sender starts taking part again (start, resume, admitted). Map digests
+   * cover every member's incarnation and generation, so a report made before a host left and
+   * came back can never pass for agreement with its return.
+   */
+  readonly generation: number;
   readonly configDigest: Uint8Array;
   readonly periodMs: number;
   readonly tolerance: number;
@@ -135,7 +146,7 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   const view = new DataView(bytes.buffer);
   bytes.set(magic, 0);
   view.setUint8(4, heartbeatVersion);
-  view.setUint8(5, heartbeat.settled ? 1 : 0);
+  view.setUint8(5, (heartbeat.settled ? 1 : 0) | (heartbeat.keptOut ? 2 : 0));
   view.setUint8(6, heartbeat.hostId);
   view.setUint8(7, announcedStates.indexOf(heartbeat.state));
   bytes.set(heartbeat.clusterId.subarray(0, 8), 8);
@@ -151,6 +162,7 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   view.setUint32(56, hostBitmap(heartbeat.members));
   bytes.set(heartbeat.mapDigest.subarray(0, 8), 60);
   view.setUint8(68, heartbeat.rules.length);
+  view.setUint32(69, heartbeat.generation >>> 0);
   let offset = heartbeatHeaderBytes;
   for (const rule of heartbeat.rules) {
     view.setUint16(offset, rule.buckets);
@@ -221,7 +233,7 @@ export function decodeHeartbeat(
   const heard = view.getUint32(52);
   const members = view.getUint32(56);
   if (
-    (flags & ~1) !== 0 ||
+    (flags & ~3) !== 0 ||
     hostId < 1 ||
     hostId > 32 ||
     state === undefined ||
@@ -278,9 +290,11 @@ export function decodeHeartbeat(
       hostId,
       state,
       settled: (flags & 1) === 1,
+      keptOut: (flags & 2) === 2,
       clusterId: bytes.slice(8, 16),
       incarnation: incarnationHigh * 0x1_0000_0000 + view.getUint32(20),
       sequence: view.getUint32(24),
+      generation: view.getUint32(69),
       configDigest: bytes.slice(28, 44),
       periodMs: view.getUint16(44),
       tolerance: view.getUint8(46),

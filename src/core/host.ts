@@ -121,6 +121,9 @@ export class HostMachine {
   private keptOut: string | undefined;
   private ruleStates: RuleState[];
   private sequence = 0;
+  /** See Heartbeat.generation. */
+  private generation = 0;
+  private wasParticipating = false;
   private nextSendMs: number;
   private lastSentKey = '';
 
@@ -149,6 +152,7 @@ export class HostMachine {
   private readonly badCounts = new Map<DecodeFailure, number>();
   private readonly badCountsTotal = new Map<DecodeFailure, number>();
   private badReportedAtMs = -Infinity;
+  private duplicateReportedAtMs = -Infinity;
   private counters = {
     heartbeatsSent: 0,
     heartbeatsReceived: 0,
@@ -342,6 +346,25 @@ export class HostMachine {
       return false;
     }
     let peer = this.peers.get(hb.hostId);
+    if (hb.keptOut) {
+      // A second host with this peer's id, keeping itself out: say so now and then, else ignore.
+      if (
+        peer !== undefined &&
+        peer.incarnation !== hb.incarnation &&
+        now - peer.mismatchReportedAtMs >= mismatchReportMs
+      ) {
+        peer.mismatchReportedAtMs = now;
+        this.emit(now, 'duplicate host id', {
+          host: hb.hostId,
+          incarnations: [peer.incarnation, hb.incarnation],
+          keptOut: hb.incarnation,
+        });
+      }
+      return false;
+    }
+    if (peer !== undefined && hb.state !== peer.heartbeat.state && peer.heard) {
+      this.convergingReason = `host ${hb.hostId} ${hb.state}`;
+    }
     if (peer === undefined) {
       peer = {
         id: hb.hostId,
@@ -418,6 +441,18 @@ export class HostMachine {
     if (hb.incarnation === this.incarnation) {
       return; // Our own datagram looped back: harmless.
     }
+    if (hb.keptOut) {
+      // The newcomer that keeps itself out because of us: say so, at a bounded rate.
+      if (now - this.duplicateReportedAtMs >= mismatchReportMs) {
+        this.duplicateReportedAtMs = now;
+        this.emit(now, 'duplicate host id', {
+          host: this.hostId,
+          incarnations: [this.incarnation, hb.incarnation],
+          keptOut: hb.incarnation,
+        });
+      }
+      return;
+    }
     if (hb.incarnation < this.incarnation) {
       // Another host with our id was here first: we are the newcomer, so we stay out.
       if (this.keptOut === undefined) {
@@ -493,6 +528,7 @@ export class HostMachine {
       separatedMs: peer.declaredDeadAtMs === undefined ? 0 : now - peer.declaredDeadAtMs,
     });
     peer.declaredDeadAtMs = undefined;
+    this.convergingReason = `partition healed (host ${peer.id})`;
     if (!this.participating || theirs.length === 0 || mine.length === 0) {
       return;
     }
@@ -701,6 +737,8 @@ export class HostMachine {
   private update(now: number): void {
     // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
     this.reviewConfigKeepOut(now);
+    if (this.participating && !this.wasParticipating) this.generation += 1;
+    this.wasParticipating = this.participating;
 
     this.heardIds = [...this.peers.values()]
       .filter((p) => p.heard && p.mismatch === undefined)
@@ -923,7 +961,13 @@ export class HostMachine {
     targets: readonly (readonly (number | null)[])[],
   ): Uint8Array {
     const hash = createHash('sha256');
-    hash.update(Uint8Array.from(members));
+    for (const id of members) {
+      const identity =
+        id === this.hostId
+          ? [id, this.incarnation, this.generation]
+          : [id, this.peers.get(id)!.incarnation, this.peers.get(id)!.heartbeat.generation];
+      hash.update(identity.join(':') + ';');
+    }
     for (const target of targets) {
       hash.update(Uint8Array.from(target.map((o) => o ?? 0)));
     }
@@ -949,9 +993,7 @@ export class HostMachine {
   }
 
   private maybeSend(now: number, answerPeer: boolean): void {
-    if (this.keptOut !== undefined && this.keptOut.startsWith('duplicate')) {
-      return; // A duplicate of another host's id never speaks: it would confuse every peer.
-    }
+    const duplicate = this.keptOut !== undefined && this.keptOut.startsWith('duplicate');
     const contentKey = JSON.stringify([
       this.announcedState(),
       this.isSettled(),
@@ -980,9 +1022,11 @@ export class HostMachine {
           hostId: this.hostId,
           state: this.announcedState(),
           settled: this.isSettled(),
+          keptOut: duplicate,
           clusterId: this.clusterId,
           incarnation: this.incarnation,
           sequence: this.sequence,
+          generation: this.generation,
           configDigest: this.configDigest,
           periodMs: this.config.cluster.heartbeat.periodMs,
           tolerance: this.config.cluster.heartbeat.tolerance,

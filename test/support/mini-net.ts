@@ -43,15 +43,16 @@ export class MiniNet {
 
   constructor(readonly delayMs = 1) {}
 
-  add(config: Config): HostMachine {
+  /** `node` names the machine; it defaults to the host id (a test of duplicate ids picks another). */
+  add(config: Config, node = config.host.id): HostMachine {
     const host = new HostMachine({
       config,
       key: testKey,
       incarnation: this.incarnation++,
       nowMs: this.nowMs,
     });
-    this.hosts.set(config.host.id, host);
-    this.wake.set(config.host.id, this.nowMs);
+    this.hosts.set(node, host);
+    this.wake.set(node, this.nowMs);
     return host;
   }
 
@@ -71,8 +72,13 @@ export class MiniNet {
     return !this.cut.has(`${Math.min(a, b)}-${Math.max(a, b)}`);
   }
 
+  readonly flushes: { atMs: number; host: number; rule: number; buckets: number }[] = [];
+
   private carry(id: number, ready: ReturnType<HostMachine['step']>): void {
+    for (const f of ready.flush)
+      this.flushes.push({ atMs: this.nowMs, host: id, rule: f.rule, buckets: f.buckets.length });
     if (ready.ownership) this.ownership.set(id, ready.ownership);
+    this.checkNoDoubleOwner(id);
     for (const bytes of ready.send) {
       for (const to of this.hosts.keys()) {
         if (to !== id && this.linked(id, to)) {
@@ -86,7 +92,10 @@ export class MiniNet {
 
   /** Advances virtual time to `untilMs`, delivering datagrams and ticks in order. */
   run(untilMs: number): void {
-    for (;;) {
+    // A bound on steps turns a livelock (hosts answering each other forever) into a failure.
+    const stepsMax = 200_000;
+    for (let steps = 0; ; steps++) {
+      if (steps >= stepsMax) throw new Error(`livelock: ${stepsMax} steps before ${untilMs} ms, now ${this.nowMs} ms`);
       this.queue.sort((a, b) => a.atMs - b.atMs || a.seq - b.seq);
       const nextDatagram = this.queue[0]?.atMs ?? Infinity;
       let nextWake = Infinity;
@@ -110,6 +119,44 @@ export class MiniNet {
       }
     }
     this.nowMs = untilMs;
+  }
+
+  /**
+   * Release before acquire, checked after every step: no bucket is owned by two hosts whose
+   * link is up. `allowConflictUntilMs` covers the moment a partition heals, when both sides
+   * legitimately own the same buckets until they hear each other.
+   */
+  allowConflictUntilMs = -1;
+  private checkNoDoubleOwner(changed: number): void {
+    if (this.nowMs <= this.allowConflictUntilMs) return;
+    const mine = this.ownership.get(changed);
+    if (!mine) return;
+    for (const [other, theirs] of this.ownership) {
+      if (other === changed || !this.linked(changed, other) || !this.hosts.has(other)) continue;
+      mine.rules.forEach((rule, r) => {
+        const set = new Set(theirs.rules[r]?.owned ?? []);
+        const both = rule.owned.filter((b) => set.has(b));
+        if (both.length > 0) {
+          throw new Error(
+            `at ${this.nowMs} ms hosts ${changed} and ${other} both own rule ${r} buckets ${both.join(',')}`,
+          );
+        }
+      });
+    }
+  }
+
+  /** The events as transcript lines: `[time] hN event key=value ...`. */
+  transcript(filter: (e: ProtocolEvent) => boolean = () => true): string {
+    return this.events
+      .filter(filter)
+      .map((e) => {
+        const { event, atMs, by, ...rest } = e;
+        const fields = Object.entries(rest)
+          .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+          .join(' ');
+        return `[${String(atMs).padStart(6)}] h${String(by)} ${event}${fields ? ' ' + fields : ''}`;
+      })
+      .join('\n');
   }
 
   owners(rule = 0): Map<number, number[]> {
