@@ -1,0 +1,137 @@
+// The simulator's vocabulary: what a host looks like to the driver, the actions a scenario
+// schedules, and what a run reports.
+import type { Config } from '../core/config.js';
+import type { Command, HostMachineOptions, HostStatus, Input, Ready } from '../core/protocol.js';
+import type { ClusterShape, HostSettings } from './cluster-config.js';
+import type { LinkConditions } from './network.js';
+
+/** The part of HostMachine the simulator drives (src/core/protocol.ts). */
+export interface SimHost {
+  step(input: Input): Ready;
+  status(): HostStatus;
+}
+
+export type HostFactory = (opts: HostMachineOptions) => SimHost;
+
+/**
+ * What the simulator expects of a host process, from the commands it was given:
+ * `member` takes part (started or draining), `off` does not (stopped or suspended),
+ * `out` must be kept out by its peers (a duplicate host id or a different cluster config).
+ */
+export type Expectation = 'member' | 'off' | 'out';
+
+export type SimAction =
+  /** Starts a host process on a machine slot (a join, or a restart after a crash). */
+  | {
+      readonly do: 'boot';
+      readonly slot: number;
+      readonly hostId: number;
+      /** Overrides the plan's config for this host (e.g. a different cluster config). */
+      readonly config?: Config;
+      readonly expect?: 'member' | 'out';
+      readonly reason?: string;
+      /** Part of forming the cluster at the start: not reported as a membership change. */
+      readonly initial?: boolean;
+    }
+  | { readonly do: 'crash'; readonly slot: number }
+  | { readonly do: 'command'; readonly slot: number; readonly command: Command }
+  | { readonly do: 'partition'; readonly groups: readonly (readonly number[])[] }
+  | { readonly do: 'cut'; readonly from: number; readonly to: number }
+  | { readonly do: 'heal' }
+  | { readonly do: 'conditions'; readonly conditions: LinkConditions; readonly label: string };
+
+export interface ScheduledAction {
+  readonly atMs: number;
+  readonly action: SimAction;
+}
+
+/** Everything a run needs; a pure value, so a plan can be printed, stored and replayed. */
+export interface SimPlan {
+  readonly seed: number;
+  /** The scenario or fault profile the seed chose. */
+  readonly profile: string;
+  /** Cluster size: host ids 1..hosts on slots 0..hosts-1. */
+  readonly hosts: number;
+  /** Machine slots on the segment: hosts plus spares for intruders (duplicates, mismatches). */
+  readonly slots: number;
+  readonly shape: ClusterShape;
+  /** Indexed by host id - 1. */
+  readonly settings: readonly HostSettings[];
+  readonly conditions: LinkConditions;
+  readonly schedule: readonly ScheduledAction[];
+  readonly durationMs: number;
+  /**
+   * When I3's clock starts: the last fault healed and the last command given. Undefined when
+   * faults are still active at the end (e.g. loss for the whole run): I3 does not apply then.
+   */
+  readonly quietAtMs: number | undefined;
+}
+
+export type Invariant = 'I1' | 'I1b' | 'I2' | 'I3' | 'host-error' | 'liveness';
+
+export interface Violation {
+  readonly invariant: Invariant;
+  readonly atMs: number;
+  readonly message: string;
+}
+
+export type ChangeKind =
+  | 'crash'
+  | 'join'
+  | 'restart'
+  | 'stop'
+  | 'drainstop'
+  /** A draining host's last connection ended and it stopped. */
+  | 'drained'
+  | 'partition'
+  | 'heal'
+  | 'intruder';
+
+export interface ChangeReport {
+  readonly kind: ChangeKind;
+  readonly atMs: number;
+  /** The host the change is about; undefined for network changes. */
+  readonly hostId: number | undefined;
+  /**
+   * crash: until the first survivor's view drops the host; planned changes: until the first
+   * other host's view or map reacts. Undefined when nobody reacted.
+   */
+  readonly detectionMs: number | undefined;
+  /** Planned changes: from the change to the subject's first datagram after it. */
+  readonly triggerMs: number | undefined;
+  /** Until every connected part of the cluster is converged with the new owners in place. */
+  readonly convergenceMs: number | undefined;
+  readonly bucketsMoved: number | undefined;
+  readonly bucketsMovedMin: number | undefined;
+  /** Another change came before this one converged: its numbers include the other's effect. */
+  readonly overlapped: boolean;
+}
+
+export interface SimStats {
+  readonly steps: number;
+  readonly datagramsSent: number;
+  readonly copiesDelivered: number;
+  readonly copiesLost: number;
+  readonly falseDetections: number;
+}
+
+export interface SimResult {
+  readonly seed: number;
+  readonly profile: string;
+  readonly hosts: number;
+  readonly periodMs: number;
+  readonly tolerance: number;
+  readonly durationMs: number;
+  readonly maxOneWayDelayMs: number;
+  /** I3's bound, in ms (convergenceBoundPeriods × period). */
+  readonly convergenceBoundMs: number;
+  readonly quietAtMs: number | undefined;
+  /** From quietAtMs until the cluster was converged for good; undefined if never. */
+  readonly convergedAfterQuietMs: number | undefined;
+  readonly changes: readonly ChangeReport[];
+  readonly violations: readonly Violation[];
+  readonly stats: SimStats;
+  /** The last transcript lines (all of them unless the run was longer than the limit). */
+  readonly transcript: readonly string[];
+  readonly transcriptDropped: number;
+}
