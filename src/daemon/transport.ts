@@ -1,0 +1,271 @@
+// The heartbeat transport: how one host's datagrams reach every other host of the cluster and
+// theirs reach it. Two implementations pass one contract suite (test/transport-contract.ts):
+//   UdpTransport     UDP multicast on the cluster interface (node:dgram), what nlbd uses;
+//   MemoryTransport  an in-process segment (MemoryNetwork), for daemon unit tests.
+// The contract, in the words of DESIGN.md §4-5: a datagram one endpoint sends reaches every
+// other started endpoint of its segment byte for byte, never the sender itself; nothing is
+// delivered after close; datagrams over `datagramBytesMax` are neither sent nor delivered.
+// Delivery is best effort (UDP may lose a datagram); the protocol copes with loss.
+import dgram from 'node:dgram';
+import { datagramBytesMax } from '../core/heartbeat-size.js';
+
+/** Where a datagram came from: the sender's dedicated IP and UDP port. */
+export interface DatagramSource {
+  readonly address: string;
+  readonly port: number;
+}
+
+export type DatagramHandler = (bytes: Uint8Array, from: DatagramSource) => void;
+
+export interface TransportStats {
+  readonly sent: number;
+  readonly received: number;
+  /** Sends that failed (no route, interface down); the protocol treats them as lost. */
+  readonly sendErrors: number;
+  /** Received datagrams over datagramBytesMax: never from a peer, dropped unread. */
+  readonly oversize: number;
+}
+
+export interface Transport {
+  /** Starts receiving; `onDatagram` is called once per datagram. Call once. */
+  start(onDatagram: DatagramHandler): Promise<void>;
+  /** Sends one datagram to every other host; resolves once the kernel (or segment) took it. */
+  send(bytes: Uint8Array): Promise<void>;
+  /** Stops receiving and sending; safe to call twice. */
+  close(): Promise<void>;
+  stats(): TransportStats;
+}
+
+/**
+ * A datagram too large to send is a bug in the caller (the codec never produces one); it is
+ * refused as a rejected promise, so callers handle every send failure in one place.
+ */
+function sendableProblem(bytes: Uint8Array): Error | undefined {
+  return bytes.length === 0 || bytes.length > datagramBytesMax
+    ? new Error(`transport: a datagram must be 1..${datagramBytesMax} bytes, got ${bytes.length}`)
+    : undefined;
+}
+
+// ------------------------------------------------------------------------------------ memory
+
+/**
+ * One broadcast segment in memory. Delivery is asynchronous (a later turn of the event loop),
+ * as on a wire, so a handler never runs inside the sender's call.
+ */
+export class MemoryNetwork {
+  private readonly members = new Set<MemoryTransport>();
+  private nextPort = 40_000;
+
+  /** A new endpoint on this segment, reporting `address` as its source. */
+  transport(address: string): MemoryTransport {
+    return new MemoryTransport(this, address, this.nextPort++);
+  }
+
+  /** @internal */
+  join(member: MemoryTransport): void {
+    this.members.add(member);
+  }
+
+  /** @internal */
+  leave(member: MemoryTransport): void {
+    this.members.delete(member);
+  }
+
+  /** @internal */
+  broadcast(from: MemoryTransport, bytes: Uint8Array): void {
+    const source = { address: from.address, port: from.port };
+    for (const member of this.members) {
+      if (member !== from) {
+        // Each receiver gets its own copy, as each host gets its own frame.
+        const copy = Uint8Array.from(bytes);
+        setImmediate(() => member.deliver(copy, source));
+      }
+    }
+  }
+}
+
+export class MemoryTransport implements Transport {
+  private handler: DatagramHandler | undefined;
+  private closed = false;
+  private counts = { sent: 0, received: 0, sendErrors: 0, oversize: 0 };
+
+  constructor(
+    private readonly network: MemoryNetwork,
+    readonly address: string,
+    readonly port: number,
+  ) {}
+
+  start(onDatagram: DatagramHandler): Promise<void> {
+    if (this.handler !== undefined || this.closed) {
+      throw new Error('MemoryTransport.start: already started or closed');
+    }
+    this.handler = onDatagram;
+    this.network.join(this);
+    return Promise.resolve();
+  }
+
+  send(bytes: Uint8Array): Promise<void> {
+    const problem = sendableProblem(bytes);
+    if (problem !== undefined) {
+      return Promise.reject(problem);
+    }
+    if (this.closed || this.handler === undefined) {
+      return Promise.reject(new Error('MemoryTransport.send: not started, or closed'));
+    }
+    this.counts.sent++;
+    this.network.broadcast(this, bytes);
+    return Promise.resolve();
+  }
+
+  /** @internal */
+  deliver(bytes: Uint8Array, from: DatagramSource): void {
+    if (this.closed || this.handler === undefined) {
+      return;
+    }
+    this.counts.received++;
+    this.handler(bytes, from);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    this.network.leave(this);
+    return Promise.resolve();
+  }
+
+  stats(): TransportStats {
+    return { ...this.counts };
+  }
+}
+
+// --------------------------------------------------------------------------------------- UDP
+
+export interface UdpTransportOptions {
+  /** The host's dedicated IP on the cluster interface: joins, multicast interface and source. */
+  readonly dedicatedIp: string;
+  /** The heartbeat group (IPv4 multicast) and port, from cluster.heartbeat. */
+  readonly group: string;
+  readonly port: number;
+}
+
+/** Why the transport could not start, with the fix; the daemon prints both and refuses to run. */
+export class TransportError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = 'TransportError';
+  }
+}
+
+/**
+ * UDP multicast on the cluster interface. The socket is bound to the group address and port,
+ * so it receives only heartbeats (not unicast to the port, nor other groups some other socket
+ * joined on this port); it joins the group on the dedicated IP, sends through that interface
+ * with TTL 1 (heartbeats never leave the segment) and without loopback (a host never hears
+ * itself). Bound to a multicast address, the kernel takes the source address from the
+ * multicast interface, so heartbeats leave from the dedicated IP even when the interface also
+ * carries cluster IPs: sent from a cluster IP every peer would drop them (DESIGN.md §4).
+ */
+export class UdpTransport implements Transport {
+  private socket: dgram.Socket | undefined;
+  private closed = false;
+  private counts = { sent: 0, received: 0, sendErrors: 0, oversize: 0 };
+
+  constructor(private readonly options: UdpTransportOptions) {}
+
+  async start(onDatagram: DatagramHandler): Promise<void> {
+    if (this.socket !== undefined || this.closed) {
+      throw new Error('UdpTransport.start: already started or closed');
+    }
+    const { dedicatedIp, group, port } = this.options;
+    const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
+    this.socket = socket;
+    await new Promise<void>((resolve, reject) => {
+      const fail = (error: NodeJS.ErrnoException): void => {
+        socket.close();
+        reject(
+          error.code === 'EADDRINUSE'
+            ? new TransportError(
+                `heartbeat port ${group}:${port} is already in use in this network namespace`,
+                'is another nlbd running here? stop it, or give this cluster another heartbeat.port',
+              )
+            : new TransportError(
+                `cannot bind the heartbeat socket to ${group}:${port}: ${error.message}`,
+                'check cluster.heartbeat.group and port',
+              ),
+        );
+      };
+      socket.once('error', fail);
+      socket.bind({ address: group, port }, () => {
+        socket.off('error', fail);
+        resolve();
+      });
+    });
+    try {
+      socket.addMembership(group, dedicatedIp);
+      socket.setMulticastInterface(dedicatedIp);
+      socket.setMulticastTTL(1);
+      socket.setMulticastLoopback(false);
+    } catch (error) {
+      socket.close();
+      throw new TransportError(
+        `cannot join heartbeat group ${group} on ${dedicatedIp}: ${(error as Error).message}`,
+        `host.dedicatedIp (${dedicatedIp}) must be an address of the cluster interface, and the interface must be up`,
+      );
+    }
+    socket.on('message', (message, rinfo) => {
+      if (this.closed) {
+        return;
+      }
+      if (message.length > datagramBytesMax) {
+        this.counts.oversize++;
+        return;
+      }
+      this.counts.received++;
+      onDatagram(new Uint8Array(message), { address: rinfo.address, port: rinfo.port });
+    });
+    // After start, socket errors are per-datagram (ICMP feedback) and never fatal.
+    socket.on('error', () => {
+      this.counts.sendErrors++;
+    });
+  }
+
+  send(bytes: Uint8Array): Promise<void> {
+    const problem = sendableProblem(bytes);
+    if (problem !== undefined) {
+      return Promise.reject(problem);
+    }
+    const socket = this.socket;
+    if (socket === undefined || this.closed) {
+      return Promise.reject(new Error('UdpTransport.send: not started, or closed'));
+    }
+    return new Promise((resolve, reject) => {
+      socket.send(bytes, this.options.port, this.options.group, (error) => {
+        if (error) {
+          this.counts.sendErrors++;
+          reject(error);
+        } else {
+          this.counts.sent++;
+          resolve();
+        }
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) {
+      return Promise.resolve();
+    }
+    this.closed = true;
+    const socket = this.socket;
+    if (socket === undefined) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => socket.close(() => resolve()));
+  }
+
+  stats(): TransportStats {
+    return { ...this.counts };
+  }
+}
