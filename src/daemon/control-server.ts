@@ -1,0 +1,150 @@
+// The control socket: a unix socket, mode 0600 (root only, like the data plane it controls),
+// framing the control protocol of control.ts: one JSON request line in, one JSON response line
+// out, then close. The path names the cluster and the host id, because in a lab every host's
+// nlbd shares /run while living in its own network namespace.
+import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { type ControlResponse, parseRequestLine, requestBytesMax } from './control.js';
+import { controlRequest } from './control-client.js';
+
+export const runDirDefault = '/run/nlb';
+
+/** Where nlbd of host `hostId` in cluster `clusterName` listens unless told otherwise. */
+export function defaultSocketPath(
+  clusterName: string,
+  hostId: number,
+  runDir = runDirDefault,
+): string {
+  return path.join(runDir, `nlbd-${clusterName}-${hostId}.sock`);
+}
+
+/** A client that sends nothing for this long is gone; its connection is closed. */
+const requestTimeoutMs = 5_000;
+/** Control clients are people and scripts; more at once is a runaway loop. */
+const connectionsMax = 32;
+
+export class ControlSocketError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = 'ControlSocketError';
+  }
+}
+
+export class ControlServer {
+  private server: net.Server | undefined;
+  private socketPath: string | undefined;
+  private readonly open = new Set<net.Socket>();
+
+  constructor(private readonly handle: (request: unknown) => Promise<ControlResponse>) {}
+
+  /**
+   * Listens on `socketPath`. A socket file left by a dead daemon is replaced; one a live
+   * daemon answers on is not: two nlbd for one host would fight over its data plane.
+   */
+  async listen(socketPath: string): Promise<void> {
+    mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+    if (existsSync(socketPath)) {
+      if (!lstatSync(socketPath).isSocket()) {
+        throw new ControlSocketError(
+          `${socketPath} exists and is not a socket`,
+          'remove it, or give nlbd another path with --socket',
+        );
+      }
+      const answer = await controlRequest(socketPath, { verb: 'identity' }, 1_000).catch(
+        () => undefined,
+      );
+      if (answer !== undefined) {
+        const who = answer.ok ? ` (pid ${(answer.data as { pid?: number }).pid ?? '?'})` : '';
+        throw new ControlSocketError(
+          `another nlbd${who} already answers on ${socketPath}`,
+          'stop it first (nlb stop, or kill it); one host runs one nlbd per cluster',
+        );
+      }
+      unlinkSync(socketPath);
+    }
+    const server = net.createServer((socket) => this.serve(socket));
+    server.maxConnections = connectionsMax;
+    // The umask makes the socket 0600 from the instant it exists; chmod repeats it in case.
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(umask);
+    }
+    chmodSync(socketPath, 0o600);
+    this.server = server;
+    this.socketPath = socketPath;
+  }
+
+  private serve(socket: net.Socket): void {
+    this.open.add(socket);
+    socket.on('close', () => this.open.delete(socket));
+    socket.on('error', () => undefined);
+    socket.setTimeout(requestTimeoutMs, () => socket.destroy());
+    let buffer = '';
+    let answered = false;
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      if (answered) {
+        return;
+      }
+      buffer += chunk;
+      const newline = buffer.indexOf('\n');
+      if (newline < 0 && buffer.length <= requestBytesMax) {
+        return;
+      }
+      answered = true;
+      const line = newline < 0 ? undefined : buffer.slice(0, newline);
+      const respond = (response: ControlResponse): void => {
+        socket.end(`${JSON.stringify(response)}\n`);
+      };
+      if (line === undefined || line.length > requestBytesMax) {
+        respond({
+          ok: false,
+          error: {
+            code: 'bad-request',
+            message: `a request line may be at most ${requestBytesMax} bytes`,
+            hint: 'send one JSON object followed by a newline',
+          },
+        });
+        return;
+      }
+      void this.handle(parseRequestLine(line)).then(respond, (error: unknown) =>
+        respond({
+          ok: false,
+          error: { code: 'failed', message: String(error), hint: 'see the nlbd log' },
+        }),
+      );
+    });
+  }
+
+  /** Stops listening, closes open connections and removes the socket file. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.open) {
+      socket.destroy();
+    }
+    if (server !== undefined) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    if (this.socketPath !== undefined) {
+      try {
+        unlinkSync(this.socketPath);
+      } catch {
+        // Already gone (net.Server removes it on close on some platforms).
+      }
+      this.socketPath = undefined;
+    }
+  }
+}

@@ -1,0 +1,547 @@
+// The daemon's side of the driver contract (src/core/protocol.ts): feed the host machine its
+// inputs (a tick when it asked to be woken, every heartbeat datagram, operator commands) one at
+// a time, and carry out each Ready completely before the next input is stepped:
+//   1. flush: drop the established connections of the buckets listed,
+//   2. ownership: program the data plane, and wait until the kernel has it,
+//   3. lease: refresh it (program already did, when it ran),
+//   4. send: the heartbeats, only now,
+//   5. events: one log line each,
+// and one timer, set to Ready.wakeAtMs. Announcing a released bucket only after the kernel
+// stopped taking new flows for it is what makes "release before acquire" hold across hosts.
+//
+// Failures of the data plane are operating errors: the kernel keeps its previous state, the
+// driver logs why, and it withholds heartbeats until the kernel matches what the machine
+// decided. A host that cannot program its kernel thus falls silent; its lease runs out before
+// its peers declare it dead and take its buckets, so no bucket is ever served twice.
+import type { HostMachine } from '../core/host.js';
+import type {
+  Command,
+  CommandReply,
+  Input,
+  Ownership,
+  ProtocolEvent,
+  Ready,
+} from '../core/protocol.js';
+import type { BucketConnections } from '../dataplane/conntrack.js';
+import type { ProgramResult } from '../dataplane/dataplane.js';
+import type { DataplaneSpec } from '../dataplane/render.js';
+import type { Clock } from './clock.js';
+import type { DatagramSource, Transport } from './transport.js';
+
+/** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
+export interface DataplanePort {
+  program(spec: DataplaneSpec): Promise<ProgramResult>;
+  refreshLease(): Promise<void>;
+  flush(rule: number, buckets: readonly number[]): Promise<number>;
+  connections(): Promise<readonly BucketConnections[]>;
+}
+
+/** One log record; `event` is a stable name (DESIGN.md vocabulary), the rest depends on it. */
+export type EventRecord = { readonly event: string } & Readonly<Record<string, unknown>>;
+export type EventSink = (record: EventRecord) => void;
+
+/**
+ * 32 hosts × one heartbeat per period is 32 datagrams; 1,024 queued is 32 periods of backlog,
+ * which only a flood or a stuck kernel produces. Beyond it datagrams are dropped and counted:
+ * a lost heartbeat is something the protocol already survives.
+ */
+export const datagramsQueuedMax = 1_024;
+/** Commands come from the control socket, one per connection; more than this is a runaway script. */
+export const commandsQueuedMax = 64;
+/** How often a draining host counts its remaining connections (conntrack -L costs ~5 ms). */
+export const drainPollMsDefault = 500;
+/** Program latencies kept for the percentiles `params` shows. */
+const latencySamplesMax = 256;
+/** A data plane failing on every heartbeat logs once per this interval, not 5 times a second. */
+const errorReportMs = 5_000;
+
+export interface HostDriverOptions {
+  readonly machine: HostMachine;
+  readonly clock: Clock;
+  readonly transport: Transport;
+  readonly dataplane: DataplanePort;
+  /** The data plane spec for an ownership (dataplaneSpecFor with the daemon's config). */
+  readonly specFor: (ownership: Ownership) => DataplaneSpec;
+  readonly log: EventSink;
+  readonly drainPollMs?: number;
+  /** Called when the host machine throws: an assertion, a bug; the daemon shuts down. */
+  readonly onFatal?: (error: Error) => void;
+}
+
+type Job =
+  | { readonly kind: 'tick' }
+  | { readonly kind: 'datagram'; readonly bytes: Uint8Array; readonly queuedAtMs: number }
+  | {
+      readonly kind: 'command';
+      readonly command: Command;
+      readonly resolve: (reply: CommandReply) => void;
+      readonly reject: (error: Error) => void;
+    };
+
+export interface LatencyStats {
+  readonly count: number;
+  readonly lastMs: number | null;
+  readonly maxMs: number | null;
+  /** Over the last 256 samples. */
+  readonly p50Ms: number | null;
+  readonly p99Ms: number | null;
+}
+
+export interface DriverStats {
+  readonly steps: { readonly ticks: number; readonly datagrams: number; readonly commands: number };
+  /** Decision (step returned) to kernel programmed, for each ownership change. */
+  readonly program: LatencyStats & { readonly sets: number; readonly table: number };
+  /** How long datagrams waited in the queue before being stepped. */
+  readonly datagramQueueWait: LatencyStats;
+  readonly queueDepthMax: number;
+  readonly datagramsDropped: number;
+  readonly heartbeatsWithheld: number;
+  readonly leaseRefreshes: number;
+  readonly dataplaneErrors: number;
+  readonly sendErrors: number;
+}
+
+class Latency {
+  private samples: number[] = [];
+  count = 0;
+  last: number | null = null;
+  max: number | null = null;
+
+  add(ms: number): void {
+    this.count++;
+    this.last = ms;
+    this.max = this.max === null ? ms : Math.max(this.max, ms);
+    this.samples.push(ms);
+    if (this.samples.length > latencySamplesMax) {
+      this.samples.shift();
+    }
+  }
+
+  stats(): LatencyStats {
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    const at = (q: number): number | null =>
+      sorted.length === 0
+        ? null
+        : round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
+    return {
+      count: this.count,
+      lastMs: this.last === null ? null : round(this.last),
+      maxMs: this.max === null ? null : round(this.max),
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+    };
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class HostDriver {
+  private readonly machine: HostMachine;
+  private readonly clock: Clock;
+  private readonly transport: Transport;
+  private readonly dataplane: DataplanePort;
+  private readonly specFor: (ownership: Ownership) => DataplaneSpec;
+  private readonly log: EventSink;
+  private readonly drainPollMs: number;
+  private readonly onFatal: (error: Error) => void;
+
+  private readonly queue: Job[] = [];
+  private tickQueued = false;
+  private running = false;
+  private started = false;
+  private closing = false;
+  private fatal: Error | undefined;
+  private idleWaiters: (() => void)[] = [];
+  private cancelTimer: (() => void) | undefined;
+  private cancelDrainPoll: (() => void) | undefined;
+  private drainPolling = false;
+
+  /** What the machine last asked the kernel to do, and what the kernel has (JSON keys). */
+  private wanted: Ownership;
+  private wantedKey: string;
+  private programmedKey: string | undefined;
+  private readonly lastErrorReport = new Map<string, { atMs: number; suppressed: number }>();
+
+  private readonly programLatency = new Latency();
+  private readonly queueWait = new Latency();
+  private counts = {
+    ticks: 0,
+    datagrams: 0,
+    commands: 0,
+    sets: 0,
+    table: 0,
+    queueDepthMax: 0,
+    datagramsDropped: 0,
+    heartbeatsWithheld: 0,
+    leaseRefreshes: 0,
+    dataplaneErrors: 0,
+    sendErrors: 0,
+  };
+
+  constructor(options: HostDriverOptions) {
+    this.machine = options.machine;
+    this.clock = options.clock;
+    this.transport = options.transport;
+    this.dataplane = options.dataplane;
+    this.specFor = options.specFor;
+    this.log = options.log;
+    this.drainPollMs = options.drainPollMs ?? drainPollMsDefault;
+    this.onFatal = options.onFatal ?? (() => undefined);
+    this.wanted = this.machine.status().ownership;
+    this.wantedKey = JSON.stringify(this.wanted);
+  }
+
+  /**
+   * Programs the ownership the machine starts with (nothing owned) as a whole table: the
+   * daemon calls this before it gives the interface the cluster IPs, so no VIP packet ever
+   * meets an unfiltered host. Throws when the kernel refuses: the daemon cannot run then.
+   */
+  async programInitial(): Promise<ProgramResult> {
+    const result = await this.dataplane.program(this.specFor(this.wanted));
+    this.programmedKey = this.wantedKey;
+    return result;
+  }
+
+  /** The datagram handler to give the transport; datagrams queue until `start`. */
+  readonly onDatagram = (bytes: Uint8Array, _from: DatagramSource): void => {
+    if (this.closing) {
+      return;
+    }
+    const queued = this.queue.filter((job) => job.kind === 'datagram').length;
+    if (queued >= datagramsQueuedMax) {
+      this.counts.datagramsDropped++;
+      return;
+    }
+    this.enqueue({ kind: 'datagram', bytes, queuedAtMs: this.clock.nowMs() });
+  };
+
+  /** Starts stepping: a first tick now, then whenever the machine asks to be woken. */
+  start(): void {
+    if (this.started) {
+      throw new Error('HostDriver.start: already started');
+    }
+    this.started = true;
+    this.scheduleDrainPoll();
+    this.enqueueTick();
+  }
+
+  /** Steps an operator command; resolves with the machine's reply once its Ready is carried out. */
+  command(command: Command): Promise<CommandReply> {
+    if (this.closing) {
+      return Promise.reject(new Error('nlbd is shutting down: commands are no longer accepted'));
+    }
+    if (this.queue.filter((job) => job.kind === 'command').length >= commandsQueuedMax) {
+      return Promise.reject(
+        new Error(`${commandsQueuedMax} commands are already waiting; try again in a moment`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.enqueue({ kind: 'command', command, resolve, reject });
+    });
+  }
+
+  /**
+   * Announces the stop to the peers (they take over at once instead of after the detection
+   * time), carries it out, then stops stepping. The caller then detaches the interface.
+   */
+  async shutdown(): Promise<CommandReply | undefined> {
+    let reply: CommandReply | undefined;
+    if (!this.closing && this.fatal === undefined) {
+      try {
+        reply = await this.command({ verb: 'stop' });
+      } catch {
+        reply = undefined;
+      }
+    }
+    this.closing = true;
+    this.cancelTimer?.();
+    this.cancelDrainPoll?.();
+    await this.idle();
+    return reply;
+  }
+
+  /** Resolves once no input is queued or being carried out. */
+  idle(): Promise<void> {
+    if (!this.running && (this.queue.length === 0 || !this.started)) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  status(): ReturnType<HostMachine['status']> {
+    return this.machine.status();
+  }
+
+  details(): ReturnType<HostMachine['details']> {
+    return this.machine.details();
+  }
+
+  /** True when the kernel holds what the machine last decided. */
+  get dataplaneInSync(): boolean {
+    return this.programmedKey === this.wantedKey;
+  }
+
+  stats(): DriverStats {
+    const c = this.counts;
+    return {
+      steps: { ticks: c.ticks, datagrams: c.datagrams, commands: c.commands },
+      program: { ...this.programLatency.stats(), sets: c.sets, table: c.table },
+      datagramQueueWait: this.queueWait.stats(),
+      queueDepthMax: c.queueDepthMax,
+      datagramsDropped: c.datagramsDropped,
+      heartbeatsWithheld: c.heartbeatsWithheld,
+      leaseRefreshes: c.leaseRefreshes,
+      dataplaneErrors: c.dataplaneErrors,
+      sendErrors: c.sendErrors,
+    };
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  private enqueue(job: Job): void {
+    if (job.kind === 'tick') {
+      if (this.tickQueued) {
+        return;
+      }
+      this.tickQueued = true;
+    }
+    this.queue.push(job);
+    this.counts.queueDepthMax = Math.max(this.counts.queueDepthMax, this.queue.length);
+    if (this.started) {
+      void this.pump();
+    }
+  }
+
+  private enqueueTick(): void {
+    this.enqueue({ kind: 'tick' });
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) {
+      return;
+    }
+    this.running = true;
+    try {
+      for (;;) {
+        const job = this.queue.shift();
+        if (job === undefined) {
+          break;
+        }
+        await this.run(job);
+      }
+    } finally {
+      this.running = false;
+      for (const wake of this.idleWaiters.splice(0)) {
+        wake();
+      }
+    }
+  }
+
+  private async run(job: Job): Promise<void> {
+    if (this.fatal !== undefined) {
+      if (job.kind === 'command') job.reject(this.fatal);
+      return;
+    }
+    const nowMs = this.clock.nowMs();
+    let input: Input;
+    switch (job.kind) {
+      case 'tick':
+        this.tickQueued = false;
+        this.counts.ticks++;
+        input = { kind: 'tick', nowMs };
+        break;
+      case 'datagram':
+        this.counts.datagrams++;
+        this.queueWait.add(nowMs - job.queuedAtMs);
+        input = { kind: 'datagram', nowMs, bytes: job.bytes };
+        break;
+      case 'command':
+        this.counts.commands++;
+        input = { kind: 'command', nowMs, command: job.command };
+        break;
+    }
+    let ready: Ready;
+    try {
+      ready = this.machine.step(input);
+    } catch (error) {
+      // The machine asserts its own invariants: a throw is a bug, and nothing it decided can
+      // be trusted any more. Stop stepping; the daemon takes the host out of the cluster.
+      this.fatal = error instanceof Error ? error : new Error(String(error));
+      if (job.kind === 'command') job.reject(this.fatal);
+      this.log({ event: 'fatal', error: this.fatal.message, stack: this.fatal.stack });
+      this.onFatal(this.fatal);
+      return;
+    }
+    this.armTimer(ready.wakeAtMs);
+    await this.carryOut(ready);
+    if (job.kind === 'command') {
+      job.resolve(ready.reply ?? { code: 'ok', message: '' });
+    }
+  }
+
+  private armTimer(wakeAtMs: number): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    if (this.closing) {
+      return;
+    }
+    this.cancelTimer = this.clock.at(wakeAtMs, () => {
+      this.cancelTimer = undefined;
+      this.enqueueTick();
+    });
+  }
+
+  /** Carries out one Ready, strictly in the order of the header comment. */
+  private async carryOut(ready: Ready): Promise<void> {
+    const decidedAtMs = this.clock.nowMs();
+
+    for (const { rule, buckets } of ready.flush) {
+      try {
+        const dropped = await this.dataplane.flush(rule, buckets);
+        this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
+      } catch (error) {
+        this.dataplaneError('flush', error);
+      }
+    }
+
+    if (ready.ownership !== undefined) {
+      this.wanted = ready.ownership;
+      this.wantedKey = JSON.stringify(ready.ownership);
+    }
+    let leaseFresh = false;
+    if (this.programmedKey !== this.wantedKey) {
+      try {
+        const result = await this.dataplane.program(this.specFor(this.wanted));
+        const programMs = this.clock.nowMs() - decidedAtMs;
+        this.programmedKey = this.wantedKey;
+        // Both kinds of program refresh the lease in the same transaction.
+        leaseFresh = result !== 'unchanged';
+        if (result === 'sets') this.counts.sets++;
+        if (result === 'table') this.counts.table++;
+        this.programLatency.add(programMs);
+        this.log({
+          event: 'ownership programmed',
+          how: result,
+          programMs: round(programMs),
+          active: this.wanted.active,
+          isDefault: this.wanted.isDefault,
+          owned: this.wanted.rules.map((r) => r.owned.length),
+          orphan: this.wanted.rules.map((r) => r.orphan.length),
+        });
+      } catch (error) {
+        this.dataplaneError('program', error);
+      }
+    }
+
+    if (ready.send.length > 0) {
+      if (this.programmedKey !== this.wantedKey) {
+        this.withhold(ready.send.length, 'the kernel does not hold the decided ownership yet');
+      } else if (!leaseFresh && !(await this.refreshLease())) {
+        this.withhold(ready.send.length, 'the lease could not be refreshed');
+      } else {
+        for (const bytes of ready.send) {
+          try {
+            await this.transport.send(bytes);
+          } catch (error) {
+            this.counts.sendErrors++;
+            this.reportError({ event: 'heartbeat send failed', error: errorText(error) });
+          }
+        }
+      }
+    }
+
+    for (const event of ready.events) {
+      this.log(eventRecord(event));
+    }
+  }
+
+  private async refreshLease(): Promise<boolean> {
+    try {
+      await this.dataplane.refreshLease();
+      this.counts.leaseRefreshes++;
+      return true;
+    } catch (error) {
+      this.dataplaneError('lease refresh', error);
+      return false;
+    }
+  }
+
+  private withhold(count: number, reason: string): void {
+    this.counts.heartbeatsWithheld += count;
+    this.reportError({ event: 'heartbeat withheld', reason });
+  }
+
+  private dataplaneError(operation: string, error: unknown): void {
+    this.counts.dataplaneErrors++;
+    this.reportError({
+      event: 'dataplane error',
+      operation,
+      error: errorText(error),
+      hint: 'the kernel keeps its previous filter; heartbeats are withheld until it takes the new one',
+    });
+  }
+
+  /**
+   * Logs an error record at most once per errorReportMs for each kind (event and operation),
+   * with how many were suppressed since, so a failure on every heartbeat cannot flood the log.
+   */
+  private reportError(record: EventRecord): void {
+    const kind = `${record.event}/${String(record.operation ?? '')}`;
+    const now = this.clock.nowMs();
+    const last = this.lastErrorReport.get(kind);
+    if (last === undefined || now - last.atMs >= errorReportMs) {
+      this.lastErrorReport.set(kind, { atMs: now, suppressed: 0 });
+      this.log(
+        last === undefined || last.suppressed === 0
+          ? record
+          : { ...record, suppressed: last.suppressed },
+      );
+    } else {
+      last.suppressed++;
+    }
+  }
+
+  // ---------------------------------------------------------------- drainstop
+
+  private scheduleDrainPoll(): void {
+    if (this.closing) {
+      return;
+    }
+    this.cancelDrainPoll = this.clock.at(this.clock.nowMs() + this.drainPollMs, () => {
+      this.cancelDrainPoll = undefined;
+      void this.pollDrain().finally(() => this.scheduleDrainPoll());
+    });
+  }
+
+  /** While draining, reports `connectionsEnded` to the machine once no connection is left. */
+  private async pollDrain(): Promise<void> {
+    if (this.drainPolling || this.closing || this.machine.status().state !== 'draining') {
+      return;
+    }
+    this.drainPolling = true;
+    try {
+      const buckets = await this.dataplane.connections();
+      const left = buckets.reduce((sum, b) => sum + b.connections, 0);
+      if (left === 0 && !this.closing && this.machine.status().state === 'draining') {
+        const reply = await this.command({ verb: 'connectionsEnded' });
+        this.log({ event: 'drainstop finished', reply: reply.code, message: reply.message });
+      }
+    } catch (error) {
+      this.dataplaneError('count connections', error);
+    } finally {
+      this.drainPolling = false;
+    }
+  }
+}
+
+/** A protocol event as a log record: the name first, `by` dropped (the logger names the host). */
+export function eventRecord(event: ProtocolEvent): EventRecord {
+  const { event: name, by: _by, ...fields } = event;
+  return { event: name, ...fields };
+}
