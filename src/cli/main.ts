@@ -5,6 +5,7 @@ import { runCli, type CliCommand } from './program.js';
 import * as ip2mac from './commands/ip2mac.js';
 import * as lab from './commands/lab.js';
 import * as map from './commands/map.js';
+import * as simulate from './commands/simulate.js';
 
 // ─── The verbs ─────────────────────────────────────────────────────────────────────────────
 // To add a verb: create src/cli/commands/<verb>.ts exporting `register(program, ctx)` (see
@@ -15,6 +16,7 @@ const commands: readonly CliCommand[] = [
   ip2mac,
   map,
   lab,
+  simulate,
 ];
 // ────────────────────────────────────────────────────────────────────────────────────────────
 

@@ -29,6 +29,13 @@ export class ChangeTracker {
   private readonly open: OpenChange[] = [];
   private readonly done: ChangeReport[] = [];
   private lastConvergedTarget: TargetMap | undefined;
+  /** When a data plane last changed which buckets it accepts new flows for. */
+  private lastOwnershipChangeMs = -Infinity;
+
+  /** Some host's data plane gained or lost buckets. */
+  ownershipChanged(nowMs: number): void {
+    this.lastOwnershipChangeMs = nowMs;
+  }
 
   /** Call after every evaluation of the cluster view, converged or not. */
   observe(
@@ -49,6 +56,7 @@ export class ChangeTracker {
         detectionMs:
           change.detectedAtMs === undefined ? undefined : change.detectedAtMs - change.atMs,
         triggerMs: change.triggerAtMs === undefined ? undefined : change.triggerAtMs - change.atMs,
+        takeoverMs: Math.max(0, this.lastOwnershipChangeMs - change.atMs),
         convergenceMs: nowMs - change.atMs,
         bucketsMoved: moves?.moved,
         bucketsMovedMin: moves?.minimum,
@@ -130,6 +138,7 @@ export class ChangeTracker {
       detectionMs:
         change.detectedAtMs === undefined ? undefined : change.detectedAtMs - change.atMs,
       triggerMs: change.triggerAtMs === undefined ? undefined : change.triggerAtMs - change.atMs,
+      takeoverMs: undefined,
       convergenceMs: undefined,
       bucketsMoved: undefined,
       bucketsMovedMin: undefined,

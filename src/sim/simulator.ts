@@ -29,6 +29,7 @@ import type {
   SimAction,
   SimHost,
   SimPlan,
+  SimEvent,
   SimResult,
   Violation,
 } from './types.js';
@@ -48,6 +49,8 @@ export interface RunOptions {
   readonly traceDatagrams?: boolean;
   /** Transcript lines printed with a failure. */
   readonly failureLines?: number;
+  /** Protocol events kept in the result (the first ones); default 20,000. */
+  readonly eventsMax?: number;
 }
 
 const violationsMax = 50;
@@ -121,6 +124,8 @@ class Simulation {
   private readonly changes = new ChangeTracker();
   private readonly transcript: Transcript;
   private readonly violations: Violation[] = [];
+  private readonly events: SimEvent[] = [];
+  private readonly eventsMax: number;
   private readonly factory: HostFactory;
   private readonly configs = new Map<number, Config>();
   private readonly keyGroups = new Map<Uint8Array, number>();
@@ -157,6 +162,7 @@ class Simulation {
     const { periodMs, tolerance } = plan.shape;
     this.safety = new SafetyChecker((tolerance - 1) * periodMs);
     this.transcript = new Transcript(options.transcriptLinesMax ?? 400);
+    this.eventsMax = options.eventsMax ?? 20_000;
     this.factory = options.hostFactory ?? defaultHostFactory;
     // A generous ceiling: every host steps for every copy of every heartbeat it hears, a few
     // per period, plus immediate heartbeats; 40× that is a datagram storm, not a protocol.
@@ -226,6 +232,7 @@ class Simulation {
         copiesLost: this.copiesLost + this.network.lostCopies,
         falseDetections: this.falseDetections,
       },
+      events: this.events,
       transcript: this.transcript.toArray(),
       transcriptDropped: this.transcript.droppedLines,
     };
@@ -387,6 +394,7 @@ class Simulation {
           stepsThisInstant: 0,
         };
         const kind: ChangeKind = node.expect === 'out' ? 'intruder' : previous ? 'restart' : 'join';
+        const label = action.initial ? 'initial' : kind;
         if (!action.initial) this.beginChange(kind, node);
         this.nodes.push(node);
         this.slotNode[action.slot] = node;
@@ -397,7 +405,7 @@ class Simulation {
           keyGroup: this.keyGroup(key),
         });
         this.note(
-          `sim boot h${node.hostId} incarnation=${incarnation} slot=${action.slot} (${kind}${action.reason ? `: ${action.reason}` : ''})`,
+          `sim boot h${node.hostId} incarnation=${incarnation} slot=${action.slot} (${label}${action.reason ? `: ${action.reason}` : ''})`,
         );
         this.step(node, { kind: 'tick', nowMs: this.nowMs });
         break;
@@ -535,6 +543,7 @@ class Simulation {
           );
         }
       }
+      if (changes.length > 0) this.changes.ownershipChanged(this.nowMs);
       if (changes.length > 0 || before.length !== owned.length) {
         this.note(
           `h${node.hostId} data plane ${ready.ownership.active ? 'active' : 'inactive'}: ${changes.join('; ') || 'no bucket changes'}`,
@@ -565,6 +574,14 @@ class Simulation {
     }
     // 3. Events.
     for (const event of ready.events) {
+      if (this.events.length < this.eventsMax) {
+        this.events.push({
+          atMs: this.nowMs,
+          hostId: node.hostId,
+          incarnation: node.incarnation,
+          event,
+        });
+      }
       this.note(
         `h${node.hostId} ${event.event} ${formatFields(event, ['event', 'atMs', 'by'])}`.trimEnd(),
       );
@@ -644,7 +661,14 @@ class Simulation {
     if (this.view.converged && !wasConverged) {
       this.convergedSinceMs = this.nowMs;
       this.note(
-        `sim cluster converged (${this.view.members.length > 0 ? `members ${this.view.members.map((m) => m.hostId).join(',')}` : 'every connected part'})`,
+        `sim cluster converged (${
+          this.view.members.length > 0
+            ? `members ${this.view.members
+                .map((m) => m.hostId)
+                .sort((a, b) => a - b)
+                .join(',')}`
+            : 'every connected part'
+        })`,
       );
     } else if (!this.view.converged && wasConverged) {
       this.convergedSinceMs = undefined;

@@ -1,7 +1,14 @@
 // The simulator's vocabulary: what a host looks like to the driver, the actions a scenario
 // schedules, and what a run reports.
 import type { Config } from '../core/config.js';
-import type { Command, HostMachineOptions, HostStatus, Input, Ready } from '../core/protocol.js';
+import type {
+  Command,
+  HostMachineOptions,
+  HostStatus,
+  Input,
+  ProtocolEvent,
+  Ready,
+} from '../core/protocol.js';
 import type { ClusterShape, HostSettings } from './cluster-config.js';
 import type { LinkConditions } from './network.js';
 
@@ -99,12 +106,28 @@ export interface ChangeReport {
   readonly detectionMs: number | undefined;
   /** Planned changes: from the change to the subject's first datagram after it. */
   readonly triggerMs: number | undefined;
-  /** Until every connected part of the cluster is converged with the new owners in place. */
+  /**
+   * Until the data planes settled: the last bucket that moved has its new owner accepting new
+   * flows (the last ownership change before convergence). What clients see.
+   */
+  readonly takeoverMs: number | undefined;
+  /**
+   * Until every connected part of the cluster is converged: new owners in place and every host
+   * reporting converged on the same members and map.
+   */
   readonly convergenceMs: number | undefined;
   readonly bucketsMoved: number | undefined;
   readonly bucketsMovedMin: number | undefined;
   /** Another change came before this one converged: its numbers include the other's effect. */
   readonly overlapped: boolean;
+}
+
+/** A protocol event as a host emitted it, with who emitted it. */
+export interface SimEvent {
+  readonly atMs: number;
+  readonly hostId: number;
+  readonly incarnation: number;
+  readonly event: ProtocolEvent;
 }
 
 export interface SimStats {
@@ -131,6 +154,8 @@ export interface SimResult {
   readonly changes: readonly ChangeReport[];
   readonly violations: readonly Violation[];
   readonly stats: SimStats;
+  /** Every protocol event of the run, oldest first (the first eventsMax of them). */
+  readonly events: readonly SimEvent[];
   /** The last transcript lines (all of them unless the run was longer than the limit). */
   readonly transcript: readonly string[];
   readonly transcriptDropped: number;
