@@ -5,6 +5,7 @@ import { runCli, type CliCommand } from './program.js';
 import * as ip2mac from './commands/ip2mac.js';
 import * as lab from './commands/lab.js';
 import * as map from './commands/map.js';
+import * as query from './commands/query.js';
 import * as simulate from './commands/simulate.js';
 
 // ─── The verbs ─────────────────────────────────────────────────────────────────────────────
@@ -15,6 +16,7 @@ import * as simulate from './commands/simulate.js';
 const commands: readonly CliCommand[] = [
   ip2mac,
   map,
+  query,
   lab,
   simulate,
 ];

@@ -152,6 +152,8 @@ export class HostDriver {
   private readonly onFatal: (error: Error) => void;
 
   private readonly queue: Job[] = [];
+  private datagramsQueued = 0;
+  private commandsQueued = 0;
   private tickQueued = false;
   private running = false;
   private started = false;
@@ -213,8 +215,7 @@ export class HostDriver {
     if (this.closing) {
       return;
     }
-    const queued = this.queue.filter((job) => job.kind === 'datagram').length;
-    if (queued >= datagramsQueuedMax) {
+    if (this.datagramsQueued >= datagramsQueuedMax) {
       this.counts.datagramsDropped++;
       return;
     }
@@ -236,7 +237,7 @@ export class HostDriver {
     if (this.closing) {
       return Promise.reject(new Error('nlbd is shutting down: commands are no longer accepted'));
     }
-    if (this.queue.filter((job) => job.kind === 'command').length >= commandsQueuedMax) {
+    if (this.commandsQueued >= commandsQueuedMax) {
       return Promise.reject(
         new Error(`${commandsQueuedMax} commands are already waiting; try again in a moment`),
       );
@@ -311,6 +312,8 @@ export class HostDriver {
       }
       this.tickQueued = true;
     }
+    if (job.kind === 'datagram') this.datagramsQueued++;
+    if (job.kind === 'command') this.commandsQueued++;
     this.queue.push(job);
     this.counts.queueDepthMax = Math.max(this.counts.queueDepthMax, this.queue.length);
     if (this.started) {
@@ -333,6 +336,8 @@ export class HostDriver {
         if (job === undefined) {
           break;
         }
+        if (job.kind === 'datagram') this.datagramsQueued--;
+        if (job.kind === 'command') this.commandsQueued--;
         await this.run(job);
       }
     } finally {

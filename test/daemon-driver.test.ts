@@ -1,0 +1,317 @@
+// The host driver without a kernel or a network: real HostMachines and a real Dataplane over
+// FakeNft and a fake conntrack, heartbeats on the memory transport, time on a FakeClock. A
+// journal records, in the global order they completed, every data plane operation and every
+// heartbeat sent, so the tests can check the carry-out order of each Ready (flush, program,
+// lease, send) and, across hosts, that no two kernels ever hold the same bucket.
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { Config } from '../src/core/config.js';
+import { HostMachine } from '../src/core/host.js';
+import type { Address } from '../src/core/address.js';
+import type { BucketConnections, Conntrack } from '../src/dataplane/conntrack.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
+import { FakeNft } from '../src/dataplane/nft.js';
+import { names } from '../src/dataplane/render.js';
+import { dataplaneSpecFor } from '../src/dataplane/spec.js';
+import { FakeClock } from '../src/daemon/clock.js';
+import {
+  type DataplanePort,
+  type EventRecord,
+  HostDriver,
+  datagramsQueuedMax,
+} from '../src/daemon/host-driver.js';
+import { MemoryNetwork, type Transport } from '../src/daemon/transport.js';
+import { hostConfig, testKey } from './support/mini-net.js';
+
+type Entry =
+  | { host: number; op: 'flush'; rule: number; buckets: number }
+  | { host: number; op: 'program'; how: string; owned: number[]; active: boolean }
+  | { host: number; op: 'lease' }
+  | { host: number; op: 'send' };
+
+class FakeConntrack implements Conntrack {
+  connections: BucketConnections[] = [];
+  deleted: number[] = [];
+  connectionsByBucket(): Promise<BucketConnections[]> {
+    return Promise.resolve(this.connections);
+  }
+  deleteByMark(mark: number): Promise<number> {
+    this.deleted.push(mark);
+    return Promise.resolve(0);
+  }
+  deleteByDestination(_address: Address): Promise<number> {
+    return Promise.resolve(0);
+  }
+}
+
+interface TestHost {
+  readonly id: number;
+  readonly config: Config;
+  readonly nft: FakeNft;
+  readonly conntrack: FakeConntrack;
+  readonly driver: HostDriver;
+  readonly events: EventRecord[];
+  /** Data plane operations in flight at once for this host (must stay at most 1). */
+  inFlightMax: number;
+}
+
+class Cluster {
+  readonly clock = new FakeClock();
+  readonly network = new MemoryNetwork();
+  readonly journal: Entry[] = [];
+  readonly hosts = new Map<number, TestHost>();
+  /** Set when two hosts' kernels held one bucket at once. */
+  readonly overlaps: string[] = [];
+  private readonly kernelOwned = new Map<number, Set<number>>();
+
+  async add(
+    id: number,
+    options: { slowDataplane?: boolean; config?: Config } = {},
+  ): Promise<TestHost> {
+    const config = options.config ?? hostConfig(id);
+    const nft = new FakeNft();
+    const conntrack = new FakeConntrack();
+    const dataplane = new Dataplane(nft, conntrack);
+    const events: EventRecord[] = [];
+    const journal = this.journal;
+    let inFlight = 0;
+    // A real carry-out takes a few ms in nft; here each operation yields to the event loop a
+    // few times, so datagrams and timers do arrive while one is under way. Hosts differ in
+    // speed (host 1 slowest, host 3 fastest), so a host that announced a release before its
+    // kernel had it would let a faster peer acquire the bucket first: an overlap.
+    const rounds = options.slowDataplane === true ? ((id * 7) % 10) + 1 : 1;
+    const pause = async (): Promise<void> => {
+      for (let i = 0; i < rounds; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    const track = async <T>(body: () => Promise<T>): Promise<T> => {
+      inFlight++;
+      host.inFlightMax = Math.max(host.inFlightMax, inFlight);
+      try {
+        await pause();
+        return await body();
+      } finally {
+        inFlight--;
+      }
+    };
+    const port: DataplanePort = {
+      program: (spec) =>
+        track(async () => {
+          const how = await dataplane.program(spec);
+          const owned = spec.ownership.active ? [...spec.ownership.rules[0]!.owned] : [];
+          journal.push({ host: id, op: 'program', how, owned, active: spec.ownership.active });
+          this.kernelChanged(id, owned);
+          return how;
+        }),
+      refreshLease: () =>
+        track(async () => {
+          await dataplane.refreshLease();
+          journal.push({ host: id, op: 'lease' });
+        }),
+      flush: (rule, buckets) =>
+        track(async () => {
+          const n = await dataplane.flush(rule, buckets);
+          journal.push({ host: id, op: 'flush', rule, buckets: buckets.length });
+          return n;
+        }),
+      connections: () => dataplane.connections(),
+    };
+    const inner = this.network.transport(`198.18.0.${10 + id}`);
+    const transport: Transport = {
+      start: (handler) => inner.start(handler),
+      send: (bytes) => {
+        journal.push({ host: id, op: 'send' });
+        return inner.send(bytes);
+      },
+      close: () => inner.close(),
+      stats: () => inner.stats(),
+    };
+    const machine = new HostMachine({
+      config,
+      key: testKey,
+      incarnation: this.clock.nowMs() + id,
+      nowMs: this.clock.nowMs(),
+    });
+    const driver = new HostDriver({
+      machine,
+      clock: this.clock,
+      transport,
+      dataplane: port,
+      specFor: (ownership) => dataplaneSpecFor(config, ownership),
+      log: (record) => events.push(record),
+    });
+    const host: TestHost = { id, config, nft, conntrack, driver, events, inFlightMax: 0 };
+    this.hosts.set(id, host);
+    await driver.programInitial();
+    await transport.start(driver.onDatagram);
+    driver.start();
+    await this.settle();
+    return host;
+  }
+
+  private kernelChanged(id: number, owned: number[]): void {
+    this.kernelOwned.set(id, new Set(owned));
+    for (const [other, set] of this.kernelOwned) {
+      if (other === id) continue;
+      const shared = owned.filter((b) => set.has(b));
+      if (shared.length > 0) {
+        this.overlaps.push(`hosts ${id} and ${other} both hold buckets ${shared.join(',')}`);
+      }
+    }
+  }
+
+  /** Lets every pending delivery and carry-out finish. */
+  async settle(): Promise<void> {
+    for (let round = 0; round < 50; round++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      await Promise.all([...this.hosts.values()].map((h) => h.driver.idle()));
+    }
+  }
+
+  /** Advances time in 5 ms steps, letting everything settle after each. */
+  async run(ms: number): Promise<void> {
+    for (let t = 0; t < ms; t += 5) {
+      this.clock.advance(5);
+      await this.settle();
+    }
+  }
+
+  kernelSet(id: number): number[] | undefined {
+    return this.hosts.get(id)!.nft.elements('nlb', names.owned(0));
+  }
+}
+
+function entriesOf(journal: readonly Entry[], host: number): Entry[] {
+  return journal.filter((e) => e.host === host);
+}
+
+describe('HostDriver on the memory transport', () => {
+  let cluster: Cluster;
+
+  beforeEach(() => {
+    cluster = new Cluster();
+  });
+
+  it('forms a three-host cluster: 20 buckets each, in the kernel too, never a bucket twice', async () => {
+    for (const id of [1, 2, 3]) await cluster.add(id);
+    await cluster.run(2_000);
+    for (const id of [1, 2, 3]) {
+      const status = cluster.hosts.get(id)!.driver.status();
+      expect(status.converged).toBe(true);
+      expect(status.members).toEqual([1, 2, 3]);
+      expect(status.ownership.rules[0]!.owned).toHaveLength(20);
+      expect(cluster.kernelSet(id)).toEqual(status.ownership.rules[0]!.owned);
+      expect(cluster.hosts.get(id)!.driver.dataplaneInSync).toBe(true);
+    }
+    expect(cluster.overlaps).toEqual([]);
+  });
+
+  it('sends a heartbeat only after the lease is refreshed or the kernel programmed', async () => {
+    for (const id of [1, 2]) await cluster.add(id);
+    await cluster.run(2_000);
+    for (const id of [1, 2]) {
+      const entries = entriesOf(cluster.journal, id);
+      expect(entries.filter((e) => e.op === 'send').length).toBeGreaterThan(5);
+      entries.forEach((entry, i) => {
+        if (entry.op === 'send' && entries[i - 1]?.op !== 'send') {
+          // The data plane step right before a batch of sends renewed the lease.
+          expect(['lease', 'program']).toContain(entries[i - 1]?.op);
+        }
+      });
+    }
+  });
+
+  it('carries out flush, then ownership, then the heartbeat (rule disabled)', async () => {
+    for (const id of [1, 2]) await cluster.add(id);
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    const mark = cluster.journal.length;
+    const reply = await host.driver.command({ verb: 'disable', rules: [0] });
+    await cluster.settle();
+    expect(reply.code).toBe('ok');
+    const after = entriesOf(cluster.journal.slice(mark), 2).map((e) => e.op);
+    expect(after.slice(0, 3)).toEqual(['flush', 'program', 'send']);
+    // The whole rule's connections went in one conntrack command.
+    expect(host.conntrack.deleted).toHaveLength(1);
+  });
+
+  it('never lets two kernels hold one bucket while a host joins, drains and stops', async () => {
+    for (const id of [1, 2]) await cluster.add(id, { slowDataplane: true });
+    await cluster.run(1_500);
+    await cluster.add(3, { slowDataplane: true });
+    await cluster.run(1_500);
+    expect(cluster.hosts.get(3)!.driver.status().ownership.rules[0]!.owned).toHaveLength(20);
+    await cluster.hosts.get(2)!.driver.command({ verb: 'drainstop' });
+    await cluster.run(1_500);
+    expect(cluster.hosts.get(2)!.driver.status().state).toBe('stopped');
+    expect(cluster.hosts.get(1)!.driver.status().ownership.rules[0]!.owned).toHaveLength(30);
+    await cluster.hosts.get(3)!.driver.shutdown();
+    await cluster.run(100);
+    // Peers take over at once on the stop announcement, not after the 1 s detection time.
+    expect(cluster.hosts.get(1)!.driver.status().ownership.rules[0]!.owned).toHaveLength(60);
+    expect(cluster.overlaps).toEqual([]);
+    for (const host of cluster.hosts.values()) {
+      expect(host.inFlightMax).toBe(1);
+    }
+  });
+
+  it('finishes a drainstop once the connections end, polling conntrack', async () => {
+    const host = await cluster.add(1);
+    await cluster.run(1_500);
+    host.conntrack.connections = [{ rule: 0, bucket: 3, connections: 2 }];
+    expect((await host.driver.command({ verb: 'drainstop' })).code).toBe('ok');
+    await cluster.run(1_200);
+    expect(host.driver.status().state).toBe('draining');
+    host.conntrack.connections = [];
+    await cluster.run(600);
+    expect(host.driver.status().state).toBe('stopped');
+    expect(host.events.map((e) => e.event)).toContain('drain completed');
+    expect(host.events.map((e) => e.event)).toContain('drainstop finished');
+  });
+
+  it('withholds heartbeats while the kernel refuses the new ownership, then catches up', async () => {
+    const host = await cluster.add(1);
+    await cluster.run(1_500);
+    expect(host.driver.status().ownership.rules[0]!.owned).toHaveLength(60);
+    const mark = cluster.journal.length;
+    host.nft.failNext('Error: Could not process rule: Operation not permitted');
+    await host.driver.command({ verb: 'disable', rules: [0] });
+    expect(host.driver.dataplaneInSync).toBe(false);
+    expect(host.events.map((e) => e.event)).toEqual(
+      expect.arrayContaining(['dataplane error', 'heartbeat withheld']),
+    );
+    await cluster.run(400);
+    expect(host.driver.dataplaneInSync).toBe(true);
+    const ops = entriesOf(cluster.journal.slice(mark), 1).map((e) => e.op);
+    // The first heartbeat after the failure follows the successful retry of the program.
+    const firstSend = ops.indexOf('send');
+    expect(ops.indexOf('program')).toBeGreaterThanOrEqual(0);
+    expect(ops.indexOf('program')).toBeLessThan(firstSend);
+    expect(host.driver.stats().heartbeatsWithheld).toBeGreaterThan(0);
+  });
+
+  it('steps inputs one at a time, and drops datagrams beyond the queue bound', async () => {
+    const host = await cluster.add(1, { slowDataplane: true });
+    const junk = new Uint8Array(100).fill(1);
+    for (let i = 0; i < datagramsQueuedMax + 10; i++)
+      host.driver.onDatagram(junk, { address: 'x', port: 1 });
+    await cluster.settle();
+    // The first datagram is taken off the queue at once; the queue then holds the bound.
+    expect(host.driver.stats().datagramsDropped).toBe(9);
+    expect(host.driver.details().heartbeatsRejected['bad magic']).toBeGreaterThan(0);
+    expect(host.inFlightMax).toBe(1);
+  });
+
+  it('measures decision to kernel programmed', async () => {
+    for (const id of [1, 2]) await cluster.add(id);
+    await cluster.run(2_000);
+    const stats = cluster.hosts.get(1)!.driver.stats();
+    expect(stats.program.count).toBeGreaterThan(0);
+    // The fake clock does not move during a carry-out: the latency is exactly 0 here.
+    expect(stats.program.maxMs).toBe(0);
+    const programmed = cluster.hosts
+      .get(1)!
+      .events.filter((e) => e.event === 'ownership programmed');
+    expect(programmed.length).toBe(stats.program.count);
+  });
+});
