@@ -26,6 +26,7 @@ export const scenarioKinds = [
   'restart',
   'duplicate-id',
   'config-mismatch',
+  'steady',
   'random',
 ] as const;
 export type ScenarioKind = (typeof scenarioKinds)[number];
@@ -192,6 +193,9 @@ function namedPlan(options: PlanOptions): SimPlan {
       });
       break;
     }
+    case 'steady':
+      // Nothing happens: with loss, what is left to see is false detections.
+      break;
     case 'random':
       throw new Error('unreachable');
   }
