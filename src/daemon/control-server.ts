@@ -8,16 +8,7 @@ import path from 'node:path';
 import { type ControlResponse, parseRequestLine, requestBytesMax } from './control.js';
 import { controlRequest } from './control-client.js';
 
-export const runDirDefault = '/run/nlb';
-
-/** Where nlbd of host `hostId` in cluster `clusterName` listens unless told otherwise. */
-export function defaultSocketPath(
-  clusterName: string,
-  hostId: number,
-  runDir = runDirDefault,
-): string {
-  return path.join(runDir, `nlbd-${clusterName}-${hostId}.sock`);
-}
+export { defaultSocketPath, runDirDefault } from './paths.js';
 
 /** A client that sends nothing for this long is gone; its connection is closed. */
 const requestTimeoutMs = 5_000;

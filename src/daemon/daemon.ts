@@ -36,12 +36,8 @@ import { dataplaneSpecFor } from '../dataplane/spec.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { MonotonicClock } from './clock.js';
 import { type ControlTarget, type DaemonIdentity, handleControl } from './control.js';
-import {
-  ControlServer,
-  ControlSocketError,
-  defaultSocketPath,
-  runDirDefault,
-} from './control-server.js';
+import { ControlServer, ControlSocketError } from './control-server.js';
+import { defaultSocketPath, stateFilePath } from './paths.js';
 import { HostDriver } from './host-driver.js';
 import { readKeyFile } from './key-file.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
@@ -125,7 +121,7 @@ async function checkTool(
 async function preflight(config: Config, runner: Runner, ipRoute: IpRoute): Promise<void> {
   if (process.getuid?.() !== 0) {
     throw new StartRefused(
-      'nlbd needs root: it programs nftables, conntrack and the cluster interface',
+      'not running as root: nlbd programs nftables, conntrack and the cluster interface',
       'run it as root (e.g. `sudo nlbd --config <file>`) or from a systemd unit',
     );
   }
@@ -233,7 +229,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const incarnation = Date.now();
   const clock = new MonotonicClock(incarnation);
   const socketPath = options.socketPath ?? defaultSocketPath(clusterName, hostId);
-  const stateFile = path.join(runDirDefault, `nlbd-${clusterName}-${hostId}.json`);
+  const stateFile = stateFilePath(clusterName, hostId);
   const machine = new HostMachine({ config, key, incarnation, nowMs: clock.nowMs() });
   const nft = new NftCli({ runner });
   const dataplane = new Dataplane(nft, new ConntrackCli(runner), ipRoute);

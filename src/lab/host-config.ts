@@ -25,10 +25,15 @@ export interface RenderedHostConfig {
   readonly config: Config;
 }
 
+/** The cluster name in a lab's configs; nlbd's socket and state file are named after it. */
+export function labClusterName(labName: string): string {
+  return `nlb-${labName}`;
+}
+
 export function renderHostConfig(settings: LabClusterSettings, hostId: number): RenderedHostConfig {
   const document = {
     cluster: {
-      name: `nlb-${settings.labName}`,
+      name: labClusterName(settings.labName),
       clusterIps: [labVip],
       mode: settings.mode,
       interface: labInterface,

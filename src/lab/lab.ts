@@ -18,7 +18,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Affinity, ClusterMode } from '../core/config.js';
-import { renderHostConfig } from './host-config.js';
+import { daemonRunFiles } from '../daemon/paths.js';
+import { labClusterName, renderHostConfig } from './host-config.js';
 import {
   type CommandOutput,
   execIn,
@@ -78,11 +79,8 @@ export const backendMainPath = path.join(repoRoot, 'dist', 'lab', 'backend-main.
 export const loadgenMainPath = path.join(repoRoot, 'dist', 'lab', 'loadgen-main.js');
 export const daemonMainPath = path.join(repoRoot, 'dist', 'daemon', 'main.js');
 
-/**
- * nlbd does not exist yet, so labs start without it unless asked. Flip to true once
- * src/daemon/main.ts lands; `startHostDaemon` is already what `labUp` calls.
- */
-export const startDaemonsDefault = false;
+/** Labs run nlbd in every host unless asked not to (`--no-daemons`, `startDaemons: false`). */
+export const startDaemonsDefault = true;
 /** `{config}` in the daemon command is replaced with the host's config path. */
 export const daemonCommandDefault: readonly string[] = [
   process.execPath,
@@ -545,6 +543,13 @@ export async function labDown(lab: LabRef): Promise<LabDownResult> {
 
   for (const namespace of namespaces) {
     await netnsDelete(namespace);
+  }
+  // A daemon killed with SIGKILL (killHostDaemon, a crash test) leaves its control socket and
+  // state file in the shared /run/nlb; they belong to the lab's hosts, so they go with it.
+  for (const host of state?.hosts ?? []) {
+    for (const file of daemonRunFiles(labClusterName(name), host.id)) {
+      rmSync(file, { force: true });
+    }
   }
   rmSync(dir, { recursive: true, force: true });
   return { name, existed: true, namespacesDeleted: namespaces, processesStopped: all.length };
