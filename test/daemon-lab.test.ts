@@ -54,9 +54,8 @@ async function waitFor(
   waitMs: number,
 ): Promise<{ answers: Map<number, QueryData | undefined>; elapsedMs: number }> {
   const start = Date.now();
-  let answers = new Map<number, QueryData | undefined>();
   for (;;) {
-    answers = new Map(
+    const answers = new Map(
       await Promise.all(
         [...sockets].map(async ([id, socket]) => [id, await query(socket)] as const),
       ),
