@@ -74,11 +74,19 @@ interface PeerRecord {
   mismatchReportedAtMs: number;
   /** The (members, map digest) the peer last reported, to answer a changed report once. */
   reportKey: string;
-  /** A newer incarnation that turned out to be a duplicate of this host id: ignored. */
-  duplicateIncarnation: number | undefined;
-  /** The incarnation this record replaced on a restart, with its last sequence. */
-  replaced: { incarnation: number; lastSequence: number } | undefined;
+  /** Every incarnation recently heard for this id (normally one; two around a restart). */
+  readonly incarnations: Map<number, IncarnationEntry>;
 }
+
+interface IncarnationEntry {
+  readonly firstHeardMs: number;
+  lastHeardMs: number;
+  lastSequence: number;
+  heartbeat: Heartbeat;
+}
+
+/** Incarnations remembered per host id: a restart needs two; more only come from a fault. */
+const incarnationsPerPeerMax = 4;
 
 interface DeadClaim {
   readonly host: number;
@@ -153,6 +161,7 @@ export class HostMachine {
   private readonly badCountsTotal = new Map<DecodeFailure, number>();
   private badReportedAtMs = -Infinity;
   private duplicateReportedAtMs = -Infinity;
+  private rejoinFlushedAtMs = -Infinity;
   private counters = {
     heartbeatsSent: 0,
     heartbeatsReceived: 0,
@@ -346,25 +355,6 @@ export class HostMachine {
       return false;
     }
     let peer = this.peers.get(hb.hostId);
-    if (hb.keptOut) {
-      // A second host with this peer's id, keeping itself out: say so now and then, else ignore.
-      if (
-        peer !== undefined &&
-        peer.incarnation !== hb.incarnation &&
-        now - peer.mismatchReportedAtMs >= mismatchReportMs
-      ) {
-        peer.mismatchReportedAtMs = now;
-        this.emit(now, 'duplicate host id', {
-          host: hb.hostId,
-          incarnations: [peer.incarnation, hb.incarnation],
-          keptOut: hb.incarnation,
-        });
-      }
-      return false;
-    }
-    if (peer !== undefined && hb.state !== peer.heartbeat.state && peer.heard) {
-      this.convergingReason = `host ${hb.hostId} ${hb.state}`;
-    }
     if (peer === undefined) {
       peer = {
         id: hb.hostId,
@@ -377,48 +367,59 @@ export class HostMachine {
         mismatch: undefined,
         mismatchReportedAtMs: -Infinity,
         reportKey: '',
-        duplicateIncarnation: undefined,
-        replaced: undefined,
+        incarnations: new Map(),
       };
       this.peers.set(hb.hostId, peer);
-    } else if (hb.incarnation === peer.incarnation) {
-      if (hb.sequence <= peer.lastSequence) {
-        this.countBad('replayed or stale');
-        return false;
-      }
-    } else if (hb.incarnation > peer.incarnation) {
-      if (peer.duplicateIncarnation === hb.incarnation) {
-        // The newer of two hosts claiming this id: it keeps itself out; ignore it.
-        return false;
-      }
-      // A restart: the old incarnation's claims die with it; its buckets are free now, and
-      // they reset the old incarnation's clients, as for a host that died.
-      const wasHeard = peer.heard;
-      if (wasHeard && this.members.includes(peer.id)) this.recordDeadClaims(now, peer);
-      peer.replaced = { incarnation: peer.incarnation, lastSequence: peer.lastSequence };
-      peer.incarnation = hb.incarnation;
-      if (wasHeard || peer.declaredDeadAtMs !== undefined) {
-        this.emit(now, 'host restarted', { host: hb.hostId, incarnation: hb.incarnation });
-      }
-      peer.declaredDeadAtMs = undefined;
-      peer.heard = false;
-    } else if (
-      peer.replaced !== undefined &&
-      peer.replaced.incarnation === hb.incarnation &&
-      hb.sequence > peer.replaced.lastSequence
-    ) {
-      // The older incarnation still speaks: the "restart" was a second host with the same id.
-      this.emit(now, 'duplicate host id', {
-        host: hb.hostId,
-        incarnations: [hb.incarnation, peer.incarnation],
-        keptOut: peer.incarnation,
-      });
-      peer.duplicateIncarnation = peer.incarnation;
-      peer.incarnation = hb.incarnation;
-      peer.replaced = undefined;
-    } else {
+    }
+    // Every incarnation speaking for this id is tracked apart, each with its own replay guard,
+    // so a restart, a replay and a second host with the same id are told apart whatever order
+    // their datagrams arrive in.
+    let entry = peer.incarnations.get(hb.incarnation);
+    if (entry !== undefined && hb.sequence <= entry.lastSequence) {
       this.countBad('replayed or stale');
       return false;
+    }
+    if (entry === undefined) {
+      if (peer.incarnations.size >= incarnationsPerPeerMax) {
+        // Forget the longest silent; a flood of fresh incarnations cannot grow memory.
+        const oldest = [...peer.incarnations.entries()].sort(
+          (a, b) => a[1].lastHeardMs - b[1].lastHeardMs,
+        )[0]!;
+        peer.incarnations.delete(oldest[0]);
+      }
+      entry = { firstHeardMs: now, lastHeardMs: now, lastSequence: hb.sequence, heartbeat: hb };
+      peer.incarnations.set(hb.incarnation, entry);
+    }
+    entry.lastHeardMs = now;
+    entry.lastSequence = hb.sequence;
+    entry.heartbeat = hb;
+    const active = this.activeIncarnation(now, peer);
+    if (hb.keptOut || active !== hb.incarnation) {
+      if (active !== hb.incarnation && now - peer.mismatchReportedAtMs >= mismatchReportMs) {
+        peer.mismatchReportedAtMs = now;
+        this.emit(now, 'duplicate host id', {
+          host: hb.hostId,
+          incarnations: [active, hb.incarnation].sort((a, b) => a - b),
+          keptOut: hb.incarnation,
+        });
+      }
+      return false;
+    }
+    if (hb.incarnation !== peer.incarnation) {
+      if (hb.incarnation > peer.incarnation) {
+        // A restart: the old incarnation's claims die with it; its buckets are free now, and
+        // they reset the old incarnation's clients, as for a host that died.
+        if (peer.heard && this.members.includes(peer.id)) this.recordDeadClaims(now, peer);
+        if (peer.heard || peer.declaredDeadAtMs !== undefined) {
+          this.emit(now, 'host restarted', { host: hb.hostId, incarnation: hb.incarnation });
+        }
+      }
+      peer.incarnation = hb.incarnation;
+      peer.declaredDeadAtMs = undefined;
+      peer.heard = false;
+    }
+    if (hb.state !== peer.heartbeat.state && peer.heard) {
+      this.convergingReason = `host ${hb.hostId} ${hb.state}`;
     }
     this.counters.heartbeatsReceived += 1;
     peer.lastSequence = hb.sequence;
@@ -435,6 +436,29 @@ export class HostMachine {
     const newlyDifferent = reportKey !== peer.reportKey && reportKey !== this.ownReportKey();
     peer.reportKey = reportKey;
     return newlyDifferent;
+  }
+
+  /**
+   * Which incarnation speaks for a host id: the newest one (a restart replaces its
+   * predecessor at once), unless an older one still spoke after the newest first appeared.
+   * Then two hosts share the id; the older one, there first, keeps it. Incarnations that
+   * announce they keep themselves out, or have been silent for a detection window, never count.
+   */
+  private activeIncarnation(now: number, peer: PeerRecord): number {
+    const live = [...peer.incarnations.entries()]
+      .filter(([, e]) => !e.heartbeat.keptOut && now < e.lastHeardMs + this.deadAfterMs)
+      .sort((a, b) => a[0] - b[0]);
+    for (const [incarnation, e] of peer.incarnations) {
+      if (now >= e.lastHeardMs + 2 * this.deadAfterMs && incarnation !== peer.incarnation) {
+        peer.incarnations.delete(incarnation);
+      }
+    }
+    const newest = live[live.length - 1];
+    if (newest === undefined) return peer.incarnation;
+    const older = live.find(
+      ([incarnation, e]) => incarnation < newest[0] && e.lastHeardMs > newest[1].firstHeardMs,
+    );
+    return older !== undefined ? older[0] : newest[0];
   }
 
   private receiveOwnId(now: number, hb: Heartbeat): void {
@@ -539,7 +563,9 @@ export class HostMachine {
     const rejoining =
       mine.length < theirs.length ||
       (mine.length === theirs.length && Math.min(...mine) > Math.min(...theirs));
-    if (rejoining) {
+    // One drop per merge: the other side's hosts are heard one after another.
+    if (rejoining && now - this.rejoinFlushedAtMs >= this.deadAfterMs) {
+      this.rejoinFlushedAtMs = now;
       this.emit(now, 'rejoining: dropping connections', { host: this.hostId, joins: theirs });
       this.config.cluster.portRules.forEach((rule, r) => {
         this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
@@ -687,7 +713,7 @@ export class HostMachine {
 
   private expirePeers(now: number): void {
     for (const peer of this.peers.values()) {
-      if (peer.heard && now - peer.lastHeardMs >= this.deadAfterMs) {
+      if (peer.heard && now >= peer.lastHeardMs + this.deadAfterMs) {
         peer.heard = false;
         const hb = peer.heartbeat;
         const wasMember = this.members.includes(peer.id);
@@ -779,8 +805,25 @@ export class HostMachine {
     }
     this.members = members;
 
-    // Targets from claims.
+    // A bucket that a heard, participating peer with a lower id also claims (two sides of a
+    // healed partition) is given up at once, before that peer is even a member: releasing is
+    // always safe, and the target resolves such conflicts the same way.
     const rules = this.config.cluster.portRules;
+    if (this.participating) {
+      for (const id of this.heardIds) {
+        const hb = this.peers.get(id)!.heartbeat;
+        if (id > this.hostId || !(hb.state === 'started' || hb.state === 'draining')) continue;
+        hb.rules.forEach((rule, r) => {
+          const owned = this.owned[r];
+          if (owned === undefined) return;
+          for (const b of rule.owned) {
+            if (owned.delete(b)) this.orphans[r]!.delete(b);
+          }
+        });
+      }
+    }
+
+    // Targets from claims.
     const targets: (number | null)[][] = rules.map((rule, r) => {
       if (!this.participating) return Array.from({ length: rule.buckets }, () => null);
       const owners: (number | null)[] = Array.from({ length: rule.buckets }, () => null);
