@@ -59,6 +59,8 @@ class Cluster {
   readonly network = new MemoryNetwork();
   readonly journal: Entry[] = [];
   readonly hosts = new Map<number, TestHost>();
+  /** Hosts cut off from the others (a partition), or undefined when the network is whole. */
+  isolated: Set<number> | undefined;
   /** Set when two hosts' kernels held one bucket at once. */
   readonly overlaps: string[] = [];
   private readonly kernelOwned = new Map<number, Set<number>>();
@@ -114,11 +116,23 @@ class Cluster {
           journal.push({ host: id, op: 'flush', rule, buckets: buckets.length });
           return n;
         }),
+      flushAll: () =>
+        track(async () => {
+          journal.push({ host: id, op: 'flush', rule: -1, buckets: -1 });
+          return Promise.resolve(0);
+        }),
       connections: () => dataplane.connections(),
     };
     const inner = this.network.transport(`198.18.0.${10 + id}`);
     const transport: Transport = {
-      start: (handler) => inner.start(handler),
+      // A partition drops datagrams between the sides, as a cut link would.
+      start: (handler) =>
+        inner.start((bytes, from) => {
+          const sender = Number(from.address.split('.')[3]) - 10;
+          if (this.isolated === undefined || this.isolated.has(sender) === this.isolated.has(id)) {
+            handler(bytes, from);
+          }
+        }),
       send: (bytes) => {
         journal.push({ host: id, op: 'send' });
         return inner.send(bytes);
@@ -252,6 +266,29 @@ describe('HostDriver on the memory transport', () => {
     expect(cluster.overlaps).toEqual([]);
     for (const host of cluster.hosts.values()) {
       expect(host.inFlightMax).toBe(1);
+    }
+  });
+
+  it('a host that rejoins after a partition drops every connection, sockets included', async () => {
+    for (const id of [1, 2, 3]) await cluster.add(id);
+    await cluster.run(1_500);
+    cluster.isolated = new Set([3]);
+    await cluster.run(1_500);
+    expect(cluster.hosts.get(3)!.driver.status().ownership.rules[0]!.owned).toHaveLength(60);
+    const mark = cluster.journal.length;
+    cluster.isolated = undefined;
+    await cluster.run(1_500);
+    // The smaller side (host 3) rejoins: one flush of everything (flushAll), nothing per rule.
+    const flushes = cluster.journal.slice(mark).filter((e) => e.op === 'flush');
+    expect(flushes).toEqual([{ host: 3, op: 'flush', rule: -1, buckets: -1 }]);
+    expect(cluster.hosts.get(3)!.events).toContainEqual(
+      expect.objectContaining({ event: 'connections flushed', rule: 'all', socketsKilled: true }),
+    );
+    for (const id of [1, 2, 3]) {
+      expect(cluster.hosts.get(id)!.driver.status()).toMatchObject({
+        converged: true,
+        members: [1, 2, 3],
+      });
     }
   });
 

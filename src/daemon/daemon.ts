@@ -244,7 +244,13 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     machine,
     clock,
     transport,
-    dataplane,
+    dataplane: {
+      program: (spec) => dataplane.program(spec),
+      refreshLease: () => dataplane.refreshLease(),
+      flush: (rule, buckets) => dataplane.flush(rule, buckets),
+      flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),
+      connections: () => dataplane.connections(),
+    },
     specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
     log: log.event,
     onFatal: (error) => {

@@ -33,6 +33,12 @@ export interface DataplanePort {
   program(spec: DataplaneSpec): Promise<ProgramResult>;
   refreshLease(): Promise<void>;
   flush(rule: number, buckets: readonly number[]): Promise<number>;
+  /**
+   * Drops every connection to the cluster IPs and kills their sockets (conntrack by
+   * destination, `ss -K`): what a host that rejoins after its peers declared it dead owes
+   * them (DESIGN.md §4). The daemon binds it to `Dataplane.flushClusterIps`.
+   */
+  flushAll(): Promise<number>;
   connections(): Promise<readonly BucketConnections[]>;
 }
 
@@ -406,12 +412,23 @@ export class HostDriver {
   private async carryOut(ready: Ready): Promise<void> {
     const decidedAtMs = this.clock.nowMs();
 
-    for (const { rule, buckets } of ready.flush) {
+    if (isRejoin(ready)) {
+      // A rejoin after a partition: the peers reset these clients meanwhile, so every
+      // connection to the cluster IPs goes, sockets included, not only the marked entries.
       try {
-        const dropped = await this.dataplane.flush(rule, buckets);
-        this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
+        const dropped = await this.dataplane.flushAll();
+        this.log({ event: 'connections flushed', rule: 'all', dropped, socketsKilled: true });
       } catch (error) {
         this.dataplaneError('flush', error);
+      }
+    } else {
+      for (const { rule, buckets } of ready.flush) {
+        try {
+          const dropped = await this.dataplane.flush(rule, buckets);
+          this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
+        } catch (error) {
+          this.dataplaneError('flush', error);
+        }
       }
     }
 
@@ -543,6 +560,18 @@ export class HostDriver {
       this.drainPolling = false;
     }
   }
+}
+
+/**
+ * The core flushes every bucket of every rule in two cases: a rejoin after a partition, and
+ * disabling the only rule; only the first owes the peers the sockets too (a disabled rule's
+ * flush must not touch the default host's connections on uncovered ports). The core says which
+ * with the event it raises in the same step.
+ */
+export const rejoinEvent = 'rejoining: dropping connections';
+
+function isRejoin(ready: Ready): boolean {
+  return ready.flush.length > 0 && ready.events.some((e) => e.event === rejoinEvent);
 }
 
 /** A protocol event as a log record: the name first, `by` dropped (the logger names the host). */
