@@ -23,6 +23,7 @@ import {
   ControlSocketError,
   defaultSocketPath,
 } from '../src/daemon/control-server.js';
+import { runNlb } from './cli-helpers.js';
 import { hostConfig, testKey } from './support/mini-net.js';
 
 function makeTarget(): { context: ControlContext; commands: Command[]; machine: HostMachine } {
@@ -283,6 +284,25 @@ describe('control socket', () => {
     const notSocket = path.join(dir, 'plain');
     writeFileSync(notSocket, '');
     await expect(serve(notSocket)).rejects.toThrow(/not a socket/);
+  });
+
+  it('nlb query --socket prints the view, or exits 1 saying no nlbd answers', async () => {
+    const socketPath = path.join(dir, 'nlbd.sock');
+    await serve(socketPath);
+    const shown = await runNlb(['query', '--socket', socketPath]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain('host          2 (cluster test)');
+    const json = await runNlb(['query', '--socket', socketPath, '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ hostId: 2, socket: socketPath });
+    const none = await runNlb(['query', '--socket', path.join(dir, 'none.sock')]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(
+      `nlb: no nlbd answers on ${path.join(dir, 'none.sock')} (no such socket)`,
+    );
+    expect(none.stderr).toContain('hint: is nlbd running on this host?');
+    const half = await runNlb(['query', '--lab', 'x']);
+    expect(half.code).toBe(2);
+    expect(half.stderr).toContain('nlb: --lab: needs --host too');
   });
 
   it('reports a missing socket as unreachable with its errno', async () => {

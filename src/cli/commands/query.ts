@@ -96,11 +96,9 @@ export async function resolveSocket(options: SocketOptions): Promise<string> {
   }
   if (options.lab !== undefined || options.host !== undefined) {
     if (options.lab === undefined || options.host === undefined) {
-      throw badArgument(
-        options.lab === undefined ? '--host' : '--lab',
-        'needs the other one too',
-        'give both, e.g. --lab demo --host 2',
-      );
+      const given = options.lab === undefined ? '--host' : '--lab';
+      const missing = options.lab === undefined ? '--lab' : '--host';
+      throw badArgument(given, `needs ${missing} too`, 'give both, e.g. --lab demo --host 2');
     }
     const hostId = parseHostIdArgument('--host', options.host);
     let configPath: string | undefined;
