@@ -2,6 +2,7 @@
 // The `nlb` command. Everything but the list of verbs lives in program.ts.
 import { readFileSync } from 'node:fs';
 import { runCli, type CliCommand } from './program.js';
+import * as demo from './commands/demo.js';
 import * as ip2mac from './commands/ip2mac.js';
 import * as lab from './commands/lab.js';
 import * as map from './commands/map.js';
@@ -19,6 +20,7 @@ const commands: readonly CliCommand[] = [
   query,
   lab,
   simulate,
+  demo,
 ];
 // ────────────────────────────────────────────────────────────────────────────────────────────
 
