@@ -417,6 +417,9 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // SIGHUP would kill the process without cleanup (a closed terminal); config reload is a
+    // control verb, not a signal, so it is only noted.
+    process.on('SIGHUP', () => log.event({ event: 'signal ignored', signal: 'SIGHUP' }));
     driver.start();
     log.event({
       event: 'nlbd started',
