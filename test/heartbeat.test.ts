@@ -34,6 +34,18 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
     heard: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
     members: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
     mapDigest: fc.uint8Array({ minLength: 8, maxLength: 8 }),
+    acks: fc.uniqueArray(fc.integer({ min: 1, max: 32 }), { maxLength: 31 }).chain((hosts) =>
+      fc.tuple(
+        ...hosts
+          .sort((a, b) => a - b)
+          .map((host) =>
+            fc.record({
+              host: fc.constant(host),
+              sequence: fc.integer({ min: 0, max: 0xffffffff }),
+            }),
+          ),
+      ),
+    ),
     rules: fc.array(
       fc.integer({ min: 1, max: 120 }).chain((buckets) =>
         fc.record({
@@ -103,6 +115,7 @@ describe('heartbeat codec', () => {
       const bytes = encodeHeartbeat(
         {
           ...hb,
+          acks: [],
           rules: [
             {
               buckets: 60,
@@ -124,9 +137,9 @@ describe('heartbeat codec', () => {
     expect(corrupt(6, 33)).toEqual({ ok: false, reason: 'malformed field' }); // host id 33
     expect(corrupt(7, 9)).toEqual({ ok: false, reason: 'malformed field' }); // unknown state
     expect(corrupt(47, 5)).toEqual({ ok: false, reason: 'malformed field' }); // unknown mode
-    expect(corrupt(73 + 6, 101)).toEqual({ ok: false, reason: 'malformed field' }); // weight 101
-    expect(corrupt(73 + 8, 7)).toEqual({ ok: false, reason: 'malformed field' }); // rule state
-    expect(corrupt(73 + 9 + 7, 0xff)).toEqual({ ok: false, reason: 'malformed field' }); // bits past bucket 59
+    expect(corrupt(74 + 6, 101)).toEqual({ ok: false, reason: 'malformed field' }); // weight 101
+    expect(corrupt(74 + 8, 7)).toEqual({ ok: false, reason: 'malformed field' }); // rule state
+    expect(corrupt(74 + 9 + 7, 0xff)).toEqual({ ok: false, reason: 'malformed field' }); // bits past bucket 59
   });
 
   it('survives 100,000 random and mutated datagrams without throwing or false acceptance', () => {

@@ -12,7 +12,9 @@
 //  44  heartbeat period ms u16 46  tolerance u8         47  cluster mode u8
 //  48  hash seed u32          52  heard u32 bitmap     56  members u32 bitmap
 //  60  map digest (8 bytes)   68  rule count u8        69  generation u32
-//  73  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
+//  73  ack count u8, then per ack: host id u8, sequence u32 (the last sequence received from
+//      that host: a report says which of each peer's heartbeats it was made after)
+//  ..  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
 //      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8)
 //  end: HMAC-SHA256 (32 bytes) over everything before it.
 // Host bitmaps: bit (id - 1) stands for host id.
@@ -20,7 +22,9 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { ClusterMode, Config } from './config.js';
 import { clusterDigest } from './config.js';
 import {
+  acksMax,
   datagramBytesMax,
+  heartbeatAckBytes,
   heartbeatBytes,
   heartbeatHeaderBytes,
   heartbeatRuleHeaderBytes,
@@ -78,7 +82,14 @@ export interface Heartbeat {
   /** The sender's membership view, itself included when it takes part. */
   readonly members: readonly number[];
   readonly mapDigest: Uint8Array;
+  /** For each heard peer, the last sequence received from it (sorted by host id). */
+  readonly acks: readonly HeartbeatAck[];
   readonly rules: readonly HeartbeatRule[];
+}
+
+export interface HeartbeatAck {
+  readonly host: number;
+  readonly sequence: number;
 }
 
 export type DecodeFailure =
@@ -136,7 +147,13 @@ function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
 }
 
 export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Array {
-  const size = heartbeatBytes(heartbeat.rules.map((r) => r.buckets));
+  if (heartbeat.acks.length > acksMax) {
+    throw new Error(`heartbeat: ${heartbeat.acks.length} acks, at most ${acksMax}`);
+  }
+  const size = heartbeatBytes(
+    heartbeat.rules.map((r) => r.buckets),
+    heartbeat.acks.length,
+  );
   if (size > datagramBytesMax) {
     throw new Error(
       `heartbeat of ${size} bytes exceeds ${datagramBytesMax}; config validation should have refused it`,
@@ -164,6 +181,13 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   view.setUint8(68, heartbeat.rules.length);
   view.setUint32(69, heartbeat.generation >>> 0);
   let offset = heartbeatHeaderBytes;
+  view.setUint8(offset, heartbeat.acks.length);
+  offset += 1;
+  for (const ack of heartbeat.acks) {
+    view.setUint8(offset, ack.host);
+    view.setUint32(offset + 1, ack.sequence >>> 0);
+    offset += heartbeatAckBytes;
+  }
   for (const rule of heartbeat.rules) {
     view.setUint16(offset, rule.buckets);
     view.setUint32(offset + 2, rule.ruleDigest >>> 0);
@@ -189,7 +213,7 @@ export function decodeHeartbeat(
   key: Uint8Array,
   clusterId: Uint8Array,
 ): DecodeResult {
-  if (bytes.length < heartbeatHeaderBytes + hmacBytes) {
+  if (bytes.length < heartbeatHeaderBytes + 1 + hmacBytes) {
     return { ok: false, reason: bytes.length >= 5 && !hasMagic(bytes) ? 'bad magic' : 'truncated' };
   }
   if (!hasMagic(bytes)) {
@@ -207,7 +231,10 @@ export function decodeHeartbeat(
   // Walk the rule table for its length before authenticating, so a short datagram is
   // 'truncated' rather than a bad signature; the walk reads only counts and is bounded.
   const ruleCount = view.getUint8(68);
-  let offset = heartbeatHeaderBytes;
+  const ackCount = view.getUint8(heartbeatHeaderBytes);
+  const acksOffset = heartbeatHeaderBytes + 1;
+  let offset = acksOffset + ackCount * heartbeatAckBytes;
+  const rulesOffset = offset;
   for (let r = 0; r < ruleCount; r++) {
     if (offset + heartbeatRuleHeaderBytes > bytes.length) {
       return { ok: false, reason: 'truncated' };
@@ -240,13 +267,22 @@ export function decodeHeartbeat(
     mode === undefined ||
     incarnationHigh >= 0x20_0000 ||
     ruleCount > 32 ||
+    ackCount > acksMax ||
     view.getUint16(44) < 1 ||
     view.getUint8(46) < 1
   ) {
     return { ok: false, reason: 'malformed field' };
   }
+  const acks: HeartbeatAck[] = [];
+  for (let a = 0; a < ackCount; a++) {
+    const host = view.getUint8(acksOffset + a * heartbeatAckBytes);
+    if (host < 1 || host > 32 || (acks.length > 0 && host <= acks[acks.length - 1]!.host)) {
+      return { ok: false, reason: 'malformed field' };
+    }
+    acks.push({ host, sequence: view.getUint32(acksOffset + a * heartbeatAckBytes + 1) });
+  }
   const rules: HeartbeatRule[] = [];
-  offset = heartbeatHeaderBytes;
+  offset = rulesOffset;
   for (let r = 0; r < ruleCount; r++) {
     const buckets = view.getUint16(offset);
     const loadWeight = view.getUint8(offset + 6);
@@ -303,6 +339,7 @@ export function decodeHeartbeat(
       heard: hostsOfBitmap(heard),
       members: hostsOfBitmap(members),
       mapDigest: bytes.slice(60, 68),
+      acks,
       rules,
     },
   };

@@ -134,6 +134,19 @@ export class HostMachine {
   private wasParticipating = false;
   private nextSendMs: number;
   private lastSentKey = '';
+  /** The last target digest announced, and the sequence of the last heartbeat announcing it. */
+  private lastSentDigest = '';
+  private lastSentSequence = 0;
+  /** The sequence of the last heartbeat that announced a digest other than the current one. */
+  private previousDigestSequence = 0;
+  /**
+   * A heard, participating peer is not (yet) a member: this host's view is about to change, so
+   * it announces no target (an all-zero digest, which matches nobody's) until it settles.
+   * Nobody can act on a view that is known to be transient, and the acknowledgement rule below
+   * then need not wait for reports about it.
+   */
+  private pending = false;
+  private lastNowMs = 0;
 
   private readonly peers = new Map<number, PeerRecord>();
   private members: number[] = [];
@@ -232,6 +245,7 @@ export class HostMachine {
     this.send = [];
     this.flush = [];
     const now = input.nowMs;
+    this.lastNowMs = now;
     let reply: CommandReply | undefined;
     let answerPeer = false;
     switch (input.kind) {
@@ -433,7 +447,9 @@ export class HostMachine {
     }
     this.checkCompatible(now, peer);
     const reportKey = `${hb.members.join(',')}/${hex(hb.mapDigest)}`;
-    const newlyDifferent = reportKey !== peer.reportKey && reportKey !== this.ownReportKey();
+    // Answer once whenever a peer announces something new, so that it gets a report made after
+    // its announcement without waiting for our next period (see `ackNeeded`).
+    const newlyDifferent = reportKey !== peer.reportKey;
     peer.reportKey = reportKey;
     return newlyDifferent;
   }
@@ -763,6 +779,7 @@ export class HostMachine {
   private update(now: number): void {
     // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
     this.reviewConfigKeepOut(now);
+    this.pending = false;
     if (this.participating && !this.wasParticipating) this.generation += 1;
     this.wasParticipating = this.participating;
 
@@ -887,17 +904,24 @@ export class HostMachine {
     });
 
     // Acquire only on agreement, and only buckets no heard peer still claims.
+    // A report only counts if it was made after the peer heard our last announcement of any
+    // other target: a peer may have acquired buckets under that target, and only a report made
+    // after it can show them. (Otherwise an old report that happens to match the new target
+    // would hide them: seed 1822.)
+    const ackNeeded =
+      hex(digest) === this.lastSentDigest ? this.previousDigestSequence : this.lastSentSequence;
     const agreed = members.every((id) => {
       if (id === this.hostId) return true;
       const hb = this.peers.get(id)!.heartbeat;
-      return sameList(hb.members, members) && hex(hb.mapDigest) === hex(digest);
+      const ack = hb.acks.find((a) => a.host === this.hostId)?.sequence ?? 0;
+      return sameList(hb.members, members) && hex(hb.mapDigest) === hex(digest) && ack >= ackNeeded;
     });
     // A heard peer that takes part but is not (yet) a member may be about to take buckets on
     // its own view: wait until it hears us and shares the view.
-    const pending = this.heardIds.some((id) => {
+    const pending = (this.pending = this.heardIds.some((id) => {
       const state = this.peers.get(id)!.heartbeat.state;
       return (state === 'started' || state === 'draining') && !members.includes(id);
-    });
+    }));
     const alone = this.heardIds.length === 0;
     if (agreed && !pending && (!alone || now >= this.listenUntilMs)) {
       const claimedByPeers = rules.map(() => new Set<number>());
@@ -1025,10 +1049,6 @@ export class HostMachine {
     return started[0] ?? this.members[0] ?? null;
   }
 
-  private ownReportKey(): string {
-    return `${this.members.join(',')}/${hex(this.mapDigest)}`;
-  }
-
   // ---------------------------------------------------------------- outputs
 
   private announcedState(): AnnouncedState {
@@ -1043,6 +1063,7 @@ export class HostMachine {
       this.heardIds,
       this.members,
       hex(this.mapDigest),
+      this.pending,
       this.owned.map((o) => [...o].sort((a, b) => a - b)),
       this.ruleStates,
       this.config.host.rules,
@@ -1057,6 +1078,15 @@ export class HostMachine {
     }
     this.sequence += 1;
     this.lastSentKey = contentKey;
+    const announcedDigest = this.pending ? new Uint8Array(8) : this.mapDigest;
+    if (!this.pending) {
+      const digestHex = hex(this.mapDigest);
+      if (digestHex !== this.lastSentDigest) {
+        this.previousDigestSequence = this.lastSentSequence;
+        this.lastSentDigest = digestHex;
+      }
+      this.lastSentSequence = this.sequence;
+    }
     this.nextSendMs = now + this.periodMs;
     this.counters.heartbeatsSent += 1;
     this.send.push(
@@ -1077,7 +1107,11 @@ export class HostMachine {
           hashSeed: this.config.cluster.hashSeed,
           heard: this.heardIds,
           members: this.members,
-          mapDigest: this.mapDigest,
+          mapDigest: announcedDigest,
+          acks: this.heardIds.map((id) => ({
+            host: id,
+            sequence: this.peers.get(id)!.lastSequence,
+          })),
           rules: this.config.cluster.portRules.map((rule, r) => ({
             buckets: rule.buckets,
             ruleDigest: this.ruleDigests[r]!,
@@ -1106,7 +1140,13 @@ export class HostMachine {
           disabled: rule.mode === 'disabled' || this.ruleStates[r] === 'disabled',
         };
       }),
-      isDefault: active && this.defaultHost() === this.hostId,
+      // A host still listening alone, or whose view is about to change, is not the default
+      // host yet: the real default host may be one it has not heard.
+      isDefault:
+        active &&
+        this.defaultHost() === this.hostId &&
+        !this.pending &&
+        (this.heardIds.length > 0 || this.lastNowMs >= this.listenUntilMs),
       active,
       dropEstablished: !active && this.adminState !== 'draining',
     };
