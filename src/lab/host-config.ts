@@ -18,6 +18,8 @@ export interface LabClusterSettings {
   readonly affinity: Affinity;
   /** Heartbeat period; undefined keeps the config default. */
   readonly heartbeatPeriodMs?: number;
+  /** Missed periods before a host is declared dead; undefined keeps the config default. */
+  readonly heartbeatTolerance?: number;
 }
 
 export interface RenderedHostConfig {
@@ -37,9 +39,18 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
       clusterIps: [labVip],
       mode: settings.mode,
       interface: labInterface,
-      ...(settings.heartbeatPeriodMs === undefined
+      ...(settings.heartbeatPeriodMs === undefined && settings.heartbeatTolerance === undefined
         ? {}
-        : { heartbeat: { periodMs: settings.heartbeatPeriodMs } }),
+        : {
+            heartbeat: {
+              ...(settings.heartbeatPeriodMs === undefined
+                ? {}
+                : { periodMs: settings.heartbeatPeriodMs }),
+              ...(settings.heartbeatTolerance === undefined
+                ? {}
+                : { tolerance: settings.heartbeatTolerance }),
+            },
+          }),
       keyFile: settings.keyFile,
       portRules: [
         {

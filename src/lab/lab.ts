@@ -130,6 +130,8 @@ export interface LabUpOptions {
   /** Affinity of the lab's port rule (tcp 80, multiple); default none. */
   readonly affinity?: Affinity;
   readonly heartbeatPeriodMs?: number;
+  /** Missed periods before a host is declared dead (2..100); undefined keeps the config default. */
+  readonly heartbeatTolerance?: number;
 }
 
 export type LabRef = string | Pick<LabState, 'name'>;
@@ -400,6 +402,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       ...(options.heartbeatPeriodMs === undefined
         ? {}
         : { heartbeatPeriodMs: options.heartbeatPeriodMs }),
+      ...(options.heartbeatTolerance === undefined
+        ? {}
+        : { heartbeatTolerance: options.heartbeatTolerance }),
     } as const;
     for (let id = 1; id <= hosts; id++) {
       const namespace = hostNamespace(name, id);
