@@ -1,0 +1,575 @@
+// Shared parts of the lab-cluster integration tests (test/lab-cluster-*.test.ts): a real nlbd
+// cluster in network namespaces, real kernel, real TCP. Each test file builds its own labs
+// through a `LabSession` (which holds the lab test lock and always removes its labs), reads the
+// live bucket map from the hosts' control sockets, runs the lab load generator in the client
+// namespace with wall-clock timing, and watches the wire from the client's side:
+//   - a SYN-ACK capture (an nftables set in the CLIENT namespace) that records, per connection,
+//     every host that answered its SYN, told apart by the masked source MAC each host puts on
+//     its frames in unicast mode; a connection with two MACs was answered by two hosts;
+//   - extra client addresses in other /24s (198.19.k.7/32 on the client, a route back to them
+//     through the client in every host namespace), so `network` affinity sees many networks.
+// Network safety: every address and route added here lives inside a namespace of a lab this
+// session created, and all of them are in 198.18.0.0/15 (DESIGN.md §6).
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { type Address, parseAddress } from '../../src/core/address.js';
+import type { Config } from '../../src/core/config.js';
+import { type BucketMaps, predictOwner } from '../../src/core/predict.js';
+import type { QueryData } from '../../src/daemon/control.js';
+import { controlRequest } from '../../src/daemon/control-client.js';
+import { defaultSocketPath } from '../../src/daemon/paths.js';
+import { execIn, ipIn } from '../../src/lab/exec.js';
+import { labClusterName } from '../../src/lab/host-config.js';
+import { type LabState, type LabUpOptions, labDown, labUp } from '../../src/lab/lab.js';
+import { type ClientLoadgenOptions, runLoadgenInClient } from '../../src/lab/loadgen-client.js';
+import type { ConnectionRecord, HoldRecord, LoadgenSummary } from '../../src/lab/loadgen.js';
+import { acquireLabTestLock, labTestLockWaitMs } from '../../src/lab/lock.js';
+import { isLabSafeAddress, labHttpPort } from '../../src/lab/naming.js';
+import { loadConfigFile } from '../../src/node/config-file.js';
+
+export const isRoot = process.getuid?.() === 0;
+export const labRequired = process.env.NLB_REQUIRE_LAB === '1';
+
+/**
+ * The timeout of a file's `beforeAll`: it may wait for the lab test lock while other lab test
+ * files run (at most `labTestLockWaitMs`), then builds a lab.
+ */
+export const labSetupTimeoutMs = labTestLockWaitMs + 60_000;
+
+/**
+ * Called once at the top of a lab test file: without root the file's lab suites are skipped
+ * with a visible warning, and with NLB_REQUIRE_LAB=1 that skip becomes a failing test.
+ */
+export function declareLabRequirement(file: string): void {
+  if (!isRoot) {
+    console.warn(
+      `${file}: SKIPPED, the lab needs root for network namespaces (run as root; NLB_REQUIRE_LAB=1 makes this a failure)`,
+    );
+  }
+  describe.runIf(!isRoot && labRequired)(`${file} prerequisites`, () => {
+    it('runs as root (NLB_REQUIRE_LAB=1)', () => {
+      expect.fail(`NLB_REQUIRE_LAB=1 but not root: ${file} needs root to build its lab`);
+    });
+  });
+}
+
+// ------------------------------------------------------------------------------ labs
+
+export interface ClusterLab {
+  readonly state: LabState;
+  /** Host 1's config; the cluster part, which predictions need, is the same on every host. */
+  readonly config: Config;
+  /** Control socket of every host's nlbd, by host id. */
+  readonly sockets: ReadonlyMap<number, string>;
+  readonly vip: Address;
+  readonly hostIds: readonly number[];
+}
+
+/**
+ * The labs of one test file. `lock` takes the lab test lock (so lab tests never share the two
+ * cores), `up` builds a lab with a fresh name, and `close` removes every lab still standing and
+ * releases the lock, whatever failed before.
+ */
+export class LabSession {
+  private release: (() => void) | undefined;
+  private readonly names = new Set<string>();
+
+  async lock(): Promise<void> {
+    this.release ??= await acquireLabTestLock();
+  }
+
+  async up(prefix: string, options: Omit<LabUpOptions, 'name'>): Promise<ClusterLab> {
+    const name = `${prefix}${randomBytes(2).toString('hex')}`;
+    this.names.add(name);
+    const state = await labUp({ ...options, name });
+    const sockets = new Map<number, string>();
+    let config: Config | undefined;
+    for (const host of state.hosts) {
+      const loaded = await loadConfigFile(host.config);
+      if (!loaded.ok) throw new Error(loaded.message);
+      config ??= loaded.config;
+      sockets.set(host.id, defaultSocketPath(labClusterName(state.name), host.id));
+    }
+    return {
+      state,
+      config: config!,
+      sockets,
+      vip: parseAddress(state.vip)!,
+      hostIds: state.hosts.map((h) => h.id),
+    };
+  }
+
+  async down(lab: ClusterLab): Promise<void> {
+    await labDown(lab.state.name);
+    this.names.delete(lab.state.name);
+  }
+
+  async close(): Promise<void> {
+    const errors: unknown[] = [];
+    try {
+      for (const name of this.names) {
+        await labDown(name).catch((error: unknown) => errors.push(error));
+      }
+      this.names.clear();
+    } finally {
+      this.release?.();
+      this.release = undefined;
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+}
+
+// ------------------------------------------------------------------------------ queries
+
+export async function query(socket: string): Promise<QueryData | undefined> {
+  const answer = await controlRequest(socket, { verb: 'query' }, 1_000).catch(() => undefined);
+  return answer?.ok === true ? (answer.data as QueryData) : undefined;
+}
+
+/** A control command (`drainstop`, `start`, …) to one host; returns the reply data. */
+export async function command(
+  lab: ClusterLab,
+  hostId: number,
+  verb: string,
+): Promise<{ code: string; message: string }> {
+  const answer = await controlRequest(lab.sockets.get(hostId)!, { verb }, 5_000);
+  if (!answer.ok) throw new Error(`${verb} on host ${hostId}: ${answer.error.message}`);
+  return answer.data as { code: string; message: string };
+}
+
+export async function queryHosts(
+  lab: ClusterLab,
+  ids: readonly number[],
+): Promise<Map<number, QueryData | undefined>> {
+  return new Map(
+    await Promise.all(ids.map(async (id) => [id, await query(lab.sockets.get(id)!)] as const)),
+  );
+}
+
+export interface WaitResult {
+  readonly ok: boolean;
+  readonly answers: Map<number, QueryData | undefined>;
+  readonly elapsedMs: number;
+  /** Date.now() when the condition was first seen to hold (or when the wait gave up). */
+  readonly atMs: number;
+}
+
+/** Polls hosts `ids` every `pollMs` until `accept` holds for all of them, or `waitMs` passes. */
+export async function waitForHosts(
+  lab: ClusterLab,
+  ids: readonly number[],
+  accept: (data: QueryData, id: number) => boolean,
+  waitMs: number,
+  pollMs = 20,
+): Promise<WaitResult> {
+  const start = Date.now();
+  for (;;) {
+    const answers = await queryHosts(lab, ids);
+    const now = Date.now();
+    const ok = [...answers].every(([id, data]) => data !== undefined && accept(data, id));
+    if (ok || now - start > waitMs) {
+      return { ok, answers, elapsedMs: now - start, atMs: now };
+    }
+    await sleep(pollMs);
+  }
+}
+
+/** Every host converged on exactly `members`, data plane in sync, owning `bucketsEach` buckets. */
+export function convergedOn(members: readonly number[], bucketsEach?: number) {
+  return (d: QueryData): boolean =>
+    d.converged &&
+    d.dataplaneInSync &&
+    d.members.join() === members.join() &&
+    (bucketsEach === undefined || d.rules[0]!.owned.length === bucketsEach);
+}
+
+/** Waits for `members` to converge, failing the test with the hosts' answers if they do not. */
+export async function expectConverged(
+  lab: ClusterLab,
+  members: readonly number[],
+  bucketsEach: number,
+  waitMs = 10_000,
+): Promise<WaitResult> {
+  const result = await waitForHosts(lab, members, convergedOn(members, bucketsEach), waitMs);
+  if (!result.ok) {
+    const seen = [...result.answers].map(
+      ([id, d]) =>
+        `host ${id}: ${d === undefined ? 'no answer' : `${d.state} members ${d.members.join(',')} owns ${d.rules[0]!.owned.length}`}`,
+    );
+    expect.fail(`hosts ${members.join(',')} did not converge in ${waitMs} ms: ${seen.join('; ')}`);
+  }
+  return result;
+}
+
+/** The owners of rule 0's buckets as the hosts report them; throws when two hosts claim one. */
+export function ownersOf(answers: ReadonlyMap<number, QueryData | undefined>): (number | null)[] {
+  const first = [...answers.values()].find((d) => d !== undefined);
+  if (first === undefined) throw new Error('no host answered');
+  const owner = new Array<number | null>(first.rules[0]!.buckets).fill(null);
+  for (const [id, data] of answers) {
+    for (const bucket of data?.rules[0]!.owned ?? []) {
+      if (owner[bucket] !== null) {
+        throw new Error(`bucket ${bucket} owned by hosts ${owner[bucket]} and ${id}`);
+      }
+      owner[bucket] = id;
+    }
+  }
+  return owner;
+}
+
+/** The live bucket map from what every host says it owns; throws unless it is a partition. */
+export function liveMaps(answers: ReadonlyMap<number, QueryData | undefined>): BucketMaps {
+  const owner = ownersOf(answers);
+  const unowned = owner.flatMap((o, b) => (o === null ? [b] : []));
+  if (unowned.length > 0) throw new Error(`buckets owned by nobody: ${unowned.join(',')}`);
+  const first = [...answers.values()].find((d) => d !== undefined)!;
+  return { owners: [owner], defaultHost: first.defaultHost };
+}
+
+/** The bucket of rule 0 a client falls in, under the lab's affinity. */
+export function bucketOf(lab: ClusterLab, sourceIp: string, sourcePort: number): number {
+  return predictOwner(
+    lab.config.cluster,
+    { owners: [[]], defaultHost: null },
+    { address: parseAddress(sourceIp)!, port: sourcePort },
+    lab.vip,
+    labHttpPort,
+    'tcp',
+  ).bucket!;
+}
+
+/** The connections that did not land on the host `maps` predicts, described; [] when all did. */
+export function mispredicted(
+  lab: ClusterLab,
+  maps: BucketMaps,
+  connections: readonly ConnectionRecord[],
+): string[] {
+  const wrong: string[] = [];
+  for (const c of connections) {
+    const client = { address: parseAddress(c.sourceIp)!, port: c.sourcePort };
+    const predicted = predictOwner(lab.config.cluster, maps, client, lab.vip, labHttpPort, 'tcp');
+    if (c.failure !== undefined || c.host !== predicted.host) {
+      wrong.push(
+        `${c.sourceIp}:${c.sourcePort} bucket ${predicted.bucket}: predicted ${predicted.host}, got ${c.host ?? c.failure}`,
+      );
+    }
+  }
+  return wrong;
+}
+
+// ------------------------------------------------------------------------------ sources
+
+/**
+ * Adds `count` client addresses in as many other /24s (198.19.k.7/32 on client c1's eth0) and a
+ * route back to them through c1 in every host namespace, so the hosts' replies reach them. The
+ * lab itself is one /24, where `network` affinity would see a single client network.
+ */
+export async function addForeignSubnetSources(lab: ClusterLab, count: number): Promise<string[]> {
+  if (!Number.isInteger(count) || count < 1 || count > 256) {
+    throw new RangeError(`foreign subnet sources: 1..256, got ${count}`);
+  }
+  const client = lab.state.clients[0]!;
+  const addresses = Array.from({ length: count }, (_, k) => `198.19.${k}.7`);
+  for (const address of addresses) {
+    if (!isLabSafeAddress(address)) throw new Error(`not a lab address: ${address}`);
+    await ipIn(client.namespace, ['address', 'add', `${address}/32`, 'dev', client.interface]);
+  }
+  for (const host of lab.state.hosts) {
+    await ipIn(host.namespace, [
+      'route',
+      'add',
+      '198.19.0.0/16',
+      'via',
+      client.ip,
+      'dev',
+      host.interface,
+    ]);
+  }
+  return addresses;
+}
+
+/** Every source address of client c1: its own, its lab extras, and `extra` given. */
+export function clientSources(lab: ClusterLab, extra: readonly string[] = []): string[] {
+  const client = lab.state.clients[0]!;
+  return [client.ip, ...client.extraIps, ...extra];
+}
+
+// ------------------------------------------------------------------------------ SYN-ACK capture
+
+const captureTable = 'nlbtest_synack';
+const captureSet = 'synacks';
+/** One element per (connection, answering host); a test run opens a few thousand connections. */
+const captureElementsMax = 65_535;
+
+/**
+ * Installs the SYN-ACK capture in client c1's namespace. Before conntrack (priority raw), every
+ * SYN-ACK from the VIP adds one element (client address, client port, the ack number = the
+ * client's ISN + 1, source MAC) to a set: a retransmitted SYN-ACK adds nothing new, a SYN-ACK
+ * from a second host adds a second element for the same connection. The ack number keeps two
+ * connections that reuse a port apart. The packet mark carries it into the key (a `typeof` key
+ * with raw TCP fields makes nft 1.0.6 abort when listing the set) and is cleared again.
+ */
+export async function installSynAckCapture(lab: ClusterLab): Promise<void> {
+  const client = lab.state.clients[0]!;
+  const script = [
+    `table inet ${captureTable} {`,
+    `  set ${captureSet} {`,
+    '    type ipv4_addr . inet_service . mark . ether_addr',
+    '    flags dynamic',
+    `    size ${captureElementsMax}`,
+    '  }',
+    '  chain pre {',
+    '    type filter hook prerouting priority raw; policy accept;',
+    `    ip saddr ${lab.state.vip} tcp sport ${labHttpPort} tcp flags & (syn | ack) == syn | ack meta mark set tcp ackseq add @${captureSet} { ip daddr . tcp dport . meta mark . ether saddr } counter meta mark set 0`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  const file = path.join(lab.state.dir, 'synack-capture.nft');
+  writeFileSync(file, script, { mode: 0o600 });
+  await execIn(client.namespace, ['nft', '-f', file]);
+}
+
+export async function clearSynAcks(lab: ClusterLab): Promise<void> {
+  await execIn(lab.state.clients[0]!.namespace, [
+    'nft',
+    'flush',
+    'set',
+    'inet',
+    captureTable,
+    captureSet,
+  ]);
+}
+
+export interface SynAckCapture {
+  /** SYN-ACK packets seen (retransmissions included). */
+  readonly packets: number;
+  /** Per connection (`ip:port:ackseq`), the hosts that answered it, from their masked MACs. */
+  readonly answers: Map<string, number[]>;
+  /** Per client `ip:port`, every host that answered any connection from it. */
+  readonly answersByEndpoint: Map<string, Set<number>>;
+  /** Connections answered by more than one host. */
+  readonly doubles: { connection: string; hosts: number[] }[];
+}
+
+/** The host id in a masked MAC 02:<id>:<VIP bytes> (unicast mode), or undefined. */
+export function hostOfMaskedMac(mac: string, vip: string): number | undefined {
+  const octets = mac.toLowerCase().split(':');
+  const vipOctets = vip.split('.').map((b) => Number(b).toString(16).padStart(2, '0'));
+  if (octets.length !== 6 || octets[0] !== '02' || octets.slice(2).join() !== vipOctets.join()) {
+    return undefined;
+  }
+  const id = parseInt(octets[1]!, 16);
+  return id >= 1 && id <= 32 ? id : undefined;
+}
+
+export async function readSynAcks(lab: ClusterLab): Promise<SynAckCapture> {
+  const namespace = lab.state.clients[0]!.namespace;
+  const { stdout } = await execIn(namespace, ['nft', '-j', 'list', 'table', 'inet', captureTable]);
+  const items = (JSON.parse(stdout) as { nftables: Record<string, unknown>[] }).nftables;
+  let packets = 0;
+  const answers = new Map<string, number[]>();
+  const answersByEndpoint = new Map<string, Set<number>>();
+  for (const item of items) {
+    const set = item.set as { name: string; elem?: { concat: unknown[] }[] } | undefined;
+    if (set?.name === captureSet) {
+      if ((set.elem?.length ?? 0) >= captureElementsMax) {
+        throw new Error('the SYN-ACK capture set is full: flush it between phases');
+      }
+      for (const element of set.elem ?? []) {
+        const [ip, port, ackseq, mac] = element.concat as [string, number, number, string];
+        const host = hostOfMaskedMac(mac, lab.state.vip);
+        if (host === undefined) throw new Error(`SYN-ACK from an unexpected MAC ${mac}`);
+        const key = `${ip}:${port}:${ackseq}`;
+        answers.set(
+          key,
+          [...(answers.get(key) ?? []), host].sort((a, b) => a - b),
+        );
+        const endpoint = `${ip}:${port}`;
+        if (!answersByEndpoint.has(endpoint)) answersByEndpoint.set(endpoint, new Set());
+        answersByEndpoint.get(endpoint)!.add(host);
+      }
+    }
+    const rule = item.rule as { expr?: { counter?: { packets: number } }[] } | undefined;
+    for (const expr of rule?.expr ?? []) {
+      if (expr.counter !== undefined) packets += expr.counter.packets;
+    }
+  }
+  const doubles = [...answers]
+    .filter(([, hosts]) => hosts.length > 1)
+    .map(([connection, hosts]) => ({ connection, hosts }));
+  return { packets, answers, answersByEndpoint, doubles };
+}
+
+/**
+ * Checks the capture against the loadgen's own records: every answered connection has a SYN-ACK
+ * from the host whose backend answered it. This is what shows the capture counts answers right.
+ */
+export function captureMisses(
+  capture: SynAckCapture,
+  connections: readonly ConnectionRecord[],
+): string[] {
+  const misses: string[] = [];
+  for (const c of connections) {
+    if (c.host === undefined) continue;
+    const hosts = capture.answersByEndpoint.get(`${c.sourceIp}:${c.sourcePort}`);
+    if (hosts === undefined || !hosts.has(c.host)) {
+      misses.push(
+        `${c.sourceIp}:${c.sourcePort} answered by host ${c.host}, SYN-ACKs seen from ${hosts === undefined ? 'nobody' : [...hosts].join(',')}`,
+      );
+    }
+  }
+  return misses;
+}
+
+// ------------------------------------------------------------------------------ load
+
+export interface TimedLoad {
+  /** The loadgen's summary and every connection record, once it has ended. */
+  readonly done: Promise<LoadgenSummary & { connections: ConnectionRecord[] }>;
+  /** Connection records as they arrive. */
+  readonly connections: ConnectionRecord[];
+  /** Held connections as they break. */
+  readonly holdBreaks: HoldRecord[];
+  /** Resolves once the held connections are open and the short ones have begun. */
+  readonly started: Promise<void>;
+  /**
+   * Date.now() at the loadgen's time 0: an upper bound, tight to the few ms a JSON line takes
+   * from the client namespace to this process (the least delay seen over every record).
+   */
+  offsetMs(): number;
+  /** The wall-clock time (Date.now()) of a loadgen time `atMs`. */
+  wallMs(atMs: number): number;
+  /** Stops opening connections early; the held connections close when the loadgen ends. */
+  stop(): void;
+}
+
+/** Runs the loadgen in client c1 in the background, timing its records against Date.now(). */
+export function startLoad(lab: ClusterLab, options: ClientLoadgenOptions): TimedLoad {
+  const abort = new AbortController();
+  let offset = Number.POSITIVE_INFINITY;
+  const observe = (atMs: number): void => {
+    offset = Math.min(offset, Date.now() - atMs);
+  };
+  const connections: ConnectionRecord[] = [];
+  const holdBreaks: HoldRecord[] = [];
+  let markStarted: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => {
+    markStarted = resolve;
+  });
+  const done = runLoadgenInClient(
+    lab.state,
+    1,
+    { progressIntervalMs: 100, ...options, signal: abort.signal },
+    {
+      onProgress: (p) => {
+        observe(p.atMs);
+        markStarted();
+      },
+      onConnection: (c) => {
+        observe(c.atMs + c.latencyMs);
+        connections.push(c);
+      },
+      onHoldBreak: (h) => holdBreaks.push(h),
+    },
+  );
+  // A loadgen that fails before its first progress line must not leave `started` hanging.
+  done.then(markStarted, markStarted);
+  return {
+    done,
+    connections,
+    holdBreaks,
+    started,
+    offsetMs: () => offset,
+    wallMs: (atMs) => offset + atMs,
+    stop: () => abort.abort(),
+  };
+}
+
+// ------------------------------------------------------------------------------ kernel views
+
+export interface FdbEntry {
+  readonly mac: string;
+  readonly ifname?: string;
+  readonly state?: string;
+  readonly flags?: string[];
+}
+
+/** The switch's forwarding database (`bridge fdb show br br0` in the switch namespace). */
+export async function switchFdb(lab: ClusterLab): Promise<FdbEntry[]> {
+  const { stdout } = await execIn(lab.state.switchNamespace, [
+    'bridge',
+    '-j',
+    'fdb',
+    'show',
+    'br',
+    lab.state.bridge,
+  ]);
+  return stdout.trim() === '' ? [] : (JSON.parse(stdout) as FdbEntry[]);
+}
+
+export interface ConntrackEntry {
+  readonly state: string;
+  readonly src: string;
+  readonly sport: number;
+}
+
+/** TCP connections to the VIP in a host's conntrack table (`conntrack -L` in its namespace). */
+export async function vipConntrack(lab: ClusterLab, hostId: number): Promise<ConntrackEntry[]> {
+  const host = lab.state.hosts.find((h) => h.id === hostId)!;
+  const { stdout } = await execIn(host.namespace, [
+    'conntrack',
+    '-L',
+    '-p',
+    'tcp',
+    '-d',
+    lab.state.vip,
+  ]);
+  const entries: ConntrackEntry[] = [];
+  for (const line of stdout.split('\n')) {
+    const match = /^tcp\s+6\s+\d+\s+([A-Z_]+)\s+src=(\S+)\s+dst=\S+\s+sport=(\d+)/.exec(line);
+    if (match !== null) entries.push({ state: match[1]!, src: match[2]!, sport: Number(match[3]) });
+  }
+  return entries;
+}
+
+/** Peer addresses of established TCP sockets on :80 in a host (`ss` in its namespace). */
+export async function establishedPeers(lab: ClusterLab, hostId: number): Promise<string[]> {
+  const host = lab.state.hosts.find((h) => h.id === hostId)!;
+  const { stdout } = await execIn(host.namespace, [
+    'ss',
+    '-Htn',
+    'state',
+    'established',
+    `( sport = :${labHttpPort} )`,
+  ]);
+  return stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length >= 4)
+    .map((fields) => fields[3]!);
+}
+
+/** A counter of the host's nlb table (`nft list counter inet nlb <name>`): packets. */
+export async function nlbCounter(lab: ClusterLab, hostId: number, name: string): Promise<number> {
+  const host = lab.state.hosts.find((h) => h.id === hostId)!;
+  const { stdout } = await execIn(host.namespace, [
+    'nft',
+    '-j',
+    'list',
+    'counter',
+    'inet',
+    'nlb',
+    name,
+  ]);
+  const items = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;
+  return items.find((i) => i.counter !== undefined)?.counter?.packets ?? 0;
+}
+
+export function percentile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
+}
