@@ -275,6 +275,8 @@ describe('Dataplane', () => {
     ...moved,
     ownership: { ...moved.ownership, isDefault: false },
   };
+  /** A configuration change: only a whole-table apply gets the kernel there. */
+  const reseeded: DataplaneSpec = { ...notDefault, hashSeed: 0x1234 };
 
   it('applies the whole table first, then set changes on the quick path', async () => {
     const { nft, dataplane } = setup();
@@ -283,13 +285,17 @@ describe('Dataplane', () => {
     expect(await dataplane.program(moved)).toBe('sets');
     expect(nft.elements('nlb', 'rule0_owned')).toEqual([0, 6, 7]);
     expect(nft.elements('nlb', 'rule0_orphan')).toEqual([]);
-    expect(await dataplane.program(notDefault)).toBe('table');
+    // A new default host elsewhere is an ownership change too: set elements only.
+    expect(await dataplane.program(notDefault)).toBe('sets');
+    expect(nft.elements('nlb', 'new_flows')).toEqual([0]);
+    expect(await dataplane.program(reseeded)).toBe('table');
     await dataplane.refreshLease();
     expect(nft.scripts).toEqual([
       { kind: 'apply', script: renderTable(labSpec) },
       { kind: 'quick', script: renderOwnershipUpdate(labSpec, moved) },
-      { kind: 'apply', script: renderTable(notDefault) },
-      { kind: 'quick', script: renderLeaseRefresh(notDefault) },
+      { kind: 'quick', script: renderOwnershipUpdate(moved, notDefault) },
+      { kind: 'apply', script: renderTable(reseeded) },
+      { kind: 'quick', script: renderLeaseRefresh(reseeded) },
     ]);
   });
 
@@ -297,15 +303,22 @@ describe('Dataplane', () => {
     const { nft, dataplane } = setup();
     await dataplane.program(labSpec);
     nft.failNext('Error: Could not process rule: Device or resource busy');
+    await expect(dataplane.program(reseeded)).rejects.toBeInstanceOf(NftError);
+    expect(dataplane.current).toBe(labSpec);
+    // The same on the quick path, and the next try sends the whole change again.
+    nft.failNext('Error: Could not process rule: Device or resource busy');
     await expect(dataplane.program(notDefault)).rejects.toBeInstanceOf(NftError);
     expect(dataplane.current).toBe(labSpec);
+    expect(nft.elements('nlb', 'new_flows')).toEqual([0, 0xff]);
+    expect(await dataplane.program(notDefault)).toBe('sets');
+    expect(nft.elements('nlb', 'new_flows')).toEqual([0]);
   });
 
   it('adds up counters across whole-table replacements', async () => {
     const { nft, dataplane } = setup();
     await dataplane.program(labSpec);
     nft.setCounter('nlb', 'rule0_accepted', { packets: 10, bytes: 600 });
-    await dataplane.program(notDefault);
+    expect(await dataplane.program(reseeded)).toBe('table');
     nft.setCounter('nlb', 'rule0_accepted', { packets: 1, bytes: 60 });
     nft.setCounter('nlb', 'lease_expired', { packets: 2, bytes: 120 });
     const counters = await dataplane.counters();

@@ -1,7 +1,10 @@
 // The rendered nftables text is the data plane's contract: these tests pin it down exactly
 // (STYLE.md habit 7). When the rendering changes on purpose, update the expected text here and
 // run test/dataplane-kernel.test.ts, which applies the same fixtures to a real kernel.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { Ownership, RuleOwnership } from '../src/core/protocol.js';
+import { FakeNft } from '../src/dataplane/nft.js';
 import {
   type DataplaneSpec,
   DataplaneSpecError,
@@ -51,6 +54,13 @@ table inet nlb {
 		type mark
 		flags timeout
 	}
+	set drop_all {
+		type mark
+	}
+	set new_flows {
+		type mark
+		elements = { 0x00000000, 0x000000ff }
+	}
 	set rule0_owned {
 		type mark
 		elements = { 0, 3, 6 }
@@ -72,7 +82,10 @@ table inet nlb {
 	}
 	chain rule0 {
 		# port rule 0: 198.18.0.100 tcp port 80, multiple, affinity none, 60 buckets
+		meta mark set 0x00000000
+		meta mark @drop_all counter name rule0_dropped drop
 		meta l4proto tcp ct state established,related counter name rule0_accepted accept
+		meta mark != @new_flows counter name rule0_dropped drop
 		meta mark set 0xffffffff
 		meta mark != @lease counter name lease_expired counter name rule0_dropped drop
 		meta mark set jhash ip saddr . tcp sport mod 60 seed 0x4e4c4221
@@ -83,7 +96,10 @@ table inet nlb {
 	}
 	chain uncovered {
 		# VIP traffic no port rule covers: the default host takes it
+		meta mark set 0x000000ff
+		meta mark @drop_all counter name uncovered_dropped drop
 		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
+		meta mark != @new_flows counter name uncovered_dropped drop
 		meta mark set 0xffffffff
 		meta mark != @lease counter name lease_expired counter name uncovered_dropped drop
 		tcp flags & (syn | ack) != syn counter name uncovered_dropped drop
@@ -130,6 +146,13 @@ table inet nlb {
 		type mark
 		flags timeout
 	}
+	set drop_all {
+		type mark
+	}
+	set new_flows {
+		type mark
+		elements = { 0x00000000, 0x00000001, 0x00000002 }
+	}
 	set rule0_owned {
 		type mark
 		elements = { 1, 2 }
@@ -174,7 +197,10 @@ table inet nlb {
 	}
 	chain rule0 {
 		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
+		meta mark set 0x00000000
+		meta mark @drop_all counter name rule0_dropped drop
 		meta l4proto tcp ct state established,related counter name rule0_accepted accept
+		meta mark != @new_flows counter name rule0_dropped drop
 		meta mark set 0xffffffff
 		meta mark != @lease counter name lease_expired counter name rule0_dropped drop
 		meta mark set jhash ip saddr & 255.255.255.0 mod 60 seed 0x00000007
@@ -186,7 +212,10 @@ table inet nlb {
 	}
 	chain rule1 {
 		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
+		meta mark set 0x00000001
+		meta mark @drop_all counter name rule1_dropped drop
 		meta l4proto tcp ct state established,related counter name rule1_accepted accept
+		meta mark != @new_flows counter name rule1_dropped drop
 		meta mark set 0xffffffff
 		meta mark != @lease counter name lease_expired counter name rule1_dropped drop
 		meta mark set jhash ip6 saddr . th sport mod 8 seed 0x00000007
@@ -197,6 +226,9 @@ table inet nlb {
 	}
 	chain rule2 {
 		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
+		meta mark set 0x00000002
+		meta mark @drop_all counter name rule2_dropped drop
+		meta mark != @new_flows counter name rule2_dropped drop
 		meta mark set 0xffffffff
 		meta mark != @lease counter name lease_expired counter name rule2_dropped drop
 		meta mark set jhash ip saddr mod 16 seed 0x00000007
@@ -205,9 +237,14 @@ table inet nlb {
 	}
 	chain uncovered {
 		# VIP traffic no port rule covers: the default host takes it
+		meta mark set 0x000000ff
+		meta mark @drop_all counter name uncovered_dropped drop
 		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
-		# not the default host
-		counter name uncovered_dropped drop
+		meta mark != @new_flows counter name uncovered_dropped drop
+		meta mark set 0xffffffff
+		meta mark != @lease counter name lease_expired counter name uncovered_dropped drop
+		tcp flags & (syn | ack) != syn counter name uncovered_dropped drop
+		ct mark set 0x80ff0000 counter name uncovered_accepted accept
 	}
 }
 # multicast mode: no source MAC masking
@@ -216,55 +253,57 @@ delete table netdev nlb
 `);
   });
 
-  it('keeps established TCP and drops the rest when the host does not take part', () => {
-    expect(ruleChains(renderTable(mixedInactiveSpec))).toBe(`	chain rule0 {
-		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
-		# host not taking part: established TCP connections only
-		meta l4proto tcp ct state established,related counter name rule0_accepted accept
-		counter name rule0_dropped drop
-	}
-	chain rule1 {
-		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
-		# host not taking part: established TCP connections only
-		meta l4proto tcp ct state established,related counter name rule1_accepted accept
-		counter name rule1_dropped drop
-	}
-	chain rule2 {
-		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
-		# host not taking part: established TCP connections only
-		counter name rule2_dropped drop
-	}
-	chain uncovered {
-		# VIP traffic no port rule covers: the default host takes it
-		meta l4proto tcp ct state established,related counter name uncovered_accepted accept
-		# host not taking part
-		counter name uncovered_dropped drop
-	}
-`);
+  it('renders the same chains whatever the ownership: only set elements differ', () => {
+    const variants: DataplaneSpec[] = [
+      mixedInactiveSpec,
+      mixedStoppedSpec,
+      { ...mixedSpec, ownership: { ...mixedSpec.ownership, isDefault: true } },
+      {
+        ...mixedSpec,
+        ownership: { ...mixedSpec.ownership, rules: [owner([]), owner([0, 1], [1]), owner([])] },
+      },
+    ];
+    for (const spec of variants) {
+      expect(ruleChains(renderTable(spec))).toBe(ruleChains(renderTable(mixedSpec)));
+    }
   });
 
-  it('drops everything, established included, when stopped or disabled', () => {
-    expect(ruleChains(renderTable(mixedStoppedSpec))).toBe(`	chain rule0 {
-		# port rule 0: all cluster IPs both all ports, multiple, affinity network, 60 buckets
-		# host stopped: established connections are dropped too
-		counter name rule0_dropped drop
-	}
-	chain rule1 {
-		# port rule 1: 2001:db8::100 both ports 1000-2000, single, affinity none, 8 buckets
-		# disabled: everything the rule covers is dropped, established connections too
-		counter name rule1_dropped drop
-	}
-	chain rule2 {
-		# port rule 2: 198.18.0.100 udp port 53, multiple, affinity single, 16 buckets
-		# host stopped: established connections are dropped too
-		counter name rule2_dropped drop
-	}
-	chain uncovered {
-		# VIP traffic no port rule covers: the default host takes it
-		# host stopped: established connections are dropped too
-		counter name uncovered_dropped drop
-	}
-`);
+  it('puts the host state in drop_all and new_flows, keyed by rule (0xff: uncovered)', () => {
+    const cases: [Ownership, string, string][] = [
+      // Taking part, not the default host: new flows for every rule, none uncovered.
+      [mixedSpec.ownership, '', '0x00000000, 0x00000001, 0x00000002'],
+      // The default host also takes the uncovered traffic.
+      [
+        { ...mixedSpec.ownership, isDefault: true },
+        '',
+        '0x00000000, 0x00000001, 0x00000002, 0x000000ff',
+      ],
+      // Not taking part (drainstop done, suspended): established TCP only, nothing new.
+      [mixedInactiveSpec.ownership, '', ''],
+      [{ ...mixedInactiveSpec.ownership, isDefault: true }, '', ''],
+      // Stopped: everything dropped, established included (rule 1 is disabled as well).
+      [mixedStoppedSpec.ownership, '0x00000000, 0x00000001, 0x00000002, 0x000000ff', ''],
+      // A disabled rule drops everything and takes nothing; the others go on.
+      [
+        {
+          ...mixedSpec.ownership,
+          isDefault: true,
+          rules: [owner([1, 2]), owner([], [], true), owner([15])],
+        },
+        '0x00000001',
+        '0x00000000, 0x00000002, 0x000000ff',
+      ],
+      // dropEstablished only means something for a host that does not take part.
+      [{ ...mixedSpec.ownership, dropEstablished: true }, '', '0x00000000, 0x00000001, 0x00000002'],
+    ];
+    for (const [ownership, dropAll, newFlows] of cases) {
+      const text = renderTable({ ...mixedSpec, ownership });
+      const block = (name: string, elements: string): string =>
+        `\tset ${name} {\n\t\ttype mark\n${elements === '' ? '' : `\t\telements = { ${elements} }\n`}\t}\n`;
+      expect(text, JSON.stringify(ownership)).toContain(
+        block('drop_all', dropAll) + block('new_flows', newFlows),
+      );
+    }
   });
 
   it('depends on values only, not on object identity', () => {
@@ -328,13 +367,86 @@ describe('renderOwnershipUpdate', () => {
     expect(renderOwnershipUpdate(labSpec, next)).toBe(renderLeaseRefresh(next));
   });
 
-  it('refuses anything that changes the chains', () => {
+  it('turns every ownership change into set elements', () => {
+    const lease = renderLeaseRefresh(labSpec);
+    const cases: [Partial<Ownership>, string][] = [
+      // A new default host elsewhere: this host stops taking uncovered traffic.
+      [
+        { isDefault: false },
+        'flush set inet nlb new_flows; add element inet nlb new_flows { 0x00000000 }',
+      ],
+      // Drainstop finished or suspend: no new flows, established ones stay.
+      [{ active: false }, 'flush set inet nlb new_flows'],
+      // Stop: everything dropped, established included.
+      [
+        { active: false, dropEstablished: true },
+        'flush set inet nlb drop_all; add element inet nlb drop_all { 0x00000000, 0x000000ff }; flush set inet nlb new_flows',
+      ],
+      // Disable the rule: it drops everything, its buckets go.
+      [
+        { rules: [owner([], [], true)] },
+        'flush set inet nlb drop_all; add element inet nlb drop_all { 0x00000000 }; flush set inet nlb new_flows; add element inet nlb new_flows { 0x000000ff }; flush set inet nlb rule0_owned; flush set inet nlb rule0_orphan',
+      ],
+    ];
+    for (const [change, sets] of cases) {
+      const next = { ...labSpec, ownership: { ...labSpec.ownership, ...change } };
+      expect(renderOwnershipUpdate(labSpec, next), JSON.stringify(change)).toBe(
+        `${sets}; ${lease}`,
+      );
+    }
+  });
+
+  it('gets from any ownership to any other to the same sets as a whole-table apply', async () => {
+    // mixedSpec's rules have 60, 8 and 16 buckets.
+    const ruleOwnership = (buckets: number): fc.Arbitrary<RuleOwnership> =>
+      fc
+        .tuple(
+          fc.uniqueArray(fc.integer({ min: 0, max: buckets - 1 }), { maxLength: 6 }),
+          fc.nat(),
+          fc.boolean(),
+        )
+        .map(([owned, orphanPick, disabled]) => {
+          const sorted = [...owned].sort((x, y) => x - y);
+          const orphan = sorted.filter((_, i) => ((orphanPick >> i) & 1) === 1);
+          return owner(sorted, orphan, disabled);
+        });
+    const ownership: fc.Arbitrary<Ownership> = fc.record({
+      rules: fc.tuple(ruleOwnership(60), ruleOwnership(8), ruleOwnership(16)),
+      isDefault: fc.boolean(),
+      active: fc.boolean(),
+      dropEstablished: fc.boolean(),
+    });
+    const setNames = [
+      'drop_all',
+      'new_flows',
+      ...[0, 1, 2].flatMap((i) => [`rule${i}_owned`, `rule${i}_orphan`]),
+    ];
+    await fc.assert(
+      fc.asyncProperty(ownership, ownership, async (before, after) => {
+        const applied = { ...mixedSpec, ownership: before };
+        const next = { ...mixedSpec, ownership: after };
+        const quick = new FakeNft();
+        await quick.apply(renderTable(applied));
+        await quick.applyQuick('nlb', renderOwnershipUpdate(applied, next)!);
+        const whole = new FakeNft();
+        await whole.apply(renderTable(next));
+        for (const name of setNames) {
+          expect(quick.elements('nlb', name), name).toEqual(whole.elements('nlb', name));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses anything that changes the configuration', () => {
     const cases: DataplaneSpec[] = [
-      { ...labSpec, ownership: { ...labSpec.ownership, isDefault: false } },
-      { ...labSpec, ownership: { ...labSpec.ownership, active: false } },
-      { ...labSpec, ownership: { ...labSpec.ownership, rules: [owner([0], [], true)] } },
       { ...labSpec, hashSeed: 1 },
       { ...labSpec, maskedMac: '02:03:c6:12:00:64' },
+      { ...labSpec, interface: 'eth1' },
+      { ...labSpec, tableName: 'nlb2' },
+      { ...labSpec, portRules: [{ ...labSpec.portRules[0]!, portStart: 81, portEnd: 81 }] },
+      { ...labSpec, portRules: [{ ...labSpec.portRules[0]!, affinity: 'single' }] },
+      { ...labSpec, clusterIps: [vip, address('198.18.0.101')] },
     ];
     for (const next of cases) {
       expect(renderOwnershipUpdate(labSpec, next)).toBeUndefined();

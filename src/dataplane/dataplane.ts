@@ -69,11 +69,12 @@ export class Dataplane {
   }
 
   /**
-   * Makes the kernel filter `spec`. Only owned/orphan changes go through the long-lived nft
-   * process (one transaction, ~2 ms); anything else replaces the whole table (~17 ms). Either
-   * way the change is atomic and refreshes the lease; when this resolves the kernel has it, so
-   * the caller may announce a released bucket (release before acquire). On failure the kernel
-   * keeps the previous configuration and the error says why.
+   * Makes the kernel filter `spec`. Every ownership change (buckets, orphans, default host,
+   * active, drop established, disabled rules) is set elements only, so it goes through the
+   * long-lived nft process (one transaction, ~2 ms); a configuration change replaces the whole
+   * table (~17-45 ms). Either way the change is atomic and refreshes the lease; when this
+   * resolves the kernel has it, so the caller may announce a released bucket (release before
+   * acquire). On failure the kernel keeps the previous configuration and the error says why.
    */
   async program(spec: DataplaneSpec): Promise<ProgramResult> {
     const text = renderTable(spec);

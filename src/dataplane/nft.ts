@@ -1,5 +1,5 @@
 // The nftables adapter: apply a rendered script as one transaction, run one-line transactions
-// (lease refresh, owned/orphan set changes) cheaply on a long-lived `nft -e -i` process, and read
+// (lease refresh, ownership set changes) cheaply on a long-lived `nft -e -i` process, and read
 // the named counters back. `NftCli` execs the real nft; `FakeNft` records what it was given and
 // models just enough (table, sets, counters) for unit tests. Both pass the same contract tests.
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';

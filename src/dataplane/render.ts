@@ -12,18 +12,30 @@
 //               untouched; then the port rules naming this VIP in config order, then the 'all'
 //               rules in config order, first match wins (the precedence of matchPortRule);
 //               traffic no rule covers goes to `uncovered`.
-//   rule<i>     one per port rule (index in config): established TCP accepted first (it stays on
-//               its host when its bucket moves), then the lease, then the bucket hash: only a
-//               SYN opens a TCP flow, a non-SYN of an unknown connection is dropped, or reset in
-//               an orphan bucket; UDP follows bucket ownership packet by packet.
-//   uncovered   VIP traffic no port rule covers: the default host takes it.
+//   rule<i>     one per port rule (index in config): first the `drop_all` check (a disabled rule
+//               or a stopped host drops everything, established connections too), then
+//               established TCP accepted (it stays on its host when its bucket moves), then the
+//               `new_flows` check (a host not taking part opens no flow), then the lease, then
+//               the bucket hash: only a SYN opens a TCP flow, a non-SYN of an unknown connection
+//               is dropped, or reset in an orphan bucket; UDP follows bucket ownership packet by
+//               packet.
+//   uncovered   VIP traffic no port rule covers: the same checks, and the default host takes it.
 //
-// Names the daemon reads back (see nft.ts): sets `lease`, `sync`, `rule<i>_owned`, `rule<i>_orphan`;
-// counters `rule<i>_accepted`, `rule<i>_dropped`, `rule<i>_reset`, `uncovered_accepted`,
-// `uncovered_dropped`, `lease_expired`. Accepted new flows get the ct mark of mark.ts.
+// The chains depend on the configuration only (cluster IPs, port rules, seed, mode); everything
+// the host machine decides (Ownership) lives in set elements: `rule<i>_owned`, `rule<i>_orphan`,
+// and two sets keyed by the rule field of the ct mark (the rule index, or 0xff for uncovered
+// traffic): `drop_all` and `new_flows`. So every ownership change, a drainstop, a stop or a new
+// default host included, is one quick set transaction on the long-lived nft process (~2 ms),
+// and a whole-table apply (~17-45 ms) happens only when the configuration changes.
 //
-// The packet mark is the filter's scratch register on the VIP packets it examines (the lease
-// key, then the bucket), as in the verified recipe; it is not restored.
+// Names the daemon reads back (see nft.ts): sets `lease`, `sync`, `drop_all`, `new_flows`,
+// `rule<i>_owned`, `rule<i>_orphan`; counters `rule<i>_accepted`, `rule<i>_dropped`,
+// `rule<i>_reset`, `uncovered_accepted`, `uncovered_dropped`, `lease_expired`. Accepted new
+// flows get the ct mark of mark.ts.
+//
+// The packet mark is the filter's scratch register on the VIP packets it examines (the rule
+// key, then the lease key, then the bucket), as in the verified recipe; it is not restored.
+// nft has no lookup of a constant (`1 @set` is a syntax error on nft 1.0.6), hence the mark.
 import { type Address, addressesEqual, maskBytes } from '../core/address.js';
 import {
   type ClusterMode,
@@ -35,7 +47,7 @@ import {
 } from '../core/config.js';
 import { networkAffinityPrefix } from '../core/flow.js';
 import type { Ownership } from '../core/protocol.js';
-import { ctMarkBase, formatMark } from './mark.js';
+import { type MarkRule, ctMarkBase, formatMark, uncoveredRule } from './mark.js';
 
 export interface DataplaneSpec {
   /** The name of both tables (`inet` filter and `netdev` MAC masking); 'nlb' by default. */
@@ -81,6 +93,10 @@ export const names = {
   lease: 'lease',
   /** Markers the long-lived nft process adds to see its transactions committed (nft.ts). */
   sync: 'sync',
+  /** Rule keys whose traffic is all dropped, established connections included. */
+  dropAll: 'drop_all',
+  /** Rule keys this host takes new flows for. */
+  newFlows: 'new_flows',
   owned: (rule: number) => `rule${rule}_owned`,
   orphan: (rule: number) => `rule${rule}_orphan`,
   accepted: (rule: number) => `rule${rule}_accepted`,
@@ -273,35 +289,71 @@ function ruleFamilies(rule: PortRule, clusterIps: readonly Address[]): (4 | 6)[]
 const tcpEstablished = 'meta l4proto tcp ct state established,related';
 const notSyn = 'tcp flags & (syn | ack) != syn';
 
+/**
+ * The key of a port rule (or of uncovered traffic) in the `drop_all` and `new_flows` sets: the
+ * rule field of its ct mark (mark.ts), so the rule index, or 0xff for uncovered traffic.
+ */
+export function ruleKey(rule: MarkRule): number {
+  return rule === 'uncovered' ? uncoveredRule : rule;
+}
+
+/**
+ * The elements of `drop_all`, ascending: a rule the host disabled, and every rule and the
+ * uncovered traffic of a stopped host (not taking part, and cutting established connections).
+ */
+export function dropAllKeys(ownership: Ownership): number[] {
+  const stopped = !ownership.active && ownership.dropEstablished;
+  const keys = ownership.rules.flatMap((owner, i) => (stopped || owner.disabled ? [i] : []));
+  return stopped ? [...keys, ruleKey('uncovered')] : keys;
+}
+
+/**
+ * The elements of `new_flows`, ascending: when the host takes part, every rule it has not
+ * disabled, and the uncovered traffic if it is the default host. Nothing otherwise.
+ */
+export function newFlowsKeys(ownership: Ownership): number[] {
+  if (!ownership.active) {
+    return [];
+  }
+  const keys = ownership.rules.flatMap((owner, i) => (owner.disabled ? [] : [i]));
+  return ownership.isDefault ? [...keys, ruleKey('uncovered')] : keys;
+}
+
+/**
+ * The checks every chain starts with, for the rule key `key`: drop all (established too) when
+ * `drop_all` has the key, keep established TCP, and open no new flow unless `new_flows` has it,
+ * nor once the lease has run out. Only set elements decide, so the chains never change with
+ * the ownership.
+ */
+function stateChecks(
+  key: number,
+  carriesTcp: boolean,
+  accepted: string,
+  dropped: string,
+): string[] {
+  return [
+    `meta mark set ${hex32(key)}`,
+    `meta mark @${names.dropAll} ${dropped} drop`,
+    // UDP is not kept on its host, so a UDP-only rule has no established connection to keep.
+    ...(carriesTcp ? [`${tcpEstablished} ${accepted} accept`] : []),
+    `meta mark != @${names.newFlows} ${dropped} drop`,
+    `meta mark set ${hex32(leaseKey)}`,
+    `meta mark != @${names.lease} counter name ${names.leaseExpired} ${dropped} drop`,
+  ];
+}
+
 function ruleChain(spec: DataplaneSpec, index: number): string[] {
   const rule = spec.portRules[index]!;
-  const owner = spec.ownership.rules[index]!;
   const accepted = `counter name ${names.accepted(index)}`;
   const dropped = `counter name ${names.dropped(index)}`;
   const lines = [`# ${describeRule(rule, index)}`];
   const carriesTcp = rule.protocol !== 'udp';
-  if (rule.mode === 'disabled' || owner.disabled) {
+  if (rule.mode === 'disabled') {
     lines.push('# disabled: everything the rule covers is dropped, established connections too');
     lines.push(`${dropped} drop`);
     return lines;
   }
-  if (!spec.ownership.active) {
-    if (spec.ownership.dropEstablished) {
-      lines.push('# host stopped: established connections are dropped too');
-    } else {
-      lines.push('# host not taking part: established TCP connections only');
-      if (carriesTcp) {
-        lines.push(`${tcpEstablished} ${accepted} accept`);
-      }
-    }
-    lines.push(`${dropped} drop`);
-    return lines;
-  }
-  if (carriesTcp) {
-    lines.push(`${tcpEstablished} ${accepted} accept`);
-  }
-  lines.push(`meta mark set ${hex32(leaseKey)}`);
-  lines.push(`meta mark != @${names.lease} counter name ${names.leaseExpired} ${dropped} drop`);
+  lines.push(...stateChecks(ruleKey(index), carriesTcp, accepted, dropped));
   for (const family of ruleFamilies(rule, spec.clusterIps)) {
     lines.push(
       `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${hex32(spec.hashSeed)}`,
@@ -320,28 +372,16 @@ function ruleChain(spec: DataplaneSpec, index: number): string[] {
   return lines;
 }
 
-function uncoveredChain(spec: DataplaneSpec): string[] {
+function uncoveredChain(): string[] {
   const accepted = `counter name ${names.uncoveredAccepted}`;
   const dropped = `counter name ${names.uncoveredDropped}`;
-  const { active, dropEstablished, isDefault } = spec.ownership;
-  const lines = ['# VIP traffic no port rule covers: the default host takes it'];
-  if (!active && dropEstablished) {
-    lines.push('# host stopped: established connections are dropped too');
-    lines.push(`${dropped} drop`);
-    return lines;
-  }
-  // Established TCP stays where it is, so connections survive the default host changing.
-  lines.push(`${tcpEstablished} ${accepted} accept`);
-  if (!active || !isDefault) {
-    lines.push(active ? '# not the default host' : '# host not taking part');
-    lines.push(`${dropped} drop`);
-    return lines;
-  }
-  lines.push(`meta mark set ${hex32(leaseKey)}`);
-  lines.push(`meta mark != @${names.lease} counter name ${names.leaseExpired} ${dropped} drop`);
-  lines.push(`${notSyn} ${dropped} drop`);
-  lines.push(`ct mark set ${hex32(ctMarkBase('uncovered'))} ${accepted} accept`);
-  return lines;
+  return [
+    '# VIP traffic no port rule covers: the default host takes it',
+    // Established TCP stays where it is, so connections survive the default host changing.
+    ...stateChecks(ruleKey('uncovered'), true, accepted, dropped),
+    `${notSyn} ${dropped} drop`,
+    `ct mark set ${hex32(ctMarkBase('uncovered'))} ${accepted} accept`,
+  ];
 }
 
 function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
@@ -369,7 +409,7 @@ function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
   return lines;
 }
 
-function setBlock(name: string, flags: string | undefined, elements: string[]): string[] {
+function setBlock(name: string, flags: string | undefined, elements: readonly string[]): string[] {
   const lines = [`set ${name} {`, '\ttype mark'];
   if (flags !== undefined) {
     lines.push(`\tflags ${flags}`);
@@ -399,6 +439,8 @@ function leaseElement(spec: DataplaneSpec): string {
 }
 
 function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
+  const stateElements = (keys: (ownership: Ownership) => number[]): string[] =>
+    keys(spec.ownership).map(hex32);
   const body: string[] = [];
   for (const name of counterNames(spec)) {
     body.push(`counter ${name} {}`);
@@ -406,6 +448,8 @@ function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
   body.push('');
   body.push(...setBlock(names.lease, 'timeout', withSets ? [leaseElement(spec)] : []));
   body.push(...setBlock(names.sync, 'timeout', []));
+  body.push(...setBlock(names.dropAll, undefined, withSets ? stateElements(dropAllKeys) : []));
+  body.push(...setBlock(names.newFlows, undefined, withSets ? stateElements(newFlowsKeys) : []));
   spec.ownership.rules.forEach((owner, i) => {
     const owned = withSets ? owner.owned.map(String) : [];
     const orphan = withSets ? owner.orphan.map(String) : [];
@@ -426,7 +470,7 @@ function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
   body.push(...chainBlock('prerouting', dispatch));
   spec.clusterIps.forEach((_, i) => body.push(...chainBlock(`vip${i}`, vipChain(spec, i))));
   spec.portRules.forEach((_, i) => body.push(...chainBlock(`rule${i}`, ruleChain(spec, i))));
-  body.push(...chainBlock('uncovered', uncoveredChain(spec)));
+  body.push(...chainBlock('uncovered', uncoveredChain()));
   const family = `inet ${spec.tableName}`;
   return [
     `add table ${family}`,
@@ -493,9 +537,11 @@ function structure(spec: DataplaneSpec): string {
 
 /**
  * The one-line transaction turning the sets of `applied` into those of `next`, ending with the
- * lease refresh; undefined when anything besides the owned and orphan sets (or the lease
- * timeout) differs, so only a whole-table apply can get there. A few set changes cost ~2 ms on
- * the long-lived nft process against ~17 ms for a whole table (DESIGN.md §4).
+ * lease refresh; undefined when the configuration differs (cluster IPs, port rules, seed, mode,
+ * interface, MACs, table name), so only a whole-table apply can get there. Every ownership
+ * change is set elements only (the chains do not depend on it), so it always comes here: a few
+ * set changes cost ~2 ms on the long-lived nft process against ~17-45 ms for a whole table
+ * (DESIGN.md §4). The transaction is atomic, so the order of its commands does not matter.
  */
 export function renderOwnershipUpdate(
   applied: DataplaneSpec,
@@ -507,20 +553,27 @@ export function renderOwnershipUpdate(
     return undefined;
   }
   const commands: string[] = [];
-  const replaceSet = (name: string, before: readonly number[], after: readonly number[]): void => {
+  const replaceSet = (
+    name: string,
+    before: readonly number[],
+    after: readonly number[],
+    format: (key: number) => string,
+  ): void => {
     if (before.length === after.length && before.every((b, i) => b === after[i])) {
       return;
     }
     const set = `inet ${next.tableName} ${name}`;
     commands.push(`flush set ${set}`);
     if (after.length > 0) {
-      commands.push(`add element ${set} { ${after.join(', ')} }`);
+      commands.push(`add element ${set} { ${after.map(format).join(', ')} }`);
     }
   };
+  replaceSet(names.dropAll, dropAllKeys(applied.ownership), dropAllKeys(next.ownership), hex32);
+  replaceSet(names.newFlows, newFlowsKeys(applied.ownership), newFlowsKeys(next.ownership), hex32);
   next.ownership.rules.forEach((owner, i) => {
     const before = applied.ownership.rules[i]!;
-    replaceSet(names.owned(i), before.owned, owner.owned);
-    replaceSet(names.orphan(i), before.orphan, owner.orphan);
+    replaceSet(names.owned(i), before.owned, owner.owned, String);
+    replaceSet(names.orphan(i), before.orphan, owner.orphan, String);
   });
   commands.push(renderLeaseRefresh(next));
   return commands.join('; ');
