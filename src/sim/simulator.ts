@@ -148,6 +148,8 @@ class Simulation {
   private copiesDelivered = 0;
   private copiesLost = 0;
   private falseDetections = 0;
+  /** Pairs of live hosts split by a false detection, until they list each other again. */
+  private readonly splitPairs = new Set<number>();
   private readonly stepsMax: number;
 
   constructor(
@@ -608,21 +610,33 @@ class Simulation {
       `h${node.hostId} status ${status.state}${status.converged ? '' : ' (not converged)'} members=${status.members.join(',')} map=${status.mapDigest.slice(0, 8)}`,
     );
     this.changes.statusChanged(node, this.nowMs);
-    // A false detection: a live member this host hears over an up link left its view.
-    if (status.members.includes(status.hostId) && !sameIds(previous.members, status.members)) {
-      const { removed } = diff(previous.members, status.members);
-      for (const id of removed) {
-        const peer = this.liveNodes().find((n) => n.hostId === id && n.expect === 'member');
-        if (
-          peer !== undefined &&
-          this.network.isUp(peer.slot, node.slot) &&
-          peer.status.state !== 'draining'
-        ) {
-          this.falseDetections += 1;
-          this.note(
-            `sim false detection: h${node.hostId} dropped h${id}, which is alive and connected`,
-          );
-        }
+    // A false detection: a live member, over an up link, left this host's view. Counted once
+    // per pair and episode (the peer dropping this host in turn is the same episode), until
+    // both list each other again.
+    if (sameIds(previous.members, status.members)) return;
+    const { added, removed } = diff(previous.members, status.members);
+    const pairOf = (a: Node, b: Node): number =>
+      Math.min(a.index, b.index) * 65536 + Math.max(a.index, b.index);
+    for (const id of added) {
+      const peer = this.liveNodes().find((n) => n.hostId === id && n.expect === 'member');
+      if (peer !== undefined && peer.status.members.includes(node.hostId)) {
+        this.splitPairs.delete(pairOf(node, peer));
+      }
+    }
+    if (!status.members.includes(status.hostId)) return;
+    for (const id of removed) {
+      const peer = this.liveNodes().find((n) => n.hostId === id && n.expect === 'member');
+      if (
+        peer !== undefined &&
+        this.network.isUp(peer.slot, node.slot) &&
+        peer.status.state !== 'draining' &&
+        !this.splitPairs.has(pairOf(node, peer))
+      ) {
+        this.splitPairs.add(pairOf(node, peer));
+        this.falseDetections += 1;
+        this.note(
+          `sim false detection: h${node.hostId} dropped h${id}, which is alive and connected`,
+        );
       }
     }
   }

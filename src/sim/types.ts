@@ -135,6 +135,10 @@ export interface SimStats {
   readonly datagramsSent: number;
   readonly copiesDelivered: number;
   readonly copiesLost: number;
+  /**
+   * Times a host dropped a live member from its view while the link from it was up (a false
+   * detection), counted once per pair of hosts and episode.
+   */
   readonly falseDetections: number;
 }
 
