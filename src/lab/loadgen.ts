@@ -145,8 +145,10 @@ function checkBound(name: string, value: number, min: number, max: number): void
 
 /**
  * The source port of a connecting socket. Node caches getsockname on first read, so this is
- * only asked once connect() has been issued (after the tick in which net.connect was called),
- * when the kernel has already picked the ephemeral port.
+ * only asked once connect() has been issued. For an IP literal, net.connect issues it from a
+ * process.nextTick scheduled at the call, so a nextTick scheduled right after net.connect runs
+ * just after it, before any I/O callback: a setImmediate would run after the poll phase, where a
+ * fast refusal or reset may already have closed the handle (the port then read as 0).
  */
 function sourceOf(socket: net.Socket): { ip: string; port: number } {
   return { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 };
@@ -258,7 +260,7 @@ export async function runLoadgen(
         ...outcome,
       });
     };
-    setImmediate(() => {
+    process.nextTick(() => {
       if (!settled) {
         source = sourceOf(socket);
       }
@@ -317,7 +319,7 @@ export async function runLoadgen(
         opened();
       };
       const openTimer = setTimeout(() => breakHold('timeout', 'no HOLD reply'), timeoutMs);
-      setImmediate(() => {
+      process.nextTick(() => {
         const s = sourceOf(socket);
         record.sourceIp = s.ip || record.sourceIp;
         record.sourcePort = s.port;
