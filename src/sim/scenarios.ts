@@ -319,8 +319,13 @@ export function randomPlan(options: PlanOptions): SimPlan {
   const nodeEvents = ['crash', 'restart', 'join', 'stop', 'start', 'drainstop'] as const;
   const menu: Record<FaultProfile, readonly (readonly [string, number])[]> = {
     calm: nodeEvents.map((e) => [e, 1] as const),
-    lossy: [['conditions', 4], ...nodeEvents.map((e) => [e, 0.5] as const)],
-    partitions: [['partition', 4], ['cut', 2], ...nodeEvents.map((e) => [e, 0.3] as const)],
+    lossy: [['conditions', 4], ['link', 2], ...nodeEvents.map((e) => [e, 0.5] as const)],
+    partitions: [
+      ['partition', 4],
+      ['cut', 2],
+      ['link', 1],
+      ...nodeEvents.map((e) => [e, 0.3] as const),
+    ],
     churn: [...nodeEvents.map((e) => [e, 1] as const), ['duplicate', 0.7], ['mismatch', 0.7]],
     chaos: [
       ...nodeEvents.map((e) => [e, 1] as const),
@@ -329,9 +334,11 @@ export function randomPlan(options: PlanOptions): SimPlan {
       ['partition', 1.5],
       ['cut', 1],
       ['conditions', 2],
+      ['link', 1],
     ],
   };
   let partitionedUntil = -1;
+  const modifiedLinks = new Set<string>();
   let sparesUsed = 0;
   const pinnedUntil = new Map<number, number>();
   const free = (slot: number, at: number): boolean => (pinnedUntil.get(slot) ?? -1) < at;
@@ -463,6 +470,29 @@ export function randomPlan(options: PlanOptions): SimPlan {
         add(partitionedUntil, { do: 'heal' });
         break;
       }
+      case 'link': {
+        // One slow, lossy cable: its own delay, jitter and loss, in one direction.
+        if (slots < 2) break;
+        const room = budgetMs - maxOneWayDelayMs(base);
+        const a = prng.int(0, slots - 1);
+        let b = prng.int(0, slots - 2);
+        if (b >= a) b += 1;
+        const slow: LinkConditions = {
+          ...base,
+          delayMs: round(base.delayMs + Math.max(0, room / 2)),
+          jitterMs: round(base.jitterMs + Math.max(0, room / 4)),
+          lossRate: round(prng.pick([0, 0.05, 0.2, 0.5])),
+        };
+        add(at, { do: 'link', from: a, to: b, conditions: slow });
+        add(at + round(prng.float(1, 4 * T) * P), {
+          do: 'link',
+          from: a,
+          to: b,
+          conditions: undefined,
+        });
+        modifiedLinks.add(`${a}>${b}`);
+        break;
+      }
       case 'conditions': {
         const room = budgetMs - maxOneWayDelayMs(base);
         const lossy: LinkConditions = {
@@ -486,6 +516,10 @@ export function randomPlan(options: PlanOptions): SimPlan {
   }
   // Everything heals at the end of the window: I3's clock starts at the last action.
   schedule.push({ atMs: end, action: { do: 'heal' } });
+  for (const link of modifiedLinks) {
+    const [from, to] = link.split('>').map(Number) as [number, number];
+    schedule.push({ atMs: end, action: { do: 'link', from, to, conditions: undefined } });
+  }
   schedule.push({
     atMs: end,
     action: { do: 'conditions', conditions: base, label: 'link conditions restored' },
@@ -493,6 +527,7 @@ export function randomPlan(options: PlanOptions): SimPlan {
   const sorted = sortSchedule(schedule);
   for (const { action } of sorted) {
     if (action.do === 'conditions') checkDelay(action.conditions, P);
+    if (action.do === 'link' && action.conditions !== undefined) checkDelay(action.conditions, P);
   }
   const quiet = Math.max(...sorted.map((s) => s.atMs));
   const boundMs = convergenceBoundPeriods(T) * P;

@@ -481,6 +481,17 @@ class Simulation {
         this.network.heal();
         this.note('net heal: every link up');
         break;
+      case 'link': {
+        this.network.setLinkConditions(action.from, action.to, action.conditions);
+        const c = action.conditions;
+        const link = `${this.slotName(action.from)} -> ${this.slotName(action.to)}`;
+        this.note(
+          c === undefined
+            ? `net link ${link} back to the default conditions`
+            : `net link ${link}: delay ${c.delayMs}+${c.jitterMs} ms, loss ${(c.lossRate * 100).toFixed(1)}%`,
+        );
+        break;
+      }
       case 'conditions': {
         this.network.setConditions(action.conditions);
         const c = action.conditions;

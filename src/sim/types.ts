@@ -45,7 +45,14 @@ export type SimAction =
   | { readonly do: 'partition'; readonly groups: readonly (readonly number[])[] }
   | { readonly do: 'cut'; readonly from: number; readonly to: number }
   | { readonly do: 'heal' }
-  | { readonly do: 'conditions'; readonly conditions: LinkConditions; readonly label: string };
+  | { readonly do: 'conditions'; readonly conditions: LinkConditions; readonly label: string }
+  /** Conditions of one directed link (a slow or lossy cable); undefined restores the default. */
+  | {
+      readonly do: 'link';
+      readonly from: number;
+      readonly to: number;
+      readonly conditions: LinkConditions | undefined;
+    };
 
 export interface ScheduledAction {
   readonly atMs: number;
