@@ -170,7 +170,8 @@ describe.runIf(isRoot)('lab cluster: join, drainstop and start under load', () =
     );
     expectNoLoss(result);
     expect(holdsOn3.length).toBeGreaterThan(0);
-    expect(holdsOn3.every((h) => h.pingsOk > 20)).toBe(true);
+    // They kept echoing while host 3 drained (about 7 pings before the drainstop, 25 in all).
+    expect(holdsOn3.every((h) => h.pingsOk > 15)).toBe(true);
     expect(lateOn3).toEqual([]);
     // Connections started after the drainstop land as the map of hosts 1 and 2 says.
     const later = result.connections.filter((c) => load.wallMs(c.atMs) > others.atMs + 100);
