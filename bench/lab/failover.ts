@@ -1,0 +1,226 @@
+// Failover time in the lab: a host crashes (nlbd SIGKILLed and its link cut at the same instant)
+// and we measure until every bucket it owned serves new connections again, from a survivor.
+//
+// The prober (prober.ts) in the client namespace opens a fresh connection into each dead bucket
+// every few ms from a source port that hashes into it, with a 50 ms timeout, so the first
+// attempt a survivor answers marks that bucket's failover to within the probe spacing. Before
+// the expected takeover it probes slowly (every 50 ms) and from one period before the earliest
+// possible takeover every 5 ms, which keeps the two cores free for the daemons.
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  cutLink,
+  killHostDaemon,
+  type LabState,
+  restoreLink,
+  startHostDaemon,
+} from '../../src/lab/lab.js';
+import { labVip } from '../../src/lab/naming.js';
+import type { Attempt, ProberConfig, ProberResult } from './prober.js';
+import {
+  daemonLog,
+  flowConfigOf,
+  maxOf,
+  median,
+  nowEpochMs,
+  ownersNow,
+  portsByBucket,
+  round,
+  helperReady,
+  startHelper,
+  waitConverged,
+} from './support.js';
+
+export interface FailoverSetting {
+  readonly periodMs: number;
+  readonly tolerance: number;
+  readonly label: string;
+}
+
+export interface FailoverRun {
+  readonly repeat: number;
+  readonly victim: number;
+  readonly deadBuckets: number;
+  /** tolerance × period: how long a silent host lives on in its peers' views. */
+  readonly detectionMs: number;
+  /** Crash → the last dead bucket answered by a survivor (start of that attempt). */
+  readonly failoverMs: number | null;
+  readonly marginMs: number | null;
+  /** Per dead bucket, crash → first answer by a survivor. */
+  readonly bucketFailoverMs: { readonly p50: number | null; readonly max: number | null };
+  /** Spacing of the worst bucket's probes around its first answer: the timing resolution. */
+  readonly resolutionMs: number | null;
+  /** The victim's last heartbeat heard by a survivor, relative to the crash (≤ 0). */
+  readonly lastHeardMs: number | null;
+  /** From that heartbeat to the failover: the worst case of a crash just after a heartbeat. */
+  readonly failoverFromLastHeardMs: number | null;
+  readonly marginFromLastHeardMs: number | null;
+  /** The first survivor's "host declared dead", relative to the crash. */
+  readonly declaredDeadMs: number | null;
+  readonly probes: number;
+  readonly probesFailedAfterCrash: number;
+  /** Dead buckets that no survivor answered before the prober's bound. */
+  readonly bucketsNeverServed: number;
+  /** Attempts before the crash answered by another host than the victim: a wrong map. */
+  readonly answeredByOtherBeforeCrash: number;
+  readonly rejoinMs: number | null;
+}
+
+const fastIntervalMs = 5;
+const slowIntervalMs = 50;
+const probeTimeoutMs = 50;
+const baselineMs = 300;
+const victims = [2, 3, 1] as const;
+
+function sortedAttempts(attempts: readonly Attempt[]): Attempt[] {
+  return [...attempts].sort((a, b) => a[0] - b[0]);
+}
+
+export async function runFailoverRepeats(
+  lab: LabState,
+  setting: FailoverSetting,
+  repeats: number,
+  log: (line: string) => void,
+  signal: AbortSignal,
+): Promise<FailoverRun[]> {
+  const detectionMs = setting.periodMs * setting.tolerance;
+  const convergeTimeoutMs = 15_000 + 3 * detectionMs;
+  const hostIds = lab.hosts.map((h) => h.id);
+  await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
+  const flow = await flowConfigOf(lab);
+  const client = lab.clients[0]!;
+  const ports = portsByBucket(client.ip, flow);
+  const runs: FailoverRun[] = [];
+
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    signal.throwIfAborted();
+    const victim = victims[repeat % victims.length]!;
+    const survivors = hostIds.filter((id) => id !== victim);
+    const owners = await ownersNow(lab, hostIds, flow.buckets);
+    const dead = owners.flatMap((owner, bucket) => (owner === victim ? [bucket] : []));
+    // The earliest possible takeover is one period before the detection time (the crash came
+    // just before a heartbeat was due); probe finely from a little before that.
+    const fastFromMs = Math.max(0, detectionMs - setting.periodMs - 100);
+    const config: ProberConfig = {
+      target: labVip,
+      port: 80,
+      sourceIp: client.ip,
+      buckets: dead.map((bucket) => ({ bucket, ports: ports[bucket]! })),
+      intervalMs: fastFromMs > 0 ? slowIntervalMs : fastIntervalMs,
+      timeoutMs: probeTimeoutMs,
+      durationMsMax: baselineMs + detectionMs + 5_000,
+    };
+    const prober = startHelper<ProberResult>(
+      lab,
+      'c1',
+      'prober',
+      config,
+      config.durationMsMax + 30_000,
+    );
+    let crashAt = 0;
+    let result: ProberResult;
+    try {
+      await helperReady(prober);
+      await sleep(baselineMs, undefined, { signal });
+      crashAt = nowEpochMs();
+      await Promise.all([killHostDaemon(lab, victim), cutLink(lab, victim)]);
+      prober.send({
+        cmd: 'until',
+        afterEpochMs: crashAt,
+        expect: Object.fromEntries(dead.map((bucket) => [String(bucket), survivors])),
+        tailMs: 100,
+      });
+      if (fastFromMs > 0) {
+        await sleep(Math.max(0, crashAt + fastFromMs - nowEpochMs()), undefined, { signal });
+        prober.send({ cmd: 'interval', intervalMs: fastIntervalMs });
+      }
+      result = await prober.next();
+    } finally {
+      prober.kill();
+    }
+
+    const crashRel = crashAt - result.originEpochMs;
+    let probes = 0;
+    let failedAfter = 0;
+    let otherBefore = 0;
+    let never = 0;
+    const perBucket: { ms: number; resolutionMs: number }[] = [];
+    for (const { attempts } of result.buckets) {
+      const sorted = sortedAttempts(attempts);
+      probes += sorted.length;
+      otherBefore += sorted.filter(
+        ([at, o]) => at < crashRel && typeof o === 'number' && o !== victim,
+      ).length;
+      failedAfter += sorted.filter(([at, o]) => at >= crashRel && typeof o !== 'number').length;
+      const index = sorted.findIndex(
+        ([at, o]) => at >= crashRel && typeof o === 'number' && survivors.includes(o),
+      );
+      if (index < 0) {
+        never++;
+        continue;
+      }
+      const at = sorted[index]![0];
+      const previous = index > 0 ? sorted[index - 1]![0] : at;
+      perBucket.push({ ms: at - crashRel, resolutionMs: at - previous });
+    }
+    const worst = perBucket.reduce<(typeof perBucket)[number] | undefined>(
+      (w, b) => (w === undefined || b.ms > w.ms ? b : w),
+      undefined,
+    );
+    const failoverMs = never > 0 || worst === undefined ? null : worst.ms;
+
+    // The survivors log "host declared dead" with how long the victim had been silent: that
+    // places the victim's last heartbeat on the same clock (epoch ms, sub-ms).
+    const declared = survivors.flatMap((id) =>
+      daemonLog(lab, id).filter(
+        (r) =>
+          r.event === 'host declared dead' &&
+          r.host === victim &&
+          typeof r.atMs === 'number' &&
+          typeof r.silentMs === 'number' &&
+          r.atMs >= crashAt - 50,
+      ),
+    );
+    const lastHeardEpoch = maxOf(declared.map((r) => (r.atMs as number) - (r.silentMs as number)));
+    const declaredEpoch =
+      declared.length === 0 ? null : Math.min(...declared.map((r) => r.atMs as number));
+    const lastHeardMs = lastHeardEpoch === null ? null : lastHeardEpoch - crashAt;
+
+    await restoreLink(lab, victim);
+    await startHostDaemon(lab, victim);
+    const rejoinMs = await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
+    const run: FailoverRun = {
+      repeat: repeat + 1,
+      victim,
+      deadBuckets: dead.length,
+      detectionMs,
+      failoverMs: failoverMs === null ? null : round(failoverMs),
+      marginMs: failoverMs === null ? null : round(failoverMs - detectionMs),
+      bucketFailoverMs: {
+        p50: perBucket.length === 0 ? null : round(median(perBucket.map((b) => b.ms))!),
+        max: perBucket.length === 0 ? null : round(maxOf(perBucket.map((b) => b.ms))!),
+      },
+      resolutionMs: worst === undefined ? null : round(worst.resolutionMs),
+      lastHeardMs: lastHeardMs === null ? null : round(lastHeardMs),
+      failoverFromLastHeardMs:
+        failoverMs === null || lastHeardMs === null ? null : round(failoverMs - lastHeardMs),
+      marginFromLastHeardMs:
+        failoverMs === null || lastHeardMs === null
+          ? null
+          : round(failoverMs - lastHeardMs - detectionMs),
+      declaredDeadMs: declaredEpoch === null ? null : round(declaredEpoch - crashAt),
+      probes,
+      probesFailedAfterCrash: failedAfter,
+      bucketsNeverServed: never,
+      answeredByOtherBeforeCrash: otherBefore,
+      rejoinMs: round(rejoinMs),
+    };
+    runs.push(run);
+    log(
+      `  ${setting.label} #${run.repeat}: host ${victim} (${dead.length} buckets) failover ${run.failoverMs ?? 'never'} ms` +
+        ` (detection ${detectionMs}, margin ${run.marginMs ?? '-'}; from last heartbeat ${run.failoverFromLastHeardMs ?? '-'} ms), rejoined in ${run.rejoinMs} ms`,
+    );
+    // Let the rejoined host's first heartbeats settle before the next crash.
+    await sleep(Math.max(500, 2 * setting.periodMs), undefined, { signal });
+  }
+  return runs;
+}

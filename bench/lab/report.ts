@@ -1,0 +1,245 @@
+// The lab benchmark's report: its shape (lab.json) and its rendering for people (lab.md).
+import type { FailoverRun, FailoverSetting } from './failover.js';
+import type { PlannedResult } from './planned.js';
+import type { FilterResult, ProxyResult } from './throughput.js';
+
+export interface Target {
+  readonly id: string;
+  readonly target: string;
+  readonly pass: boolean;
+  readonly measured: string;
+  /** A stricter reading than the issue asks, shown for insight; not part of the verdict. */
+  readonly diagnostic?: boolean;
+}
+
+export interface LabReport {
+  readonly bench: 'lab';
+  readonly generatedAt: string;
+  readonly wallSeconds: number;
+  readonly quick: boolean;
+  readonly parts: readonly string[];
+  readonly machine: Record<string, unknown>;
+  readonly targets: Target[];
+  readonly failover: {
+    readonly setting: FailoverSetting & { boundMs?: number };
+    readonly lab: string;
+    readonly runs: FailoverRun[];
+  }[];
+  readonly planned: (PlannedResult & { lab: string }) | null;
+  readonly programming: {
+    readonly samples: number;
+    readonly bySets: number;
+    readonly byTable: number;
+    readonly p50Ms: number | null;
+    readonly p90Ms: number | null;
+    readonly p99Ms: number | null;
+    readonly maxMs: number | null;
+    readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
+  };
+  readonly filter: (FilterResult & { lab: string }) | null;
+  readonly proxy: (ProxyResult & { lab: string }) | null;
+  readonly errors: { part: string; error: string }[];
+}
+
+function fmt(value: number | null | undefined, digits = 1): string {
+  return value === null || value === undefined ? '-' : value.toFixed(digits);
+}
+
+function nums(values: readonly (number | null)[]): number[] {
+  return values.filter((v): v is number => v !== null);
+}
+
+function medianOf(values: readonly (number | null)[]): number | null {
+  const sorted = nums(values).sort((a, b) => a - b);
+  if (sorted.length === 0) return null;
+  const half = sorted.length / 2;
+  return Number.isInteger(half)
+    ? (sorted[half - 1]! + sorted[half]!) / 2
+    : sorted[Math.floor(half)]!;
+}
+
+function maxOf(values: readonly (number | null)[]): number | null {
+  const list = nums(values);
+  return list.length === 0 ? null : Math.max(...list);
+}
+
+export function renderMarkdown(report: LabReport): string {
+  const m = report.machine as {
+    cpu: string;
+    cores: number;
+    kernel: string;
+    node: string;
+    memoryGiB: number;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd: number[];
+  };
+  const out: string[] = [
+    '# Lab benchmark: the data plane on real network namespaces',
+    '',
+    `Generated ${report.generatedAt} by \`npm run bench:lab\`${report.quick ? ' (quick mode)' : ''} in ${report.wallSeconds} s,`,
+    `on ${m.cpu} (${m.cores} cores, ${m.memoryGiB} GiB), ${m.kernel}, Node ${m.node}.`,
+    `Load average (1, 5, 15 min) ${m.loadAverageAtStart.join(', ')} at the start and ${m.loadAverageAtEnd.join(', ')} at the end:`,
+    'the machine is shared, and everything (hosts, clients, proxy, switch) runs on its cores.',
+    '',
+    'Each lab: 3 hosts running nlbd and the lab backend, unicast mode, one port rule (TCP 80,',
+    'affinity none, 60 buckets), a bridge as the switch, all on 198.18.0.0/24 in namespaces.',
+    '',
+    '## Targets',
+    '',
+    '| target | result | measured |',
+    '|---|---|---|',
+    ...report.targets.map(
+      (t) =>
+        `| ${t.target} | ${t.pass ? 'PASS' : 'FAIL'}${t.diagnostic ? ' (diagnostic, not a target)' : ''} | ${t.measured} |`,
+    ),
+    '',
+  ];
+  if (report.errors.length > 0) {
+    out.push('## Errors', '', ...report.errors.map((e) => `- ${e.part}: ${e.error}`), '');
+  }
+
+  if (report.failover.length > 0) {
+    out.push(
+      '## Failover: crash → every dead bucket serves new connections again',
+      '',
+      "The crash: the victim's nlbd is SIGKILLed and its switch port cut at the same instant. A",
+      'prober in the client namespace opens a fresh connection into each of the dead buckets every',
+      '5 ms (every 50 ms until one period before the earliest possible takeover), each from a source',
+      'port that hashes into that bucket, with a 50 ms timeout; failover is the start of the first',
+      'attempt a survivor answered in the last bucket to be served. *Detection* is tolerance × period;',
+      '*margin* = failover − detection (negative when the crash fell between two heartbeats, as it',
+      "usually does). *From last heartbeat* counts from the victim's last heartbeat a survivor heard",
+      "(from the survivors' `host declared dead` log records), i.e. as if the crash came just after",
+      'a heartbeat: its margin over detection is the cost of the protocol and the kernel update.',
+      '',
+      '| heartbeat | # | victim | dead buckets | detection | failover | margin | from last heartbeat | its margin | declared dead | resolution | probes unanswered | rejoin |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    );
+    for (const f of report.failover) {
+      for (const r of f.runs) {
+        out.push(
+          `| ${f.setting.label} | ${r.repeat} | h${r.victim} | ${r.deadBuckets} | ${r.detectionMs} | ${fmt(r.failoverMs)} | ${fmt(r.marginMs)} | ${fmt(r.failoverFromLastHeardMs)} | ${fmt(r.marginFromLastHeardMs)} | ${fmt(r.declaredDeadMs)} | ${fmt(r.resolutionMs)} | ${r.probesFailedAfterCrash} | ${fmt(r.rejoinMs, 0)} |`,
+        );
+      }
+    }
+    out.push(
+      '',
+      '| heartbeat | crashes | failover median | failover max | margin max | margin from last heartbeat, max |',
+      '|---|---|---|---|---|---|',
+      ...report.failover.map(
+        (f) =>
+          `| ${f.setting.label} | ${f.runs.length} | ${fmt(medianOf(f.runs.map((r) => r.failoverMs)))} | ${fmt(maxOf(f.runs.map((r) => r.failoverMs)))} | ${fmt(maxOf(f.runs.map((r) => r.marginMs)))} | ${fmt(maxOf(f.runs.map((r) => r.marginFromLastHeardMs)))} |`,
+      ),
+      '',
+      "All times in ms. *Resolution*: the spacing of the worst bucket's probes around its first answer.",
+      '',
+    );
+  }
+
+  const p = report.planned;
+  if (p !== null) {
+    out.push(
+      '## Planned changes under load (200 ms × 5)',
+      '',
+      `Hosts 1 and 2 serve; the load generator opens ${p.ratePerSecond} new connections/s (each \`GET\`, from 9`,
+      `client addresses) and holds ${p.holdsOpened} long-lived connections (pinged every 100 ms). Then host 3`,
+      'joins, host 2 drainstops, host 3 stops, a few seconds apart. Requests are counted in the window',
+      'from their change to the next. A request answered only after ≥ 900 ms had its first SYN lost in',
+      'a gap (the client retransmits after 1 s): it did not fail, but it waited. The gap of a moving',
+      "bucket is measured by the prober (5 ms spacing, 50 ms timeout): from the old owner's last answer",
+      "to the new owner's first (an upper bound, one probe spacing included); unanswered probes",
+      'between them are SYNs that fell into the gap; their spread is a lower bound. The prober shares',
+      'the two cores with everything else, so it may stall; the *gap in the kernels* comes from the',
+      "daemons' own logs instead: when the old owner's kernel stopped taking the buckets and when the",
+      "new owner's kernel started (each logged as it happens, ms resolution).",
+      '',
+      `Baseline before the first change: ${p.steady.requests} requests, ${p.steady.requestsFailed} failed.`,
+      '',
+      '| change | buckets moved | as predicted | converged (ms) | requests | failed | dropped by stop (by design) | SYN retried | long-lived broken | gap in the kernels (ms) | gap seen by the prober ≤ (ms) | probes unanswered | gap ≥ (ms) | answers by old owner after new |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...p.changes.map(
+        (c) =>
+          `| ${c.change} h${c.host} | ${c.bucketsMoved} | ${c.movedAsPredicted ? 'yes' : 'NO'} | ${fmt(c.convergedMs, 0)} | ${c.requests} | ${c.requestsFailed}${
+            Object.keys(c.failuresByKind).length > 0
+              ? ` (${Object.entries(c.failuresByKind)
+                  .map(([k, v]) => `${k} ${v}`)
+                  .join(', ')})`
+              : ''
+          } | ${c.requestsDroppedByStop} | ${c.requestsSynRetried} | ${c.holdsBroken} | ${fmt(c.gap.kernelMaxMs, 0)} | ${fmt(c.gap.maxUpperMs)} | ${c.gap.probesUnanswered} | ${fmt(c.gap.maxLowerMs)} | ${c.gap.answersByOldAfterNew} |`,
+      ),
+      '',
+      `Over the whole run the load generator started ${p.loadgen.started} connections; ${p.loadgen.failed} failed; ${p.loadgen.holdsBroken} long-lived connections broke.`,
+      'A join converges only after the new host has listened for one detection time (1 s).',
+      '',
+    );
+  }
+
+  const g = report.programming;
+  out.push(
+    '## Decision → kernel programmed',
+    '',
+    'From every nlbd log over every lab above (`ownership programmed`, `programMs`: from the',
+    'moment the protocol core decided a new ownership until the kernel holds it; set updates through',
+    'the long-lived `nft` process, or a whole-table load).',
+    '',
+    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms.`,
+    '',
+    '| lab | changes | max (ms) |',
+    '|---|---|---|',
+    ...g.perLab.map((l) => `| ${l.lab} | ${l.samples} | ${fmt(l.maxMs, 2)} |`),
+    '',
+  );
+
+  const f = report.filter;
+  if (f !== null) {
+    out.push(
+      '## Filter overhead (iperf3, one TCP stream)',
+      '',
+      `iperf3 server in host 1 on port 80, client in the client namespace, ${f.seconds} s per run, alternating`,
+      "in one lab: to host 1's dedicated IP (the filter does not look at it) and to the VIP from a",
+      "source port in one of host 1's buckets (the whole filter). Both are flooded to all three hosts",
+      '(unicast mode: every host carries the cluster MAC).',
+      '',
+      '| run | path | Gbit/s | retransmits | sender CPU % | receiver CPU % |',
+      '|---|---|---|---|---|---|',
+      ...f.runs.map(
+        (r, i) =>
+          `| ${i + 1} | ${r.path === 'vip' ? 'VIP (filter)' : 'dedicated IP (no filter)'} | ${fmt(r.gbps, 2)} | ${r.retransmits ?? '-'} | ${fmt(r.cpuSenderPercent)} | ${fmt(r.cpuReceiverPercent)} |`,
+      ),
+      '',
+      `Ratio VIP / dedicated IP per round: ${f.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(f.ratio, 3)} (the verdict).`,
+      `Medians over all runs: VIP ${fmt(f.vipGbps, 2)} Gbit/s, dedicated IP ${fmt(f.dedicatedGbps, 2)} Gbit/s (ratio ${fmt(f.ratioOfMedians, 3)}).`,
+      '',
+    );
+  }
+
+  const x = report.proxy;
+  if (x !== null) {
+    out.push(
+      '## Requests per second: cluster vs haproxy',
+      '',
+      `A closed-loop client (one process, ${x.concurrency} concurrent workers, each: connect, \`GET / HTTP/1.0\`,`,
+      `read the reply, close) in the client namespace, ${x.seconds} s per run, against the VIP and against`,
+      `${x.haproxyVersion.replace(/ - https.*$/, '')} (Debian package, default threads, round robin over the hosts'`,
+      'dedicated IPs) in a namespace of its own on the same switch, in TCP mode (layer 4, like the',
+      `cluster) and in HTTP mode; ${x.rounds} rounds, the order rotating every round, after a warm-up.`,
+      '',
+      '| round | target | requests/s | failed | per host | p50 latency (ms) | p99 latency (ms) |',
+      '|---|---|---|---|---|---|---|',
+      ...x.runs.map(
+        (r) =>
+          `| ${r.round} | ${r.kind} | ${fmt(r.requestsPerSecond, 0)} | ${r.failed} | ${Object.entries(
+            r.perHost,
+          )
+            .map(([h, n]) => `h${h} ${n}`)
+            .join(', ')} | ${fmt(r.latencyP50Ms, 2)} | ${fmt(r.latencyP99Ms, 2)} |`,
+      ),
+      '',
+      `Medians: cluster ${fmt(x.medianRequestsPerSecond.cluster, 0)}/s, haproxy tcp ${fmt(x.medianRequestsPerSecond['haproxy-tcp'], 0)}/s, haproxy http ${fmt(x.medianRequestsPerSecond['haproxy-http'], 0)}/s;`,
+      `cluster / haproxy: ${fmt(x.ratioTcp, 3)} (tcp), ${fmt(x.ratioHttp, 3)} (http), ${fmt(x.ratioOfMedians, 3)} (the faster).`,
+      `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
+      '',
+    );
+  }
+  return out.join('\n');
+}

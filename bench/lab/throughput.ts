@@ -1,0 +1,442 @@
+// Throughput in the lab: what the filter costs a bulk TCP stream (iperf3), and requests per
+// second of the cluster against the same three backends behind haproxy.
+//
+// Filter overhead. iperf3's server runs in host 1 on port 80 (the lab's port rule, so the VIP
+// stream goes through the whole filter: verdict map, port rule, conntrack state); its client
+// runs in the client namespace. The same stream goes once to host 1's dedicated IP (which the
+// filter leaves alone: the verdict map does not match it) and once to the VIP, alternately, in
+// one lab. In unicast mode both addresses resolve to the cluster MAC, so both streams are
+// flooded to every host alike: the only difference is the filter. iperf3 opens a control
+// connection from an ephemeral port and the data stream from --cport; both must hash into a
+// bucket host 1 owns, so the client namespace's ephemeral range is narrowed to one such port.
+//
+// Cluster vs haproxy. A closed-loop client (http-client.ts) opens a new connection per request
+// at fixed concurrency for a fixed time, against the VIP, then against haproxy (Debian's package,
+// round robin over the hosts' dedicated IPs) running in a namespace of its own on the lab's
+// switch (a lab "client" namespace used as the proxy machine). haproxy runs in TCP mode (layer
+// 4, like the cluster) and in HTTP mode; the runs alternate so that drift hits both alike.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type LabState, targetNamespace } from '../../src/lab/lab.js';
+import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
+import type { HttpClientConfig, HttpClientResult } from './http-client.js';
+import {
+  flowConfigOf,
+  median,
+  nowEpochMs,
+  ownersNow,
+  portsByBucket,
+  round,
+  helperReady,
+  startHelper,
+  waitConverged,
+} from './support.js';
+
+const convergeTimeoutMs = 20_000;
+
+function execNs(
+  lab: LabState,
+  target: string,
+  argv: readonly string[],
+  timeoutMs: number,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', targetNamespace(lab, target), ...argv],
+      { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+function spawnNs(lab: LabState, target: string, argv: readonly string[]): ChildProcess {
+  const child = spawn('ip', ['netns', 'exec', targetNamespace(lab, target), ...argv], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.on('error', () => undefined);
+  return child;
+}
+
+async function stopChild(child: ChildProcess, graceMs = 2_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await closed;
+  clearTimeout(timer);
+}
+
+async function waitListening(
+  lab: LabState,
+  target: string,
+  port: number,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = nowEpochMs() + timeoutMs;
+  while (nowEpochMs() < deadline) {
+    const { stdout } = await execNs(lab, target, ['ss', '-Htln', `sport = :${port}`], 5_000);
+    if (stdout.trim() !== '') return;
+    await sleep(50);
+  }
+  throw new Error(`nothing listens on :${port} in ${target} after ${timeoutMs} ms`);
+}
+
+// ---------------------------------------------------------------------------- filter overhead
+
+function optionalRound(value: number | undefined): number | null {
+  return value === undefined ? null : round(value);
+}
+
+export interface IperfRun {
+  readonly round: number;
+  readonly path: 'dedicated' | 'vip';
+  readonly target: string;
+  readonly gbps: number;
+  readonly retransmits: number | null;
+  readonly cpuSenderPercent: number | null;
+  readonly cpuReceiverPercent: number | null;
+}
+
+export interface FilterResult {
+  readonly seconds: number;
+  readonly rounds: number;
+  readonly runs: IperfRun[];
+  /** Per round, VIP / dedicated IP of its two adjacent runs. */
+  readonly roundRatios: number[];
+  readonly dedicatedGbps: number | null;
+  readonly vipGbps: number | null;
+  /** The verdict: the median of the per-round ratios (adjacent runs, so drift cancels). */
+  readonly ratio: number | null;
+  /** Median through the filter / median without it, for comparison. */
+  readonly ratioOfMedians: number | null;
+}
+
+interface IperfJson {
+  error?: string;
+  end?: {
+    sum_received?: { bits_per_second?: number };
+    sum_sent?: { retransmits?: number };
+    cpu_utilization_percent?: { host_total?: number; remote_total?: number };
+  };
+}
+
+export async function runFilterOverhead(
+  lab: LabState,
+  seconds: number,
+  rounds: number,
+  log: (line: string) => void,
+  signal: AbortSignal,
+): Promise<FilterResult> {
+  // Each round runs both paths, in the opposite order to the round before (ABBA), so that a
+  // drift of the machine's load does not favour either.
+  const order = Array.from({ length: rounds }, (_, r) =>
+    r % 2 === 0 ? (['dedicated', 'vip'] as const) : (['vip', 'dedicated'] as const),
+  ).flat();
+  const hostIds = lab.hosts.map((h) => h.id);
+  await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
+  const flow = await flowConfigOf(lab);
+  const client = lab.clients[0]!;
+  const host = lab.hosts[0]!;
+  assertLabSafeAddress(host.ip, 'iperf3 target');
+  const owners = await ownersNow(lab, hostIds, flow.buckets);
+  const ports = portsByBucket(client.ip, flow);
+  const hostPorts = ports
+    .flatMap((list, bucket) => (owners[bucket] === host.id ? list : []))
+    .sort((a, b) => a - b);
+  if (hostPorts.length < 2 * order.length)
+    throw new Error('too few source ports in host 1 buckets');
+
+  const server = spawnNs(lab, 'h1', ['iperf3', '-s', '-p', '80']);
+  const runs: IperfRun[] = [];
+  try {
+    await waitListening(lab, 'h1', 80, 5_000);
+    for (const [i, kind] of order.entries()) {
+      signal.throwIfAborted();
+      // A fresh pair of ports per run: the client leaves the control connection in TIME_WAIT.
+      const controlPort = hostPorts[2 * i]!;
+      const dataPort = hostPorts[2 * i + 1]!;
+      const range = await execNs(
+        lab,
+        'c1',
+        ['sysctl', '-q', '-w', `net.ipv4.ip_local_port_range=${controlPort} ${controlPort}`],
+        5_000,
+      );
+      if (range.code !== 0) throw new Error(`sysctl in c1 failed: ${range.stderr.trim()}`);
+      const target = kind === 'vip' ? labVip : host.ip;
+      const out = await execNs(
+        lab,
+        'c1',
+        [
+          'iperf3',
+          '-c',
+          target,
+          '-p',
+          '80',
+          '-t',
+          String(seconds),
+          '-J',
+          '--cport',
+          String(dataPort),
+          '--connect-timeout',
+          '3000',
+        ],
+        (seconds + 20) * 1000,
+      );
+      let parsed: IperfJson;
+      try {
+        parsed = JSON.parse(out.stdout) as IperfJson;
+      } catch {
+        throw new Error(
+          `iperf3 to ${target} printed no JSON (exit ${out.code}): ${out.stderr.trim()}`,
+        );
+      }
+      const bps = parsed.end?.sum_received?.bits_per_second;
+      if (parsed.error !== undefined || bps === undefined) {
+        throw new Error(`iperf3 to ${target} failed: ${parsed.error ?? 'no sum_received'}`);
+      }
+      const run: IperfRun = {
+        round: Math.floor(i / 2) + 1,
+        path: kind,
+        target,
+        gbps: round(bps / 1e9, 3),
+        retransmits: parsed.end?.sum_sent?.retransmits ?? null,
+        cpuSenderPercent: optionalRound(parsed.end?.cpu_utilization_percent?.host_total),
+        cpuReceiverPercent: optionalRound(parsed.end?.cpu_utilization_percent?.remote_total),
+      };
+      runs.push(run);
+      log(
+        `  round ${run.round}: iperf3 ${seconds} s to ${kind === 'vip' ? 'the VIP (filter)' : 'the dedicated IP (no filter)'}: ${run.gbps} Gbit/s`,
+      );
+      await sleep(500, undefined, { signal });
+    }
+  } finally {
+    await stopChild(server);
+    await execNs(
+      lab,
+      'c1',
+      ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=32768 60999'],
+      5_000,
+    );
+  }
+  const dedicated = median(runs.filter((r) => r.path === 'dedicated').map((r) => r.gbps));
+  const vip = median(runs.filter((r) => r.path === 'vip').map((r) => r.gbps));
+  const roundRatios = Array.from({ length: rounds }, (_, r) => {
+    const pair = runs.filter((x) => x.round === r + 1);
+    const d = pair.find((x) => x.path === 'dedicated')?.gbps;
+    const v = pair.find((x) => x.path === 'vip')?.gbps;
+    return d === undefined || v === undefined || d === 0 ? NaN : round(v / d, 3);
+  }).filter((x) => !Number.isNaN(x));
+  const ratio = median(roundRatios);
+  return {
+    seconds,
+    rounds,
+    runs,
+    roundRatios,
+    dedicatedGbps: dedicated === null ? null : round(dedicated, 3),
+    vipGbps: vip === null ? null : round(vip, 3),
+    ratio: ratio === null ? null : round(ratio, 3),
+    ratioOfMedians:
+      dedicated === null || vip === null || dedicated === 0 ? null : round(vip / dedicated, 3),
+  };
+}
+
+// ---------------------------------------------------------------------------- cluster vs haproxy
+
+export type ProxyKind = 'cluster' | 'haproxy-tcp' | 'haproxy-http';
+const proxyKinds: readonly ProxyKind[] = ['cluster', 'haproxy-tcp', 'haproxy-http'];
+/** haproxy listens in its namespace on one port per mode; both run for the whole comparison. */
+const haproxyPorts = { 'haproxy-tcp': 80, 'haproxy-http': 8080 } as const;
+
+export interface ProxyRun {
+  readonly round: number;
+  readonly kind: ProxyKind;
+  readonly target: string;
+  readonly requestsPerSecond: number;
+  readonly completed: number;
+  readonly failed: number;
+  readonly failures: Record<string, number>;
+  readonly perHost: Record<string, number>;
+  readonly latencyP50Ms: number | null;
+  readonly latencyP99Ms: number | null;
+}
+
+export interface ProxyOptions {
+  readonly seconds: number;
+  readonly rounds: number;
+  readonly concurrency: number;
+}
+
+export interface ProxyResult {
+  readonly seconds: number;
+  readonly rounds: number;
+  readonly concurrency: number;
+  readonly haproxyVersion: string;
+  readonly runs: ProxyRun[];
+  readonly medianRequestsPerSecond: Partial<Record<ProxyKind, number>>;
+  /** Per round, cluster / the faster haproxy mode of that round. */
+  readonly roundRatios: number[];
+  /** The verdict: the median of the per-round ratios (runs close in time, so drift cancels). */
+  readonly ratio: number | null;
+  /** Cluster / the faster haproxy mode, from the medians over all rounds, for comparison. */
+  readonly ratioOfMedians: number | null;
+  readonly ratioTcp: number | null;
+  readonly ratioHttp: number | null;
+}
+
+export function haproxyConfig(
+  mode: 'tcp' | 'http',
+  bindIp: string,
+  port: number,
+  servers: readonly string[],
+): string {
+  return [
+    `# haproxy in front of the lab's backends (${mode} mode), written by bench/lab-bench.ts`,
+    'global',
+    // Enough for the benchmark's concurrency; more would need a higher file limit than we have.
+    '  maxconn 4096',
+    'defaults',
+    `  mode ${mode}`,
+    '  timeout connect 3s',
+    '  timeout client 10s',
+    '  timeout server 10s',
+    'frontend bench',
+    `  bind ${bindIp}:${port}`,
+    '  default_backend hosts',
+    'backend hosts',
+    '  balance roundrobin',
+    ...servers.map((ip, i) => `  server h${i + 1} ${ip}:80`),
+    '',
+  ].join('\n');
+}
+
+export async function runProxyComparison(
+  lab: LabState,
+  options: ProxyOptions,
+  log: (line: string) => void,
+  signal: AbortSignal,
+): Promise<ProxyResult> {
+  const hostIds = lab.hosts.map((h) => h.id);
+  await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
+  const proxy = lab.clients[1]!;
+  assertLabSafeAddress(proxy.ip, 'haproxy address');
+  const version = await execNs(lab, 'c2', ['haproxy', '-v'], 5_000);
+  const haproxyVersion = version.stdout.split('\n')[0]?.trim() ?? 'unknown';
+  const servers = lab.hosts.map((h) => h.ip);
+  const haproxies: ChildProcess[] = [];
+  const client = startHelper<HttpClientResult>(
+    lab,
+    'c1',
+    'http-client',
+    undefined,
+    (options.rounds * proxyKinds.length + 4) * (options.seconds * 1000 + 5_000) + 30_000,
+  );
+  const runs: ProxyRun[] = [];
+  try {
+    for (const mode of ['tcp', 'http'] as const) {
+      const port = haproxyPorts[`haproxy-${mode}`];
+      const file = path.join(lab.dir, `haproxy-${mode}.cfg`);
+      writeFileSync(file, haproxyConfig(mode, proxy.ip, port, servers));
+      const child = spawnNs(lab, 'c2', ['haproxy', '-db', '-f', file]);
+      haproxies.push(child);
+      let stderr = '';
+      child.stderr!.setEncoding('utf8');
+      child.stderr!.on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-2048)));
+      try {
+        await waitListening(lab, 'c2', port, 5_000);
+      } catch (error) {
+        throw new Error(`haproxy (${mode} mode) did not start: ${stderr.trim() || String(error)}`, {
+          cause: error,
+        });
+      }
+    }
+    await helperReady(client);
+    const target = (kind: ProxyKind): { target: string; port: number } =>
+      kind === 'cluster'
+        ? { target: labVip, port: 80 }
+        : { target: proxy.ip, port: haproxyPorts[kind] };
+    const once = async (kind: ProxyKind, durationMs: number): Promise<HttpClientResult> => {
+      const config: HttpClientConfig = {
+        ...target(kind),
+        concurrency: options.concurrency,
+        durationMs,
+        timeoutMs: 2_000,
+      };
+      client.send(config);
+      return client.next();
+    };
+    // A short warm-up of every path, not recorded: the backends' JIT, haproxy, the caches.
+    for (const kind of proxyKinds) await once(kind, 1_000);
+    for (let round = 1; round <= options.rounds; round++) {
+      // Rotate the order every round, so no path always runs first or last.
+      const order = proxyKinds.map((_, i) => proxyKinds[(i + round - 1) % proxyKinds.length]!);
+      for (const kind of order) {
+        signal.throwIfAborted();
+        const r = await once(kind, options.seconds * 1000);
+        const run: ProxyRun = {
+          round,
+          kind,
+          target: `${target(kind).target}:${target(kind).port}`,
+          requestsPerSecond: round0(r.completed / options.seconds),
+          completed: r.completed,
+          failed: r.failed,
+          failures: r.failures,
+          perHost: r.perHost,
+          latencyP50Ms: r.latencyMs?.p50 ?? null,
+          latencyP99Ms: r.latencyMs?.p99 ?? null,
+        };
+        runs.push(run);
+        log(
+          `  round ${round} ${kind}: ${run.requestsPerSecond} requests/s (${run.failed} failed, p50 ${run.latencyP50Ms ?? '-'} ms)`,
+        );
+      }
+    }
+  } finally {
+    client.end();
+    for (const child of haproxies) await stopChild(child);
+    client.kill();
+  }
+  const rates: Partial<Record<ProxyKind, number>> = {};
+  for (const kind of proxyKinds) {
+    const m = median(runs.filter((r) => r.kind === kind).map((r) => r.requestsPerSecond));
+    if (m !== null) rates[kind] = m;
+  }
+  const ratioTo = (kind: ProxyKind): number | null =>
+    rates.cluster === undefined || rates[kind] === undefined || rates[kind] === 0
+      ? null
+      : round(rates.cluster / rates[kind], 3);
+  const best = Math.max(rates['haproxy-tcp'] ?? 0, rates['haproxy-http'] ?? 0);
+  const roundRatios = Array.from({ length: options.rounds }, (_, i) => {
+    const inRound = runs.filter((r) => r.round === i + 1);
+    const cluster = inRound.find((r) => r.kind === 'cluster')?.requestsPerSecond;
+    const proxied = Math.max(
+      0,
+      ...inRound.filter((r) => r.kind !== 'cluster').map((r) => r.requestsPerSecond),
+    );
+    return cluster === undefined || proxied === 0 ? NaN : round(cluster / proxied, 3);
+  }).filter((x) => !Number.isNaN(x));
+  const ratio = median(roundRatios);
+  return {
+    seconds: options.seconds,
+    rounds: options.rounds,
+    concurrency: options.concurrency,
+    haproxyVersion,
+    runs,
+    medianRequestsPerSecond: rates,
+    roundRatios,
+    ratio: ratio === null ? null : round(ratio, 3),
+    ratioOfMedians:
+      rates.cluster === undefined || best === 0 ? null : round(rates.cluster / best, 3),
+    ratioTcp: ratioTo('haproxy-tcp'),
+    ratioHttp: ratioTo('haproxy-http'),
+  };
+}
+
+function round0(value: number): number {
+  return Math.round(value);
+}
