@@ -3,10 +3,14 @@
 import { readFileSync } from 'node:fs';
 import { runCli, type CliCommand } from './program.js';
 import * as demo from './commands/demo.js';
+import * as hostState from './commands/host-state.js';
+import * as inspect from './commands/inspect.js';
 import * as ip2mac from './commands/ip2mac.js';
 import * as lab from './commands/lab.js';
 import * as map from './commands/map.js';
+import * as portRules from './commands/port-rules.js';
 import * as query from './commands/query.js';
+import * as reload from './commands/reload.js';
 import * as simulate from './commands/simulate.js';
 
 // ─── The verbs ─────────────────────────────────────────────────────────────────────────────
@@ -18,6 +22,20 @@ const commands: readonly CliCommand[] = [
   ip2mac,
   map,
   query,
+  hostState.start,
+  hostState.stop,
+  hostState.drainstopVerb,
+  hostState.suspend,
+  hostState.resume,
+  portRules.enable,
+  portRules.disable,
+  portRules.drain,
+  portRules.queryportVerb,
+  inspect.paramsVerb,
+  inspect.displayVerb,
+  inspect.eventsVerb,
+  inspect.metricsVerb,
+  reload.reloadVerb,
   lab,
   simulate,
   demo,

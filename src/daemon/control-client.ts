@@ -1,8 +1,27 @@
-// The client side of the control socket (used by `nlb query` and the tests): send one request
-// line, read one response line. Failures to reach a daemon are a `ControlUnreachable` with the
-// errno, so the CLI can say "is nlbd running?" instead of printing ECONNREFUSED.
+// The client side of the control socket (used by `nlb` and the tests): send one request line,
+// read one response line; or, for `events --follow`, keep reading lines until either side
+// closes. The daemon is a unix socket path, or a TCP address of its remote control listener.
+// Failures to reach a daemon are a `ControlUnreachable` with the errno, so the CLI can say "is
+// nlbd running?" instead of printing ECONNREFUSED.
 import net from 'node:net';
 import type { ControlResponse } from './control.js';
+
+/** A unix socket path, or the address of nlbd's remote control listener. */
+export type ControlEndpoint = string | { readonly host: string; readonly port: number };
+
+export function endpointText(endpoint: ControlEndpoint): string {
+  return typeof endpoint === 'string'
+    ? endpoint
+    : endpoint.host.includes(':')
+      ? `[${endpoint.host}]:${endpoint.port}`
+      : `${endpoint.host}:${endpoint.port}`;
+}
+
+function connect(endpoint: ControlEndpoint): net.Socket {
+  return typeof endpoint === 'string'
+    ? net.connect(endpoint)
+    : net.connect({ host: endpoint.host, port: endpoint.port });
+}
 
 /** A response is a few kilobytes; a megabyte is not from nlbd. */
 const responseBytesMax = 1024 * 1024;
@@ -20,12 +39,13 @@ export class ControlUnreachable extends Error {
 }
 
 export function controlRequest(
-  socketPath: string,
+  endpoint: ControlEndpoint,
   request: unknown,
   timeoutMs = controlTimeoutMsDefault,
 ): Promise<ControlResponse> {
+  const socketPath = endpointText(endpoint);
   return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
+    const socket = connect(endpoint);
     let text = '';
     let settled = false;
     const finish = (error: Error | undefined, response?: ControlResponse): void => {
@@ -61,5 +81,88 @@ export function controlRequest(
       finish(new ControlUnreachable(socketPath, error.code ?? error.message)),
     );
     socket.on('close', () => finish(new ControlUnreachable(socketPath, 'closed without answer')));
+  });
+}
+
+export interface FollowHandlers {
+  /** The response line; return false to close at once (e.g. it was an error). */
+  onResponse(response: ControlResponse): boolean;
+  /** Each line that follows. */
+  onLine(value: unknown): void;
+}
+
+/**
+ * Sends one request whose answer is a stream (`{"verb":"events","follow":true}`) and reads until
+ * the daemon closes or `signal` aborts; resolves with how it ended. The response must arrive
+ * within `timeoutMs`; the stream after it may be quiet for as long as it likes.
+ */
+export function controlFollow(
+  endpoint: ControlEndpoint,
+  request: unknown,
+  handlers: FollowHandlers,
+  signal?: AbortSignal,
+  timeoutMs = controlTimeoutMsDefault,
+): Promise<'closed' | 'aborted'> {
+  const where = endpointText(endpoint);
+  return new Promise((resolve, reject) => {
+    const socket = connect(endpoint);
+    let text = '';
+    let answered = false;
+    let settled = false;
+    const finish = (error: Error | undefined, how: 'closed' | 'aborted' = 'closed'): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.destroy();
+      if (error !== undefined) reject(error);
+      else resolve(how);
+    };
+    const onAbort = (): void => finish(undefined, 'aborted');
+    if (signal?.aborted === true) {
+      finish(undefined, 'aborted');
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(
+      () => finish(new ControlUnreachable(where, `no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.length > responseBytesMax) {
+        finish(new ControlUnreachable(where, 'line too large'));
+        return;
+      }
+      for (let newline = text.indexOf('\n'); newline >= 0; newline = text.indexOf('\n')) {
+        const line = text.slice(0, newline);
+        text = text.slice(newline + 1);
+        let value: unknown;
+        try {
+          value = JSON.parse(line) as unknown;
+        } catch {
+          finish(new ControlUnreachable(where, 'a line is not JSON'));
+          return;
+        }
+        if (!answered) {
+          answered = true;
+          clearTimeout(timer);
+          if (!handlers.onResponse(value as ControlResponse)) {
+            finish(undefined);
+            return;
+          }
+        } else {
+          handlers.onLine(value);
+        }
+      }
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) =>
+      finish(answered ? undefined : new ControlUnreachable(where, error.code ?? error.message)),
+    );
+    socket.on('close', () =>
+      finish(answered ? undefined : new ControlUnreachable(where, 'closed without answer')),
+    );
   });
 }

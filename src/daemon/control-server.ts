@@ -1,11 +1,19 @@
 // The control socket: a unix socket, mode 0600 (root only, like the data plane it controls),
 // framing the control protocol of control.ts: one JSON request line in, one JSON response line
-// out, then close. The path names the cluster and the host id, because in a lab every host's
-// nlbd shares /run while living in its own network namespace.
+// out, then close; for `events --follow`, new events follow the response as JSON lines until the
+// client closes. The path names the cluster and the host id, because in a lab every host's
+// nlbd shares /run while living in its own network namespace. The same framing serves the
+// optional TCP listener of remote control (remote.ts: `listenTcp`, with a token check in front).
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { type ControlResponse, parseRequestLine, requestBytesMax } from './control.js';
+import {
+  type ControlAnswer,
+  type ControlResponse,
+  type ControlStream,
+  parseRequestLine,
+  requestBytesMax,
+} from './control.js';
 import { controlRequest } from './control-client.js';
 
 export { defaultSocketPath, runDirDefault } from './paths.js';
@@ -14,6 +22,24 @@ export { defaultSocketPath, runDirDefault } from './paths.js';
 const requestTimeoutMs = 5_000;
 /** Control clients are people and scripts; more at once is a runaway loop. */
 const connectionsMax = 32;
+/**
+ * A follower whose unread output passes this is not reading (a stopped terminal, a dead
+ * network path): it is disconnected rather than buffered without bound.
+ */
+export const followBacklogBytesMax = 256 * 1024;
+
+/**
+ * What the server asks of its handler: a response, or an answer with events to stream after
+ * it. `peer` names the client (`unix` or `addr:port`), for the log of refused remote requests.
+ */
+export type ControlHandler = (
+  request: unknown,
+  peer: string,
+) => Promise<ControlResponse | ControlAnswer>;
+
+function isAnswer(value: ControlResponse | ControlAnswer): value is ControlAnswer {
+  return 'response' in value;
+}
 
 export class ControlSocketError extends Error {
   constructor(
@@ -30,7 +56,30 @@ export class ControlServer {
   private socketPath: string | undefined;
   private readonly open = new Set<net.Socket>();
 
-  constructor(private readonly handle: (request: unknown) => Promise<ControlResponse>) {}
+  constructor(private readonly handle: ControlHandler) {}
+
+  /** The TCP address it listens on (listenTcp), e.g. for a test that asked for port 0. */
+  get tcpAddress(): net.AddressInfo | undefined {
+    const address = this.server?.address();
+    return address !== null && typeof address === 'object' ? address : undefined;
+  }
+
+  /**
+   * Listens on TCP `address`:`port` (remote control). It binds exactly there: the caller
+   * decides which network may reach it, and the handler must check a token.
+   */
+  async listenTcp(address: string, port: number): Promise<void> {
+    const server = net.createServer((socket) => this.serve(socket));
+    server.maxConnections = connectionsMax;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: address, port, exclusive: true }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+  }
 
   /**
    * Listens on `socketPath`. A socket file left by a dead daemon is replaced; one a live
@@ -99,6 +148,10 @@ export class ControlServer {
       const respond = (response: ControlResponse): void => {
         socket.end(`${JSON.stringify(response)}\n`);
       };
+      const peer =
+        socket.remoteAddress === undefined
+          ? 'unix'
+          : `${socket.remoteAddress}:${socket.remotePort}`;
       if (line === undefined || line.length > requestBytesMax) {
         respond({
           ok: false,
@@ -110,12 +163,42 @@ export class ControlServer {
         });
         return;
       }
-      void this.handle(parseRequestLine(line)).then(respond, (error: unknown) =>
-        respond({
-          ok: false,
-          error: { code: 'failed', message: String(error), hint: 'see the nlbd log' },
-        }),
+      void this.handle(parseRequestLine(line), peer).then(
+        (result) => {
+          if (!isAnswer(result)) {
+            respond(result);
+          } else if (result.stream === undefined) {
+            respond(result.response);
+          } else {
+            this.stream(socket, result.response, result.stream);
+          }
+        },
+        (error: unknown) =>
+          respond({
+            ok: false,
+            error: { code: 'failed', message: String(error), hint: 'see the nlbd log' },
+          }),
       );
+    });
+  }
+
+  /** Writes the response, then every entry of the stream as a line, until the client goes. */
+  private stream(socket: net.Socket, response: ControlResponse, stream: ControlStream): void {
+    if (socket.destroyed) {
+      stream.close();
+      return;
+    }
+    socket.setTimeout(0);
+    socket.on('close', () => stream.close());
+    socket.write(`${JSON.stringify(response)}\n`);
+    stream.attach((entry) => {
+      if (socket.destroyed) return false;
+      if (socket.writableLength > followBacklogBytesMax) {
+        socket.destroy();
+        return false;
+      }
+      socket.write(`${JSON.stringify(entry)}\n`);
+      return true;
     });
   }
 

@@ -10,11 +10,12 @@
 //   program        the filter with nothing owned, then attach the interface (cluster MAC,
 //                  cluster IPs): the filter is in place before the first VIP packet arrives;
 //   run            the host driver steps the protocol core with real timers and UDP multicast;
+//                  `nlb reload` (or SIGHUP) re-reads the config and applies it atomically;
 //   stop           on SIGTERM/SIGINT: step `stop` so peers take over at once, detach the
 //                  interface (cluster IPs first), remove the tables, close everything, exit 0.
 import { readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Config } from '../core/config.js';
+import { type Config, clusterDigestHex, formatConfigErrors } from '../core/config.js';
 import { HostMachine } from '../core/host.js';
 import { formatMac, unicastClusterMac } from '../core/mac.js';
 import { addressesEqual } from '../core/address.js';
@@ -35,18 +36,38 @@ import { tableNameDefault } from '../dataplane/render.js';
 import { dataplaneSpecFor } from '../dataplane/spec.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { MonotonicClock } from './clock.js';
-import { type ControlTarget, type DaemonIdentity, handleControl } from './control.js';
-import { ControlServer, ControlSocketError } from './control-server.js';
+import {
+  type ControlTarget,
+  type DaemonIdentity,
+  type ReloadReply,
+  answerControl,
+} from './control.js';
+import { checkReload } from './control-reload.js';
+import { type ControlHandler, ControlServer, ControlSocketError } from './control-server.js';
+import { EventJournal } from './events.js';
+import type { EventSink } from './host-driver.js';
+import { createMetrics, listenMetrics } from './metrics.js';
+import { readTokenFile, remoteHandler, tokenDigest } from './remote.js';
 import { defaultSocketPath, stateFilePath } from './paths.js';
 import { HostDriver } from './host-driver.js';
 import { readKeyFile } from './key-file.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
 import { TransportError, UdpTransport } from './transport.js';
 
+export interface ListenAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
 export interface DaemonOptions {
   readonly configPath: string;
   /** Default: /run/nlb/nlbd-<cluster name>-<host id>.sock */
   readonly socketPath?: string;
+  /** Remote control over TCP (remote.ts); needs `tokenFile`. Off when undefined. */
+  readonly controlListen?: ListenAddress;
+  readonly tokenFile?: string;
+  /** Prometheus metrics over HTTP at /metrics. Off when undefined. */
+  readonly metricsListen?: ListenAddress;
 }
 
 /** nlbd's exit codes: the same meanings as nlb's (src/cli/exit-codes.ts). */
@@ -169,9 +190,22 @@ async function preflight(config: Config, runner: Runner, ipRoute: IpRoute): Prom
   }
 }
 
-async function loadInputs(
-  options: DaemonOptions,
-): Promise<{ config: Config; key: Uint8Array; keyWarning: string | undefined }> {
+function keyPathOf(options: DaemonOptions, config: Config): string {
+  // A relative key path is relative to the config file, so a config and its key travel together.
+  return path.resolve(path.dirname(options.configPath), config.cluster.keyFile);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+async function loadInputs(options: DaemonOptions): Promise<{
+  config: Config;
+  key: Uint8Array;
+  keyWarning: string | undefined;
+  token: string | undefined;
+  tokenWarning: string | undefined;
+}> {
   const loaded = await loadConfigFile(options.configPath);
   if (!loaded.ok) {
     throw new StartRefused(
@@ -183,13 +217,34 @@ async function loadInputs(
     );
   }
   const config = loaded.config;
-  // A relative key path is relative to the config file, so a config and its key travel together.
-  const keyPath = path.resolve(path.dirname(options.configPath), config.cluster.keyFile);
-  const key = await readKeyFile(keyPath);
+  const key = await readKeyFile(keyPathOf(options, config));
   if (!key.ok) {
     throw new StartRefused(key.message, key.hint, daemonExitCodes.usage);
   }
-  return { config, key: key.key, keyWarning: key.warning };
+  let token: string | undefined;
+  let tokenWarning: string | undefined;
+  if (options.controlListen !== undefined) {
+    if (options.tokenFile === undefined) {
+      throw new StartRefused(
+        '--control-listen needs --token-file: remote control without a token is not offered',
+        'create a token file (e.g. `openssl rand -hex 32 > /etc/nlb/control.token; chmod 600 /etc/nlb/control.token`) and pass --token-file',
+        daemonExitCodes.usage,
+      );
+    }
+    const read = await readTokenFile(options.tokenFile);
+    if (!read.ok) {
+      throw new StartRefused(read.message, read.hint, daemonExitCodes.usage);
+    }
+    token = read.token;
+    tokenWarning = read.warning;
+  } else if (options.tokenFile !== undefined) {
+    throw new StartRefused(
+      '--token-file is only used with --control-listen',
+      'add --control-listen <addr:port> to enable remote control, or drop --token-file',
+      daemonExitCodes.usage,
+    );
+  }
+  return { config, key: key.key, keyWarning: key.warning, token, tokenWarning };
 }
 
 function refuse(log: DaemonLog | undefined, error: StartRefused): number {
@@ -210,7 +265,9 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     if (error instanceof StartRefused) return refuse(undefined, error);
     throw error;
   }
-  const { config, key } = inputs;
+  const { key } = inputs;
+  // The config the daemon runs; a successful reload replaces it (in the driver's step).
+  let config = inputs.config;
   const hostId = config.host.id;
   const clusterName = config.cluster.name;
   const log = createDaemonLog({ by: hostId, cluster: clusterName });
@@ -222,8 +279,17 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     if (error instanceof StartRefused) return refuse(log, error);
     throw error;
   }
+  // Every event goes to the log and to the journal `nlb display` and `nlb events` read.
+  const journal = new EventJournal();
+  const logEvent: EventSink = (record) => {
+    log.event(record);
+    journal.record(record);
+  };
   if (inputs.keyWarning !== undefined) {
-    log.event({ event: 'key file readable by others', warning: inputs.keyWarning });
+    logEvent({ event: 'key file readable by others', warning: inputs.keyWarning });
+  }
+  if (inputs.tokenWarning !== undefined) {
+    logEvent({ event: 'token file readable by others', warning: inputs.tokenWarning });
   }
 
   const incarnation = Date.now();
@@ -252,7 +318,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       connections: () => dataplane.connections(),
     },
     specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
-    log: log.event,
+    log: logEvent,
+    onReload: (command) => {
+      config = command.config;
+    },
     onFatal: (error) => {
       fatalError = error;
       requestShutdown('fatal error');
@@ -268,8 +337,79 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     configPath: path.resolve(options.configPath),
     version: packageVersion(),
   };
+  let reloading = false;
+  /** Re-reads the config file; applies it through the host machine, or says why not. */
+  const reload = async (): Promise<ReloadReply> => {
+    const reject = (reason: string, errors: readonly string[]): ReloadReply => {
+      logEvent({ event: 'config rejected', reason, errors });
+      return {
+        code: 'invalid',
+        message: `${reason}; the running config stays:\n${errors.map((e) => `  ${e}`).join('\n')}`,
+        errors,
+        changes: [],
+        clusterChanged: false,
+      };
+    };
+    if (reloading) {
+      return {
+        code: 'refused',
+        message: 'a reload is already in progress; try again in a moment',
+        errors: [],
+        changes: [],
+        clusterChanged: false,
+      };
+    }
+    reloading = true;
+    try {
+      const loaded = await loadConfigFile(options.configPath);
+      if (!loaded.ok) {
+        return reject(
+          `config file '${options.configPath}' is ${loaded.reason}`,
+          loaded.reason === 'invalid'
+            ? formatConfigErrors(loaded.errors).split('\n')
+            : [loaded.message],
+        );
+      }
+      const next = loaded.config;
+      const keyPath = keyPathOf(options, next);
+      let keyChanged = false;
+      if (keyPath === keyPathOf(options, config)) {
+        const nextKey = await readKeyFile(keyPath);
+        if (!nextKey.ok) {
+          return reject('the cluster key cannot be read', [`${nextKey.message} (${nextKey.hint})`]);
+        }
+        keyChanged = !sameBytes(nextKey.key, key);
+      }
+      const check = checkReload(config, next, keyChanged);
+      if (check.problems.length > 0) {
+        return reject('the new config changes what only a restart can', check.problems);
+      }
+      if (check.changes.length === 0) {
+        return {
+          code: 'already',
+          message: 'the config file holds the running config: nothing to reload',
+          errors: [],
+          changes: [],
+          clusterChanged: false,
+        };
+      }
+      const clusterChanged = clusterDigestHex(next.cluster) !== clusterDigestHex(config.cluster);
+      const reply = await driver.command({ verb: 'reload', config: next });
+      return {
+        code: reply.code === 'ok' ? 'ok' : reply.code === 'suspended' ? 'suspended' : 'refused',
+        message: reply.message,
+        errors: [],
+        changes: reply.code === 'ok' ? check.changes : [],
+        clusterChanged: reply.code === 'ok' && clusterChanged,
+      };
+    } finally {
+      reloading = false;
+    }
+  };
   const target: ControlTarget = {
-    config,
+    get config() {
+      return config;
+    },
     identity: () => identity,
     nowMs: () => clock.nowMs(),
     status: () => driver.status(),
@@ -278,10 +418,33 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     counters: () => dataplane.counters(),
     driverStats: () => driver.stats(),
     transportStats: () => transport.stats(),
+    connections: () => dataplane.connections(),
+    addresses: async () => {
+      const name = config.cluster.interface;
+      const [link, prefixes] = await Promise.all([ipRoute.link(name), ipRoute.addresses(name)]);
+      return {
+        interface: name,
+        mac: link.mac,
+        up: link.up,
+        operState: link.operState,
+        addresses: prefixes.map((p) => `${p.address.text}/${p.length}`),
+      };
+    },
+    reload,
+    metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
+    events: journal,
   };
-  const server = new ControlServer((request) =>
-    handleControl(request, { target, dataplaneInSync: () => driver.dataplaneInSync }),
-  );
+  const metrics = createMetrics(target);
+  const handle: ControlHandler = (request) =>
+    answerControl(request, { target, dataplaneInSync: () => driver.dataplaneInSync });
+  const server = new ControlServer(handle);
+  const remoteServer =
+    options.controlListen === undefined || inputs.token === undefined
+      ? undefined
+      : new ControlServer(
+          remoteHandler(tokenDigest(inputs.token), handle, logEvent, () => clock.nowMs()),
+        );
+  let metricsServer: Awaited<ReturnType<typeof listenMetrics>> | undefined;
 
   const clusterMac =
     config.cluster.mode === 'unicast'
@@ -319,8 +482,19 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     await attempt('stop nft', () => nft.close());
     await attempt('close the heartbeat socket', () => transport.close());
     await attempt('close the control socket', () => server.close());
+    if (remoteServer !== undefined) {
+      await attempt('close the remote control listener', () => remoteServer.close());
+    }
+    if (metricsServer !== undefined) {
+      const done = metricsServer;
+      metricsServer = undefined;
+      await attempt('close the metrics listener', () => {
+        done.closeAllConnections();
+        return new Promise<void>((resolve) => done.close(() => resolve()));
+      });
+    }
     for (const problem of problems) {
-      log.event({ event: 'shutdown problem', problem });
+      logEvent({ event: 'shutdown problem', problem });
     }
     return problems;
   };
@@ -336,6 +510,47 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     }
     throw error;
   }
+  // ---- the optional listeners, bound exactly where told.
+  const listen = async (
+    what: string,
+    flag: string,
+    where: ListenAddress,
+    body: () => Promise<void>,
+  ): Promise<StartRefused | undefined> => {
+    try {
+      await body();
+      return undefined;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      return new StartRefused(
+        `cannot listen for ${what} on ${where.address}:${where.port}: ${code ?? String(error)}`,
+        code === 'EADDRNOTAVAIL'
+          ? `${where.address} is not an address of this host; give ${flag} one of its addresses`
+          : code === 'EADDRINUSE'
+            ? `another process listens there; give ${flag} another port`
+            : `check ${flag}`,
+      );
+    }
+  };
+  const listenRefusal =
+    (options.controlListen !== undefined && remoteServer !== undefined
+      ? await listen('remote control', '--control-listen', options.controlListen, () =>
+          remoteServer.listenTcp(options.controlListen!.address, options.controlListen!.port),
+        )
+      : undefined) ??
+    (options.metricsListen !== undefined
+      ? await listen('metrics', '--metrics-listen', options.metricsListen, async () => {
+          metricsServer = await listenMetrics(
+            metrics,
+            options.metricsListen!.address,
+            options.metricsListen!.port,
+          );
+        })
+      : undefined);
+  if (listenRefusal !== undefined) {
+    await teardown();
+    return refuse(log, listenRefusal);
+  }
 
   // ---- clean, program, attach.
   try {
@@ -347,7 +562,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     });
     const flushed = await dataplane.flushClusterIps(config.cluster.clusterIps);
     if (cleaned.removedAddresses.length > 0 || cleaned.restoredMac !== undefined || flushed > 0) {
-      log.event({
+      logEvent({
         event: 'stale state cleaned',
         removedAddresses: cleaned.removedAddresses,
         restoredMac: cleaned.restoredMac ?? null,
@@ -355,7 +570,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       });
     }
     if (cleaned.warning !== undefined) {
-      log.event({ event: 'shutdown problem', problem: cleaned.warning });
+      logEvent({ event: 'shutdown problem', problem: cleaned.warning });
     }
     tableProgrammed = true;
     await driver.programInitial();
@@ -393,10 +608,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       }
       stopping = true;
       void (async () => {
-        log.event({ event: 'nlbd stopping', reason });
+        logEvent({ event: 'nlbd stopping', reason });
         const reply = await driver.shutdown();
         const problems = await teardown();
-        log.event({
+        logEvent({
           event: 'nlbd stopped',
           reason,
           stopReply: reply?.code ?? null,
@@ -410,22 +625,38 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       signals++;
       if (signals > 1) {
         // A second signal while stopping: the operator wants out now. The next start cleans up.
-        log.event({ event: 'nlbd forced exit', signal });
+        logEvent({ event: 'nlbd forced exit', signal });
         process.exit(daemonExitCodes.failed);
       }
       requestShutdown(signal);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    // SIGHUP would kill the process without cleanup (a closed terminal); config reload is a
-    // control verb, not a signal, so it is only noted.
-    process.on('SIGHUP', () => log.event({ event: 'signal ignored', signal: 'SIGHUP' }));
+    // SIGHUP would kill the process without cleanup; by daemon custom it reloads the config
+    // (the same as `nlb reload`, whose answer the log then carries as 'config reloaded' or
+    // 'config rejected').
+    process.on('SIGHUP', () => {
+      void reload().then(
+        (reply) =>
+          logEvent({ event: 'reload on SIGHUP', code: reply.code, message: reply.message }),
+        (error: unknown) =>
+          logEvent({ event: 'reload on SIGHUP', code: 'failed', message: String(error) }),
+      );
+    });
     driver.start();
-    log.event({
+    logEvent({
       event: 'nlbd started',
       incarnation,
       pid: process.pid,
       socket: socketPath,
+      controlListen:
+        options.controlListen === undefined
+          ? null
+          : `${options.controlListen.address}:${options.controlListen.port}`,
+      metricsListen:
+        options.metricsListen === undefined
+          ? null
+          : `${options.metricsListen.address}:${options.metricsListen.port}`,
       config: identity.configPath,
       interface: setup.interface,
       clusterIps: config.cluster.clusterIps.map((ip) => ip.text),

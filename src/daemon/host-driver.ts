@@ -72,6 +72,12 @@ export interface HostDriverOptions {
   readonly drainPollMs?: number;
   /** Called when the host machine throws: an assertion, a bug; the daemon shuts down. */
   readonly onFatal?: (error: Error) => void;
+  /**
+   * Called when the machine accepted a `reload`, in the same step and before its Ready is
+   * carried out: the daemon switches `specFor` to the new config there, so the kernel gets the
+   * new port rules together with the ownership the machine decided under them.
+   */
+  readonly onReload?: (command: Command & { readonly verb: 'reload' }) => void;
 }
 
 type Job =
@@ -156,6 +162,7 @@ export class HostDriver {
   private readonly log: EventSink;
   private readonly drainPollMs: number;
   private readonly onFatal: (error: Error) => void;
+  private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
 
   private readonly queue: Job[] = [];
   private datagramsQueued = 0;
@@ -201,6 +208,7 @@ export class HostDriver {
     this.log = options.log;
     this.drainPollMs = options.drainPollMs ?? drainPollMsDefault;
     this.onFatal = options.onFatal ?? (() => undefined);
+    this.onReload = options.onReload ?? (() => undefined);
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
   }
@@ -388,6 +396,12 @@ export class HostDriver {
       this.log({ event: 'fatal', error: this.fatal.message, stack: this.fatal.stack });
       this.onFatal(this.fatal);
       return;
+    }
+    if (job.kind === 'command' && job.command.verb === 'reload' && ready.reply?.code === 'ok') {
+      this.onReload(job.command);
+      // The spec now comes from the new config even where the ownership did not change: the
+      // kernel must take the new rules (one whole-table transaction) before anything is sent.
+      this.programmedKey = undefined;
     }
     this.armTimer(ready.wakeAtMs);
     await this.carryOut(ready);

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
-// `nlbd --config <file> [--socket <path>]`: the nlb daemon of one host. See daemon.ts for what
-// it does from start to exit, control.ts for the control socket protocol.
+// `nlbd --config <file> [--socket <path>] [--control-listen <addr[:port]> --token-file <path>]
+// [--metrics-listen <addr:port>]`: the nlb daemon of one host. See daemon.ts for what it does
+// from start to exit, control.ts for the control protocol, remote.ts for remote control and
+// metrics.ts for the metrics.
 import { Command, CommanderError } from 'commander';
-import { daemonExitCodes, runDaemon } from './daemon.js';
+import { parseEndpoint } from '../core/address.js';
+import { type ListenAddress, daemonExitCodes, runDaemon } from './daemon.js';
+import { parseListenAddress, remoteControlPortDefault } from './remote.js';
 
 const program = new Command('nlbd')
   .description(
@@ -14,11 +18,23 @@ const program = new Command('nlbd')
     '--socket <path>',
     'control socket path (default /run/nlb/nlbd-<cluster name>-<host id>.sock)',
   )
+  .option(
+    '--control-listen <addr[:port]>',
+    `remote control over TCP on this address (port ${remoteControlPortDefault} by default); needs --token-file. Off by default`,
+  )
+  .option('--token-file <path>', 'the shared token remote control requests must carry')
+  .option(
+    '--metrics-listen <addr:port>',
+    'serve Prometheus metrics over HTTP at http://<addr:port>/metrics. Off by default',
+  )
   .helpOption('-h, --help', 'show help')
   .addHelpText(
     'after',
     '\nRuns until SIGTERM or SIGINT, then leaves the cluster (peers take over at once), removes\n' +
       'the cluster IPs and the filter, and exits 0. Logs one JSON line per event on stdout.\n' +
+      'SIGHUP reloads the config file, like `nlb reload`. The listeners bind exactly the\n' +
+      'address given: remote control carries its token in clear text and metrics have no\n' +
+      'authentication, so use a management address (or 127.0.0.1 and an SSH tunnel).\n' +
       'Exit codes: 0 ok, 1 failed or refused to start, 2 bad usage or config.\n',
   )
   .exitOverride()
@@ -36,11 +52,41 @@ async function main(): Promise<number> {
     }
     throw error;
   }
-  const options = program.opts<{ config: string; socket?: string }>();
+  const options = program.opts<{
+    config: string;
+    socket?: string;
+    controlListen?: string;
+    tokenFile?: string;
+    metricsListen?: string;
+  }>();
+  let controlListen: ListenAddress | undefined;
+  let metricsListen: ListenAddress | undefined;
+  if (options.controlListen !== undefined) {
+    const parsed = parseListenAddress(options.controlListen, remoteControlPortDefault);
+    if ('error' in parsed) {
+      return usage(`--control-listen: ${parsed.error}`, 'e.g. --control-listen 10.0.0.11:2504');
+    }
+    controlListen = { address: parsed.address.text, port: parsed.port };
+  }
+  if (options.metricsListen !== undefined) {
+    const parsed = parseEndpoint(options.metricsListen);
+    if ('error' in parsed) {
+      return usage(`--metrics-listen: ${parsed.error}`, 'e.g. --metrics-listen 127.0.0.1:9505');
+    }
+    metricsListen = { address: parsed.address.text, port: parsed.port };
+  }
   return runDaemon({
     configPath: options.config,
     ...(options.socket === undefined ? {} : { socketPath: options.socket }),
+    ...(controlListen === undefined ? {} : { controlListen }),
+    ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
+    ...(metricsListen === undefined ? {} : { metricsListen }),
   });
+}
+
+function usage(problem: string, hint: string): number {
+  process.stderr.write(`nlbd: ${problem}\nhint: ${hint}\n`);
+  return daemonExitCodes.usage;
 }
 
 main().then(

@@ -19,6 +19,7 @@ import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliContext } from '../program.js';
 import { type CommandOutput, fields, renderHuman, table } from '../render.js';
+import { type ControlOptions, addDaemonOptions, askLink, resolveDaemon } from './control.js';
 
 export interface SocketOptions {
   readonly socket?: string;
@@ -253,25 +254,25 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
   return { data, human: fields(entries, [rules, '', peers]) };
 }
 
-export async function query(options: SocketOptions): Promise<CommandOutput<QueryOutputData>> {
-  const socket = await resolveSocket(options);
-  const data = await askDaemon<QueryData>(socket, { verb: 'query' });
-  return renderQuery({ ...data, socket });
+export async function query(options: ControlOptions): Promise<CommandOutput<QueryOutputData>> {
+  // Local or remote (--host ADDR --token-file FILE): see control.ts.
+  const link = await resolveDaemon(options);
+  const data = await askLink<QueryData>(link, { verb: 'query' });
+  return renderQuery({ ...data, socket: link.where });
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  program
-    .command('query')
-    .description("show this host's view of the cluster: state, members, buckets, peers")
-    .option('--socket <path>', 'the control socket of nlbd')
-    .option('--config <file>', 'the host config nlbd runs with (its socket path follows from it)')
-    .option('--lab <name>', 'a lab host: with --host')
-    .option('--host <id>', 'a lab host: with --lab')
+  addDaemonOptions(
+    program
+      .command('query')
+      .description("show this host's view of the cluster: state, members, buckets, peers"),
+  )
     .addHelpText(
       'after',
       '\nWithout options: the nlbd socket in /run/nlb (in a lab, the daemon of this network\n' +
         'namespace). Examples:\n  nlb query\n  nlb query --lab demo --host 2 --json\n' +
-        '  nlb lab exec h1 -- nlb query\n',
+        '  nlb lab exec h1 -- nlb query\n' +
+        '  nlb query --host 10.0.0.12 --token-file /etc/nlb/control.token (remote control)\n',
     )
-    .action(ctx.action((options: SocketOptions) => query(options)));
+    .action(ctx.action((options: ControlOptions) => query(options)));
 }

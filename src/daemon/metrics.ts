@@ -1,0 +1,283 @@
+// nlbd's Prometheus metrics (prom-client), served by the control verb `metrics` and, with
+// `nlbd --metrics-listen <addr:port>`, by an HTTP listener at /metrics. Every value is read
+// from the daemon when a scrape comes (the host machine's status and details, the data plane's
+// counters and conntrack, the driver's and transport's statistics), so nothing is counted twice
+// and a scrape always sees one consistent moment. Totals that only grow are Prometheus
+// counters, set from the daemon's own totals at each scrape.
+import http from 'node:http';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ReportedState } from '../core/protocol.js';
+import { type ControlTarget, portsText } from './control.js';
+
+const reportedStates: readonly ReportedState[] = [
+  'converging',
+  'converged',
+  'converged as default',
+  'draining',
+  'stopped',
+  'suspended',
+];
+
+/** A scrape reads conntrack and nft; one at a time is plenty, and bounds the work. */
+export interface Metrics {
+  readonly contentType: string;
+  /** The exposition text of every metric, read now. */
+  text(): Promise<string>;
+}
+
+export function createMetrics(target: ControlTarget): Metrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({
+    cluster: target.config.cluster.name,
+    host: String(target.config.host.id),
+  });
+  collectDefaultMetrics({ register: registry, prefix: 'nlbd_' });
+  const registers = [registry];
+  const ruleLabels = ['rule', 'vip', 'ports', 'protocol'] as const;
+
+  const state = new Gauge({
+    name: 'nlb_host_state',
+    help: 'This host state as nlb query reports it: 1 for the current state, 0 for the others',
+    labelNames: ['state'],
+    registers,
+  });
+  const converged = new Gauge({
+    name: 'nlb_converged',
+    help: 'Whether every member reports the same view, config and map (1) or not (0)',
+    registers,
+  });
+  const members = new Gauge({
+    name: 'nlb_members',
+    help: 'Hosts in this host membership view, itself included when it takes part',
+    registers,
+  });
+  const defaultHost = new Gauge({
+    name: 'nlb_default_host',
+    help: 'The default host id (the lowest member), 0 when this host is in no view',
+    registers,
+  });
+  const convergences = new Counter({
+    name: 'nlb_convergences_total',
+    help: 'Convergences completed since nlbd started',
+    registers,
+  });
+  const lastConvergence = new Gauge({
+    name: 'nlb_last_convergence_seconds',
+    help: 'How long the last convergence took, from the change to agreement',
+    registers,
+  });
+  const bucketsOwned = new Gauge({
+    name: 'nlb_buckets_owned',
+    help: 'Buckets of the port rule this host takes new flows for',
+    labelNames: ruleLabels,
+    registers,
+  });
+  const ruleEnabled = new Gauge({
+    name: 'nlb_rule_state',
+    help: 'The port rule state on this host: 1 for the current one (enabled, draining, disabled)',
+    labelNames: [...ruleLabels, 'state'],
+    registers,
+  });
+  const packets = new Counter({
+    name: 'nlb_rule_packets_total',
+    help: 'Packets to the port rule the filter accepted, dropped, or answered with a TCP reset',
+    labelNames: [...ruleLabels, 'verdict'],
+    registers,
+  });
+  const bytes = new Counter({
+    name: 'nlb_rule_bytes_total',
+    help: 'Bytes to the port rule the filter accepted, dropped, or answered with a TCP reset',
+    labelNames: [...ruleLabels, 'verdict'],
+    registers,
+  });
+  const uncoveredPackets = new Counter({
+    name: 'nlb_uncovered_packets_total',
+    help: 'Packets to a cluster IP that no port rule covers (the default host takes them)',
+    labelNames: ['verdict'],
+    registers,
+  });
+  const leaseExpired = new Counter({
+    name: 'nlb_lease_expired_packets_total',
+    help: 'Packets dropped because the kernel lease ran out (nlbd stopped refreshing it)',
+    registers,
+  });
+  const connections = new Gauge({
+    name: 'nlb_connections',
+    help: 'Established connections this host holds for the port rule (conntrack)',
+    labelNames: ruleLabels,
+    registers,
+  });
+  const heartbeatsSent = new Counter({
+    name: 'nlb_heartbeats_sent_total',
+    help: 'Heartbeats this host sent',
+    registers,
+  });
+  const heartbeatsReceived = new Counter({
+    name: 'nlb_heartbeats_received_total',
+    help: 'Valid heartbeats received from peers',
+    registers,
+  });
+  const heartbeatsRejected = new Counter({
+    name: 'nlb_heartbeats_rejected_total',
+    help: 'Heartbeats dropped unread, by reason (bad MAC, foreign cluster, stale, malformed...)',
+    labelNames: ['reason'],
+    registers,
+  });
+  const heartbeatsWithheld = new Counter({
+    name: 'nlb_heartbeats_withheld_total',
+    help: 'Heartbeats not sent because the kernel did not hold the decided ownership yet',
+    registers,
+  });
+  const dataplaneErrors = new Counter({
+    name: 'nlb_dataplane_errors_total',
+    help: 'Failed data plane operations (program, flush, lease refresh, conntrack)',
+    registers,
+  });
+  const programSeconds = new Gauge({
+    name: 'nlb_program_seconds',
+    help: 'Decision to kernel programmed, for the last ownership change and its p99',
+    labelNames: ['quantile'],
+    registers,
+  });
+  const scrapeErrors = new Gauge({
+    name: 'nlb_scrape_errors',
+    help: 'Parts of this scrape that could not be read (1): counters or connections',
+    labelNames: ['part'],
+    registers,
+  });
+
+  const setCounter = (
+    counter: Counter<string>,
+    value: number,
+    labels?: Record<string, string>,
+  ): void => {
+    if (labels === undefined) counter.inc(value);
+    else counter.inc(labels, value);
+  };
+
+  const collect = async (): Promise<void> => {
+    registry.resetMetrics();
+    const config = target.config;
+    const status = target.status();
+    const details = target.details();
+    const driver = target.driverStats();
+    const [counters, conns] = await Promise.all([
+      target.counters().catch(() => undefined),
+      target.connections?.().catch(() => undefined) ?? Promise.resolve(undefined),
+    ]);
+    for (const name of reportedStates) {
+      state.set({ state: name }, status.state === name ? 1 : 0);
+    }
+    converged.set(status.converged ? 1 : 0);
+    members.set(status.members.length);
+    defaultHost.set(status.defaultHost ?? 0);
+    setCounter(convergences, details.counters.convergences);
+    lastConvergence.set(details.counters.lastConvergenceMs / 1000);
+    setCounter(heartbeatsSent, details.counters.heartbeatsSent);
+    setCounter(heartbeatsReceived, details.counters.heartbeatsReceived);
+    for (const [reason, count] of Object.entries(details.heartbeatsRejected)) {
+      setCounter(heartbeatsRejected, count, { reason });
+    }
+    setCounter(heartbeatsWithheld, driver.heartbeatsWithheld);
+    setCounter(dataplaneErrors, driver.dataplaneErrors);
+    if (driver.program.lastMs !== null) {
+      programSeconds.set({ quantile: 'last' }, driver.program.lastMs / 1000);
+    }
+    if (driver.program.p99Ms !== null) {
+      programSeconds.set({ quantile: '0.99' }, driver.program.p99Ms / 1000);
+    }
+    config.cluster.portRules.forEach((rule, i) => {
+      const labels = {
+        rule: String(i),
+        vip: rule.vip === 'all' ? 'all' : rule.vip.text,
+        ports: portsText(rule),
+        protocol: rule.protocol,
+      };
+      bucketsOwned.set(labels, status.ownership.rules[i]?.owned.length ?? 0);
+      const ruleState = details.ruleStates[i] ?? 'enabled';
+      for (const name of ['enabled', 'draining', 'disabled']) {
+        ruleEnabled.set({ ...labels, state: name }, ruleState === name ? 1 : 0);
+      }
+      const ruleCounters = counters?.rules[i];
+      if (ruleCounters !== undefined) {
+        for (const verdict of ['accepted', 'dropped', 'reset'] as const) {
+          setCounter(packets, ruleCounters[verdict].packets, { ...labels, verdict });
+          setCounter(bytes, ruleCounters[verdict].bytes, { ...labels, verdict });
+        }
+      }
+      if (conns !== undefined) {
+        connections.set(
+          labels,
+          conns.filter((c) => c.rule === i).reduce((sum, c) => sum + c.connections, 0),
+        );
+      }
+    });
+    if (counters !== undefined) {
+      setCounter(uncoveredPackets, counters.uncovered.accepted.packets, { verdict: 'accepted' });
+      setCounter(uncoveredPackets, counters.uncovered.dropped.packets, { verdict: 'dropped' });
+      setCounter(leaseExpired, counters.leaseExpired.packets);
+    }
+    scrapeErrors.set({ part: 'counters' }, counters === undefined ? 1 : 0);
+    scrapeErrors.set(
+      { part: 'connections' },
+      conns === undefined && target.connections !== undefined ? 1 : 0,
+    );
+  };
+
+  let last: Promise<unknown> = Promise.resolve();
+  return {
+    contentType: registry.contentType,
+    text: () => {
+      // One scrape at a time: each resets and refills the same metrics.
+      const next = last.then(
+        () => collect().then(() => registry.metrics()),
+        () => collect().then(() => registry.metrics()),
+      );
+      last = next.catch(() => undefined);
+      return next;
+    },
+  };
+}
+
+/** Scrapes are small; a request body or a slow client is not a Prometheus server. */
+const metricsRequestTimeoutMs = 10_000;
+
+/**
+ * The optional HTTP listener (`nlbd --metrics-listen`): GET /metrics answers the exposition
+ * text, anything else 404. It binds exactly where told; it has no authentication (metrics are
+ * read-only), so bind it to a management address or loopback.
+ */
+export async function listenMetrics(
+  metrics: Metrics,
+  address: string,
+  port: number,
+): Promise<http.Server> {
+  const server = http.createServer((request, response) => {
+    const url = (request.url ?? '/').split('?')[0];
+    if (request.method !== 'GET' || url !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain' });
+      response.end('nlbd serves GET /metrics only\n');
+      return;
+    }
+    metrics.text().then(
+      (body) => {
+        response.writeHead(200, { 'content-type': metrics.contentType });
+        response.end(body);
+      },
+      (error: unknown) => {
+        response.writeHead(500, { 'content-type': 'text/plain' });
+        response.end(`${error instanceof Error ? error.message : String(error)}\n`);
+      },
+    );
+  });
+  server.requestTimeout = metricsRequestTimeoutMs;
+  server.maxConnections = 16;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, address, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
