@@ -150,6 +150,22 @@ describe('host scenarios', () => {
     expectTranscript('partition', net.transcript());
   });
 
+  it('link down: the cut-off host takes nothing, so the heal answers nobody twice', () => {
+    const net = cluster([1, 2, 3]);
+    for (const other of [1, 2]) net.cut.add(`${other}-3`);
+    expect(net.command(3, { verb: 'link', up: false })?.code).toBe('ok');
+    net.run(net.nowMs + 2000);
+    expect(counts(net, [1, 2, 3])).toEqual([30, 30, 0]);
+    expect(net.ownership.get(3)!.dropEstablished).toBe(false);
+    net.cut.clear();
+    // No conflict allowance: the cut-off host owns nothing when the link comes back.
+    expect(net.command(3, { verb: 'link', up: true })?.code).toBe('ok');
+    net.run(net.nowMs + 2000);
+    expect(counts(net, [1, 2, 3])).toEqual([20, 20, 20]);
+    expect(net.flushes.filter((f) => f.host === 3).length).toBe(1);
+    expectTranscript('link-down', net.transcript());
+  });
+
   it('suspend ignores every command but resume', () => {
     const net = cluster([1, 2]);
     expect(net.command(2, { verb: 'suspend' })?.code).toBe('ok');

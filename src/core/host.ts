@@ -162,7 +162,7 @@ export class HostMachine {
    * window: a peer it has not heard yet may own them. Once it hears a peer, agreement protects
    * it instead (that peer's view names every host it hears).
    */
-  private readonly listenUntilMs: number;
+  private listenUntilMs: number;
   private converged = false;
   private convergingSinceMs: number;
   private convergingReason = 'started';
@@ -235,9 +235,13 @@ export class HostMachine {
   private get participating(): boolean {
     return (
       (this.adminState === 'started' || this.adminState === 'draining') &&
-      this.keptOut === undefined
+      this.keptOut === undefined &&
+      this.linkDownSinceMs === undefined
     );
   }
+
+  /** Set while the daemon reports the cluster interface without carrier. */
+  private linkDownSinceMs: number | undefined;
 
   step(input: Input): Ready {
     this.events = this.pendingEvents;
@@ -592,6 +596,7 @@ export class HostMachine {
   }
 
   private command(now: number, command: Command): CommandReply {
+    if (command.verb === 'link') return this.link(now, command.up);
     if (this.adminState === 'suspended' && command.verb !== 'resume') {
       return {
         code: 'suspended',
@@ -668,6 +673,37 @@ export class HostMachine {
       case 'reload':
         return this.reload(now, command.config);
     }
+  }
+
+  private link(now: number, up: boolean): CommandReply {
+    if (!up) {
+      if (this.linkDownSinceMs !== undefined)
+        return { code: 'already', message: 'link already down' };
+      this.linkDownSinceMs = now;
+      this.emit(now, 'link down', { interface: this.config.cluster.interface });
+      for (const owned of this.owned) owned.clear();
+      for (const orphans of this.orphans) orphans.clear();
+      this.convergingReason = 'link down';
+      return { code: 'ok', message: 'link down: taking no buckets until it is back' };
+    }
+    if (this.linkDownSinceMs === undefined) return { code: 'already', message: 'link already up' };
+    const downMs = now - this.linkDownSinceMs;
+    this.linkDownSinceMs = undefined;
+    this.emit(now, 'link up', { interface: this.config.cluster.interface, downMs });
+    this.convergingReason = 'link up';
+    if (downMs >= this.deadAfterMs) {
+      // The peers declared this host dead meanwhile and reset its clients: its old connections
+      // are gone for them, so it drops them before it takes buckets again.
+      this.rejoinFlushedAtMs = now;
+      this.emit(now, 'rejoining: dropping connections', {
+        host: this.hostId,
+        afterLinkDownMs: downMs,
+      });
+      this.config.cluster.portRules.forEach((rule, r) => {
+        this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
+      });
+    }
+    return { code: 'ok', message: 'link up: rejoining' };
   }
 
   private reload(now: number, config: Config): CommandReply {
@@ -780,7 +816,12 @@ export class HostMachine {
     // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
     this.reviewConfigKeepOut(now);
     this.pending = false;
-    if (this.participating && !this.wasParticipating) this.generation += 1;
+    if (this.participating && !this.wasParticipating) {
+      this.generation += 1;
+      // Taking part again (start, link up, admitted): listen for a whole detection window
+      // before taking buckets alone, as at the first start.
+      this.listenUntilMs = Math.max(this.listenUntilMs, now + this.deadAfterMs);
+    }
     this.wasParticipating = this.participating;
 
     this.heardIds = [...this.peers.values()]
@@ -1148,7 +1189,10 @@ export class HostMachine {
         !this.pending &&
         (this.heardIds.length > 0 || this.lastNowMs >= this.listenUntilMs),
       active,
-      dropEstablished: !active && this.adminState !== 'draining',
+      // With the link down, established connections are kept: if it comes back before the
+      // peers declare this host dead, they go on; if later, `link` drops them.
+      dropEstablished:
+        !active && this.adminState !== 'draining' && this.linkDownSinceMs === undefined,
     };
   }
 

@@ -20,7 +20,13 @@ export type Command =
   | { readonly verb: 'enable' | 'disable' | 'drain'; readonly rules: readonly number[] }
   | { readonly verb: 'reload'; readonly config: Config }
   /** The daemon reports that a draining host has no established connections left. */
-  | { readonly verb: 'connectionsEnded' };
+  | { readonly verb: 'connectionsEnded' }
+  /**
+   * The daemon reports the cluster interface's carrier: a host whose link is down cannot
+   * serve, so it takes no buckets instead of claiming them all as a partition of one (which
+   * would answer clients twice in the moment the link comes back).
+   */
+  | { readonly verb: 'link'; readonly up: boolean };
 
 export type Input =
   | { readonly kind: 'tick'; readonly nowMs: number }

@@ -50,6 +50,7 @@ import { createMetrics, listenMetrics } from './metrics.js';
 import { readTokenFile, remoteHandler, tokenDigest } from './remote.js';
 import { defaultSocketPath, stateFilePath } from './paths.js';
 import { HostDriver } from './host-driver.js';
+import { watchLink } from './link-watch.js';
 import { readKeyFile } from './key-file.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
 import { TransportError, UdpTransport } from './transport.js';
@@ -459,8 +460,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   let attached: AttachedInterface | undefined;
   let tableProgrammed = false;
 
+  let stopLinkWatch: (() => void) | undefined;
   /** Undoes whatever was set up, in the safe order; collects problems instead of stopping. */
   const teardown = async (): Promise<string[]> => {
+    stopLinkWatch?.();
     const problems: string[] = [];
     const attempt = async (what: string, body: () => Promise<unknown>): Promise<void> => {
       try {
@@ -644,6 +647,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       );
     });
     driver.start();
+    // Carrier loss on the cluster interface: take no buckets until it is back (link-watch.ts).
+    stopLinkWatch = watchLink(setup.interface, (up) => {
+      void driver.command({ verb: 'link', up });
+    });
     logEvent({
       event: 'nlbd started',
       incarnation,
