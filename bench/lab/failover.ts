@@ -63,11 +63,20 @@ export interface FailoverRun {
   /** Attempts before the crash answered by another host than the victim: a wrong map. */
   readonly answeredByOtherBeforeCrash: number;
   readonly rejoinMs: number | null;
+  /** Per survivor, relative to the crash (the kernel time has ms resolution, from its log). */
+  readonly survivors: readonly {
+    readonly host: number;
+    readonly declaredDeadMs: number | null;
+    readonly programmedMs: number | null;
+    readonly lastBucketServedMs: number | null;
+  }[];
 }
 
 const fastIntervalMs = 5;
 const slowIntervalMs = 50;
 const probeTimeoutMs = 50;
+/** Once connected, the backend's answer only names the host: it may be slow under load. */
+const probeReplyTimeoutMs = 2_000;
 const baselineMs = 300;
 const victims = [2, 3, 1] as const;
 
@@ -107,6 +116,7 @@ export async function runFailoverRepeats(
       buckets: dead.map((bucket) => ({ bucket, ports: ports[bucket]! })),
       intervalMs: fastFromMs > 0 ? slowIntervalMs : fastIntervalMs,
       timeoutMs: probeTimeoutMs,
+      replyTimeoutMs: probeReplyTimeoutMs,
       durationMsMax: baselineMs + detectionMs + 5_000,
     };
     const prober = startHelper<ProberResult>(
@@ -143,7 +153,7 @@ export async function runFailoverRepeats(
     let failedAfter = 0;
     let otherBefore = 0;
     let never = 0;
-    const perBucket: { ms: number; resolutionMs: number }[] = [];
+    const perBucket: { ms: number; resolutionMs: number; host: number }[] = [];
     for (const { attempts } of result.buckets) {
       const sorted = sortedAttempts(attempts);
       probes += sorted.length;
@@ -158,9 +168,9 @@ export async function runFailoverRepeats(
         never++;
         continue;
       }
-      const at = sorted[index]![0];
+      const [at, host] = sorted[index]!;
       const previous = index > 0 ? sorted[index - 1]![0] : at;
-      perBucket.push({ ms: at - crashRel, resolutionMs: at - previous });
+      perBucket.push({ ms: at - crashRel, resolutionMs: at - previous, host: host as number });
     }
     const worst = perBucket.reduce<(typeof perBucket)[number] | undefined>(
       (w, b) => (w === undefined || b.ms > w.ms ? b : w),
@@ -184,6 +194,29 @@ export async function runFailoverRepeats(
     const declaredEpoch =
       declared.length === 0 ? null : Math.min(...declared.map((r) => r.atMs as number));
     const lastHeardMs = lastHeardEpoch === null ? null : lastHeardEpoch - crashAt;
+    // Where the time goes, per survivor: declared the victim dead, had its share of the dead
+    // buckets in its kernel ("ownership programmed" with more buckets than before), and answered
+    // in the last of those buckets.
+    const perSurvivor = survivors.map((id) => {
+      const before = owners.filter((o) => o === id).length;
+      const dead = declared.find((r) => r.by === id);
+      const programmed = daemonLog(lab, id).find(
+        (r) =>
+          r.event === 'ownership programmed' &&
+          typeof r.time === 'string' &&
+          Date.parse(r.time) >= crashAt &&
+          Array.isArray(r.owned) &&
+          Number(r.owned[0]) > before,
+      );
+      const served = maxOf(perBucket.filter((b) => b.host === id).map((b) => b.ms));
+      return {
+        host: id,
+        declaredDeadMs: dead === undefined ? null : round((dead.atMs as number) - crashAt),
+        programmedMs:
+          programmed === undefined ? null : round(Date.parse(programmed.time!) - crashAt),
+        lastBucketServedMs: served === null ? null : round(served),
+      };
+    });
 
     await restoreLink(lab, victim);
     await startHostDaemon(lab, victim);
@@ -213,11 +246,18 @@ export async function runFailoverRepeats(
       bucketsNeverServed: never,
       answeredByOtherBeforeCrash: otherBefore,
       rejoinMs: round(rejoinMs),
+      survivors: perSurvivor,
     };
     runs.push(run);
     log(
       `  ${setting.label} #${run.repeat}: host ${victim} (${dead.length} buckets) failover ${run.failoverMs ?? 'never'} ms` +
-        ` (detection ${detectionMs}, margin ${run.marginMs ?? '-'}; from last heartbeat ${run.failoverFromLastHeardMs ?? '-'} ms), rejoined in ${run.rejoinMs} ms`,
+        ` (detection ${detectionMs}, margin ${run.marginMs ?? '-'}; from last heartbeat ${run.failoverFromLastHeardMs ?? '-'} ms), rejoined in ${run.rejoinMs} ms; ` +
+        perSurvivor
+          .map(
+            (x) =>
+              `h${x.host}: dead ${x.declaredDeadMs ?? '-'}, kernel ${x.programmedMs ?? '-'}, served ${x.lastBucketServedMs ?? '-'}`,
+          )
+          .join('; '),
     );
     // Let the rejoined host's first heartbeats settle before the next crash.
     await sleep(Math.max(500, 2 * setting.periodMs), undefined, { signal });

@@ -61,6 +61,7 @@ export interface PlannedChange {
     readonly maxUpperMs: number | null;
     /** Probes that no host answered between the two (each a SYN that fell into a gap). */
     readonly probesUnanswered: number;
+    readonly unansweredByKind: Record<string, number>;
     /** Lower bound from unanswered probes: first to last unanswered one, largest bucket. */
     readonly maxLowerMs: number;
     /** Answers by the old owner after the new owner answered (two owners at once): must be 0. */
@@ -93,6 +94,8 @@ export interface PlannedResult {
 
 const probeIntervalMs = 5;
 const probeTimeoutMs = 50;
+/** Once connected, the backend's answer only names the host: it may be slow under load. */
+const probeReplyTimeoutMs = 2_000;
 const convergeTimeoutMs = 20_000;
 /** An answered request this slow had its first SYN retransmitted (Linux waits 1 s). */
 const synRetryMs = 900;
@@ -143,6 +146,7 @@ function analyseGap(
   let unanswered = 0;
   let oldAfterNew = 0;
   let notTaken = 0;
+  const byKind: Record<string, number> = {};
   const spacings: number[] = [];
   for (const m of moving) {
     const attempts = [...(result.buckets.find((b) => b.bucket === m.bucket)?.attempts ?? [])].sort(
@@ -168,6 +172,7 @@ function analyseGap(
     const between: Attempt[] = attempts.slice(lastOld + 1, firstNew);
     const failed = between.filter(([, o]) => typeof o !== 'number');
     unanswered += failed.length;
+    for (const [, kind] of failed) byKind[String(kind)] = (byKind[String(kind)] ?? 0) + 1;
     upper = Math.max(upper ?? 0, newAt - attempts[lastOld]![0]);
     if (failed.length > 0) lower = Math.max(lower, failed.at(-1)![0] - failed[0]![0]);
   }
@@ -180,6 +185,7 @@ function analyseGap(
         : round(sortedSpacing[Math.floor((sortedSpacing.length - 1) / 2)]!),
     maxUpperMs: upper === null ? null : round(upper),
     probesUnanswered: unanswered,
+    unansweredByKind: byKind,
     maxLowerMs: round(lower),
     answersByOldAfterNew: oldAfterNew,
     bucketsNotTaken: notTaken,
@@ -294,6 +300,7 @@ export async function runPlanned(
         buckets: moving.map((m) => ({ bucket: m.bucket, ports: ports[m.bucket]! })),
         intervalMs: probeIntervalMs,
         timeoutMs: probeTimeoutMs,
+        replyTimeoutMs: probeReplyTimeoutMs,
         durationMsMax: convergeTimeoutMs,
       };
       const prober = startHelper<ProberResult>(

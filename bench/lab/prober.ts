@@ -4,8 +4,10 @@
 // For each bucket it is given, it opens a fresh connection every `intervalMs` from a source port
 // that hashes into that bucket (the ports are chosen by the caller with the cluster's flow hash),
 // sends `GET`, and records when the attempt started and which host answered, or how it failed.
-// A short timeout and a fresh socket per attempt mean no SYN retransmission ever blurs the
-// timeline: an attempt either got an answer at once or it counts as failed.
+// A short connect timeout and a fresh socket per attempt mean no SYN retransmission ever blurs
+// the timeline: the SYN was either accepted at once or the attempt counts as failed. Once
+// connected, the reply (which names the host) may take longer: a backend starved of CPU for a
+// moment answers late, but the bucket did take the connection when the SYN went out.
 //
 // Protocol: one JSON line of ProberConfig on stdin, then commands, one JSON line each:
 //   {"cmd":"interval","intervalMs":5}              probe faster or slower from now on
@@ -27,7 +29,10 @@ export interface ProberConfig {
   readonly sourceIp: string;
   readonly buckets: readonly { readonly bucket: number; readonly ports: readonly number[] }[];
   readonly intervalMs: number;
+  /** For the SYN: no connection within this is a failed attempt ('timeout'). */
   readonly timeoutMs: number;
+  /** For the reply once connected ('no-reply' after it). */
+  readonly replyTimeoutMs: number;
   readonly durationMsMax: number;
 }
 
@@ -42,8 +47,15 @@ export type ProberCommand =
     }
   | { readonly cmd: 'stop' };
 
-/** An attempt: start time in ms after `originEpochMs` (0.01 ms), and the answering host or why not. */
-export type Attempt = readonly [startMs: number, outcome: number | string];
+/**
+ * An attempt: start time in ms after `originEpochMs` (0.01 ms); the host that answered, or why
+ * not; and how long the connect took (null when it never connected).
+ */
+export type Attempt = readonly [
+  startMs: number,
+  outcome: number | string,
+  connectMs: number | null,
+];
 
 export interface ProberResult {
   readonly type: 'result';
@@ -80,6 +92,10 @@ function validate(config: ProberConfig): void {
   }
   check(config.intervalMs >= intervalMsMin, `intervalMs must be at least ${intervalMsMin}`);
   check(config.timeoutMs >= 5 && config.timeoutMs <= 5_000, 'timeoutMs must be 5..5000');
+  check(
+    config.replyTimeoutMs >= 5 && config.replyTimeoutMs <= 10_000,
+    'replyTimeoutMs must be 5..10000',
+  );
   check(
     config.durationMsMax > 0 && config.durationMsMax <= durationMsLimit,
     `durationMsMax must be 1..${durationMsLimit}`,
@@ -136,12 +152,14 @@ export function runProber(
     const localPort = s.ports[s.nextPort++ % s.ports.length]!;
     const startedEpochMs = nowEpochMs();
     let settled = false;
+    let connectMs: number | null = null;
+    let timer: NodeJS.Timeout | undefined;
     const record = (outcome: number | string): void => {
       if (settled) return;
       settled = true;
       inFlight--;
       clearTimeout(timer);
-      s.attempts.push([rel(startedEpochMs), outcome]);
+      s.attempts.push([rel(startedEpochMs), outcome, connectMs]);
     };
     inFlight++;
     const socket = net.connect({
@@ -150,14 +168,28 @@ export function runProber(
       localAddress: config.sourceIp,
       localPort,
     });
-    const timer = setTimeout(() => {
-      record('timeout');
-      socket.destroy();
+    timer = setTimeout(() => {
+      // A connect the kernel completed while this process waited for the CPU is only seen in
+      // the poll phase, which runs after timers: decide after it (setImmediate), not before.
+      setImmediate(() => {
+        if (connectMs === null) {
+          record('timeout');
+          socket.destroy();
+        }
+      });
     }, config.timeoutMs);
     let reply = '';
     socket.setEncoding('utf8');
     socket.setNoDelay(true);
-    socket.on('connect', () => socket.write('GET\n'));
+    socket.on('connect', () => {
+      connectMs = Math.round((nowEpochMs() - startedEpochMs) * 100) / 100;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        record('no-reply');
+        socket.destroy();
+      }, config.replyTimeoutMs);
+      socket.write('GET\n');
+    });
     socket.on('data', (chunk: string) => {
       reply += chunk;
       const newline = reply.indexOf('\n');
@@ -207,10 +239,14 @@ export function runProber(
       if (doneAtMs !== undefined && now >= doneAtMs) finish('done');
       if (stoppedBy !== undefined) {
         clearInterval(tick);
-        // Every attempt ends within timeoutMs; wait for them so none is cut short.
+        // Every attempt ends within timeoutMs + replyTimeoutMs; wait so none is cut short.
         const waitStart = now;
         const drain = setInterval(() => {
-          if (inFlight === 0 || nowEpochMs() - originEpochMs > waitStart + 2 * config.timeoutMs) {
+          if (
+            inFlight === 0 ||
+            nowEpochMs() - originEpochMs >
+              waitStart + config.timeoutMs + config.replyTimeoutMs + 100
+          ) {
             clearInterval(drain);
             resolve({
               type: 'result',

@@ -105,14 +105,16 @@ export function renderMarkdown(report: LabReport): string {
       "The crash: the victim's nlbd is SIGKILLed and its switch port cut at the same instant. A",
       'prober in the client namespace opens a fresh connection into each of the dead buckets every',
       '5 ms (every 50 ms until one period before the earliest possible takeover), each from a source',
-      'port that hashes into that bucket, with a 50 ms timeout; failover is the start of the first',
-      'attempt a survivor answered in the last bucket to be served. *Detection* is tolerance × period;',
-      '*margin* = failover − detection (negative when the crash fell between two heartbeats, as it',
-      "usually does). *From last heartbeat* counts from the victim's last heartbeat a survivor heard",
-      "(from the survivors' `host declared dead` log records), i.e. as if the crash came just after",
-      'a heartbeat: its margin over detection is the cost of the protocol and the kernel update.',
+      'port that hashes into that bucket; a SYN not accepted within 50 ms is a failed attempt (no',
+      'retransmission blurs the timeline), and the reply names the host. Failover is the start of the',
+      'first attempt a survivor took, in the last dead bucket to be taken. *Detection* is tolerance ×',
+      'period; *margin* = failover − detection, negative when the crash fell between two heartbeats,',
+      "as it usually does. *From last heartbeat* counts from the victim's last heartbeat a survivor",
+      "heard (from the survivors' `host declared dead` records, which say how long it had been",
+      'silent), as if the crash had come just after a heartbeat: its margin over detection is what',
+      'the protocol and the kernel update add to the detection time.',
       '',
-      '| heartbeat | # | victim | dead buckets | detection | failover | margin | from last heartbeat | its margin | declared dead | resolution | probes unanswered | rejoin |',
+      '| heartbeat | # | victim | dead buckets | detection | failover | margin | from last heartbeat | its margin | declared dead | resolution | attempts failed after the crash | rejoin |',
       '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const f of report.failover) {
@@ -146,7 +148,7 @@ export function renderMarkdown(report: LabReport): string {
       'joins, host 2 drainstops, host 3 stops, a few seconds apart. Requests are counted in the window',
       'from their change to the next. A request answered only after ≥ 900 ms had its first SYN lost in',
       'a gap (the client retransmits after 1 s): it did not fail, but it waited. The gap of a moving',
-      "bucket is measured by the prober (5 ms spacing, 50 ms timeout): from the old owner's last answer",
+      "bucket is measured by the prober (5 ms spacing, 50 ms for the SYN): from the old owner's last answer",
       "to the new owner's first (an upper bound, one probe spacing included); unanswered probes",
       'between them are SYNs that fell into the gap; their spread is a lower bound. The prober shares',
       'the two cores with everything else, so it may stall; the *gap in the kernels* comes from the',
@@ -169,6 +171,18 @@ export function renderMarkdown(report: LabReport): string {
       ),
       '',
       `Over the whole run the load generator started ${p.loadgen.started} connections; ${p.loadgen.failed} failed; ${p.loadgen.holdsBroken} long-lived connections broke.`,
+      "Probes the stopping host accepted just before its stop took effect get no reply (`no-reply`): NLB's",
+      'stop drops that host\'s connections, and the load generator counts such requests under "dropped by stop".',
+      `Unanswered probes by kind: ${p.changes
+        .map(
+          (c) =>
+            `${c.change} ${
+              Object.entries(c.gap.unansweredByKind)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(', ') || 'none'
+            }`,
+        )
+        .join('; ')}.`,
       'A join converges only after the new host has listened for one detection time (1 s).',
       '',
     );
