@@ -135,6 +135,22 @@ export function renderMarkdown(report: LabReport): string {
       '',
       "All times in ms. *Resolution*: the spacing of the worst bucket's probes around its first answer.",
       '',
+      'Where the time goes, per survivor, from the crash: it declares the victim dead, its kernel',
+      'holds its share of the dead buckets (`ownership programmed`, logged once nlbd saw the kernel take',
+      'it: an upper bound, ms resolution), and the prober',
+      'sees the last of those buckets taken.',
+      '',
+      '| heartbeat | # | survivor | declared dead | kernel programmed | last bucket taken |',
+      '|---|---|---|---|---|---|',
+      ...report.failover.flatMap((f) =>
+        f.runs.flatMap((r) =>
+          r.survivors.map(
+            (x) =>
+              `| ${f.setting.label} | ${r.repeat} | h${x.host} | ${fmt(x.declaredDeadMs)} | ${fmt(x.programmedMs, 0)} | ${fmt(x.lastBucketServedMs)} |`,
+          ),
+        ),
+      ),
+      '',
     );
   }
 
