@@ -680,21 +680,26 @@ export async function answerControl(
   request: unknown,
   context: ControlContext,
 ): Promise<ControlAnswer> {
-  const response = await respond(request, context);
-  const parsed = response.ok ? requestSchema.safeParse(request) : undefined;
+  const parsed = requestSchema.safeParse(request);
+  const journal = context.target.events;
   if (
-    parsed?.success === true &&
+    parsed.success &&
     parsed.data.verb === 'events' &&
     parsed.data.follow === true &&
-    context.target.events !== undefined
+    journal !== undefined
   ) {
+    // The recent events and the subscription are taken in one synchronous block, so the
+    // follower sees every event exactly once, with no gap between the two.
+    let stream: ControlStream;
     try {
-      return { response, stream: followJournal(context.target.events) };
+      stream = followJournal(journal);
     } catch (error) {
       return { response: failure('failed', errorText(error), 'close another follower first') };
     }
+    const data: EventsData = { events: journal.recent(parsed.data.limit), following: true };
+    return { response: { ok: true, data }, stream };
   }
-  return { response };
+  return { response: await respond(request, context) };
 }
 
 async function respond(request: unknown, context: ControlContext): Promise<ControlResponse> {

@@ -12,6 +12,7 @@
 // Exit codes of commands (src/cli/exit-codes.ts), from the host machine's reply codes:
 //   ok -> 0, already -> 3, suspended -> 1 (with the reason), not found -> 4, refused -> 1.
 import type { Command } from 'commander';
+import { hostsMax } from '../../core/config.js';
 import type { ReplyCode } from '../../core/protocol.js';
 import type { ControlResponse } from '../../daemon/control.js';
 import {
@@ -27,6 +28,13 @@ import {
 } from '../../daemon/remote.js';
 import { NlbError, badArgument } from '../errors.js';
 import { type ExitCode, exitCodes } from '../exit-codes.js';
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { defaultSocketPath } from '../../daemon/paths.js';
+import { labClusterName } from '../../lab/host-config.js';
+import { LabError, loadLab } from '../../lab/lab.js';
+import { loadConfigFile } from '../../node/config-file.js';
+import { parseHostIdArgument } from '../arguments.js';
 import { resolveSocket } from './query.js';
 
 export interface ControlOptions {
@@ -71,10 +79,63 @@ function isRemote(options: ControlOptions): boolean {
   );
 }
 
+/**
+ * The socket of a lab host, from the lab's record: not from the host's config file, which may
+ * be the very file an operator is fixing (`nlb reload` must reach the daemon to hear why the
+ * file is rejected).
+ */
+function labSocket(lab: string, host: string): string | undefined {
+  if (!/^\s*\d+\s*$/.test(host)) return undefined;
+  const hostId = parseHostIdArgument('--host', host);
+  try {
+    const state = loadLab(lab);
+    if (!state.hosts.some((h) => h.id === hostId)) return undefined;
+    return defaultSocketPath(labClusterName(state.name), hostId);
+  } catch (error) {
+    if (error instanceof LabError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * The socket named by a config file that does not validate: its cluster name and host id, when
+ * those two are readable, so that `nlb reload --config F` still reaches nlbd to hear why F is
+ * rejected (and nlbd logs 'config rejected').
+ */
+async function invalidConfigSocket(file: string): Promise<string | undefined> {
+  const loaded = await loadConfigFile(file);
+  if (loaded.ok || loaded.reason !== 'invalid') return undefined;
+  try {
+    const doc = parseYaml(await readFile(file, 'utf8')) as {
+      cluster?: { name?: unknown };
+      host?: { id?: unknown };
+    };
+    const name = doc.cluster?.name;
+    const id = doc.host?.id;
+    return typeof name === 'string' &&
+      /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name) &&
+      typeof id === 'number' &&
+      Number.isInteger(id) &&
+      id >= 1 &&
+      id <= hostsMax
+      ? defaultSocketPath(name, id)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The daemon these options name (see the header comment). */
 export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink> {
   if (!isRemote(options)) {
-    const socket = await resolveSocket(options);
+    let socket: string | undefined;
+    if (options.socket === undefined && options.lab !== undefined && options.host !== undefined) {
+      socket = labSocket(options.lab, options.host);
+    } else if (options.socket === undefined && options.config !== undefined) {
+      socket = await invalidConfigSocket(options.config);
+    }
+    // Anything else (and every error message) is query.ts's resolution.
+    socket ??= await resolveSocket(options);
     return { endpoint: socket, token: undefined, where: socket };
   }
   if (options.host === undefined) {
