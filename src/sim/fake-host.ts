@@ -367,7 +367,7 @@ export class FakeHost {
 
     // Release whatever the target no longer gives this host, or a lower id also announces.
     let ownershipChanged = false;
-    const agreed = this.converged();
+    const agreed = this.agreed();
     rules.forEach((rule, r) => {
       const mine = this.owned[r]!;
       const claimedByPeers = new Map<number, number>();
@@ -402,16 +402,30 @@ export class FakeHost {
     return changed;
   }
 
-  private converged(): boolean {
+  /** Every member announces the same view and map (what acquiring needs). */
+  private agreed(): boolean {
     if (!this.members.includes(this.id) || this.nowMs < this.listenUntilMs) return false;
-    for (const id of this.members) {
-      if (id === this.id) continue;
+    return this.members.every((id) => {
+      if (id === this.id) return true;
       const hb = this.peers.get(id)?.hb;
-      if (hb === undefined || !sameList(hb.members, this.members) || hb.map !== this.mapDigest) {
-        return false;
-      }
-    }
-    return true;
+      return hb !== undefined && sameList(hb.members, this.members) && hb.map === this.mapDigest;
+    });
+  }
+
+  /** Agreed, and settled: every member holds exactly its share of the target. */
+  private converged(): boolean {
+    if (!this.agreed()) return false;
+    return this.members.every((id) => {
+      const claims =
+        id === this.id
+          ? this.owned.map((set) => [...set].sort((a, b) => a - b))
+          : this.peers.get(id)!.hb.owned;
+      return this.target.every((row, r) => {
+        if (this.config.cluster.portRules[r]!.mode === 'disabled') return true;
+        const share = row.flatMap((owner, b) => (owner === id ? [b] : []));
+        return sameList(claims[r] ?? [], share);
+      });
+    });
   }
 
   private currentOwnership(): Ownership {

@@ -287,18 +287,20 @@ export function randomPlan(options: PlanOptions): SimPlan {
   const slots = hosts + spares;
   const schedule: ScheduledAction[] = [];
   const state: SlotState[] = Array.from({ length: hosts }, () => 'new');
+  /** When each slot's host last began to take part (boot or start), to pick settled anchors. */
+  const activeSince: number[] = Array.from({ length: hosts }, () => Infinity);
   const bootLate = profile === 'calm' || profile === 'churn' || profile === 'chaos';
   for (let id = 1; id <= hosts; id++) {
     if (bootLate && hosts > 1 && prng.chance(0.15)) continue; // Joins later, or never.
-    schedule.push({
-      atMs: round(prng.float(0, P)),
-      action: { do: 'boot', slot: id - 1, hostId: id, initial: true },
-    });
+    const atMs = round(prng.float(0, P));
+    schedule.push({ atMs, action: { do: 'boot', slot: id - 1, hostId: id, initial: true } });
     state[id - 1] = 'member';
+    activeSince[id - 1] = atMs;
   }
   if (!state.includes('member')) {
     schedule.push({ atMs: 0, action: { do: 'boot', slot: 0, hostId: 1, initial: true } });
     state[0] = 'member';
+    activeSince[0] = 0;
   }
   // Chaos may strike while the cluster is still forming; the others start from a converged one.
   const start = profile === 'chaos' ? round(prng.float(0, warmupMs(shape))) : warmupMs(shape);
@@ -366,9 +368,11 @@ export function randomPlan(options: PlanOptions): SimPlan {
         const candidates = slotsIn('member').filter((s) => free(s, at));
         if (candidates.length === 0) break;
         const slot = prng.pick(candidates);
+        const bootAt = at + round(prng.float(0.2, 2 * T) * P);
         add(at, { do: 'crash', slot });
-        add(at + round(prng.float(0.2, 2 * T) * P), { do: 'boot', slot, hostId: slot + 1 });
+        add(bootAt, { do: 'boot', slot, hostId: slot + 1 });
         pinnedUntil.set(slot, at + 2 * T * P);
+        activeSince[slot] = bootAt;
         break;
       }
       case 'join': {
@@ -377,6 +381,7 @@ export function randomPlan(options: PlanOptions): SimPlan {
         const slot = prng.pick(candidates);
         add(at, { do: 'boot', slot, hostId: slot + 1 });
         state[slot] = 'member';
+        activeSince[slot] = at;
         break;
       }
       case 'stop':
@@ -393,6 +398,7 @@ export function randomPlan(options: PlanOptions): SimPlan {
         const slot = prng.pick(candidates);
         add(at, { do: 'command', slot, command: { verb: 'start' } });
         state[slot] = 'member';
+        activeSince[slot] = at;
         break;
       }
       case 'drainstop': {
@@ -407,13 +413,15 @@ export function randomPlan(options: PlanOptions): SimPlan {
       }
       case 'duplicate':
       case 'mismatch': {
-        // An intruder meets a running cluster: at least one genuine member, kept running (not
-        // crashed, stopped or drained) while the intruder is there. Without one, the intruder
-        // would be the cluster, and keeping it out would be wrong.
-        if (sparesUsed >= spares || members.length === 0) break;
+        // An intruder meets a running cluster: at least one genuine member that has taken part
+        // for two periods (it has spoken), kept running (not crashed, stopped or drained) while
+        // the intruder is there. Without one, the intruder would be the cluster (or the first
+        // to claim the id), and keeping it out would be wrong.
+        const anchors = members.filter((s) => activeSince[s]! + 2 * P <= at);
+        if (sparesUsed >= spares || anchors.length === 0) break;
         const slot = hosts + sparesUsed;
         const until = at + round(prng.float(2, 3 * T) * P);
-        const anchor = prng.pick(members);
+        const anchor = prng.pick(anchors);
         if (kind === 'duplicate') {
           add(at, {
             do: 'boot',

@@ -51,6 +51,13 @@ export interface RunOptions {
   readonly failureLines?: number;
   /** Protocol events kept in the result (the first ones); default 20,000. */
   readonly eventsMax?: number;
+  /**
+   * I2's allowance, in maximal one-way delays: how long after all members report converged
+   * every bucket must sit in exactly its target owner's data plane. 2 (the last
+   * release and acquisition in flight) suits a protocol whose `converged` means agreement only;
+   * the default 0 demands it at the very instant, as `converged` includes being settled.
+   */
+  readonly convergedSettleDelays?: number;
 }
 
 const violationsMax = 50;
@@ -658,7 +665,7 @@ class Simulation {
     const live = this.liveNodes().map((n) => this.observed(n));
     const { groups, disagreement } = agreedGroups(live);
     if (disagreement !== undefined) this.violate('I2', disagreement);
-    const settleMs = 2 * this.network.maxOneWayDelayMs;
+    const settleMs = (this.options.convergedSettleDelays ?? 0) * this.network.maxOneWayDelayMs;
     const keys = new Set<string>();
     for (const group of groups) {
       const key = `${group.members.join(',')}|${group.mapDigest}|${group.hosts.map((h) => h.index).join(',')}`;
