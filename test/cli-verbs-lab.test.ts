@@ -319,6 +319,60 @@ describe.runIf(isRoot)('nlb control verbs against a three-host lab', () => {
     await sleep(1_500);
   }
 
+  it('under load: a cluster-part reload (a new port rule) on every host keeps every held connection', async () => {
+    const running = startLoad(lab, { ...load, countMax: 600, durationMs: 10_000 });
+    let reloads: NlbRun[];
+    let restored: NlbRun[];
+    try {
+      await running.started;
+      await sleep(1_000);
+      for (const host of lab.state.hosts) {
+        editConfig(host.config, configText.get(host.id)!, (doc) => {
+          (doc.cluster!.portRules as unknown[]).push({
+            vip: '198.18.0.100',
+            ports: 8080,
+            protocol: 'tcp',
+            mode: 'multiple',
+            affinity: 'none',
+          });
+        });
+      }
+      reloads = await Promise.all([1, 2, 3].map((id) => nlb(id, 'reload', '--json')));
+      const converged = await waitForHosts(
+        lab,
+        [1, 2, 3],
+        (d) => d.converged && d.rules.length === 2 && d.rules[1]!.owned.length === 20,
+        8_000,
+      );
+      expect(converged.ok).toBe(true);
+      const port = JSON.parse((await nlb(2, 'queryport', '198.18.0.100:8080', '--json')).stdout);
+      expect(port.rules[0]).toMatchObject({
+        rule: 1,
+        ports: '8080',
+        owners: { 1: 20, 2: 20, 3: 20 },
+      });
+      await sleep(1_000);
+    } finally {
+      for (const host of lab.state.hosts) writeFileSync(host.config, configText.get(host.id)!);
+      restored = await Promise.all([1, 2, 3].map((id) => nlb(id, 'reload')));
+      running.stop();
+    }
+    for (const run of reloads) {
+      expect(JSON.parse(run.stdout)).toMatchObject({ code: 'ok', clusterChanged: true });
+    }
+    expect(restored.map((r) => r.code)).toEqual([0, 0, 0]);
+    await expectConverged(lab, [1, 2, 3], 20);
+    const result = await running.done;
+    expect(result.holds.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual([]);
+    expect(result.holdsBroken).toBe(0);
+    // New connections may fail while the hosts' cluster parts differ: the core then treats a
+    // peer with another config as gone (partition detected) and both sides take its buckets
+    // for a few ms (a protocol issue reported with this change, not a control surface one).
+    console.info(
+      `cli-verbs-lab: cluster-part reload under load: ${result.started} connections, ${result.failed} failed ${JSON.stringify(result.failures)}, ${result.holdsBroken} held broken`,
+    );
+  });
+
   it('start/stop/suspend/resume exit codes, and events --follow watching them', async () => {
     const follow = spawn(process.execPath, [
       nlbMain,
