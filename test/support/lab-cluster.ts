@@ -11,7 +11,7 @@
 // Network safety: every address and route added here lives inside a namespace of a lab this
 // session created, and all of them are in 198.18.0.0/15 (DESIGN.md §6).
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
@@ -199,9 +199,25 @@ export async function expectConverged(
       ([id, d]) =>
         `host ${id}: ${d === undefined ? 'no answer' : `${d.state} members ${d.members.join(',')} owns ${d.rules[0]!.owned.length}`}`,
     );
-    expect.fail(`hosts ${members.join(',')} did not converge in ${waitMs} ms: ${seen.join('; ')}`);
+    // A host that does not answer usually has a dead nlbd: its log says why.
+    const logs = [...result.answers]
+      .filter(([, d]) => d === undefined)
+      .map(([id]) => `nlbd log of host ${id}:\n${daemonLogTail(lab, id)}`);
+    expect.fail(
+      `hosts ${members.join(',')} did not converge in ${waitMs} ms: ${seen.join('; ')}${logs.map((l) => `\n${l}`).join('')}`,
+    );
   }
   return result;
+}
+
+/** The last lines of a host's nlbd log, for failure messages. */
+export function daemonLogTail(lab: ClusterLab, hostId: number, lines = 15): string {
+  const host = lab.state.hosts.find((h) => h.id === hostId);
+  try {
+    return readFileSync(host!.daemonLog, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
 }
 
 /** The owners of rule 0's buckets as the hosts report them; throws when two hosts claim one. */
