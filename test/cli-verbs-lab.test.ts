@@ -11,7 +11,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { daemonMainPath, startHostDaemon } from '../src/lab/lab.js';
+import { daemonMainPath, loadLab, startHostDaemon } from '../src/lab/lab.js';
 import { hostIp } from '../src/lab/naming.js';
 import { type NlbRun, nlbMain, runNlb } from './cli-helpers.js';
 import {
@@ -254,8 +254,13 @@ describe.runIf(isRoot)('nlb control verbs against a three-host lab', () => {
     expect(result.holds.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual([]);
     expect(result.holdsBroken).toBe(0);
     expect(Object.keys(result.perHost).sort()).toEqual(['1', '2', '3']);
-    expect((await nlb(1, 'reload')).code).toBe(0);
+    // The original config back through SIGHUP, the systemd unit's ExecReload.
+    process.kill(loadLab(labName).hosts[0]!.daemon!.pid, 'SIGHUP');
     await expectConverged(lab, [1, 2, 3], 20);
+    const events = JSON.parse((await nlb(1, 'events', '--json', '--limit', '30')).stdout) as {
+      events: { event: string; code?: string }[];
+    };
+    expect(events.events.find((e) => e.event === 'reload on SIGHUP')).toMatchObject({ code: 'ok' });
   });
 
   async function reloadsAndRulesUnderLoad(): Promise<void> {
