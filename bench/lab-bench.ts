@@ -149,7 +149,7 @@ async function main(): Promise<void> {
       log('filter overhead: iperf3 to host 1, dedicated IP vs VIP, alternating');
       const out = await withLab(
         { name: labName('if'), hosts: 3, clients: 1, startBackends: false },
-        (lab) => runFilterOverhead(lab, quick ? 3 : 5, quick ? 1 : 4, log, abort.signal),
+        (lab) => runFilterOverhead(lab, quick ? 3 : 5, quick ? 1 : 6, log, abort.signal),
         log,
       );
       filter = { ...out.value, lab: out.labName };
@@ -188,6 +188,11 @@ async function main(): Promise<void> {
     p90Ms: quantile(samples, 0.9),
     p99Ms: quantile(samples, 0.99),
     maxMs: maxOf(samples),
+    overTarget: samples.filter((ms) => ms > programMsMax).length,
+    slowest: program
+      .flatMap((p) => p.samples.map((x) => ({ lab: p.lab, ...x })))
+      .sort((a, b) => b.programMs - a.programMs)
+      .slice(0, 5),
     perLab: program.map((p) => ({
       lab: p.lab,
       samples: p.samples.length,
@@ -215,7 +220,8 @@ async function main(): Promise<void> {
     proxy,
     errors,
   };
-  const partial = parts.length !== partNames.length;
+  // A partial or interrupted run never replaces the committed results.
+  const partial = parts.length !== partNames.length || abort.signal.aborted;
   const dir = partial
     ? path.join(os.tmpdir(), 'nlb-bench')
     : path.join(repoRoot, 'bench', 'results');

@@ -34,6 +34,9 @@ export interface LabReport {
     readonly p90Ms: number | null;
     readonly p99Ms: number | null;
     readonly maxMs: number | null;
+    /** Samples above the target (20 ms). */
+    readonly overTarget: number;
+    readonly slowest: { lab: string; hostId: number; programMs: number; how: string }[];
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
   readonly filter: (FilterResult & { lab: string }) | null;
@@ -212,7 +215,8 @@ export function renderMarkdown(report: LabReport): string {
     'moment the protocol core decided a new ownership until the kernel holds it; set updates through',
     'the long-lived `nft` process, or a whole-table load).',
     '',
-    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms.`,
+    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms; ${g.overTarget} above 20 ms.`,
+    `Slowest: ${g.slowest.map((x) => `${fmt(x.programMs, 2)} ms (${x.lab} h${x.hostId}, ${x.how})`).join(', ')}.`,
     '',
     '| lab | changes | max (ms) |',
     '|---|---|---|',
