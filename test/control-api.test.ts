@@ -296,4 +296,21 @@ describe('event journal', () => {
     expect(taken).toBe(2);
     expect(journal.followerCount).toBe(0);
   });
+
+  it("logs 'bad heartbeats' at most once per 10 s, with the counts (the core rate-limits it)", () => {
+    const t = makeTestTarget();
+    const before = t.journal.recent().length;
+    const garbage = new Uint8Array([1, 2, 3, 4]);
+    for (let nowMs = 1_000; nowMs <= 25_000; nowMs += 100) {
+      const ready = t.machine.step({ kind: 'datagram', nowMs, bytes: garbage });
+      for (const event of ready.events) t.journal.record({ ...event });
+    }
+    const bad = t.journal
+      .recent()
+      .slice(before)
+      .filter((e) => e.event === 'bad heartbeats');
+    expect(bad.length).toBeGreaterThanOrEqual(2);
+    expect(bad.length).toBeLessThanOrEqual(3);
+    expect(bad[0]).toMatchObject({ counts: { truncated: expect.any(Number) } });
+  });
 });
