@@ -10,7 +10,9 @@
 //
 //   npm run bench:lab      (root; NLB_BENCH_QUICK=1: one repeat and shorter runs;
 //                           NLB_LAB_BENCH_ONLY=failover,planned,filter,proxy: those parts only,
-//                           results to the temp dir instead of bench/results)
+//                           results to the temp dir instead of bench/results;
+//                           NLB_BENCH_KEEP_LOGS=<dir>: copy every lab's nlbd logs there;
+//                           NLB_BENCH_CLIENT_CONCURRENCY=<n>: workers of the HTTP client, 32)
 //
 // Every lab gets a unique name and is taken down in a finally block and on SIGINT/SIGTERM; all
 // traffic stays inside the lab's namespaces on 198.18.0.0/24, and every load is bounded.
