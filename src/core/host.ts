@@ -964,7 +964,17 @@ export class HostMachine {
       return (state === 'started' || state === 'draining') && !members.includes(id);
     }));
     const alone = this.heardIds.length === 0;
-    if (agreed && !pending && (!alone || now >= this.listenUntilMs)) {
+    // A heard host of another configuration that still claims buckets (a config rollout in
+    // progress) may serve the same clients under other rules: take nothing until it yields.
+    // The keep-out rule makes one side of any mismatch yield and clear its claims.
+    const foreignClaims = [...this.peers.values()].some(
+      (p) =>
+        p.heard &&
+        p.mismatch !== undefined &&
+        (p.heartbeat.state === 'started' || p.heartbeat.state === 'draining') &&
+        p.heartbeat.rules.some((rule) => rule.owned.length > 0),
+    );
+    if (agreed && !pending && !foreignClaims && (!alone || now >= this.listenUntilMs)) {
       const claimedByPeers = rules.map(() => new Set<number>());
       for (const id of this.heardIds) {
         const hb = this.peers.get(id)!.heartbeat;
@@ -1191,8 +1201,13 @@ export class HostMachine {
       active,
       // With the link down, established connections are kept: if it comes back before the
       // peers declare this host dead, they go on; if later, `link` drops them.
+      // Only an operator's stop or suspend cuts established connections; a host kept out (a
+      // config rollout) or without carrier keeps them.
       dropEstablished:
-        !active && this.adminState !== 'draining' && this.linkDownSinceMs === undefined,
+        !active &&
+        (this.adminState === 'stopped' || this.adminState === 'suspended') &&
+        this.keptOut === undefined &&
+        this.linkDownSinceMs === undefined,
     };
   }
 
