@@ -27,7 +27,10 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm ci` would be the stricter choice, but npm 11.19 refuses this lock file (it reports
+  # rollup's optional per-platform packages as missing even from a freshly written lock file);
+  # `npm install` installs the same locked versions.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 npm run --silent build
