@@ -95,7 +95,8 @@ export class MiniNet {
     // A bound on steps turns a livelock (hosts answering each other forever) into a failure.
     const stepsMax = 200_000;
     for (let steps = 0; ; steps++) {
-      if (steps >= stepsMax) throw new Error(`livelock: ${stepsMax} steps before ${untilMs} ms, now ${this.nowMs} ms`);
+      if (steps >= stepsMax)
+        throw new Error(`livelock: ${stepsMax} steps before ${untilMs} ms, now ${this.nowMs} ms`);
       this.queue.sort((a, b) => a.atMs - b.atMs || a.seq - b.seq);
       const nextDatagram = this.queue[0]?.atMs ?? Infinity;
       let nextWake = Infinity;
