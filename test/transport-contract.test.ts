@@ -23,6 +23,7 @@ import {
   type TransportStats,
 } from '../src/daemon/transport.js';
 import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
+import { SimSegment } from './support/sim-transport.js';
 import { type Endpoint, type TransportHarness, transportContract } from './transport-contract.js';
 
 // ------------------------------------------------------------------------------------ memory
@@ -37,6 +38,29 @@ transportContract('memory', (): TransportHarness => {
       const endpoints = Array.from({ length: count }, (_, i) => {
         const address = `198.18.7.${11 + i}`;
         return { transport: network.transport(address), address };
+      });
+      open = endpoints.map((e) => e.transport);
+      return Promise.resolve(endpoints);
+    },
+    async cleanup() {
+      await Promise.all(open.map((t) => t.close()));
+      open = [];
+    },
+  };
+});
+
+// ------------------------------------------------------------------------- simulator network
+
+transportContract('simulator network', (): TransportHarness => {
+  let open: Transport[] = [];
+  return {
+    deliveryWaitMs: 500,
+    silenceWaitMs: 20,
+    create(count) {
+      const segment = new SimSegment(count);
+      const endpoints = Array.from({ length: count }, (_, i) => {
+        const address = `198.18.7.${11 + i}`;
+        return { transport: segment.transport(address), address };
       });
       open = endpoints.map((e) => e.transport);
       return Promise.resolve(endpoints);
