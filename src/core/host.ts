@@ -228,6 +228,16 @@ export class HostMachine {
     return this.config.cluster.heartbeat.periodMs;
   }
 
+  /**
+   * Heartbeats leave a little more often than the period: peers declare a host dead exactly
+   * tolerance × period after its last heartbeat, and with sends exactly one period apart the
+   * tolerance-th heartbeat would arrive just after that deadline (by its jitter or a late
+   * timer), so tolerance - 1 losses would already kill. 5% earlier keeps that margin.
+   */
+  private get sendIntervalMs(): number {
+    return this.config.cluster.heartbeat.periodMs * 0.95;
+  }
+
   private get deadAfterMs(): number {
     return this.config.cluster.heartbeat.periodMs * this.config.cluster.heartbeat.tolerance;
   }
@@ -1138,7 +1148,7 @@ export class HostMachine {
       }
       this.lastSentSequence = this.sequence;
     }
-    this.nextSendMs = now + this.periodMs;
+    this.nextSendMs = now + this.sendIntervalMs;
     this.counters.heartbeatsSent += 1;
     this.send.push(
       encodeHeartbeat(
