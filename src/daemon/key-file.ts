@@ -6,7 +6,7 @@
 // text file (`openssl rand -hex 32 > cluster.key`, newline included) both work, as long as
 // every host gets a copy of the same file. Hex text is deliberately not decoded: a raw key
 // that happened to look like hex would then mean something else on a host that decoded it.
-import { readFile, stat } from 'node:fs/promises';
+import { looseModeWarning, readSecretFile } from './secret-file.js';
 
 /** HMAC-SHA256 wants at least 16 bytes of key to be worth its name (HostMachine asserts it). */
 export const keyBytesMin = 16;
@@ -26,36 +26,17 @@ const createHint =
   'create one with `head -c 32 /dev/urandom > <file>; chmod 600 <file>` and copy it to every host';
 
 export async function readKeyFile(path: string): Promise<KeyFileResult> {
-  let bytes: Buffer;
-  let mode: number;
-  try {
-    const info = await stat(path);
-    if (!info.isFile()) {
-      return { ok: false, message: `key file '${path}' is not a regular file`, hint: createHint };
-    }
-    if (info.size > keyFileBytesMax) {
-      return {
-        ok: false,
-        message: `key file '${path}' is ${info.size} bytes, over the ${keyFileBytesMax}-byte limit`,
-        hint: `cluster.keyFile must name the key itself; ${createHint}`,
-      };
-    }
-    mode = info.mode;
-    bytes = await readFile(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return {
-      ok: false,
-      message: `cannot read key file '${path}': ${
-        code === 'ENOENT'
-          ? 'no such file'
-          : code === 'EACCES'
-            ? 'permission denied'
-            : (error as Error).message
-      }`,
-      hint: code === 'ENOENT' ? createHint : 'nlbd runs as root; check the path in cluster.keyFile',
-    };
+  const read = await readSecretFile(path, {
+    what: 'key file',
+    bytesMax: keyFileBytesMax,
+    createHint,
+    tooLargeHint: `cluster.keyFile must name the key itself; ${createHint}`,
+    readHint: 'nlbd runs as root; check the path in cluster.keyFile',
+  });
+  if (!read.ok) {
+    return read;
   }
+  const { bytes, mode } = read;
   if (bytes.length < keyBytesMin) {
     return {
       ok: false,
@@ -63,9 +44,11 @@ export async function readKeyFile(path: string): Promise<KeyFileResult> {
       hint: createHint,
     };
   }
-  const warning =
-    (mode & 0o077) !== 0
-      ? `key file '${path}' is readable by group or others (mode ${(mode & 0o777).toString(8)}); anyone who can read it can forge heartbeats: chmod 600 it`
-      : undefined;
+  const warning = looseModeWarning(
+    'key file',
+    path,
+    mode,
+    'anyone who can read it can forge heartbeats',
+  );
   return { ok: true, key: new Uint8Array(bytes), warning };
 }

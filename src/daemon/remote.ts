@@ -10,11 +10,11 @@
 // text: the listener belongs on a management network, a VPN, or behind an SSH tunnel
 // (NLB.exe's remote control had the same limit; Microsoft advised against enabling it).
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import { type Endpoint, parseAddress, parseEndpoint } from '../core/address.js';
 import type { ControlAnswer, ControlResponse } from './control.js';
 import type { ControlHandler } from './control-server.js';
 import type { EventSink } from './host-driver.js';
+import { looseModeWarning, readSecretFile } from './secret-file.js';
 
 /** TCP 2504: the port of NLB.exe's remote control (UDP there), free for TCP. */
 export const remoteControlPortDefault = 2504;
@@ -38,40 +38,18 @@ export type TokenFileResult =
  * The token goes inside a JSON request, so it must be printable ASCII without spaces.
  */
 export async function readTokenFile(path: string): Promise<TokenFileResult> {
-  let text: string;
-  let mode: number;
-  try {
-    const info = await stat(path);
-    if (!info.isFile()) {
-      return {
-        ok: false,
-        message: `token file '${path}' is not a regular file`,
-        hint: tokenCreateHint,
-      };
-    }
-    if (info.size > tokenFileBytesMax) {
-      return {
-        ok: false,
-        message: `token file '${path}' is ${info.size} bytes, over the ${tokenFileBytesMax}-byte limit`,
-        hint: `--token-file must name the token itself; ${tokenCreateHint}`,
-      };
-    }
-    mode = info.mode;
-    text = await readFile(path, 'latin1');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return {
-      ok: false,
-      message: `cannot read token file '${path}': ${
-        code === 'ENOENT'
-          ? 'no such file'
-          : code === 'EACCES'
-            ? 'permission denied'
-            : (error as Error).message
-      }`,
-      hint: code === 'ENOENT' ? tokenCreateHint : 'check the path and that you may read it (root)',
-    };
+  const read = await readSecretFile(path, {
+    what: 'token file',
+    bytesMax: tokenFileBytesMax,
+    createHint: tokenCreateHint,
+    tooLargeHint: `--token-file must name the token itself; ${tokenCreateHint}`,
+    readHint: 'check the path and that you may read it (root)',
+  });
+  if (!read.ok) {
+    return read;
   }
+  const { mode } = read;
+  const text = read.bytes.toString('latin1');
   const token = text.replace(/\s+$/, '');
   if (!/^[\x21-\x7e]*$/.test(token)) {
     return {
@@ -87,10 +65,12 @@ export async function readTokenFile(path: string): Promise<TokenFileResult> {
       hint: tokenCreateHint,
     };
   }
-  const warning =
-    (mode & 0o077) !== 0
-      ? `token file '${path}' is readable by group or others (mode ${(mode & 0o777).toString(8)}); anyone who reads it controls this host: chmod 600 it`
-      : undefined;
+  const warning = looseModeWarning(
+    'token file',
+    path,
+    mode,
+    'anyone who reads it controls this host',
+  );
   return { ok: true, token, warning };
 }
 
