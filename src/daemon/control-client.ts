@@ -38,6 +38,39 @@ export class ControlUnreachable extends Error {
   }
 }
 
+/**
+ * Connects to `endpoint`, sends `request` as one line, and hands each line that comes back
+ * (without its newline) to `onLine`, which returns false to read no further. When the text not
+ * yet split into lines passes responseBytesMax, `onTooLarge` is called instead. The caller
+ * handles 'error' and 'close' and destroys the socket.
+ */
+function sendRequest(
+  endpoint: ControlEndpoint,
+  request: unknown,
+  onTooLarge: () => void,
+  onLine: (line: string) => boolean,
+): net.Socket {
+  const socket = connect(endpoint);
+  let text = '';
+  socket.setEncoding('utf8');
+  socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
+  socket.on('data', (chunk: string) => {
+    text += chunk;
+    if (text.length > responseBytesMax) {
+      onTooLarge();
+      return;
+    }
+    for (let newline = text.indexOf('\n'); newline >= 0; newline = text.indexOf('\n')) {
+      const line = text.slice(0, newline);
+      text = text.slice(newline + 1);
+      if (!onLine(line)) {
+        return;
+      }
+    }
+  });
+  return socket;
+}
+
 export function controlRequest(
   endpoint: ControlEndpoint,
   request: unknown,
@@ -45,8 +78,19 @@ export function controlRequest(
 ): Promise<ControlResponse> {
   const socketPath = endpointText(endpoint);
   return new Promise((resolve, reject) => {
-    const socket = connect(endpoint);
-    let text = '';
+    const socket = sendRequest(
+      endpoint,
+      request,
+      () => finish(new ControlUnreachable(socketPath, 'answer too large')),
+      (line) => {
+        try {
+          finish(undefined, JSON.parse(line) as ControlResponse);
+        } catch {
+          finish(new ControlUnreachable(socketPath, 'answer is not JSON'));
+        }
+        return false;
+      },
+    );
     let settled = false;
     const finish = (error: Error | undefined, response?: ControlResponse): void => {
       if (settled) return;
@@ -60,23 +104,6 @@ export function controlRequest(
       () => finish(new ControlUnreachable(socketPath, `no answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
-    socket.on('data', (chunk: string) => {
-      text += chunk;
-      if (text.length > responseBytesMax) {
-        finish(new ControlUnreachable(socketPath, 'answer too large'));
-        return;
-      }
-      const newline = text.indexOf('\n');
-      if (newline >= 0) {
-        try {
-          finish(undefined, JSON.parse(text.slice(0, newline)) as ControlResponse);
-        } catch {
-          finish(new ControlUnreachable(socketPath, 'answer is not JSON'));
-        }
-      }
-    });
     socket.on('error', (error: NodeJS.ErrnoException) =>
       finish(new ControlUnreachable(socketPath, error.code ?? error.message)),
     );
@@ -105,8 +132,31 @@ export function controlFollow(
 ): Promise<'closed' | 'aborted'> {
   const where = endpointText(endpoint);
   return new Promise((resolve, reject) => {
-    const socket = connect(endpoint);
-    let text = '';
+    const socket = sendRequest(
+      endpoint,
+      request,
+      () => finish(new ControlUnreachable(where, 'line too large')),
+      (line) => {
+        let value: unknown;
+        try {
+          value = JSON.parse(line) as unknown;
+        } catch {
+          finish(new ControlUnreachable(where, 'a line is not JSON'));
+          return false;
+        }
+        if (!answered) {
+          answered = true;
+          clearTimeout(timer);
+          if (!handlers.onResponse(value as ControlResponse)) {
+            finish(undefined);
+            return false;
+          }
+        } else {
+          handlers.onLine(value);
+        }
+        return true;
+      },
+    );
     let answered = false;
     let settled = false;
     const finish = (error: Error | undefined, how: 'closed' | 'aborted' = 'closed'): void => {
@@ -128,36 +178,6 @@ export function controlFollow(
       () => finish(new ControlUnreachable(where, `no answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
-    socket.on('data', (chunk: string) => {
-      text += chunk;
-      if (text.length > responseBytesMax) {
-        finish(new ControlUnreachable(where, 'line too large'));
-        return;
-      }
-      for (let newline = text.indexOf('\n'); newline >= 0; newline = text.indexOf('\n')) {
-        const line = text.slice(0, newline);
-        text = text.slice(newline + 1);
-        let value: unknown;
-        try {
-          value = JSON.parse(line) as unknown;
-        } catch {
-          finish(new ControlUnreachable(where, 'a line is not JSON'));
-          return;
-        }
-        if (!answered) {
-          answered = true;
-          clearTimeout(timer);
-          if (!handlers.onResponse(value as ControlResponse)) {
-            finish(undefined);
-            return;
-          }
-        } else {
-          handlers.onLine(value);
-        }
-      }
-    });
     socket.on('error', (error: NodeJS.ErrnoException) =>
       finish(answered ? undefined : new ControlUnreachable(where, error.code ?? error.message)),
     );
