@@ -125,13 +125,17 @@ export type PeerView =
   /** silent after it announced stopped or suspended (nlbd ended cleanly) */
   | 'gone';
 
-export interface QueryRule {
-  readonly rule: number;
+/** A port rule as text, the way query, queryport and the config view all show it. */
+export interface PortRuleView {
   readonly vip: string;
   readonly ports: string;
   readonly protocol: PortRule['protocol'];
   readonly mode: PortRule['mode'];
   readonly affinity: PortRule['affinity'];
+}
+
+export interface QueryRule extends PortRuleView {
+  readonly rule: number;
   readonly buckets: number;
   /** enabled | draining | disabled on this host */
   readonly state: string;
@@ -176,6 +180,16 @@ export function portsText(rule: PortRule): string {
       : `${rule.portStart}-${rule.portEnd}`;
 }
 
+function portRuleView(rule: PortRule): PortRuleView {
+  return {
+    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
+    ports: portsText(rule),
+    protocol: rule.protocol,
+    mode: rule.mode,
+    affinity: rule.affinity,
+  };
+}
+
 function peerView(
   peer: ReturnType<HostMachine['details']>['peers'][number],
   members: readonly number[],
@@ -208,11 +222,7 @@ export function queryData(target: ControlTarget, dataplaneInSync: boolean): Quer
     dataplaneInSync,
     rules: cluster.portRules.map((rule, i) => ({
       rule: i,
-      vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-      ports: portsText(rule),
-      protocol: rule.protocol,
-      mode: rule.mode,
-      affinity: rule.affinity,
+      ...portRuleView(rule),
       buckets: rule.buckets,
       state: details.ruleStates[i] ?? 'enabled',
       owned: status.ownership.rules[i]?.owned ?? [],
@@ -244,11 +254,7 @@ export function configView(config: Config): unknown {
       hashSeed: c.hashSeed,
       keyFile: c.keyFile,
       portRules: c.portRules.map((rule) => ({
-        vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-        ports: portsText(rule),
-        protocol: rule.protocol,
-        mode: rule.mode,
-        affinity: rule.affinity,
+        ...portRuleView(rule),
         buckets: rule.buckets,
       })),
     },
@@ -508,13 +514,8 @@ export interface QueryportBucket {
   readonly connections: number | null;
 }
 
-export interface QueryportRule {
+export interface QueryportRule extends PortRuleView {
   readonly rule: number;
-  readonly vip: string;
-  readonly ports: string;
-  readonly protocol: PortRule['protocol'];
-  readonly mode: PortRule['mode'];
-  readonly affinity: PortRule['affinity'];
   /** enabled | draining | disabled on this host */
   readonly state: string;
   readonly buckets: readonly QueryportBucket[];
@@ -593,11 +594,7 @@ async function queryport(
     }
     return {
       rule: r,
-      vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-      ports: portsText(rule),
-      protocol: rule.protocol,
-      mode: rule.mode,
-      affinity: rule.affinity,
+      ...portRuleView(rule),
       state: details.ruleStates[r] ?? 'enabled',
       buckets,
       owners,
