@@ -32,8 +32,15 @@ export function testConfig(id = 2): Config {
   });
 }
 
-export function makeTestTarget(): TestTarget {
-  const config = testConfig(2);
+export interface TestTargetOptions {
+  /** The config the host runs; testConfig(2) when not given. */
+  readonly config?: Config;
+  /** How the target answers for its nftables counters; fixed numbers when not given. */
+  readonly counters?: ControlTarget['counters'];
+}
+
+export function makeTestTarget(options: TestTargetOptions = {}): TestTarget {
+  const config = options.config ?? testConfig(2);
   const machine = new HostMachine({ config, key: testKey, incarnation: 5, nowMs: 0 });
   const journal = new EventJournal(() => new Date('2026-01-01T12:00:00.000Z'));
   const commands: Command[] = [];
@@ -72,16 +79,18 @@ export function makeTestTarget(): TestTarget {
       nowMs += 1;
       return Promise.resolve(step({ kind: 'command', nowMs, command }).reply!);
     },
-    counters: () =>
-      Promise.resolve({
-        rules: config.cluster.portRules.map((_, i) => ({
-          accepted: { packets: 100 + i, bytes: 10_000 + i },
-          dropped: { packets: 7, bytes: 700 },
-          reset: { packets: 0, bytes: 0 },
+    counters:
+      options.counters ??
+      (() =>
+        Promise.resolve({
+          rules: config.cluster.portRules.map((_, i) => ({
+            accepted: { packets: 100 + i, bytes: 10_000 + i },
+            dropped: { packets: 7, bytes: 700 },
+            reset: { packets: 0, bytes: 0 },
+          })),
+          uncovered: { accepted: { packets: 1, bytes: 60 }, dropped: { packets: 2, bytes: 120 } },
+          leaseExpired: { packets: 0, bytes: 0 },
         })),
-        uncovered: { accepted: { packets: 1, bytes: 60 }, dropped: { packets: 2, bytes: 120 } },
-        leaseExpired: { packets: 0, bytes: 0 },
-      }),
     driverStats: () => ({
       steps: { ticks: 1, datagrams: 1, commands: 0 },
       program: {

@@ -7,16 +7,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { HostMachine } from '../src/core/host.js';
-import type { Command } from '../src/core/protocol.js';
 import { bucketRanges, renderQuery } from '../src/cli/commands/query.js';
 import { renderHuman } from '../src/cli/render.js';
-import {
-  type ControlContext,
-  type ControlTarget,
-  type QueryData,
-  handleControl,
-} from '../src/daemon/control.js';
+import { type ControlContext, type QueryData, handleControl } from '../src/daemon/control.js';
 import { ControlUnreachable, controlRequest } from '../src/daemon/control-client.js';
 import {
   ControlServer,
@@ -24,9 +17,10 @@ import {
   defaultSocketPath,
 } from '../src/daemon/control-server.js';
 import { runNlb } from './cli-helpers.js';
-import { hostConfig, testKey } from './support/mini-net.js';
+import { type TestTarget, makeTestTarget } from './control-target.js';
+import { hostConfig } from './support/mini-net.js';
 
-function makeTarget(): { context: ControlContext; commands: Command[]; machine: HostMachine } {
+function makeTarget(): TestTarget {
   const config = hostConfig(2, {
     cluster: {
       portRules: [
@@ -35,45 +29,7 @@ function makeTarget(): { context: ControlContext; commands: Command[]; machine: 
       ],
     },
   });
-  const machine = new HostMachine({ config, key: testKey, incarnation: 5, nowMs: 0 });
-  const commands: Command[] = [];
-  let nowMs = 0;
-  const target: ControlTarget = {
-    config,
-    identity: () => ({
-      cluster: 'test',
-      hostId: 2,
-      pid: 1234,
-      incarnation: 5,
-      netns: 'net:[1]',
-      socket: '/run/nlb/nlbd-test-2.sock',
-      configPath: '/etc/nlb/host2.yaml',
-      version: '0.1.0',
-    }),
-    nowMs: () => nowMs,
-    status: () => machine.status(),
-    details: () => machine.details(),
-    command: (command) => {
-      commands.push(command);
-      nowMs += 1;
-      const ready = machine.step({ kind: 'command', nowMs, command });
-      return Promise.resolve(ready.reply!);
-    },
-    counters: () => Promise.reject(new Error('no table (test)')),
-    driverStats: () => ({}) as never,
-    transportStats: () => ({ sent: 0, received: 0, sendErrors: 0, oversize: 0 }),
-  };
-  // A peer heard once, so `query` has one to show: its first heartbeat leaves after a period.
-  const peer = new HostMachine({
-    config: { ...config, host: { ...config.host, id: 1 } },
-    key: testKey,
-    incarnation: 9,
-    nowMs: -200,
-  });
-  const hb = peer.step({ kind: 'tick', nowMs: 0 }).send[0]!;
-  machine.step({ kind: 'datagram', nowMs: 10, bytes: hb });
-  nowMs = 110;
-  return { context: { target, dataplaneInSync: () => true }, commands, machine };
+  return makeTestTarget({ config, counters: () => Promise.reject(new Error('no table (test)')) });
 }
 
 describe('control handler (no socket)', () => {
