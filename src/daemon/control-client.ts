@@ -169,15 +169,16 @@ export function controlFollow(
       else resolve(how);
     };
     const onAbort = (): void => finish(undefined, 'aborted');
+    // The timer exists before any path can call finish (which clears it).
+    const timer = setTimeout(
+      () => finish(new ControlUnreachable(where, `no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     if (signal?.aborted === true) {
       finish(undefined, 'aborted');
       return;
     }
     signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(
-      () => finish(new ControlUnreachable(where, `no answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
     socket.on('error', (error: NodeJS.ErrnoException) =>
       finish(answered ? undefined : new ControlUnreachable(where, error.code ?? error.message)),
     );
