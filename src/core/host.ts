@@ -773,9 +773,27 @@ export class HostMachine {
 
   // ---------------------------------------------------------------- time
 
+  /**
+   * When a peer counts as last heard of: its own last heartbeat, or later when another heard
+   * host reports (in its acks) a newer sequence from it than any we received. Then the peer is
+   * alive and only its heartbeats to us were lost: with independent loss, declaring it dead
+   * would take `tolerance` losses on every path at once, not on one. Without loss every ack
+   * equals our own last sequence, so crash detection time is unchanged; and a crashed host
+   * produces no newer sequence, so the evidence runs out by itself.
+   */
+  private lastEvidenceMs(peer: PeerRecord): number {
+    let latest = peer.lastHeardMs;
+    for (const other of this.peers.values()) {
+      if (other === peer || !other.heard || other.lastHeardMs <= latest) continue;
+      const ack = other.heartbeat.acks.find((a) => a.host === peer.id);
+      if (ack !== undefined && ack.sequence > peer.lastSequence) latest = other.lastHeardMs;
+    }
+    return latest;
+  }
+
   private expirePeers(now: number): void {
     for (const peer of this.peers.values()) {
-      if (peer.heard && now >= peer.lastHeardMs + this.deadAfterMs) {
+      if (peer.heard && now >= this.lastEvidenceMs(peer) + this.deadAfterMs) {
         peer.heard = false;
         const hb = peer.heartbeat;
         const wasMember = this.members.includes(peer.id);
@@ -812,7 +830,7 @@ export class HostMachine {
     let wake = Math.min(now + this.periodMs, this.nextSendMs);
     if (now < this.listenUntilMs) wake = Math.min(wake, this.listenUntilMs);
     for (const peer of this.peers.values()) {
-      if (peer.heard) wake = Math.min(wake, peer.lastHeardMs + this.deadAfterMs);
+      if (peer.heard) wake = Math.min(wake, this.lastEvidenceMs(peer) + this.deadAfterMs);
     }
     for (const map of this.orphans) {
       for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);
