@@ -320,6 +320,11 @@ export const verbNames = [
   'drain',
 ] as const;
 
+/** The verbs that change the host (the rest only read); remote ones are logged with the sender. */
+export const changingVerbNames: ReadonlySet<string> = new Set(
+  verbNames.slice(verbNames.indexOf('reload')),
+);
+
 export interface ControlContext {
   readonly target: ControlTarget;
   /** Whether the kernel holds what the host machine decided (from the driver). */

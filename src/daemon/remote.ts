@@ -11,7 +11,7 @@
 // (NLB.exe's remote control had the same limit; Microsoft advised against enabling it).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Endpoint, parseAddress, parseEndpoint } from '../core/address.js';
-import type { ControlAnswer, ControlResponse } from './control.js';
+import { type ControlAnswer, type ControlResponse, changingVerbNames } from './control.js';
 import type { ControlHandler } from './control-server.js';
 import type { EventSink } from './host-driver.js';
 import { looseModeWarning, readSecretFile } from './secret-file.js';
@@ -98,19 +98,6 @@ export function parseListenAddress(
   return parseEndpoint(text);
 }
 
-/** Verbs that change the host: each one arriving remotely is logged with who sent it. */
-const commandVerbs = new Set([
-  'start',
-  'stop',
-  'drainstop',
-  'suspend',
-  'resume',
-  'enable',
-  'disable',
-  'drain',
-  'reload',
-]);
-
 function unauthorized(message: string): ControlResponse {
   return {
     ok: false,
@@ -161,7 +148,7 @@ export function remoteHandler(
       );
     }
     const { token: _token, ...rest } = object!;
-    if (typeof rest.verb === 'string' && commandVerbs.has(rest.verb)) {
+    if (typeof rest.verb === 'string' && changingVerbNames.has(rest.verb)) {
       log({ event: 'remote command', peer, verb: rest.verb });
     }
     return inner(rest, peer);
