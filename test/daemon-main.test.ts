@@ -132,7 +132,15 @@ describe('nlbd refuses to start, saying what to do', () => {
     chmodSync(file, 0o644);
     const result = await runDaemon(
       ['--config', file],
-      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'],
+      // Not root, but able to read the clone wherever CI put it (a 0700 temp dir, say).
+      [
+        'setpriv',
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        '--inh-caps=+dac_read_search',
+        '--ambient-caps=+dac_read_search',
+      ],
     );
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('nlbd: not running as root');

@@ -119,7 +119,15 @@ describe.runIf(isRoot)('nlb lab (CLI)', () => {
     let status = 0;
     let stderr = '';
     try {
-      execFileSync('runuser', ['-u', 'nobody', '--', process.execPath, nlbMain, 'lab', 'status'], {
+      // As nobody, but able to read the clone wherever CI put it (a 0700 temp dir, say).
+      const asNobody = [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        '--inh-caps=+dac_read_search',
+        '--ambient-caps=+dac_read_search',
+      ];
+      execFileSync('setpriv', [...asNobody, process.execPath, nlbMain, 'lab', 'status'], {
         encoding: 'utf8',
         stdio: 'pipe',
       });
