@@ -5,6 +5,8 @@ import { Network, labLink, maxOneWayDelayMs } from '../src/sim/network.js';
 import { Prng } from '../src/sim/prng.js';
 import { EventQueue } from '../src/sim/queue.js';
 import { SafetyChecker } from '../src/sim/safety.js';
+import { buildConfig, configDocument, defaultHostSettings } from '../src/sim/cluster-config.js';
+import { agreedGroups, type ObservedHost } from '../src/sim/convergence.js';
 
 describe('Prng', () => {
   it('replays a seed exactly and differs between seeds', () => {
@@ -123,5 +125,91 @@ describe('SafetyChecker', () => {
     safety.heard(0, 2, 1, 2);
     safety.heard(2, 0, 3, 4);
     expect(safety.setOwned(0, [[1]], 5)).toEqual([]);
+  });
+});
+
+describe('agreedGroups (I2)', () => {
+  const shape = { periodMs: 100, tolerance: 5, ruleSet: 'basic' } as const;
+  function observed(
+    index: number,
+    hostId: number,
+    incarnation: number,
+    members: [number, number][],
+    target: (number | null)[],
+  ): ObservedHost {
+    const config = buildConfig(configDocument(shape, defaultHostSettings(hostId, 'basic')));
+    return {
+      index,
+      slot: index,
+      hostId,
+      config,
+      expect: 'member',
+      owned: [target.flatMap((owner, b) => (owner === hostId ? [b] : []))],
+      status: {
+        hostId,
+        incarnation,
+        state: 'converged',
+        members: members.map(([id]) => id),
+        memberIncarnations: members.map(([, inc]) => inc),
+        defaultHost: members[0]![0],
+        converged: true,
+        mapDigest: target.join(','),
+        target: [target],
+        ownership: { rules: [], isDefault: false, active: true, dropEstablished: false },
+      },
+    };
+  }
+  const mapA = Array.from({ length: 60 }, (_, b) => (b < 30 ? 1 : 3));
+  const mapB = Array.from({ length: 60 }, (_, b) => (b < 20 ? 1 : 3));
+
+  it('flags two hosts that name the same processes as members but hold different maps', () => {
+    const view: [number, number][] = [
+      [1, 10],
+      [3, 30],
+    ];
+    const { disagreement } = agreedGroups([
+      observed(0, 1, 10, view, mapA),
+      observed(1, 3, 30, view, mapB),
+    ]);
+    expect(disagreement).toMatch(/h1 and h3 both report converged with members 1,3/);
+  });
+
+  it('does not group a stale view with the view of the incarnation that replaced it', () => {
+    // h3 (incarnation 30) is cut off and still believes in its old view; h1 meanwhile took a
+    // newer process on id 3 (incarnation 31) as h3's restart and converged with it.
+    const { groups, disagreement } = agreedGroups([
+      observed(
+        0,
+        1,
+        10,
+        [
+          [1, 10],
+          [3, 31],
+        ],
+        mapB,
+      ),
+      observed(
+        1,
+        3,
+        30,
+        [
+          [1, 10],
+          [3, 30],
+        ],
+        mapA,
+      ),
+      observed(
+        2,
+        3,
+        31,
+        [
+          [1, 10],
+          [3, 31],
+        ],
+        mapB,
+      ),
+    ]);
+    expect(disagreement).toBeUndefined();
+    expect(groups.map((g) => g.hosts.map((h) => h.index))).toEqual([[0, 2]]);
   });
 });

@@ -313,6 +313,9 @@ export class HostMachine {
       incarnation: this.incarnation,
       state,
       members: [...this.members],
+      memberIncarnations: this.members.map((id) =>
+        id === this.hostId ? this.incarnation : this.peers.get(id)!.incarnation,
+      ),
       defaultHost: this.defaultHost(),
       converged: this.converged,
       mapDigest: hex(this.mapDigest),

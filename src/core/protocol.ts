@@ -100,6 +100,12 @@ export interface HostStatus {
   readonly state: ReportedState;
   /** Host ids in this host's membership view (itself included when it takes part), sorted. */
   readonly members: readonly number[];
+  /**
+   * The incarnation this host takes each member to be, parallel to `members`. Two hosts agree
+   * on a view only if they mean the same processes: around a restart, or with two hosts on one
+   * id, the same member ids can name different incarnations.
+   */
+  readonly memberIncarnations: readonly number[];
   /** The lowest member id, or null when this host is not a member of any view. */
   readonly defaultHost: number | null;
   /** Every member reports the same membership, config digest and target map. */

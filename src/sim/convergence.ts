@@ -61,9 +61,17 @@ export interface AgreedGroup {
   readonly hosts: readonly ObservedHost[];
 }
 
+/** Members as processes: `id:incarnation`, so a stale view of a replaced host is its own. */
+function memberKeys(status: HostStatus): string[] {
+  return status.members.map((id, i) => `${id}:${status.memberIncarnations[i] ?? '?'}`);
+}
+
 /**
  * Groups of live hosts that all report `converged` with the same members, where the group's
- * hosts are exactly those members. Returns the groups, and an I2 message for any such group
+ * hosts are exactly those members. Members are compared as processes (id and incarnation):
+ * when a host is replaced by a newer incarnation of its id (a restart, or a second host given
+ * the same id) while the old one is cut off, the old one's view still names itself and is
+ * about a different cluster than its peers' view, although the ids read the same. Returns the groups, and an I2 message for any such group
  * whose hosts hold different target maps.
  */
 export function agreedGroups(hosts: readonly ObservedHost[]): {
@@ -73,7 +81,7 @@ export function agreedGroups(hosts: readonly ObservedHost[]): {
   const byMembers = new Map<string, ObservedHost[]>();
   for (const host of hosts) {
     if (!participates(host)) continue;
-    const key = host.status.members.join(',');
+    const key = memberKeys(host.status).join(',');
     const list = byMembers.get(key);
     if (list === undefined) byMembers.set(key, [host]);
     else list.push(host);
@@ -83,8 +91,8 @@ export function agreedGroups(hosts: readonly ObservedHost[]): {
   for (const list of byMembers.values()) {
     const members = list[0]!.status.members;
     if (!list.every((h) => h.status.converged)) continue;
-    const ids = list.map((h) => h.hostId).sort((a, b) => a - b);
-    if (!sameIds(ids, members)) continue;
+    const processes = list.map((h) => `${h.hostId}:${h.status.incarnation}`).sort();
+    if (processes.join(',') !== [...memberKeys(list[0]!.status)].sort().join(',')) continue;
     const first = list[0]!;
     for (const other of list.slice(1)) {
       if (

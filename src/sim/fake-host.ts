@@ -180,6 +180,9 @@ export class FakeHost {
       incarnation: this.incarnation,
       state,
       members: this.members,
+      memberIncarnations: this.members.map((id) =>
+        id === this.id ? this.incarnation : (this.peers.get(id)?.inc ?? 0),
+      ),
       defaultHost: this.members.includes(this.id) ? (this.members[0] ?? null) : null,
       converged,
       mapDigest: this.mapDigest,
