@@ -33,3 +33,17 @@ describe(`simulator: ${seeds} random seeds from ${firstSeed}`, () => {
     });
   }
 });
+
+// Seeds that once found a bug (see the commit messages and src/core/host.ts), run on every
+// suite whatever range NLB_SIM_SEEDS selects: 699 (a duplicate newcomer and the replay guard),
+// 1822 (an old report matching a target again: the acknowledgement rule), 4241 (the
+// simulator's merge allowance), 6930 (a stale view of a host replaced by a duplicate id).
+describe('simulator: regression seeds', () => {
+  for (const seed of [699, 1822, 4241, 6930]) {
+    it(`seed ${seed} keeps every invariant`, () => {
+      const result = runSimulation({ seed, scenario: 'random' });
+      if (result.violations.length > 0) console.error(formatFailure(result, 40));
+      expect(result.violations).toEqual([]);
+    });
+  }
+});

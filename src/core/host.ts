@@ -85,6 +85,19 @@ interface IncarnationEntry {
   heartbeat: Heartbeat;
 }
 
+/** A run of heartbeats that announced one target (see `HostMachine.reportCounts`). */
+interface Announcement {
+  readonly digest: string;
+  readonly firstSequence: number;
+  lastSequence: number;
+  readonly targets: readonly (readonly (number | null)[])[];
+  /** Each peer member's incarnation and generation, as the digest covers them. */
+  readonly identities: ReadonlyMap<number, { incarnation: number; generation: number }>;
+}
+
+/** Announcement runs remembered; an ack older than all of them falls back to the strict rule. */
+const announcementsMax = 16;
+
 /** Incarnations remembered per host id: a restart needs two; more only come from a fault. */
 const incarnationsPerPeerMax = 4;
 
@@ -132,6 +145,8 @@ export class HostMachine {
   /** See Heartbeat.generation. */
   private generation = 0;
   private wasParticipating = false;
+  /** What this host last fed into the assignment (state, rule states, weights, config). */
+  private lastInputsKey = '';
   private nextSendMs: number;
   private lastSentKey = '';
   /** The last target digest announced, and the sequence of the last heartbeat announcing it. */
@@ -139,6 +154,13 @@ export class HostMachine {
   private lastSentSequence = 0;
   /** The sequence of the last heartbeat that announced a digest other than the current one. */
   private previousDigestSequence = 0;
+  /**
+   * The targets this host recently announced, one entry per run of heartbeats with the same
+   * digest, oldest first. It covers every announcement with a sequence from
+   * `announcedFromSequence` on; see `reportCounts`.
+   */
+  private announced: Announcement[] = [];
+  private announcedFromSequence = 1;
   /**
    * A heard, participating peer is not (yet) a member: this host's view is about to change, so
    * it announces no target (an all-zero digest, which matches nobody's) until it settles.
@@ -745,6 +767,10 @@ export class HostMachine {
       this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
       this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
       this.targets = [];
+      // Targets announced under the old rules cannot be compared with new ones: reports made
+      // before now must meet the strict acknowledgement rule.
+      this.announced = [];
+      this.announcedFromSequence = this.sequence + 1;
     }
     for (const peer of this.peers.values()) {
       this.checkCompatible(now, peer);
@@ -847,8 +873,21 @@ export class HostMachine {
     // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
     this.reviewConfigKeepOut(now);
     this.pending = false;
-    if (this.participating && !this.wasParticipating) {
+    // A new generation whenever what this host feeds into the assignment changes while it takes
+    // part (taking part again, draining, a rule enabled, disabled or drained, a reload): a
+    // target computed before can then never be this host's target again, which lets peers
+    // disregard their older announcements of it (see `reportCounts`).
+    const inputsKey = JSON.stringify([
+      this.adminState,
+      this.ruleStates,
+      this.config.host.rules,
+      hex(this.configDigest),
+    ]);
+    if (this.participating && (!this.wasParticipating || inputsKey !== this.lastInputsKey)) {
       this.generation += 1;
+    }
+    this.lastInputsKey = inputsKey;
+    if (this.participating && !this.wasParticipating) {
       // Taking part again (start, link up, admitted): listen for a whole detection window
       // before taking buckets alone, as at the first start.
       this.listenUntilMs = Math.max(this.listenUntilMs, now + this.deadAfterMs);
@@ -976,17 +1015,16 @@ export class HostMachine {
     });
 
     // Acquire only on agreement, and only buckets no heard peer still claims.
-    // A report only counts if it was made after the peer heard our last announcement of any
-    // other target: a peer may have acquired buckets under that target, and only a report made
-    // after it can show them. (Otherwise an old report that happens to match the new target
-    // would hide them: seed 1822.)
-    const ackNeeded =
-      hex(digest) === this.lastSentDigest ? this.previousDigestSequence : this.lastSentSequence;
+    const digestHex = hex(digest);
     const agreed = members.every((id) => {
       if (id === this.hostId) return true;
       const hb = this.peers.get(id)!.heartbeat;
       const ack = hb.acks.find((a) => a.host === this.hostId)?.sequence ?? 0;
-      return sameList(hb.members, members) && hex(hb.mapDigest) === hex(digest) && ack >= ackNeeded;
+      return (
+        sameList(hb.members, members) &&
+        hex(hb.mapDigest) === digestHex &&
+        this.reportCounts(id, hb, ack, digestHex, targets)
+      );
     });
     // A heard peer that takes part but is not (yet) a member may be about to take buckets on
     // its own view: wait until it hears us and shares the view.
@@ -1049,6 +1087,98 @@ export class HostMachine {
       this.converged = false;
       this.convergingSinceMs = now;
       this.emit(now, 'converging', { reason: this.convergingReason, members });
+    }
+  }
+
+  /**
+   * Whether a peer's report of our current target (`digestHex`), made when the peer had heard
+   * our heartbeats up to sequence `ack`, is recent enough to act on.
+   *
+   * The danger is a report made before the peer heard one of our announcements of another
+   * target A: on receiving it the peer may still agree on A with us and acquire under A, and
+   * the report we hold cannot show that. (An old report that happens to match our target
+   * again would hide such buckets: seed 1822.) So the report counts unless some announcement
+   * of ours made after `ack` announced a target A that
+   *   - gives this peer a bucket we are about to acquire (under A the peer can only acquire
+   *     what A gives it), and
+   *   - the peer can still be at: A's digest covers the peer's incarnation and generation, and
+   *     a peer whose report shows a newer generation of the same incarnation can never compute
+   *     A again (generations only grow).
+   * Whatever the peer acquired before its report, the report shows, and we take no bucket a
+   * heard peer claims. An announcement the peer received before its report cannot serve it
+   * afterwards: it acks none of the peer's later heartbeats, and the peer's own rule asks for
+   * that ack.
+   *
+   * In a planned change the announcement the peer missed is nearly always a periodic repeat of
+   * the old map: it gives the peer nothing we now take (stop, join), or the peer is the host
+   * that changed and has a new generation (drainstop, rule changes). So the first report of the
+   * new map counts, and new owners start within two one-way delays. When our log does not reach
+   * back to `ack`, the strict form applies: the report must ack our last announcement of any
+   * other target.
+   */
+  private reportCounts(
+    peerId: number,
+    report: Heartbeat,
+    ack: number,
+    digestHex: string,
+    targets: readonly (readonly (number | null)[])[],
+  ): boolean {
+    const strictAckNeeded =
+      digestHex === this.lastSentDigest ? this.previousDigestSequence : this.lastSentSequence;
+    if (ack >= strictAckNeeded) return true;
+    if (ack + 1 < this.announcedFromSequence) return false;
+    const incarnation = this.peers.get(peerId)!.incarnation;
+    return this.announced.every((announcement) => {
+      if (announcement.lastSequence <= ack || announcement.digest === digestHex) return true;
+      const then = announcement.identities.get(peerId);
+      const outgrown =
+        then !== undefined &&
+        then.incarnation === incarnation &&
+        then.generation < report.generation;
+      return outgrown || !this.givesPeerWhatWeTake(announcement.targets, targets, peerId);
+    });
+  }
+
+  /** Whether `earlier` gives `peerId` a bucket that `targets` gives us and we do not own yet. */
+  private givesPeerWhatWeTake(
+    earlier: readonly (readonly (number | null)[])[],
+    targets: readonly (readonly (number | null)[])[],
+    peerId: number,
+  ): boolean {
+    return targets.some((target, r) => {
+      const before = earlier[r];
+      if (before === undefined || before.length !== target.length) return true;
+      const owned = this.owned[r]!;
+      return target.some(
+        (owner, b) => owner === this.hostId && !owned.has(b) && before[b] === peerId,
+      );
+    });
+  }
+
+  /** Records that heartbeat `sequence` announced the current target. */
+  private recordAnnouncement(sequence: number, digestHex: string): void {
+    const last = this.announced[this.announced.length - 1];
+    if (last !== undefined && last.digest === digestHex) {
+      last.lastSequence = sequence;
+      return;
+    }
+    this.announced.push({
+      digest: digestHex,
+      firstSequence: sequence,
+      lastSequence: sequence,
+      targets: this.targets.map((t) => [...t]),
+      identities: new Map(
+        this.members
+          .filter((id) => id !== this.hostId)
+          .map((id) => {
+            const peer = this.peers.get(id)!;
+            return [id, { incarnation: peer.incarnation, generation: peer.heartbeat.generation }];
+          }),
+      ),
+    });
+    if (this.announced.length > announcementsMax) {
+      const dropped = this.announced.shift()!;
+      this.announcedFromSequence = dropped.lastSequence + 1;
     }
   }
 
@@ -1168,6 +1298,7 @@ export class HostMachine {
         this.lastSentDigest = digestHex;
       }
       this.lastSentSequence = this.sequence;
+      this.recordAnnouncement(this.sequence, digestHex);
     }
     this.nextSendMs = now + this.sendIntervalMs;
     this.counters.heartbeatsSent += 1;
