@@ -15,9 +15,10 @@
 //
 // Release before acquire. A host releases at once any bucket the target does not give it,
 // programs its data plane, and only then announces its new claims. It acquires a bucket the
-// target gives it only when every member announces the same membership and target digest and
-// no heard peer still claims that bucket. Two hosts that hear each other therefore never accept
-// new flows for one bucket at the same time.
+// target gives it only when every member announces the same membership and target digest, in a
+// report recent enough to show whatever that member may have taken under a target we announced
+// before (`reportCounts`), and no heard peer still claims that bucket. Two hosts that hear each
+// other therefore never accept new flows for one bucket at the same time.
 //
 // Immediacy. A host sends a heartbeat at once whenever what it announces changes (state, view,
 // target, owned buckets) and when a peer's report newly differs from its own, so a planned
