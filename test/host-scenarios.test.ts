@@ -166,6 +166,22 @@ describe('host scenarios', () => {
     expectTranscript('link-down', net.transcript());
   });
 
+  it('two hosts started at the same instant, each hearing the other stopped, never both own a bucket', () => {
+    // Found by the simulator's flap profile (seed 286): each took every bucket alone, since the
+    // only peer it heard was stopped. MiniNet checks after every step that no two linked hosts
+    // own one bucket.
+    const net = cluster([1, 2]);
+    expect(net.command(1, { verb: 'stop' })?.code).toBe('ok');
+    expect(net.command(2, { verb: 'stop' })?.code).toBe('ok');
+    net.run(net.nowMs + 50);
+    expect(counts(net, [1, 2])).toEqual([0, 0]);
+    expect(net.command(1, { verb: 'start' })?.code).toBe('ok');
+    expect(net.command(2, { verb: 'start' })?.code).toBe('ok');
+    net.run(net.nowMs + 50);
+    expect(counts(net, [1, 2])).toEqual([30, 30]);
+    expect(allConverged(net)).toBe(true);
+  });
+
   it('suspend ignores every command but resume', () => {
     const net = cluster([1, 2]);
     expect(net.command(2, { verb: 'suspend' })?.code).toBe('ok');

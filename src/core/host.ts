@@ -146,6 +146,8 @@ export class HostMachine {
   /** See Heartbeat.generation. */
   private generation = 0;
   private wasParticipating = false;
+  /** The sequence of our first heartbeat since we last began to take part. */
+  private participatingFromSequence = 1;
   /** What this host last fed into the assignment (state, rule states, weights, config). */
   private lastInputsKey = '';
   private nextSendMs: number;
@@ -892,6 +894,7 @@ export class HostMachine {
       // Taking part again (start, link up, admitted): listen for a whole detection window
       // before taking buckets alone, as at the first start.
       this.listenUntilMs = Math.max(this.listenUntilMs, now + this.deadAfterMs);
+      this.participatingFromSequence = this.sequence + 1;
     }
     this.wasParticipating = this.participating;
 
@@ -1017,10 +1020,17 @@ export class HostMachine {
 
     // Acquire only on agreement, and only buckets no heard peer still claims.
     const digestHex = hex(digest);
-    const agreed = members.every((id) => {
+    const agreed = this.heardIds.concat(members).every((id) => {
       if (id === this.hostId) return true;
       const hb = this.peers.get(id)!.heartbeat;
       const ack = hb.acks.find((a) => a.host === this.hostId)?.sequence ?? 0;
+      if (!members.includes(id)) {
+        // A heard peer that does not take part (stopped, suspended) may have started at the
+        // same moment as we did, each seeing the other stopped and taking everything alone:
+        // its report must show that it heard us taking part. From then on, if it starts, it
+        // sees us as a member and needs our agreement.
+        return ack >= this.participatingFromSequence;
+      }
       return (
         sameList(hb.members, members) &&
         hex(hb.mapDigest) === digestHex &&
