@@ -144,6 +144,7 @@ describe('agreedGroups (I2)', () => {
       hostId,
       config,
       expect: 'member',
+      ruleStates: ['enabled'],
       owned: [target.flatMap((owner, b) => (owner === hostId ? [b] : []))],
       status: {
         hostId,

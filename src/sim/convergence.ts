@@ -1,6 +1,7 @@
 // I2 and the simulator's own notion of "the cluster has converged", both read from outside the
 // hosts: from each host's reported status and from what its data plane was told.
 import type { Config } from '../core/config.js';
+import type { RuleState } from '../core/heartbeat.js';
 import type { HostStatus } from '../core/protocol.js';
 import type { Expectation } from './types.js';
 
@@ -12,6 +13,8 @@ export interface ObservedHost {
   readonly config: Config;
   readonly expect: Expectation;
   readonly status: HostStatus;
+  /** Per rule: enabled, or drained or disabled on this host by the operator. */
+  readonly ruleStates: readonly RuleState[];
   /** Per rule, the buckets its data plane accepts new flows for (empty when inactive). */
   readonly owned: readonly (readonly number[])[];
 }
@@ -121,7 +124,7 @@ export function coverageProblem(group: AgreedGroup): string | undefined {
     if (rule.mode === 'disabled') continue;
     const row = target[r] ?? [];
     const eligible = group.hosts.some((h) => {
-      const draining = h.status.state === 'draining';
+      const draining = h.status.state === 'draining' || h.ruleStates[r] !== 'enabled';
       const weight = h.config.host.rules[r]?.loadWeight ?? 0;
       return !draining && (rule.mode === 'single' || weight > 0);
     });

@@ -10,10 +10,12 @@ import {
   configDocument,
   defaultHostSettings,
   randomHostSettings,
+  ruleCount,
 } from './cluster-config.js';
 import { type LinkConditions, labLink, maxOneWayDelayMs } from './network.js';
 import { Prng, normaliseSeed } from './prng.js';
 import { convergenceBoundPeriods } from './bounds.js';
+import type { Command } from '../core/protocol.js';
 import type { ScheduledAction, SimAction, SimPlan } from './types.js';
 
 export const scenarioKinds = [
@@ -31,7 +33,7 @@ export const scenarioKinds = [
 ] as const;
 export type ScenarioKind = (typeof scenarioKinds)[number];
 
-export const faultProfiles = ['calm', 'lossy', 'partitions', 'churn', 'chaos'] as const;
+export const faultProfiles = ['calm', 'lossy', 'partitions', 'churn', 'chaos', 'flap'] as const;
 export type FaultProfile = (typeof faultProfiles)[number];
 
 export interface PlanOptions {
@@ -313,6 +315,7 @@ export function randomPlan(options: PlanOptions): SimPlan {
     partitions: prng.int(1, 4),
     churn: prng.int(3, 10),
     chaos: prng.int(3, 10),
+    flap: prng.int(2, 5),
   }[profile];
   const times = Array.from({ length: eventCount }, () => round(prng.float(start, end))).sort(
     (a, b) => a - b,
@@ -329,6 +332,7 @@ export function randomPlan(options: PlanOptions): SimPlan {
       ...nodeEvents.map((e) => [e, 0.3] as const),
     ],
     churn: [...nodeEvents.map((e) => [e, 1] as const), ['duplicate', 0.7], ['mismatch', 0.7]],
+    flap: [],
     chaos: [
       ...nodeEvents.map((e) => [e, 1] as const),
       ['duplicate', 0.5],
@@ -347,7 +351,10 @@ export function randomPlan(options: PlanOptions): SimPlan {
   const slotsIn = (...wanted: SlotState[]): number[] =>
     state.flatMap((s, slot) => (wanted.includes(s) ? [slot] : []));
 
-  for (const at of times) {
+  if (profile === 'flap') {
+    planFlaps(prng, { times, shape, base, hosts, state, schedule, end, ruleSet });
+  }
+  for (const at of profile === 'flap' ? [] : times) {
     const kind = prng.weighted(menu[profile]);
     const add = (atMs: number, action: SimAction): void => {
       schedule.push({ atMs: Math.min(atMs, end), action });
@@ -552,6 +559,94 @@ export function randomPlan(options: PlanOptions): SimPlan {
     quietAtMs:
       options.durationMs !== undefined && options.durationMs < quiet + boundMs ? undefined : quiet,
   };
+}
+
+/**
+ * The `flap` profile: bursts of changes that undo or contradict each other within a few one-way
+ * delays (a stop and a start, a rule drained and enabled again, drainstops, link cuts that end
+ * around the detection time), so that heartbeats of one target cross those of the next in flight
+ * and targets come back (A -> B -> A). That is where agreement rules earn their keep: the
+ * acknowledgement rule, generations, and release before acquire.
+ */
+function planFlaps(
+  prng: Prng,
+  plan: {
+    times: readonly number[];
+    shape: ClusterShape;
+    base: LinkConditions;
+    hosts: number;
+    state: SlotState[];
+    schedule: ScheduledAction[];
+    end: number;
+    ruleSet: RuleSet;
+  },
+): void {
+  const { shape, base, hosts, state, schedule, end } = plan;
+  const P = shape.periodMs;
+  const T = shape.tolerance;
+  const delayMs = maxOneWayDelayMs(base);
+  const rules = ruleCount(plan.ruleSet);
+  const add = (atMs: number, action: SimAction): void => {
+    schedule.push({ atMs: round(Math.min(atMs, end)), action });
+  };
+  const command = (atMs: number, slot: number, c: Command): void =>
+    add(atMs, { do: 'command', slot, command: c });
+  let cutUntil = -1;
+  for (const burst of plan.times) {
+    const steps = prng.int(2, 4);
+    for (let i = 0; i < steps; i++) {
+      const at = burst + prng.float(0, 3 * delayMs);
+      const again = at + prng.float(0, 2 * delayMs);
+      const members = state.flatMap((s, slot) => (s === 'member' ? [slot] : []));
+      const kind = prng.weighted<string>([
+        ['stop-start', 2],
+        ['rule', 3],
+        ['rule-flap', 3],
+        ['drainstop', 1],
+        ['cut', hosts > 1 ? 1.5 : 0],
+      ]);
+      if (members.length === 0) break;
+      const slot = prng.pick(members);
+      switch (kind) {
+        case 'stop-start':
+          command(at, slot, { verb: 'stop' });
+          command(again, slot, { verb: 'start' });
+          break;
+        case 'rule':
+        case 'rule-flap': {
+          const rule = prng.int(0, rules - 1);
+          const verb = prng.pick(['drain', 'disable', 'enable'] as const);
+          command(at, slot, { verb, rules: [rule] });
+          if (kind === 'rule-flap') command(again, slot, { verb: 'enable', rules: [rule] });
+          break;
+        }
+        case 'drainstop': {
+          if (members.length <= 1) break;
+          command(at, slot, { verb: 'drainstop' });
+          // Sometimes started again before the drain completes (the drain is cancelled).
+          if (prng.chance(0.5)) {
+            command(again, slot, { verb: 'start' });
+          } else {
+            command(at + prng.float(0.5, 2 * T) * P, slot, { verb: 'connectionsEnded' });
+            command(at + prng.float(2 * T, 3 * T) * P, slot, { verb: 'start' });
+          }
+          break;
+        }
+        case 'cut': {
+          if (at < cutUntil) break;
+          const other = prng.pick(
+            Array.from({ length: hosts }, (_, s) => s).filter((s) => s !== slot),
+          );
+          // Around the detection time: sometimes just short of it, sometimes just past it.
+          cutUntil = at + prng.float(T - 1, T + 1) * P;
+          add(at, { do: 'cut', from: slot, to: other });
+          add(at, { do: 'cut', from: other, to: slot });
+          add(cutUntil, { do: 'heal' });
+          break;
+        }
+      }
+    }
+  }
 }
 
 /** Times to 0.01 ms keep transcripts readable; the clock itself is exact. */

@@ -5,6 +5,7 @@
 // convergence.ts). Nothing here reads the wall clock or Math.random: a run is a function of
 // its plan, and the plan a function of its seed.
 import type { Config } from '../core/config.js';
+import type { RuleState } from '../core/heartbeat.js';
 import type { Command, HostStatus, Input, Ownership, Ready } from '../core/protocol.js';
 import { buildConfig, configDocument, simKey } from './cluster-config.js';
 import {
@@ -73,6 +74,8 @@ interface Node {
   alive: boolean;
   expect: Expectation;
   status: HostStatus;
+  /** Per port rule, as the operator's accepted enable / disable / drain commands left it. */
+  ruleStates: RuleState[];
   signature: string;
   owned: readonly (readonly number[])[];
   pendingWakeMs: number;
@@ -395,6 +398,7 @@ class Simulation {
           alive: true,
           expect: action.expect ?? 'member',
           status,
+          ruleStates: config.cluster.portRules.map(() => 'enabled' as const),
           signature: signatureOf(status),
           owned: [],
           pendingWakeMs: Infinity,
@@ -466,6 +470,15 @@ class Simulation {
           command: action.command,
         });
         const reply = ready?.reply;
+        const c = action.command;
+        if (
+          reply?.code === 'ok' &&
+          (c.verb === 'enable' || c.verb === 'disable' || c.verb === 'drain')
+        ) {
+          const wanted: RuleState =
+            c.verb === 'enable' ? 'enabled' : c.verb === 'disable' ? 'disabled' : 'draining';
+          for (const r of c.rules) node.ruleStates[r] = wanted;
+        }
         this.note(
           `sim command h${node.hostId} ${describeCommand(action.command)} -> ${reply === undefined ? 'no reply' : `${reply.code}: ${reply.message}`}`,
         );
