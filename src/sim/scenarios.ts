@@ -347,7 +347,11 @@ export function randomPlan(options: PlanOptions): SimPlan {
   const modifiedLinks = new Set<string>();
   let sparesUsed = 0;
   const pinnedUntil = new Map<number, number>();
-  const free = (slot: number, at: number): boolean => (pinnedUntil.get(slot) ?? -1) < at;
+  // A slot is free for a fault once its host has booted (chaos strikes while the cluster forms,
+  // before some initial boots: seed 7755 crashed a host before its boot, then "rejoined" it
+  // while it ran) and no earlier fault pinned it.
+  const free = (slot: number, at: number): boolean =>
+    (pinnedUntil.get(slot) ?? -1) < at && activeSince[slot]! <= at;
   const slotsIn = (...wanted: SlotState[]): number[] =>
     state.flatMap((s, slot) => (wanted.includes(s) ? [slot] : []));
 
