@@ -17,8 +17,10 @@
 // programs its data plane, and only then announces its new claims. It acquires a bucket the
 // target gives it only when every member announces the same membership and target digest, in a
 // report recent enough to show whatever that member may have taken under a target we announced
-// before (`reportCounts`), and no heard peer still claims that bucket. Two hosts that hear each
-// other therefore never accept new flows for one bucket at the same time.
+// before (`reportCounts`), every heard peer that does not take part has heard us take part (two
+// hosts started at once must not each take everything alone), and no heard peer still claims
+// that bucket. Two hosts that hear each other therefore never accept new flows for one bucket at
+// the same time.
 //
 // Immediacy. A host sends a heartbeat at once whenever what it announces changes (state, view,
 // target, owned buckets) and when a peer's report newly differs from its own, so a planned
