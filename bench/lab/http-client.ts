@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
+import { latencySummary } from '../../src/lab/loadgen.js';
 import { assertLabSafeAddress } from '../../src/lab/naming.js';
 
 export interface HttpClientConfig {
@@ -45,11 +46,6 @@ function nowEpochMs(): number {
 
 function check(condition: boolean, message: string): asserts condition {
   if (!condition) throw new RangeError(`http-client: ${message}`);
-}
-
-function percentile(sorted: readonly number[], q: number): number {
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return Math.round((sorted[index] ?? 0) * 1000) / 1000;
 }
 
 /** One request on a new connection: the host that answered, or why it failed. */
@@ -120,15 +116,7 @@ export async function runHttpClient(config: HttpClientConfig): Promise<HttpClien
     failed,
     failures,
     perHost,
-    latencyMs:
-      sorted.length === 0
-        ? null
-        : {
-            p50: percentile(sorted, 0.5),
-            p90: percentile(sorted, 0.9),
-            p99: percentile(sorted, 0.99),
-            max: percentile(sorted, 1),
-          },
+    latencyMs: latencySummary(sorted),
   };
 }
 

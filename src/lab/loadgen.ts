@@ -159,6 +159,18 @@ function percentile(sorted: readonly number[], q: number): number {
   return Math.round((sorted[index] ?? 0) * 1000) / 1000;
 }
 
+/** p50, p90, p99 and max of latencies sorted ascending, or null when there are none. */
+export function latencySummary(sorted: readonly number[]): LatencySummary | null {
+  return sorted.length === 0
+    ? null
+    : {
+        p50: percentile(sorted, 0.5),
+        p90: percentile(sorted, 0.9),
+        p99: percentile(sorted, 0.99),
+        max: percentile(sorted, 1),
+      };
+}
+
 function bump<K extends string>(counts: Partial<Record<K, number>>, key: K): void {
   counts[key] = (counts[key] ?? 0) + 1;
 }
@@ -457,15 +469,7 @@ export async function runLoadgen(
     skippedAtConcurrencyMax: skipped,
     perHost,
     failures,
-    latencyMs:
-      sorted.length === 0
-        ? null
-        : {
-            p50: percentile(sorted, 0.5),
-            p90: percentile(sorted, 0.9),
-            p99: percentile(sorted, 0.99),
-            max: percentile(sorted, 1),
-          },
+    latencyMs: latencySummary(sorted),
     holds,
     holdsBroken,
     ...(keepConnections ? { connections: records } : {}),
