@@ -230,7 +230,7 @@ export class HostMachine {
     this.clusterId = clusterIdOf(options.config.cluster.name);
     this.configDigest = configDigestOf(options.config);
     this.ruleDigests = options.config.cluster.portRules.map(ruleDigestOf);
-    this.adminState = options.config.host.initialState;
+    this.adminState = options.initialState ?? options.config.host.initialState;
     this.keptOut = undefined;
     const ruleCount = options.config.cluster.portRules.length;
     this.ruleStates = Array.from({ length: ruleCount }, () => 'enabled' as RuleState);

@@ -132,4 +132,10 @@ export interface HostMachineOptions {
   readonly key: Uint8Array;
   readonly incarnation: number;
   readonly nowMs: number;
+  /**
+   * The state to start in, when the daemon remembers one that overrides
+   * `config.host.initialState` (a host suspended before a restart stays suspended, as NLB's
+   * "retain suspended state" does).
+   */
+  readonly initialState?: 'started' | 'stopped' | 'suspended';
 }
