@@ -251,3 +251,156 @@ describe('cluster digest', () => {
     expect(digestOf(edited('keyFile: /etc/nlb/web.key', 'keyFile: /srv/k'))).toBe(original);
   });
 });
+
+describe('addresses: cluster IPs, the dedicated IP and the heartbeat group', () => {
+  /** The web example with its cluster IP list, dedicated IP or group replaced. */
+  const withClusterIps = (list: string): string =>
+    edited('clusterIps: [198.18.0.100]', `clusterIps: [${list}]`);
+  const withDedicatedIp = (value: string): string =>
+    edited('dedicatedIp: 198.18.0.11/24', `dedicatedIp: '${value}'`);
+  const withGroup = (value: string): string => edited('group: 239.255.78.76', `group: '${value}'`);
+
+  /** [cluster IP, what the message must say]: the first cluster IP is the one refused. */
+  const badClusterIps: [string, RegExp][] = [
+    ['0.0.0.0', /unspecified/],
+    ['0.1.2.3', /0\.0\.0\.0\/8/],
+    ['127.0.0.1', /loopback address \(127\.0\.0\.0\/8\)/],
+    ['127.8.9.10', /loopback/],
+    ['224.0.0.1', /multicast address \(224\.0\.0\.0\/4\)/],
+    ['239.255.78.76', /multicast/],
+    ['255.255.255.255', /limited broadcast/],
+    ['240.0.0.1', /240\.0\.0\.0\/4, reserved/],
+    ['169.254.10.10', /link-local \(169\.254\.0\.0\/16\)/],
+    ['::', /unspecified address \(::\)/],
+    ['::1', /loopback address \(::1\)/],
+    ['ff02::1', /multicast address \(ff00::\/8\)/],
+    ['fe80::10', /link-local \(fe80::\/10\).*zone/],
+  ];
+
+  it.each(badClusterIps)(
+    'refuses the cluster IP %s, saying why and what is expected',
+    (ip, why) => {
+      const errors = errorsOf(parseConfig(withClusterIps(`'${ip}', 198.18.0.100`)));
+      expect(errors).toEqual([
+        {
+          path: 'cluster.clusterIps[0]',
+          value: expect.any(String),
+          message: expect.stringMatching(why),
+        },
+      ]);
+      expect(errors[0]!.message).toMatch(/expected a unicast address clients can reach/);
+    },
+  );
+
+  it('refuses an IPv4-mapped IPv6 cluster IP with the IPv4 form to write instead', () => {
+    expect(errorsOf(parseConfig(withClusterIps("'::ffff:198.18.0.100'")))).toEqual([
+      {
+        path: 'cluster.clusterIps[0]',
+        value: '::ffff:198.18.0.100',
+        message: 'an IPv4-mapped IPv6 address: write the IPv4 form, 198.18.0.100',
+      },
+    ]);
+  });
+
+  it('refuses a zone, and IPv4 that is not four decimal parts', () => {
+    expect(errorsOf(parseConfig(withClusterIps("'fe80::1%eth0', 198.18.0.100")))).toEqual([
+      {
+        path: 'cluster.clusterIps[0]',
+        value: 'fe80::1%eth0',
+        message: expect.stringMatching(/zones are not accepted/),
+      },
+    ]);
+    expect(errorsOf(parseConfig(withClusterIps("'0xc6120064', 198.18.0.100")))).toEqual([
+      {
+        path: 'cluster.clusterIps[0]',
+        value: '0xc6120064',
+        message: 'expected an IPv4 address as four decimal parts, e.g. 198.18.0.100',
+      },
+    ]);
+  });
+
+  it('refuses a cluster IP listed twice, in any spelling', () => {
+    expect(
+      errorsOf(parseConfig(withClusterIps("198.18.0.100, '2001:2::100', '2001:2:0::0100'"))),
+    ).toEqual([
+      {
+        path: 'cluster.clusterIps[2]',
+        value: '2001:2::100',
+        message: 'duplicate of cluster.clusterIps[1]; list each cluster IP once',
+      },
+    ]);
+  });
+
+  it('accepts private, unique local, benchmarking and global cluster IPs', () => {
+    const config = valid(
+      withClusterIps("198.18.0.100, 10.1.2.3, 192.168.1.10, 100.64.0.1, 'fd00::10', '2001:2::100'"),
+    );
+    expect(config.cluster.clusterIps).toHaveLength(6);
+  });
+
+  /** [dedicated IP, what the message must say]. */
+  const badDedicatedIps: [string, RegExp][] = [
+    ['0.0.0.0/0', /unspecified/],
+    ['198.18.0.11/0', /a \/0 prefix is no LAN; expected .* \/8\.\.\/32/],
+    ['198.18.0.11/7', /a \/7 prefix is no LAN/],
+    ['198.18.0.11/33', /'33' is not a prefix length/],
+    ['198.18.0.11/x', /'x' is not a prefix length/],
+    ['127.0.0.1/8', /loopback/],
+    ['224.0.0.5/24', /multicast/],
+    ['255.255.255.255/32', /limited broadcast/],
+    ['169.254.1.1/16', /link-local/],
+    ['198.18.0.0/24', /network address of 198\.18\.0\.0\/24/],
+    ['198.18.0.255/24', /broadcast address of 198\.18\.0\.0\/24/],
+    ['198.18.0.0', /network address of 198\.18\.0\.0\/24/],
+    ['198.18.3.255/22', /broadcast address of 198\.18\.0\.0\/22/],
+    ['198.18.0.100/24', /must differ from every cluster IP/],
+    ['2001:2::11/64', /IPv4 dedicated IP/],
+    ['::ffff:198.18.0.11/24', /IPv4-mapped IPv6 address: write the IPv4 form, 198\.18\.0\.11/],
+    ['web1/24', /expected an IPv4 or IPv6 address/],
+  ];
+
+  it.each(badDedicatedIps)('refuses the dedicated IP %s, saying why', (value, why) => {
+    expect(errorsOf(parseConfig(withDedicatedIp(value)))).toEqual([
+      { path: 'host.dedicatedIp', value, message: expect.stringMatching(why) },
+    ]);
+  });
+
+  it.each(['198.18.0.11/24', '198.18.0.1/8', '198.18.0.0/31', '198.18.0.1/31', '198.18.0.11/32'])(
+    'accepts the dedicated IP %s',
+    (value) => {
+      const { dedicatedIp } = valid(withDedicatedIp(value)).host;
+      expect(`${dedicatedIp.address.text}/${dedicatedIp.length}`).toBe(value);
+    },
+  );
+
+  /** [heartbeat group, what the message must say]. */
+  const badGroups: [string, RegExp][] = [
+    ['198.18.0.1', /expected an IPv4 multicast group/],
+    ['255.255.255.255', /expected an IPv4 multicast group/],
+    ['ff02::1', /expected an IPv4 multicast group/],
+    ['224.0.0.1', /local network control block/],
+    ['224.0.0.18', /224\.0\.0\.0\/24/],
+  ];
+
+  it.each(badGroups)('refuses the heartbeat group %s', (value, why) => {
+    expect(errorsOf(parseConfig(withGroup(value)))).toEqual([
+      { path: 'cluster.heartbeat.group', value, message: expect.stringMatching(why) },
+    ]);
+  });
+
+  it.each(['239.255.78.76', '239.1.2.3', '224.0.1.200'])('accepts the heartbeat group %s', (g) => {
+    expect(valid(withGroup(g)).cluster.heartbeat.group.text).toBe(g);
+  });
+
+  it('a file with several address errors is refused whole, listing each', () => {
+    const text = withClusterIps("'127.0.0.1', 198.18.0.100, 198.18.0.100").replace(
+      'dedicatedIp: 198.18.0.11/24',
+      "dedicatedIp: '198.18.0.0/0'",
+    );
+    expect(errorsOf(parseConfig(text)).map((e) => e.path)).toEqual([
+      'cluster.clusterIps[0]',
+      'cluster.clusterIps[2]',
+      'host.dedicatedIp',
+    ]);
+  });
+});

@@ -33,6 +33,75 @@ export function parseAddress(text: string): Address | undefined {
   return undefined;
 }
 
+/**
+ * Why `text` is not an address `parseAddress` takes, in words an operator can act on: an
+ * IPv4-mapped IPv6 address is written in its IPv4 form, a zone (`%eth0`) is not accepted, IPv4
+ * is four decimal parts. Undefined when `text` parses.
+ */
+export function addressSyntaxProblem(text: string): string | undefined {
+  if (parseAddress(text) !== undefined) {
+    return undefined;
+  }
+  const percent = text.indexOf('%');
+  if (percent > 0 && ipaddr.IPv6.isValid(text.slice(0, percent))) {
+    return 'an IPv6 address with a zone (%...): zones are not accepted; give an address without one (a global or unique local address)';
+  }
+  if (ipaddr.IPv6.isValid(text)) {
+    const parsed = ipaddr.IPv6.parse(text);
+    if (parsed.isIPv4MappedAddress()) {
+      return `an IPv4-mapped IPv6 address: write the IPv4 form, ${parsed.toIPv4Address().toString()}`;
+    }
+  }
+  if (ipaddr.IPv4.isValid(text)) {
+    return `expected an IPv4 address as four decimal parts, e.g. ${ipaddr.IPv4.parse(text).toString()}`;
+  }
+  return 'expected an IPv4 or IPv6 address';
+}
+
+/** IPv4 240.0.0.0/4 ("class E"): reserved; ipaddr.js files it under `reserved` with 198.18/15. */
+const ipv4FutureUse = ipaddr.IPv4.parseCIDR('240.0.0.0/4');
+
+/**
+ * Why `address` cannot be the unicast address of a host or a cluster on a LAN, or undefined when
+ * it can. Refused: the unspecified block, loopback, multicast, the limited broadcast, IPv4's
+ * reserved 240.0.0.0/4, and link-local addresses (IPv4 169.254/16 is what hosts give themselves
+ * when nothing else is configured, RFC 3927; IPv6 fe80::/10 means nothing without a zone).
+ * Routers do not forward any of them, so clients could not reach a cluster IP there. Private,
+ * unique local and documentation ranges are fine: a lab or a LAN uses exactly those.
+ */
+export function unicastProblem(address: Address): string | undefined {
+  if (address.family === 4) {
+    const parsed = new ipaddr.IPv4([...address.bytes]);
+    switch (parsed.range()) {
+      case 'unspecified':
+        return 'in 0.0.0.0/8, the unspecified ("this network") block, which is never a destination';
+      case 'loopback':
+        return 'a loopback address (127.0.0.0/8): only this host itself can reach it';
+      case 'multicast':
+        return 'a multicast address (224.0.0.0/4): it names a group of receivers, not a host';
+      case 'broadcast':
+        return 'the limited broadcast address: it names every host of the segment';
+      case 'linkLocal':
+        return 'link-local (169.254.0.0/16): hosts give themselves these addresses (RFC 3927) and routers do not forward them';
+    }
+    if (parsed.match(ipv4FutureUse)) {
+      return 'in 240.0.0.0/4, reserved for future use: routers and most hosts drop it';
+    }
+    return undefined;
+  }
+  switch (new ipaddr.IPv6([...address.bytes]).range()) {
+    case 'unspecified':
+      return 'the unspecified address (::), which is never a destination';
+    case 'loopback':
+      return 'the loopback address (::1): only this host itself can reach it';
+    case 'multicast':
+      return 'a multicast address (ff00::/8): it names a group of receivers, not a host';
+    case 'linkLocal':
+      return 'link-local (fe80::/10): it means something only with a zone (%eth0), and routers do not forward it';
+  }
+  return undefined;
+}
+
 export interface Prefix {
   readonly address: Address;
   readonly length: number;

@@ -5,7 +5,16 @@
 import { createHash } from 'node:crypto';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { type Address, type Prefix, parseAddress, parsePrefix, addressesEqual } from './address.js';
+import {
+  type Address,
+  type Prefix,
+  addressSyntaxProblem,
+  addressesEqual,
+  maskBytes,
+  parseAddress,
+  parsePrefix,
+  unicastProblem,
+} from './address.js';
 import { datagramBytesMax, heartbeatBytes, heartbeatRuleHeaderBytes } from './heartbeat-size.js';
 
 /** NLB allows 32 hosts; host ids double as host priorities, 1 is the best. */
@@ -27,6 +36,12 @@ export const heartbeatPortDefault = 2505;
 export const heartbeatGroupDefault = '239.255.78.76';
 /** The load weight "equal" stands for; NLB's default weight is 50 too. */
 export const equalLoadWeight = 50;
+/**
+ * The shortest prefix a dedicated IP may have. The cluster segment is one broadcast domain: a
+ * /8 is already larger than any real one, and /0../7 are typos (a /0 would make every address
+ * on-link). The dedicated IP is IPv4 (heartbeats are IPv4 multicast), so there is no IPv6 rule.
+ */
+export const dedicatedPrefixLengthMin = 8;
 
 export type ClusterMode = 'unicast' | 'multicast' | 'igmp';
 export type Protocol = 'tcp' | 'udp' | 'both';
@@ -104,11 +119,28 @@ const u32 = z.union([
 const address = z.string().transform((s, ctx) => {
   const parsed = parseAddress(s);
   if (parsed === undefined) {
-    ctx.addIssue({ code: 'custom', message: 'expected an IPv4 or IPv6 address' });
+    ctx.addIssue({ code: 'custom', message: addressSyntaxProblem(s) ?? 'expected an address' });
     return z.NEVER;
   }
   return parsed;
 });
+
+/** What a cluster IP or a dedicated IP must be, after saying what it is not. */
+const unicastExpected = "expected a unicast address clients can reach on the cluster's LAN";
+
+/**
+ * The local network control block (RFC 5771): 224.0.0.1 is every host of the segment, the rest
+ * belong to routing protocols (OSPF, VRRP...). Heartbeats there would reach hosts and routers
+ * that have nothing to do with the cluster.
+ */
+const localControlBlock = parseAddress('224.0.0.0')!;
+
+/** True when the first `length` bits of `a` and `b` are equal. */
+function sameBits(a: Uint8Array, b: Uint8Array, length: number): boolean {
+  const ma = maskBytes(a, length);
+  const mb = maskBytes(b, length);
+  return ma.length === mb.length && ma.every((byte, i) => byte === mb[i]);
+}
 
 const portRange = z
   .union([z.number().int(), z.string()])
@@ -232,6 +264,57 @@ function protocolsOverlap(a: Protocol, b: Protocol): boolean {
   return a === 'both' || b === 'both' || a === b;
 }
 
+/**
+ * What is wrong with the dedicated IP, or undefined: it must parse, be a LAN unicast address,
+ * be IPv4 (heartbeats are IPv4 multicast sent from it), have a sane prefix, be neither the
+ * network nor the broadcast address of that prefix, and not be a cluster IP.
+ */
+function dedicatedIpProblem(
+  text: string,
+  prefix: Prefix | undefined,
+  clusterIps: readonly Address[],
+): string | undefined {
+  const example = 'e.g. 198.18.0.11/24';
+  if (prefix === undefined) {
+    const slash = text.indexOf('/');
+    const addressText = slash < 0 ? text : text.slice(0, slash);
+    const syntax = addressSyntaxProblem(addressText);
+    return syntax !== undefined
+      ? `'${addressText}': ${syntax}; expected the host's IPv4 address with an optional /prefix, ${example}`
+      : `'${text.slice(slash + 1)}' is not a prefix length; expected the host's IPv4 address with an optional /prefix (8..32), ${example}`;
+  }
+  const { address, length } = prefix;
+  const problem = unicastProblem(address);
+  if (problem !== undefined) {
+    return `${address.text} is ${problem}; expected this host's own unicast address on the cluster's LAN, ${example}`;
+  }
+  if (address.family !== 4) {
+    return `heartbeats travel over IPv4 multicast: expected an IPv4 dedicated IP (cluster IPs may be IPv6), ${example}`;
+  }
+  if (length < dedicatedPrefixLengthMin) {
+    return `a /${length} prefix is no LAN; expected the prefix of the cluster segment, /${dedicatedPrefixLengthMin}../32, ${example}`;
+  }
+  // /31 (RFC 3021) and /32 have no network or broadcast address: every address is a host's.
+  if (length < 31) {
+    const network = maskBytes(address.bytes, length);
+    const mask = maskBytes(Uint8Array.from([255, 255, 255, 255]), length);
+    const broadcast = network.map((byte, i) => byte | (~mask[i]! & 0xff));
+    const subnet = `${[...network].join('.')}/${length}`;
+    for (const [what, bytes] of [
+      ['network', network],
+      ['broadcast', broadcast],
+    ] as const) {
+      if (sameBits(address.bytes, bytes, 32)) {
+        return `${address.text} is the ${what} address of ${subnet}, not a host's; expected a host address inside it, ${example}`;
+      }
+    }
+  }
+  if (clusterIps.some((ip) => addressesEqual(ip, address))) {
+    return "the dedicated IP must differ from every cluster IP: it is the host's own address, never filtered";
+  }
+  return undefined;
+}
+
 function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
   const c = raw.cluster;
   const buckets = c.buckets;
@@ -249,6 +332,15 @@ function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
   }
 
   c.clusterIps.forEach((ip, i) => {
+    const problem = unicastProblem(ip);
+    if (problem !== undefined) {
+      errors.push({
+        path: `cluster.clusterIps[${i}]`,
+        value: ip.text,
+        message: `${ip.text} is ${problem}; ${unicastExpected}, e.g. 198.18.0.100`,
+      });
+      return;
+    }
     const first = c.clusterIps.findIndex((other) => addressesEqual(other, ip));
     if (first !== i) {
       errors.push({
@@ -267,6 +359,13 @@ function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
       path: 'cluster.heartbeat.group',
       value: c.heartbeat.group.text,
       message: 'expected an IPv4 multicast group (224.0.0.0-239.255.255.255), e.g. 239.255.78.76',
+    });
+  } else if (sameBits(c.heartbeat.group.bytes, localControlBlock.bytes, 24)) {
+    errors.push({
+      path: 'cluster.heartbeat.group',
+      value: c.heartbeat.group.text,
+      message:
+        'is in 224.0.0.0/24, the local network control block that every host (224.0.0.1) or router on the segment listens to; expected a group of the cluster alone, e.g. 239.255.78.76 (administratively scoped, 239.0.0.0/8)',
     });
   }
   portRules.forEach((rule, i) => {
@@ -303,25 +402,9 @@ function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
 
   const h = raw.host;
   const dedicatedIp = parsePrefix(h.dedicatedIp, { 4: 24, 6: 64 });
-  if (dedicatedIp === undefined) {
-    errors.push({
-      path: 'host.dedicatedIp',
-      value: h.dedicatedIp,
-      message: 'expected an IPv4 or IPv6 address with an optional /prefix, e.g. 198.18.0.11/24',
-    });
-  } else if (c.clusterIps.some((ip) => addressesEqual(ip, dedicatedIp.address))) {
-    errors.push({
-      path: 'host.dedicatedIp',
-      value: h.dedicatedIp,
-      message: 'the dedicated IP must differ from every cluster IP',
-    });
-  } else if (dedicatedIp.address.family !== 4) {
-    errors.push({
-      path: 'host.dedicatedIp',
-      value: h.dedicatedIp,
-      message:
-        'heartbeats travel over IPv4 multicast: give an IPv4 dedicated IP (cluster IPs may be IPv6)',
-    });
+  const dedicatedProblem = dedicatedIpProblem(h.dedicatedIp, dedicatedIp, c.clusterIps);
+  if (dedicatedProblem !== undefined) {
+    errors.push({ path: 'host.dedicatedIp', value: h.dedicatedIp, message: dedicatedProblem });
   }
   if (h.rules.length > portRules.length) {
     errors.push({
