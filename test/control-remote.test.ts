@@ -36,15 +36,16 @@ describe('token files', () => {
     return p;
   };
 
-  it('reads the token without its trailing newline; warns when others may read it', async () => {
+  it('reads the token without its trailing newline; refuses it when others may read it', async () => {
     expect(await readTokenFile(file('good', `${token}\n`))).toEqual({
       ok: true,
       token,
       warning: undefined,
     });
+    // Every case of owner and mode: secret-file.test.ts.
     expect(await readTokenFile(file('open', token, 0o644))).toMatchObject({
-      ok: true,
-      warning: expect.stringContaining('chmod 600'),
+      ok: false,
+      message: expect.stringContaining('chmod 600'),
     });
   });
 

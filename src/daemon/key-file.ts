@@ -6,7 +6,7 @@
 // text file (`openssl rand -hex 32 > cluster.key`, newline included) both work, as long as
 // every host gets a copy of the same file. Hex text is deliberately not decoded: a raw key
 // that happened to look like hex would then mean something else on a host that decoded it.
-import { looseModeWarning, readSecretFile } from './secret-file.js';
+import { readSecretFile } from './secret-file.js';
 
 /** HMAC-SHA256 wants at least 16 bytes of key to be worth its name (HostMachine asserts it). */
 export const keyBytesMin = 16;
@@ -17,7 +17,10 @@ export type KeyFileResult =
   | {
       readonly ok: true;
       readonly key: Uint8Array;
-      /** Set when group or others may read the file: anyone who reads it can forge heartbeats. */
+      /**
+       * Always undefined: a file group or others may read is refused now (secret-file.ts). Kept
+       * while daemon.ts still logs it; remove both together.
+       */
       readonly warning: string | undefined;
     }
   | { readonly ok: false; readonly message: string; readonly hint: string };
@@ -32,11 +35,12 @@ export async function readKeyFile(path: string): Promise<KeyFileResult> {
     createHint,
     tooLargeHint: `cluster.keyFile must name the key itself; ${createHint}`,
     readHint: 'nlbd runs as root; check the path in cluster.keyFile',
+    risk: 'whoever can read the key can forge heartbeats, and whoever can write it can split the cluster',
   });
   if (!read.ok) {
     return read;
   }
-  const { bytes, mode } = read;
+  const { bytes } = read;
   if (bytes.length < keyBytesMin) {
     return {
       ok: false,
@@ -44,11 +48,5 @@ export async function readKeyFile(path: string): Promise<KeyFileResult> {
       hint: createHint,
     };
   }
-  const warning = looseModeWarning(
-    'key file',
-    path,
-    mode,
-    'anyone who can read it can forge heartbeats',
-  );
-  return { ok: true, key: new Uint8Array(bytes), warning };
+  return { ok: true, key: new Uint8Array(bytes), warning: undefined };
 }

@@ -14,7 +14,7 @@ import { type Endpoint, parseAddress, parseEndpoint } from '../core/address.js';
 import { type ControlAnswer, type ControlResponse, changingVerbNames } from './control.js';
 import type { ControlHandler } from './control-server.js';
 import type { EventSink } from './host-driver.js';
-import { looseModeWarning, readSecretFile } from './secret-file.js';
+import { readSecretFile } from './secret-file.js';
 
 /** TCP 2504: the port of NLB.exe's remote control (UDP there), free for TCP. */
 export const remoteControlPortDefault = 2504;
@@ -30,7 +30,15 @@ export const tokenCreateHint =
   '(or `head -c 32 /dev/urandom | base64`), and give the same file to nlb --token-file';
 
 export type TokenFileResult =
-  | { readonly ok: true; readonly token: string; readonly warning: string | undefined }
+  | {
+      readonly ok: true;
+      readonly token: string;
+      /**
+       * Always undefined: a file group or others may read is refused now (secret-file.ts). Kept
+       * while daemon.ts still logs it; remove both together.
+       */
+      readonly warning: string | undefined;
+    }
   | { readonly ok: false; readonly message: string; readonly hint: string };
 
 /**
@@ -44,11 +52,11 @@ export async function readTokenFile(path: string): Promise<TokenFileResult> {
     createHint: tokenCreateHint,
     tooLargeHint: `--token-file must name the token itself; ${tokenCreateHint}`,
     readHint: 'check the path and that you may read it (root)',
+    risk: 'whoever can read the token controls this host, and whoever can write it can lock its operators out',
   });
   if (!read.ok) {
     return read;
   }
-  const { mode } = read;
   const text = read.bytes.toString('latin1');
   const token = text.replace(/\s+$/, '');
   if (!/^[\x21-\x7e]*$/.test(token)) {
@@ -65,13 +73,7 @@ export async function readTokenFile(path: string): Promise<TokenFileResult> {
       hint: tokenCreateHint,
     };
   }
-  const warning = looseModeWarning(
-    'token file',
-    path,
-    mode,
-    'anyone who reads it controls this host',
-  );
-  return { ok: true, token, warning };
+  return { ok: true, token, warning: undefined };
 }
 
 export function tokenDigest(token: string): Buffer {
