@@ -4,9 +4,16 @@
 // client closes. The path names the cluster and the host id, because in a lab every host's
 // nlbd shares /run while living in its own network namespace. The same framing serves the
 // optional TCP listener of remote control (remote.ts: `listenTcp`, with a token check in front).
+//
+// Who may connect and for how long is connection-gate.ts's job: the request line must be
+// complete within `requestDeadlineMs` of connecting, the connection ends after the answer, a
+// TCP peer holds at most `perPeerMax`, and a full listener evicts a connection that
+// has not sent its request yet rather than turning the new one away. That way clients without
+// the token, trickling bytes or holding connections open, cannot keep an operator with it out.
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { ConnectionGate, type GateLimits, type GateStats, peerOf } from './connection-gate.js';
 import {
   type ControlAnswer,
   type ControlResponse,
@@ -15,13 +22,27 @@ import {
   requestBytesMax,
 } from './control.js';
 import { controlRequest } from './control-client.js';
+import { followersMax } from './events.js';
 
 export { defaultSocketPath, runDirDefault } from './paths.js';
 
-/** A client that sends nothing for this long is gone; its connection is closed. */
-const requestTimeoutMs = 5_000;
-/** Control clients are people and scripts; more at once is a runaway loop. */
-const connectionsMax = 32;
+/**
+ * The limits of a control listener. `nlb` sends its request line as soon as it is connected, so
+ * 2 s from accept to a complete line is many round trips even on a slow management network; an
+ * answer is a few kilobytes, delivered well within 5 s to a client that reads it. Control
+ * clients are people and scripts, a handful at a time: 8 per peer leaves room for an operator's
+ * parallel commands, and 64 in all holds the 16 followers events.ts allows with room to spare.
+ */
+export const controlLimitsDefault: GateLimits = {
+  connectionsMax: 64,
+  perPeerMax: 8,
+  requestDeadlineMs: 2_000,
+  answerDeadlineMs: 5_000,
+};
+if (controlLimitsDefault.connectionsMax < 2 * followersMax) {
+  throw new Error('control-server: connectionsMax must leave room beside the followers');
+}
+
 /**
  * A follower whose unread output passes this is not reading (a stopped terminal, a dead
  * network path): it is disconnected rather than buffered without bound.
@@ -54,9 +75,19 @@ export class ControlSocketError extends Error {
 export class ControlServer {
   private server: net.Server | undefined;
   private socketPath: string | undefined;
-  private readonly open = new Set<net.Socket>();
+  private readonly gate: ConnectionGate;
 
-  constructor(private readonly handle: ControlHandler) {}
+  constructor(
+    private readonly handle: ControlHandler,
+    limits: GateLimits = controlLimitsDefault,
+  ) {
+    this.gate = new ConnectionGate(limits);
+  }
+
+  /** Connections open now, and how many the gate evicted, refused, dropped or timed out. */
+  get connections(): { readonly open: number } & GateStats {
+    return { open: this.gate.size, ...this.gate.counts };
+  }
 
   /** The TCP address it listens on (listenTcp), e.g. for a test that asked for port 0. */
   get tcpAddress(): net.AddressInfo | undefined {
@@ -70,7 +101,6 @@ export class ControlServer {
    */
   async listenTcp(address: string, port: number): Promise<void> {
     const server = net.createServer((socket) => this.serve(socket));
-    server.maxConnections = connectionsMax;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host: address, port, exclusive: true }, () => {
@@ -107,7 +137,6 @@ export class ControlServer {
       unlinkSync(socketPath);
     }
     const server = net.createServer((socket) => this.serve(socket));
-    server.maxConnections = connectionsMax;
     // The umask makes the socket 0600 from the instant it exists; chmod repeats it in case.
     const umask = process.umask(0o177);
     try {
@@ -127,31 +156,51 @@ export class ControlServer {
   }
 
   private serve(socket: net.Socket): void {
-    this.open.add(socket);
-    socket.on('close', () => this.open.delete(socket));
     socket.on('error', () => undefined);
-    socket.setTimeout(requestTimeoutMs, () => socket.destroy());
-    let buffer = '';
-    let answered = false;
+    const admission = this.gate.admit(socket);
+    if (admission === 'dropped') {
+      return;
+    }
+    const peer =
+      socket.remoteAddress === undefined ? 'unix' : `${socket.remoteAddress}:${socket.remotePort}`;
+    // Whatever comes after the request line (or after a refusal) is read and dropped: unread
+    // bytes would make the kernel reset the connection on close, and the answer could be lost.
     socket.setEncoding('utf8');
+    if (admission === 'refused') {
+      socket.on('data', () => undefined);
+      socket.end(
+        `${JSON.stringify({
+          ok: false,
+          error: {
+            code: 'failed',
+            message: `too many connections from ${peerOf(socket) ?? peer}: at most ${this.gate.limits.perPeerMax} at once`,
+            hint: 'wait for the other requests from this address to finish, then try again',
+          },
+        } satisfies ControlResponse)}\n`,
+      );
+      return;
+    }
+    let buffer = '';
+    let received = false;
+    const respond = (response: ControlResponse): void => {
+      socket.end(`${JSON.stringify(response)}\n`);
+      this.gate.answered(socket);
+    };
     socket.on('data', (chunk: string) => {
-      if (answered) {
+      if (received) {
         return;
       }
+      // Only the new chunk is searched: a line trickled a byte at a time costs linear time.
+      const newlineInChunk = chunk.indexOf('\n');
+      const newline = newlineInChunk < 0 ? -1 : buffer.length + newlineInChunk;
       buffer += chunk;
-      const newline = buffer.indexOf('\n');
       if (newline < 0 && buffer.length <= requestBytesMax) {
         return;
       }
-      answered = true;
+      received = true;
+      this.gate.requestReceived(socket);
       const line = newline < 0 ? undefined : buffer.slice(0, newline);
-      const respond = (response: ControlResponse): void => {
-        socket.end(`${JSON.stringify(response)}\n`);
-      };
-      const peer =
-        socket.remoteAddress === undefined
-          ? 'unix'
-          : `${socket.remoteAddress}:${socket.remotePort}`;
+      buffer = '';
       if (line === undefined || line.length > requestBytesMax) {
         respond({
           ok: false,
@@ -188,7 +237,7 @@ export class ControlServer {
       stream.close();
       return;
     }
-    socket.setTimeout(0);
+    this.gate.streaming(socket);
     socket.on('close', () => stream.close());
     socket.write(`${JSON.stringify(response)}\n`);
     stream.attach((entry) => {
@@ -206,9 +255,7 @@ export class ControlServer {
   async close(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    for (const socket of this.open) {
-      socket.destroy();
-    }
+    this.gate.closeAll();
     if (server !== undefined) {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
