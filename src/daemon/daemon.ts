@@ -1,257 +1,91 @@
-// nlbd's life, start to exit. The order is what keeps a host from ever taking VIP traffic
-// unfiltered or serving a bucket twice (src/dataplane/dataplane.ts has the data plane's half):
+// nlbd's life, start to exit: one `Daemon` whose phases run in order, and whose every change to
+// the host registers its undo the moment it is made (resource-stack.ts). Whatever ends the life
+// (SIGTERM or SIGINT in any phase, a refusal, a data plane failure, a fatal error in the host
+// machine), the undo runs newest first from where it got to, so a host is never left with the
+// cluster MAC, the cluster IPs, the table or the run files of an nlbd that is gone:
 //
-//   refuse early   config, key file, root, nft/conntrack/ip present, interface and dedicated IP
-//                  there, no other nlbd on the control socket or the heartbeat port; nothing on
-//                  the host has changed when nlbd refuses, and the message says what to do;
-//   clean          what a crashed predecessor left: cluster IPs, cluster MAC, the nftables
-//                  tables, and every connection to the cluster IPs (its clients were reset by
-//                  the peers that took its buckets);
-//   program        the filter with nothing owned, then attach the interface (cluster MAC,
-//                  cluster IPs): the filter is in place before the first VIP packet arrives;
-//   run            the host driver steps the protocol core with real timers and UDP multicast;
-//                  `nlb reload` (or SIGHUP) re-reads the config and applies it atomically;
-//   stop           on SIGTERM/SIGINT: step `stop` so peers take over at once, detach the
-//                  interface (cluster IPs first), remove the tables, close everything, exit 0.
-import { readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+//   (signals)  SIGTERM/SIGINT/SIGHUP handlers, before anything changes on the host: a signal in
+//              any phase stops the start-up at the next phase boundary and undoes it (exit 0);
+//   load       config, key file, token file;
+//   preflight  root, nft/conntrack/ip present, interface and dedicated IP there. Nothing on the
+//              host has changed when nlbd refuses here, and the message says what to do;
+//   claim      the network namespace's nlbd lock (netns-lock.ts: a second nlbd, of any cluster,
+//              is refused before it touches the first's table), the retained state (a new
+//              incarnation, synced to disk before any heartbeat can go out; the suspended state
+//              kept across restarts), then the control socket, the heartbeat port and the
+//              optional listeners;
+//   clean      what a crashed predecessor left: cluster IPs, cluster MAC, the nftables tables,
+//              and every connection to the cluster IPs (its clients were reset by the peers
+//              that took its buckets);
+//   program    the filter with nothing owned: it is in place before the first VIP packet;
+//   attach     the run file with the interface's own MAC, then the cluster MAC, then the
+//              cluster IPs (cluster-interface.ts);
+//   run        the host driver steps the protocol core with real timers and UDP multicast;
+//              `nlb reload` (or SIGHUP) re-reads the config and applies it atomically;
+//   stop       the undo: the link watch, `stop` announced to the peers (they take over at once),
+//              the cluster IPs and MAC, the tables, the sockets, the lock, the signal handlers.
+//
+// NLBD_TEST_PAUSE_AT=<phase> (tests only, README "Development") makes nlbd wait before that
+// phase until a signal arrives, so a test can stop it at an exact point of its start-up.
 import path from 'node:path';
-import { type Config, clusterDigestHex, formatConfigErrors } from '../core/config.js';
-import { HostMachine } from '../core/host.js';
-import { formatMac, unicastClusterMac } from '../core/mac.js';
-import { addressesEqual } from '../core/address.js';
-import type { Ownership } from '../core/protocol.js';
-import { ConntrackCli } from '../dataplane/conntrack.js';
-import {
-  type AttachedInterface,
-  Dataplane,
-  type InterfaceSetup,
-  attachInterface,
-  cleanupStale,
-  detachInterface,
-} from '../dataplane/dataplane.js';
-import { CommandError, localRunner, type Runner } from '../dataplane/exec.js';
+import type { HostState } from '../core/config.js';
+import type { CommandReply } from '../core/protocol.js';
+import { cleanupStale } from '../dataplane/dataplane.js';
+import { localRunner, type Runner } from '../dataplane/exec.js';
 import { IpRoute } from '../dataplane/iproute.js';
-import { NftCli } from '../dataplane/nft.js';
-import { tableNameDefault } from '../dataplane/render.js';
-import { dataplaneSpecFor } from '../dataplane/spec.js';
-import { loadConfigFile } from '../node/config-file.js';
 import { MonotonicClock } from './clock.js';
-import {
-  type ControlTarget,
-  type DaemonIdentity,
-  type ReloadReply,
-  answerControl,
-} from './control.js';
-import { checkReload } from './control-reload.js';
-import { type ControlHandler, ControlServer, ControlSocketError } from './control-server.js';
+import type { ReloadReply } from './control.js';
+import { ControlSocketError } from './control-server.js';
+import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';
-import type { EventSink } from './host-driver.js';
-import { createMetrics, listenMetrics } from './metrics.js';
-import { readTokenFile, remoteHandler, tokenDigest } from './remote.js';
-import { defaultSocketPath, stateFilePath } from './paths.js';
-import { HostDriver } from './host-driver.js';
+import type { EventRecord, EventSink } from './host-driver.js';
 import { watchLink } from './link-watch.js';
-import { readKeyFile } from './key-file.js';
+import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
-import { TransportError, UdpTransport } from './transport.js';
+import { NetnsLockBusy, claimNetnsLock } from './netns-lock.js';
+import {
+  defaultSocketPath,
+  retainedStatePath,
+  stateDirEnv,
+  stateDirOf,
+  stateFilePath,
+} from './paths.js';
+import { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
+import { ResourceStack } from './resource-stack.js';
+import { type RetainedState, beginStart, writeRetainedState } from './retained-state.js';
+import {
+  type DaemonInputs,
+  type DaemonOptions,
+  type ListenAddress,
+  StartRefused,
+  daemonExitCodes,
+  loadInputs,
+  preflight,
+} from './start-checks.js';
+import { TransportError } from './transport.js';
 
-export interface ListenAddress {
-  readonly address: string;
-  readonly port: number;
-}
+export { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
+export {
+  type DaemonOptions,
+  type ListenAddress,
+  StartRefused,
+  daemonExitCodes,
+} from './start-checks.js';
 
-export interface DaemonOptions {
-  readonly configPath: string;
-  /** Default: /run/nlb/nlbd-<cluster name>-<host id>.sock */
-  readonly socketPath?: string;
-  /** Remote control over TCP (remote.ts); needs `tokenFile`. Off when undefined. */
-  readonly controlListen?: ListenAddress;
-  readonly tokenFile?: string;
-  /** Prometheus metrics over HTTP at /metrics. Off when undefined. */
-  readonly metricsListen?: ListenAddress;
-}
+/** The protocol events (stable names, README) that enter and leave the suspended state. */
+const suspendedEvent = 'suspended';
+const resumedEvent = 'resumed';
 
-/** nlbd's exit codes: the same meanings as nlb's (src/cli/exit-codes.ts). */
-export const daemonExitCodes = { ok: 0, failed: 1, usage: 2 } as const;
-
-/** The daemon's data plane always uses the default table name: one nlbd per host. */
-const tableName = tableNameDefault;
-
-function packageVersion(): string {
-  try {
-    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
-    return (JSON.parse(text) as { version: string }).version;
-  } catch {
-    return 'unknown';
+/** A stop was requested before the start-up finished: unwind from there. */
+class Interrupted extends Error {
+  constructor(readonly phase: DaemonPhase) {
+    super(`stopped before phase '${phase}'`);
+    this.name = 'Interrupted';
   }
 }
 
-function currentNetns(): string {
-  try {
-    return readlinkSync('/proc/self/ns/net');
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** Why nlbd will not start, what to do about it, and the exit code. */
-export class StartRefused extends Error {
-  constructor(
-    message: string,
-    readonly hint: string,
-    readonly exitCode: number = daemonExitCodes.failed,
-  ) {
-    super(message);
-    this.name = 'StartRefused';
-  }
-}
-
-/** The state file remembers the interface's own MAC across a crash (veths have no permanent one). */
-interface StateFile {
-  readonly interface: string;
-  readonly originalMac: string;
-}
-
-function readStateFile(file: string): StateFile | undefined {
-  try {
-    const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<StateFile>;
-    return typeof parsed.originalMac === 'string' && typeof parsed.interface === 'string'
-      ? { interface: parsed.interface, originalMac: parsed.originalMac }
-      : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function checkTool(
-  runner: Runner,
-  tool: string,
-  args: string[],
-  install: string,
-): Promise<void> {
-  try {
-    await runner.run(tool, args);
-  } catch (error) {
-    if (error instanceof CommandError) {
-      throw new StartRefused(`'${tool}' cannot be run: ${error.problem}`, install);
-    }
-    throw error;
-  }
-}
-
-/** Every check that needs no change to the host. */
-async function preflight(config: Config, runner: Runner, ipRoute: IpRoute): Promise<void> {
-  if (process.getuid?.() !== 0) {
-    throw new StartRefused(
-      'not running as root: nlbd programs nftables, conntrack and the cluster interface',
-      'run it as root (e.g. `sudo nlbd --config <file>`) or from a systemd unit',
-    );
-  }
-  await checkTool(runner, 'nft', ['--version'], 'install nftables: `apt-get install nftables`');
-  await checkTool(
-    runner,
-    'conntrack',
-    ['--version'],
-    'install conntrack-tools: `apt-get install conntrack`',
-  );
-  await checkTool(runner, 'ip', ['-V'], 'install iproute2: `apt-get install iproute2`');
-  const name = config.cluster.interface;
-  let addresses;
-  try {
-    addresses = await ipRoute.addresses(name);
-  } catch {
-    let known: string;
-    try {
-      const result = await runner.run('ip', ['-j', 'link', 'show']);
-      const links = JSON.parse(result.stdout) as { ifname?: string }[];
-      known = links
-        .map((l) => l.ifname)
-        .filter((n) => n !== undefined && n !== 'lo')
-        .join(', ');
-    } catch {
-      known = '';
-    }
-    throw new StartRefused(
-      `cluster interface '${name}' does not exist in this network namespace`,
-      `set cluster.interface to the interface that carries the dedicated IP${known === '' ? '' : ` (here: ${known})`}`,
-    );
-  }
-  const dedicated = config.host.dedicatedIp.address;
-  if (!addresses.some((prefix) => addressesEqual(prefix.address, dedicated))) {
-    throw new StartRefused(
-      `the dedicated IP ${dedicated.text} is not an address of ${name}`,
-      `add it (\`ip addr add ${dedicated.text}/${config.host.dedicatedIp.length} dev ${name}\`) or fix host.dedicatedIp; heartbeats are sent from it`,
-    );
-  }
-  if (config.cluster.mode !== 'unicast') {
-    throw new StartRefused(
-      `cluster mode '${config.cluster.mode}' is not implemented by the data plane yet`,
-      'use mode: unicast for now',
-    );
-  }
-}
-
-function keyPathOf(options: DaemonOptions, config: Config): string {
-  // A relative key path is relative to the config file, so a config and its key travel together.
-  return path.resolve(path.dirname(options.configPath), config.cluster.keyFile);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
-async function loadInputs(options: DaemonOptions): Promise<{
-  config: Config;
-  key: Uint8Array;
-  keyWarning: string | undefined;
-  token: string | undefined;
-  tokenWarning: string | undefined;
-}> {
-  const loaded = await loadConfigFile(options.configPath);
-  if (!loaded.ok) {
-    throw new StartRefused(
-      loaded.message,
-      loaded.reason === 'unreadable'
-        ? '--config takes the path of the host config YAML, e.g. examples/web/host1.yaml'
-        : 'fix the keys listed; the files in examples/ show every key with comments',
-      daemonExitCodes.usage,
-    );
-  }
-  const config = loaded.config;
-  const key = await readKeyFile(keyPathOf(options, config));
-  if (!key.ok) {
-    throw new StartRefused(key.message, key.hint, daemonExitCodes.usage);
-  }
-  let token: string | undefined;
-  let tokenWarning: string | undefined;
-  if (options.controlListen !== undefined) {
-    if (options.tokenFile === undefined) {
-      throw new StartRefused(
-        '--control-listen needs --token-file: remote control without a token is not offered',
-        'create a token file (e.g. `openssl rand -hex 32 > /etc/nlb/control.token; chmod 600 /etc/nlb/control.token`) and pass --token-file',
-        daemonExitCodes.usage,
-      );
-    }
-    const read = await readTokenFile(options.tokenFile);
-    if (!read.ok) {
-      throw new StartRefused(read.message, read.hint, daemonExitCodes.usage);
-    }
-    token = read.token;
-    tokenWarning = read.warning;
-  } else if (options.tokenFile !== undefined) {
-    throw new StartRefused(
-      '--token-file is only used with --control-listen',
-      'add --control-listen <addr:port> to enable remote control, or drop --token-file',
-      daemonExitCodes.usage,
-    );
-  }
-  return { config, key: key.key, keyWarning: key.warning, token, tokenWarning };
-}
-
-function refuse(log: DaemonLog | undefined, error: StartRefused): number {
-  process.stderr.write(`nlbd: ${error.message}\nhint: ${error.hint}\n`);
-  log?.event({ event: 'start refused', problem: error.message, hint: error.hint });
-  return error.exitCode;
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -259,313 +93,223 @@ function refuse(log: DaemonLog | undefined, error: StartRefused): number {
  * to start print `nlbd: <problem>` and `hint: <fix>` on stderr.
  */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
-  let inputs;
-  try {
-    inputs = await loadInputs(options);
-  } catch (error) {
-    if (error instanceof StartRefused) return refuse(undefined, error);
-    throw error;
-  }
-  const { key } = inputs;
-  // The config the daemon runs; a successful reload replaces it (in the driver's step).
-  let config = inputs.config;
-  const hostId = config.host.id;
-  const clusterName = config.cluster.name;
-  const log = createDaemonLog({ by: hostId, cluster: clusterName });
-  const runner = localRunner();
-  const ipRoute = new IpRoute(runner);
-  try {
-    await preflight(config, runner, ipRoute);
-  } catch (error) {
-    if (error instanceof StartRefused) return refuse(log, error);
-    throw error;
-  }
-  // Every event goes to the log and to the journal `nlb display` and `nlb events` read.
-  const journal = new EventJournal();
-  const logEvent: EventSink = (record) => {
-    log.event(record);
-    journal.record(record);
-  };
-  if (inputs.keyWarning !== undefined) {
-    logEvent({ event: 'key file readable by others', warning: inputs.keyWarning });
-  }
-  if (inputs.tokenWarning !== undefined) {
-    logEvent({ event: 'token file readable by others', warning: inputs.tokenWarning });
-  }
+  return new Daemon(options).run();
+}
 
-  const incarnation = Date.now();
-  const clock = new MonotonicClock(incarnation);
-  const socketPath = options.socketPath ?? defaultSocketPath(clusterName, hostId);
-  const stateFile = stateFilePath(clusterName, hostId);
-  const machine = new HostMachine({ config, key, incarnation, nowMs: clock.nowMs() });
-  const nft = new NftCli({ runner });
-  const dataplane = new Dataplane(nft, new ConntrackCli(runner), ipRoute);
-  const transport = new UdpTransport({
-    dedicatedIp: config.host.dedicatedIp.address.text,
-    group: config.cluster.heartbeat.group.text,
-    port: config.cluster.heartbeat.port,
+class Daemon {
+  private readonly resources = new ResourceStack();
+  private readonly journal = new EventJournal();
+  private log: DaemonLog | undefined;
+  /** The phase running, or about to run when a stop interrupts the start-up. */
+  private phase: DaemonPhase = 'load';
+  private stopReason: string | undefined;
+  private wakeStopWaiter: () => void = () => undefined;
+  private readonly stopRequested = new Promise<void>((resolve) => {
+    this.wakeStopWaiter = resolve;
   });
-  let fatalError: Error | undefined;
-  let requestShutdown: (reason: string) => void = () => undefined;
-  const driver = new HostDriver({
-    machine,
-    clock,
-    transport,
-    dataplane: {
-      program: (spec) => dataplane.program(spec),
-      refreshLease: () => dataplane.refreshLease(),
-      flush: (rule, buckets) => dataplane.flush(rule, buckets),
-      flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),
-      connections: () => dataplane.connections(),
-    },
-    specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
-    log: logEvent,
-    onReload: (command) => {
-      config = command.config;
-    },
-    onFatal: (error) => {
-      fatalError = error;
-      requestShutdown('fatal error');
-    },
-  });
-  const identity: DaemonIdentity = {
-    cluster: clusterName,
-    hostId,
-    pid: process.pid,
-    incarnation,
-    netns: currentNetns(),
-    socket: socketPath,
-    configPath: path.resolve(options.configPath),
-    version: packageVersion(),
-  };
-  let reloading = false;
-  /** Re-reads the config file; applies it through the host machine, or says why not. */
-  const reload = async (): Promise<ReloadReply> => {
-    const reject = (reason: string, errors: readonly string[]): ReloadReply => {
-      logEvent({ event: 'config rejected', reason, errors });
-      return {
-        code: 'invalid',
-        message: `${reason}; the running config stays:\n${errors.map((e) => `  ${e}`).join('\n')}`,
-        errors,
-        changes: [],
-        clusterChanged: false,
-      };
-    };
-    if (reloading) {
-      return {
-        code: 'refused',
-        message: 'a reload is already in progress; try again in a moment',
-        errors: [],
-        changes: [],
-        clusterChanged: false,
-      };
-    }
-    reloading = true;
+  private fatalError: Error | undefined;
+  private stopReply: CommandReply | undefined;
+  private reload: (() => Promise<ReloadReply>) | undefined;
+  private retained: { readonly file: string; state: RetainedState } | undefined;
+
+  constructor(private readonly options: DaemonOptions) {}
+
+  async run(): Promise<number> {
+    this.installSignalHandlers();
+    let refusal: StartRefused | undefined;
     try {
-      const loaded = await loadConfigFile(options.configPath);
-      if (!loaded.ok) {
-        return reject(
-          `config file '${options.configPath}' is ${loaded.reason}`,
-          loaded.reason === 'invalid'
-            ? formatConfigErrors(loaded.errors).split('\n')
-            : [loaded.message],
+      await this.lifeCycle();
+    } catch (error) {
+      if (error instanceof StartRefused) {
+        refusal = error;
+      } else if (!(error instanceof Interrupted)) {
+        // A bug: undo what can be undone, then let main.ts report it.
+        await this.releaseAll();
+        throw error;
+      }
+    }
+    return this.finish(refusal);
+  }
+
+  private async lifeCycle(): Promise<void> {
+    const pauseAt = testPausePhase();
+    const inputs = await this.enter('load', pauseAt, () => loadInputs(this.options));
+    const config = inputs.config;
+    this.log = createDaemonLog({ by: config.host.id, cluster: config.cluster.name });
+    if (inputs.keyWarning !== undefined) {
+      this.logEvent({ event: 'key file readable by others', warning: inputs.keyWarning });
+    }
+    if (inputs.tokenWarning !== undefined) {
+      this.logEvent({ event: 'token file readable by others', warning: inputs.tokenWarning });
+    }
+    const runner = localRunner();
+    const ipRoute = new IpRoute(runner);
+    await this.enter('preflight', pauseAt, () => preflight(config, runner, ipRoute));
+    const parts = await this.enter('claim', pauseAt, () => this.claim(inputs, runner, ipRoute));
+    await this.enter('clean', pauseAt, () => settingUp(() => this.clean(parts, ipRoute)));
+    await this.enter('program', pauseAt, () => settingUp(() => this.program(parts)));
+    await this.enter('attach', pauseAt, () => settingUp(() => this.attach(parts)));
+    await this.enter('run', pauseAt, () => this.serve(parts));
+  }
+
+  /** Starts a phase, unless a stop was requested (then it unwinds from here). */
+  private async enter<T>(
+    phase: DaemonPhase,
+    pauseAt: DaemonPhase | undefined,
+    body: () => Promise<T>,
+  ): Promise<T> {
+    this.phase = phase;
+    if (pauseAt === phase && this.stopReason === undefined) {
+      process.stderr.write(`nlbd: test pause before phase '${phase}' (${testPauseEnv})\n`);
+      this.logEvent({ event: 'test pause', phase });
+      // Nothing else may keep the event loop alive yet: without this node would just exit.
+      const keepAlive = setInterval(() => undefined, 60_000);
+      await this.stopRequested;
+      clearInterval(keepAlive);
+    }
+    if (this.stopReason !== undefined) {
+      throw new Interrupted(phase);
+    }
+    return body();
+  }
+
+  // ---------------------------------------------------------------- phases
+
+  /** The lock, the retained state, then the sockets: a second nlbd stops at the first. */
+  private async claim(
+    inputs: DaemonInputs,
+    runner: Runner,
+    ipRoute: IpRoute,
+  ): Promise<DaemonParts> {
+    const config = inputs.config;
+    const clusterName = config.cluster.name;
+    const hostId = config.host.id;
+    const socketPath = this.options.socketPath ?? defaultSocketPath(clusterName, hostId);
+    try {
+      const lock = await claimNetnsLock({
+        cluster: clusterName,
+        hostId,
+        pid: process.pid,
+        socket: socketPath,
+        configPath: path.resolve(this.options.configPath),
+      });
+      this.resources.push('release the network namespace lock', () => lock.release());
+    } catch (error) {
+      if (error instanceof NetnsLockBusy) {
+        throw new StartRefused(
+          error.message,
+          error.owner === undefined
+            ? 'one nlbd runs per network namespace (its filter table and interface MAC are shared); find the holder with `ss -xlp | grep @nlbd` and stop it'
+            : `one nlbd runs per network namespace (the filter table 'inet nlb' and the interface MAC are shared): stop the other first (\`systemctl stop nlbd\` or \`kill ${error.owner.pid}\`), or run this cluster's nlbd in another network namespace`,
         );
       }
-      const next = loaded.config;
-      const keyPath = keyPathOf(options, next);
-      let keyChanged = false;
-      if (keyPath === keyPathOf(options, config)) {
-        const nextKey = await readKeyFile(keyPath);
-        if (!nextKey.ok) {
-          return reject('the cluster key cannot be read', [`${nextKey.message} (${nextKey.hint})`]);
-        }
-        keyChanged = !sameBytes(nextKey.key, key);
-      }
-      const check = checkReload(config, next, keyChanged);
-      if (check.problems.length > 0) {
-        return reject('the new config changes what only a restart can', check.problems);
-      }
-      if (check.changes.length === 0) {
-        return {
-          code: 'already',
-          message: 'the config file holds the running config: nothing to reload',
-          errors: [],
-          changes: [],
-          clusterChanged: false,
-        };
-      }
-      const clusterChanged = clusterDigestHex(next.cluster) !== clusterDigestHex(config.cluster);
-      const reply = await driver.command({ verb: 'reload', config: next });
-      return {
-        code: reply.code === 'ok' ? 'ok' : reply.code === 'suspended' ? 'suspended' : 'refused',
-        message: reply.message,
-        errors: [],
-        changes: reply.code === 'ok' ? check.changes : [],
-        clusterChanged: reply.code === 'ok' && clusterChanged,
-      };
-    } finally {
-      reloading = false;
+      throw error;
     }
-  };
-  const target: ControlTarget = {
-    get config() {
-      return config;
-    },
-    identity: () => identity,
-    nowMs: () => clock.nowMs(),
-    status: () => driver.status(),
-    details: () => driver.details(),
-    command: (command) => driver.command(command),
-    counters: () => dataplane.counters(),
-    driverStats: () => driver.stats(),
-    transportStats: () => transport.stats(),
-    connections: () => dataplane.connections(),
-    addresses: async () => {
-      const name = config.cluster.interface;
-      const [link, prefixes] = await Promise.all([ipRoute.link(name), ipRoute.addresses(name)]);
-      return {
-        interface: name,
-        mac: link.mac,
-        up: link.up,
-        operState: link.operState,
-        addresses: prefixes.map((p) => `${p.address.text}/${p.length}`),
-      };
-    },
-    reload,
-    metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
-    events: journal,
-  };
-  const metrics = createMetrics(target);
-  const handle: ControlHandler = (request) =>
-    answerControl(request, { target, dataplaneInSync: () => driver.dataplaneInSync });
-  const server = new ControlServer(handle);
-  const remoteServer =
-    options.controlListen === undefined || inputs.token === undefined
-      ? undefined
-      : new ControlServer(
-          remoteHandler(tokenDigest(inputs.token), handle, logEvent, () => clock.nowMs()),
-        );
-  let metricsServer: Awaited<ReturnType<typeof listenMetrics>> | undefined;
 
-  const clusterMac =
-    config.cluster.mode === 'unicast'
-      ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
-      : undefined;
-  const setup: InterfaceSetup = {
-    interface: config.cluster.interface,
-    clusterIps: config.cluster.clusterIps,
-    mode: config.cluster.mode,
-    ...(clusterMac === undefined ? {} : { clusterMac }),
-  };
-  let attached: AttachedInterface | undefined;
-  let tableProgrammed = false;
+    const { incarnation, initialState } = this.retain(clusterName, hostId);
+    const parts = buildParts({
+      options: this.options,
+      inputs,
+      incarnation,
+      initialState,
+      clock: new MonotonicClock(),
+      runner,
+      ipRoute,
+      socketPath,
+      runFile: stateFilePath(clusterName, hostId),
+      journal: this.journal,
+      log: this.logEvent,
+      onFatal: (error) => {
+        this.fatalError = error;
+        this.requestStop('fatal error');
+      },
+    });
+    this.reload = parts.reload;
 
-  let stopLinkWatch: (() => void) | undefined;
-  /** Undoes whatever was set up, in the safe order; collects problems instead of stopping. */
-  const teardown = async (): Promise<string[]> => {
-    stopLinkWatch?.();
-    const problems: string[] = [];
-    const attempt = async (what: string, body: () => Promise<unknown>): Promise<void> => {
-      try {
-        await body();
-      } catch (error) {
-        problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+    try {
+      await parts.server.listen(socketPath);
+      this.resources.push('close the control socket', () => parts.server.close());
+      await parts.transport.start(parts.driver.onDatagram);
+      this.resources.push('close the heartbeat socket', () => parts.transport.close());
+    } catch (error) {
+      if (error instanceof ControlSocketError || error instanceof TransportError) {
+        throw new StartRefused(error.message, error.hint);
       }
-    };
-    if (attached !== undefined) {
-      const done = attached;
-      await attempt('detach the interface', () => detachInterface(ipRoute, setup, done));
-      attached = undefined;
-      rmSync(stateFile, { force: true });
+      throw error;
     }
-    if (tableProgrammed) {
-      await attempt('remove the nftables tables', () => dataplane.remove(tableName));
-      tableProgrammed = false;
+    const { controlListen, metricsListen } = this.options;
+    const remote = parts.remoteServer;
+    if (controlListen !== undefined && remote !== undefined) {
+      await listenOrRefuse('remote control', '--control-listen', controlListen, () =>
+        remote.listenTcp(controlListen.address, controlListen.port),
+      );
+      this.resources.push('close the remote control listener', () => remote.close());
     }
-    await attempt('stop nft', () => nft.close());
-    await attempt('close the heartbeat socket', () => transport.close());
-    await attempt('close the control socket', () => server.close());
-    if (remoteServer !== undefined) {
-      await attempt('close the remote control listener', () => remoteServer.close());
-    }
-    if (metricsServer !== undefined) {
-      const done = metricsServer;
-      metricsServer = undefined;
-      await attempt('close the metrics listener', () => {
-        done.closeAllConnections();
-        return new Promise<void>((resolve) => done.close(() => resolve()));
+    if (metricsListen !== undefined) {
+      const server = await listenOrRefuse('metrics', '--metrics-listen', metricsListen, () =>
+        listenMetrics(parts.metrics, metricsListen.address, metricsListen.port),
+      );
+      this.resources.push('close the metrics listener', () => {
+        server.closeAllConnections();
+        return new Promise<void>((resolve) => server.close(() => resolve()));
       });
     }
-    for (const problem of problems) {
-      logEvent({ event: 'shutdown problem', problem });
-    }
-    return problems;
-  };
-
-  // ---- claim the control socket and the heartbeat port: a second nlbd stops here.
-  try {
-    await server.listen(socketPath);
-    await transport.start(driver.onDatagram);
-  } catch (error) {
-    await teardown();
-    if (error instanceof ControlSocketError || error instanceof TransportError) {
-      return refuse(log, new StartRefused(error.message, error.hint));
-    }
-    throw error;
+    return parts;
   }
-  // ---- the optional listeners, bound exactly where told.
-  const listen = async (
-    what: string,
-    flag: string,
-    where: ListenAddress,
-    body: () => Promise<void>,
-  ): Promise<StartRefused | undefined> => {
+
+  /**
+   * Reads what this host retained, picks the new incarnation and writes both back, synced,
+   * before any heartbeat can carry the incarnation. A state directory nlbd cannot write is a
+   * refusal: without it, incarnations could repeat and a suspended host could come back.
+   */
+  private retain(
+    clusterName: string,
+    hostId: number,
+  ): { incarnation: number; initialState: HostState | undefined } {
+    const dir = stateDirOf(this.options.stateDir);
+    const file = retainedStatePath(clusterName, hostId, dir);
+    let start;
     try {
-      await body();
-      return undefined;
+      start = beginStart(file, Date.now());
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      return new StartRefused(
-        `cannot listen for ${what} on ${where.address}:${where.port}: ${code ?? String(error)}`,
-        code === 'EADDRNOTAVAIL'
-          ? `${where.address} is not an address of this host; give ${flag} one of its addresses`
-          : code === 'EADDRINUSE'
-            ? `another process listens there; give ${flag} another port`
-            : `check ${flag}`,
+      throw new StartRefused(
+        `cannot write the retained state ${file}: ${code ?? errorText(error)}`,
+        `nlbd keeps this host's incarnation and suspended state in ${dir} across restarts: make it a directory root can write (the systemd unit's StateDirectory=nlb does), or choose another with --state-dir or ${stateDirEnv}`,
       );
     }
-  };
-  const listenRefusal =
-    (options.controlListen !== undefined && remoteServer !== undefined
-      ? await listen('remote control', '--control-listen', options.controlListen, () =>
-          remoteServer.listenTcp(options.controlListen!.address, options.controlListen!.port),
-        )
-      : undefined) ??
-    (options.metricsListen !== undefined
-      ? await listen('metrics', '--metrics-listen', options.metricsListen, async () => {
-          metricsServer = await listenMetrics(
-            metrics,
-            options.metricsListen!.address,
-            options.metricsListen!.port,
-          );
-        })
-      : undefined);
-  if (listenRefusal !== undefined) {
-    await teardown();
-    return refuse(log, listenRefusal);
+    if (start.unreadable !== undefined) {
+      this.logEvent({
+        event: 'retained state unreadable',
+        problem: start.unreadable,
+        hint: 'nlbd started as the config says and rewrote the file',
+      });
+    }
+    const state = start.state;
+    this.retained = { file, state };
+    if (state.suspended) {
+      this.logEvent({ event: 'suspended state retained', file, hint: 'resume with `nlb resume`' });
+    }
+    return {
+      incarnation: state.incarnation,
+      initialState: state.suspended ? 'suspended' : undefined,
+    };
   }
 
-  // ---- clean, program, attach.
-  try {
-    const previous = readStateFile(stateFile);
-    const cleaned = await cleanupStale(nft, ipRoute, {
-      ...setup,
+  /** Removes what a crashed predecessor left, and its connections. */
+  private async clean(parts: DaemonParts, ipRoute: IpRoute): Promise<void> {
+    const config = parts.config();
+    const iface = parts.clusterInterface;
+    // Registered before the first nft command: the long-lived nft process may start on any.
+    this.resources.push('stop nft', () => parts.nft.close());
+    const cleaned = await cleanupStale(parts.nft, ipRoute, {
+      ...parts.setup,
       tableName,
-      ...(previous?.interface === setup.interface ? { originalMac: previous.originalMac } : {}),
+      ...(iface.rememberedMac === undefined ? {} : { originalMac: iface.rememberedMac }),
     });
-    const flushed = await dataplane.flushClusterIps(config.cluster.clusterIps);
+    const flushed = await parts.dataplane.flushClusterIps(config.cluster.clusterIps);
     if (cleaned.removedAddresses.length > 0 || cleaned.restoredMac !== undefined || flushed > 0) {
-      logEvent({
+      this.logEvent({
         event: 'stale state cleaned',
         removedAddresses: cleaned.removedAddresses,
         restoredMac: cleaned.restoredMac ?? null,
@@ -573,103 +317,231 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       });
     }
     if (cleaned.warning !== undefined) {
-      logEvent({ event: 'shutdown problem', problem: cleaned.warning });
+      this.logEvent({ event: 'shutdown problem', problem: cleaned.warning });
+    } else {
+      iface.discardRemembered();
     }
-    tableProgrammed = true;
-    await driver.programInitial();
-    const fresh = await attachInterface(ipRoute, setup);
-    // After a crash the interface may still carry the cluster MAC: keep the MAC remembered then.
-    const originalMac =
-      previous?.interface === setup.interface
-        ? previous.originalMac
-        : fresh.originalMac !== clusterMac
-          ? fresh.originalMac
-          : undefined;
-    attached = originalMac === undefined ? fresh : { ...fresh, originalMac };
-    if (originalMac !== undefined) {
-      const record: StateFile = { interface: setup.interface, originalMac };
-      writeFileSync(stateFile, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-    }
-  } catch (error) {
-    const problem = error instanceof Error ? error.message : String(error);
-    await teardown();
-    return refuse(
-      log,
-      new StartRefused(
-        `could not set up the data plane: ${problem}`,
-        'nothing was left configured; check that the kernel has nftables and conntrack support',
-      ),
-    );
   }
 
-  // ---- run until told to stop.
-  const exitCode = await new Promise<number>((resolve) => {
-    let stopping = false;
-    requestShutdown = (reason: string) => {
-      if (stopping) {
-        return;
-      }
-      stopping = true;
-      void (async () => {
-        logEvent({ event: 'nlbd stopping', reason });
-        const reply = await driver.shutdown();
-        const problems = await teardown();
-        logEvent({
-          event: 'nlbd stopped',
-          reason,
-          stopReply: reply?.code ?? null,
-          problems: problems.length,
-        });
-        resolve(fatalError !== undefined || problems.length > 0 ? daemonExitCodes.failed : 0);
-      })();
-    };
+  /** The filter with nothing owned, before the interface takes the cluster IPs. */
+  private async program(parts: DaemonParts): Promise<void> {
+    // Registered first: removing an absent table is a no-op, a half-applied one cannot exist.
+    this.resources.push('remove the nftables tables', () => parts.dataplane.remove(tableName));
+    await parts.driver.programInitial();
+  }
+
+  private async attach(parts: DaemonParts): Promise<void> {
+    const iface = parts.clusterInterface;
+    // Registered first: detach also undoes an attach that failed half-way.
+    this.resources.push('detach the cluster interface', () => iface.detach());
+    await iface.attach();
+  }
+
+  /** Runs the protocol until a stop is requested. */
+  private async serve(parts: DaemonParts): Promise<void> {
+    const { driver } = parts;
+    driver.start();
+    this.resources.push('announce the stop to the peers', async () => {
+      this.stopReply = await driver.shutdown();
+    });
+    // Carrier loss on the cluster interface: take no buckets until it is back (link-watch.ts).
+    const stopLinkWatch = watchLink(parts.setup.interface, (up) => {
+      driver.command({ verb: 'link', up }).catch(() => undefined);
+    });
+    this.resources.push('stop watching the link', stopLinkWatch);
+    const config = parts.config();
+    const { controlListen, metricsListen } = this.options;
+    this.logEvent({
+      event: 'nlbd started',
+      incarnation: parts.identity.incarnation,
+      pid: process.pid,
+      socket: parts.identity.socket,
+      controlListen:
+        controlListen === undefined ? null : `${controlListen.address}:${controlListen.port}`,
+      metricsListen:
+        metricsListen === undefined ? null : `${metricsListen.address}:${metricsListen.port}`,
+      config: parts.identity.configPath,
+      interface: parts.setup.interface,
+      clusterIps: config.cluster.clusterIps.map((ip) => ip.text),
+      heartbeat: `${config.cluster.heartbeat.group.text}:${config.cluster.heartbeat.port}`,
+      retainedState: this.retained?.file ?? null,
+      version: parts.identity.version,
+    });
+    await this.stopRequested;
+  }
+
+  // ---------------------------------------------------------------- stop
+
+  private requestStop(reason: string): void {
+    if (this.stopReason !== undefined) {
+      return;
+    }
+    this.stopReason = reason;
+    this.wakeStopWaiter();
+  }
+
+  /** Undoes everything registered and logs what could not be undone. */
+  private async releaseAll(): Promise<string[]> {
+    const problems = await this.resources.releaseAll();
+    for (const problem of problems) {
+      this.logEvent({ event: 'shutdown problem', problem });
+    }
+    return problems;
+  }
+
+  private async finish(refusal: StartRefused | undefined): Promise<number> {
+    if (refusal !== undefined) {
+      process.stderr.write(`nlbd: ${refusal.message}\nhint: ${refusal.hint}\n`);
+      this.log?.event({ event: 'start refused', problem: refusal.message, hint: refusal.hint });
+      await this.releaseAll();
+      return refusal.exitCode;
+    }
+    const reason = this.stopReason ?? 'unknown';
+    this.logEvent({ event: 'nlbd stopping', reason, phase: this.phase });
+    const problems = await this.releaseAll();
+    this.logEvent({
+      event: 'nlbd stopped',
+      reason,
+      phase: this.phase,
+      stopReply: this.stopReply?.code ?? null,
+      problems: problems.length,
+    });
+    return this.fatalError !== undefined || problems.length > 0
+      ? daemonExitCodes.failed
+      : daemonExitCodes.ok;
+  }
+
+  // ---------------------------------------------------------------- events and signals
+
+  /** Every event goes to the log and to the journal `nlb display` and `nlb events` read. */
+  private readonly logEvent: EventSink = (record: EventRecord) => {
+    this.log?.event(record);
+    this.journal.record(record);
+    if (record.event === suspendedEvent) {
+      this.retainSuspended(true);
+    } else if (record.event === resumedEvent) {
+      this.retainSuspended(false);
+    }
+  };
+
+  /**
+   * Keeps the suspended state across restarts. It runs in the step that suspends or resumes,
+   * before the command's reply is sent: once `nlb suspend` answers, a restart keeps it.
+   */
+  private retainSuspended(suspended: boolean): void {
+    const retained = this.retained;
+    if (retained === undefined || retained.state.suspended === suspended) {
+      return;
+    }
+    const state = { ...retained.state, suspended };
+    try {
+      writeRetainedState(retained.file, state);
+      retained.state = state;
+    } catch (error) {
+      this.logEvent({
+        event: 'retained state not written',
+        suspended,
+        problem: errorText(error),
+        hint: `a restart will not know the host was ${suspended ? 'suspended' : 'resumed'}; check ${path.dirname(retained.file)}`,
+      });
+    }
+  }
+
+  /**
+   * Installed before anything changes on the host, removed last. The first SIGTERM or SIGINT
+   * stops nlbd from whatever phase it is in; a second one, while it is stopping, exits at once
+   * (the next start cleans up). SIGHUP reloads the config once nlbd runs; by default it would
+   * kill the process without any cleanup, so it is caught from the start.
+   */
+  private installSignalHandlers(): void {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals): void => {
       signals++;
       if (signals > 1) {
-        // A second signal while stopping: the operator wants out now. The next start cleans up.
-        logEvent({ event: 'nlbd forced exit', signal });
+        this.logEvent({ event: 'nlbd forced exit', signal });
         process.exit(daemonExitCodes.failed);
       }
-      requestShutdown(signal);
+      this.requestStop(signal);
+    };
+    const onHangup = (): void => {
+      const reload = this.reload;
+      if (reload === undefined || this.phase !== 'run' || this.stopReason !== undefined) {
+        this.logEvent({
+          event: 'reload on SIGHUP',
+          code: 'refused',
+          message: `nlbd is not running (phase ${this.phase}${this.stopReason === undefined ? '' : ', stopping'})`,
+        });
+        return;
+      }
+      // The same as `nlb reload`, whose answer the log then carries as 'config reloaded' or
+      // 'config rejected'.
+      reload().then(
+        (reply) =>
+          this.logEvent({ event: 'reload on SIGHUP', code: reply.code, message: reply.message }),
+        (error: unknown) =>
+          this.logEvent({ event: 'reload on SIGHUP', code: 'failed', message: errorText(error) }),
+      );
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    // SIGHUP would kill the process without cleanup; by daemon custom it reloads the config
-    // (the same as `nlb reload`, whose answer the log then carries as 'config reloaded' or
-    // 'config rejected').
-    process.on('SIGHUP', () => {
-      void reload().then(
-        (reply) =>
-          logEvent({ event: 'reload on SIGHUP', code: reply.code, message: reply.message }),
-        (error: unknown) =>
-          logEvent({ event: 'reload on SIGHUP', code: 'failed', message: String(error) }),
-      );
+    process.on('SIGHUP', onHangup);
+    this.resources.push('remove the signal handlers', () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      process.off('SIGHUP', onHangup);
     });
-    driver.start();
-    // Carrier loss on the cluster interface: take no buckets until it is back (link-watch.ts).
-    stopLinkWatch = watchLink(setup.interface, (up) => {
-      void driver.command({ verb: 'link', up });
-    });
-    logEvent({
-      event: 'nlbd started',
-      incarnation,
-      pid: process.pid,
-      socket: socketPath,
-      controlListen:
-        options.controlListen === undefined
-          ? null
-          : `${options.controlListen.address}:${options.controlListen.port}`,
-      metricsListen:
-        options.metricsListen === undefined
-          ? null
-          : `${options.metricsListen.address}:${options.metricsListen.port}`,
-      config: identity.configPath,
-      interface: setup.interface,
-      clusterIps: config.cluster.clusterIps.map((ip) => ip.text),
-      heartbeat: `${config.cluster.heartbeat.group.text}:${config.cluster.heartbeat.port}`,
-      version: identity.version,
-    });
-  });
-  return exitCode;
+  }
+}
+
+/** NLBD_TEST_PAUSE_AT, checked: a misspelt phase would silently test nothing. */
+function testPausePhase(): DaemonPhase | undefined {
+  const value = process.env[testPauseEnv];
+  if (value === undefined || value === '') {
+    return undefined;
+  }
+  if (!(daemonPhases as readonly string[]).includes(value)) {
+    throw new StartRefused(
+      `${testPauseEnv}=${value} names no phase`,
+      `use one of ${daemonPhases.join(', ')}, or unset it (it is for tests only)`,
+      daemonExitCodes.usage,
+    );
+  }
+  return value as DaemonPhase;
+}
+
+/** A failure while changing the data plane is a refusal: it was undone, the message says why. */
+async function settingUp(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    if (error instanceof StartRefused || error instanceof Interrupted) {
+      throw error;
+    }
+    throw new StartRefused(
+      `could not set up the data plane: ${errorText(error)}`,
+      'what was set up has been undone (any problem is logged as a shutdown problem); check that the kernel has nftables and conntrack support',
+    );
+  }
+}
+
+/** Binds an optional listener exactly where told, or refuses saying what to change. */
+async function listenOrRefuse<T>(
+  what: string,
+  flag: string,
+  where: ListenAddress,
+  body: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await body();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new StartRefused(
+      `cannot listen for ${what} on ${where.address}:${where.port}: ${code ?? String(error)}`,
+      code === 'EADDRNOTAVAIL'
+        ? `${where.address} is not an address of this host; give ${flag} one of its addresses`
+        : code === 'EADDRINUSE'
+          ? `another process listens there; give ${flag} another port`
+          : `check ${flag}`,
+    );
+  }
 }

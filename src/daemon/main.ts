@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `nlbd --config <file> [--socket <path>] [--control-listen <addr[:port]> --token-file <path>]
-// [--metrics-listen <addr:port>]`: the nlb daemon of one host. See daemon.ts for what it does
+// [--metrics-listen <addr:port>] [--state-dir <dir>]`: the nlb daemon of one host. See daemon.ts for what it does
 // from start to exit, control.ts for the control protocol, remote.ts for remote control and
 // metrics.ts for the metrics.
 import { Command, CommanderError } from 'commander';
@@ -27,11 +27,16 @@ const program = new Command('nlbd')
     '--metrics-listen <addr:port>',
     'serve Prometheus metrics over HTTP at http://<addr:port>/metrics. Off by default',
   )
+  .option(
+    '--state-dir <dir>',
+    "where the host's incarnation and suspended state are kept across restarts (default $NLBD_STATE_DIR, else /var/lib/nlb)",
+  )
   .helpOption('-h, --help', 'show help')
   .addHelpText(
     'after',
     '\nRuns until SIGTERM or SIGINT, then leaves the cluster (peers take over at once), removes\n' +
-      'the cluster IPs and the filter, and exits 0. Logs one JSON line per event on stdout.\n' +
+      'the cluster IPs and the filter, and exits 0; a signal during start-up undoes what was\n' +
+      'done so far and exits 0 too. Logs one JSON line per event on stdout.\n' +
       'SIGHUP reloads the config file, like `nlb reload`. The listeners bind exactly the\n' +
       'address given: remote control carries its token in clear text and metrics have no\n' +
       'authentication, so use a management address (or 127.0.0.1 and an SSH tunnel).\n' +
@@ -58,6 +63,7 @@ async function main(): Promise<number> {
     controlListen?: string;
     tokenFile?: string;
     metricsListen?: string;
+    stateDir?: string;
   }>();
   let controlListen: ListenAddress | undefined;
   let metricsListen: ListenAddress | undefined;
@@ -81,6 +87,7 @@ async function main(): Promise<number> {
     ...(controlListen === undefined ? {} : { controlListen }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...(metricsListen === undefined ? {} : { metricsListen }),
+    ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
   });
 }
 

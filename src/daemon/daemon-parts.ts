@@ -1,0 +1,227 @@
+// The parts of a running nlbd, wired together but not started: the host machine and its driver,
+// the data plane adapters, the heartbeat transport, the control target with its servers. Building
+// them changes nothing on the host; daemon.ts starts each in its phase and registers its release.
+import { readFileSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import type { Config, HostState } from '../core/config.js';
+import { HostMachine } from '../core/host.js';
+import { formatMac, unicastClusterMac } from '../core/mac.js';
+import type { Ownership } from '../core/protocol.js';
+import { ConntrackCli } from '../dataplane/conntrack.js';
+import { Dataplane, type InterfaceSetup } from '../dataplane/dataplane.js';
+import type { Runner } from '../dataplane/exec.js';
+import type { IpRoute } from '../dataplane/iproute.js';
+import { NftCli } from '../dataplane/nft.js';
+import { tableNameDefault } from '../dataplane/render.js';
+import { dataplaneSpecFor } from '../dataplane/spec.js';
+import type { Clock } from './clock.js';
+import { ClusterInterface, readRunFile } from './cluster-interface.js';
+import {
+  type ControlTarget,
+  type DaemonIdentity,
+  type ReloadReply,
+  answerControl,
+} from './control.js';
+import { type ControlHandler, ControlServer } from './control-server.js';
+import { createReload } from './daemon-reload.js';
+import type { EventJournal } from './events.js';
+import { type EventSink, HostDriver } from './host-driver.js';
+import { type Metrics, createMetrics } from './metrics.js';
+import { remoteHandler, tokenDigest } from './remote.js';
+import type { DaemonInputs, DaemonOptions } from './start-checks.js';
+import { UdpTransport } from './transport.js';
+
+/**
+ * The daemon's data plane always uses the default table name: one nlbd per network namespace
+ * (netns-lock.ts says where that would change).
+ */
+export const tableName = tableNameDefault;
+
+export interface PartsInput {
+  readonly options: DaemonOptions;
+  readonly inputs: DaemonInputs;
+  readonly incarnation: number;
+  /** The retained state's word on the start state; undefined lets the config decide. */
+  readonly initialState: HostState | undefined;
+  readonly clock: Clock;
+  readonly runner: Runner;
+  readonly ipRoute: IpRoute;
+  readonly socketPath: string;
+  /** The run file remembering the interface's own MAC (paths.ts). */
+  readonly runFile: string;
+  readonly journal: EventJournal;
+  readonly log: EventSink;
+  /** The host machine threw: the daemon must stop. */
+  readonly onFatal: (error: Error) => void;
+}
+
+export interface DaemonParts {
+  /** The running config; a successful reload replaces it. */
+  config(): Config;
+  readonly identity: DaemonIdentity;
+  readonly machine: HostMachine;
+  readonly driver: HostDriver;
+  readonly nft: NftCli;
+  readonly dataplane: Dataplane;
+  readonly transport: UdpTransport;
+  readonly setup: InterfaceSetup;
+  /** Attach and detach the cluster MAC and cluster IPs; both may run more than once. */
+  readonly clusterInterface: ClusterInterface;
+  readonly target: ControlTarget;
+  readonly metrics: Metrics;
+  readonly reload: () => Promise<ReloadReply>;
+  /** The local control socket's server. */
+  readonly server: ControlServer;
+  /** Remote control over TCP, when --control-listen is given. */
+  readonly remoteServer: ControlServer | undefined;
+}
+
+function packageVersion(): string {
+  try {
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return (JSON.parse(text) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function currentNetns(): string {
+  try {
+    return readlinkSync('/proc/self/ns/net');
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function buildParts(input: PartsInput): DaemonParts {
+  const { options, inputs, clock, runner, ipRoute, incarnation, log } = input;
+  // The config the daemon runs; a successful reload replaces it (in the driver's step).
+  let config = inputs.config;
+  const machine = new HostMachine({
+    config,
+    key: inputs.key,
+    incarnation,
+    nowMs: clock.nowMs(),
+    ...(input.initialState === undefined ? {} : { initialState: input.initialState }),
+  });
+  const nft = new NftCli({ runner });
+  const dataplane = new Dataplane(nft, new ConntrackCli(runner), ipRoute);
+  const transport = new UdpTransport({
+    dedicatedIp: config.host.dedicatedIp.address.text,
+    group: config.cluster.heartbeat.group.text,
+    port: config.cluster.heartbeat.port,
+  });
+  // The interface's setup is fixed for the daemon's life: a reload cannot change the interface,
+  // the mode or the cluster IPs (control-reload.ts refuses those).
+  const clusterMac =
+    config.cluster.mode === 'unicast'
+      ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
+      : undefined;
+  const setup: InterfaceSetup = {
+    interface: config.cluster.interface,
+    clusterIps: config.cluster.clusterIps,
+    mode: config.cluster.mode,
+    ...(clusterMac === undefined ? {} : { clusterMac }),
+  };
+  // What the previous nlbd on this host remembered of the interface (after a crash): the MAC to
+  // put back when the interface still carries the cluster MAC.
+  const previous = readRunFile(input.runFile);
+  const clusterInterface = new ClusterInterface(
+    ipRoute,
+    setup,
+    input.runFile,
+    previous?.interface === setup.interface ? previous.originalMac : undefined,
+  );
+  const driver = new HostDriver({
+    machine,
+    clock,
+    transport,
+    dataplane: {
+      program: (spec) => dataplane.program(spec),
+      refreshLease: () => dataplane.refreshLease(),
+      flush: (rule, buckets) => dataplane.flush(rule, buckets),
+      flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),
+      connections: () => dataplane.connections(),
+    },
+    specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
+    log,
+    onReload: (command) => {
+      config = command.config;
+    },
+    onFatal: input.onFatal,
+    // A data plane lost and later restored (the table flushed by another program) is where
+    // the interface would be detached and re-attached: clusterInterface.detach() takes the
+    // cluster IPs and MAC away, clusterInterface.attach() gives them back once the table is.
+  });
+  const identity: DaemonIdentity = {
+    cluster: config.cluster.name,
+    hostId: config.host.id,
+    pid: process.pid,
+    incarnation,
+    netns: currentNetns(),
+    socket: input.socketPath,
+    configPath: path.resolve(options.configPath),
+    version: packageVersion(),
+  };
+  const reload = createReload({
+    options,
+    key: inputs.key,
+    config: () => config,
+    command: (command) => driver.command(command),
+    log,
+  });
+  const target: ControlTarget = {
+    get config() {
+      return config;
+    },
+    identity: () => identity,
+    nowMs: () => clock.nowMs(),
+    status: () => driver.status(),
+    details: () => driver.details(),
+    command: (command) => driver.command(command),
+    counters: () => dataplane.counters(),
+    driverStats: () => driver.stats(),
+    transportStats: () => transport.stats(),
+    connections: () => dataplane.connections(),
+    addresses: async () => {
+      const name = config.cluster.interface;
+      const [link, prefixes] = await Promise.all([ipRoute.link(name), ipRoute.addresses(name)]);
+      return {
+        interface: name,
+        mac: link.mac,
+        up: link.up,
+        operState: link.operState,
+        addresses: prefixes.map((p) => `${p.address.text}/${p.length}`),
+      };
+    },
+    reload,
+    metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
+    events: input.journal,
+  };
+  const metrics = createMetrics(target);
+  const handle: ControlHandler = (request) =>
+    answerControl(request, { target, dataplaneInSync: () => driver.dataplaneInSync });
+  const server = new ControlServer(handle);
+  const remoteServer =
+    options.controlListen === undefined || inputs.token === undefined
+      ? undefined
+      : new ControlServer(
+          remoteHandler(tokenDigest(inputs.token), handle, log, () => clock.nowMs()),
+        );
+  return {
+    config: () => config,
+    identity,
+    machine,
+    driver,
+    nft,
+    dataplane,
+    transport,
+    setup,
+    clusterInterface,
+    target,
+    metrics,
+    reload,
+    server,
+    remoteServer,
+  };
+}
