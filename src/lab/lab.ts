@@ -18,7 +18,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Affinity, ClusterMode } from '../core/config.js';
-import { daemonRunFiles } from '../daemon/paths.js';
+import { daemonRunFiles, daemonStateFiles, stateDirDefault, stateDirEnv } from '../daemon/paths.js';
 import { labClusterName, renderHostConfig } from './host-config.js';
 import {
   type CommandOutput,
@@ -236,13 +236,19 @@ function hostOf(state: LabState, hostId: number): LabHostState {
 }
 
 /** Starts `argv` inside `namespace`, detached (it outlives the CLI), output appended to `logPath`. */
-function spawnInNamespace(namespace: string, argv: readonly string[], logPath: string): ProcessRef {
+function spawnInNamespace(
+  namespace: string,
+  argv: readonly string[],
+  logPath: string,
+  env: NodeJS.ProcessEnv = process.env,
+): ProcessRef {
   const log = openSync(logPath, 'a', 0o600);
   try {
     // `ip netns exec` execs the command in place, so the pid is the command's own.
     const child = spawn('ip', ['netns', 'exec', namespace, ...argv], {
       detached: true,
       stdio: ['ignore', log, log],
+      env,
     });
     child.on('error', () => undefined);
     child.unref();
@@ -266,6 +272,14 @@ function logTail(logPath: string, lines = 10): string {
 
 function randomLabName(): string {
   return `lab${randomBytes(2).toString('hex')}`;
+}
+
+/**
+ * Where a lab's daemons keep their retained state (incarnation, suspended): in the lab's own
+ * directory, so a lab never writes the machine's /var/lib/nlb and `down` removes it with the lab.
+ */
+export function labStateDir(name: string): string {
+  return path.join(labDir(name), 'nlbd-state');
 }
 
 /** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
@@ -550,9 +564,14 @@ export async function labDown(lab: LabRef): Promise<LabDownResult> {
     await netnsDelete(namespace);
   }
   // A daemon killed with SIGKILL (killHostDaemon, a crash test) leaves its control socket and
-  // state file in the shared /run/nlb; they belong to the lab's hosts, so they go with it.
+  // run file in the shared /run/nlb; they belong to the lab's hosts, so they go with it. Their
+  // retained state is in the lab directory (labStateDir), removed below; a daemon started by
+  // hand with the default state directory may have left its file there too.
   for (const host of state?.hosts ?? []) {
-    for (const file of daemonRunFiles(labClusterName(name), host.id)) {
+    for (const file of [
+      ...daemonRunFiles(labClusterName(name), host.id),
+      ...daemonStateFiles(labClusterName(name), host.id, stateDirDefault),
+    ]) {
       rmSync(file, { force: true });
     }
   }
@@ -765,7 +784,10 @@ export async function startHostDaemon(
     if (command[1] === daemonMainPath) {
       assertBuilt(daemonMainPath);
     }
-    host.daemon = spawnInNamespace(host.namespace, command, host.daemonLog);
+    host.daemon = spawnInNamespace(host.namespace, command, host.daemonLog, {
+      ...process.env,
+      [stateDirEnv]: labStateDir(state.name),
+    });
     return host.daemon;
   });
   const settleMs = options.settleMs ?? daemonSettleMsDefault;
