@@ -136,9 +136,16 @@ export class ConnectionGate {
     return 'admitted';
   }
 
-  /** The request is complete: no deadline while it is handled. */
-  requestReceived(socket: net.Socket): void {
+  /**
+   * The request is complete: no deadline while it is handled. False when the connection is not
+   * waiting for one (evicted, expired, refused, or a second request on it): do not handle it.
+   */
+  requestReceived(socket: net.Socket): boolean {
+    if (this.connections.get(socket)?.state !== 'waiting') {
+      return false;
+    }
     this.move(socket, 'waiting', 'busy', undefined);
+    return true;
   }
 
   /** The answer is written: the connection ends within `answerDeadlineMs`. */

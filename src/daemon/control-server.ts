@@ -198,7 +198,9 @@ export class ControlServer {
         return;
       }
       received = true;
-      this.gate.requestReceived(socket);
+      if (!this.gate.requestReceived(socket)) {
+        return;
+      }
       const line = newline < 0 ? undefined : buffer.slice(0, newline);
       buffer = '';
       if (line === undefined || line.length > requestBytesMax) {

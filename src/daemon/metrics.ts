@@ -4,10 +4,31 @@
 // counters and conntrack, the driver's and transport's statistics), so nothing is counted twice
 // and a scrape always sees one consistent moment. Totals that only grow are Prometheus
 // counters, set from the daemon's own totals at each scrape.
+//
+// Reading the counters runs `nft` and `conntrack`, so a scrape is not free: the text is kept for
+// `metricsCacheMsDefault` and every scrape that comes while one is being collected shares that
+// collection. However fast scrapes come, nlbd runs them at most once per cache period. The
+// HTTP listener admits connections through connection-gate.ts, as remote control does: a
+// request within 2 s of connecting, one request per connection, a cap per address, and a full
+// listener makes room by closing a connection that has not sent its request yet.
 import http from 'node:http';
+import type net from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ReportedState } from '../core/protocol.js';
+import { ConnectionGate, type GateLimits } from './connection-gate.js';
 import { type ControlTarget, portsText } from './control.js';
+
+/**
+ * How long collected metrics are served again. Prometheus scrapes every 10-60 s, so a second
+ * of staleness is invisible, and it caps the nft and conntrack runs at one per second.
+ */
+export const metricsCacheMsDefault = 1_000;
+
+export interface MetricsOptions {
+  /** A monotonic clock in milliseconds; performance.now by default. */
+  readonly nowMs?: () => number;
+  readonly cacheMs?: number;
+}
 
 const reportedStates: readonly ReportedState[] = [
   'converging',
@@ -18,14 +39,15 @@ const reportedStates: readonly ReportedState[] = [
   'suspended',
 ];
 
-/** A scrape reads conntrack and nft; one at a time is plenty, and bounds the work. */
 export interface Metrics {
   readonly contentType: string;
-  /** The exposition text of every metric, read now. */
+  /** The exposition text of every metric, read at most `cacheMs` ago. */
   text(): Promise<string>;
 }
 
-export function createMetrics(target: ControlTarget): Metrics {
+export function createMetrics(target: ControlTarget, options: MetricsOptions = {}): Metrics {
+  const nowMs = options.nowMs ?? (() => performance.now());
+  const cacheMs = options.cacheMs ?? metricsCacheMsDefault;
   const registry = new Registry();
   registry.setDefaultLabels({
     cluster: target.config.cluster.name,
@@ -224,35 +246,74 @@ export function createMetrics(target: ControlTarget): Metrics {
     );
   };
 
-  let last: Promise<unknown> = Promise.resolve();
+  // One collection at a time (each resets and refills the same metrics), shared by every scrape
+  // that comes meanwhile; its text is served again for `cacheMs` after it is done. A failed
+  // collection is not kept: the next scrape tries again.
+  let cached: { readonly text: string; readonly atMs: number } | undefined;
+  let collecting: Promise<string> | undefined;
   return {
     contentType: registry.contentType,
     text: () => {
-      // One scrape at a time: each resets and refills the same metrics.
-      const next = last.then(
-        () => collect().then(() => registry.metrics()),
-        () => collect().then(() => registry.metrics()),
-      );
-      last = next.catch(() => undefined);
-      return next;
+      if (cached !== undefined && nowMs() - cached.atMs < cacheMs) {
+        return Promise.resolve(cached.text);
+      }
+      collecting ??= collect()
+        .then(() => registry.metrics())
+        .then((text) => {
+          cached = { text, atMs: nowMs() };
+          return text;
+        })
+        .finally(() => {
+          collecting = undefined;
+        });
+      return collecting;
     },
   };
 }
 
-/** Scrapes are small; a request body or a slow client is not a Prometheus server. */
-const metricsRequestTimeoutMs = 10_000;
+/**
+ * The limits of the metrics listener. A scrape is one small GET from one or two Prometheus
+ * servers, sent at once: 2 s to send it is many round trips, 4 connections per address leave
+ * room for a scraper and a person with curl, and 32 in all is far more than scrapers need.
+ */
+export const metricsLimitsDefault: GateLimits = {
+  connectionsMax: 32,
+  perPeerMax: 4,
+  requestDeadlineMs: 2_000,
+  answerDeadlineMs: 5_000,
+};
+
+/** Node's own limits on an HTTP request, as tight as one small GET allows. */
+const metricsHttpOptions: http.ServerOptions = {
+  headersTimeout: metricsLimitsDefault.requestDeadlineMs,
+  requestTimeout: metricsLimitsDefault.requestDeadlineMs + 1_000,
+  keepAliveTimeout: 1_000,
+  connectionsCheckingInterval: 250,
+  maxHeaderSize: 8 * 1024,
+};
 
 /**
  * The optional HTTP listener (`nlbd --metrics-listen`): GET /metrics answers the exposition
- * text, anything else 404. It binds exactly where told; it has no authentication (metrics are
- * read-only), so bind it to a management address or loopback.
+ * text, anything else 404; every answer closes the connection. It binds exactly where told; it
+ * has no authentication (metrics are read-only), so bind it to a management address or loopback.
  */
 export async function listenMetrics(
   metrics: Metrics,
   address: string,
   port: number,
+  limits: GateLimits = metricsLimitsDefault,
 ): Promise<http.Server> {
-  const server = http.createServer((request, response) => {
+  const gate = new ConnectionGate(limits);
+  const server = http.createServer(metricsHttpOptions, (request, response) => {
+    const socket = request.socket;
+    if (!gate.requestReceived(socket)) {
+      // Not waiting for a request: refused, timed out, or a second request on one connection.
+      socket.destroy();
+      return;
+    }
+    // One request per connection: Node closes it once this answer is written.
+    response.setHeader('connection', 'close');
+    response.once('finish', () => gate.answered(socket));
     const url = (request.url ?? '/').split('?')[0];
     if (request.method !== 'GET' || url !== '/metrics') {
       response.writeHead(404, { 'content-type': 'text/plain' });
@@ -270,8 +331,13 @@ export async function listenMetrics(
       },
     );
   });
-  server.requestTimeout = metricsRequestTimeoutMs;
-  server.maxConnections = 16;
+  server.on('connection', (socket: net.Socket) => {
+    // A peer over its cap is closed at once: a scraper never needs that many connections.
+    if (gate.admit(socket) === 'refused') {
+      socket.destroy();
+    }
+  });
+  server.on('close', () => gate.closeAll());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, address, () => {
