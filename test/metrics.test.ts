@@ -6,8 +6,9 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { GateLimits } from '../src/daemon/connection-gate.js';
 import type { ControlTarget } from '../src/daemon/control.js';
-import { createMetrics, listenMetrics } from '../src/daemon/metrics.js';
+import { createMetrics, listenMetrics, metricsLimitsDefault } from '../src/daemon/metrics.js';
 import { makeTestTarget } from './control-target.js';
 
 /** How long a normal scrape may take while slow clients hold connections. */
@@ -56,8 +57,8 @@ afterEach(async () => {
   }
 });
 
-async function serve(counted: Counted): Promise<number> {
-  const server = await listenMetrics(createMetrics(counted.target), '127.0.0.1', 0);
+async function serve(counted: Counted, limits?: GateLimits): Promise<number> {
+  const server = await listenMetrics(createMetrics(counted.target), '127.0.0.1', 0, limits);
   servers.push(server);
   return (server.address() as net.AddressInfo).port;
 }
@@ -203,6 +204,19 @@ describe('metrics listener on 127.0.0.1', () => {
     const ms = await closesWithin(slow, requestDeadlineMs + 1_000);
     expect(ms).toBeGreaterThan(requestDeadlineMs - 400);
     expect(ms).toBeLessThan(requestDeadlineMs + 300);
+  });
+
+  it('closes a scrape that is not answered within the busy deadline', async () => {
+    const limits = { ...metricsLimitsDefault, busyDeadlineMs: 300 };
+    const port = await serve(countedTarget(3_000), limits);
+    const socket = net.connect({ host: '127.0.0.1', port });
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('GET /metrics HTTP/1.1\r\nHost: nlbd\r\n\r\n');
+    const ms = await closesWithin(socket, 2_000);
+    expect(ms).toBeGreaterThan(250);
+    expect(ms).toBeLessThan(600);
   });
 
   it('closes the connection after the answer', async () => {

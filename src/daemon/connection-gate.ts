@@ -4,9 +4,9 @@
 //
 //   waiting    accepted, its request not complete yet: an absolute deadline from accept
 //              (`requestDeadlineMs`), however slowly or steadily its bytes trickle in
-//   busy       the request is complete and being handled: no deadline, never evicted (for
-//              remote control only a request with the right token stays busy for more than an
-//              instant; the token is checked first)
+//   busy       the request is complete and being handled: never evicted, and no deadline
+//              unless `busyDeadlineMs` gives one (for remote control only a request with the
+//              right token stays busy for more than an instant; the token is checked first)
 //   answered   the answer is written and the connection ends: closed after `answerDeadlineMs`
 //              at the latest, whether or not the client reads and closes
 //   streaming  `nlb events --follow` after its answer: no deadline, never evicted, not counted
@@ -37,6 +37,8 @@ export interface GateLimits {
   readonly requestDeadlineMs: number;
   /** From the answer to the end of the connection. */
   readonly answerDeadlineMs: number;
+  /** From the complete request to the answer; none when undefined (see `busy` above). */
+  readonly busyDeadlineMs?: number;
 }
 
 type ConnectionState = 'waiting' | 'busy' | 'answered' | 'streaming';
@@ -137,14 +139,15 @@ export class ConnectionGate {
   }
 
   /**
-   * The request is complete: no deadline while it is handled. False when the connection is not
-   * waiting for one (evicted, expired, refused, or a second request on it): do not handle it.
+   * The request is complete: it is handled with `busyDeadlineMs` (if any) to answer. False when
+   * the connection is not waiting for one (evicted, expired, refused, or a second request on
+   * it): do not handle it.
    */
   requestReceived(socket: net.Socket): boolean {
     if (this.connections.get(socket)?.state !== 'waiting') {
       return false;
     }
-    this.move(socket, 'waiting', 'busy', undefined);
+    this.move(socket, 'waiting', 'busy', this.limits.busyDeadlineMs);
     return true;
   }
 

@@ -274,13 +274,16 @@ export function createMetrics(target: ControlTarget, options: MetricsOptions = {
 /**
  * The limits of the metrics listener. A scrape is one small GET from one or two Prometheus
  * servers, sent at once: 2 s to send it is many round trips, 4 connections per address leave
- * room for a scraper and a person with curl, and 32 in all is far more than scrapers need.
+ * room for a scraper and a person with curl, and 32 in all is far more than scrapers need. A
+ * scrape not answered within 10 s (Prometheus' default scrape timeout) has been given up by
+ * its scraper, or is a client that does not read: its connection is closed either way.
  */
 export const metricsLimitsDefault: GateLimits = {
   connectionsMax: 32,
   perPeerMax: 4,
   requestDeadlineMs: 2_000,
   answerDeadlineMs: 5_000,
+  busyDeadlineMs: 10_000,
 };
 
 /** Node's own limits on an HTTP request, as tight as one small GET allows. */
