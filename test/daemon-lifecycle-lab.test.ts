@@ -10,7 +10,7 @@
 // cluster's IP 198.18.0.150 included) and always removes. Needs root; skipped visibly
 // otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +93,8 @@ describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
   let lab: ClusterLab;
   let name: string;
   const strayFiles: string[] = [];
+  // The machine's default state directory is only borrowed by the last test: left as found.
+  const stateDirExisted = existsSync(stateDirDefault);
 
   beforeAll(async () => {
     await session.lock();
@@ -106,6 +108,11 @@ describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
       await session.close();
     } finally {
       for (const file of strayFiles) rmSync(file, { force: true });
+      try {
+        if (!stateDirExisted) rmdirSync(stateDirDefault);
+      } catch {
+        // Not there, or someone else's files arrived meanwhile: then it stays.
+      }
     }
   });
 
