@@ -252,6 +252,25 @@ describe('connection gate with small limits', () => {
     expect(server.connections.evicted).toBe(2);
   });
 
+  it('answers a request that came in time while the event loop was stalled past the deadline', async () => {
+    await server.close();
+    await serve({ ...small, requestDeadlineMs: 200 });
+    const client = await connectFrom('127.0.0.1');
+    let answer = '';
+    client.setEncoding('utf8');
+    client.on('data', (chunk: string) => (answer += chunk));
+    await sleep(20);
+    // The request reaches the server's kernel buffer at once; then this process (the server's
+    // too) is busy for 400 ms, past the deadline, before it reads a byte.
+    client.write(`${JSON.stringify({ verb: 'query', token })}\n`);
+    const until = performance.now() + 400;
+    while (performance.now() < until) {
+      // Busy: no event loop turn.
+    }
+    await waitUntil(() => answer.endsWith('\n') || client.destroyed, 1_000);
+    expect(JSON.parse(answer)).toMatchObject({ ok: true, data: { hostId: 2 } });
+  });
+
   it('closes an answered connection whose client keeps its end open, at the answer deadline', async () => {
     await server.close();
     await serve(small);

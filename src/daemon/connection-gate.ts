@@ -196,11 +196,20 @@ export class ConnectionGate {
   }
 
   private expireAfter(connection: Connection, deadlineMs: number): void {
-    connection.timer = setTimeout(() => {
-      this.stats.expired++;
-      this.forget(connection.socket);
-      connection.socket.destroy();
+    const timer = setTimeout(() => {
+      // Timers run before I/O in each turn of the event loop: when nlbd was busy past the
+      // deadline, a request that arrived in time may still be unread. It is read in this turn's
+      // I/O phase, before setImmediate runs; expire only if that did not move the connection.
+      setImmediate(() => {
+        if (connection.timer !== timer || this.connections.get(connection.socket) !== connection) {
+          return;
+        }
+        this.stats.expired++;
+        this.forget(connection.socket);
+        connection.socket.destroy();
+      });
     }, deadlineMs);
+    connection.timer = timer;
   }
 
   /**
