@@ -11,6 +11,7 @@ import {
   decodeFailures,
   decodeHeartbeat,
   encodeHeartbeat,
+  heartbeatVersion,
 } from '../src/core/heartbeat.js';
 import { hostConfig } from './support/mini-net.js';
 
@@ -34,13 +35,14 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
     heard: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
     members: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
     mapDigest: fc.uint8Array({ minLength: 8, maxLength: 8 }),
-    acks: fc.uniqueArray(fc.integer({ min: 1, max: 32 }), { maxLength: 31 }).chain((hosts) =>
+    acks: fc.uniqueArray(fc.integer({ min: 1, max: 32 }), { maxLength: 32 }).chain((hosts) =>
       fc.tuple(
         ...hosts
           .sort((a, b) => a - b)
           .map((host) =>
             fc.record({
               host: fc.constant(host),
+              incarnation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
               sequence: fc.integer({ min: 0, max: 0xffffffff }),
             }),
           ),
@@ -92,7 +94,7 @@ describe('heartbeat codec', () => {
       'bad magic',
     );
     const version = bytes.slice();
-    version[4] = 2;
+    version[4] = heartbeatVersion + 1;
     expect(reason(version)).toBe('unknown version');
     expect(reason(bytes, key, clusterIdOf('other'))).toBe('other cluster');
     expect(reason(bytes, new Uint8Array(32).fill(1))).toBe('bad authentication');

@@ -3,7 +3,7 @@
 // rebuild the cluster's state. The format is versioned binary, big-endian, authenticated with
 // HMAC-SHA256 under the cluster key, and always fits one datagram.
 //
-// Layout (version 1):
+// Layout (version 2):
 //   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled, 1: kept out)
 //   6  host id u8              7   state u8
 //   8  cluster id (8 bytes: SHA-256 of the cluster name)
@@ -12,8 +12,9 @@
 //  44  heartbeat period ms u16 46  tolerance u8         47  cluster mode u8
 //  48  hash seed u32          52  heard u32 bitmap     56  members u32 bitmap
 //  60  map digest (8 bytes)   68  rule count u8        69  generation u32
-//  73  ack count u8, then per ack: host id u8, sequence u32 (the last sequence received from
-//      that host: a report says which of each peer's heartbeats it was made after)
+//  73  ack count u8, then per ack: host id u8, incarnation u64, sequence u32 (the last heartbeat
+//      received from that process: a report says which of each peer's heartbeats it was made
+//      after, and a heartbeat that acks its receiver's recent one proves it is not a replay)
 //  ..  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
 //      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8)
 //  end: HMAC-SHA256 (32 bytes) over everything before it.
@@ -33,7 +34,7 @@ import {
 
 export { datagramBytesMax, heartbeatBytes } from './heartbeat-size.js';
 
-export const heartbeatVersion = 1;
+export const heartbeatVersion = 2;
 const magic = [0x4e, 0x4c, 0x42, 0x48]; // "NLBH"
 
 export type AnnouncedState = 'started' | 'draining' | 'stopped' | 'suspended';
@@ -82,14 +83,28 @@ export interface Heartbeat {
   /** The sender's membership view, itself included when it takes part. */
   readonly members: readonly number[];
   readonly mapDigest: Uint8Array;
-  /** For each heard peer, the last sequence received from it (sorted by host id). */
+  /**
+   * For each process heard, the last sequence received from it, sorted by host id, then
+   * incarnation: normally one per host id; two when two hosts use one id (under the sender's
+   * own id, the other one).
+   */
   readonly acks: readonly HeartbeatAck[];
   readonly rules: readonly HeartbeatRule[];
 }
 
 export interface HeartbeatAck {
   readonly host: number;
+  readonly incarnation: number;
   readonly sequence: number;
+}
+
+/** The ack a heartbeat carries for process (host, incarnation), if any. */
+export function ackFor(
+  heartbeat: Heartbeat,
+  host: number,
+  incarnation: number,
+): number | undefined {
+  return heartbeat.acks.find((a) => a.host === host && a.incarnation === incarnation)?.sequence;
 }
 
 export type DecodeFailure =
@@ -99,6 +114,7 @@ export type DecodeFailure =
   | 'other cluster'
   | 'bad authentication'
   | 'replayed or stale'
+  | 'unproven'
   | 'malformed field';
 
 export const decodeFailures: readonly DecodeFailure[] = [
@@ -108,6 +124,7 @@ export const decodeFailures: readonly DecodeFailure[] = [
   'other cluster',
   'bad authentication',
   'replayed or stale',
+  'unproven',
   'malformed field',
 ];
 
@@ -185,7 +202,9 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   offset += 1;
   for (const ack of heartbeat.acks) {
     view.setUint8(offset, ack.host);
-    view.setUint32(offset + 1, ack.sequence >>> 0);
+    view.setUint32(offset + 1, Math.floor(ack.incarnation / 0x1_0000_0000));
+    view.setUint32(offset + 5, ack.incarnation >>> 0);
+    view.setUint32(offset + 9, ack.sequence >>> 0);
     offset += heartbeatAckBytes;
   }
   for (const rule of heartbeat.rules) {
@@ -275,11 +294,21 @@ export function decodeHeartbeat(
   }
   const acks: HeartbeatAck[] = [];
   for (let a = 0; a < ackCount; a++) {
-    const host = view.getUint8(acksOffset + a * heartbeatAckBytes);
-    if (host < 1 || host > 32 || (acks.length > 0 && host <= acks[acks.length - 1]!.host)) {
+    const at = acksOffset + a * heartbeatAckBytes;
+    const host = view.getUint8(at);
+    const high = view.getUint32(at + 1);
+    const incarnation = high * 0x1_0000_0000 + view.getUint32(at + 5);
+    const previous = acks[acks.length - 1];
+    if (
+      host < 1 ||
+      host > 32 ||
+      high >= 0x20_0000 ||
+      (previous !== undefined &&
+        (host < previous.host || (host === previous.host && incarnation <= previous.incarnation)))
+    ) {
       return { ok: false, reason: 'malformed field' };
     }
-    acks.push({ host, sequence: view.getUint32(acksOffset + a * heartbeatAckBytes + 1) });
+    acks.push({ host, incarnation, sequence: view.getUint32(at + 9) });
   }
   const rules: HeartbeatRule[] = [];
   offset = rulesOffset;

@@ -25,14 +25,28 @@
 // Immediacy. A host sends a heartbeat at once whenever what it announces changes (state, view,
 // target, owned buckets) and when a peer's report newly differs from its own, so a planned
 // change completes in two one-way delays and a crash in detection time plus about one delay.
+//
+// Freshness. Heartbeats are multicast on the segment, so anyone can record one and send it
+// again later without the key. A process (host id and incarnation) is believed only once one of
+// its heartbeats proves it was made recently: it acks this host's current incarnation at a
+// sequence sent within `freshWindowMs`. From then on its sequence numbers guard it. Until then
+// its heartbeats change nothing; they are counted ('unproven') and echoed in our acks, so that
+// two hosts that have not yet heard each other can each prove themselves to the other (every
+// host acks what it hears, proven or not, one process per host id). A heartbeat that acks this
+// host's current incarnation at an older sequence is a replay and is dropped. Another host on
+// our own id is a rival only once proven the same way; the lower incarnation keeps the id, and
+// the other keeps itself out for as long as it hears that rival.
 import { createHash } from 'node:crypto';
 import { assign, type AssignMember } from './assign.js';
+import { acksMax } from './heartbeat-size.js';
 import type { Config, PortRule } from './config.js';
 import {
   type AnnouncedState,
   type DecodeFailure,
   type Heartbeat,
+  type HeartbeatAck,
   type RuleState,
+  ackFor,
   clusterIdOf,
   configDigestOf,
   decodeFailures,
@@ -82,6 +96,7 @@ interface PeerRecord {
 }
 
 interface IncarnationEntry {
+  /** When this process first proved itself fresh to us. */
   readonly firstHeardMs: number;
   lastHeardMs: number;
   lastSequence: number;
@@ -104,6 +119,37 @@ const announcementsMax = 16;
 /** Incarnations remembered per host id: a restart needs two; more only come from a fault. */
 const incarnationsPerPeerMax = 4;
 
+/**
+ * A process heard but not proven fresh (see Freshness in the header): remembered only to echo
+ * it in our acks, so it can prove that it hears us.
+ */
+interface Candidate {
+  readonly host: number;
+  readonly incarnation: number;
+  lastSequence: number;
+  lastHeardMs: number;
+  /** The state its last heartbeat announced (unproven: used only to wait, never to act). */
+  state: AnnouncedState;
+  /**
+   * It was newer than any process heard before on its id: it may be a host that started with
+   * us and has not heard us yet (see `update`).
+   */
+  readonly newest: boolean;
+}
+
+/**
+ * Unproven processes remembered at once. A genuine one proves itself within a round trip; the
+ * rest are replays or processes that cannot hear us, so a bounded table (the longest silent
+ * goes first) only limits how many of those we echo, never what we believe.
+ */
+const candidatesMax = 64;
+
+/**
+ * Our own heartbeats remembered with their send times, to judge the acks of others. At one
+ * heartbeat per 0.95 period plus answers, this covers the freshness window many times over; a
+ * storm of answers only shortens the window, which is the safe direction.
+ */
+const sentLogMax = 4_096;
 interface DeadClaim {
   readonly host: number;
   readonly untilMs: number;
@@ -173,9 +219,23 @@ export class HostMachine {
    * then need not wait for reports about it.
    */
   private pending = false;
+  /** No heard peer takes part (see `update`): acting alone waits for `listenUntilMs`. */
+  private alone = true;
   private lastNowMs = 0;
 
   private readonly peers = new Map<number, PeerRecord>();
+  /** Proven processes other than this one that use our host id (a misconfiguration). */
+  private readonly rivals = new Map<number, IncarnationEntry>();
+  /** Processes heard but not proven fresh, keyed `host:incarnation` (see Freshness). */
+  private readonly candidates = new Map<string, Candidate>();
+  /**
+   * The highest incarnation heard per host id, proven or not. Incarnations only grow, so a
+   * process below it is an old one (a replay) and never makes anyone wait.
+   */
+  private readonly highestIncarnation = new Map<number, number>();
+  /** The send time of each heartbeat from `sentLogFromSequence` on, in order. */
+  private sentLog: number[] = [];
+  private sentLogFromSequence = 1;
   private members: number[] = [];
   private heardIds: number[] = [];
   private targets: (number | null)[][] = [];
@@ -400,7 +460,41 @@ export class HostMachine {
     this.badCountsTotal.set(reason, (this.badCountsTotal.get(reason) ?? 0) + 1);
   }
 
-  /** Handles one datagram; returns whether the sender's report newly differs from ours. */
+  /**
+   * How recent an ack of ours must be for a heartbeat to prove it is not a replay. A live peer
+   * acks our last heartbeat it received, normally under one period old; one that has missed
+   * ours for a whole detection window is about to declare us dead anyway. One period more
+   * covers delay and timer phase.
+   */
+  private get freshWindowMs(): number {
+    return this.deadAfterMs + this.periodMs;
+  }
+
+  /** The first sequence we sent within the freshness window (one past the last if none). */
+  private freshFromSequence(now: number): number {
+    const from = now - this.freshWindowMs;
+    let dropped = 0;
+    while (dropped < this.sentLog.length && this.sentLog[dropped]! < from) dropped++;
+    if (dropped > 0) {
+      this.sentLog = this.sentLog.slice(dropped);
+      this.sentLogFromSequence += dropped;
+    }
+    return this.sentLogFromSequence;
+  }
+
+  private recordSent(now: number, sequence: number): void {
+    if (this.sentLog.length === 0) this.sentLogFromSequence = sequence;
+    this.sentLog.push(now);
+    if (this.sentLog.length > sentLogMax) {
+      this.sentLog.shift();
+      this.sentLogFromSequence += 1;
+    }
+  }
+
+  /**
+   * Handles one datagram; returns whether to answer at once (the sender's report newly differs
+   * from ours, or a process newly proved itself and needs our ack to hear us).
+   */
   private receive(now: number, bytes: Uint8Array): boolean {
     const decoded = decodeHeartbeat(bytes, this.key, this.clusterId);
     if (!decoded.ok) {
@@ -408,10 +502,86 @@ export class HostMachine {
       return false;
     }
     const hb = decoded.heartbeat;
+    if (hb.hostId === this.hostId && hb.incarnation === this.incarnation) {
+      return false; // Our own datagram looped back: harmless.
+    }
+    // Freshness (see the header): a process we have not proven must ack a heartbeat we sent
+    // within the window; one we have proven is guarded by its sequence numbers from then on
+    // (its acks of us may be old for good reasons: indirect evidence keeps a peer heard while
+    // the direct link is cut, and when it heals the peer's first heartbeats ack our last one
+    // before the cut).
+    const known =
+      hb.hostId === this.hostId
+        ? this.rivals.get(hb.incarnation)
+        : this.peers.get(hb.hostId)?.incarnations.get(hb.incarnation);
+    if (known !== undefined) {
+      if (hb.sequence <= known.lastSequence) {
+        this.countBad('replayed or stale');
+        return false;
+      }
+    } else {
+      const ackOfUs = ackFor(hb, this.hostId, this.incarnation);
+      const fresh =
+        ackOfUs !== undefined && ackOfUs >= this.freshFromSequence(now) && ackOfUs <= this.sequence;
+      if (!fresh) {
+        const answer = this.noteCandidate(now, hb);
+        // An ack of our current incarnation below the window proves the heartbeat is old.
+        this.countBad(ackOfUs === undefined ? 'unproven' : 'replayed or stale');
+        return answer;
+      }
+    }
+    this.candidates.delete(`${hb.hostId}:${hb.incarnation}`);
+    if (hb.incarnation > (this.highestIncarnation.get(hb.hostId) ?? -1)) {
+      this.highestIncarnation.set(hb.hostId, hb.incarnation);
+    }
     if (hb.hostId === this.hostId) {
-      this.receiveOwnId(now, hb);
+      return this.receiveRival(now, hb, known);
+    }
+    return this.receivePeer(now, hb, known);
+  }
+
+  /**
+   * Remembers an unproven process to echo it (bounded; the longest silent goes first). Returns
+   * whether to answer at once: while we are still listening after we started, a process newer
+   * than anything heard on its id may be a host that started with us, and our echo lets it
+   * prove itself within a round trip.
+   */
+  private noteCandidate(now: number, hb: Heartbeat): boolean {
+    const key = `${hb.hostId}:${hb.incarnation}`;
+    const candidate = this.candidates.get(key);
+    if (candidate !== undefined) {
+      candidate.lastHeardMs = now;
+      candidate.lastSequence = Math.max(candidate.lastSequence, hb.sequence);
+      candidate.state = hb.state;
       return false;
     }
+    if (this.candidates.size >= candidatesMax) {
+      let oldest: string | undefined;
+      let oldestMs = Infinity;
+      for (const [k, c] of this.candidates) {
+        if (c.lastHeardMs < oldestMs) {
+          oldestMs = c.lastHeardMs;
+          oldest = k;
+        }
+      }
+      if (oldest !== undefined) this.candidates.delete(oldest);
+    }
+    const newest =
+      hb.hostId !== this.hostId && hb.incarnation > (this.highestIncarnation.get(hb.hostId) ?? -1);
+    if (newest) this.highestIncarnation.set(hb.hostId, hb.incarnation);
+    this.candidates.set(key, {
+      host: hb.hostId,
+      incarnation: hb.incarnation,
+      lastSequence: hb.sequence,
+      lastHeardMs: now,
+      state: hb.state,
+      newest,
+    });
+    return newest && now < this.listenUntilMs;
+  }
+
+  /** A proven heartbeat of a peer; returns whether to answer at once. */
+  private receivePeer(now: number, hb: Heartbeat, known: IncarnationEntry | undefined): boolean {
     let peer = this.peers.get(hb.hostId);
     if (peer === undefined) {
       peer = {
@@ -430,20 +600,16 @@ export class HostMachine {
       this.peers.set(hb.hostId, peer);
     }
     // Every incarnation speaking for this id is tracked apart, each with its own replay guard,
-    // so a restart, a replay and a second host with the same id are told apart whatever order
-    // their datagrams arrive in.
-    let entry = peer.incarnations.get(hb.incarnation);
-    if (entry !== undefined && hb.sequence <= entry.lastSequence) {
-      this.countBad('replayed or stale');
-      return false;
-    }
+    // so a restart and a second host with the same id are told apart whatever order their
+    // datagrams arrive in.
+    let entry = known;
     if (entry === undefined) {
       if (peer.incarnations.size >= incarnationsPerPeerMax) {
-        // Forget the longest silent; a flood of fresh incarnations cannot grow memory.
-        const oldest = [...peer.incarnations.entries()].sort(
-          (a, b) => a[1].lastHeardMs - b[1].lastHeardMs,
-        )[0]!;
-        peer.incarnations.delete(oldest[0]);
+        // Forget the longest silent other than the one speaking for the id.
+        const oldest = [...peer.incarnations.entries()]
+          .filter(([incarnation]) => incarnation !== peer.incarnation)
+          .sort((a, b) => a[1].lastHeardMs - b[1].lastHeardMs)[0];
+        if (oldest !== undefined) peer.incarnations.delete(oldest[0]);
       }
       entry = { firstHeardMs: now, lastHeardMs: now, lastSequence: hb.sequence, heartbeat: hb };
       peer.incarnations.set(hb.incarnation, entry);
@@ -452,13 +618,13 @@ export class HostMachine {
     entry.lastSequence = hb.sequence;
     entry.heartbeat = hb;
     const active = this.activeIncarnation(now, peer);
-    if (hb.keptOut || active !== hb.incarnation) {
-      if (active !== hb.incarnation && now - peer.mismatchReportedAtMs >= mismatchReportMs) {
+    if (hb.keptOut || active.incarnation !== hb.incarnation) {
+      if ((hb.keptOut || active.coexists) && now - peer.mismatchReportedAtMs >= mismatchReportMs) {
         peer.mismatchReportedAtMs = now;
         this.emit(now, 'duplicate host id', {
           host: hb.hostId,
-          incarnations: [active, hb.incarnation].sort((a, b) => a - b),
-          keptOut: hb.incarnation,
+          incarnations: [active.incarnation, hb.incarnation].sort((a, b) => a - b),
+          keptOut: Math.max(active.incarnation, hb.incarnation),
         });
       }
       return false;
@@ -499,63 +665,184 @@ export class HostMachine {
   }
 
   /**
-   * Which incarnation speaks for a host id: the newest one (a restart replaces its
-   * predecessor at once), unless an older one still spoke after the newest first appeared.
-   * Then two hosts share the id; the older one, there first, keeps it. Incarnations that
-   * announce they keep themselves out, or have been silent for a detection window, never count.
+   * Which incarnation speaks for a host id. The newest one replaces its predecessor at once
+   * after a restart, which always leaves the predecessor silent for more than a period (a
+   * process starts, then listens a period before it speaks). An older one that spoke after,
+   * or within a period before, the newest first proved itself keeps the id: two hosts share
+   * it (`coexists`), or we cannot tell yet, and the older one, there first, keeps it until it
+   * falls silent for a detection window. Incarnations that announce they keep themselves out,
+   * or have been silent for a detection window, never count. Only proven incarnations are
+   * here, so a replay of an earlier incarnation can never speak again.
    */
-  private activeIncarnation(now: number, peer: PeerRecord): number {
-    const live = [...peer.incarnations.entries()]
-      .filter(([, e]) => !e.heartbeat.keptOut && now < e.lastHeardMs + this.deadAfterMs)
-      .sort((a, b) => a[0] - b[0]);
+  private activeIncarnation(
+    now: number,
+    peer: PeerRecord,
+  ): { incarnation: number; coexists: boolean } {
     for (const [incarnation, e] of peer.incarnations) {
       if (now >= e.lastHeardMs + 2 * this.deadAfterMs && incarnation !== peer.incarnation) {
         peer.incarnations.delete(incarnation);
       }
     }
+    const live = [...peer.incarnations.entries()]
+      .filter(([, e]) => !e.heartbeat.keptOut && now < e.lastHeardMs + this.deadAfterMs)
+      .sort((a, b) => a[0] - b[0]);
     const newest = live[live.length - 1];
-    if (newest === undefined) return peer.incarnation;
+    if (newest === undefined) return { incarnation: peer.incarnation, coexists: false };
     const older = live.find(
-      ([incarnation, e]) => incarnation < newest[0] && e.lastHeardMs > newest[1].firstHeardMs,
+      ([incarnation, e]) =>
+        incarnation < newest[0] && e.lastHeardMs + this.periodMs > newest[1].firstHeardMs,
     );
-    return older !== undefined ? older[0] : newest[0];
+    if (older === undefined) return { incarnation: newest[0], coexists: false };
+    return { incarnation: older[0], coexists: older[1].lastHeardMs > newest[1].firstHeardMs };
   }
 
-  private receiveOwnId(now: number, hb: Heartbeat): void {
-    if (hb.incarnation === this.incarnation) {
-      return; // Our own datagram looped back: harmless.
-    }
-    if (hb.keptOut) {
-      // The newcomer that keeps itself out because of us: say so, at a bounded rate.
-      if (now - this.duplicateReportedAtMs >= mismatchReportMs) {
-        this.duplicateReportedAtMs = now;
-        this.emit(now, 'duplicate host id', {
-          host: this.hostId,
-          incarnations: [this.incarnation, hb.incarnation],
-          keptOut: hb.incarnation,
-        });
+  /** A proven heartbeat of another process on our own id; returns whether to answer at once. */
+  private receiveRival(now: number, hb: Heartbeat, known: IncarnationEntry | undefined): boolean {
+    let entry = known;
+    if (entry === undefined) {
+      if (this.rivals.size >= incarnationsPerPeerMax) {
+        const oldest = [...this.rivals.entries()].sort(
+          (a, b) => a[1].lastHeardMs - b[1].lastHeardMs,
+        )[0]!;
+        this.rivals.delete(oldest[0]);
       }
-      return;
+      entry = { firstHeardMs: now, lastHeardMs: now, lastSequence: hb.sequence, heartbeat: hb };
+      this.rivals.set(hb.incarnation, entry);
     }
-    if (hb.incarnation < this.incarnation) {
-      // Another host with our id was here first: we are the newcomer, so we stay out.
-      if (this.keptOut === undefined) {
-        this.keptOut = `duplicate host id ${this.hostId}: another host (incarnation ${hb.incarnation}) already uses it`;
-        this.emit(now, 'duplicate host id', {
-          host: this.hostId,
-          incarnations: [hb.incarnation, this.incarnation],
-          keptOut: this.incarnation,
-          hint: 'give this host a unique host.id in its config and restart nlbd',
-        });
-        for (const owned of this.owned) owned.clear();
-      }
-    } else {
+    entry.lastHeardMs = now;
+    entry.lastSequence = hb.sequence;
+    entry.heartbeat = hb;
+    if (hb.incarnation > this.incarnation && now - this.duplicateReportedAtMs >= mismatchReportMs) {
+      // The newcomer on our id keeps itself out because of us: say so, at a bounded rate. (The
+      // case where we are the newcomer is decided in `reviewDuplicateKeepOut`.)
+      this.duplicateReportedAtMs = now;
       this.emit(now, 'duplicate host id', {
         host: this.hostId,
         incarnations: [this.incarnation, hb.incarnation],
         keptOut: hb.incarnation,
       });
     }
+    // Answer at once when it is new to us: it learns from our ack that we hear it.
+    return known === undefined;
+  }
+
+  /**
+   * Another live host that uses our id and was there first (a lower incarnation) keeps us out
+   * for as long as we hear it; once it has been silent for a detection window we are admitted.
+   */
+  private reviewDuplicateKeepOut(now: number): void {
+    for (const [incarnation, e] of this.rivals) {
+      if (now >= e.lastHeardMs + 2 * this.deadAfterMs) this.rivals.delete(incarnation);
+    }
+    // A live rival we hear ourselves, or one a heard peer's heartbeat (proven fresh, so not a
+    // replay) says it hears: the rival may not hear us (a one-way link), but the cluster does.
+    const earlier: number[] = [];
+    for (const [incarnation, e] of this.rivals) {
+      if (
+        incarnation < this.incarnation &&
+        !e.heartbeat.keptOut &&
+        now < e.lastHeardMs + this.deadAfterMs
+      ) {
+        earlier.push(incarnation);
+      }
+    }
+    for (const peer of this.peers.values()) {
+      if (!peer.heard) continue;
+      for (const ack of peer.heartbeat.acks) {
+        if (ack.host === this.hostId && ack.incarnation < this.incarnation) {
+          earlier.push(ack.incarnation);
+        }
+      }
+    }
+    const first = earlier.length === 0 ? undefined : Math.min(...earlier);
+    if (first !== undefined && this.keptOut === undefined) {
+      this.keptOut = `duplicate host id ${this.hostId}: another host (incarnation ${first}) already uses it`;
+      this.duplicateReportedAtMs = now;
+      this.emit(now, 'duplicate host id', {
+        host: this.hostId,
+        incarnations: [first, this.incarnation],
+        keptOut: this.incarnation,
+        hint: 'give this host a unique host.id in its config and restart nlbd; it takes part again by itself once the other host is gone',
+      });
+      for (const owned of this.owned) owned.clear();
+      for (const orphans of this.orphans) orphans.clear();
+    } else if (first === undefined && this.keptOut?.startsWith('duplicate')) {
+      this.keptOut = undefined;
+      this.emit(now, 'admitted', {
+        reason: `no other host uses host id ${this.hostId} any more`,
+      });
+    }
+  }
+
+  /**
+   * Our acks, in order of use: every heard peer's current process; a process that shares a
+   * peer's id with it (two hosts on one id: each must hear that we hear it, and the one that
+   * keeps out learns it from us, see `reviewDuplicateKeepOut`); a rival on our own id; then,
+   * for ids with none of those, the newest unproven process heard within a detection window
+   * (an echo, so it can prove itself: see Freshness). At most `acksMax`.
+   */
+  private acksOf(now: number): HeartbeatAck[] {
+    const acks: HeartbeatAck[] = [];
+    const acked = new Set<number>();
+    const add = (host: number, incarnation: number, sequence: number): void => {
+      if (acks.length < acksMax) acks.push({ host, incarnation, sequence });
+      acked.add(host);
+    };
+    for (const peer of this.peers.values()) {
+      if (peer.heard) add(peer.id, peer.incarnation, peer.lastSequence);
+    }
+    for (const peer of this.peers.values()) {
+      const active = peer.incarnations.get(peer.incarnation);
+      if (!peer.heard || active === undefined) continue;
+      for (const [incarnation, e] of peer.incarnations) {
+        if (this.coexists(now, incarnation, e, peer.incarnation, active)) {
+          add(peer.id, incarnation, e.lastSequence);
+        }
+      }
+    }
+    const rival = [...this.rivals.entries()]
+      .filter(([, e]) => now < e.lastHeardMs + this.deadAfterMs)
+      .sort((a, b) => a[0] - b[0])[0];
+    if (rival !== undefined) add(this.hostId, rival[0], rival[1].lastSequence);
+    const echoes = new Map<number, Candidate>();
+    for (const [key, c] of this.candidates) {
+      if (now >= c.lastHeardMs + this.deadAfterMs) {
+        this.candidates.delete(key);
+        continue;
+      }
+      if (acked.has(c.host)) continue;
+      const best = echoes.get(c.host);
+      if (
+        best === undefined ||
+        c.incarnation > best.incarnation ||
+        (c.incarnation === best.incarnation && c.lastHeardMs > best.lastHeardMs)
+      ) {
+        echoes.set(c.host, c);
+      }
+    }
+    for (const c of echoes.values()) add(c.host, c.incarnation, c.lastSequence);
+    return acks.sort((a, b) => a.host - b.host || a.incarnation - b.incarnation);
+  }
+
+  /**
+   * Whether a proven process other than the one speaking for its id is live beside it: it is
+   * newer (a duplicate that appeared while the active one spoke), or it spoke after the active
+   * one first proved itself. A predecessor that fell silent before its successor appeared (a
+   * restart) is not.
+   */
+  private coexists(
+    now: number,
+    incarnation: number,
+    entry: IncarnationEntry,
+    activeIncarnation: number,
+    active: IncarnationEntry,
+  ): boolean {
+    return (
+      incarnation !== activeIncarnation &&
+      !entry.heartbeat.keptOut &&
+      now < entry.lastHeardMs + this.deadAfterMs &&
+      (incarnation > activeIncarnation || entry.lastHeardMs > active.firstHeardMs)
+    );
   }
 
   private checkCompatible(now: number, peer: PeerRecord): void {
@@ -819,8 +1106,8 @@ export class HostMachine {
     let latest = peer.lastHeardMs;
     for (const other of this.peers.values()) {
       if (other === peer || !other.heard || other.lastHeardMs <= latest) continue;
-      const ack = other.heartbeat.acks.find((a) => a.host === peer.id);
-      if (ack !== undefined && ack.sequence > peer.lastSequence) latest = other.lastHeardMs;
+      const ack = ackFor(other.heartbeat, peer.id, peer.incarnation);
+      if (ack !== undefined && ack > peer.lastSequence) latest = other.lastHeardMs;
     }
     return latest;
   }
@@ -869,13 +1156,22 @@ export class HostMachine {
     for (const map of this.orphans) {
       for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);
     }
+    if (this.keptOut?.startsWith('duplicate')) {
+      // Admitted as soon as the rival on our id has been silent for a detection window.
+      for (const rival of this.rivals.values()) {
+        const silentAtMs = rival.lastHeardMs + this.deadAfterMs;
+        if (silentAtMs > now) wake = Math.min(wake, silentAtMs);
+      }
+    }
     return Math.max(wake, now);
   }
 
   // ---------------------------------------------------------------- the decision
 
   private update(now: number): void {
-    // Kept out for a config mismatch while a larger (or equal, lower-id) cluster disagrees.
+    // Kept out while another host that was there first uses our id, or for a config mismatch
+    // while a larger (or equal, lower-id) cluster disagrees.
+    this.reviewDuplicateKeepOut(now);
     this.reviewConfigKeepOut(now);
     this.pending = false;
     // A new generation whenever what this host feeds into the assignment changes while it takes
@@ -909,7 +1205,11 @@ export class HostMachine {
       members.push(this.hostId);
       for (const id of this.heardIds) {
         const hb = this.peers.get(id)!.heartbeat;
-        if ((hb.state === 'started' || hb.state === 'draining') && hb.heard.includes(this.hostId)) {
+        // It hears us back: it lists us, or it acks this process (a newcomer acks what it hears
+        // before it has proven us fresh, so this saves a round trip on every join).
+        const hearsUs =
+          hb.heard.includes(this.hostId) || ackFor(hb, this.hostId, this.incarnation) !== undefined;
+        if ((hb.state === 'started' || hb.state === 'draining') && hearsUs) {
           members.push(id);
         }
       }
@@ -1025,7 +1325,7 @@ export class HostMachine {
     const agreed = this.heardIds.concat(members).every((id) => {
       if (id === this.hostId) return true;
       const hb = this.peers.get(id)!.heartbeat;
-      const ack = hb.acks.find((a) => a.host === this.hostId)?.sequence ?? 0;
+      const ack = ackFor(hb, this.hostId, this.incarnation) ?? 0;
       if (!members.includes(id)) {
         // A heard peer that does not take part (stopped, suspended) may have started at the
         // same moment as we did, each seeing the other stopped and taking everything alone:
@@ -1041,11 +1341,49 @@ export class HostMachine {
     });
     // A heard peer that takes part but is not (yet) a member may be about to take buckets on
     // its own view: wait until it hears us and shares the view.
-    const pending = (this.pending = this.heardIds.some((id) => {
+    // Likewise while a member reports a member that we have heard but not yet proven fresh (a
+    // newcomer proves its peers one answer at a time): the view is about to grow, and a target
+    // announced for the smaller view would cost an extra round of acknowledgements.
+    // And, while we still listen after starting, while a process that takes part, newer than
+    // any heard on its id, has not proven itself: hosts that start together hear each other
+    // before either has heard the other's ack, and two pairs of them must not each agree on a
+    // map alone. Once we have listened a whole detection window, anything that could own
+    // buckets has proven itself or cannot hear us; a replay then changes nothing, and an older
+    // process (a replay, since incarnations only grow) never makes anyone wait.
+    const unproven = new Set<number>();
+    let newcomer = false;
+    for (const c of this.candidates.values()) {
+      if (now < c.lastHeardMs + this.deadAfterMs && !this.peers.get(c.host)?.heard) {
+        unproven.add(c.host);
+        if (
+          now < this.listenUntilMs &&
+          c.newest &&
+          (c.state === 'started' || c.state === 'draining')
+        ) {
+          newcomer = true;
+        }
+      }
+    }
+    const pending = (this.pending =
+      newcomer ||
+      this.heardIds.some((id) => {
+        const state = this.peers.get(id)!.heartbeat.state;
+        return (state === 'started' || state === 'draining') && !members.includes(id);
+      }) ||
+      (unproven.size > 0 &&
+        members.some(
+          (id) =>
+            id !== this.hostId &&
+            this.peers.get(id)!.heartbeat.members.some((m) => m !== this.hostId && unproven.has(m)),
+        )));
+    // Alone: no heard peer takes part. A stopped peer's report names no members, so hearing
+    // only stopped hosts says nothing about who owns what: listen a whole detection window
+    // first, as a host that hears nobody does (a restarted host proves its peers one answer at
+    // a time, and a stopped one may answer first).
+    const alone = (this.alone = !this.heardIds.some((id) => {
       const state = this.peers.get(id)!.heartbeat.state;
-      return (state === 'started' || state === 'draining') && !members.includes(id);
+      return state === 'started' || state === 'draining';
     }));
-    const alone = this.heardIds.length === 0;
     // A heard host of another configuration that still claims buckets (a config rollout in
     // progress) may serve the same clients under other rules: take nothing until it yields.
     // The keep-out rule makes one side of any mismatch yield and clear its claims.
@@ -1314,6 +1652,7 @@ export class HostMachine {
       this.recordAnnouncement(this.sequence, digestHex);
     }
     this.nextSendMs = now + this.sendIntervalMs;
+    this.recordSent(now, this.sequence);
     this.counters.heartbeatsSent += 1;
     this.send.push(
       encodeHeartbeat(
@@ -1334,10 +1673,7 @@ export class HostMachine {
           heard: this.heardIds,
           members: this.members,
           mapDigest: announcedDigest,
-          acks: this.heardIds.map((id) => ({
-            host: id,
-            sequence: this.peers.get(id)!.lastSequence,
-          })),
+          acks: this.acksOf(now),
           rules: this.config.cluster.portRules.map((rule, r) => ({
             buckets: rule.buckets,
             ruleDigest: this.ruleDigests[r]!,
@@ -1372,7 +1708,7 @@ export class HostMachine {
         active &&
         this.defaultHost() === this.hostId &&
         !this.pending &&
-        (this.heardIds.length > 0 || this.lastNowMs >= this.listenUntilMs),
+        (!this.alone || this.lastNowMs >= this.listenUntilMs),
       active,
       // With the link down, established connections are kept: if it comes back before the
       // peers declare this host dead, they go on; if later, `link` drops them.
@@ -1390,9 +1726,14 @@ export class HostMachine {
     this.events.push({ event, atMs: now, by: this.hostId, ...fields });
   }
 
+  /**
+   * Summarises rejected heartbeats in one event at most every `badHeartbeatReportMs`. Unproven
+   * ones alone raise no event: every host that joins sends one or two before it has heard us
+   * (they are counted all the same, and the next event lists them).
+   */
   private reportBadHeartbeats(now: number, force: boolean): void {
-    if (this.badCounts.size === 0 || (!force && now - this.badReportedAtMs < badHeartbeatReportMs))
-      return;
+    const worthReporting = [...this.badCounts.keys()].some((reason) => reason !== 'unproven');
+    if (!worthReporting || (!force && now - this.badReportedAtMs < badHeartbeatReportMs)) return;
     this.badReportedAtMs = now;
     this.emit(now, 'bad heartbeats', { counts: Object.fromEntries(this.badCounts) });
     this.badCounts.clear();

@@ -39,6 +39,8 @@ export class MiniNet {
   private seq = 0;
   /** Pairs "a-b" whose link is cut (both directions). */
   readonly cut = new Set<string>();
+  /** Every datagram any host sent, as an eavesdropper on the segment records it. */
+  readonly captured: { atMs: number; from: number; bytes: Uint8Array }[] = [];
   private incarnation = 1;
 
   constructor(readonly delayMs = 1) {}
@@ -62,6 +64,12 @@ export class MiniNet {
     this.wake.delete(id);
   }
 
+  /** Delivers `bytes` to machine `to` now, as a datagram from nobody in particular. */
+  inject(to: number, bytes: Uint8Array): void {
+    const host = this.hosts.get(to);
+    if (host) this.carry(to, host.step({ kind: 'datagram', nowMs: this.nowMs, bytes }));
+  }
+
   command(id: number, command: Command) {
     const ready = this.hosts.get(id)!.step({ kind: 'command', nowMs: this.nowMs, command });
     this.carry(id, ready);
@@ -80,6 +88,7 @@ export class MiniNet {
     if (ready.ownership) this.ownership.set(id, ready.ownership);
     this.checkNoDoubleOwner(id);
     for (const bytes of ready.send) {
+      this.captured.push({ atMs: this.nowMs, from: id, bytes });
       for (const to of this.hosts.keys()) {
         if (to !== id && this.linked(id, to)) {
           this.queue.push({ atMs: this.nowMs + this.delayMs, seq: this.seq++, to, bytes });
