@@ -845,12 +845,36 @@ export class HostMachine {
     );
   }
 
+  /**
+   * Whether a peer can be a member with us: the same cluster config, and (as NLB requires) a
+   * handling priority of its own on every `single` rule. A heartbeat whose config digest
+   * matches but whose rules do not (a faulty peer: only a key holder can send one) is
+   * incompatible too, so nothing downstream ever reads a rule it lacks.
+   */
   private checkCompatible(now: number, peer: PeerRecord): void {
     const hb = peer.heartbeat;
+    const cluster = this.config.cluster;
     let mismatch: string | undefined;
+    let hint =
+      'the cluster part of the config must be identical on every host; compare with `nlb display`';
+    const ruleDifferences = (): string[] => {
+      if (hb.rules.length !== cluster.portRules.length) {
+        return [`${hb.rules.length} port rule(s) vs ${cluster.portRules.length}`];
+      }
+      const differences: string[] = [];
+      hb.rules.forEach((rule, i) => {
+        if (rule.buckets !== cluster.portRules[i]!.buckets) {
+          differences.push(
+            `portRules[${i}].buckets ${rule.buckets} vs ${cluster.portRules[i]!.buckets}`,
+          );
+        } else if (rule.ruleDigest !== this.ruleDigests[i]) {
+          differences.push(`portRules[${i}] (cluster IP, ports, protocol, mode or affinity)`);
+        }
+      });
+      return differences;
+    };
     if (hex(hb.configDigest) !== hex(this.configDigest)) {
       const differences: string[] = [];
-      const cluster = this.config.cluster;
       if (hb.periodMs !== cluster.heartbeat.periodMs)
         differences.push(`heartbeat.periodMs ${hb.periodMs} vs ${cluster.heartbeat.periodMs}`);
       if (hb.tolerance !== cluster.heartbeat.tolerance)
@@ -858,32 +882,34 @@ export class HostMachine {
       if (hb.mode !== cluster.mode) differences.push(`mode ${hb.mode} vs ${cluster.mode}`);
       if (hb.hashSeed !== cluster.hashSeed)
         differences.push(`hashSeed ${hb.hashSeed} vs ${cluster.hashSeed}`);
-      if (hb.rules.length !== cluster.portRules.length) {
-        differences.push(`${hb.rules.length} port rule(s) vs ${cluster.portRules.length}`);
-      } else {
-        hb.rules.forEach((rule, i) => {
-          if (rule.buckets !== cluster.portRules[i]!.buckets) {
-            differences.push(
-              `portRules[${i}].buckets ${rule.buckets} vs ${cluster.portRules[i]!.buckets}`,
-            );
-          } else if (rule.ruleDigest !== this.ruleDigests[i]) {
-            differences.push(`portRules[${i}] (cluster IP, ports, protocol, mode or affinity)`);
-          }
-        });
-      }
+      differences.push(...ruleDifferences());
       if (differences.length === 0) differences.push('cluster IPs or heartbeat port/group');
       mismatch = differences.join('; ');
+    } else {
+      const differences = ruleDifferences();
+      if (differences.length > 0) {
+        mismatch = `port rules differ although the config digest matches (a faulty peer): ${differences.join('; ')}`;
+        hint = 'restart nlbd on that host; if it persists, report it as a bug';
+      } else {
+        const conflicts = cluster.portRules.flatMap((rule, r) => {
+          const mine = this.config.host.rules[r]?.handlingPriority ?? this.hostId;
+          return rule.mode === 'single' && hb.rules[r]!.handlingPriority === mine
+            ? [`portRules[${r}] handling priority ${mine} on both hosts`]
+            : [];
+        });
+        if (conflicts.length > 0) {
+          mismatch = conflicts.join('; ');
+          hint =
+            'each host needs its own handling priority for a single-host rule: set host.handlingPriority (or host.rules[].handlingPriority) to a value no other host uses, then `nlb reload`';
+        }
+      }
     }
     if (
       mismatch !== undefined &&
       (peer.mismatch !== mismatch || now - peer.mismatchReportedAtMs >= mismatchReportMs)
     ) {
       peer.mismatchReportedAtMs = now;
-      this.emit(now, 'config mismatch', {
-        host: peer.id,
-        differs: mismatch,
-        hint: 'the cluster part of the config must be identical on every host; compare with `nlb display`',
-      });
+      this.emit(now, 'config mismatch', { host: peer.id, differs: mismatch, hint });
     }
     peer.mismatch = mismatch;
   }
