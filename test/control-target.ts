@@ -130,16 +130,29 @@ export function makeTestTarget(options: TestTargetOptions = {}): TestTarget {
     events: journal,
   };
   const metrics = createMetrics(target);
-  // A peer heard once, so the views have one to show.
+  // A peer heard, so the views have one to show; it is stopped, so this host stays alone and
+  // converging. Its first heartbeat cannot prove itself (it acks nothing of ours); our first
+  // heartbeat echoes it, and its answer acks ours.
   const peer = new HostMachine({
-    config: { ...config, host: { ...config.host, id: 1 } },
+    config: {
+      ...config,
+      // Host 1 with its own handling priority (a shared one on a single rule is a mismatch).
+      host: {
+        ...config.host,
+        id: 1,
+        initialState: 'stopped',
+        rules: config.host.rules.map((rule) => ({ ...rule, handlingPriority: 1 })),
+      },
+    },
     key: testKey,
     incarnation: 9,
     nowMs: -200,
   });
-  const heartbeat = peer.step({ kind: 'tick', nowMs: 0 }).send[0]!;
-  step({ kind: 'datagram', nowMs: 10, bytes: heartbeat });
-  nowMs = 110;
+  step({ kind: 'datagram', nowMs: 10, bytes: peer.step({ kind: 'tick', nowMs: 0 }).send[0]! });
+  const ours = step({ kind: 'tick', nowMs: 200 }).send[0]!;
+  const answer = peer.step({ kind: 'datagram', nowMs: 201, bytes: ours }).send[0]!;
+  step({ kind: 'datagram', nowMs: 210, bytes: answer });
+  nowMs = 310;
   const result: TestTarget = {
     context: { target, dataplaneInSync: () => true },
     target,

@@ -64,8 +64,8 @@ describe('control handler (no socket)', () => {
       expect.objectContaining({ rule: 1, ports: '1000-2000', protocol: 'udp', mode: 'single' }),
     ]);
     expect(data.peers).toHaveLength(1);
-    expect(data.peers[0]).toMatchObject({ id: 1, announced: 'started', lastHeardAgoMs: 100 });
-    expect(['joining', 'member', 'mismatch']).toContain(data.peers[0]!.view);
+    expect(data.peers[0]).toMatchObject({ id: 1, announced: 'stopped', lastHeardAgoMs: 100 });
+    expect(data.peers[0]!.view).toBe('stopped');
   });
 
   it('maps each command verb 1:1 to a core command and returns its reply', async () => {
