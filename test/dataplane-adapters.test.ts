@@ -37,7 +37,10 @@ describe('ct mark layout', () => {
 
 describe('FakeNft passes the Nft contract', () => {
   const fake = new FakeNft();
-  nftContract(() => fake);
+  nftContract(
+    () => fake,
+    (script) => fake.foreign(script),
+  );
 });
 
 describe('NftCli without a long-lived process', () => {

@@ -228,7 +228,11 @@ describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () =>
   });
 
   describe('the real nft passes the Nft contract', () => {
-    nftContract(() => scratchNft);
+    nftContract(
+      () => scratchNft,
+      // Another program: its own nft process, not the adapter's long-lived one.
+      (script) => new NftCli({ runner: netnsRunner(scratch), interactive: false }).apply(script),
+    );
   });
 
   it('loads every rendered fixture, and nft lists it back', async () => {

@@ -23,7 +23,7 @@ import type {
   Ready,
 } from '../core/protocol.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
-import type { ProgramResult } from '../dataplane/dataplane.js';
+import type { LeaseRefresh, ProgramResult } from '../dataplane/dataplane.js';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { DatagramSource, Transport } from './transport.js';
@@ -31,7 +31,8 @@ import type { DatagramSource, Transport } from './transport.js';
 /** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
 export interface DataplanePort {
   program(spec: DataplaneSpec): Promise<ProgramResult>;
-  refreshLease(): Promise<void>;
+  /** `Dataplane.refreshLease` also hands over the tables it restored since the last call. */
+  refreshLease(): Promise<LeaseRefresh | void>;
   flush(rule: number, buckets: readonly number[]): Promise<number>;
   /**
    * Drops every connection to the cluster IPs and kills their sockets (conntrack by

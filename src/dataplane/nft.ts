@@ -1,9 +1,12 @@
 // The nftables adapter: apply a rendered script as one transaction, run one-line transactions
-// (lease refresh, ownership set changes) cheaply on a long-lived `nft -e -i` process, and read
-// the named counters back. `NftCli` execs the real nft; `FakeNft` records what it was given and
-// models just enough (table, sets, counters) for unit tests. Both pass the same contract tests.
+// (lease refresh, ownership set changes) cheaply on a long-lived `nft -e -i` process, read the
+// named counters and whole tables back, and watch the ruleset for changes made by anyone else
+// (`nft monitor`). `NftCli` execs the real nft; `FakeNft` records what it was given and models
+// just enough (tables, chains and their rules, sets, counters) for unit tests. Both pass the
+// same contract tests.
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { type Runner, localRunner } from './exec.js';
 import { formatMark } from './mark.js';
 import { names } from './render.js';
@@ -13,9 +16,37 @@ export interface CounterValue {
   readonly bytes: number;
 }
 
+/** For calls that must not wait the default 10 s for a stuck nft (restoring a lost table). */
+export interface NftCallOptions {
+  readonly timeoutMs?: number;
+}
+
+/**
+ * What a ruleset watch reports. nft monitor prints every committed transaction; the watch
+ * passes on those that touch the watched table and that this adapter did not make itself
+ * through `applyQuick` (those carry its marker). Whole-table `apply` calls are not told apart
+ * from anyone else's: they are rare, and a listener that compares the kernel with what it
+ * expects finds nothing wrong after them.
+ */
+export interface RulesetChange {
+  /** nft monitor's first few lines of the transaction. */
+  readonly lines: readonly string[];
+  /** The watched tables it deleted and did not add again, as `<family> <name>`. */
+  readonly deleted: readonly string[];
+}
+
+export interface RulesetListener {
+  /** A committed transaction touched the table. */
+  change(change: RulesetChange): void;
+  /** The watch sees every change from now on but may have missed some before: compare now. */
+  resync(reason: string): void;
+  /** The watch sees no changes until the next `resync`: compare by other means meanwhile. */
+  blind(reason: string): void;
+}
+
 export interface Nft {
   /** Runs `script` as one transaction (`nft -f -`): all of it takes effect, or none. */
-  apply(script: string): Promise<void>;
+  apply(script: string, options?: NftCallOptions): Promise<void>;
   /**
    * Runs a one-line transaction (commands separated by ';') on `table inet <tableName>`, which
    * must have the rendered `sync` set, like `renderLeaseRefresh` and `renderOwnershipUpdate`
@@ -24,8 +55,14 @@ export interface Nft {
    */
   applyQuick(tableName: string, line: string): Promise<void>;
   /** `nft -j <args>`, parsed; e.g. ['list', 'counters', 'table', 'inet', 'nlb']. */
-  listJson(args: readonly string[]): Promise<unknown>;
-  /** Stops the long-lived process, if any. */
+  listJson(args: readonly string[], options?: NftCallOptions): Promise<unknown>;
+  /**
+   * Watches the ruleset for changes to the tables named `tableName` (every family). The
+   * listener starts blind: its first `resync` says the watch is live. Returns a function that
+   * stops watching.
+   */
+  watch(tableName: string, listener: RulesetListener): () => void;
+  /** Stops the long-lived processes (the interactive nft, the watches), if any. */
   close(): Promise<void>;
 }
 
@@ -50,13 +87,17 @@ const errorSettleMs = 20;
 /** Markers expire on their own; one second is far longer than any transaction takes. */
 const markerTimeout = '1s';
 
+function assertTableName(what: string, tableName: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(tableName)) {
+    throw new Error(`${what}: '${tableName}' is not a table name`);
+  }
+}
+
 function assertQuickLine(tableName: string, line: string): void {
   if (line.includes('\n') || line.trim() === '') {
     throw new Error(`applyQuick: '${line.slice(0, 80)}' must be one non-empty line`);
   }
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(tableName)) {
-    throw new Error(`applyQuick: '${tableName}' is not a table name`);
-  }
+  assertTableName('applyQuick', tableName);
 }
 
 /**
@@ -164,7 +205,12 @@ export interface NftCliOptions {
   readonly interactive?: boolean;
   readonly quickTimeoutMs?: number;
   readonly nftPath?: string;
+  /** How long a dead `nft monitor` waits before it is started again. */
+  readonly monitorRestartMs?: number;
 }
+
+/** The markers of recent quick transactions, to tell them apart in the monitor's output. */
+const ownMarkersMax = 1_024;
 
 /** The real adapter: execs nft. */
 export class NftCli implements Nft {
@@ -172,6 +218,7 @@ export class NftCli implements Nft {
   private readonly interactive: boolean;
   private readonly quickTimeoutMs: number;
   private readonly nftPath: string;
+  private readonly monitorRestartMs: number;
   private session: InteractiveNft | undefined;
   /** applyQuick calls run one after another; each answer must match its command. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -179,16 +226,23 @@ export class NftCli implements Nft {
   quickFallbacks = 0;
   /** Starts anywhere, so a new process never meets a marker an earlier one left behind. */
   private marker = randomInt(1, 0x7fff_0000);
+  /** Markers sent, oldest first; a Set keeps insertion order. */
+  private readonly ownMarkers = new Set<string>();
+  private readonly monitors = new Set<RulesetMonitor>();
 
   constructor(options: NftCliOptions = {}) {
     this.runner = options.runner ?? localRunner();
     this.interactive = (options.interactive ?? true) && this.runner.spawn !== undefined;
     this.quickTimeoutMs = options.quickTimeoutMs ?? quickTimeoutMsDefault;
     this.nftPath = options.nftPath ?? 'nft';
+    this.monitorRestartMs = options.monitorRestartMs ?? monitorRestartMsDefault;
   }
 
-  async apply(script: string): Promise<void> {
-    const result = await this.runner.run(this.nftPath, ['-f', '-'], { input: script });
+  async apply(script: string, options: NftCallOptions = {}): Promise<void> {
+    const result = await this.runner.run(this.nftPath, ['-f', '-'], {
+      input: script,
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    });
     if (result.code !== 0) {
       throw new NftError(result.stderr, script);
     }
@@ -208,6 +262,10 @@ export class NftCli implements Nft {
     // Marker values are never reused while an earlier one may still be alive (1 s).
     this.marker = this.marker >= 0x7fff_ffff ? 1 : this.marker + 1;
     const marker = formatMark(this.marker);
+    this.ownMarkers.add(marker);
+    if (this.ownMarkers.size > ownMarkersMax) {
+      this.ownMarkers.delete(this.ownMarkers.values().next().value!);
+    }
     const set = `inet ${tableName} ${names.sync}`;
     const marked = `add element ${set} { ${marker} timeout ${markerTimeout} }; ${line}`;
     const committed = new RegExp(`^add element ${set} \\{ ${marker} `, 'm');
@@ -229,18 +287,244 @@ export class NftCli implements Nft {
     }
   }
 
-  async listJson(args: readonly string[]): Promise<unknown> {
-    const result = await this.runner.run(this.nftPath, ['-j', ...args]);
+  async listJson(args: readonly string[], options: NftCallOptions = {}): Promise<unknown> {
+    const result = await this.runner.run(
+      this.nftPath,
+      ['-j', ...args],
+      options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
+    );
     if (result.code !== 0) {
       throw new NftError(result.stderr, `nft -j ${args.join(' ')}`);
     }
     return JSON.parse(result.stdout) as unknown;
   }
 
+  watch(tableName: string, listener: RulesetListener): () => void {
+    assertTableName('watch', tableName);
+    const spawn = this.runner.spawn;
+    if (spawn === undefined) {
+      listener.blind('this runner cannot start a long-lived nft monitor');
+      return () => undefined;
+    }
+    const monitor = new RulesetMonitor(
+      () => spawn(this.nftPath, ['monitor']),
+      tableName,
+      (marker) => this.ownMarkers.has(marker),
+      listener,
+      this.monitorRestartMs,
+    );
+    this.monitors.add(monitor);
+    monitor.start();
+    return () => {
+      monitor.stop();
+      this.monitors.delete(monitor);
+    };
+  }
+
   async close(): Promise<void> {
+    for (const monitor of this.monitors) {
+      monitor.stop();
+    }
+    this.monitors.clear();
     await this.queue;
     this.session?.kill();
     this.session = undefined;
+  }
+}
+
+/** A monitor that died is started again after this; a watch is blind meanwhile. */
+export const monitorRestartMsDefault = 1_000;
+/** Lines of one transaction kept to describe it; a `flush ruleset` of a big ruleset has thousands. */
+export const monitorLinesKeptMax = 20;
+/** A line longer than this is not nft monitor's: it is cut, and its transaction counts as relevant. */
+const monitorLineCharsMax = 64 * 1024;
+/** Error output from a running monitor asks for a comparison at most this often. */
+const monitorErrorResyncMs = 1_000;
+
+/** One committed transaction as nft monitor printed it. */
+export interface MonitorBatch {
+  /** The first `monitorLinesKeptMax` lines. */
+  readonly lines: readonly string[];
+  readonly lineCount: number;
+  /** It touched the watched table (or printed something that could not be read as a change). */
+  readonly relevant: boolean;
+  /** The `sync` markers it added to the watched table (quick transactions carry one). */
+  readonly markers: readonly string[];
+  /** The watched tables it deleted and did not add again, as `<family> <name>`. */
+  readonly deleted: readonly string[];
+}
+
+const monitorEventPattern =
+  /^(?:add|delete|destroy|flush|insert|replace|update|reset) \w+ (?:ip|ip6|inet|arp|bridge|netdev) (\S+)/;
+
+/**
+ * Reads `nft monitor` output into transactions. nft 1.0.6 prints one line per object added or
+ * deleted, then `# new generation N by process P (comm)` once the transaction committed; the
+ * kernel serialises commits, so the lines between two generation lines are one transaction.
+ * Expired set elements print nothing (checked on kernel 6.18).
+ */
+export class MonitorParser {
+  private lines: string[] = [];
+  private lineCount = 0;
+  private relevant = false;
+  private markers: string[] = [];
+  /** `<family> <name>` of the watched tables -> deleted (true) or added (false), last wins. */
+  private tables = new Map<string, boolean>();
+  private readonly markerPattern: RegExp;
+  private readonly tablePattern: RegExp;
+
+  constructor(private readonly tableName: string) {
+    assertTableName('MonitorParser', tableName);
+    this.markerPattern = new RegExp(
+      `^add element inet ${tableName} ${names.sync} \\{ (0x[0-9a-f]{8})\\b`,
+    );
+    this.tablePattern = new RegExp(`^(add|delete) table (\\w+) ${tableName}$`);
+  }
+
+  /** Takes one line; returns the transaction it completes, if it is a generation line. */
+  line(text: string): MonitorBatch | undefined {
+    const line = text.length > monitorLineCharsMax ? text.slice(0, monitorLineCharsMax) : text;
+    if (line.startsWith('# new generation')) {
+      const batch: MonitorBatch = {
+        lines: this.lines,
+        lineCount: this.lineCount,
+        relevant: this.relevant,
+        markers: this.markers,
+        deleted: [...this.tables].filter(([, deleted]) => deleted).map(([table]) => table),
+      };
+      this.lines = [];
+      this.lineCount = 0;
+      this.relevant = false;
+      this.markers = [];
+      this.tables = new Map();
+      return batch;
+    }
+    if (line.trim() === '') {
+      return undefined;
+    }
+    this.lineCount++;
+    if (this.lines.length < monitorLinesKeptMax) {
+      this.lines.push(line);
+    }
+    const event = monitorEventPattern.exec(line);
+    if (event === null || event[1] === this.tableName || line !== text) {
+      this.relevant = true;
+    }
+    const marker = this.markerPattern.exec(line);
+    if (marker !== null) {
+      this.markers.push(marker[1]!);
+    }
+    // nlbd's own whole-table apply deletes the table and adds it again in one transaction.
+    const table = this.tablePattern.exec(line);
+    if (table !== null) {
+      this.tables.set(`${table[2]} ${this.tableName}`, table[1] === 'delete');
+    }
+    return undefined;
+  }
+}
+
+/**
+ * One long-lived `nft monitor`, restarted when it dies. It is live, and says so with `resync`,
+ * once it printed its first transaction: only then is it surely subscribed (nft prints nothing
+ * when it starts), and the nlbd that owns it refreshes its lease every heartbeat period, so that
+ * happens within one period. Costs nothing while the ruleset does not change; a few lines per
+ * lease refresh otherwise.
+ */
+class RulesetMonitor {
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private stopped = false;
+  private live = false;
+  private started = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stderr = '';
+  private lastErrorResyncMs = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly spawn: () => ChildProcessWithoutNullStreams,
+    private readonly tableName: string,
+    private readonly isOwn: (marker: string) => boolean,
+    private readonly listener: RulesetListener,
+    private readonly restartMs: number,
+  ) {}
+
+  start(): void {
+    if (this.stopped) {
+      return;
+    }
+    this.started++;
+    this.live = false;
+    this.stderr = '';
+    const parser = new MonitorParser(this.tableName);
+    let child: ChildProcessWithoutNullStreams;
+    try {
+      child = this.spawn();
+    } catch (error) {
+      this.died(`could not start: ${error instanceof Error ? error.message : String(error)}`);
+      return;
+    }
+    this.child = child;
+    child.stdin.on('error', () => {});
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
+      if (this.child !== child) return;
+      const batch = parser.line(line);
+      if (batch !== undefined) this.transaction(batch);
+    });
+    child.stderr.on('data', (text: string) => {
+      if (this.child !== child) return;
+      this.stderr = `${this.stderr}${text}`.slice(-2_000);
+      // A monitor that reports an error (e.g. its socket overran) may have missed changes.
+      const nowMs = performance.now();
+      if (this.live && nowMs - this.lastErrorResyncMs >= monitorErrorResyncMs) {
+        this.lastErrorResyncMs = nowMs;
+        this.listener.resync(`nft monitor reported: ${text.trim().slice(0, 200)}`);
+      }
+    });
+    child.on('error', (error) => {
+      if (this.child === child) this.died(error.message);
+    });
+    child.on('close', (code, signal) => {
+      if (this.child === child) this.died(`exited (${signal ?? `code ${code}`})`);
+    });
+  }
+
+  private transaction(batch: MonitorBatch): void {
+    if (!this.live) {
+      this.live = true;
+      this.listener.resync(this.started === 1 ? 'nft monitor started' : 'nft monitor restarted');
+    }
+    if (batch.relevant && !batch.markers.some((marker) => this.isOwn(marker))) {
+      this.listener.change({ lines: batch.lines, deleted: batch.deleted });
+    }
+  }
+
+  private died(problem: string): void {
+    this.child = undefined;
+    if (this.stopped) {
+      return;
+    }
+    this.live = false;
+    const stderr = this.stderr.trim();
+    this.listener.blind(
+      `nft monitor ${problem}${stderr === '' ? '' : `: ${stderr.slice(-200)}`}; restarting in ${this.restartMs} ms`,
+    );
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      this.start();
+    }, this.restartMs);
+    this.restartTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.restartTimer !== undefined) clearTimeout(this.restartTimer);
+    const child = this.child;
+    this.child = undefined;
+    if (child !== undefined) {
+      child.stdin.end();
+      child.kill('SIGKILL');
+    }
   }
 }
 
@@ -280,16 +564,37 @@ export interface RecordedScript {
   readonly script: string;
 }
 
+interface FakeSet {
+  readonly handle: number;
+  flags: string | undefined;
+  /** Element keys. Timeouts are not modelled: elements never expire. */
+  readonly elements: Set<number>;
+}
+
+interface FakeChain {
+  readonly handle: number;
+  /** The base chain's `type ... hook ...` line, or undefined for a regular chain. */
+  hook: string | undefined;
+  rules: { readonly handle: number; readonly text: string }[];
+}
+
 interface FakeTable {
-  /** Set name -> element keys. Timeouts are not modelled: elements never expire. */
-  readonly sets: Map<string, Set<number>>;
-  readonly counters: Map<string, CounterValue>;
+  readonly handle: number;
+  readonly sets: Map<string, FakeSet>;
+  readonly counters: Map<string, { readonly handle: number; value: CounterValue }>;
+  readonly chains: Map<string, FakeChain>;
 }
 
 function cloneTable(table: FakeTable): FakeTable {
   return {
-    sets: new Map([...table.sets].map(([name, elements]) => [name, new Set(elements)])),
-    counters: new Map(table.counters),
+    handle: table.handle,
+    sets: new Map(
+      [...table.sets].map(([name, set]) => [name, { ...set, elements: new Set(set.elements) }]),
+    ),
+    counters: new Map([...table.counters].map(([name, counter]) => [name, { ...counter }])),
+    chains: new Map(
+      [...table.chains].map(([name, chain]) => [name, { ...chain, rules: [...chain.rules] }]),
+    ),
   };
 }
 
@@ -302,168 +607,360 @@ function elementKeys(list: string): number[] {
     .map(Number);
 }
 
+const families = '(ip|ip6|inet|arp|bridge|netdev)';
+
 /**
- * The fake: records every script and models what the data plane relies on (the `inet` tables,
- * their sets with their elements, their named counters), so it answers counter reads and
- * rejects what nft would reject here: a command on a missing table or set, deleting a missing
- * element or table. A failing script changes nothing, as a real transaction.
+ * The fake: records every script and models what the data plane relies on (tables of any
+ * family, their chains with their rules as text, their sets with their elements, their named
+ * counters), so it answers counter reads and table listings, and rejects what nft would reject
+ * here: a command on a missing table, chain, set or rule, deleting a missing element or table.
+ * A failing script changes nothing, as a real transaction. `foreign` changes the ruleset as
+ * another program would (`nft flush ruleset`, a rule deleted by hand), which its watches report.
  */
 export class FakeNft implements Nft {
   readonly scripts: RecordedScript[] = [];
+  /** Tables by `<family> <name>`. */
   private tables = new Map<string, FakeTable>();
   private failure: string | undefined;
+  private broken: Error | undefined;
+  private nextHandle = 1;
+  private readonly watches = new Set<{ tableName: string; listener: RulesetListener }>();
 
   /** The next apply or applyQuick fails with this nft error message and changes nothing. */
   failNext(stderr: string): void {
     this.failure = stderr;
   }
 
+  /**
+   * From now on every call fails (an nft error with this message, or this error, e.g. a
+   * timeout) and changes nothing, as a broken or stuck nft binary; undefined mends it.
+   */
+  breakNft(failure: string | Error | undefined): void {
+    this.broken =
+      failure === undefined || failure instanceof Error ? failure : new NftError(failure, '');
+  }
+
   /** Sets a counter's value, as traffic would. */
   setCounter(tableName: string, name: string, value: CounterValue): void {
-    const counters = this.tables.get(tableName)?.counters;
-    if (counters === undefined || !counters.has(name)) {
+    const counter = this.tables.get(`inet ${tableName}`)?.counters.get(name);
+    if (counter === undefined) {
       throw new Error(`FakeNft.setCounter: no counter ${name} in table inet ${tableName}`);
     }
-    counters.set(name, value);
+    counter.value = value;
   }
 
   /** The elements of a set, sorted; undefined when the table or set does not exist. */
-  elements(tableName: string, set: string): number[] | undefined {
-    const elements = this.tables.get(tableName)?.sets.get(set);
+  elements(tableName: string, set: string, family = 'inet'): number[] | undefined {
+    const elements = this.tables.get(`${family} ${tableName}`)?.sets.get(set)?.elements;
     return elements === undefined ? undefined : [...elements].sort((a, b) => a - b);
   }
 
-  apply(script: string): Promise<void> {
+  /** The rules of a chain as text, in order; undefined when the table or chain does not exist. */
+  rules(tableName: string, chain: string, family = 'inet'): string[] | undefined {
+    return this.tables
+      .get(`${family} ${tableName}`)
+      ?.chains.get(chain)
+      ?.rules.map((rule) => rule.text);
+  }
+
+  /** The tables, as `<family> <name>`, sorted. */
+  tableNames(): string[] {
+    return [...this.tables.keys()].sort();
+  }
+
+  apply(script: string, _options: NftCallOptions = {}): Promise<void> {
     this.scripts.push({ kind: 'apply', script });
-    return this.take(script, (tables) => {
-      let current: FakeTable | undefined;
-      let set: Set<number> | undefined;
-      let depth = 0;
-      for (const line of script.split('\n').map((l) => l.trim())) {
-        let match: RegExpExecArray | null;
-        if (line === '' || line.startsWith('#')) {
-          continue;
-        }
-        if (depth === 0) {
-          if ((match = /^table (\w+) (\w+) \{$/.exec(line)) !== null) {
-            depth = 1;
-            current = undefined;
-            if (match[1] === 'inet') {
-              current = tables.get(match[2]!) ?? { sets: new Map(), counters: new Map() };
-              tables.set(match[2]!, current);
-            }
-          } else if ((match = /^add table inet (\w+)$/.exec(line)) !== null) {
-            if (!tables.has(match[1]!)) {
-              tables.set(match[1]!, { sets: new Map(), counters: new Map() });
-            }
-          } else if ((match = /^delete table inet (\w+)$/.exec(line)) !== null) {
-            if (!tables.delete(match[1]!)) {
-              throw new NftError(`Error: No such file or directory\n${line}`, script);
-            }
-          } else {
-            this.command(tables, line, script);
-          }
-          continue;
-        }
-        if (depth === 1 && current !== undefined) {
-          if ((match = /^set (\w+) \{$/.exec(line)) !== null) {
-            set = current.sets.get(match[1]!) ?? new Set();
-            current.sets.set(match[1]!, set);
-          } else if ((match = /^counter (\w+) \{\}$/.exec(line)) !== null) {
-            current.counters.set(match[1]!, { packets: 0, bytes: 0 });
-          }
-        } else if (set !== undefined && (match = /^elements = \{ (.*) \}$/.exec(line)) !== null) {
-          elementKeys(match[1]!).forEach((key) => set!.add(key));
-        }
-        if (line.endsWith('{') && !line.endsWith('{}')) {
-          depth++;
-        } else if (line === '}') {
-          depth--;
+    return this.take(script, (tables) => this.run(tables, script), 'report');
+  }
+
+  /**
+   * Runs `script` as another program would: not recorded, not failed by failNext or breakNft
+   * (that program's nft works), and reported to the watches.
+   */
+  foreign(script: string): Promise<void> {
+    return this.take(script, (tables) => this.run(tables, script), 'foreign');
+  }
+
+  private run(tables: Map<string, FakeTable>, script: string): void {
+    let table: FakeTable | undefined;
+    let set: FakeSet | undefined;
+    let chain: FakeChain | undefined;
+    let match: RegExpExecArray | null;
+    for (const line of script.split('\n').map((l) => l.trim())) {
+      if (line === '' || line.startsWith('#')) {
+        continue;
+      }
+      if (set !== undefined) {
+        if (line === '}') {
           set = undefined;
+        } else if ((match = /^elements = \{ (.*) \}$/.exec(line)) !== null) {
+          elementKeys(match[1]!).forEach((key) => set!.elements.add(key));
+        } else if ((match = /^flags (.+)$/.exec(line)) !== null) {
+          set.flags = match[1]!;
+        }
+      } else if (chain !== undefined) {
+        if (line === '}') {
+          chain = undefined;
+        } else if (/^type \w+ hook /.test(line)) {
+          chain.hook = line;
+        } else {
+          chain.rules.push({ handle: this.nextHandle++, text: line });
+        }
+      } else if (table !== undefined) {
+        if (line === '}') {
+          table = undefined;
+        } else if ((match = /^set (\w+) \{$/.exec(line)) !== null) {
+          set = table.sets.get(match[1]!) ?? {
+            handle: this.nextHandle++,
+            flags: undefined,
+            elements: new Set(),
+          };
+          table.sets.set(match[1]!, set);
+        } else if ((match = /^counter (\w+) \{\}$/.exec(line)) !== null) {
+          table.counters.set(match[1]!, {
+            handle: this.nextHandle++,
+            value: { packets: 0, bytes: 0 },
+          });
+        } else if ((match = /^chain (\w+) \{$/.exec(line)) !== null) {
+          chain = table.chains.get(match[1]!) ?? {
+            handle: this.nextHandle++,
+            hook: undefined,
+            rules: [],
+          };
+          table.chains.set(match[1]!, chain);
+        } else {
+          throw new Error(`FakeNft: '${line}' in a table block is not modelled`);
+        }
+      } else if ((match = new RegExp(`^table ${families} (\\w+) \\{$`).exec(line)) !== null) {
+        table = this.table(tables, `${match[1]} ${match[2]}`, true);
+      } else {
+        for (const command of line.split(';')) {
+          if (command.trim() !== '') this.command(tables, command.trim(), script);
         }
       }
-    });
+    }
   }
 
   applyQuick(tableName: string, line: string): Promise<void> {
     assertQuickLine(tableName, line);
     this.scripts.push({ kind: 'quick', script: line });
-    return this.take(line, (tables) => {
-      if (!tables.get(tableName)?.sets.has(names.sync)) {
-        throw new NftError(`Error: No such file or directory (no set ${names.sync})`, line);
-      }
-      for (const command of line.split(';')) {
-        this.command(tables, command.trim(), line);
-      }
-    });
+    return this.take(
+      line,
+      (tables) => {
+        if (!tables.get(`inet ${tableName}`)?.sets.has(names.sync)) {
+          throw new NftError(`Error: No such file or directory (no set ${names.sync})`, line);
+        }
+        for (const command of line.split(';')) {
+          this.command(tables, command.trim(), line);
+        }
+      },
+      'own',
+    );
   }
 
-  /** Set commands; anything else in a one-line transaction is not modelled. */
+  private table(tables: Map<string, FakeTable>, key: string, create: boolean): FakeTable {
+    let table = tables.get(key);
+    if (table === undefined && create) {
+      table = {
+        handle: this.nextHandle++,
+        sets: new Map(),
+        counters: new Map(),
+        chains: new Map(),
+      };
+      tables.set(key, table);
+    }
+    if (table === undefined) {
+      throw new NftError(`Error: No such file or directory (no table ${key})`, '');
+    }
+    return table;
+  }
+
+  /** One command outside a table block. */
   private command(tables: Map<string, FakeTable>, command: string, script: string): void {
-    const match = /^(add element|delete element|flush set) inet (\w+) (\w+)(?: \{ (.*) \})?$/.exec(
-      command,
-    );
     const missing = (): NftError =>
       new NftError(`Error: Could not process rule: No such file or directory\n${command}`, script);
-    if (match === null) {
-      if (/^(add|delete) table \w+ \w+$/.test(command)) {
-        return;
-      }
-      throw new Error(`FakeNft: '${command}' is not modelled`);
-    }
-    const set = tables.get(match[2]!)?.sets.get(match[3]!);
-    if (set === undefined) {
-      throw missing();
-    }
-    const keys = elementKeys(match[4] ?? '');
-    if (match[1] === 'flush set') {
-      set.clear();
-    } else if (match[1] === 'add element') {
-      keys.forEach((key) => set.add(key));
-    } else {
-      if (keys.some((key) => !set.has(key))) {
+    const chainOf = (family: string, name: string, chain: string): FakeChain => {
+      const found = tables.get(`${family} ${name}`)?.chains.get(chain);
+      if (found === undefined) throw missing();
+      return found;
+    };
+    let match: RegExpExecArray | null;
+    if (command === 'flush ruleset') {
+      tables.clear();
+    } else if ((match = new RegExp(`^(add|delete) table ${families} (\\w+)$`).exec(command))) {
+      const key = `${match[2]} ${match[3]}`;
+      if (match[1] === 'add') {
+        this.table(tables, key, true);
+      } else if (!tables.delete(key)) {
         throw missing();
       }
-      keys.forEach((key) => set.delete(key));
+    } else if (
+      (match = new RegExp(
+        `^(add element|delete element|flush set) ${families} (\\w+) (\\w+)(?: \\{ (.*) \\})?$`,
+      ).exec(command))
+    ) {
+      const set = tables.get(`${match[2]} ${match[3]}`)?.sets.get(match[4]!)?.elements;
+      if (set === undefined) throw missing();
+      const keys = elementKeys(match[5] ?? '');
+      if (match[1] === 'flush set') {
+        set.clear();
+      } else if (match[1] === 'add element') {
+        keys.forEach((key) => set.add(key));
+      } else {
+        if (keys.some((key) => !set.has(key))) throw missing();
+        keys.forEach((key) => set.delete(key));
+      }
+    } else if ((match = new RegExp(`^flush chain ${families} (\\w+) (\\w+)$`).exec(command))) {
+      chainOf(match[1]!, match[2]!, match[3]!).rules = [];
+    } else if (
+      (match = new RegExp(`^delete rule ${families} (\\w+) (\\w+) handle (\\d+)$`).exec(command))
+    ) {
+      const chain = chainOf(match[1]!, match[2]!, match[3]!);
+      const handle = Number(match[4]);
+      if (!chain.rules.some((rule) => rule.handle === handle)) throw missing();
+      chain.rules = chain.rules.filter((rule) => rule.handle !== handle);
+    } else if (
+      (match = new RegExp(`^(add|insert) rule ${families} (\\w+) (\\w+) (.+)$`).exec(command))
+    ) {
+      const chain = chainOf(match[2]!, match[3]!, match[4]!);
+      const rule = { handle: this.nextHandle++, text: match[5]! };
+      chain.rules = match[1] === 'add' ? [...chain.rules, rule] : [rule, ...chain.rules];
+    } else {
+      throw new Error(`FakeNft: '${command}' is not modelled`);
     }
   }
 
-  /** Runs `change` on a copy and keeps it only when it succeeds: transactions are atomic. */
-  private take(script: string, change: (tables: Map<string, FakeTable>) => void): Promise<void> {
-    const failure = this.failure;
-    this.failure = undefined;
-    if (failure !== undefined) {
-      return Promise.reject(new NftError(failure, script));
+  /**
+   * Runs `change` on a copy and keeps it only when it succeeds: transactions are atomic. A
+   * committed change other than an applyQuick (`own`) is told to the watches of the tables it
+   * names, as nft monitor does.
+   */
+  private take(
+    script: string,
+    change: (tables: Map<string, FakeTable>) => void,
+    kind: 'own' | 'report' | 'foreign',
+  ): Promise<void> {
+    if (kind !== 'foreign') {
+      if (this.broken !== undefined) {
+        return Promise.reject(this.broken);
+      }
+      const failure = this.failure;
+      this.failure = undefined;
+      if (failure !== undefined) {
+        return Promise.reject(new NftError(failure, script));
+      }
     }
+    const before = this.tables;
     const copy = new Map([...this.tables].map(([name, table]) => [name, cloneTable(table)]));
     try {
       change(copy);
       this.tables = copy;
-      return Promise.resolve();
     } catch (error) {
       return Promise.reject(error as Error);
     }
+    if (kind !== 'own') {
+      const lines = script
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l !== '' && !l.startsWith('#'))
+        .slice(0, monitorLinesKeptMax);
+      for (const { tableName, listener } of [...this.watches]) {
+        if (new RegExp(`(^|\\s)${families} ${tableName}\\b|^flush ruleset`, 'm').test(script)) {
+          const deleted = [...before.keys()].filter(
+            (key) => key.endsWith(` ${tableName}`) && !copy.has(key),
+          );
+          listener.change({ lines, deleted });
+        }
+      }
+    }
+    return Promise.resolve();
   }
 
-  listJson(args: readonly string[]): Promise<unknown> {
-    const [verb, what, kind, family, name] = args;
-    if (verb !== 'list' || what !== 'counters' || kind !== 'table' || family !== 'inet') {
+  listJson(args: readonly string[], _options: NftCallOptions = {}): Promise<unknown> {
+    if (this.broken !== undefined) {
+      return Promise.reject(this.broken);
+    }
+    const [verb, what, third, fourth, fifth] = args;
+    const counters = verb === 'list' && what === 'counters' && third === 'table';
+    const whole = verb === 'list' && what === 'table';
+    if (!counters && !whole) {
       return Promise.reject(new Error(`FakeNft.listJson: '${args.join(' ')}' is not modelled`));
     }
-    const table = this.tables.get(name ?? '');
+    const family = (counters ? fourth : third) ?? '';
+    const name = (counters ? fifth : fourth) ?? '';
+    const table = this.tables.get(`${family} ${name}`);
     if (table === undefined) {
       return Promise.reject(
-        new NftError(`Error: No such file or directory\nlist counters table inet ${name}`, ''),
+        new NftError(`Error: No such file or directory\n${args.join(' ')}`, args.join(' ')),
       );
     }
     const items: unknown[] = [{ metainfo: { version: 'fake', json_schema_version: 1 } }];
-    for (const [counter, value] of table.counters) {
-      items.push({ counter: { family: 'inet', name: counter, table: name, ...value } });
+    if (whole) {
+      items.push({ table: { family, name, handle: table.handle } });
+    }
+    for (const [counter, { handle, value }] of table.counters) {
+      items.push({ counter: { family, name: counter, table: name, handle, ...value } });
+    }
+    if (whole) {
+      for (const [set, { handle, flags, elements }] of table.sets) {
+        items.push({
+          set: {
+            family,
+            name: set,
+            table: name,
+            type: 'mark',
+            handle,
+            ...(flags === undefined ? {} : { flags: [flags] }),
+            ...(elements.size === 0 ? {} : { elem: [...elements].sort((a, b) => a - b) }),
+          },
+        });
+      }
+      for (const [chain, { handle, hook }] of table.chains) {
+        items.push({
+          chain: {
+            family,
+            table: name,
+            name: chain,
+            handle,
+            ...(hook === undefined ? {} : { hook }),
+          },
+        });
+      }
+      for (const [chain, { rules }] of table.chains) {
+        for (const rule of rules) {
+          items.push({
+            rule: { family, table: name, chain, handle: rule.handle, expr: [{ fake: rule.text }] },
+          });
+        }
+      }
     }
     return Promise.resolve({ nftables: items });
   }
 
+  watch(tableName: string, listener: RulesetListener): () => void {
+    assertTableName('watch', tableName);
+    const entry = { tableName, listener };
+    this.watches.add(entry);
+    // As the real monitor, live only after the call returned.
+    queueMicrotask(() => {
+      if (this.watches.has(entry)) listener.resync('fake monitor started');
+    });
+    return () => {
+      this.watches.delete(entry);
+    };
+  }
+
+  /** Tells every watch it went blind, as when nft monitor dies; `resync` makes them live again. */
+  blindWatches(reason: string): void {
+    for (const { listener } of this.watches) listener.blind(reason);
+  }
+
+  resyncWatches(reason: string): void {
+    for (const { listener } of this.watches) listener.resync(reason);
+  }
+
   close(): Promise<void> {
+    this.watches.clear();
     return Promise.resolve();
   }
 }

@@ -434,11 +434,15 @@ function counterNames(spec: DataplaneSpec): string[] {
   return list;
 }
 
-function leaseElement(spec: DataplaneSpec): string {
-  return `${hex32(leaseKey)} timeout ${spec.leaseTimeoutMs}ms`;
+function leaseElement(spec: DataplaneSpec, timeoutMs = spec.leaseTimeoutMs): string {
+  return `${hex32(leaseKey)} timeout ${timeoutMs}ms`;
 }
 
-function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
+function inetTable(
+  spec: DataplaneSpec,
+  withSets: boolean,
+  leaseMs = spec.leaseTimeoutMs,
+): string[] {
   const stateElements = (keys: (ownership: Ownership) => number[]): string[] =>
     keys(spec.ownership).map(hex32);
   const body: string[] = [];
@@ -446,7 +450,13 @@ function inetTable(spec: DataplaneSpec, withSets: boolean): string[] {
     body.push(`counter ${name} {}`);
   }
   body.push('');
-  body.push(...setBlock(names.lease, 'timeout', withSets ? [leaseElement(spec)] : []));
+  body.push(
+    ...setBlock(
+      names.lease,
+      'timeout',
+      withSets && leaseMs > 0 ? [leaseElement(spec, leaseMs)] : [],
+    ),
+  );
   body.push(...setBlock(names.sync, 'timeout', []));
   body.push(...setBlock(names.dropAll, undefined, withSets ? stateElements(dropAllKeys) : []));
   body.push(...setBlock(names.newFlows, undefined, withSets ? stateElements(newFlowsKeys) : []));
@@ -505,16 +515,34 @@ function netdevTable(spec: DataplaneSpec): string[] {
   ];
 }
 
+export interface RenderOptions {
+  /**
+   * The lease element's timeout instead of the spec's `leaseTimeoutMs`; 0 leaves the lease set
+   * empty (run out). A table restored behind nlbd's back gets the lease it had left, so the
+   * lease still runs out when it would have: only a heartbeat about to be sent extends it.
+   */
+  readonly leaseMs?: number;
+}
+
 /**
  * The host's whole nftables configuration as one `nft -f` script. Applied in one transaction it
  * replaces both tables atomically (`add table` makes the `delete` safe when the table is absent),
  * refreshes the lease, and resets the counters.
  */
-export function renderTable(spec: DataplaneSpec): string {
+export function renderTable(spec: DataplaneSpec, options: RenderOptions = {}): string {
   assertValid(spec);
+  const leaseMs = options.leaseMs ?? spec.leaseTimeoutMs;
+  if (
+    !Number.isInteger(leaseMs) ||
+    (leaseMs !== 0 && (leaseMs < leaseTimeoutMsMin || leaseMs > spec.leaseTimeoutMs))
+  ) {
+    throw new DataplaneSpecError([
+      `leaseMs ${leaseMs} is not 0 or ${leaseTimeoutMsMin}..${spec.leaseTimeoutMs}`,
+    ]);
+  }
   return [
     `# nlb data plane of host ${spec.hostId}, rendered by nlbd: do not edit, the whole table is replaced on every change.`,
-    ...inetTable(spec, true),
+    ...inetTable(spec, true, leaseMs),
     ...netdevTable(spec),
     '',
   ].join('\n');
@@ -577,6 +605,23 @@ export function renderOwnershipUpdate(
   });
   commands.push(renderLeaseRefresh(next));
   return commands.join('; ');
+}
+
+/**
+ * The sets whose elements follow the ownership, with the elements `spec` gives them (sorted):
+ * `drop_all`, `new_flows`, `rule<i>_owned`, `rule<i>_orphan`. The kernel must hold exactly
+ * these; `lease` and `sync` hold elements with timeouts and are left out.
+ */
+export function ownershipSets(spec: DataplaneSpec): Map<string, number[]> {
+  const sets = new Map<string, number[]>([
+    [names.dropAll, dropAllKeys(spec.ownership)],
+    [names.newFlows, newFlowsKeys(spec.ownership)],
+  ]);
+  spec.ownership.rules.forEach((owner, i) => {
+    sets.set(names.owned(i), [...owner.owned]);
+    sets.set(names.orphan(i), [...owner.orphan]);
+  });
+  return sets;
 }
 
 /** Removes both tables (stop, or cleanup after a crashed predecessor); safe when absent. */
