@@ -26,7 +26,9 @@ type Entry =
   | { host: number; op: 'flush'; rule: number; buckets: number }
   | { host: number; op: 'program'; how: string; owned: number[]; active: boolean }
   | { host: number; op: 'lease' }
-  | { host: number; op: 'send' };
+  | { host: number; op: 'send' }
+  | { host: number; op: 'detach'; reason: string }
+  | { host: number; op: 'attach' };
 
 class FakeConntrack implements Conntrack {
   connections: BucketConnections[] = [];
@@ -67,12 +69,14 @@ class Cluster {
 
   async add(
     id: number,
-    options: { slowDataplane?: boolean; config?: Config } = {},
+    options: { slowDataplane?: boolean; config?: Config; failClosed?: boolean } = {},
   ): Promise<TestHost> {
     const config = options.config ?? hostConfig(id);
     const nft = new FakeNft();
     const conntrack = new FakeConntrack();
-    const dataplane = new Dataplane(nft, conntrack);
+    const dataplane = new Dataplane(nft, conntrack, undefined, {
+      nowMs: () => this.clock.nowMs(),
+    });
     const events: EventRecord[] = [];
     const journal = this.journal;
     let inFlight = 0;
@@ -107,8 +111,9 @@ class Cluster {
         }),
       refreshLease: () =>
         track(async () => {
-          await dataplane.refreshLease();
+          const refreshed = await dataplane.refreshLease();
           journal.push({ host: id, op: 'lease' });
+          return refreshed;
         }),
       flush: (rule, buckets) =>
         track(async () => {
@@ -153,6 +158,20 @@ class Cluster {
       dataplane: port,
       specFor: (ownership) => dataplaneSpecFor(config, ownership),
       log: (record) => events.push(record),
+      // What the daemon does with them: detach the interface, attach it again.
+      ...(options.failClosed === true
+        ? {
+            onDataplaneLost: (reason: string) => {
+              journal.push({ host: id, op: 'detach', reason });
+              // Without the cluster IPs the host answers nothing, whatever its kernel holds.
+              this.kernelChanged(id, []);
+            },
+            onDataplaneRestored: async () => {
+              await pause();
+              journal.push({ host: id, op: 'attach' });
+            },
+          }
+        : {}),
     });
     const host: TestHost = { id, config, nft, conntrack, driver, events, inFlightMax: 0 };
     this.hosts.set(id, host);
@@ -163,7 +182,7 @@ class Cluster {
     return host;
   }
 
-  private kernelChanged(id: number, owned: number[]): void {
+  kernelChanged(id: number, owned: number[]): void {
     this.kernelOwned.set(id, new Set(owned));
     for (const [other, set] of this.kernelOwned) {
       if (other === id) continue;
@@ -350,5 +369,148 @@ describe('HostDriver on the memory transport', () => {
       .get(1)!
       .events.filter((e) => e.event === 'ownership programmed');
     expect(programmed.length).toBe(stats.program.count);
+  });
+});
+
+describe('HostDriver when another program changes its nftables tables', () => {
+  let cluster: Cluster;
+
+  beforeEach(() => {
+    cluster = new Cluster();
+  });
+
+  function members(id: number): readonly number[] {
+    return cluster.hosts.get(id)!.driver.status().members;
+  }
+
+  it('puts back a flushed table within a period and goes on sending heartbeats: the peers never notice', async () => {
+    for (const id of [1, 2, 3]) await cluster.add(id, { failClosed: true });
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    const owned = [...host.driver.status().ownership.rules[0]!.owned];
+    expect(owned).toHaveLength(20);
+    const mark = cluster.journal.length;
+    await host.nft.foreign('flush ruleset\n');
+    await cluster.run(200);
+    expect(cluster.kernelSet(2)).toEqual(owned);
+    expect(host.nft.tableNames()).toEqual(['inet nlb', 'netdev nlb']);
+    await cluster.run(3_000);
+    expect(host.events).toContainEqual(
+      expect.objectContaining({
+        event: 'dataplane restored',
+        problems: ['table inet nlb was deleted', 'table netdev nlb was deleted'],
+        detectedBy: 'nft monitor',
+      }),
+    );
+    expect(host.events.map((e) => e.event)).not.toContain('dataplane lost');
+    expect(host.driver.stats().heartbeatsWithheld).toBe(0);
+    expect(entriesOf(cluster.journal.slice(mark), 2).map((e) => e.op)).not.toContain('detach');
+    for (const id of [1, 2, 3]) {
+      expect(members(id)).toEqual([1, 2, 3]);
+      expect(cluster.hosts.get(id)!.driver.status().converged).toBe(true);
+    }
+    expect(host.driver.dataplaneState()).toEqual({ restores: 1, losses: 0, lost: null });
+    expect(cluster.overlaps).toEqual([]);
+  });
+
+  it('fails closed when the table cannot be put back, retries once a second, and returns by itself dropping its old connections first', async () => {
+    for (const id of [1, 2, 3]) await cluster.add(id, { failClosed: true });
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    const mark = cluster.journal.length;
+    // nft breaks, then nftables.service flushes the ruleset: nlbd cannot put its table back.
+    host.nft.breakNft('Error: Could not process rule: Operation not permitted');
+    await host.nft.foreign('flush ruleset\n');
+    await cluster.run(200);
+    const lost = host.events.find((e) => e.event === 'dataplane lost');
+    expect(lost).toMatchObject({
+      reason: expect.stringMatching(
+        /^table inet nlb was deleted; table netdev nlb was deleted; restoring the table failed: .*Operation not permitted/,
+      ),
+      failClosed: true,
+      hint: expect.stringContaining('nlbd tries again every 1000 ms and rejoins by itself'),
+    });
+    expect(entriesOf(cluster.journal.slice(mark), 2)).toContainEqual({
+      host: 2,
+      op: 'detach',
+      reason: lost!.reason,
+    });
+    // Told `link down`: it takes no buckets, and it sends nothing.
+    expect(host.driver.status().ownership.rules[0]!.owned).toEqual([]);
+    expect(host.driver.dataplaneState()).toMatchObject({ losses: 1, lost: lost!.reason });
+    const attempts = (): number => host.nft.scripts.filter((s) => s.kind === 'apply').length;
+    const attemptsBefore = attempts();
+    await cluster.run(3_000);
+    // At most one whole-table attempt per second while nft keeps failing.
+    expect(attempts() - attemptsBefore).toBeGreaterThanOrEqual(2);
+    expect(attempts() - attemptsBefore).toBeLessThanOrEqual(3);
+    const silent = cluster.journal
+      .slice(mark)
+      .filter((e) => e.host === 2 && e.op === 'send').length;
+    expect(silent).toBeLessThanOrEqual(1);
+    // Its peers declared it dead and took its buckets.
+    for (const id of [1, 3]) {
+      expect(members(id)).toEqual([1, 3]);
+      expect(cluster.hosts.get(id)!.driver.status().ownership.rules[0]!.owned).toHaveLength(30);
+    }
+    // A carrier that comes back meanwhile does not bring the host back.
+    expect((await host.driver.command({ verb: 'link', up: false })).code).toBe('already');
+    expect(await host.driver.command({ verb: 'link', up: true })).toEqual({
+      code: 'ok',
+      message: 'carrier up: the host stays out until its data plane is restored',
+    });
+    await cluster.run(100);
+    expect(host.driver.status().ownership.active).toBe(false);
+
+    const mended = cluster.journal.length;
+    host.nft.breakNft(undefined);
+    await cluster.run(4_000);
+    const back = entriesOf(cluster.journal.slice(mended), 2);
+    const ops = back.map((e) => (e.op === 'flush' && e.rule === -1 ? 'flushAll' : e.op));
+    // The table first, then the interface, then the old connections, then buckets.
+    const firstOwning = back.findIndex((e) => e.op === 'program' && e.owned.length > 0);
+    expect(ops.indexOf('program')).toBeLessThan(ops.indexOf('attach'));
+    expect(ops.indexOf('attach')).toBeLessThan(ops.indexOf('flushAll'));
+    expect(ops.indexOf('flushAll')).toBeLessThan(firstOwning);
+    expect(host.events).toContainEqual(
+      expect.objectContaining({
+        event: 'dataplane restored',
+        detectedBy: 'retry after the data plane was lost',
+        rejoining: true,
+      }),
+    );
+    const restored = host.events.find(
+      (e) => e.event === 'dataplane restored' && e.detectedBy !== 'nft monitor',
+    )!;
+    // Lost from soon after the flush for the 3.3 s nft stayed broken, then a retry within a second.
+    expect(restored.goneMs).toBeGreaterThanOrEqual(3_200);
+    expect(restored.goneMs).toBeLessThanOrEqual(3_300 + 1_100);
+    for (const id of [1, 2, 3]) {
+      expect(members(id)).toEqual([1, 2, 3]);
+      expect(cluster.hosts.get(id)!.driver.status().ownership.rules[0]!.owned).toHaveLength(20);
+    }
+    expect(cluster.kernelSet(2)).toEqual(host.driver.status().ownership.rules[0]!.owned);
+    expect(host.driver.dataplaneState()).toEqual({ restores: 1, losses: 1, lost: null });
+    expect(cluster.overlaps).toEqual([]);
+  });
+
+  it('without the daemon callbacks still takes the host out of the cluster and brings it back', async () => {
+    // Not fail-closed: without onDataplaneLost the host keeps its cluster IPs while its table
+    // is gone. What the driver still does: withhold heartbeats, link down, retry, rejoin.
+    for (const id of [1, 2]) await cluster.add(id);
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    host.nft.breakNft(new Error('nft -f did not finish within 1000 ms'));
+    await host.nft.foreign('delete table netdev nlb\n');
+    await cluster.run(2_000);
+    expect(host.events).toContainEqual(
+      expect.objectContaining({ event: 'dataplane lost', failClosed: false }),
+    );
+    expect(members(1)).toEqual([1]);
+    host.nft.breakNft(undefined);
+    await cluster.run(3_000);
+    expect(members(1)).toEqual([1, 2]);
+    expect(members(2)).toEqual([1, 2]);
+    expect(cluster.hosts.get(1)!.driver.status().converged).toBe(true);
   });
 });

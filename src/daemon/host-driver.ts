@@ -13,6 +13,22 @@
 // driver logs why, and it withholds heartbeats until the kernel matches what the machine
 // decided. A host that cannot program its kernel thus falls silent; its lease runs out before
 // its peers declare it dead and take its buckets, so no bucket is ever served twice.
+//
+// A table someone else deleted or changed is put back by the Dataplane itself (its lease
+// refresh hands over what it restored, logged as `dataplane restored`). When it cannot be put
+// back (nft fails or hangs) the data plane is *lost*, and the host must not answer for the
+// cluster IPs without its filter:
+//   1. `dataplane lost` is logged with the reason and what to do,
+//   2. onDataplaneLost: the daemon detaches the interface (cluster IPs, then the MAC),
+//   3. the machine is told `link down`: it takes no buckets, and heartbeats stay withheld, so
+//      the peers declare the host dead and take its buckets;
+// then, at most once per restoreRetryMs, the whole table is tried again. Once it is back:
+//   4. onDataplaneRestored: the daemon attaches the interface again (the filter is in place),
+//   5. `link up` (if the carrier is up): a host silent longer than the detection time drops
+//      its old connections to the cluster IPs before it takes buckets again, as after a link
+//      that was down that long.
+// The carrier (the daemon's `link` commands) and the data plane both decide whether the link
+// is up for the machine: it is up only when both are.
 import type { HostMachine } from '../core/host.js';
 import type {
   Command,
@@ -23,15 +39,24 @@ import type {
   Ready,
 } from '../core/protocol.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
-import type { LeaseRefresh, ProgramResult } from '../dataplane/dataplane.js';
+import {
+  DataplaneLostError,
+  type LeaseRefresh,
+  type ProgramResult,
+  type RestoreReport,
+} from '../dataplane/dataplane.js';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { DatagramSource, Transport } from './transport.js';
 
 /** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
 export interface DataplanePort {
+  /** Throws DataplaneLostError while the data plane is lost and this retry did not bring it back. */
   program(spec: DataplaneSpec): Promise<ProgramResult>;
-  /** `Dataplane.refreshLease` also hands over the tables it restored since the last call. */
+  /**
+   * Refreshes the lease; `Dataplane.refreshLease` also hands over the tables it restored since
+   * the last call. Throws DataplaneLostError when the table is gone and cannot be put back.
+   */
   refreshLease(): Promise<LeaseRefresh | void>;
   flush(rule: number, buckets: readonly number[]): Promise<number>;
   /**
@@ -61,6 +86,12 @@ export const drainPollMsDefault = 500;
 const latencySamplesMax = 256;
 /** A data plane failing on every heartbeat logs once per this interval, not 5 times a second. */
 const errorReportMs = 5_000;
+/**
+ * While the data plane is lost, the whole table is tried again this often: a whole-table apply
+ * costs ~20 ms, so a second apart is ~2% of a core while nft keeps failing, and a host that
+ * comes back a second later than it could have costs nothing its peers do not already cover.
+ */
+export const restoreRetryMsDefault = 1_000;
 
 export interface HostDriverOptions {
   readonly machine: HostMachine;
@@ -79,10 +110,27 @@ export interface HostDriverOptions {
    * new port rules together with the ownership the machine decided under them.
    */
   readonly onReload?: (command: Command & { readonly verb: 'reload' }) => void;
+  /**
+   * Called once when the data plane is lost (its table is gone or altered and cannot be put
+   * back): the host must stop answering for the cluster IPs, so the daemon detaches the
+   * interface (removes the cluster IPs, restores the original MAC). Awaited before anything
+   * else is stepped. Without it the host keeps its cluster IPs unfiltered meanwhile.
+   */
+  readonly onDataplaneLost?: (reason: string) => void | Promise<void>;
+  /**
+   * Called when a lost data plane is back (the whole table committed): the daemon attaches the
+   * interface again. Awaited before the machine is told the link is up; when it throws, the
+   * data plane counts as lost still and the next retry calls onDataplaneLost's undo first.
+   */
+  readonly onDataplaneRestored?: () => void | Promise<void>;
+  /** How often a lost data plane is tried again. */
+  readonly restoreRetryMs?: number;
 }
 
 type Job =
   | { readonly kind: 'tick' }
+  /** A command of the driver's own (the data plane's side of `link`), stepped before the rest. */
+  | { readonly kind: 'internal'; readonly command: Command }
   | { readonly kind: 'datagram'; readonly bytes: Uint8Array; readonly queuedAtMs: number }
   | {
       readonly kind: 'command';
@@ -112,6 +160,16 @@ export interface DriverStats {
   readonly leaseRefreshes: number;
   readonly dataplaneErrors: number;
   readonly sendErrors: number;
+}
+
+/** The kernel tables' story, for `params` and metrics. */
+export interface DataplaneState {
+  /** Tables put back after someone else deleted or changed them (and lost ones brought back). */
+  readonly restores: number;
+  /** Times the data plane was lost (its table could not be put back). */
+  readonly losses: number;
+  /** Why the data plane is lost now, or null. */
+  readonly lost: string | null;
 }
 
 class Latency {
@@ -164,6 +222,9 @@ export class HostDriver {
   private readonly drainPollMs: number;
   private readonly onFatal: (error: Error) => void;
   private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
+  private readonly onDataplaneLost: ((reason: string) => void | Promise<void>) | undefined;
+  private readonly onDataplaneRestored: (() => void | Promise<void>) | undefined;
+  private readonly restoreRetryMs: number;
 
   private readonly queue: Job[] = [];
   private datagramsQueued = 0;
@@ -183,6 +244,10 @@ export class HostDriver {
   private wantedKey: string;
   private programmedKey: string | undefined;
   private readonly lastErrorReport = new Map<string, { atMs: number; suppressed: number }>();
+  /** Set while the data plane is lost; `lastAttemptMs` paces the retries. */
+  private lost: { reason: string; sinceMs: number; lastAttemptMs: number } | undefined;
+  /** The carrier as the daemon last reported it (`link` commands); up until told otherwise. */
+  private carrierUp = true;
 
   private readonly programLatency = new Latency();
   private readonly queueWait = new Latency();
@@ -198,6 +263,8 @@ export class HostDriver {
     leaseRefreshes: 0,
     dataplaneErrors: 0,
     sendErrors: 0,
+    dataplaneRestores: 0,
+    dataplaneLosses: 0,
   };
 
   constructor(options: HostDriverOptions) {
@@ -210,6 +277,9 @@ export class HostDriver {
     this.drainPollMs = options.drainPollMs ?? drainPollMsDefault;
     this.onFatal = options.onFatal ?? (() => undefined);
     this.onReload = options.onReload ?? (() => undefined);
+    this.onDataplaneLost = options.onDataplaneLost;
+    this.onDataplaneRestored = options.onDataplaneRestored;
+    this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
   }
@@ -318,6 +388,14 @@ export class HostDriver {
     };
   }
 
+  dataplaneState(): DataplaneState {
+    return {
+      restores: this.counts.dataplaneRestores,
+      losses: this.counts.dataplaneLosses,
+      lost: this.lost?.reason ?? null,
+    };
+  }
+
   // ---------------------------------------------------------------- the loop
 
   private enqueue(job: Job): void {
@@ -338,6 +416,14 @@ export class HostDriver {
 
   private enqueueTick(): void {
     this.enqueue({ kind: 'tick' });
+  }
+
+  /** Steps `command` before anything already queued: the data plane's side of `link`. */
+  private stepFirst(command: Command): void {
+    this.queue.unshift({ kind: 'internal', command });
+    if (this.started) {
+      void this.pump();
+    }
   }
 
   private async pump(): Promise<void> {
@@ -383,6 +469,20 @@ export class HostDriver {
         break;
       case 'command':
         this.counts.commands++;
+        if (job.command.verb === 'link') {
+          this.carrierUp = job.command.up;
+          if (job.command.up && this.lost !== undefined) {
+            // The link is up for the machine only once the data plane is back too.
+            job.resolve({
+              code: 'ok',
+              message: 'carrier up: the host stays out until its data plane is restored',
+            });
+            return;
+          }
+        }
+        input = { kind: 'command', nowMs, command: job.command };
+        break;
+      case 'internal':
         input = { kind: 'command', nowMs, command: job.command };
         break;
     }
@@ -452,7 +552,10 @@ export class HostDriver {
       this.wantedKey = JSON.stringify(ready.ownership);
     }
     let leaseFresh = false;
-    if (this.programmedKey !== this.wantedKey) {
+    const lost = this.lost;
+    const retryDue = lost === undefined || decidedAtMs - lost.lastAttemptMs >= this.restoreRetryMs;
+    if (this.programmedKey !== this.wantedKey && retryDue) {
+      if (lost !== undefined) lost.lastAttemptMs = decidedAtMs;
       try {
         const result = await this.dataplane.program(this.specFor(this.wanted));
         const programMs = this.clock.nowMs() - decidedAtMs;
@@ -471,13 +574,22 @@ export class HostDriver {
           owned: this.wanted.rules.map((r) => r.owned.length),
           orphan: this.wanted.rules.map((r) => r.orphan.length),
         });
+        if (lost !== undefined) {
+          await this.dataplaneBack(lost);
+        }
       } catch (error) {
-        this.dataplaneError('program', error);
+        if (error instanceof DataplaneLostError) {
+          await this.dataplaneLost(error.reason);
+        } else {
+          this.dataplaneError('program', error);
+        }
       }
     }
 
     if (ready.send.length > 0) {
-      if (this.programmedKey !== this.wantedKey) {
+      if (this.lost !== undefined) {
+        this.withhold(ready.send.length, 'the data plane is lost');
+      } else if (this.programmedKey !== this.wantedKey) {
         this.withhold(ready.send.length, 'the kernel does not hold the decided ownership yet');
       } else if (!leaseFresh && !(await this.refreshLease())) {
         this.withhold(ready.send.length, 'the lease could not be refreshed');
@@ -500,12 +612,98 @@ export class HostDriver {
 
   private async refreshLease(): Promise<boolean> {
     try {
-      await this.dataplane.refreshLease();
+      const refreshed = await this.dataplane.refreshLease();
       this.counts.leaseRefreshes++;
+      for (const report of refreshed ? refreshed.restored : []) {
+        this.restored(report);
+      }
       return true;
     } catch (error) {
-      this.dataplaneError('lease refresh', error);
+      if (error instanceof DataplaneLostError) {
+        await this.dataplaneLost(error.reason);
+      } else {
+        this.dataplaneError('lease refresh', error);
+      }
       return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- a table lost and restored
+
+  private restored(report: RestoreReport): void {
+    this.counts.dataplaneRestores++;
+    this.log({
+      event: 'dataplane restored',
+      problems: report.problems,
+      detectedBy: report.detectedBy,
+      goneMs: report.goneMs,
+      restoreMs: report.restoreMs,
+      hint: "another program changed or deleted nlbd's nftables tables (e.g. `nft flush ruleset`, nftables.service start or reload); nlbd put the whole table back. Keep other rulesets from flushing it: in /etc/nftables.conf replace `flush ruleset` by deleting only your own tables",
+    });
+  }
+
+  /** Steps 1-3 of the header: the host stops answering for the cluster IPs. */
+  private async dataplaneLost(reason: string): Promise<void> {
+    if (this.lost !== undefined) {
+      this.lost.reason = reason;
+      this.reportError({ event: 'dataplane still lost', reason });
+      return;
+    }
+    const nowMs = this.clock.nowMs();
+    this.lost = { reason, sinceMs: nowMs, lastAttemptMs: nowMs };
+    this.counts.dataplaneLosses++;
+    // Every step tries again (at most once per restoreRetryMs) until the kernel takes it.
+    this.programmedKey = undefined;
+    const failClosed = this.onDataplaneLost !== undefined;
+    this.log({
+      event: 'dataplane lost',
+      reason,
+      failClosed,
+      hint: `${
+        failClosed
+          ? 'the host left the cluster: its cluster IPs are removed and its own MAC is back'
+          : 'the host stops sending heartbeats, so its peers take its buckets; it still holds the cluster IPs'
+      }. Check that \`nft list ruleset\` works and that nothing else keeps deleting nlbd's tables; nlbd tries again every ${this.restoreRetryMs} ms and rejoins by itself`,
+    });
+    await this.detach(reason);
+    this.stepFirst({ verb: 'link', up: false });
+  }
+
+  private async detach(reason: string): Promise<void> {
+    if (this.onDataplaneLost === undefined) {
+      return;
+    }
+    try {
+      await this.onDataplaneLost(reason);
+    } catch (error) {
+      this.reportError({ event: 'dataplane lost: detach failed', error: errorText(error) });
+    }
+  }
+
+  /** Steps 4-5 of the header: the table is back; the host returns once attached. */
+  private async dataplaneBack(lost: { reason: string; sinceMs: number }): Promise<void> {
+    if (this.onDataplaneRestored !== undefined) {
+      try {
+        await this.onDataplaneRestored();
+      } catch (error) {
+        // Out still: the next retry undoes what the attach did and tries both again.
+        this.reportError({ event: 'dataplane restored: attach failed', error: errorText(error) });
+        this.programmedKey = undefined;
+        await this.detach(lost.reason);
+        return;
+      }
+    }
+    this.lost = undefined;
+    this.counts.dataplaneRestores++;
+    this.log({
+      event: 'dataplane restored',
+      problems: [lost.reason],
+      detectedBy: 'retry after the data plane was lost',
+      goneMs: round(this.clock.nowMs() - lost.sinceMs),
+      rejoining: this.carrierUp,
+    });
+    if (this.carrierUp) {
+      this.stepFirst({ verb: 'link', up: true });
     }
   }
 
