@@ -1,4 +1,6 @@
-// Many seeded fault schedules through the simulator, every invariant checked at every step.
+// Many seeded fault schedules through the simulator, every invariant checked at every step, with
+// an eavesdropper replaying recorded heartbeats at any moment (test/sim-replay.test.ts checks
+// that those replays change nothing at all).
 // NLB_SIM_SEEDS sets how many (default 1,000; `npm run test:long` runs 10,000); NLB_SIM_SEED_START
 // shifts the range, so a failure can be replayed alone: NLB_SIM_SEEDS=1 NLB_SIM_SEED_START=<seed>.
 import { describe, expect, it } from 'vitest';
@@ -19,7 +21,7 @@ describe(`simulator: ${seeds} random seeds from ${firstSeed}`, () => {
         // Yield between seeds: a worker blocked for a minute misses vitest's RPC deadline
         // ("Timeout calling onTaskUpdate"), which fails the run though every test passed.
         await new Promise((resolve) => setImmediate(resolve));
-        const result = runSimulation({ seed, scenario: 'random' });
+        const result = runSimulation({ seed, scenario: 'random', replays: 'anytime' });
         profiles.set(result.profile, (profiles.get(result.profile) ?? 0) + 1);
         if (result.violations.length > 0) {
           failures.push(formatFailure(result, 40));

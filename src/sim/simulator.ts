@@ -82,7 +82,23 @@ interface Node {
   wakeToken: number;
   lastStepMs: number;
   stepsThisInstant: number;
+  readonly bootMs: number;
+  /** Ids of the recorded datagrams this process received (see `replay`). */
+  readonly received: Set<number>;
 }
+
+/** A datagram as an eavesdropper on the segment recorded it. */
+interface Recorded {
+  readonly from: number;
+  readonly sentAtMs: number;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Datagrams the eavesdropper keeps for replays; the oldest go first. At 32 hosts and a 50 ms
+ * period this is a few seconds of everything, and far more in the usual small runs.
+ */
+const recordedMax = 20_000;
 
 type QueueItem =
   | {
@@ -94,6 +110,8 @@ type QueueItem =
       readonly sentAtMs: number;
       readonly duplicate: boolean;
       readonly corrupted: boolean;
+      /** The recorded datagram this is a copy of. */
+      readonly id: number;
     }
   | { readonly kind: 'wake'; readonly node: number; readonly token: number }
   | { readonly kind: 'action'; readonly action: SimAction }
@@ -161,6 +179,10 @@ class Simulation {
   /** Pairs of live hosts split by a false detection, until they list each other again. */
   private readonly splitPairs = new Set<number>();
   private readonly stepsMax: number;
+  private readonly recorded: Recorded[] = [];
+  /** The id of recorded[0]: ids keep counting when the oldest are dropped. */
+  private recordedFromId = 0;
+  private replayed = 0;
 
   constructor(
     private readonly plan: SimPlan,
@@ -243,6 +265,7 @@ class Simulation {
         copiesDelivered: this.copiesDelivered,
         copiesLost: this.copiesLost + this.network.lostCopies,
         falseDetections: this.falseDetections,
+        replayed: this.replayed,
       },
       events: this.events,
       transcript: this.transcript.toArray(),
@@ -311,6 +334,7 @@ class Simulation {
         `net h${from.hostId} -> h${node.hostId} ${item.bytes.length} B sent ${item.sentAtMs.toFixed(1)}${item.duplicate ? ' duplicate' : ''}${item.corrupted ? ' corrupted' : ''}`,
       );
     }
+    if (!item.corrupted) node.received.add(item.id);
     this.step(node, { kind: 'datagram', nowMs: this.nowMs, bytes: item.bytes });
     if (!item.duplicate && !item.corrupted && node.alive) {
       for (const v of this.safety.heard(node.index, item.from, item.sentAtMs, this.nowMs)) {
@@ -405,6 +429,8 @@ class Simulation {
           wakeToken: 0,
           lastStepMs: -1,
           stepsThisInstant: 0,
+          bootMs: this.nowMs,
+          received: new Set(),
         };
         const kind: ChangeKind = node.expect === 'out' ? 'intruder' : previous ? 'restart' : 'join';
         const label = action.initial ? 'initial' : kind;
@@ -423,6 +449,9 @@ class Simulation {
         this.step(node, { kind: 'tick', nowMs: this.nowMs });
         break;
       }
+      case 'replay':
+        this.replay(action);
+        break;
       case 'crash': {
         const node = this.slotNode[action.slot];
         if (node === undefined || !node.alive) {
@@ -523,6 +552,38 @@ class Simulation {
     }
   }
 
+  /**
+   * Sends the host on `action.slot` recorded heartbeats again: only ones its process received
+   * already or that were sent before it started, so the protocol must drop each (a heartbeat
+   * it never received would be indistinguishable from a late one). Delivered outside the
+   * network, so the network's generator draws nothing for them, and outside the hearing
+   * bookkeeping of the invariants, which counts fresh datagrams only.
+   */
+  private replay(action: Extract<SimAction, { do: 'replay' }>): void {
+    const node = this.slotNode[action.slot];
+    if (node === undefined || !node.alive) return;
+    const eligible: number[] = [];
+    this.recorded.forEach((d, i) => {
+      const id = this.recordedFromId + i;
+      if (d.from !== node.index && (d.sentAtMs < node.bootMs || node.received.has(id))) {
+        eligible.push(i);
+      }
+    });
+    if (eligible.length === 0) return;
+    const prng = new Prng(action.pick);
+    const chosen = Array.from({ length: action.count }, () => prng.pick(eligible));
+    const from = chosen.map((i) => {
+      const sender = this.nodes[this.recorded[i]!.from]!;
+      return `h${sender.hostId}/${sender.incarnation}`;
+    });
+    this.note(`sim replay -> h${node.hostId}: ${chosen.length} recorded (${from.join(' ')})`);
+    for (const i of chosen) {
+      if (!node.alive) break;
+      this.replayed += 1;
+      this.step(node, { kind: 'datagram', nowMs: this.nowMs, bytes: this.recorded[i]!.bytes });
+    }
+  }
+
   private slotName(slot: number): string {
     const node = this.slotNode[slot];
     return node === undefined ? `slot${slot}` : `h${node.hostId}`;
@@ -592,6 +653,12 @@ class Simulation {
     for (const bytes of ready.send) {
       this.datagramsSent += 1;
       this.changes.sent(node.index, this.nowMs);
+      const id = this.recordedFromId + this.recorded.length;
+      this.recorded.push({ from: node.index, sentAtMs: this.nowMs, bytes });
+      if (this.recorded.length > recordedMax) {
+        this.recorded.shift();
+        this.recordedFromId += 1;
+      }
       for (const copy of this.network.send(node.slot, this.allSlots, bytes, this.nowMs)) {
         this.queue.push(copy.atMs, {
           kind: 'deliver',
@@ -602,6 +669,7 @@ class Simulation {
           sentAtMs: this.nowMs,
           duplicate: copy.duplicate,
           corrupted: copy.corrupted,
+          id,
         });
       }
     }

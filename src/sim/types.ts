@@ -41,6 +41,13 @@ export type SimAction =
       readonly initial?: boolean;
     }
   | { readonly do: 'crash'; readonly slot: number }
+  /**
+   * An eavesdropper on the segment sends `count` heartbeats it recorded earlier to the host on
+   * `slot`, chosen by `pick`. Only heartbeats that host's process already received, or that were
+   * sent before it started, are replayed: the protocol must drop every one of them (a heartbeat
+   * it never received is indistinguishable from a late one, so it is not a replay here).
+   */
+  | { readonly do: 'replay'; readonly slot: number; readonly count: number; readonly pick: number }
   | { readonly do: 'command'; readonly slot: number; readonly command: Command }
   | { readonly do: 'partition'; readonly groups: readonly (readonly number[])[] }
   | { readonly do: 'cut'; readonly from: number; readonly to: number }
@@ -147,6 +154,8 @@ export interface SimStats {
    * detection), counted once per pair of hosts and episode.
    */
   readonly falseDetections: number;
+  /** Recorded heartbeats sent again by the eavesdropper (plans with replays). */
+  readonly replayed: number;
 }
 
 export interface SimResult {
