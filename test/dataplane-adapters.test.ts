@@ -10,7 +10,7 @@ import {
   detachInterface,
 } from '../src/dataplane/dataplane.js';
 import { CommandError, FakeRunner } from '../src/dataplane/exec.js';
-import { IpRoute } from '../src/dataplane/iproute.js';
+import { IpRoute, macGuardBytecode, macGuardPref } from '../src/dataplane/iproute.js';
 import { ctMark, decodeCtMark } from '../src/dataplane/mark.js';
 import { FakeNft, NftCli, NftError, parseCounters } from '../src/dataplane/nft.js';
 import {
@@ -223,16 +223,52 @@ describe('IpRoute', () => {
       clusterMac: '02:bf:c6:12:00:64',
     };
     const attached = await attachInterface(ip, setup);
-    expect(attached.originalMac).toBe('ae:a0:42:58:a5:d6');
+    expect(attached).toEqual({
+      originalMac: 'ae:a0:42:58:a5:d6',
+      added: [{ address: vip, length: 32 }],
+    });
     await detachInterface(ip, setup, attached);
+    const guard = `tc filter replace dev eth0 egress pref ${macGuardPref} handle 1 protocol all bpf da bytecode ${macGuardBytecode('02:bf:c6:12:00:64')}`;
     expect(runner.commands.map((c) => c.argv.join(' '))).toEqual([
       'ip -j link show dev eth0',
+      'tc qdisc add dev eth0 clsact',
+      guard,
       'ip link set dev eth0 address 02:bf:c6:12:00:64',
       'ip addr add 198.18.0.100/32 dev eth0',
       'ip addr del 198.18.0.100/32 dev eth0',
       'ip -j link show dev eth0',
       'ip link set dev eth0 address ae:a0:42:58:a5:d6',
+      `tc filter del dev eth0 egress pref ${macGuardPref}`,
     ]);
+  });
+
+  it('guards the cluster MAC with classic BPF that drops only frames still sent from it', () => {
+    // ld [6]; jeq 0x02bfc612; ldh [10]; jeq 0x0064; ret SHOT; ret UNSPEC.
+    expect(macGuardBytecode('02:bf:c6:12:00:64')).toBe(
+      '6,32 0 0 6,21 0 3 46122514,40 0 0 10,21 0 1 100,6 0 0 2,6 0 0 4294967295',
+    );
+    expect(macGuardBytecode('ff:ff:ff:ff:ff:ff')).toContain('21 0 3 4294967295,');
+    expect(() => macGuardBytecode('02:BF:C6:12:00:64')).toThrow(/lower-case MAC/);
+  });
+
+  it('attaches without the MAC guard on a kernel that has no BPF classifier, and says so', async () => {
+    const runner = new FakeRunner((argv) => {
+      if (argv[1] === '-j') return { stdout: linkJson('ae:a0:42:58:a5:d6') };
+      if (argv[0] === 'tc' && argv[2] === 'replace') {
+        return { code: 2, stderr: 'Error: TC classifier not found.\n' };
+      }
+      return {};
+    });
+    const attached = await attachInterface(new IpRoute(runner), {
+      interface: 'eth0',
+      clusterIps: [vip],
+      mode: 'unicast',
+      clusterMac: '02:bf:c6:12:00:64',
+    });
+    expect(attached.warning).toMatch(/^no MAC guard on eth0: .*TC classifier not found/);
+    expect(runner.commands.map((c) => c.argv.join(' '))).toContain(
+      'ip addr add 198.18.0.100/32 dev eth0',
+    );
   });
 
   it('cleans up after a crashed predecessor: cluster IPs, cluster MAC, tables', async () => {
@@ -257,6 +293,7 @@ describe('IpRoute', () => {
       'ip addr del 198.18.0.100/32 dev eth0',
       'ip -j link show dev eth0',
       'ip link set dev eth0 address 52:54:00:12:34:56',
+      `tc filter del dev eth0 egress pref ${macGuardPref}`,
     ]);
     expect(nft.scripts).toEqual([{ kind: 'apply', script: renderRemoval('nlb') }]);
   });

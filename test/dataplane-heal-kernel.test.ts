@@ -11,9 +11,15 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
-import { Dataplane, type RestoreReport } from '../src/dataplane/dataplane.js';
+import {
+  Dataplane,
+  type RestoreReport,
+  attachInterface,
+  detachInterface,
+} from '../src/dataplane/dataplane.js';
 import { type Runner, netnsRunner } from '../src/dataplane/exec.js';
-import { NftCli } from '../src/dataplane/nft.js';
+import { IpRoute } from '../src/dataplane/iproute.js';
+import { NftCli, parseCounters } from '../src/dataplane/nft.js';
 import type { DataplaneSpec } from '../src/dataplane/render.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { labSpec } from './dataplane-fixtures.js';
@@ -260,5 +266,92 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     expect(monitorMs / windowMs).toBeLessThan(0.01);
     expect(dataplane.takeReports()).toEqual([]);
     expect(reports).toHaveLength(faultCount);
+  });
+
+  it('keeps the cluster MAC off the wire while the masking table is gone: the MAC guard drops those frames', async () => {
+    // A host of its own without a monitor, so nothing puts the table back meanwhile.
+    const guarded = namespaces.add('guard');
+    const peer = namespaces.add('guardpeer');
+    namespaces.ip(guarded, [
+      'link',
+      'add',
+      'eth0',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      peer,
+    ]);
+    namespaces.ip(guarded, ['addr', 'add', '198.18.0.1/24', 'dev', 'eth0']);
+    namespaces.ip(peer, ['addr', 'add', '198.18.0.2/24', 'dev', 'eth0']);
+    namespaces.ip(guarded, ['link', 'set', 'eth0', 'up']);
+    namespaces.ip(peer, ['link', 'set', 'eth0', 'up']);
+    const guardedRunner = netnsRunner(guarded);
+    const guardedNft = new NftCli({ runner: guardedRunner });
+    const ipRoute = new IpRoute(guardedRunner);
+    const plain = new Dataplane(guardedNft, new ConntrackCli(guardedRunner), ipRoute, {
+      watch: false,
+    });
+    const peerNft = new NftCli({ runner: netnsRunner(peer), interactive: false });
+    try {
+      await plain.program(spec);
+      const attached = await attachInterface(ipRoute, spec);
+      expect(attached.warning).toBeUndefined();
+      // The peer counts the source MACs of what reaches it.
+      await peerNft.apply(
+        [
+          'table netdev watch {',
+          '\tcounter masked {}',
+          '\tcounter cluster {}',
+          '\tchain ingress {',
+          '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;',
+          `\t\tether saddr ${spec.maskedMac!} counter name masked`,
+          `\t\tether saddr ${spec.clusterMac!} counter name cluster`,
+          '\t}',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      const seen = async (): Promise<{ masked: number; cluster: number }> => {
+        const counters = parseCounters(
+          await peerNft.listJson(['list', 'counters', 'table', 'netdev', 'watch']),
+        );
+        return {
+          masked: counters.get('masked')!.packets,
+          cluster: counters.get('cluster')!.packets,
+        };
+      };
+      // Each look-up makes the guarded host answer an ARP request from its cluster MAC.
+      const arp = (): void => {
+        namespaces.exec(peer, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
+        namespaces.exec(peer, [
+          process.execPath,
+          '-e',
+          "const s = require('node:dgram').createSocket('udp4'); s.send('x', 9, '198.18.0.1', () => setTimeout(() => s.close(), 300));",
+        ]);
+      };
+      arp();
+      const masked = await seen();
+      expect(masked.masked).toBeGreaterThan(0);
+      expect(masked.cluster).toBe(0);
+
+      expect((await guardedRunner.run('nft', ['delete', 'table', 'netdev', 'nlb'])).code).toBe(0);
+      arp();
+      const guardedLook = await seen();
+      expect(guardedLook).toEqual(masked);
+
+      // Positive control: without the guard, the cluster MAC reaches the wire.
+      expect(await ipRoute.removeMacGuard('eth0')).toBe(true);
+      arp();
+      expect((await seen()).cluster).toBeGreaterThan(0);
+
+      await detachInterface(ipRoute, spec, attached);
+      expect(await ipRoute.removeMacGuard('eth0')).toBe(false);
+    } finally {
+      await guardedNft.close();
+      await peerNft.close();
+    }
   });
 });

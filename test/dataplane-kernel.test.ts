@@ -499,6 +499,8 @@ describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () =>
   });
 
   it('cleans up what a crashed daemon left: cluster IP, cluster MAC, tables', async () => {
+    // The daemon is gone: its nft monitor no longer puts the tables back.
+    await nft.close();
     const report = await cleanupStale(nft, ipRoute, {
       ...spec,
       tableName: spec.tableName,
@@ -511,5 +513,6 @@ describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () =>
     });
     expect((await ipRoute.link('eth0')).mac).toBe(attached.originalMac);
     expect(namespaces.exec(host, ['nft', 'list', 'ruleset'])).toBe('');
+    expect(namespaces.exec(host, ['tc', 'filter', 'show', 'dev', 'eth0', 'egress'])).toBe('');
   });
 });

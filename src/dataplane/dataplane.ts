@@ -4,8 +4,8 @@
 // keep the kernel holding what was programmed.
 //
 // Order that keeps the host from ever taking VIP traffic unfiltered:
-//   start: cleanupStale -> program(spec) -> attachInterface (MAC, then cluster IPs)
-//   stop:  detachInterface (cluster IPs, then MAC) -> remove
+//   start: cleanupStale -> program(spec) -> attachInterface (MAC guard, MAC, then cluster IPs)
+//   stop:  detachInterface (cluster IPs, then MAC, then MAC guard) -> remove
 //
 // Keeping the table. Other programs change the ruleset: Debian's nftables.service runs
 // `flush ruleset` on start and reload, an operator deletes a rule or adds a bucket to `owned` by
@@ -744,20 +744,31 @@ export interface AttachedInterface {
   readonly originalMac: string;
   /** The cluster IPs attach added (those already present are left alone on detach too). */
   readonly added: readonly Prefix[];
+  /** Set when the MAC guard could not be installed (the host works without it); why. */
+  readonly warning?: string;
 }
 
 /**
  * Gives the cluster interface the cluster MAC (unicast mode) and the cluster IPs. Call it after
- * `program`, so the filter is in place before the first VIP packet can arrive.
+ * `program`, so the filter is in place before the first VIP packet can arrive. In unicast mode
+ * the MAC guard (iproute.ts macGuardBytecode) goes on first: should the masking table ever be
+ * missing, the host sends nothing rather than frames from the cluster MAC. A kernel without
+ * it (no clsact or cls_bpf) still attaches, with a warning.
  */
 export async function attachInterface(
   ipRoute: IpRoute,
   setup: InterfaceSetup,
 ): Promise<AttachedInterface> {
   const link = await ipRoute.link(setup.interface);
+  let warning: string | undefined;
   if (setup.mode === 'unicast') {
     if (setup.clusterMac === undefined) {
       throw new Error('attachInterface: unicast mode needs clusterMac');
+    }
+    try {
+      await ipRoute.addMacGuard(setup.interface, setup.clusterMac);
+    } catch (error) {
+      warning = `no MAC guard on ${setup.interface}: ${errorText(error)}; if nlbd's nftables tables are flushed, frames from the cluster MAC may reach the switch until they are back`;
     }
     if (link.mac !== setup.clusterMac) {
       await ipRoute.setMac(setup.interface, setup.clusterMac);
@@ -771,10 +782,13 @@ export async function attachInterface(
       added.push(prefix);
     }
   }
-  return { originalMac: link.mac, added };
+  return { originalMac: link.mac, added, ...(warning === undefined ? {} : { warning }) };
 }
 
-/** Undoes attachInterface: the cluster IPs first (no more VIP traffic), then the MAC. */
+/**
+ * Undoes attachInterface: the cluster IPs first (no more VIP traffic), then the MAC, then the
+ * MAC guard (nothing leaves from the cluster MAC any more).
+ */
 export async function detachInterface(
   ipRoute: IpRoute,
   setup: InterfaceSetup,
@@ -786,6 +800,9 @@ export async function detachInterface(
   const link = await ipRoute.link(setup.interface);
   if (link.mac !== attached.originalMac) {
     await ipRoute.setMac(setup.interface, attached.originalMac);
+  }
+  if (setup.mode === 'unicast') {
+    await ipRoute.removeMacGuard(setup.interface);
   }
 }
 
@@ -806,7 +823,8 @@ export interface CleanupReport {
 /**
  * Removes what a crashed predecessor left: the cluster IPs on the interface (first, so no VIP
  * traffic is taken unfiltered), the cluster MAC (back to the burned-in one, or
- * `originalMac`), and both tables. Never touches the dedicated IP or any other address.
+ * `originalMac`), the MAC guard, and both tables. Never touches the dedicated IP or any other
+ * address.
  */
 export async function cleanupStale(
   nft: Nft,
@@ -832,6 +850,9 @@ export async function cleanupStale(
     } else {
       warning = `${setup.interface} keeps the cluster MAC ${link.mac}: its original MAC is unknown (no permanent address); set one with 'ip link set dev ${setup.interface} address <mac>'`;
     }
+  }
+  if (setup.mode === 'unicast') {
+    await ipRoute.removeMacGuard(setup.interface);
   }
   await nft.apply(renderRemoval(setup.tableName));
   return { removedAddresses, restoredMac, warning };

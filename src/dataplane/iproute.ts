@@ -1,6 +1,7 @@
 // The iproute2 adapter: the cluster interface's MAC and addresses, read through `ip -j` (JSON)
-// and changed with plain `ip` commands, plus `ss -K` to kill sockets. Everything runs in the
-// network namespace of the process (the lab starts nlbd under `ip netns exec`).
+// and changed with plain `ip` commands, `ss -K` to kill sockets, and `tc` for the MAC guard.
+// Everything runs in the network namespace of the process (the lab starts nlbd under
+// `ip netns exec`).
 import { type Address, type Prefix, parseAddress } from '../core/address.js';
 import { CommandError, type Runner, localRunner } from './exec.js';
 
@@ -25,6 +26,42 @@ interface IpLink {
   operstate?: string;
   mtu?: number;
   addr_info?: { family?: string; local?: string; prefixlen?: number }[];
+}
+
+/**
+ * The tc filter priority of the MAC guard: one of its own ('NL'), so removing the guard never
+ * touches another program's filters, and low enough to run before most of them.
+ */
+export const macGuardPref = 0x4e4c;
+
+/**
+ * The MAC guard: a classic BPF program for cls_bpf in direct-action mode on the egress of the
+ * cluster interface, which drops every frame whose source MAC is still `mac` and lets every
+ * other frame on to the next filter (TC_ACT_SHOT = 2, TC_ACT_UNSPEC = -1). tc egress runs after
+ * the nftables egress hook, so while the `netdev` masking table is there no frame matches; it
+ * only catches what would leave unmasked without it: after `nft flush ruleset`, until nlbd puts
+ * the table back, the host stays silent instead of teaching the switch the cluster MAC (a
+ * learning switch would then send every VIP frame to this host alone until the entry ages out,
+ * 300 s on a Linux bridge). Classic BPF, because this kernel has neither act_pedit nor
+ * cls_flower to mask in tc itself, and classic BPF needs no compiler. At tc egress the frame
+ * starts at the Ethernet header: bytes 6-9 and 10-11 are the source MAC.
+ */
+export function macGuardBytecode(mac: string): string {
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac)) {
+    throw new Error(`macGuardBytecode: '${mac}' is not a lower-case MAC`);
+  }
+  const bytes = mac.split(':').map((octet) => parseInt(octet, 16));
+  const high = ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
+  const low = (bytes[4]! << 8) | bytes[5]!;
+  return [
+    '6', // instructions
+    '32 0 0 6', // ld [6]
+    `21 0 3 ${high}`, // jeq #high, next, pass
+    '40 0 0 10', // ldh [10]
+    `21 0 1 ${low}`, // jeq #low, drop, pass
+    '6 0 0 2', // drop: ret #TC_ACT_SHOT
+    '6 0 0 4294967295', // pass: ret #TC_ACT_UNSPEC
+  ].join(',');
 }
 
 /** The prefix a cluster IP is added with: the address alone, /32 or /128. */
@@ -169,6 +206,72 @@ export class IpRoute {
       return false;
     }
     return this.fail(args, result, `check that interface '${name}' exists`);
+  }
+
+  private async tc(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+    return this.runner.run('tc', args);
+  }
+
+  /**
+   * Installs the MAC guard (macGuardBytecode) on `name`'s egress, in a clsact qdisc that is
+   * added unless one is there already (another program's is shared, not replaced).
+   */
+  async addMacGuard(name: string, mac: string): Promise<void> {
+    const qdisc = ['qdisc', 'add', 'dev', name, 'clsact'];
+    const added = await this.tc(qdisc);
+    if (added.code !== 0 && !/Exclusivity flag on|File exists/i.test(added.stderr)) {
+      throw new CommandError(
+        ['tc', ...qdisc],
+        `failed (exit ${added.code}): ${added.stderr.trim()}`,
+        'the kernel needs the clsact qdisc (CONFIG_NET_SCH_INGRESS)',
+      );
+    }
+    const filter = [
+      'filter',
+      'replace',
+      'dev',
+      name,
+      'egress',
+      'pref',
+      String(macGuardPref),
+      'handle',
+      '1',
+      'protocol',
+      'all',
+      'bpf',
+      'da',
+      'bytecode',
+      macGuardBytecode(mac),
+    ];
+    const result = await this.tc(filter);
+    if (result.code !== 0) {
+      throw new CommandError(
+        ['tc', ...filter],
+        `failed (exit ${result.code}): ${result.stderr.trim()}`,
+        'the kernel needs the BPF classifier (CONFIG_NET_CLS_BPF)',
+      );
+    }
+  }
+
+  /** Removes the MAC guard from `name`; false when it was not there. The qdisc stays. */
+  async removeMacGuard(name: string): Promise<boolean> {
+    const args = ['filter', 'del', 'dev', name, 'egress', 'pref', String(macGuardPref)];
+    const result = await this.tc(args);
+    if (result.code === 0) {
+      return true;
+    }
+    if (
+      /Cannot find specified filter chain|Parent Qdisc doesn't exist|No such file/i.test(
+        result.stderr,
+      )
+    ) {
+      return false;
+    }
+    throw new CommandError(
+      ['tc', ...args],
+      `failed (exit ${result.code}): ${result.stderr.trim()}`,
+      `check that interface '${name}' exists`,
+    );
   }
 
   /**
