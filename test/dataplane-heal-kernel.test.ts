@@ -107,6 +107,20 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     }
   }
 
+  /** The nft monitor processes in the Dataplane's namespace (ours: the namespace is the test's). */
+  function monitorPids(): string[] {
+    return namespaces
+      .exec(host, ['ip', 'netns', 'pids', host])
+      .split('\n')
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'nft\0monitor\0';
+        } catch {
+          return false; // a process that ended meanwhile
+        }
+      });
+  }
+
   async function handleOf(chain: string, family = 'inet'): Promise<number> {
     const result = await runner.run('nft', ['-j', '-a', 'list', 'chain', family, 'nlb', chain]);
     const items = (JSON.parse(result.stdout) as { nftables: { rule?: { handle: number } }[] })
@@ -230,17 +244,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
   });
 
   it('costs almost nothing while nothing changes: the monitor per period, a comparison every 10 s', async () => {
-    const pids = namespaces
-      .exec(host, ['ip', 'netns', 'pids', host])
-      .split('\n')
-      .filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'nft\0monitor\0';
-        } catch {
-          return false; // a process that ended meanwhile
-        }
-      });
-    expect(pids).toHaveLength(1);
+    const pids = monitorPids();
     const monitor = Number(pids[0]);
     const checksBefore = dataplane.health().checks;
     const monitorBefore = cpuMs(monitor);
@@ -266,6 +270,32 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     expect(monitorMs / windowMs).toBeLessThan(0.01);
     expect(dataplane.takeReports()).toEqual([]);
     expect(reports).toHaveLength(faultCount);
+  });
+
+  it('restarts a monitor that died, and meanwhile compares on every lease refresh', async () => {
+    const expected = await listing();
+    const [pid] = monitorPids();
+    expect(pid).toBeDefined();
+    process.kill(Number(pid), 'SIGKILL');
+    const deadline = Date.now() + 1_000;
+    while (dataplane.health().watch === 'live' && Date.now() < deadline) await sleep(5);
+    expect(dataplane.health().watch).toBe('blind');
+    // A change nobody reports: the comparison after the next lease refresh finds it.
+    const backMs = await faultAndWait(
+      ['add', 'element', 'inet', 'nlb', 'rule0_owned', '{ 9 }'],
+      expected,
+    );
+    console.log(
+      `dataplane-heal-kernel: with the monitor dead, a bucket added by hand was gone after ${backMs} ms`,
+    );
+    expect(backMs).toBeLessThan(periodMs + refreshEveryMs);
+    // Restarted after monitorRestartMsDefault (1 s), live again at the next lease refresh.
+    const live = Date.now() + 3_000;
+    while (dataplane.health().watch !== 'live' && Date.now() < live) await sleep(20);
+    expect(dataplane.health().watch).toBe('live');
+    const [again] = monitorPids();
+    expect(again).toBeDefined();
+    expect(again).not.toBe(pid);
   });
 
   it('keeps the cluster MAC off the wire while the masking table is gone: the MAC guard drops those frames', async () => {
