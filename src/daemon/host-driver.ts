@@ -111,16 +111,18 @@ export interface HostDriverOptions {
    */
   readonly onReload?: (command: Command & { readonly verb: 'reload' }) => void;
   /**
-   * Called once when the data plane is lost (its table is gone or altered and cannot be put
-   * back): the host must stop answering for the cluster IPs, so the daemon detaches the
-   * interface (removes the cluster IPs, restores the original MAC). Awaited before anything
-   * else is stepped. Without it the host keeps its cluster IPs unfiltered meanwhile.
+   * Called when the data plane is lost (its table is gone or altered and cannot be put back):
+   * the host must stop answering for the cluster IPs, so the daemon detaches the interface
+   * (removes the cluster IPs, restores the original MAC). Awaited before anything else is
+   * stepped; called again to undo an onDataplaneRestored that threw. Without it the host keeps
+   * its cluster IPs, unfiltered, while it is lost. An error is logged, not retried.
    */
   readonly onDataplaneLost?: (reason: string) => void | Promise<void>;
   /**
    * Called when a lost data plane is back (the whole table committed): the daemon attaches the
-   * interface again. Awaited before the machine is told the link is up; when it throws, the
-   * data plane counts as lost still and the next retry calls onDataplaneLost's undo first.
+   * interface again. Awaited before the machine is told the link is up. When it throws, the
+   * data plane counts as lost still: onDataplaneLost undoes what it did at once, and both are
+   * tried again at the next retry.
    */
   readonly onDataplaneRestored?: () => void | Promise<void>;
   /** How often a lost data plane is tried again. */
