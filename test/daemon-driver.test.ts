@@ -69,7 +69,13 @@ class Cluster {
 
   async add(
     id: number,
-    options: { slowDataplane?: boolean; config?: Config; failClosed?: boolean } = {},
+    options: {
+      slowDataplane?: boolean;
+      config?: Config;
+      failClosed?: boolean;
+      /** How many times attaching the interface again fails before it works. */
+      attachFailures?: number;
+    } = {},
   ): Promise<TestHost> {
     const config = options.config ?? hostConfig(id);
     const nft = new FakeNft();
@@ -85,6 +91,7 @@ class Cluster {
     // speed (host 1 slowest, host 3 fastest), so a host that announced a release before its
     // kernel had it would let a faster peer acquire the bucket first: an overlap.
     const rounds = options.slowDataplane === true ? ((id * 7) % 10) + 1 : 1;
+    let attachFailed = 0;
     const pause = async (): Promise<void> => {
       for (let i = 0; i < rounds; i++) {
         await new Promise((resolve) => setImmediate(resolve));
@@ -168,6 +175,10 @@ class Cluster {
             },
             onDataplaneRestored: async () => {
               await pause();
+              if ((options.attachFailures ?? 0) > attachFailed) {
+                attachFailed++;
+                throw new Error('ip link set dev eth0 address: Device or resource busy');
+              }
               journal.push({ host: id, op: 'attach' });
             },
           }
@@ -512,5 +523,32 @@ describe('HostDriver when another program changes its nftables tables', () => {
     expect(members(1)).toEqual([1, 2]);
     expect(members(2)).toEqual([1, 2]);
     expect(cluster.hosts.get(1)!.driver.status().converged).toBe(true);
+  });
+
+  it('stays out when the interface cannot be attached again: undoes the attach and tries both again', async () => {
+    for (const id of [1, 2]) await cluster.add(id, { failClosed: true, attachFailures: 1 });
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    const mark = cluster.journal.length;
+    host.nft.breakNft('Error: Could not process rule: Operation not permitted');
+    await host.nft.foreign('flush ruleset\n');
+    await cluster.run(1_500);
+    host.nft.breakNft(undefined);
+    await cluster.run(4_000);
+    const ops = entriesOf(cluster.journal.slice(mark), 2)
+      .map((e) => e.op)
+      .filter((op) => op === 'detach' || op === 'attach');
+    // Lost: detach. The table back, the attach fails: detach again. A second later: attach.
+    expect(ops).toEqual(['detach', 'detach', 'attach']);
+    expect(host.events).toContainEqual(
+      expect.objectContaining({
+        event: 'dataplane restored: attach failed',
+        error: 'ip link set dev eth0 address: Device or resource busy',
+      }),
+    );
+    expect(host.driver.dataplaneState()).toMatchObject({ losses: 1, lost: null });
+    expect(members(1)).toEqual([1, 2]);
+    expect(members(2)).toEqual([1, 2]);
+    expect(cluster.overlaps).toEqual([]);
   });
 });
