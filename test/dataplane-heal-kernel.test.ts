@@ -22,7 +22,7 @@ import { IpRoute } from '../src/dataplane/iproute.js';
 import { NftCli, parseCounters } from '../src/dataplane/nft.js';
 import type { DataplaneSpec } from '../src/dataplane/render.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
-import { labSpec } from './dataplane-fixtures.js';
+import { labSpec, mixedSpec } from './dataplane-fixtures.js';
 import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
 
 if (!isRoot) {
@@ -296,6 +296,34 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     const [again] = monitorPids();
     expect(again).toBeDefined();
     expect(again).not.toBe(pid);
+  });
+
+  it('in multicast mode (no netdev table) does not take its own apply for a deleted table', async () => {
+    const multicast = namespaces.add('multicast');
+    const multicastRunner = netnsRunner(multicast);
+    const multicastNft = new NftCli({ runner: multicastRunner });
+    const plane = new Dataplane(multicastNft, new ConntrackCli(multicastRunner));
+    try {
+      expect(await plane.program(mixedSpec)).toBe('table');
+      const deadline = Date.now() + 3_000;
+      while (plane.health().watch !== 'live' && Date.now() < deadline) {
+        await plane.refreshLease();
+        await sleep(50);
+      }
+      expect(plane.health().watch).toBe('live');
+      await sleep(500);
+      await plane.settled();
+      expect(plane.health().restores).toBe(0);
+      expect((await multicastRunner.run('nft', ['flush', 'ruleset'])).code).toBe(0);
+      const back = Date.now() + 2_000;
+      while (plane.health().restores === 0 && Date.now() < back) await sleep(10);
+      await sleep(500);
+      await plane.settled();
+      expect(plane.health().restores).toBe(1);
+      expect(plane.takeReports().map((r) => r.problems)).toEqual([['table inet nlb was deleted']]);
+    } finally {
+      await multicastNft.close();
+    }
   });
 
   it('keeps the cluster MAC off the wire while the masking table is gone: the MAC guard drops those frames', async () => {

@@ -140,6 +140,23 @@ describe('Dataplane keeps its table (FakeNft)', () => {
     expect(dataplane.takeReports()).toEqual([]);
   });
 
+  it('puts a multicast table back too, and does not take its own apply for a deleted netdev table', async () => {
+    nft = new FakeNft();
+    dataplane = make();
+    // nlbd's own apply in multicast mode adds and deletes the netdev table (there is none).
+    expect(await dataplane.program(mixedSpec)).toBe('table');
+    await settle();
+    expect(dataplane.health()).toMatchObject({ watch: 'live', restores: 0 });
+    expect(nft.scripts.filter((s) => s.kind === 'apply')).toHaveLength(1);
+    await nft.foreign('flush ruleset\n');
+    await settle();
+    expect(nft.tableNames()).toEqual(['inet nlb']);
+    expect(dataplane.takeReports().map((r) => r.problems)).toEqual([
+      ['table inet nlb was deleted'],
+    ]);
+    expect(nft.scripts.filter((s) => s.kind === 'apply')).toHaveLength(2);
+  });
+
   it('finds a missing table at the next lease refresh without a monitor, and restores it with a fresh lease', async () => {
     nft = new FakeNft();
     dataplane = make({ watch: false });

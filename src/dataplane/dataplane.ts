@@ -182,6 +182,12 @@ function isMissing(error: unknown): boolean {
   return error instanceof NftError && /No such file or directory/.test(error.stderr);
 }
 
+/** The tables `spec` renders, as `<family> <name>`: the netdev one masks MACs in unicast mode. */
+function tablesOf(spec: DataplaneSpec): string[] {
+  const tables = [`inet ${spec.tableName}`];
+  return spec.mode === 'unicast' ? [...tables, `netdev ${spec.tableName}`] : tables;
+}
+
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
@@ -436,10 +442,13 @@ export class Dataplane {
     }
     this.watchState = 'blind';
     const listener: RulesetListener = {
+      // Only the tables the spec has: in multicast mode nlbd's own apply deletes the netdev one.
       change: (change) =>
         this.request(
           'nft monitor',
-          change.deleted.map((table) => `table ${table} was deleted`),
+          change.deleted
+            .filter((table) => this.applied !== undefined && tablesOf(this.applied).includes(table))
+            .map((table) => `table ${table} was deleted`),
         ),
       resync: (reason) => {
         this.watchState = 'live';
@@ -533,7 +542,7 @@ export class Dataplane {
   private async list(
     spec: DataplaneSpec,
   ): Promise<{ image: TableImage; missing: string[] } | string> {
-    const families = spec.mode === 'unicast' ? ['inet', 'netdev'] : ['inet'];
+    const families = tablesOf(spec).map((table) => table.split(' ')[0]!);
     const listings = await Promise.all(
       families.map((family) =>
         this.nft

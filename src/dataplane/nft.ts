@@ -610,6 +610,31 @@ function elementKeys(list: string): number[] {
 const families = '(ip|ip6|inet|arp|bridge|netdev)';
 
 /**
+ * The tables named `tableName` that `script` deleted last, as nft monitor reports them: a table
+ * deleted and added again is not deleted; one added and deleted again is, existing or not.
+ */
+function deletedTables(
+  script: string,
+  before: ReadonlyMap<string, unknown>,
+  tableName: string,
+): string[] {
+  const last = new Map<string, boolean>();
+  for (const line of script.split('\n').map((l) => l.trim())) {
+    let match: RegExpExecArray | null;
+    if (line === 'flush ruleset') {
+      for (const key of before.keys()) last.set(key, true);
+    } else if ((match = new RegExp(`^(add|delete) table ${families} (\\w+)$`).exec(line))) {
+      last.set(`${match[2]} ${match[3]}`, match[1] === 'delete');
+    } else if ((match = new RegExp(`^table ${families} (\\w+) \\{$`).exec(line))) {
+      last.set(`${match[1]} ${match[2]}`, false);
+    }
+  }
+  return [...last]
+    .filter(([key, deleted]) => deleted && key.endsWith(` ${tableName}`))
+    .map(([key]) => key);
+}
+
+/**
  * The fake: records every script and models what the data plane relies on (tables of any
  * family, their chains with their rules as text, their sets with their elements, their named
  * counters), so it answers counter reads and table listings, and rejects what nft would reject
@@ -864,12 +889,14 @@ export class FakeNft implements Nft {
         .map((l) => l.trim())
         .filter((l) => l !== '' && !l.startsWith('#'))
         .slice(0, monitorLinesKeptMax);
-      for (const { tableName, listener } of [...this.watches]) {
+      // As nft monitor, a moment after the change: the caller has its answer first.
+      for (const entry of [...this.watches]) {
+        const { tableName, listener } = entry;
         if (new RegExp(`(^|\\s)${families} ${tableName}\\b|^flush ruleset`, 'm').test(script)) {
-          const deleted = [...before.keys()].filter(
-            (key) => key.endsWith(` ${tableName}`) && !copy.has(key),
-          );
-          listener.change({ lines, deleted });
+          const change = { lines, deleted: deletedTables(script, before, tableName) };
+          setImmediate(() => {
+            if (this.watches.has(entry)) listener.change(change);
+          });
         }
       }
     }
