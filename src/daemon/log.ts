@@ -11,6 +11,12 @@ import type { EventRecord, EventSink } from './host-driver.js';
 /** Events worth a warning: something an operator should look at. */
 const warnEvents = new Set([
   'dataplane error',
+  'dataplane lost',
+  'dataplane still lost',
+  'dataplane lost: detach failed',
+  'dataplane restored: attach failed',
+  'retained state unreadable',
+  'retained state not written',
   'heartbeat withheld',
   'heartbeat send failed',
   'bad heartbeats',
