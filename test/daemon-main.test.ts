@@ -231,6 +231,9 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
       config,
       '--socket',
       socket,
+      // Its retained state goes with the test's files, not to /var/lib/nlb.
+      '--state-dir',
+      path.join(dir, 'state'),
     ]);
     children.push(child);
     const lines: string[] = [];
