@@ -149,9 +149,11 @@ export function buildParts(input: PartsInput): DaemonParts {
       config = command.config;
     },
     onFatal: input.onFatal,
-    // A data plane lost and later restored (the table flushed by another program) is where
-    // the interface would be detached and re-attached: clusterInterface.detach() takes the
-    // cluster IPs and MAC away, clusterInterface.attach() gives them back once the table is.
+    // Fail closed: a data plane that cannot be put back (nft fails or hangs) takes the cluster
+    // IPs and the cluster MAC away, so the host answers nothing unfiltered; they come back once
+    // the whole table is in the kernel again (host-driver.ts, header).
+    onDataplaneLost: () => clusterInterface.detach(),
+    onDataplaneRestored: () => clusterInterface.attach(),
   });
   const identity: DaemonIdentity = {
     cluster: config.cluster.name,
