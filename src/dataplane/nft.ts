@@ -306,8 +306,11 @@ export class NftCli implements Nft {
       listener.blind('this runner cannot start a long-lived nft monitor');
       return () => undefined;
     }
+    // setpriv (util-linux) makes the kernel kill the monitor when nlbd dies, even by SIGKILL:
+    // it reads nothing from nlbd, so unlike `nft -i` it would not notice, and in a namespace
+    // nothing changes any more (a lab's, deleted) it would wait forever.
     const monitor = new RulesetMonitor(
-      () => spawn(this.nftPath, ['monitor']),
+      () => spawn('setpriv', ['--pdeathsig', 'KILL', '--', this.nftPath, 'monitor']),
       tableName,
       (marker) => this.ownMarkers.has(marker),
       listener,
