@@ -95,6 +95,8 @@ interface PeerRecord {
   readonly incarnations: Map<number, IncarnationEntry>;
 }
 
+type ReceiveOutcome = 'answer' | 'taken' | 'dropped';
+
 interface IncarnationEntry {
   /** When this process first proved itself fresh to us. */
   readonly firstHeardMs: number;
@@ -219,6 +221,8 @@ export class HostMachine {
    * then need not wait for reports about it.
    */
   private pending = false;
+  /** The wake-up the last full step asked for. */
+  private lastWakeAtMs = 0;
   /** No heard peer takes part (see `update`): acting alone waits for `listenUntilMs`. */
   private alone = true;
   private lastNowMs = 0;
@@ -352,9 +356,25 @@ export class HostMachine {
     switch (input.kind) {
       case 'tick':
         break;
-      case 'datagram':
-        answerPeer = this.receive(now, input.bytes);
+      case 'datagram': {
+        const outcome = this.receive(now, input.bytes);
+        if (outcome === 'dropped') {
+          // Nothing but a counter changed: the decision is not run again. A flood of forged or
+          // replayed datagrams then costs little more than its HMAC, and whatever falls due
+          // meanwhile is handled at the wake-up already asked for.
+          this.reportBadHeartbeats(now, false);
+          return {
+            ownership: undefined,
+            flush: [],
+            send: [],
+            events: this.events,
+            wakeAtMs: Math.max(this.lastWakeAtMs, now),
+            reply: undefined,
+          };
+        }
+        answerPeer = outcome === 'answer';
         break;
+      }
       case 'command':
         reply = this.command(now, input.command);
         break;
@@ -372,12 +392,13 @@ export class HostMachine {
       this.lastOwnership = ownership;
       changed = ownership;
     }
+    this.lastWakeAtMs = this.wakeAt(now);
     return {
       ownership: changed,
       flush: this.flush,
       send: this.send,
       events: this.events,
-      wakeAtMs: this.wakeAt(now),
+      wakeAtMs: this.lastWakeAtMs,
       reply,
     };
   }
@@ -492,18 +513,19 @@ export class HostMachine {
   }
 
   /**
-   * Handles one datagram; returns whether to answer at once (the sender's report newly differs
-   * from ours, or a process newly proved itself and needs our ack to hear us).
+   * Handles one datagram. 'answer': send a heartbeat at once (the sender's report newly
+   * differs from ours, or a process newly proved itself and needs our ack to hear us);
+   * 'taken': something may have changed; 'dropped': nothing did but a counter.
    */
-  private receive(now: number, bytes: Uint8Array): boolean {
+  private receive(now: number, bytes: Uint8Array): ReceiveOutcome {
     const decoded = decodeHeartbeat(bytes, this.key, this.clusterId);
     if (!decoded.ok) {
       this.countBad(decoded.reason);
-      return false;
+      return 'dropped';
     }
     const hb = decoded.heartbeat;
     if (hb.hostId === this.hostId && hb.incarnation === this.incarnation) {
-      return false; // Our own datagram looped back: harmless.
+      return 'dropped'; // Our own datagram looped back: harmless.
     }
     // Freshness (see the header): a process we have not proven must ack a heartbeat we sent
     // within the window; one we have proven is guarded by its sequence numbers from then on
@@ -517,17 +539,17 @@ export class HostMachine {
     if (known !== undefined) {
       if (hb.sequence <= known.lastSequence) {
         this.countBad('replayed or stale');
-        return false;
+        return 'dropped';
       }
     } else {
       const ackOfUs = ackFor(hb, this.hostId, this.incarnation);
       const fresh =
         ackOfUs !== undefined && ackOfUs >= this.freshFromSequence(now) && ackOfUs <= this.sequence;
       if (!fresh) {
-        const answer = this.noteCandidate(now, hb);
+        const noted = this.noteCandidate(now, hb);
         // An ack of our current incarnation below the window proves the heartbeat is old.
         this.countBad(ackOfUs === undefined ? 'unproven' : 'replayed or stale');
-        return answer;
+        return noted;
       }
     }
     this.candidates.delete(`${hb.hostId}:${hb.incarnation}`);
@@ -535,25 +557,26 @@ export class HostMachine {
       this.highestIncarnation.set(hb.hostId, hb.incarnation);
     }
     if (hb.hostId === this.hostId) {
-      return this.receiveRival(now, hb, known);
+      return this.receiveRival(now, hb, known) ? 'answer' : 'taken';
     }
-    return this.receivePeer(now, hb, known);
+    return this.receivePeer(now, hb, known) ? 'answer' : 'taken';
   }
 
   /**
-   * Remembers an unproven process to echo it (bounded; the longest silent goes first). Returns
-   * whether to answer at once: while we are still listening after we started, a process newer
-   * than anything heard on its id may be a host that started with us, and our echo lets it
-   * prove itself within a round trip.
+   * Remembers an unproven process to echo it (bounded; the longest silent goes first). 'answer'
+   * while we are still listening after we started and it is newer than anything heard on its
+   * id: it may be a host that started with us, and our echo lets it prove itself within a round
+   * trip. 'taken' when a new one may make us wait (see `update`); else 'dropped' (only the echo
+   * changes, at our next heartbeat).
    */
-  private noteCandidate(now: number, hb: Heartbeat): boolean {
+  private noteCandidate(now: number, hb: Heartbeat): ReceiveOutcome {
     const key = `${hb.hostId}:${hb.incarnation}`;
     const candidate = this.candidates.get(key);
     if (candidate !== undefined) {
       candidate.lastHeardMs = now;
       candidate.lastSequence = Math.max(candidate.lastSequence, hb.sequence);
       candidate.state = hb.state;
-      return false;
+      return 'dropped';
     }
     if (this.candidates.size >= candidatesMax) {
       let oldest: string | undefined;
@@ -577,7 +600,8 @@ export class HostMachine {
       state: hb.state,
       newest,
     });
-    return newest && now < this.listenUntilMs;
+    if (newest && now < this.listenUntilMs) return 'answer';
+    return this.peers.get(hb.hostId)?.heard === true ? 'dropped' : 'taken';
   }
 
   /** A proven heartbeat of a peer; returns whether to answer at once. */
@@ -949,7 +973,7 @@ export class HostMachine {
   }
 
   private command(now: number, command: Command): CommandReply {
-    if (command.verb === 'link') return this.link(now, command.up);
+    if (command.verb === 'link') return this.link(now, command.up, command.silentSinceMs);
     if (this.adminState === 'suspended' && command.verb !== 'resume') {
       return {
         code: 'suspended',
@@ -1028,11 +1052,11 @@ export class HostMachine {
     }
   }
 
-  private link(now: number, up: boolean): CommandReply {
+  private link(now: number, up: boolean, silentSinceMs: number | undefined): CommandReply {
     if (!up) {
       if (this.linkDownSinceMs !== undefined)
         return { code: 'already', message: 'link already down' };
-      this.linkDownSinceMs = now;
+      this.linkDownSinceMs = Math.min(now, silentSinceMs ?? now);
       this.emit(now, 'link down', { interface: this.config.cluster.interface });
       for (const owned of this.owned) owned.clear();
       for (const orphans of this.orphans) orphans.clear();

@@ -26,7 +26,17 @@ export type Command =
    * serve, so it takes no buckets instead of claiming them all as a partition of one (which
    * would answer clients twice in the moment the link comes back).
    */
-  | { readonly verb: 'link'; readonly up: boolean };
+  | {
+      readonly verb: 'link';
+      readonly up: boolean;
+      /**
+       * With `up: false`: when the host last sent a heartbeat, if earlier than now (a data plane
+       * that could not be programmed made the driver withhold heartbeats before it reported the
+       * link down). Peers count the host's silence from then, so the link-down time that
+       * decides whether the host drops its old connections on return counts from then too.
+       */
+      readonly silentSinceMs?: number;
+    };
 
 export type Input =
   | { readonly kind: 'tick'; readonly nowMs: number }
