@@ -225,6 +225,8 @@ export class HostDriver {
   private readonly onFatal: (error: Error) => void;
   private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
   private readonly onDataplaneLost: ((reason: string) => void | Promise<void>) | undefined;
+  /** When the last heartbeat left (clock ms), or undefined before the first. */
+  private lastSentMs: number | undefined;
   private readonly onDataplaneRestored: (() => void | Promise<void>) | undefined;
   private readonly restoreRetryMs: number;
 
@@ -597,6 +599,7 @@ export class HostDriver {
         this.withhold(ready.send.length, 'the lease could not be refreshed');
       } else {
         for (const bytes of ready.send) {
+          this.lastSentMs = this.clock.nowMs();
           try {
             await this.transport.send(bytes);
           } catch (error) {
@@ -668,7 +671,13 @@ export class HostDriver {
       }. Check that \`nft list ruleset\` works and that nothing else keeps deleting nlbd's tables; nlbd tries again every ${this.restoreRetryMs} ms and rejoins by itself`,
     });
     await this.detach(reason);
-    this.stepFirst({ verb: 'link', up: false });
+    // Peers count our silence from the last heartbeat we sent (heartbeats may have been
+    // withheld for a while already): so does the link-down time (see protocol.ts, `link`).
+    this.stepFirst({
+      verb: 'link',
+      up: false,
+      ...(this.lastSentMs === undefined ? {} : { silentSinceMs: this.lastSentMs }),
+    });
   }
 
   private async detach(reason: string): Promise<void> {
