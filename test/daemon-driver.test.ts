@@ -63,6 +63,8 @@ class Cluster {
   readonly hosts = new Map<number, TestHost>();
   /** Hosts cut off from the others (a partition), or undefined when the network is whole. */
   isolated: Set<number> | undefined;
+  /** Hosts whose heartbeats cannot leave (the send fails, as without a dedicated IP). */
+  readonly sendFails = new Set<number>();
   /** Set when two hosts' kernels held one bucket at once. */
   readonly overlaps: string[] = [];
   private readonly kernelOwned = new Map<number, Set<number>>();
@@ -146,6 +148,9 @@ class Cluster {
           }
         }),
       send: (bytes) => {
+        if (this.sendFails.has(id)) {
+          return Promise.reject(new Error('send ENETUNREACH 239.255.78.76:2505'));
+        }
         journal.push({ host: id, op: 'send' });
         return inner.send(bytes);
       },
@@ -165,6 +170,7 @@ class Cluster {
       dataplane: port,
       specFor: (ownership) => dataplaneSpecFor(config, ownership),
       log: (record) => events.push(record),
+      heartbeat: () => config.cluster.heartbeat,
       // What the daemon does with them: detach the interface, attach it again.
       ...(options.failClosed === true
         ? {
@@ -550,5 +556,67 @@ describe('HostDriver when another program changes its nftables tables', () => {
     expect(members(1)).toEqual([1, 2]);
     expect(members(2)).toEqual([1, 2]);
     expect(cluster.overlaps).toEqual([]);
+  });
+});
+
+describe('HostDriver when its heartbeats cannot leave', () => {
+  let cluster: Cluster;
+  beforeEach(() => {
+    cluster = new Cluster();
+  });
+
+  it('takes itself out before its peers declare it dead, so no bucket is held twice, and returns by itself', async () => {
+    for (const id of [1, 2, 3]) await cluster.add(id);
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    expect(host.driver.status().ownership.rules[0]!.owned).toHaveLength(20);
+    // The dedicated IP is removed by hand: every send fails with ENETUNREACH.
+    cluster.sendFails.add(2);
+    await cluster.run(2_000);
+    const blocked = host.events.find((e) => e.event === 'heartbeats blocked');
+    expect(blocked).toMatchObject({ error: expect.stringContaining('ENETUNREACH') });
+    // Out after tolerance - 2 periods of silence (600 ms), before the peers' 1,000 ms.
+    expect(blocked!.silentMs).toBeGreaterThanOrEqual(600);
+    expect(blocked!.silentMs).toBeLessThan(800);
+    expect(host.driver.status().ownership.active).toBe(false);
+    for (const id of [1, 3]) {
+      expect(cluster.hosts.get(id)!.driver.status().members).toEqual([1, 3]);
+      expect(cluster.hosts.get(id)!.driver.status().ownership.rules[0]!.owned).toHaveLength(30);
+    }
+    expect(cluster.overlaps).toEqual([]);
+    // A carrier event meanwhile does not bring it back.
+    expect((await host.driver.command({ verb: 'link', up: false })).code).toBe('already');
+    expect((await host.driver.command({ verb: 'link', up: true })).message).toContain(
+      'until its heartbeats can be sent again',
+    );
+    // The address is back: it rejoins, dropping its old connections (silent for > 1 s).
+    const mark = cluster.journal.length;
+    cluster.sendFails.delete(2);
+    await cluster.run(3_000);
+    expect(host.events.some((e) => e.event === 'heartbeats flowing')).toBe(true);
+    expect(entriesOf(cluster.journal.slice(mark), 2)).toContainEqual({
+      host: 2,
+      op: 'flush',
+      rule: -1,
+      buckets: -1,
+    });
+    for (const id of [1, 2, 3]) {
+      expect(cluster.hosts.get(id)!.driver.status().members).toEqual([1, 2, 3]);
+      expect(cluster.hosts.get(id)!.driver.status().ownership.rules[0]!.owned).toHaveLength(20);
+    }
+    expect(cluster.overlaps).toEqual([]);
+  });
+
+  it('one failed send is not enough to leave', async () => {
+    for (const id of [1, 2]) await cluster.add(id);
+    await cluster.run(2_000);
+    const host = cluster.hosts.get(2)!;
+    cluster.sendFails.add(2);
+    await cluster.run(200);
+    cluster.sendFails.delete(2);
+    await cluster.run(1_000);
+    expect(host.events.some((e) => e.event === 'heartbeats blocked')).toBe(false);
+    expect(host.driver.status().ownership.rules[0]!.owned).toHaveLength(30);
+    expect(cluster.hosts.get(1)!.driver.status().members).toEqual([1, 2]);
   });
 });

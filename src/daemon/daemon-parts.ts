@@ -154,6 +154,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     // the whole table is in the kernel again (host-driver.ts, header).
     onDataplaneLost: () => clusterInterface.detach(),
     onDataplaneRestored: () => clusterInterface.attach(),
+    heartbeat: () => config.cluster.heartbeat,
   });
   const identity: DaemonIdentity = {
     cluster: config.cluster.name,

@@ -27,8 +27,15 @@
 //   5. `link up` (if the carrier is up): a host silent longer than the detection time drops
 //      its old connections to the cluster IPs before it takes buckets again, as after a link
 //      that was down that long.
-// The carrier (the daemon's `link` commands) and the data plane both decide whether the link
-// is up for the machine: it is up only when both are.
+// Heartbeats that cannot leave (the dedicated IP removed, no route: the send fails) are the
+// same danger seen from the peers: they declare the host dead and take its buckets while its
+// kernel, whose lease every attempt refreshes, still takes new flows for them. Once sends have
+// failed for `tolerance - 2` periods since the last one that left, the machine is told `link
+// down` (it takes no buckets; established connections stay), well before the peers' detection
+// time; the first heartbeat that leaves again brings the link back up (event `heartbeats
+// blocked`, then `heartbeats flowing`).
+// The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
+// decide whether the link is up for the machine: it is up only when all three are.
 import type { HostMachine } from '../core/host.js';
 import type {
   Command,
@@ -127,6 +134,11 @@ export interface HostDriverOptions {
   readonly onDataplaneRestored?: () => void | Promise<void>;
   /** How often a lost data plane is tried again. */
   readonly restoreRetryMs?: number;
+  /**
+   * The heartbeat period and tolerance in force (the config may change on reload): how long
+   * heartbeats may fail to leave before the host takes itself out. Without it, never.
+   */
+  readonly heartbeat?: () => { readonly periodMs: number; readonly tolerance: number };
 }
 
 type Job =
@@ -227,6 +239,10 @@ export class HostDriver {
   private readonly onDataplaneLost: ((reason: string) => void | Promise<void>) | undefined;
   /** When the last heartbeat left (clock ms), or undefined before the first. */
   private lastSentMs: number | undefined;
+  private readonly heartbeat:
+    (() => { readonly periodMs: number; readonly tolerance: number }) | undefined;
+  /** Set while heartbeats cannot leave and the machine was told the link is down for it. */
+  private sendBlocked: { sinceMs: number } | undefined;
   private readonly onDataplaneRestored: (() => void | Promise<void>) | undefined;
   private readonly restoreRetryMs: number;
 
@@ -284,6 +300,7 @@ export class HostDriver {
     this.onDataplaneLost = options.onDataplaneLost;
     this.onDataplaneRestored = options.onDataplaneRestored;
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
+    this.heartbeat = options.heartbeat;
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
   }
@@ -475,11 +492,15 @@ export class HostDriver {
         this.counts.commands++;
         if (job.command.verb === 'link') {
           this.carrierUp = job.command.up;
-          if (job.command.up && this.lost !== undefined) {
-            // The link is up for the machine only once the data plane is back too.
+          if (job.command.up && (this.lost !== undefined || this.sendBlocked !== undefined)) {
+            // The link is up for the machine only once the data plane is back and heartbeats
+            // leave again too.
             job.resolve({
               code: 'ok',
-              message: 'carrier up: the host stays out until its data plane is restored',
+              message:
+                this.lost !== undefined
+                  ? 'carrier up: the host stays out until its data plane is restored'
+                  : 'carrier up: the host stays out until its heartbeats can be sent again',
             });
             return;
           }
@@ -599,12 +620,14 @@ export class HostDriver {
         this.withhold(ready.send.length, 'the lease could not be refreshed');
       } else {
         for (const bytes of ready.send) {
-          this.lastSentMs = this.clock.nowMs();
           try {
             await this.transport.send(bytes);
+            this.lastSentMs = this.clock.nowMs();
+            this.heartbeatsFlowing();
           } catch (error) {
             this.counts.sendErrors++;
             this.reportError({ event: 'heartbeat send failed', error: errorText(error) });
+            this.heartbeatsFailing(errorText(error));
           }
         }
       }
@@ -711,9 +734,44 @@ export class HostDriver {
       problems: [lost.reason],
       detectedBy: 'retry after the data plane was lost',
       goneMs: round(this.clock.nowMs() - lost.sinceMs),
-      rejoining: this.carrierUp,
+      rejoining: this.carrierUp && this.sendBlocked === undefined,
     });
-    if (this.carrierUp) {
+    if (this.carrierUp && this.sendBlocked === undefined) {
+      this.stepFirst({ verb: 'link', up: true });
+    }
+  }
+
+  /**
+   * A heartbeat could not be sent. Once none has left for `tolerance - 2` periods, the host
+   * takes itself out (see the header), counting its silence from its last heartbeat.
+   */
+  private heartbeatsFailing(error: string): void {
+    if (this.sendBlocked !== undefined || this.heartbeat === undefined) return;
+    const { periodMs, tolerance } = this.heartbeat();
+    const nowMs = this.clock.nowMs();
+    const silentSinceMs = this.lastSentMs ?? nowMs;
+    if (nowMs - silentSinceMs < Math.max(0, tolerance - 2) * periodMs) return;
+    this.sendBlocked = { sinceMs: nowMs };
+    this.log({
+      event: 'heartbeats blocked',
+      error,
+      silentMs: round(nowMs - silentSinceMs),
+      hint: "the host's heartbeats cannot leave, so it takes no buckets until they can (its peers take them over); check that the dedicated IP is on the cluster interface and the heartbeat group has a route",
+    });
+    this.stepFirst({ verb: 'link', up: false, silentSinceMs });
+  }
+
+  /** A heartbeat left: a host that had taken itself out for blocked heartbeats comes back. */
+  private heartbeatsFlowing(): void {
+    const blocked = this.sendBlocked;
+    if (blocked === undefined) return;
+    this.sendBlocked = undefined;
+    this.log({
+      event: 'heartbeats flowing',
+      blockedMs: round(this.clock.nowMs() - blocked.sinceMs),
+      rejoining: this.carrierUp && this.lost === undefined,
+    });
+    if (this.carrierUp && this.lost === undefined) {
       this.stepFirst({ verb: 'link', up: true });
     }
   }

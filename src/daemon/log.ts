@@ -18,6 +18,7 @@ const warnEvents = new Set([
   'retained state unreadable',
   'retained state not written',
   'heartbeat withheld',
+  'heartbeats blocked',
   'heartbeat send failed',
   'bad heartbeats',
   'config mismatch',
