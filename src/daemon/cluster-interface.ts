@@ -10,8 +10,15 @@
 // MAC) and removes the run file only once the MAC is back. It also undoes an attach that failed
 // half-way. Both may run more than once in nlbd's life: a data plane lost and restored (nftables
 // flushed by another program) is a detach, then an attach once the table is back.
+//
+// While attached, `missing` tells cheaply (no process: the kernel's address list and /sys) what
+// someone took away by hand (a cluster IP deleted, `ip addr flush`, the MAC changed), and
+// `repair` puts it back: a host without its cluster IP or cluster MAC would silently drop the
+// clients of every bucket it owns. attach, detach and repair never overlap.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
+import { addressesEqual, parseAddress } from '../core/address.js';
 import {
   type AttachedInterface,
   type InterfaceSetup,
@@ -44,9 +51,28 @@ function writeRunFile(file: string, record: RunFile): void {
   renameSync(tmp, file);
 }
 
+/** What the kernel says the interface has now: its MAC and its addresses (no process run). */
+export interface InterfaceNow {
+  readonly mac: string | undefined;
+  readonly addresses: readonly string[];
+}
+
+export function readInterfaceNow(ifname: string): InterfaceNow {
+  let mac: string | undefined;
+  try {
+    mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim().toLowerCase();
+  } catch {
+    mac = undefined;
+  }
+  const addresses = (networkInterfaces()[ifname] ?? []).map((a) => a.address);
+  return { mac, addresses };
+}
+
 export class ClusterInterface {
   /** What detach must undo; set before the first change, so a half-done attach is undone too. */
   private attached: AttachedInterface | undefined;
+  /** The last of attach, detach and repair begun: the next one waits for it. */
+  private busy: Promise<unknown> = Promise.resolve();
 
   /**
    * `rememberedMac`: the original MAC the previous nlbd's run file named for this interface,
@@ -67,7 +93,56 @@ export class ClusterInterface {
    * Gives the interface the cluster MAC and the cluster IPs. Call it only while the filter is
    * in the kernel. Throws when a change fails; `detach` then undoes what was done.
    */
-  async attach(): Promise<void> {
+  attach(): Promise<void> {
+    return this.exclusive(() => this.attachNow());
+  }
+
+  private exclusive<T>(body: () => Promise<T>): Promise<T> {
+    const run = this.busy.then(body, body);
+    this.busy = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * What of the attached setup the interface lacks now (cluster IPs, the cluster MAC), as
+   * readable words; empty when whole or not attached.
+   */
+  missing(now: InterfaceNow = readInterfaceNow(this.setup.interface)): string[] {
+    if (this.attached === undefined) return [];
+    const gone: string[] = [];
+    if (this.setup.clusterMac !== undefined && now.mac !== this.setup.clusterMac) {
+      gone.push(`cluster MAC ${this.setup.clusterMac} (found ${now.mac ?? 'no interface'})`);
+    }
+    for (const ip of this.setup.clusterIps) {
+      const present = now.addresses.some((text) => {
+        const address = parseAddress(text.split('%')[0]!);
+        return address !== undefined && addressesEqual(address, ip);
+      });
+      if (!present) gone.push(`cluster IP ${ip.text}`);
+    }
+    return gone;
+  }
+
+  /**
+   * Puts back what `missing` finds (while still attached); returns what was put back. Cluster
+   * IPs it adds again are removed by detach as before.
+   */
+  repair(): Promise<string[]> {
+    return this.exclusive(async () => {
+      const gone = this.missing();
+      if (gone.length === 0 || this.attached === undefined) return [];
+      const { setup } = this;
+      if (setup.clusterMac !== undefined && gone.some((g) => g.startsWith('cluster MAC'))) {
+        await this.ipRoute.setMac(setup.interface, setup.clusterMac);
+      }
+      for (const ip of setup.clusterIps) {
+        await this.ipRoute.addAddress(setup.interface, clusterIpPrefix(ip));
+      }
+      return gone;
+    });
+  }
+
+  private async attachNow(): Promise<void> {
     if (this.attached !== undefined) {
       throw new Error('ClusterInterface.attach: already attached');
     }
@@ -103,7 +178,11 @@ export class ClusterInterface {
   }
 
   /** Undoes attach (or what a failed attach did); the run file goes once the MAC is back. */
-  async detach(): Promise<void> {
+  detach(): Promise<void> {
+    return this.exclusive(() => this.detachNow());
+  }
+
+  private async detachNow(): Promise<void> {
     const attached = this.attached;
     if (attached === undefined) {
       return;

@@ -39,6 +39,7 @@ import { ControlSocketError } from './control-server.js';
 import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';
 import type { EventRecord, EventSink } from './host-driver.js';
+import { guardInterface } from './interface-guard.js';
 import { watchLink } from './link-watch.js';
 import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
@@ -349,6 +350,11 @@ class Daemon {
       driver.command({ verb: 'link', up }).catch(() => undefined);
     });
     this.resources.push('stop watching the link', stopLinkWatch);
+    // Cluster IPs or the cluster MAC taken away by hand are put back (interface-guard.ts).
+    this.resources.push(
+      'stop guarding the interface',
+      guardInterface(parts.clusterInterface, (record) => this.logEvent(record)),
+    );
     const config = parts.config();
     const { controlListen, metricsListen } = this.options;
     this.logEvent({

@@ -19,6 +19,8 @@ const warnEvents = new Set([
   'retained state not written',
   'heartbeat withheld',
   'heartbeats blocked',
+  'interface restored',
+  'interface repair failed',
   'heartbeat send failed',
   'bad heartbeats',
   'config mismatch',

@@ -1,0 +1,48 @@
+// Keeps the cluster interface as nlbd attached it: a cluster IP deleted by hand (or by
+// `ip addr flush`, or a network manager) or the MAC changed would make this host drop, without a
+// word, the clients of every bucket it owns while its heartbeats say all is well. The check is a
+// read of the kernel's address list and of /sys (no process), so it runs often; the repair runs
+// `ip` only when something is missing.
+import type { ClusterInterface } from './cluster-interface.js';
+import type { EventSink } from './host-driver.js';
+
+/** Noticed within this; the default heartbeat period, and far below the detection time. */
+export const interfaceCheckMsDefault = 200;
+
+/** Checks every `pollMs`, repairs and logs `interface restored`; returns a stop function. */
+export function guardInterface(
+  iface: ClusterInterface,
+  log: EventSink,
+  pollMs = interfaceCheckMsDefault,
+): () => void {
+  let repairing = false;
+  const timer = setInterval(() => {
+    if (repairing || iface.missing().length === 0) return;
+    repairing = true;
+    iface
+      .repair()
+      .then(
+        (fixed) => {
+          if (fixed.length > 0) {
+            log({
+              event: 'interface restored',
+              interface: iface.setup.interface,
+              restored: fixed,
+              hint: 'something removed the cluster IPs or changed the MAC of the cluster interface (by hand, `ip addr flush`, a network manager); nlbd put them back. Keep network managers away from this interface',
+            });
+          }
+        },
+        (error: unknown) =>
+          log({
+            event: 'interface repair failed',
+            interface: iface.setup.interface,
+            error: error instanceof Error ? error.message : String(error),
+          }),
+      )
+      .finally(() => {
+        repairing = false;
+      });
+  }, pollMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
