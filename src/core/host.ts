@@ -223,6 +223,8 @@ export class HostMachine {
   private pending = false;
   /** The wake-up the last full step asked for. */
   private lastWakeAtMs = 0;
+  /** When this host last sent a heartbeat (see `resumeIfPaused`). */
+  private lastSentAtMs = 0;
   /** No heard peer takes part (see `update`): acting alone waits for `listenUntilMs`. */
   private alone = true;
   private lastNowMs = 0;
@@ -350,6 +352,7 @@ export class HostMachine {
     this.send = [];
     this.flush = [];
     const now = input.nowMs;
+    this.resumeIfPaused(now);
     this.lastNowMs = now;
     let reply: CommandReply | undefined;
     let answerPeer = false;
@@ -401,6 +404,54 @@ export class HostMachine {
       wakeAtMs: this.lastWakeAtMs,
       reply,
     };
+  }
+
+  /**
+   * A driver steps the machine at least once a period (`wakeAtMs`), so a longer gap means the
+   * process did not run: SIGSTOP, a virtual machine paused or migrated, heavy swapping. If no
+   * heartbeat of ours left for a whole detection window meanwhile, the peers have declared this
+   * host dead and taken its buckets (resetting its clients), while its own view, frozen, still
+   * has it owning them: acting on that view would answer clients twice, and announcing it
+   * (members that no longer count it) would make the peers take themselves for the smaller side
+   * of a partition and drop their own connections. So the host takes what happened as its own
+   * absence, not its peers': it releases every bucket, drops its connections, listens again
+   * before acting alone, and forgets what it heard of its peers without declaring them dead:
+   * it takes them back as it hears them (their heartbeats sent meanwhile wait in its socket).
+   */
+  private resumeIfPaused(now: number): void {
+    const pausedMs = now - this.lastNowMs;
+    // Before its first heartbeat no peer knows this host: nothing to rejoin.
+    if (
+      this.sequence === 0 ||
+      pausedMs <= 2 * this.periodMs ||
+      now - this.lastSentAtMs < this.deadAfterMs
+    ) {
+      return;
+    }
+    for (const peer of this.peers.values()) {
+      peer.heard = false;
+      peer.reportKey = '';
+      for (const entry of peer.incarnations.values()) entry.lastHeardMs += pausedMs;
+    }
+    for (const rival of this.rivals.values()) rival.lastHeardMs += pausedMs;
+    this.emit(now, 'paused', {
+      pausedMs,
+      hint: 'nlbd did not run for longer than the detection time (SIGSTOP, a virtual machine paused or migrated, swapping): its peers took its buckets; it drops its connections and rejoins',
+    });
+    this.listenUntilMs = Math.max(this.listenUntilMs, now + this.deadAfterMs);
+    this.convergingReason = 'resumed after a pause';
+    if (!this.participating) return;
+    this.rejoinFlushedAtMs = now;
+    this.emit(now, 'rejoining: dropping connections', {
+      host: this.hostId,
+      afterPauseMs: pausedMs,
+    });
+    this.config.cluster.portRules.forEach((rule, r) => {
+      this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
+      this.owned[r]!.clear();
+      this.orphans[r]!.clear();
+      this.deadClaims[r]!.clear();
+    });
   }
 
   status(): HostStatus {
@@ -1702,6 +1753,7 @@ export class HostMachine {
       this.recordAnnouncement(this.sequence, digestHex);
     }
     this.nextSendMs = now + this.sendIntervalMs;
+    this.lastSentAtMs = now;
     this.recordSent(now, this.sequence);
     this.counters.heartbeatsSent += 1;
     this.send.push(

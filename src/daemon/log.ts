@@ -19,6 +19,7 @@ const warnEvents = new Set([
   'retained state not written',
   'heartbeat withheld',
   'heartbeats blocked',
+  'paused',
   'interface restored',
   'interface repair failed',
   'heartbeat send failed',

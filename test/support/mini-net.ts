@@ -64,6 +64,30 @@ export class MiniNet {
     this.wake.delete(id);
   }
 
+  /** Machines whose process does not run (SIGSTOP): their datagrams wait, their timers too. */
+  private readonly paused = new Map<number, Uint8Array[]>();
+
+  pause(id: number): void {
+    this.paused.set(id, []);
+  }
+
+  /**
+   * The process runs again: its timer fires and the datagrams that waited arrive, in the order
+   * given (an event loop may serve either first).
+   */
+  resume(id: number, order: 'timer first' | 'datagrams first' = 'timer first'): void {
+    const waiting = this.paused.get(id) ?? [];
+    this.paused.delete(id);
+    const host = this.hosts.get(id);
+    if (!host) return;
+    const tick = () => this.carry(id, host.step({ kind: 'tick', nowMs: this.nowMs }));
+    if (order === 'timer first') tick();
+    for (const bytes of waiting) {
+      this.carry(id, host.step({ kind: 'datagram', nowMs: this.nowMs, bytes }));
+    }
+    if (order === 'datagrams first') tick();
+  }
+
   /** Delivers `bytes` to machine `to` now, as a datagram from nobody in particular. */
   inject(to: number, bytes: Uint8Array): void {
     const host = this.hosts.get(to);
@@ -111,6 +135,7 @@ export class MiniNet {
       let nextWake = Infinity;
       let wakeId = -1;
       for (const [id, at] of this.wake) {
+        if (this.paused.has(id)) continue;
         if (at < nextWake) {
           nextWake = at;
           wakeId = id;
@@ -122,7 +147,9 @@ export class MiniNet {
       if (nextDatagram <= nextWake) {
         const d = this.queue.shift()!;
         const host = this.hosts.get(d.to);
-        if (host)
+        const held = this.paused.get(d.to);
+        if (held) held.push(d.bytes);
+        else if (host)
           this.carry(d.to, host.step({ kind: 'datagram', nowMs: this.nowMs, bytes: d.bytes }));
       } else {
         this.carry(wakeId, this.hosts.get(wakeId)!.step({ kind: 'tick', nowMs: this.nowMs }));
