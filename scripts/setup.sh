@@ -12,6 +12,8 @@ command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# libfaketime moves one process's wall clock (the lab's clock-step faults, test/lab-faults.test.ts).
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need_apt[*]}; run as root (or install them) to enable the lab tests" >&2
