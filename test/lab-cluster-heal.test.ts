@@ -171,7 +171,9 @@ describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', 
 
     expect(backAt - flushedAt).toBeLessThan(periodMs);
     expect(restored.length).toBe(1);
-    expect(restored[0]).toContain('table inet nlb was deleted');
+    // Noticed by nft monitor ("was deleted") or, when a lease refresh comes first, by the
+    // refresh failing ("is missing"): either way within the period.
+    expect(restored[0]).toMatch(/table inet nlb (was deleted|is missing)/);
     expect(foreignAfter).toEqual([]);
     expect(doublesAfter).toEqual([]);
     expect(failedAfter).toEqual([]);
