@@ -245,7 +245,12 @@ export async function runFault(lab: ClusterLab, fault: Fault): Promise<FaultRepo
         starts.some((at) => at < -settledSlackMs || at > window.windowMs)
       );
     })
-    .map((d) => `${d.connection} answered by ${d.hosts.join(' and ')}`);
+    .map((d) => {
+      const starts = (byEndpoint.get(d.connection.split(':').slice(0, 2).join(':')) ?? []).map(
+        (c) => Math.round(started(c) - healAt),
+      );
+      return `${d.connection} answered by ${d.hosts.join(' and ')}, started ${starts.join(' or ')} ms after the fault ended`;
+    });
   // A connection answered by two hosts is usually reset by the client's own TCP (the second
   // SYN-ACK does not match): that is the double answer again, allowed only in its window.
   const failedOtherwise = failed.filter(
@@ -272,7 +277,7 @@ export async function runFault(lab: ClusterLab, fault: Fault): Promise<FaultRepo
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');
   console.log(
-    `lab-faults: ${fault.name}: ${report.started} connections, ${report.failed} failed ${JSON.stringify(report.failures)} (resets ${report.failures.reset ?? 0}; ${failedOtherwise.length} not answered twice), ${report.retried} answered after a SYN retransmission; ${report.doubles} answered by two hosts (${doublesOutsideWindow.length} outside the fault's window); ${report.unmasked} SYN-ACKs unmasked; fault lasted ${report.faultMs} ms, all converged again ${report.rejoinMs} ms after it ended${rejoined.ok ? '' : ' (NOT converged)'}; cluster MAC on a bridge port in ${fdbLearned} of ${fdbSamples.length} samples${noteText === '' ? '' : `; ${noteText}`}`,
+    `lab-faults: ${fault.name}: ${report.started} connections, ${report.failed} failed ${JSON.stringify(report.failures)} (resets ${report.failures.reset ?? 0}; ${failedOtherwise.length} not answered twice), ${report.retried} answered after a SYN retransmission; ${report.doubles} answered by two hosts (${doublesOutsideWindow.length} outside the fault's window${doublesOutsideWindow.length === 0 ? '' : `: ${doublesOutsideWindow.join('; ')}`}); ${report.unmasked} SYN-ACKs unmasked; fault lasted ${report.faultMs} ms, all converged again ${report.rejoinMs} ms after it ended${rejoined.ok ? '' : ' (NOT converged)'}; cluster MAC on a bridge port in ${fdbLearned} of ${fdbSamples.length} samples${noteText === '' ? '' : `; ${noteText}`}`,
   );
 
   // The common expectations.
