@@ -242,6 +242,8 @@ export class HostMachine {
   /** The send time of each heartbeat from `sentLogFromSequence` on, in order. */
   private sentLog: number[] = [];
   private sentLogFromSequence = 1;
+  /** Acks below this prove nothing: they were made before this host's last pause. */
+  private freshFloorSequence = 0;
   private members: number[] = [];
   private heardIds: number[] = [];
   private targets: (number | null)[][] = [];
@@ -428,12 +430,17 @@ export class HostMachine {
     ) {
       return;
     }
+    // What waits in the socket was sent while we did not run: the oldest of it still counts us
+    // and acks our heartbeats from before, and stepped one by one it would make us converge on
+    // the old map and take our old buckets back while our peers hold them. So every process
+    // proves itself again, by acking a heartbeat we send from now on (see Freshness).
     for (const peer of this.peers.values()) {
       peer.heard = false;
       peer.reportKey = '';
-      for (const entry of peer.incarnations.values()) entry.lastHeardMs += pausedMs;
+      peer.incarnations.clear();
     }
-    for (const rival of this.rivals.values()) rival.lastHeardMs += pausedMs;
+    this.rivals.clear();
+    this.freshFloorSequence = this.sequence + 1;
     this.emit(now, 'paused', {
       pausedMs,
       hint: 'nlbd did not run for longer than the detection time (SIGSTOP, a virtual machine paused or migrated, swapping): its peers took its buckets; it drops its connections and rejoins',
@@ -542,7 +549,10 @@ export class HostMachine {
     return this.deadAfterMs + this.periodMs;
   }
 
-  /** The first sequence we sent within the freshness window (one past the last if none). */
+  /**
+   * The first sequence we sent within the freshness window (one past the last if none), and
+   * never one sent before a pause (`resumeIfPaused`).
+   */
   private freshFromSequence(now: number): number {
     const from = now - this.freshWindowMs;
     let dropped = 0;
@@ -551,7 +561,7 @@ export class HostMachine {
       this.sentLog = this.sentLog.slice(dropped);
       this.sentLogFromSequence += dropped;
     }
-    return this.sentLogFromSequence;
+    return Math.max(this.sentLogFromSequence, this.freshFloorSequence);
   }
 
   private recordSent(now: number, sequence: number): void {
