@@ -142,6 +142,7 @@ export function buildParts(input: PartsInput): DaemonParts {
       flush: (rule, buckets) => dataplane.flush(rule, buckets),
       flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),
       connections: () => dataplane.connections(),
+      watchLost: (listener) => dataplane.watchLost(listener),
     },
     specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
     log,

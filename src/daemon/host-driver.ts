@@ -73,6 +73,13 @@ export interface DataplanePort {
    */
   flushAll(): Promise<number>;
   connections(): Promise<readonly BucketConnections[]>;
+  /**
+   * Subscribes to a data plane found lost on its own (a restore it started itself, on what
+   * nft monitor reported, failed): the driver fails closed at once instead of at its next
+   * heartbeat, a period later, during which the host would answer for the cluster IPs
+   * without a filter. `Dataplane.watchLost`.
+   */
+  watchLost?(listener: (reason: string) => void): void;
 }
 
 /** One log record; `event` is a stable name (DESIGN.md vocabulary), the rest depends on it. */
@@ -145,6 +152,8 @@ type Job =
   | { readonly kind: 'tick' }
   /** A command of the driver's own (the data plane's side of `link`), stepped before the rest. */
   | { readonly kind: 'internal'; readonly command: Command }
+  /** The data plane reported itself lost between steps: fail closed before anything else. */
+  | { readonly kind: 'lost'; readonly reason: string }
   | { readonly kind: 'datagram'; readonly bytes: Uint8Array; readonly queuedAtMs: number }
   | {
       readonly kind: 'command';
@@ -301,6 +310,11 @@ export class HostDriver {
     this.onDataplaneRestored = options.onDataplaneRestored;
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
     this.heartbeat = options.heartbeat;
+    options.dataplane.watchLost?.((reason) => {
+      if (this.closing) return;
+      this.queue.unshift({ kind: 'lost', reason });
+      if (this.started) void this.pump();
+    });
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
   }
@@ -510,6 +524,12 @@ export class HostDriver {
       case 'internal':
         input = { kind: 'command', nowMs, command: job.command };
         break;
+      case 'lost':
+        if (this.lost === undefined) {
+          this.programmedKey = undefined;
+          await this.dataplaneLost(job.reason);
+        }
+        return;
     }
     let ready: Ready;
     try {

@@ -228,6 +228,8 @@ export class Dataplane {
   private reports: RestoreReport[] = [];
   private counts = { checks: 0, restores: 0, reportsDropped: 0 };
 
+  private lostListener: ((reason: string) => void) | undefined;
+
   constructor(
     private readonly nft: Nft,
     private readonly conntrack: Conntrack,
@@ -504,7 +506,16 @@ export class Dataplane {
             !gone || pending.deleted.includes(`table inet ${spec.tableName} was deleted`),
         });
       }
-    }).catch(() => undefined);
+    }).catch((error: unknown) => {
+      // Found lost on its own: whoever drives the data plane must fail closed now (see
+      // HostDriver), not at its next program or lease refresh.
+      if (error instanceof DataplaneLostError) this.lostListener?.(error.reason);
+    });
+  }
+
+  /** Called when a check or restore of its own (not a caller's) finds the data plane lost. */
+  watchLost(listener: (reason: string) => void): void {
+    this.lostListener = listener;
   }
 
   /**
