@@ -23,7 +23,7 @@ import type { QueryData } from '../../src/daemon/control.js';
 import { controlRequest } from '../../src/daemon/control-client.js';
 import type { JournalEntry } from '../../src/daemon/events.js';
 import { execIn, netnsPids } from '../../src/lab/exec.js';
-import { loadLab, startHostDaemon } from '../../src/lab/lab.js';
+import { loadLab, startHostDaemon, stopHostDaemon } from '../../src/lab/lab.js';
 import { isAlive } from '../../src/lab/process.js';
 import type { ConnectionRecord } from '../../src/lab/loadgen.js';
 import {
@@ -40,6 +40,7 @@ import {
   hostOfMaskedMac,
   liveMaps,
   mispredicted,
+  query,
   queryHosts,
   startLoad,
   switchFdb,
@@ -457,12 +458,17 @@ export function sampleHosts(
   };
 }
 
-/** How many lines of a host's nlbd log contain `"event":"<name>"`. */
-export function logCount(lab: ClusterLab, hostId: number, event: string): number {
+/** How many lines of a host's nlbd log (its stdout and stderr) contain `text`. */
+export function logTextCount(lab: ClusterLab, hostId: number, text: string): number {
   const host = lab.state.hosts.find((h) => h.id === hostId)!;
   return readFileSync(host.daemonLog, 'utf8')
     .split('\n')
-    .filter((line) => line.includes(`"event":"${event}"`)).length;
+    .filter((line) => line.includes(text)).length;
+}
+
+/** How many lines of a host's nlbd log contain `"event":"<name>"`. */
+export function logCount(lab: ClusterLab, hostId: number, event: string): number {
+  return logTextCount(lab, hostId, `"event":"${event}"`);
 }
 
 /** The last record of `event` in host `hostId`'s nlbd log. */
@@ -480,16 +486,27 @@ export function lastLogRecord(
 }
 
 /** Waits until host `hostId`'s log holds more than `count` lines of `event`; returns when. */
-export async function waitForLog(
+export function waitForLog(
   lab: ClusterLab,
   hostId: number,
   event: string,
   count: number,
   waitMs: number,
 ): Promise<number | undefined> {
+  return waitForLogText(lab, hostId, `"event":"${event}"`, count, waitMs);
+}
+
+/** Waits until host `hostId`'s log holds more than `count` lines with `text`; returns when. */
+export async function waitForLogText(
+  lab: ClusterLab,
+  hostId: number,
+  text: string,
+  count: number,
+  waitMs: number,
+): Promise<number | undefined> {
   const start = Date.now();
   while (Date.now() - start < waitMs) {
-    if (logCount(lab, hostId, event) > count) return Date.now();
+    if (logTextCount(lab, hostId, text) > count) return Date.now();
     await sleep(10);
   }
   return undefined;
@@ -520,8 +537,9 @@ export async function runScriptIn<T>(
 }
 
 /**
- * Starts nlbd again on every host of 1..3 whose nlbd is not running (`commands` overrides a
- * host's command): after a fault test that failed half-way, so the next one starts whole.
+ * Starts nlbd again on every host of 1..3 whose nlbd is not running or does not answer (one
+ * left paused in its start-up; `commands` overrides a host's command): after a fault test that
+ * failed half-way, so the next one starts whole.
  */
 export async function reviveDaemons(
   lab: ClusterLab,
@@ -529,7 +547,10 @@ export async function reviveDaemons(
 ): Promise<void> {
   for (const host of loadLab(lab.state.name).hosts) {
     if (!(clusterHosts as readonly number[]).includes(host.id)) continue;
-    if (host.daemon !== undefined && isAlive(host.daemon)) continue;
+    if (host.daemon !== undefined && isAlive(host.daemon)) {
+      if ((await query(lab.sockets.get(host.id)!)) !== undefined) continue;
+      await stopHostDaemon(lab.state.name, host.id);
+    }
     const command = commands.get(host.id);
     await startHostDaemon(lab.state.name, host.id, command === undefined ? {} : { command });
   }
