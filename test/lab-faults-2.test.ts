@@ -10,6 +10,8 @@
 //                   A SIGTERM must leave nothing behind; after the next start the host
 //                   rejoins and nothing stray is left in its namespace;
 //   convergence     nlbd signalled right after a `start` (join) or a `drainstop` command;
+//   frozen          nlbd stopped (SIGSTOP) for 1.5 s, then continued: it rejoins and takes
+//                   nothing its peers hold meanwhile (found here: 48c123c, fixed in f5eb230);
 //   second nlbd     started in a host's namespace with that host's config: refused, the first
 //                   keeps filtering;
 //   slow clients    tricklers fill remote control and metrics: an operator with the token is
@@ -64,6 +66,7 @@ import {
   events,
   eventsSince,
   interfaceOf,
+  logCount,
   logTextCount,
   reviveDaemons,
   runFault,
@@ -281,6 +284,31 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
       });
       await expectRunningClean(host);
     }
+  });
+
+  it('nlbd frozen (SIGSTOP) for 1.5 s: it rejoins without taking back a bucket its peers hold', async () => {
+    // Between one and two detection windows: the heartbeats waiting in its socket when it runs
+    // again begin with some sent before its peers declared it dead, which still count it and
+    // its old buckets (test/daemon-driver-pause-stale.test.ts; test/lab-cluster-pause.test.ts
+    // covers 0.7 s and 2.5 s).
+    const host = 3;
+    const daemon = () => loadLab(lab.state.name).hosts.find((h) => h.id === host)!.daemon!;
+    let pausedBefore = 0;
+    await runFault(lab, {
+      name: 'nlbd frozen (SIGSTOP) for 1.5 s',
+      host,
+      inject: async () => {
+        pausedBefore = logCount(lab, host, 'paused');
+        expect(signalProcess(daemon(), 'SIGSTOP')).toBe(true);
+        await sleep(1_500);
+      },
+      heal: async () => {
+        expect(signalProcess(daemon(), 'SIGCONT')).toBe(true);
+      },
+      // Its clients' connections at the moment it stopped are reset by the peers.
+      expect: { failuresMax: 10, rejoinMsMax: 2_000 },
+    });
+    expect(logCount(lab, host, 'paused')).toBe(pausedBefore + 1);
   });
 
   it('a second nlbd in a host namespace is refused; the first keeps filtering', async () => {
