@@ -17,8 +17,6 @@
 // that way (Dataplane.watchLost, subscribed by the driver): this test failed before.
 import { describe, expect, it } from 'vitest';
 import { HostMachine } from '../src/core/host.js';
-import type { Address } from '../src/core/address.js';
-import type { BucketConnections, Conntrack } from '../src/dataplane/conntrack.js';
 import { Dataplane } from '../src/dataplane/dataplane.js';
 import { FakeNft } from '../src/dataplane/nft.js';
 import { dataplaneSpecFor } from '../src/dataplane/spec.js';
@@ -26,21 +24,10 @@ import { FakeClock } from '../src/daemon/clock.js';
 import { HostDriver } from '../src/daemon/host-driver.js';
 import { MemoryNetwork, type Transport } from '../src/daemon/transport.js';
 import { hostConfig, testKey } from './support/mini-net.js';
+import { NoConntrack } from './support/no-conntrack.js';
 
 /** Fail-closed well within a period: the restore that failed took no fake time at all. */
 const detachWithinMs = 50;
-
-class NoConntrack implements Conntrack {
-  connectionsByBucket(): Promise<BucketConnections[]> {
-    return Promise.resolve([]);
-  }
-  deleteByMark(): Promise<number> {
-    return Promise.resolve(0);
-  }
-  deleteByDestination(_address: Address): Promise<number> {
-    return Promise.resolve(0);
-  }
-}
 
 describe('HostDriver when its table is deleted and nft cannot put it back', () => {
   it('detaches the cluster IPs at once, not at the next heartbeat', async () => {

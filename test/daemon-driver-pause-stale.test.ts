@@ -23,9 +23,7 @@
 // proof, as for an unproven process), so the backlog from before cannot count. That is the fix
 // (src/core/host.ts, resumeIfPaused): this test failed before it.
 import { describe, expect, it } from 'vitest';
-import type { Address } from '../src/core/address.js';
 import { HostMachine } from '../src/core/host.js';
-import type { BucketConnections, Conntrack } from '../src/dataplane/conntrack.js';
 import { Dataplane } from '../src/dataplane/dataplane.js';
 import { FakeNft } from '../src/dataplane/nft.js';
 import { dataplaneSpecFor } from '../src/dataplane/spec.js';
@@ -33,22 +31,11 @@ import { type Clock, FakeClock } from '../src/daemon/clock.js';
 import { HostDriver } from '../src/daemon/host-driver.js';
 import { MemoryNetwork, type Transport } from '../src/daemon/transport.js';
 import { hostConfig, testKey } from './support/mini-net.js';
+import { NoConntrack } from './support/no-conntrack.js';
 
 /** Longer than detection (5 × 200 ms): the peers declare host 3 dead and take its buckets. */
 const pauseMs = 1_500;
 const frozenHost = 3;
-
-class NoConntrack implements Conntrack {
-  connectionsByBucket(): Promise<BucketConnections[]> {
-    return Promise.resolve([]);
-  }
-  deleteByMark(): Promise<number> {
-    return Promise.resolve(0);
-  }
-  deleteByDestination(_address: Address): Promise<number> {
-    return Promise.resolve(0);
-  }
-}
 
 /** Runs the story; returns every moment host 3 programmed a bucket a peer's kernel held. */
 async function pauseAndResume(order: 'timer first' | 'datagrams first'): Promise<string[]> {

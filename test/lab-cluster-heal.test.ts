@@ -19,14 +19,12 @@ import {
   type ClusterLab,
   type FdbEntry,
   LabSession,
-  type SynAckCapture,
   bucketOf,
   captureMisses,
   clearSynAcks,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  hostOfMaskedMac,
   installSynAckCapture,
   isRoot,
   labSetupTimeoutMs,
@@ -34,59 +32,12 @@ import {
   startLoad,
   switchFdb,
 } from './support/lab-cluster.js';
+import { clusterMac, readCapture } from './support/lab-faults.js';
 
 declareLabRequirement('lab-cluster-heal');
 
-/** The lab's cluster MAC (unicast mode, VIP 198.18.0.100): `nlb ip2mac 198.18.0.100`. */
-const clusterMac = '02:bf:c6:12:00:64';
 /** The lab's heartbeat period: the table must be back within it. */
 const periodMs = 200;
-
-/**
- * The SYN-ACK capture of support/lab-cluster.ts, read as `readSynAcks` does, except that a
- * SYN-ACK from the cluster MAC itself (sent while `unmaskedHost` had no masking table) counts
- * as that host's instead of failing the read; `unmasked` says how many there were.
- */
-async function readCapture(
-  lab: ClusterLab,
-  unmaskedHost: number,
-): Promise<SynAckCapture & { unmasked: number }> {
-  const namespace = lab.state.clients[0]!.namespace;
-  const { stdout } = await execIn(namespace, [
-    'nft',
-    '-j',
-    'list',
-    'set',
-    'inet',
-    'nlbtest_synack',
-    'synacks',
-  ]);
-  const items = (JSON.parse(stdout) as { nftables: { set?: { elem?: { concat: unknown[] }[] } }[] })
-    .nftables;
-  const answers = new Map<string, number[]>();
-  const answersByEndpoint = new Map<string, Set<number>>();
-  let unmasked = 0;
-  for (const element of items.find((item) => item.set !== undefined)?.set?.elem ?? []) {
-    const [ip, port, ackseq, mac] = element.concat as [string, number, number, string];
-    let host = hostOfMaskedMac(mac, lab.state.vip);
-    if (host === undefined && mac === clusterMac) {
-      host = unmaskedHost;
-      unmasked++;
-    }
-    if (host === undefined) throw new Error(`SYN-ACK from an unexpected MAC ${mac}`);
-    const key = `${ip}:${port}:${ackseq}`;
-    answers.set(
-      key,
-      [...new Set([...(answers.get(key) ?? []), host])].sort((a, b) => a - b),
-    );
-    const endpoint = `${ip}:${port}`;
-    answersByEndpoint.set(endpoint, (answersByEndpoint.get(endpoint) ?? new Set()).add(host));
-  }
-  const doubles = [...answers]
-    .filter(([, hosts]) => hosts.length > 1)
-    .map(([connection, hosts]) => ({ connection, hosts }));
-  return { packets: 0, answers, answersByEndpoint, doubles, unmasked };
-}
 
 describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', () => {
   const session = new LabSession();

@@ -448,14 +448,20 @@ export class HostMachine {
     this.listenUntilMs = Math.max(this.listenUntilMs, now + this.deadAfterMs);
     this.convergingReason = 'resumed after a pause';
     if (!this.participating) return;
+    for (const owned of this.owned) owned.clear();
+    this.rejoin(now, { afterPauseMs: pausedMs });
+  }
+
+  /**
+   * The peers declared this host dead and reset its clients (a partition it was on the
+   * smaller side of, a long link-down, a pause): it drops every connection to the cluster IPs
+   * and forgets what it inherited from hosts it took for dead, before it takes buckets again.
+   */
+  private rejoin(now: number, why: Record<string, unknown>): void {
     this.rejoinFlushedAtMs = now;
-    this.emit(now, 'rejoining: dropping connections', {
-      host: this.hostId,
-      afterPauseMs: pausedMs,
-    });
+    this.emit(now, 'rejoining: dropping connections', { host: this.hostId, ...why });
     this.config.cluster.portRules.forEach((rule, r) => {
       this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
-      this.owned[r]!.clear();
       this.orphans[r]!.clear();
       this.deadClaims[r]!.clear();
     });
@@ -1023,13 +1029,7 @@ export class HostMachine {
       (mine.length === theirs.length && Math.min(...mine) > Math.min(...theirs));
     // One drop per merge: the other side's hosts are heard one after another.
     if (rejoining && now - this.rejoinFlushedAtMs >= this.deadAfterMs) {
-      this.rejoinFlushedAtMs = now;
-      this.emit(now, 'rejoining: dropping connections', { host: this.hostId, joins: theirs });
-      this.config.cluster.portRules.forEach((rule, r) => {
-        this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
-        this.orphans[r]!.clear();
-        this.deadClaims[r]!.clear();
-      });
+      this.rejoin(now, { joins: theirs });
     }
   }
 
@@ -1132,14 +1132,7 @@ export class HostMachine {
     if (downMs >= this.deadAfterMs) {
       // The peers declared this host dead meanwhile and reset its clients: its old connections
       // are gone for them, so it drops them before it takes buckets again.
-      this.rejoinFlushedAtMs = now;
-      this.emit(now, 'rejoining: dropping connections', {
-        host: this.hostId,
-        afterLinkDownMs: downMs,
-      });
-      this.config.cluster.portRules.forEach((rule, r) => {
-        this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
-      });
+      this.rejoin(now, { afterLinkDownMs: downMs });
     }
     return { code: 'ok', message: 'link up: rejoining' };
   }
