@@ -22,8 +22,8 @@ describe('a host paused and resumed', () => {
       // While host 2 does not run, its kernel lease runs out (MiniNet has no kernel): the
       // peers taking its buckets meanwhile is the takeover, not a conflict.
       // Up to, not including, the instant it resumes: what it does with the datagrams that
-    // waited (all delivered at that instant) is checked.
-    net.allowConflictUntilMs = net.nowMs + 2500 - 0.001;
+      // waited (all delivered at that instant) is checked.
+      net.allowConflictUntilMs = net.nowMs + 2500 - 0.001;
       net.run(net.nowMs + 2500);
       for (const id of [1, 3]) {
         expect(net.hosts.get(id)!.status().members).toEqual([1, 3]);
