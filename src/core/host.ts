@@ -159,6 +159,27 @@ interface DeadClaim {
 
 type AdminState = 'started' | 'draining' | 'stopped' | 'suspended';
 
+/** Whether a host in this state takes part (owns buckets or is about to). */
+function takesPart(state: AnnouncedState | AdminState): boolean {
+  return state === 'started' || state === 'draining';
+}
+
+/**
+ * Makes room in a bounded table of heard processes: forgets the one silent longest, never
+ * `keep` (the one speaking for its id). A flood of new processes cannot grow memory.
+ */
+function forgetLongestSilent<K>(table: Map<K, { readonly lastHeardMs: number }>, keep?: K): void {
+  let oldest: K | undefined;
+  let oldestMs = Infinity;
+  for (const [key, entry] of table) {
+    if (key !== keep && entry.lastHeardMs < oldestMs) {
+      oldestMs = entry.lastHeardMs;
+      oldest = key;
+    }
+  }
+  if (oldest !== undefined) table.delete(oldest);
+}
+
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
@@ -339,9 +360,7 @@ export class HostMachine {
 
   private get participating(): boolean {
     return (
-      (this.adminState === 'started' || this.adminState === 'draining') &&
-      this.keptOut === undefined &&
-      this.linkDownSinceMs === undefined
+      takesPart(this.adminState) && this.keptOut === undefined && this.linkDownSinceMs === undefined
     );
   }
 
@@ -645,17 +664,7 @@ export class HostMachine {
       candidate.state = hb.state;
       return 'dropped';
     }
-    if (this.candidates.size >= candidatesMax) {
-      let oldest: string | undefined;
-      let oldestMs = Infinity;
-      for (const [k, c] of this.candidates) {
-        if (c.lastHeardMs < oldestMs) {
-          oldestMs = c.lastHeardMs;
-          oldest = k;
-        }
-      }
-      if (oldest !== undefined) this.candidates.delete(oldest);
-    }
+    if (this.candidates.size >= candidatesMax) forgetLongestSilent(this.candidates);
     const newest =
       hb.hostId !== this.hostId && hb.incarnation > (this.highestIncarnation.get(hb.hostId) ?? -1);
     if (newest) this.highestIncarnation.set(hb.hostId, hb.incarnation);
@@ -696,11 +705,7 @@ export class HostMachine {
     let entry = known;
     if (entry === undefined) {
       if (peer.incarnations.size >= incarnationsPerPeerMax) {
-        // Forget the longest silent other than the one speaking for the id.
-        const oldest = [...peer.incarnations.entries()]
-          .filter(([incarnation]) => incarnation !== peer.incarnation)
-          .sort((a, b) => a[1].lastHeardMs - b[1].lastHeardMs)[0];
-        if (oldest !== undefined) peer.incarnations.delete(oldest[0]);
+        forgetLongestSilent(peer.incarnations, peer.incarnation);
       }
       entry = { firstHeardMs: now, lastHeardMs: now, lastSequence: hb.sequence, heartbeat: hb };
       peer.incarnations.set(hb.incarnation, entry);
@@ -791,12 +796,7 @@ export class HostMachine {
   private receiveRival(now: number, hb: Heartbeat, known: IncarnationEntry | undefined): boolean {
     let entry = known;
     if (entry === undefined) {
-      if (this.rivals.size >= incarnationsPerPeerMax) {
-        const oldest = [...this.rivals.entries()].sort(
-          (a, b) => a[1].lastHeardMs - b[1].lastHeardMs,
-        )[0]!;
-        this.rivals.delete(oldest[0]);
-      }
+      if (this.rivals.size >= incarnationsPerPeerMax) forgetLongestSilent(this.rivals);
       entry = { firstHeardMs: now, lastHeardMs: now, lastSequence: hb.sequence, heartbeat: hb };
       this.rivals.set(hb.incarnation, entry);
     }
@@ -1222,7 +1222,7 @@ export class HostMachine {
         peer.heard = false;
         const hb = peer.heartbeat;
         const wasMember = this.members.includes(peer.id);
-        if (hb.state === 'started' || hb.state === 'draining') {
+        if (takesPart(hb.state)) {
           peer.declaredDeadAtMs = now;
           this.emit(now, 'host declared dead', { host: peer.id, silentMs: now - peer.lastHeardMs });
           this.convergingReason = `host ${peer.id} declared dead`;
@@ -1313,7 +1313,7 @@ export class HostMachine {
         // before it has proven us fresh, so this saves a round trip on every join).
         const hearsUs =
           hb.heard.includes(this.hostId) || ackFor(hb, this.hostId, this.incarnation) !== undefined;
-        if ((hb.state === 'started' || hb.state === 'draining') && hearsUs) {
+        if (takesPart(hb.state) && hearsUs) {
           members.push(id);
         }
       }
@@ -1327,10 +1327,9 @@ export class HostMachine {
       for (const id of left) {
         const peer = this.peers.get(id);
         if (peer?.heard) {
-          const reason =
-            peer.heartbeat.state === 'started' || peer.heartbeat.state === 'draining'
-              ? 'it no longer hears this host'
-              : `it is ${peer.heartbeat.state}`;
+          const reason = takesPart(peer.heartbeat.state)
+            ? 'it no longer hears this host'
+            : `it is ${peer.heartbeat.state}`;
           this.emit(now, 'host left', { host: id, reason });
           if (!(peer.heartbeat.state === 'stopped' || peer.heartbeat.state === 'suspended')) {
             this.emit(now, 'partition detected', { host: id, reason });
@@ -1350,7 +1349,7 @@ export class HostMachine {
     if (this.participating) {
       for (const id of this.heardIds) {
         const hb = this.peers.get(id)!.heartbeat;
-        if (id > this.hostId || !(hb.state === 'started' || hb.state === 'draining')) continue;
+        if (id > this.hostId || !takesPart(hb.state)) continue;
         hb.rules.forEach((rule, r) => {
           const owned = this.owned[r];
           if (owned === undefined) return;
@@ -1443,50 +1442,14 @@ export class HostMachine {
         this.reportCounts(id, hb, ack, digestHex, targets)
       );
     });
-    // A heard peer that takes part but is not (yet) a member may be about to take buckets on
-    // its own view: wait until it hears us and shares the view.
-    // Likewise while a member reports a member that we have heard but not yet proven fresh (a
-    // newcomer proves its peers one answer at a time): the view is about to grow, and a target
-    // announced for the smaller view would cost an extra round of acknowledgements.
-    // And, while we still listen after starting, while a process that takes part, newer than
-    // any heard on its id, has not proven itself: hosts that start together hear each other
-    // before either has heard the other's ack, and two pairs of them must not each agree on a
-    // map alone. Once we have listened a whole detection window, anything that could own
-    // buckets has proven itself or cannot hear us; a replay then changes nothing, and an older
-    // process (a replay, since incarnations only grow) never makes anyone wait.
-    const unproven = new Set<number>();
-    let newcomer = false;
-    for (const c of this.candidates.values()) {
-      if (now < c.lastHeardMs + this.deadAfterMs && !this.peers.get(c.host)?.heard) {
-        unproven.add(c.host);
-        if (
-          now < this.listenUntilMs &&
-          c.newest &&
-          (c.state === 'started' || c.state === 'draining')
-        ) {
-          newcomer = true;
-        }
-      }
-    }
-    const pending = (this.pending =
-      newcomer ||
-      this.heardIds.some((id) => {
-        const state = this.peers.get(id)!.heartbeat.state;
-        return (state === 'started' || state === 'draining') && !members.includes(id);
-      }) ||
-      (unproven.size > 0 &&
-        members.some(
-          (id) =>
-            id !== this.hostId &&
-            this.peers.get(id)!.heartbeat.members.some((m) => m !== this.hostId && unproven.has(m)),
-        )));
+    const pending = (this.pending = this.viewAboutToChange(now, members));
     // Alone: no heard peer takes part. A stopped peer's report names no members, so hearing
     // only stopped hosts says nothing about who owns what: listen a whole detection window
     // first, as a host that hears nobody does (a restarted host proves its peers one answer at
     // a time, and a stopped one may answer first).
     const alone = (this.alone = !this.heardIds.some((id) => {
       const state = this.peers.get(id)!.heartbeat.state;
-      return state === 'started' || state === 'draining';
+      return takesPart(state);
     }));
     // A heard host of another configuration that still claims buckets (a config rollout in
     // progress) may serve the same clients under other rules: take nothing until it yields.
@@ -1495,7 +1458,7 @@ export class HostMachine {
       (p) =>
         p.heard &&
         p.mismatch !== undefined &&
-        (p.heartbeat.state === 'started' || p.heartbeat.state === 'draining') &&
+        takesPart(p.heartbeat.state) &&
         p.heartbeat.rules.some((rule) => rule.owned.length > 0),
     );
     if (agreed && !pending && !foreignClaims && (!alone || now >= this.listenUntilMs)) {
@@ -1543,6 +1506,47 @@ export class HostMachine {
       this.convergingSinceMs = now;
       this.emit(now, 'converging', { reason: this.convergingReason, members });
     }
+  }
+
+  /**
+   * Whether this host's view is about to change, so that it announces no target and acquires
+   * nothing (see `pending`).
+   */
+  private viewAboutToChange(now: number, members: readonly number[]): boolean {
+    // A heard peer that takes part but is not (yet) a member may be about to take buckets on
+    // its own view: wait until it hears us and shares the view.
+    // Likewise while a member reports a member that we have heard but not yet proven fresh (a
+    // newcomer proves its peers one answer at a time): the view is about to grow, and a target
+    // announced for the smaller view would cost an extra round of acknowledgements.
+    // And, while we still listen after starting, while a process that takes part, newer than
+    // any heard on its id, has not proven itself: hosts that start together hear each other
+    // before either has heard the other's ack, and two pairs of them must not each agree on a
+    // map alone. Once we have listened a whole detection window, anything that could own
+    // buckets has proven itself or cannot hear us; a replay then changes nothing, and an older
+    // process (a replay, since incarnations only grow) never makes anyone wait.
+    const unproven = new Set<number>();
+    let newcomer = false;
+    for (const c of this.candidates.values()) {
+      if (now < c.lastHeardMs + this.deadAfterMs && !this.peers.get(c.host)?.heard) {
+        unproven.add(c.host);
+        if (now < this.listenUntilMs && c.newest && takesPart(c.state)) {
+          newcomer = true;
+        }
+      }
+    }
+    return (
+      newcomer ||
+      this.heardIds.some((id) => {
+        const state = this.peers.get(id)!.heartbeat.state;
+        return takesPart(state) && !members.includes(id);
+      }) ||
+      (unproven.size > 0 &&
+        members.some(
+          (id) =>
+            id !== this.hostId &&
+            this.peers.get(id)!.heartbeat.members.some((m) => m !== this.hostId && unproven.has(m)),
+        ))
+    );
   }
 
   /**
@@ -1648,11 +1652,7 @@ export class HostMachine {
         (theirs.length === mine.length && Math.min(...theirs) < Math.min(...mine))
       );
     });
-    if (
-      stronger !== undefined &&
-      this.keptOut === undefined &&
-      (this.adminState === 'started' || this.adminState === 'draining')
-    ) {
+    if (stronger !== undefined && this.keptOut === undefined && takesPart(this.adminState)) {
       this.keptOut = `${configReason} with host ${stronger.id}: ${stronger.mismatch}`;
       this.emit(now, 'kept out', {
         reason: this.keptOut,
