@@ -12,19 +12,16 @@
 //     started after the takeover land as the survivors' map says; no connection is answered by
 //     two hosts (SYN-ACKs counted in the client namespace).
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { cutLink, killHostDaemon } from '../src/lab/lab.js';
 import {
-  type ClusterLab,
-  LabSession,
   bucketOf,
+  captureLab,
   captureMisses,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   liveMaps,
   mispredicted,
   percentile,
@@ -51,17 +48,10 @@ const takeoverMarginMs = 300;
 const resetBoundMs = 3_500;
 
 describe.runIf(isRoot)('lab cluster: a host crashes under load', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
-
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lcc', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
+  const labOf = captureLab('lcc');
 
   it('survivors take the buckets within detection time, host 3 clients get resets, no double answers', async () => {
+    const lab = labOf();
     const before = await expectConverged(lab, [1, 2, 3], 20);
     const deadBuckets = new Set(before.answers.get(3)!.rules[0]!.owned);
     const load = startLoad(lab, {

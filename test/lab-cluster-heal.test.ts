@@ -13,21 +13,18 @@
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execIn } from '../src/lab/exec.js';
 import {
-  type ClusterLab,
   type FdbEntry,
-  LabSession,
   bucketOf,
+  captureLab,
   captureMisses,
   clearSynAcks,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   liveMaps,
   startLoad,
   switchFdb,
@@ -40,17 +37,10 @@ declareLabRequirement('lab-cluster-heal');
 const periodMs = 200;
 
 describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
-
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lch', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
+  const labOf = captureLab('lch');
 
   it('puts the table back within a period: no foreign or double answers after it, the bridge keeps no cluster MAC, converged', async () => {
+    const lab = labOf();
     const before = await expectConverged(lab, [1, 2, 3], 20);
     const maps = liveMaps(before.answers);
     const owned2 = new Set(before.answers.get(2)!.rules[0]!.owned);

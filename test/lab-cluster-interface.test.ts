@@ -10,19 +10,17 @@
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execIn } from '../src/lab/exec.js';
 import {
   type ClusterLab,
-  LabSession,
+  captureLab,
   captureMisses,
   clearSynAcks,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   liveMaps,
   readSynAcks,
   startLoad,
@@ -42,17 +40,10 @@ function logLines(lab: ClusterLab, hostId: number, event: string): string[] {
 }
 
 describe.runIf(isRoot)('lab cluster: the cluster interface changed by hand', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
-
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lci', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
+  const labOf = captureLab('lci');
 
   it('a deleted cluster IP and a changed MAC are put back at once; no connection fails', async () => {
+    const lab = labOf();
     const before = await expectConverged(lab, [1, 2, 3], 20);
     const host2 = lab.state.hosts.find((h) => h.id === 2)!;
     const load = startLoad(lab, {
@@ -100,6 +91,7 @@ describe.runIf(isRoot)('lab cluster: the cluster interface changed by hand', () 
   });
 
   it('a deleted dedicated IP: the host takes itself out before its peers take over, so no connection is answered twice, and returns by itself', async () => {
+    const lab = labOf();
     await expectConverged(lab, [1, 2, 3], 20);
     const host2 = lab.state.hosts.find((h) => h.id === 2)!;
     await clearSynAcks(lab);

@@ -13,21 +13,18 @@
 // connections answered by two hosts, all in host 3's old buckets. That shows the capture can
 // see a double answer, so its silence above means something.
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execIn } from '../src/lab/exec.js';
 import { killHostDaemon } from '../src/lab/lab.js';
 import {
-  type ClusterLab,
-  LabSession,
   bucketOf,
+  captureLab,
   captureMisses,
   clearSynAcks,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   liveMaps,
   mispredicted,
   nlbCounter,
@@ -43,18 +40,11 @@ const leaseElement = '0xffffffff';
 const nlbTable = 'nlb';
 
 describe.runIf(isRoot)('lab cluster: nlbd killed while its host stays up', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
+  const labOf = captureLab('lcl');
   let deadBuckets: Set<number>;
 
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lcl', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
-
   it('the lease stops host 3 before hosts 1 and 2 take its buckets: no connection answered twice', async () => {
+    const lab = labOf();
     const before = await expectConverged(lab, [1, 2, 3], 20);
     deadBuckets = new Set(before.answers.get(3)!.rules[0]!.owned);
     const load = startLoad(lab, {
@@ -108,6 +98,7 @@ describe.runIf(isRoot)('lab cluster: nlbd killed while its host stays up', () =>
   });
 
   it('positive control: with its lease put back by hand, host 3 answers too and the capture sees double answers', async () => {
+    const lab = labOf();
     await clearSynAcks(lab);
     const host3 = lab.state.hosts.find((h) => h.id === 3)!.namespace;
     // A short timeout: even if this test dies here, the double ownership ends by itself.

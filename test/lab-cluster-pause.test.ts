@@ -10,18 +10,15 @@
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  type ClusterLab,
-  LabSession,
+  captureLab,
   captureMisses,
   clearSynAcks,
   clientSources,
   declareLabRequirement,
   expectConverged,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   readSynAcks,
   startLoad,
 } from './support/lab-cluster.js';
@@ -29,15 +26,7 @@ import {
 declareLabRequirement('lab-cluster-pause');
 
 describe.runIf(isRoot)('lab cluster: nlbd paused (SIGSTOP) and continued under load', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
-
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lcp', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
+  const labOf = captureLab('lcp');
 
   it.each([
     { pauseMs: 700, rejoins: false },
@@ -45,6 +34,7 @@ describe.runIf(isRoot)('lab cluster: nlbd paused (SIGSTOP) and continued under l
   ])(
     'paused $pauseMs ms: no connection fails or is answered twice',
     async ({ pauseMs, rejoins }) => {
+      const lab = labOf();
       await expectConverged(lab, [1, 2, 3], 20);
       await clearSynAcks(lab);
       const host2 = lab.state.hosts.find((h) => h.id === 2)!;

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Address, parseAddress } from '../../src/core/address.js';
 import type { Config } from '../../src/core/config.js';
 import { type BucketMaps, predictOwner } from '../../src/core/predict.js';
@@ -120,6 +120,26 @@ export class LabSession {
     }
     if (errors.length > 0) throw errors[0];
   }
+}
+
+/**
+ * The lab most test files need: three hosts and a client with ten extra addresses, the SYN-ACK
+ * capture installed, built once before the file's tests (under the lab test lock) and removed
+ * after them whatever failed. Call it in a `describe`; the getter returns the lab.
+ */
+export function captureLab(prefix: string): () => ClusterLab {
+  const session = new LabSession();
+  let lab: ClusterLab | undefined;
+  beforeAll(async () => {
+    await session.lock();
+    lab = await session.up(prefix, { hosts: 3, clients: 1, clientExtraIps: 10 });
+    await installSynAckCapture(lab);
+  }, labSetupTimeoutMs);
+  afterAll(() => session.close());
+  return () => {
+    if (lab === undefined) throw new Error(`captureLab(${prefix}): the lab was not built`);
+    return lab;
+  };
 }
 
 // ------------------------------------------------------------------------------ queries
