@@ -64,7 +64,7 @@ export interface DataplanePort {
    * Refreshes the lease; `Dataplane.refreshLease` also hands over the tables it restored since
    * the last call. Throws DataplaneLostError when the table is gone and cannot be put back.
    */
-  refreshLease(): Promise<LeaseRefresh | void>;
+  refreshLease(): Promise<LeaseRefresh>;
   flush(rule: number, buckets: readonly number[]): Promise<number>;
   /**
    * Drops every connection to the cluster IPs and kills their sockets (conntrack by
@@ -311,9 +311,7 @@ export class HostDriver {
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
     this.heartbeat = options.heartbeat;
     options.dataplane.watchLost?.((reason) => {
-      if (this.closing) return;
-      this.queue.unshift({ kind: 'lost', reason });
-      if (this.started) void this.pump();
+      if (!this.closing) this.enqueueFirst({ kind: 'lost', reason });
     });
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
@@ -455,7 +453,12 @@ export class HostDriver {
 
   /** Steps `command` before anything already queued: the data plane's side of `link`. */
   private stepFirst(command: Command): void {
-    this.queue.unshift({ kind: 'internal', command });
+    this.enqueueFirst({ kind: 'internal', command });
+  }
+
+  /** Runs `job` before anything already queued (the driver's own urgent work). */
+  private enqueueFirst(job: Job): void {
+    this.queue.unshift(job);
     if (this.started) {
       void this.pump();
     }
@@ -506,16 +509,11 @@ export class HostDriver {
         this.counts.commands++;
         if (job.command.verb === 'link') {
           this.carrierUp = job.command.up;
-          if (job.command.up && (this.lost !== undefined || this.sendBlocked !== undefined)) {
+          const out = this.outBecause();
+          if (job.command.up && out !== undefined) {
             // The link is up for the machine only once the data plane is back and heartbeats
             // leave again too.
-            job.resolve({
-              code: 'ok',
-              message:
-                this.lost !== undefined
-                  ? 'carrier up: the host stays out until its data plane is restored'
-                  : 'carrier up: the host stays out until its heartbeats can be sent again',
-            });
+            job.resolve({ code: 'ok', message: `carrier up: the host stays out until ${out}` });
             return;
           }
         }
@@ -525,10 +523,7 @@ export class HostDriver {
         input = { kind: 'command', nowMs, command: job.command };
         break;
       case 'lost':
-        if (this.lost === undefined) {
-          this.programmedKey = undefined;
-          await this.dataplaneLost(job.reason);
-        }
+        if (this.lost === undefined) await this.dataplaneLost(job.reason);
         return;
     }
     let ready: Ready;
@@ -623,11 +618,7 @@ export class HostDriver {
           await this.dataplaneBack(lost);
         }
       } catch (error) {
-        if (error instanceof DataplaneLostError) {
-          await this.dataplaneLost(error.reason);
-        } else {
-          this.dataplaneError('program', error);
-        }
+        await this.dataplaneFailed('program', error);
       }
     }
 
@@ -662,17 +653,22 @@ export class HostDriver {
     try {
       const refreshed = await this.dataplane.refreshLease();
       this.counts.leaseRefreshes++;
-      for (const report of refreshed ? refreshed.restored : []) {
+      for (const report of refreshed.restored) {
         this.restored(report);
       }
       return true;
     } catch (error) {
-      if (error instanceof DataplaneLostError) {
-        await this.dataplaneLost(error.reason);
-      } else {
-        this.dataplaneError('lease refresh', error);
-      }
+      await this.dataplaneFailed('lease refresh', error);
       return false;
+    }
+  }
+
+  /** A lost data plane takes the host out; any other failure is logged and retried. */
+  private async dataplaneFailed(operation: string, error: unknown): Promise<void> {
+    if (error instanceof DataplaneLostError) {
+      await this.dataplaneLost(error.reason);
+    } else {
+      this.dataplaneError(operation, error);
     }
   }
 
@@ -754,9 +750,24 @@ export class HostDriver {
       problems: [lost.reason],
       detectedBy: 'retry after the data plane was lost',
       goneMs: round(this.clock.nowMs() - lost.sinceMs),
-      rejoining: this.carrierUp && this.sendBlocked === undefined,
+      rejoining: this.carrierUp && this.outBecause() === undefined,
     });
-    if (this.carrierUp && this.sendBlocked === undefined) {
+    this.rejoinIfClear();
+  }
+
+  /**
+   * What still keeps the host out besides its carrier, in the words of the `link up` reply;
+   * undefined when nothing does.
+   */
+  private outBecause(): string | undefined {
+    if (this.lost !== undefined) return 'its data plane is restored';
+    if (this.sendBlocked !== undefined) return 'its heartbeats can be sent again';
+    return undefined;
+  }
+
+  /** The link is up for the machine once carrier, data plane and heartbeats all are. */
+  private rejoinIfClear(): void {
+    if (this.carrierUp && this.outBecause() === undefined) {
       this.stepFirst({ verb: 'link', up: true });
     }
   }
@@ -789,11 +800,9 @@ export class HostDriver {
     this.log({
       event: 'heartbeats flowing',
       blockedMs: round(this.clock.nowMs() - blocked.sinceMs),
-      rejoining: this.carrierUp && this.lost === undefined,
+      rejoining: this.carrierUp && this.outBecause() === undefined,
     });
-    if (this.carrierUp && this.lost === undefined) {
-      this.stepFirst({ verb: 'link', up: true });
-    }
+    this.rejoinIfClear();
   }
 
   private withhold(count: number, reason: string): void {

@@ -224,7 +224,7 @@ export class Dataplane {
   private lastCheckMs = Number.NEGATIVE_INFINITY;
   /** When the kernel's lease was last set to the spec's full length. */
   private lastLeaseMs: number | undefined;
-  private lost: { reason: string; sinceMs: number; lastAttemptMs: number } | undefined;
+  private lost: { reason: string; lastAttemptMs: number } | undefined;
   private reports: RestoreReport[] = [];
   private counts = { checks: 0, restores: 0, reportsDropped: 0 };
 
@@ -606,7 +606,7 @@ export class Dataplane {
       });
     } catch (error) {
       const reason = `${problems.join('; ')}; restoring the table failed: ${errorText(error)}`;
-      this.lost = { reason, sinceMs: how.detectedAtMs, lastAttemptMs: this.nowMs() };
+      this.lost = { reason, lastAttemptMs: this.nowMs() };
       throw new DataplaneLostError(reason);
     }
     const doneMs = this.nowMs();

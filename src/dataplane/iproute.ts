@@ -102,9 +102,10 @@ export class IpRoute {
     args: readonly string[],
     result: { code: number; stderr: string },
     hint: string,
+    tool: 'ip' | 'tc' = 'ip',
   ): never {
     throw new CommandError(
-      ['ip', ...args],
+      [tool, ...args],
       `failed (exit ${result.code}): ${result.stderr.trim()}`,
       hint,
     );
@@ -220,11 +221,7 @@ export class IpRoute {
     const qdisc = ['qdisc', 'add', 'dev', name, 'clsact'];
     const added = await this.tc(qdisc);
     if (added.code !== 0 && !/Exclusivity flag on|File exists/i.test(added.stderr)) {
-      throw new CommandError(
-        ['tc', ...qdisc],
-        `failed (exit ${added.code}): ${added.stderr.trim()}`,
-        'the kernel needs the clsact qdisc (CONFIG_NET_SCH_INGRESS)',
-      );
+      this.fail(qdisc, added, 'the kernel needs the clsact qdisc (CONFIG_NET_SCH_INGRESS)', 'tc');
     }
     const filter = [
       'filter',
@@ -245,11 +242,7 @@ export class IpRoute {
     ];
     const result = await this.tc(filter);
     if (result.code !== 0) {
-      throw new CommandError(
-        ['tc', ...filter],
-        `failed (exit ${result.code}): ${result.stderr.trim()}`,
-        'the kernel needs the BPF classifier (CONFIG_NET_CLS_BPF)',
-      );
+      this.fail(filter, result, 'the kernel needs the BPF classifier (CONFIG_NET_CLS_BPF)', 'tc');
     }
   }
 
@@ -267,11 +260,7 @@ export class IpRoute {
     ) {
       return false;
     }
-    throw new CommandError(
-      ['tc', ...args],
-      `failed (exit ${result.code}): ${result.stderr.trim()}`,
-      `check that interface '${name}' exists`,
-    );
+    this.fail(args, result, `check that interface '${name}' exists`, 'tc');
   }
 
   /**
