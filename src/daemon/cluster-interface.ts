@@ -71,6 +71,11 @@ export function readInterfaceNow(ifname: string): InterfaceNow {
 export class ClusterInterface {
   /** What detach must undo; set before the first change, so a half-done attach is undone too. */
   private attached: AttachedInterface | undefined;
+  /**
+   * Set when the last attach could not install the MAC guard (the host works without it, but
+   * a flushed masking table may then let the switch learn the cluster MAC): why.
+   */
+  guardWarning: string | undefined;
   /** The last of attach, detach and repair begun: the next one waits for it. */
   private busy: Promise<unknown> = Promise.resolve();
 
@@ -162,6 +167,7 @@ export class ClusterInterface {
     }
     const done = await attachInterface(this.ipRoute, setup);
     this.attached = { originalMac: originalMac ?? done.originalMac, added: done.added };
+    this.guardWarning = done.warning;
   }
 
   /**

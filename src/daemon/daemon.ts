@@ -336,6 +336,9 @@ class Daemon {
     // Registered first: detach also undoes an attach that failed half-way.
     this.resources.push('detach the cluster interface', () => iface.detach());
     await iface.attach();
+    if (iface.guardWarning !== undefined) {
+      this.logEvent({ event: 'mac guard missing', warning: iface.guardWarning });
+    }
   }
 
   /** Runs the protocol until a stop is requested. */

@@ -21,6 +21,7 @@ const warnEvents = new Set([
   'heartbeats blocked',
   'paused',
   'interface restored',
+  'mac guard missing',
   'interface repair failed',
   'heartbeat send failed',
   'bad heartbeats',
