@@ -6,6 +6,7 @@
 import { CommanderError } from 'commander';
 import { NlbError } from './errors.js';
 import { type ExitCode, exitCodes } from './exit-codes.js';
+import { errorText } from '../core/error-text.js';
 
 export interface Column<Row> {
   /** Printed upper-cased as the column header. */
@@ -161,7 +162,7 @@ export function toNlbError(error: unknown, commandName?: string): NlbError {
       exitCodes.usage,
     );
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorText(error);
   return new NlbError(
     'internal',
     `internal error: ${message}`,

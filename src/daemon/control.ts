@@ -25,6 +25,7 @@ import { parseRuleSpec, resolveRuleSpec, ruleSpecExamples } from './control-rule
 import type { EventJournal, JournalEntry } from './events.js';
 import type { DriverStats } from './host-driver.js';
 import type { TransportStats } from './transport.js';
+import { errorText } from '../core/error-text.js';
 
 /** A request line larger than this is not a control request. */
 export const requestBytesMax = 64 * 1024;
@@ -344,10 +345,6 @@ class Unavailable extends Error {
   }
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 async function params(context: ControlContext): Promise<unknown> {
   const target = context.target;
   let counters: DataplaneCounters | null = null;
@@ -355,7 +352,7 @@ async function params(context: ControlContext): Promise<unknown> {
   try {
     counters = await target.counters();
   } catch (error) {
-    countersError = error instanceof Error ? error.message : String(error);
+    countersError = errorText(error);
   }
   const details = target.details();
   const now = target.nowMs();

@@ -72,6 +72,7 @@ export {
   StartRefused,
   daemonExitCodes,
 } from './start-checks.js';
+import { errorText } from '../core/error-text.js';
 
 /** The protocol events (stable names, README) that enter and leave the suspended state. */
 const suspendedEvent = 'suspended';
@@ -83,10 +84,6 @@ class Interrupted extends Error {
     super(`stopped before phase '${phase}'`);
     this.name = 'Interrupted';
   }
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**

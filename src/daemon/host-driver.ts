@@ -55,6 +55,7 @@ import {
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { DatagramSource, Transport } from './transport.js';
+import { errorText } from '../core/error-text.js';
 
 /** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
 export interface DataplanePort {
@@ -229,10 +230,6 @@ class Latency {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 export class HostDriver {

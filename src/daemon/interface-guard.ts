@@ -5,6 +5,7 @@
 // `ip` only when something is missing.
 import type { ClusterInterface } from './cluster-interface.js';
 import type { EventSink } from './host-driver.js';
+import { errorText } from '../core/error-text.js';
 
 /** Noticed within this; the default heartbeat period, and far below the detection time. */
 export const interfaceCheckMsDefault = 200;
@@ -36,7 +37,7 @@ export function guardInterface(
           log({
             event: 'interface repair failed',
             interface: iface.setup.interface,
-            error: error instanceof Error ? error.message : String(error),
+            error: errorText(error),
           }),
       )
       .finally(() => {

@@ -17,6 +17,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ReportedState } from '../core/protocol.js';
 import { ConnectionGate, type GateLimits } from './connection-gate.js';
 import { type ControlTarget, portsText } from './control.js';
+import { errorText } from '../core/error-text.js';
 
 /**
  * How long collected metrics are served again. Prometheus scrapes every 10-60 s, so a second
@@ -330,7 +331,7 @@ export async function listenMetrics(
       },
       (error: unknown) => {
         response.writeHead(500, { 'content-type': 'text/plain' });
-        response.end(`${error instanceof Error ? error.message : String(error)}\n`);
+        response.end(`${errorText(error)}\n`);
       },
     );
   });

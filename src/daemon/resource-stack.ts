@@ -5,6 +5,7 @@
 // whether nlbd is stopping after running for days or was interrupted between two phases of its
 // start-up. A release that fails is recorded and the older ones still run: a table left behind
 // is no reason to also leave the cluster MAC.
+import { errorText } from '../core/error-text.js';
 
 export interface Release {
   /** What is undone, for the log: "remove the nftables tables". */
@@ -50,7 +51,7 @@ export class ResourceStack {
         try {
           await entry.release();
         } catch (error) {
-          problems.push(`${entry.what}: ${error instanceof Error ? error.message : String(error)}`);
+          problems.push(`${entry.what}: ${errorText(error)}`);
         }
       }
     } finally {

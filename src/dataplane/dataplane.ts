@@ -57,6 +57,7 @@ import {
   renderTable,
 } from './render.js';
 import { type TableImage, compareImages, tableImage } from './table-image.js';
+import { errorText } from '../core/error-text.js';
 
 export interface RuleCounters {
   /** Packets and bytes let through: established TCP and new flows in owned buckets. */
@@ -171,10 +172,6 @@ function add(a: CounterValue | undefined, b: CounterValue | undefined): CounterV
     packets: (a?.packets ?? 0) + (b?.packets ?? 0),
     bytes: (a?.bytes ?? 0) + (b?.bytes ?? 0),
   };
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** nft's answer for a table that is not there (as opposed to nft failing). */

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { type Runner, localRunner } from './exec.js';
 import { formatMark } from './mark.js';
 import { names } from './render.js';
+import { errorText } from '../core/error-text.js';
 
 export interface CounterValue {
   readonly packets: number;
@@ -462,7 +463,7 @@ class RulesetMonitor {
     try {
       child = this.spawn();
     } catch (error) {
-      this.died(`could not start: ${error instanceof Error ? error.message : String(error)}`);
+      this.died(`could not start: ${errorText(error)}`);
       return;
     }
     this.child = child;

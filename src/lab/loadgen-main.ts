@@ -13,6 +13,7 @@ import {
   runLoadgen,
 } from './loadgen.js';
 import { labHttpPort, labVip } from './naming.js';
+import { errorText } from '../core/error-text.js';
 
 function number(min: number, max: number, integer = true) {
   return (text: string): number => {
@@ -124,6 +125,6 @@ try {
   );
   emit(summary);
 } catch (error) {
-  emit({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+  emit({ type: 'error', message: errorText(error) });
   process.exitCode = 2;
 }

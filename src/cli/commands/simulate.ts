@@ -16,6 +16,7 @@ import { badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliContext } from '../program.js';
 import { type CommandOutput, renderHuman, table, text } from '../render.js';
+import { errorText } from '../../core/error-text.js';
 
 export interface SimulateOptions {
   readonly hosts: string;
@@ -111,11 +112,7 @@ export function simulate(options: SimulateOptions): CommandOutput<SimulateData> 
     });
   } catch (error) {
     // Plans refuse impossible combinations (e.g. a partition of one host) with a message.
-    throw badArgument(
-      'nlb simulate',
-      error instanceof Error ? error.message : String(error),
-      'see nlb simulate --help',
-    );
+    throw badArgument('nlb simulate', errorText(error), 'see nlb simulate --help');
   }
   const data: SimulateData = {
     seed: result.seed,
