@@ -18,7 +18,7 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
-import { addressesEqual, parseAddress } from '../core/address.js';
+import { type Address, addressesEqual, parseAddress } from '../core/address.js';
 import {
   type AttachedInterface,
   type InterfaceSetup,
@@ -68,6 +68,13 @@ export function readInterfaceNow(ifname: string): InterfaceNow {
   return { mac, addresses };
 }
 
+/** What someone took away from an attached interface (see `ClusterInterface.missing`). */
+export interface Missing {
+  /** The cluster MAC is not the interface's MAC; `found` is the MAC it has instead. */
+  readonly mac: { readonly found: string | undefined } | undefined;
+  readonly ips: readonly Address[];
+}
+
 export class ClusterInterface {
   /** What detach must undo; set before the first change, so a half-done attach is undone too. */
   private attached: AttachedInterface | undefined;
@@ -90,10 +97,6 @@ export class ClusterInterface {
     readonly rememberedMac: string | undefined,
   ) {}
 
-  get isAttached(): boolean {
-    return this.attached !== undefined;
-  }
-
   /**
    * Gives the interface the cluster MAC and the cluster IPs. Call it only while the filter is
    * in the kernel. Throws when a change fails; `detach` then undoes what was done.
@@ -109,41 +112,50 @@ export class ClusterInterface {
   }
 
   /**
-   * What of the attached setup the interface lacks now (cluster IPs, the cluster MAC), as
-   * readable words; empty when whole or not attached.
+   * What of the attached setup the interface lacks now: the cluster MAC (and the MAC found
+   * instead) and the cluster IPs that are gone; undefined when whole or not attached.
    */
-  missing(now: InterfaceNow = readInterfaceNow(this.setup.interface)): string[] {
-    if (this.attached === undefined) return [];
-    const gone: string[] = [];
-    if (this.setup.clusterMac !== undefined && now.mac !== this.setup.clusterMac) {
-      gone.push(`cluster MAC ${this.setup.clusterMac} (found ${now.mac ?? 'no interface'})`);
-    }
-    for (const ip of this.setup.clusterIps) {
-      const present = now.addresses.some((text) => {
-        const address = parseAddress(text.split('%')[0]!);
-        return address !== undefined && addressesEqual(address, ip);
-      });
-      if (!present) gone.push(`cluster IP ${ip.text}`);
-    }
-    return gone;
+  missing(now: InterfaceNow = readInterfaceNow(this.setup.interface)): Missing | undefined {
+    if (this.attached === undefined) return undefined;
+    const { clusterMac, clusterIps } = this.setup;
+    const macGone = clusterMac !== undefined && now.mac !== clusterMac;
+    const ips = clusterIps.filter(
+      (ip) =>
+        !now.addresses.some((text) => {
+          const address = parseAddress(text.split('%')[0]!);
+          return address !== undefined && addressesEqual(address, ip);
+        }),
+    );
+    if (!macGone && ips.length === 0) return undefined;
+    return { mac: macGone ? { found: now.mac } : undefined, ips };
+  }
+
+  /** `missing` in words, for the log. */
+  describe(missing: Missing): string[] {
+    return [
+      ...(missing.mac === undefined
+        ? []
+        : [`cluster MAC ${this.setup.clusterMac} (found ${missing.mac.found ?? 'no interface'})`]),
+      ...missing.ips.map((ip) => `cluster IP ${ip.text}`),
+    ];
   }
 
   /**
-   * Puts back what `missing` finds (while still attached); returns what was put back. Cluster
-   * IPs it adds again are removed by detach as before.
+   * Puts back what `missing` finds (while still attached); returns what was put back, in words.
+   * Cluster IPs it adds again are removed by detach as before.
    */
   repair(): Promise<string[]> {
     return this.exclusive(async () => {
       const gone = this.missing();
-      if (gone.length === 0 || this.attached === undefined) return [];
+      if (gone === undefined) return [];
       const { setup } = this;
-      if (setup.clusterMac !== undefined && gone.some((g) => g.startsWith('cluster MAC'))) {
+      if (setup.clusterMac !== undefined && gone.mac !== undefined) {
         await this.ipRoute.setMac(setup.interface, setup.clusterMac);
       }
-      for (const ip of setup.clusterIps) {
+      for (const ip of gone.ips) {
         await this.ipRoute.addAddress(setup.interface, clusterIpPrefix(ip));
       }
-      return gone;
+      return this.describe(gone);
     });
   }
 

@@ -131,7 +131,7 @@ export class ControlServer {
         const who = answer.ok ? ` (pid ${(answer.data as { pid?: number }).pid ?? '?'})` : '';
         throw new ControlSocketError(
           `another nlbd${who} already answers on ${socketPath}`,
-          'stop it first (nlb stop, or kill it); one host runs one nlbd per cluster',
+          'stop it first (nlb stop, or kill it); one nlbd runs per network namespace',
         );
       }
       unlinkSync(socketPath);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Config, HostState } from '../core/config.js';
 import { HostMachine } from '../core/host.js';
 import { formatMac, unicastClusterMac } from '../core/mac.js';
-import type { Ownership } from '../core/protocol.js';
+import type { Command, CommandReply, Ownership } from '../core/protocol.js';
 import { ConntrackCli } from '../dataplane/conntrack.js';
 import { Dataplane, type InterfaceSetup } from '../dataplane/dataplane.js';
 import type { Runner } from '../dataplane/exec.js';
@@ -53,21 +53,20 @@ export interface PartsInput {
   readonly log: EventSink;
   /** The host machine threw: the daemon must stop. */
   readonly onFatal: (error: Error) => void;
+  /** The machine answered a command (HostDriverOptions.onReply). */
+  readonly onReply: (command: Command, reply: CommandReply) => void;
 }
 
 export interface DaemonParts {
   /** The running config; a successful reload replaces it. */
   config(): Config;
   readonly identity: DaemonIdentity;
-  readonly machine: HostMachine;
   readonly driver: HostDriver;
   readonly nft: NftCli;
   readonly dataplane: Dataplane;
   readonly transport: UdpTransport;
-  readonly setup: InterfaceSetup;
-  /** Attach and detach the cluster MAC and cluster IPs; both may run more than once. */
+  /** Attach and detach the cluster MAC and cluster IPs (its `setup`); both may run more than once. */
   readonly clusterInterface: ClusterInterface;
-  readonly target: ControlTarget;
   readonly metrics: Metrics;
   readonly reload: () => Promise<ReloadReply>;
   /** The local control socket's server. */
@@ -150,6 +149,7 @@ export function buildParts(input: PartsInput): DaemonParts {
       config = command.config;
     },
     onFatal: input.onFatal,
+    onReply: input.onReply,
     // Fail closed: a data plane that cannot be put back (nft fails or hangs) takes the cluster
     // IPs and the cluster MAC away, so the host answers nothing unfiltered; they come back once
     // the whole table is in the kernel again (host-driver.ts, header).
@@ -215,14 +215,11 @@ export function buildParts(input: PartsInput): DaemonParts {
   return {
     config: () => config,
     identity,
-    machine,
     driver,
     nft,
     dataplane,
     transport,
-    setup,
     clusterInterface,
-    target,
     metrics,
     reload,
     server,

@@ -65,22 +65,12 @@ import {
 } from './start-checks.js';
 import { TransportError } from './transport.js';
 
-export { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
-export {
-  type DaemonOptions,
-  type ListenAddress,
-  StartRefused,
-  daemonExitCodes,
-} from './start-checks.js';
+export { type ListenAddress, daemonExitCodes } from './start-checks.js';
 import { errorText } from '../core/error-text.js';
-
-/** The protocol events (stable names, README) that enter and leave the suspended state. */
-const suspendedEvent = 'suspended';
-const resumedEvent = 'resumed';
 
 /** A stop was requested before the start-up finished: unwind from there. */
 class Interrupted extends Error {
-  constructor(readonly phase: DaemonPhase) {
+  constructor(phase: DaemonPhase) {
     super(`stopped before phase '${phase}'`);
     this.name = 'Interrupted';
   }
@@ -134,12 +124,6 @@ class Daemon {
     const inputs = await this.enter('load', pauseAt, () => loadInputs(this.options));
     const config = inputs.config;
     this.log = createDaemonLog({ by: config.host.id, cluster: config.cluster.name });
-    if (inputs.keyWarning !== undefined) {
-      this.logEvent({ event: 'key file readable by others', warning: inputs.keyWarning });
-    }
-    if (inputs.tokenWarning !== undefined) {
-      this.logEvent({ event: 'token file readable by others', warning: inputs.tokenWarning });
-    }
     const runner = localRunner();
     const ipRoute = new IpRoute(runner);
     await this.enter('preflight', pauseAt, () => preflight(config, runner, ipRoute));
@@ -193,14 +177,7 @@ class Daemon {
       });
       this.resources.push('release the network namespace lock', () => lock.release());
     } catch (error) {
-      if (error instanceof NetnsLockBusy) {
-        throw new StartRefused(
-          error.message,
-          error.owner === undefined
-            ? 'one nlbd runs per network namespace (its filter table and interface MAC are shared); find the holder with `ss -xlp | grep @nlbd` and stop it'
-            : `one nlbd runs per network namespace (the filter table 'inet nlb' and the interface MAC are shared): stop the other first (\`systemctl stop nlbd\` or \`kill ${error.owner.pid}\`), or run this cluster's nlbd in another network namespace`,
-        );
-      }
+      if (error instanceof NetnsLockBusy) throw new StartRefused(error.message, error.hint);
       throw error;
     }
 
@@ -220,6 +197,12 @@ class Daemon {
       onFatal: (error) => {
         this.fatalError = error;
         this.requestStop('fatal error');
+      },
+      onReply: (command, reply) => {
+        // The suspended state is kept across restarts (NLB's "retain suspended state").
+        if (reply.code !== 'ok') return;
+        if (command.verb === 'suspend') this.retainSuspended(true);
+        if (command.verb === 'resume') this.retainSuspended(false);
       },
     });
     this.reload = parts.reload;
@@ -301,7 +284,7 @@ class Daemon {
     // Registered before the first nft command: the long-lived nft process may start on any.
     this.resources.push('stop nft', () => parts.nft.close());
     const cleaned = await cleanupStale(parts.nft, ipRoute, {
-      ...parts.setup,
+      ...parts.clusterInterface.setup,
       tableName,
       ...(iface.rememberedMac === undefined ? {} : { originalMac: iface.rememberedMac }),
     });
@@ -346,7 +329,7 @@ class Daemon {
       this.stopReply = await driver.shutdown();
     });
     // Carrier loss on the cluster interface: take no buckets until it is back (link-watch.ts).
-    const stopLinkWatch = watchLink(parts.setup.interface, (up) => {
+    const stopLinkWatch = watchLink(parts.clusterInterface.setup.interface, (up) => {
       driver.command({ verb: 'link', up }).catch(() => undefined);
     });
     this.resources.push('stop watching the link', stopLinkWatch);
@@ -367,7 +350,7 @@ class Daemon {
       metricsListen:
         metricsListen === undefined ? null : `${metricsListen.address}:${metricsListen.port}`,
       config: parts.identity.configPath,
-      interface: parts.setup.interface,
+      interface: parts.clusterInterface.setup.interface,
       clusterIps: config.cluster.clusterIps.map((ip) => ip.text),
       heartbeat: `${config.cluster.heartbeat.group.text}:${config.cluster.heartbeat.port}`,
       retainedState: this.retained?.file ?? null,
@@ -423,16 +406,11 @@ class Daemon {
   private readonly logEvent: EventSink = (record: EventRecord) => {
     this.log?.event(record);
     this.journal.record(record);
-    if (record.event === suspendedEvent) {
-      this.retainSuspended(true);
-    } else if (record.event === resumedEvent) {
-      this.retainSuspended(false);
-    }
   };
 
   /**
-   * Keeps the suspended state across restarts. It runs in the step that suspends or resumes,
-   * before the command's reply is sent: once `nlb suspend` answers, a restart keeps it.
+   * Keeps the suspended state across restarts. It runs once the machine answered `suspend` or
+   * `resume`, before the reply is sent: once `nlb suspend` answers, a restart keeps it.
    */
   private retainSuspended(suspended: boolean): void {
     const retained = this.retained;

@@ -126,6 +126,12 @@ export interface HostDriverOptions {
    */
   readonly onReload?: (command: Command & { readonly verb: 'reload' }) => void;
   /**
+   * Called with every command the machine answered, once its Ready is carried out and before
+   * the reply reaches whoever asked (the daemon retains the suspended state there, so once
+   * `nlb suspend` answers, a restart keeps it).
+   */
+  readonly onReply?: (command: Command, reply: CommandReply) => void;
+  /**
    * Called when the data plane is lost (its table is gone or altered and cannot be put back):
    * the host must stop answering for the cluster IPs, so the daemon detaches the interface
    * (removes the cluster IPs, restores the original MAC). Awaited before anything else is
@@ -242,6 +248,7 @@ export class HostDriver {
   private readonly drainPollMs: number;
   private readonly onFatal: (error: Error) => void;
   private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
+  private readonly onReply: (command: Command, reply: CommandReply) => void;
   private readonly onDataplaneLost: ((reason: string) => void | Promise<void>) | undefined;
   /** When the last heartbeat left (clock ms), or undefined before the first. */
   private lastSentMs: number | undefined;
@@ -303,6 +310,7 @@ export class HostDriver {
     this.drainPollMs = options.drainPollMs ?? drainPollMsDefault;
     this.onFatal = options.onFatal ?? (() => undefined);
     this.onReload = options.onReload ?? (() => undefined);
+    this.onReply = options.onReply ?? (() => undefined);
     this.onDataplaneLost = options.onDataplaneLost;
     this.onDataplaneRestored = options.onDataplaneRestored;
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
@@ -544,7 +552,9 @@ export class HostDriver {
     this.armTimer(ready.wakeAtMs);
     await this.carryOut(ready);
     if (job.kind === 'command') {
-      job.resolve(ready.reply ?? { code: 'ok', message: '' });
+      const reply = ready.reply ?? { code: 'ok', message: '' };
+      this.onReply(job.command, reply);
+      job.resolve(reply);
     }
   }
 

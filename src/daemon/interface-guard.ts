@@ -18,7 +18,7 @@ export function guardInterface(
 ): () => void {
   let repairing = false;
   const timer = setInterval(() => {
-    if (repairing || iface.missing().length === 0) return;
+    if (repairing || iface.missing() === undefined) return;
     repairing = true;
     iface
       .repair()

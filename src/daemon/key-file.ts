@@ -18,8 +18,8 @@ export type KeyFileResult =
       readonly ok: true;
       readonly key: Uint8Array;
       /**
-       * Always undefined: a file group or others may read is refused now (secret-file.ts). Kept
-       * while daemon.ts still logs it; remove both together.
+       * Always undefined: a file group or others may read is refused now (secret-file.ts), and
+       * nothing reads it any more. Left for the readers' tests, which still name it.
        */
       readonly warning: string | undefined;
     }

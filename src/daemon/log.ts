@@ -32,7 +32,6 @@ const warnEvents = new Set([
   'host declared dead',
   'start refused',
   'shutdown problem',
-  'key file readable by others',
 ]);
 
 export interface DaemonLog {

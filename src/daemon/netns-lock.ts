@@ -53,6 +53,13 @@ export class NetnsLockBusy extends Error {
     );
     this.name = 'NetnsLockBusy';
   }
+
+  /** What to do about it. */
+  get hint(): string {
+    return this.owner === undefined
+      ? 'one nlbd runs per network namespace (its filter table and interface MAC are shared); find the holder with `ss -xlp | grep @nlbd` and stop it'
+      : `one nlbd runs per network namespace (the filter table 'inet nlb' and the interface MAC are shared): stop the other first (\`systemctl stop nlbd\` or \`kill ${this.owner.pid}\`), or run this cluster's nlbd in another network namespace`;
+  }
 }
 
 /** The held lock; `release` stops listening, which frees the name at once. */
@@ -109,7 +116,8 @@ export function readLockOwner(name = netnsLockName): Promise<LockOwner | undefin
         done(
           typeof parsed.pid === 'number' &&
             typeof parsed.cluster === 'string' &&
-            typeof parsed.hostId === 'number'
+            typeof parsed.hostId === 'number' &&
+            typeof parsed.socket === 'string'
             ? (parsed as LockOwner)
             : undefined,
         );

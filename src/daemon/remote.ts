@@ -34,8 +34,8 @@ export type TokenFileResult =
       readonly ok: true;
       readonly token: string;
       /**
-       * Always undefined: a file group or others may read is refused now (secret-file.ts). Kept
-       * while daemon.ts still logs it; remove both together.
+       * Always undefined: a file group or others may read is refused now (secret-file.ts), and
+       * nothing reads it any more. Left for the readers' tests, which still name it.
        */
       readonly warning: string | undefined;
     }

@@ -120,9 +120,7 @@ export function keyPathOf(options: DaemonOptions, config: Config): string {
 export interface DaemonInputs {
   readonly config: Config;
   readonly key: Uint8Array;
-  readonly keyWarning: string | undefined;
   readonly token: string | undefined;
-  readonly tokenWarning: string | undefined;
 }
 
 /** Reads and checks the config, the key and the token file. */
@@ -143,7 +141,6 @@ export async function loadInputs(options: DaemonOptions): Promise<DaemonInputs> 
     throw new StartRefused(key.message, key.hint, daemonExitCodes.usage);
   }
   let token: string | undefined;
-  let tokenWarning: string | undefined;
   if (options.controlListen !== undefined) {
     if (options.tokenFile === undefined) {
       throw new StartRefused(
@@ -157,7 +154,6 @@ export async function loadInputs(options: DaemonOptions): Promise<DaemonInputs> 
       throw new StartRefused(read.message, read.hint, daemonExitCodes.usage);
     }
     token = read.token;
-    tokenWarning = read.warning;
   } else if (options.tokenFile !== undefined) {
     throw new StartRefused(
       '--token-file is only used with --control-listen',
@@ -165,5 +161,5 @@ export async function loadInputs(options: DaemonOptions): Promise<DaemonInputs> 
       daemonExitCodes.usage,
     );
   }
-  return { config, key: key.key, keyWarning: key.warning, token, tokenWarning };
+  return { config, key: key.key, token };
 }
