@@ -15,9 +15,8 @@
 // someone took away by hand (a cluster IP deleted, `ip addr flush`, the MAC changed), and
 // `repair` puts it back: a host without its cluster IP or cluster MAC would silently drop the
 // clients of every bucket it owns. attach, detach and repair never overlap.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import path from 'node:path';
 import { type Address, addressesEqual, parseAddress } from '../core/address.js';
 import {
   type AttachedInterface,
@@ -26,6 +25,7 @@ import {
   detachInterface,
 } from '../dataplane/dataplane.js';
 import { type IpRoute, clusterIpPrefix } from '../dataplane/iproute.js';
+import { writeFileAtomic } from '../node/atomic-file.js';
 
 /** The run file's content. */
 export interface RunFile {
@@ -45,10 +45,7 @@ export function readRunFile(file: string): RunFile | undefined {
 }
 
 function writeRunFile(file: string, record: RunFile): void {
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-  renameSync(tmp, file);
+  writeFileAtomic(file, `${JSON.stringify(record)}\n`, { mode: 0o600, dirMode: 0o755 });
 }
 
 /** What the kernel says the interface has now: its MAC and its addresses (no process run). */

@@ -9,6 +9,7 @@
 //     nlbd-<cluster>-<id>.json   the retained state: the last incarnation and whether the host
 //                                is suspended (retained-state.ts)
 import path from 'node:path';
+import { tempPathOf } from '../node/atomic-file.js';
 
 export const runDirDefault = '/run/nlb';
 export const stateDirDefault = '/var/lib/nlb';
@@ -50,7 +51,8 @@ export function retainedStatePath(clusterName: string, hostId: number, stateDir:
  * for `nlb lab down` and tests, which remove what a SIGKILLed daemon left.
  */
 export function daemonRunFiles(clusterName: string, hostId: number): string[] {
-  return [defaultSocketPath(clusterName, hostId), stateFilePath(clusterName, hostId)];
+  const runFile = stateFilePath(clusterName, hostId);
+  return [defaultSocketPath(clusterName, hostId), runFile, tempPathOf(runFile)];
 }
 
 /**
@@ -59,5 +61,5 @@ export function daemonRunFiles(clusterName: string, hostId: number): string[] {
  */
 export function daemonStateFiles(clusterName: string, hostId: number, stateDir: string): string[] {
   const file = retainedStatePath(clusterName, hostId, stateDir);
-  return [file, `${file}.tmp`];
+  return [file, tempPathOf(file)];
 }

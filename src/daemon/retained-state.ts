@@ -9,16 +9,8 @@
 //     host.initialState applies again at the next start).
 // Writes are atomic (a temp file, fsync, rename, fsync of the directory): a crash or power cut
 // leaves the old file or the new one, never half of one.
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../node/atomic-file.js';
 
 export interface RetainedState {
   /** The incarnation of the last start; a safe integer, usually epoch ms. */
@@ -102,25 +94,8 @@ export function writeRetainedState(file: string, state: RetainedState): void {
   if (!Number.isSafeInteger(state.incarnation) || state.incarnation < 0) {
     throw new Error(`writeRetainedState: incarnation ${state.incarnation} is not a safe integer`);
   }
-  const dir = path.dirname(file);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp`;
   const text = `${JSON.stringify({ version: retainedStateVersion, ...state })}\n`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-  // The rename is durable only once the directory entry is on disk too.
-  const dirFd = openSync(dir, 'r');
-  try {
-    fsyncSync(dirFd);
-  } finally {
-    closeSync(dirFd);
-  }
+  writeFileAtomic(file, text, { mode: 0o600, dirMode: 0o700, durable: true });
 }
 
 /** What one start of nlbd takes from, and leaves in, the retained state. */

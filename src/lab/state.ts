@@ -2,8 +2,9 @@
 // the one that built it. One directory per lab under /run/nlb/labs (tmpfs: a reboot, which also
 // removes every namespace, removes the records too), holding state.json, the cluster key, one
 // config per host and the logs of the processes the lab started.
-import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../node/atomic-file.js';
 import type { ProcessRef } from './process.js';
 
 /** Overridable so tests of the record itself could use a scratch directory. */
@@ -71,9 +72,11 @@ export function statePath(dir: string): string {
 /** Writes atomically (temp file + rename) so a reader in another process never sees half a file. */
 export function writeState(state: LabState): void {
   const target = statePath(state.dir);
-  const temp = `${target}.${process.pid}.tmp`;
-  writeFileSync(temp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  renameSync(temp, target);
+  writeFileAtomic(target, `${JSON.stringify(state, null, 2)}\n`, {
+    mode: 0o600,
+    // Several processes may write a lab's record: each through a file of its own.
+    temp: `${target}.${process.pid}.tmp`,
+  });
 }
 
 export function readState(name: string): LabState | undefined {
