@@ -1,8 +1,9 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-// src/core is pure: the protocol and assignment must run the same in the simulator and the
-// daemon, so nothing there may do I/O or read the clock or a random source (DESIGN.md §3).
+// src/core and src/sim are pure: the protocol and assignment must run the same in the simulator
+// and the daemon, and a seed must replay exactly, so nothing there may do I/O or read the clock
+// or a random source (DESIGN.md §3).
 const impureModules = [
   'fs',
   'node:fs',
@@ -26,22 +27,24 @@ const impureModules = [
   'node:process',
 ];
 
-export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'bench/results/'] },
-  js.configs.recommended,
-  ...tseslint.configs.recommended,
-  {
-    rules: {
-      '@typescript-eslint/no-unused-vars': [
-        'error',
-        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
-      ],
-    },
-  },
-  {
-    files: ['src/core/**/*.ts'],
-    rules: {
-      'no-restricted-imports': ['error', { paths: impureModules }],
+const folders = ['cli', 'control', 'core', 'daemon', 'dataplane', 'demo', 'lab', 'node', 'sim'];
+
+/**
+ * The rules for one folder of src/: imports from folders not in `allowed` are errors, and a
+ * `pure` folder may not use I/O, timers, the clock or randomness.
+ */
+function layer(files, allowed, { pure = false } = {}) {
+  const own = files.split('/')[1];
+  const forbidden = folders.filter((folder) => folder !== own && !allowed.includes(folder));
+  const patterns = forbidden.map((folder) => ({
+    group: [`../${folder}/*`, `../../${folder}/*`, `../../../${folder}/*`],
+    message: `src/${own} may not import src/${folder} (layering: see eslint.config.js)`,
+  }));
+  const rules = {
+    'no-restricted-imports': ['error', { paths: pure ? impureModules : [], patterns }],
+  };
+  if (pure) {
+    Object.assign(rules, {
       'no-restricted-globals': [
         'error',
         'setTimeout',
@@ -60,6 +63,44 @@ export default tseslint.config(
         'error',
         { selector: "NewExpression[callee.name='Date']", message: 'time is an input to the core' },
       ],
+    });
+  }
+  return { files: [files], rules };
+}
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'bench/results/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
     },
   },
+  // Layering (issue 10): each folder may import only the folders below it, so the pure parts
+  // stay pure and the tools (lab, simulator, demo) never become something the daemon needs.
+  //   core       <- everything; imports nothing outside core
+  //   sim        <- core only (and pure, like core: it must replay a seed exactly)
+  //   dataplane  <- core only
+  //   control    <- core only (the wire protocol shared by the CLI and the daemon)
+  //   daemon     <- not cli, lab, sim or demo
+  //   cli        <- not daemon or dataplane internals (it talks to nlbd through control/)
+  {
+    // Size limits (issue 10): a file or function past these is doing more than one job. A
+    // function that must stay longer says why in its eslint-disable comment (`-- reason`).
+    files: ['src/**/*.ts'],
+    rules: {
+      'max-lines': ['error', { max: 500 }],
+      'max-lines-per-function': ['error', { max: 100 }],
+    },
+  },
+  layer('src/core/**/*.ts', [], { pure: true }),
+  layer('src/sim/**/*.ts', ['core'], { pure: true }),
+  layer('src/dataplane/**/*.ts', ['core']),
+  layer('src/control/**/*.ts', ['core']),
+  layer('src/daemon/**/*.ts', ['core', 'control', 'dataplane', 'node']),
+  layer('src/cli/**/*.ts', ['core', 'control', 'node', 'lab', 'sim', 'demo', 'cli']),
 );
