@@ -18,6 +18,8 @@ import type { ReportedState } from '../core/protocol.js';
 import { ConnectionGate, type GateLimits } from './connection-gate.js';
 import { type ControlTarget, portsText } from './control.js';
 import { errorText } from '../core/error-text.js';
+import type { BucketConnections } from '../dataplane/conntrack.js';
+import type { DataplaneCounters } from '../dataplane/dataplane.js';
 
 /**
  * How long collected metrics are served again. Prometheus scrapes every 10-60 s, so a second
@@ -55,193 +57,24 @@ export function createMetrics(target: ControlTarget, options: MetricsOptions = {
     host: String(target.config.host.id),
   });
   collectDefaultMetrics({ register: registry, prefix: 'nlbd_' });
-  const registers = [registry];
-  const ruleLabels = ['rule', 'vip', 'ports', 'protocol'] as const;
-
-  const state = new Gauge({
-    name: 'nlb_host_state',
-    help: 'This host state as nlb query reports it: 1 for the current state, 0 for the others',
-    labelNames: ['state'],
-    registers,
-  });
-  const converged = new Gauge({
-    name: 'nlb_converged',
-    help: 'Whether every member reports the same view, config and map (1) or not (0)',
-    registers,
-  });
-  const members = new Gauge({
-    name: 'nlb_members',
-    help: 'Hosts in this host membership view, itself included when it takes part',
-    registers,
-  });
-  const defaultHost = new Gauge({
-    name: 'nlb_default_host',
-    help: 'The default host id (the lowest member), 0 when this host is in no view',
-    registers,
-  });
-  const convergences = new Counter({
-    name: 'nlb_convergences_total',
-    help: 'Convergences completed since nlbd started',
-    registers,
-  });
-  const lastConvergence = new Gauge({
-    name: 'nlb_last_convergence_seconds',
-    help: 'How long the last convergence took, from the change to agreement',
-    registers,
-  });
-  const bucketsOwned = new Gauge({
-    name: 'nlb_buckets_owned',
-    help: 'Buckets of the port rule this host takes new flows for',
-    labelNames: ruleLabels,
-    registers,
-  });
-  const ruleEnabled = new Gauge({
-    name: 'nlb_rule_state',
-    help: 'The port rule state on this host: 1 for the current one (enabled, draining, disabled)',
-    labelNames: [...ruleLabels, 'state'],
-    registers,
-  });
-  const packets = new Counter({
-    name: 'nlb_rule_packets_total',
-    help: 'Packets to the port rule the filter accepted, dropped, or answered with a TCP reset',
-    labelNames: [...ruleLabels, 'verdict'],
-    registers,
-  });
-  const bytes = new Counter({
-    name: 'nlb_rule_bytes_total',
-    help: 'Bytes to the port rule the filter accepted, dropped, or answered with a TCP reset',
-    labelNames: [...ruleLabels, 'verdict'],
-    registers,
-  });
-  const uncoveredPackets = new Counter({
-    name: 'nlb_uncovered_packets_total',
-    help: 'Packets to a cluster IP that no port rule covers (the default host takes them)',
-    labelNames: ['verdict'],
-    registers,
-  });
-  const leaseExpired = new Counter({
-    name: 'nlb_lease_expired_packets_total',
-    help: 'Packets dropped because the kernel lease ran out (nlbd stopped refreshing it)',
-    registers,
-  });
-  const connections = new Gauge({
-    name: 'nlb_connections',
-    help: 'Established connections this host holds for the port rule (conntrack)',
-    labelNames: ruleLabels,
-    registers,
-  });
-  const heartbeatsSent = new Counter({
-    name: 'nlb_heartbeats_sent_total',
-    help: 'Heartbeats this host sent',
-    registers,
-  });
-  const heartbeatsReceived = new Counter({
-    name: 'nlb_heartbeats_received_total',
-    help: 'Valid heartbeats received from peers',
-    registers,
-  });
-  const heartbeatsRejected = new Counter({
-    name: 'nlb_heartbeats_rejected_total',
-    help: 'Heartbeats dropped unread, by reason (bad MAC, foreign cluster, stale, malformed...)',
-    labelNames: ['reason'],
-    registers,
-  });
-  const heartbeatsWithheld = new Counter({
-    name: 'nlb_heartbeats_withheld_total',
-    help: 'Heartbeats not sent because the kernel did not hold the decided ownership yet',
-    registers,
-  });
-  const dataplaneErrors = new Counter({
-    name: 'nlb_dataplane_errors_total',
-    help: 'Failed data plane operations (program, flush, lease refresh, conntrack)',
-    registers,
-  });
-  const programSeconds = new Gauge({
-    name: 'nlb_program_seconds',
-    help: 'Decision to kernel programmed, for the last ownership change and its p99',
-    labelNames: ['quantile'],
-    registers,
-  });
-  const scrapeErrors = new Gauge({
-    name: 'nlb_scrape_errors',
-    help: 'Parts of this scrape that could not be read (1): counters or connections',
-    labelNames: ['part'],
-    registers,
-  });
-
-  const setCounter = (
-    counter: Counter<string>,
-    value: number,
-    labels?: Record<string, string>,
-  ): void => {
-    if (labels === undefined) counter.inc(value);
-    else counter.inc(labels, value);
-  };
+  const metrics = defineMetrics([registry]);
 
   const collect = async (): Promise<void> => {
     registry.resetMetrics();
-    const config = target.config;
-    const status = target.status();
-    const details = target.details();
-    const driver = target.driverStats();
     const [counters, conns] = await Promise.all([
       target.counters().catch(() => undefined),
       target.connections?.().catch(() => undefined) ?? Promise.resolve(undefined),
     ]);
-    for (const name of reportedStates) {
-      state.set({ state: name }, status.state === name ? 1 : 0);
-    }
-    converged.set(status.converged ? 1 : 0);
-    members.set(status.members.length);
-    defaultHost.set(status.defaultHost ?? 0);
-    setCounter(convergences, details.counters.convergences);
-    lastConvergence.set(details.counters.lastConvergenceMs / 1000);
-    setCounter(heartbeatsSent, details.counters.heartbeatsSent);
-    setCounter(heartbeatsReceived, details.counters.heartbeatsReceived);
-    for (const [reason, count] of Object.entries(details.heartbeatsRejected)) {
-      setCounter(heartbeatsRejected, count, { reason });
-    }
-    setCounter(heartbeatsWithheld, driver.heartbeatsWithheld);
-    setCounter(dataplaneErrors, driver.dataplaneErrors);
-    if (driver.program.lastMs !== null) {
-      programSeconds.set({ quantile: 'last' }, driver.program.lastMs / 1000);
-    }
-    if (driver.program.p99Ms !== null) {
-      programSeconds.set({ quantile: '0.99' }, driver.program.p99Ms / 1000);
-    }
-    config.cluster.portRules.forEach((rule, i) => {
-      const labels = {
-        rule: String(i),
-        vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-        ports: portsText(rule),
-        protocol: rule.protocol,
-      };
-      bucketsOwned.set(labels, status.ownership.rules[i]?.owned.length ?? 0);
-      const ruleState = details.ruleStates[i] ?? 'enabled';
-      for (const name of ['enabled', 'draining', 'disabled']) {
-        ruleEnabled.set({ ...labels, state: name }, ruleState === name ? 1 : 0);
-      }
-      const ruleCounters = counters?.rules[i];
-      if (ruleCounters !== undefined) {
-        for (const verdict of ['accepted', 'dropped', 'reset'] as const) {
-          setCounter(packets, ruleCounters[verdict].packets, { ...labels, verdict });
-          setCounter(bytes, ruleCounters[verdict].bytes, { ...labels, verdict });
-        }
-      }
-      if (conns !== undefined) {
-        connections.set(
-          labels,
-          conns.filter((c) => c.rule === i).reduce((sum, c) => sum + c.connections, 0),
-        );
-      }
-    });
+    fillHost(metrics, target);
+    fillRules(metrics, target, counters, conns);
     if (counters !== undefined) {
+      const { uncoveredPackets, leaseExpired } = metrics;
       setCounter(uncoveredPackets, counters.uncovered.accepted.packets, { verdict: 'accepted' });
       setCounter(uncoveredPackets, counters.uncovered.dropped.packets, { verdict: 'dropped' });
       setCounter(leaseExpired, counters.leaseExpired.packets);
     }
-    scrapeErrors.set({ part: 'counters' }, counters === undefined ? 1 : 0);
-    scrapeErrors.set(
+    metrics.scrapeErrors.set({ part: 'counters' }, counters === undefined ? 1 : 0);
+    metrics.scrapeErrors.set(
       { part: 'connections' },
       conns === undefined && target.connections !== undefined ? 1 : 0,
     );
@@ -270,6 +103,195 @@ export function createMetrics(target: ControlTarget, options: MetricsOptions = {
       return collecting;
     },
   };
+}
+
+const ruleLabels = ['rule', 'vip', 'ports', 'protocol'] as const;
+
+/** nlb's own metrics (nlbd_* are prom-client's process metrics), registered in `registers`. */
+function defineMetrics(registers: Registry[]) {
+  return { ...defineHostMetrics(registers), ...defineRuleMetrics(registers) };
+}
+
+type NlbMetrics = ReturnType<typeof defineMetrics>;
+
+/** The host's state, its view, its heartbeats and its data plane's health. */
+function defineHostMetrics(registers: Registry[]) {
+  const gauge = (name: string, help: string, labelNames: string[] = []) =>
+    new Gauge({ name, help, labelNames, registers });
+  const counter = (name: string, help: string, labelNames: string[] = []) =>
+    new Counter({ name, help, labelNames, registers });
+  return {
+    state: gauge(
+      'nlb_host_state',
+      'This host state as nlb query reports it: 1 for the current state, 0 for the others',
+      ['state'],
+    ),
+    converged: gauge(
+      'nlb_converged',
+      'Whether every member reports the same view, config and map (1) or not (0)',
+    ),
+    members: gauge(
+      'nlb_members',
+      'Hosts in this host membership view, itself included when it takes part',
+    ),
+    defaultHost: gauge(
+      'nlb_default_host',
+      'The default host id (the lowest member), 0 when this host is in no view',
+    ),
+    convergences: counter('nlb_convergences_total', 'Convergences completed since nlbd started'),
+    lastConvergence: gauge(
+      'nlb_last_convergence_seconds',
+      'How long the last convergence took, from the change to agreement',
+    ),
+    heartbeatsSent: counter('nlb_heartbeats_sent_total', 'Heartbeats this host sent'),
+    heartbeatsReceived: counter(
+      'nlb_heartbeats_received_total',
+      'Valid heartbeats received from peers',
+    ),
+    heartbeatsRejected: counter(
+      'nlb_heartbeats_rejected_total',
+      'Heartbeats dropped unread, by reason (bad MAC, foreign cluster, stale, malformed...)',
+      ['reason'],
+    ),
+    heartbeatsWithheld: counter(
+      'nlb_heartbeats_withheld_total',
+      'Heartbeats not sent because the kernel did not hold the decided ownership yet',
+    ),
+    dataplaneErrors: counter(
+      'nlb_dataplane_errors_total',
+      'Failed data plane operations (program, flush, lease refresh, conntrack)',
+    ),
+    programSeconds: gauge(
+      'nlb_program_seconds',
+      'Decision to kernel programmed, for the last ownership change and its p99',
+      ['quantile'],
+    ),
+    scrapeErrors: gauge(
+      'nlb_scrape_errors',
+      'Parts of this scrape that could not be read (1): counters or connections',
+      ['part'],
+    ),
+  };
+}
+
+/** Per port rule: buckets, rule state, traffic through the filter, connections. */
+function defineRuleMetrics(registers: Registry[]) {
+  return {
+    bucketsOwned: new Gauge({
+      name: 'nlb_buckets_owned',
+      help: 'Buckets of the port rule this host takes new flows for',
+      labelNames: ruleLabels,
+      registers,
+    }),
+    ruleEnabled: new Gauge({
+      name: 'nlb_rule_state',
+      help: 'The port rule state on this host: 1 for the current one (enabled, draining, disabled)',
+      labelNames: [...ruleLabels, 'state'],
+      registers,
+    }),
+    packets: new Counter({
+      name: 'nlb_rule_packets_total',
+      help: 'Packets to the port rule the filter accepted, dropped, or answered with a TCP reset',
+      labelNames: [...ruleLabels, 'verdict'],
+      registers,
+    }),
+    bytes: new Counter({
+      name: 'nlb_rule_bytes_total',
+      help: 'Bytes to the port rule the filter accepted, dropped, or answered with a TCP reset',
+      labelNames: [...ruleLabels, 'verdict'],
+      registers,
+    }),
+    uncoveredPackets: new Counter({
+      name: 'nlb_uncovered_packets_total',
+      help: 'Packets to a cluster IP that no port rule covers (the default host takes them)',
+      labelNames: ['verdict'],
+      registers,
+    }),
+    leaseExpired: new Counter({
+      name: 'nlb_lease_expired_packets_total',
+      help: 'Packets dropped because the kernel lease ran out (nlbd stopped refreshing it)',
+      registers,
+    }),
+    connections: new Gauge({
+      name: 'nlb_connections',
+      help: 'Established connections this host holds for the port rule (conntrack)',
+      labelNames: ruleLabels,
+      registers,
+    }),
+  };
+}
+
+/** Counters are reset before each collection, so setting one is adding the daemon's total. */
+function setCounter(
+  counter: Counter<string>,
+  value: number,
+  labels?: Record<string, string>,
+): void {
+  if (labels === undefined) counter.inc(value);
+  else counter.inc(labels, value);
+}
+
+function fillHost(m: NlbMetrics, target: ControlTarget): void {
+  const status = target.status();
+  const details = target.details();
+  const driver = target.driverStats();
+  for (const name of reportedStates) {
+    m.state.set({ state: name }, status.state === name ? 1 : 0);
+  }
+  m.converged.set(status.converged ? 1 : 0);
+  m.members.set(status.members.length);
+  m.defaultHost.set(status.defaultHost ?? 0);
+  setCounter(m.convergences, details.counters.convergences);
+  m.lastConvergence.set(details.counters.lastConvergenceMs / 1000);
+  setCounter(m.heartbeatsSent, details.counters.heartbeatsSent);
+  setCounter(m.heartbeatsReceived, details.counters.heartbeatsReceived);
+  for (const [reason, count] of Object.entries(details.heartbeatsRejected)) {
+    setCounter(m.heartbeatsRejected, count, { reason });
+  }
+  setCounter(m.heartbeatsWithheld, driver.heartbeatsWithheld);
+  setCounter(m.dataplaneErrors, driver.dataplaneErrors);
+  if (driver.program.lastMs !== null) {
+    m.programSeconds.set({ quantile: 'last' }, driver.program.lastMs / 1000);
+  }
+  if (driver.program.p99Ms !== null) {
+    m.programSeconds.set({ quantile: '0.99' }, driver.program.p99Ms / 1000);
+  }
+}
+
+function fillRules(
+  m: NlbMetrics,
+  target: ControlTarget,
+  counters: DataplaneCounters | undefined,
+  conns: readonly BucketConnections[] | undefined,
+): void {
+  const status = target.status();
+  const details = target.details();
+  target.config.cluster.portRules.forEach((rule, i) => {
+    const labels = {
+      rule: String(i),
+      vip: rule.vip === 'all' ? 'all' : rule.vip.text,
+      ports: portsText(rule),
+      protocol: rule.protocol,
+    };
+    m.bucketsOwned.set(labels, status.ownership.rules[i]?.owned.length ?? 0);
+    const ruleState = details.ruleStates[i] ?? 'enabled';
+    for (const name of ['enabled', 'draining', 'disabled']) {
+      m.ruleEnabled.set({ ...labels, state: name }, ruleState === name ? 1 : 0);
+    }
+    const ruleCounters = counters?.rules[i];
+    if (ruleCounters !== undefined) {
+      for (const verdict of ['accepted', 'dropped', 'reset'] as const) {
+        setCounter(m.packets, ruleCounters[verdict].packets, { ...labels, verdict });
+        setCounter(m.bytes, ruleCounters[verdict].bytes, { ...labels, verdict });
+      }
+    }
+    if (conns !== undefined) {
+      m.connections.set(
+        labels,
+        conns.filter((c) => c.rule === i).reduce((sum, c) => sum + c.connections, 0),
+      );
+    }
+  });
 }
 
 /**
