@@ -112,7 +112,6 @@ function ownedBy(view: QueryData | undefined): number[] {
 export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
   const { log, signal } = options;
   const phaseMs = options.phaseSeconds * 1000;
-  const totalMs = phaseMs * 4 + 2_000;
   log('building a 3-host lab cluster in network namespaces (198.18.0.0/24, VIP 198.18.0.100)...');
   const lab = await labUp({ hosts: 3, clients: 1, clientExtraIps: 6, startDaemons: true });
   const notes: string[] = [];
@@ -124,58 +123,9 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
       signal,
     );
     log(`lab ${lab.name}: hosts 1, 2, 3 converged (${convergedIn} ms after the daemons started)`);
-    const client = lab.clients[0]!;
-    const sources = [client.ip, ...client.extraIps];
-    const ruleBuckets = 60;
     const seed = await hashSeedOf(lab);
-
-    const connections: { record: ConnectionRecord; wallMs: number }[] = [];
-    const holdBreaks: { hold: HoldRecord; wallMs: number }[] = [];
-    let offsetMs: number | undefined; // wall clock = loadgen atMs + offset
-    const loadAbort = new AbortController();
-    signal?.addEventListener('abort', () => loadAbort.abort(), { once: true });
-    const progressLine = (p: ProgressRecord): string => {
-      const perHost = hostIds.map(
-        (id) => `h${id} ${String(p.perHost[String(id)] ?? 0).padStart(4)}`,
-      );
-      const failed = Object.values(p.failures).reduce((n, x) => n + (x ?? 0), 0);
-      return `  t=${(p.atMs / 1000).toFixed(0).padStart(3)}s  ${perHost.join('  ')}   failed ${String(failed).padStart(3)}   held ${p.holdsAlive}/${options.holds}`;
-    };
-    log(
-      `load: ${options.ratePerSecond} new connections/s from ${sources.length} client addresses, ${options.holds} long-lived connections held open`,
-    );
-    log(
-      '  (per second: requests answered by each host, failed requests, long-lived connections alive)',
-    );
-    const load = runLoadgenInClient(
-      lab,
-      1,
-      {
-        target: vip,
-        port: 80,
-        ratePerSecond: options.ratePerSecond,
-        countMax: Math.ceil((options.ratePerSecond * totalMs) / 1000),
-        durationMs: totalMs,
-        timeoutMs: 2_000,
-        holds: options.holds,
-        holdPingIntervalMs: 250,
-        holdPingTimeoutMs: 2_000,
-        progressIntervalMs: 1_000,
-        sources,
-        signal: loadAbort.signal,
-      },
-      {
-        onProgress: (p) => {
-          offsetMs ??= Date.now() - p.atMs;
-          log(progressLine(p));
-        },
-        onConnection: (record) =>
-          connections.push({ record, wallMs: (offsetMs ?? Date.now()) + record.atMs }),
-        onHoldBreak: (hold) => holdBreaks.push({ hold, wallMs: Date.now() }),
-      },
-    );
-
-    const marks: { name: string; description: string; atMs: number }[] = [];
+    const load = startLoad(lab, options, phaseMs * 4 + 2_000);
+    const marks: Mark[] = [];
     const mark = (name: string, description: string): void => {
       marks.push({ name, description, atMs: Date.now() });
       log(`-- ${description}`);
@@ -183,114 +133,20 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
 
     mark('steady', 'phase 1: all three hosts serve');
     await sleep(phaseMs, undefined, { signal });
-
-    const before = await Promise.all(hostIds.map((id) => query(lab, id)));
-    const deadBuckets = ownedBy(before[1]);
-    mark(
-      'crash',
-      `phase 2: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`,
-    );
-    const crashAt = Date.now();
-    await killHostDaemon(lab, 2);
-    await cutLink(lab, 2);
-    let takeoverMs: number | null = null;
-    try {
-      takeoverMs = await waitFor(
-        'the survivors to take host 2 buckets',
-        async () => {
-          const [v1, v3] = await Promise.all([query(lab, 1), query(lab, 3)]);
-          const owned = new Set([...ownedBy(v1), ...ownedBy(v3)]);
-          return deadBuckets.every((b) => owned.has(b));
-        },
-        convergeTimeoutMs,
-        signal,
-      );
-      takeoverMs = Date.now() - crashAt;
-      log(`   hosts 1 and 3 own host 2's buckets ${takeoverMs} ms after the crash`);
-    } catch (error) {
-      notes.push(String(error));
-    }
-    await sleep(Math.max(0, phaseMs - (Date.now() - crashAt)), undefined, { signal });
-
-    mark('rejoin', 'phase 3: host 2 comes back (link up, nlbd restarted) and rejoins');
-    await restoreLink(lab, 2);
-    await startHostDaemon(lab, 2);
-    const rejoinAt = Date.now();
-    try {
-      const ms = await waitFor(
-        'host 2 to rejoin',
-        () => convergedOn(lab, hostIds),
-        convergeTimeoutMs,
-        signal,
-      );
-      log(`   converged again with hosts 1, 2, 3 ${ms} ms after nlbd restarted`);
-    } catch (error) {
-      notes.push(String(error));
-    }
-    await sleep(Math.max(0, phaseMs - (Date.now() - rejoinAt)), undefined, { signal });
-
-    mark('drainstop', 'phase 4: host 3 drainstops: no new connections, its open ones stay');
-    const reply = await controlRequest(defaultSocketPath(clusterNameFor(lab.name), 3), {
-      verb: 'drainstop',
-    });
-    if (!reply.ok) notes.push(`drainstop refused: ${reply.error.message}`);
-    await sleep(phaseMs, undefined, { signal });
-    const drained = await query(lab, 3);
-    log(`   host 3 is ${drained?.state ?? 'unreachable'} with ${ownedBy(drained).length} buckets`);
+    const crash = await crashPhase(lab, options, mark, notes);
+    await rejoinPhase(lab, options, mark, notes);
+    await drainstopPhase(lab, options, mark, notes);
     marks.push({ name: 'end', description: 'end', atMs: Date.now() });
-    loadAbort.abort();
-    const summary = await load;
+    load.abort();
+    const summary = await load.done;
     log('load finished; long-lived connections closed');
     const after = await query(lab, 3);
     if (after?.state === 'stopped')
       notes.push('host 3 stopped by itself once its last connection ended (drainstop done)');
 
-    const phases: DemoPhase[] = marks.slice(0, -1).map((m, i) => {
-      const end = marks[i + 1]!.atMs;
-      const inPhase = connections
-        .filter((c) => c.wallMs >= m.atMs && c.wallMs < end)
-        .map((c) => c.record);
-      const failed = inPhase.filter((r) => r.failure !== undefined);
-      const failuresByKind: Record<string, number> = {};
-      for (const r of failed) failuresByKind[r.failure!] = (failuresByKind[r.failure!] ?? 0) + 1;
-      const answeredPerHost: Record<string, number> = {};
-      for (const r of inPhase)
-        if (r.host !== undefined)
-          answeredPerHost[`h${r.host}`] = (answeredPerHost[`h${r.host}`] ?? 0) + 1;
-      const broken = holdBreaks.filter((b) => b.wallMs >= m.atMs && b.wallMs < end);
-      const brokenOnHost: Record<string, number> = {};
-      for (const b of broken)
-        brokenOnHost[`h${b.hold.host ?? '?'}`] = (brokenOnHost[`h${b.hold.host ?? '?'}`] ?? 0) + 1;
-      let firstAnswered: number | null = null;
-      if (m.name === 'crash') {
-        const dead = new Set(deadBuckets);
-        const answered = inPhase
-          .filter((r) => r.host !== undefined && r.host !== 2)
-          .filter((r) => {
-            const address = parseAddress(r.sourceIp);
-            return (
-              address !== undefined &&
-              dead.has(flowBucket({ address, port: r.sourcePort }, 'none', ruleBuckets, seed))
-            );
-          })
-          .map((r) => (offsetMs ?? 0) + r.atMs + r.latencyMs - crashAt);
-        firstAnswered = answered.length > 0 ? Math.round(Math.min(...answered)) : null;
-      }
-      return {
-        name: m.name,
-        description: m.description,
-        startedAtMs: m.atMs - marks[0]!.atMs,
-        durationMs: end - m.atMs,
-        requestsSent: inPhase.length,
-        requestsFailed: failed.length,
-        failuresByKind,
-        answeredPerHost,
-        connectionsBroken: broken.length,
-        connectionsBrokenOnHost: brokenOnHost,
-        takeoverMs: m.name === 'crash' ? takeoverMs : null,
-        firstAnsweredInDeadBucketMs: firstAnswered,
-      };
-    });
+    const phases = marks
+      .slice(0, -1)
+      .map((m, i) => summarisePhase(m, marks[i + 1]!.atMs, marks[0]!.atMs, load, crash, seed));
     notes.push(
       `load generator: ${summary.started} connections, ${summary.failed} failed, ${summary.holdsBroken} of ${options.holds} long-lived connections broken`,
     );
@@ -309,6 +165,229 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
     log(`tearing down lab ${lab.name}...`);
     await labDown(lab);
   }
+}
+
+interface Mark {
+  readonly name: string;
+  readonly description: string;
+  readonly atMs: number;
+}
+
+/** The load generator running through the whole story, and what it reported so far. */
+interface Load {
+  readonly done: Promise<Awaited<ReturnType<typeof runLoadgenInClient>>>;
+  readonly abort: () => void;
+  readonly connections: readonly { record: ConnectionRecord; wallMs: number }[];
+  readonly holdBreaks: readonly { hold: HoldRecord; wallMs: number }[];
+  /** Wall clock = loadgen atMs + this, known from the first progress report. */
+  offsetMs(): number | undefined;
+}
+
+function startLoad(lab: LabState, options: DemoOptions, totalMs: number): Load {
+  const { log, signal } = options;
+  const client = lab.clients[0]!;
+  const sources = [client.ip, ...client.extraIps];
+  const connections: { record: ConnectionRecord; wallMs: number }[] = [];
+  const holdBreaks: { hold: HoldRecord; wallMs: number }[] = [];
+  let offsetMs: number | undefined;
+  const loadAbort = new AbortController();
+  signal?.addEventListener('abort', () => loadAbort.abort(), { once: true });
+  const progressLine = (p: ProgressRecord): string => {
+    const perHost = hostIds.map((id) => `h${id} ${String(p.perHost[String(id)] ?? 0).padStart(4)}`);
+    const failed = Object.values(p.failures).reduce((n, x) => n + (x ?? 0), 0);
+    return `  t=${(p.atMs / 1000).toFixed(0).padStart(3)}s  ${perHost.join('  ')}   failed ${String(failed).padStart(3)}   held ${p.holdsAlive}/${options.holds}`;
+  };
+  log(
+    `load: ${options.ratePerSecond} new connections/s from ${sources.length} client addresses, ${options.holds} long-lived connections held open`,
+  );
+  log(
+    '  (per second: requests answered by each host, failed requests, long-lived connections alive)',
+  );
+  const done = runLoadgenInClient(
+    lab,
+    1,
+    {
+      target: vip,
+      port: 80,
+      ratePerSecond: options.ratePerSecond,
+      countMax: Math.ceil((options.ratePerSecond * totalMs) / 1000),
+      durationMs: totalMs,
+      timeoutMs: 2_000,
+      holds: options.holds,
+      holdPingIntervalMs: 250,
+      holdPingTimeoutMs: 2_000,
+      progressIntervalMs: 1_000,
+      sources,
+      signal: loadAbort.signal,
+    },
+    {
+      onProgress: (p) => {
+        offsetMs ??= Date.now() - p.atMs;
+        log(progressLine(p));
+      },
+      onConnection: (record) =>
+        connections.push({ record, wallMs: (offsetMs ?? Date.now()) + record.atMs }),
+      onHoldBreak: (hold) => holdBreaks.push({ hold, wallMs: Date.now() }),
+    },
+  );
+  return {
+    done,
+    abort: () => loadAbort.abort(),
+    connections,
+    holdBreaks,
+    offsetMs: () => offsetMs,
+  };
+}
+
+/** What the crash phase measured, for its summary. */
+interface Crash {
+  readonly atMs: number;
+  readonly deadBuckets: readonly number[];
+  readonly takeoverMs: number | null;
+}
+
+type MarkPhase = (name: string, description: string) => void;
+
+/** Phase 2: host 2 crashes; waits for the survivors to own its buckets, then to the phase end. */
+async function crashPhase(
+  lab: LabState,
+  { log, signal, phaseSeconds }: DemoOptions,
+  mark: MarkPhase,
+  notes: string[],
+): Promise<Crash> {
+  const before = await Promise.all(hostIds.map((id) => query(lab, id)));
+  const deadBuckets = ownedBy(before[1]);
+  mark(
+    'crash',
+    `phase 2: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`,
+  );
+  const crashAt = Date.now();
+  await killHostDaemon(lab, 2);
+  await cutLink(lab, 2);
+  let takeoverMs: number | null = null;
+  try {
+    await waitFor(
+      'the survivors to take host 2 buckets',
+      async () => {
+        const [v1, v3] = await Promise.all([query(lab, 1), query(lab, 3)]);
+        const owned = new Set([...ownedBy(v1), ...ownedBy(v3)]);
+        return deadBuckets.every((b) => owned.has(b));
+      },
+      convergeTimeoutMs,
+      signal,
+    );
+    takeoverMs = Date.now() - crashAt;
+    log(`   hosts 1 and 3 own host 2's buckets ${takeoverMs} ms after the crash`);
+  } catch (error) {
+    notes.push(String(error));
+  }
+  await sleep(Math.max(0, phaseSeconds * 1000 - (Date.now() - crashAt)), undefined, { signal });
+  return { atMs: crashAt, deadBuckets, takeoverMs };
+}
+
+/** Phase 3: host 2 comes back and the three converge again. */
+async function rejoinPhase(
+  lab: LabState,
+  { log, signal, phaseSeconds }: DemoOptions,
+  mark: MarkPhase,
+  notes: string[],
+): Promise<void> {
+  mark('rejoin', 'phase 3: host 2 comes back (link up, nlbd restarted) and rejoins');
+  await restoreLink(lab, 2);
+  await startHostDaemon(lab, 2);
+  const rejoinAt = Date.now();
+  try {
+    const ms = await waitFor(
+      'host 2 to rejoin',
+      () => convergedOn(lab, hostIds),
+      convergeTimeoutMs,
+      signal,
+    );
+    log(`   converged again with hosts 1, 2, 3 ${ms} ms after nlbd restarted`);
+  } catch (error) {
+    notes.push(String(error));
+  }
+  await sleep(Math.max(0, phaseSeconds * 1000 - (Date.now() - rejoinAt)), undefined, { signal });
+}
+
+/** Phase 4: host 3 drainstops; its open connections stay while it takes no new ones. */
+async function drainstopPhase(
+  lab: LabState,
+  { log, signal, phaseSeconds }: DemoOptions,
+  mark: MarkPhase,
+  notes: string[],
+): Promise<void> {
+  mark('drainstop', 'phase 4: host 3 drainstops: no new connections, its open ones stay');
+  const reply = await controlRequest(defaultSocketPath(clusterNameFor(lab.name), 3), {
+    verb: 'drainstop',
+  });
+  if (!reply.ok) notes.push(`drainstop refused: ${reply.error.message}`);
+  await sleep(phaseSeconds * 1000, undefined, { signal });
+  const drained = await query(lab, 3);
+  log(`   host 3 is ${drained?.state ?? 'unreachable'} with ${ownedBy(drained).length} buckets`);
+}
+
+/** Counts of one phase: every connection belongs to the phase it started in. */
+function summarisePhase(
+  m: Mark,
+  endMs: number,
+  startMs: number,
+  load: Load,
+  crash: Crash,
+  seed: number,
+): DemoPhase {
+  const inPhase = load.connections
+    .filter((c) => c.wallMs >= m.atMs && c.wallMs < endMs)
+    .map((c) => c.record);
+  const failed = inPhase.filter((r) => r.failure !== undefined);
+  const failuresByKind: Record<string, number> = {};
+  for (const r of failed) failuresByKind[r.failure!] = (failuresByKind[r.failure!] ?? 0) + 1;
+  const answeredPerHost: Record<string, number> = {};
+  for (const r of inPhase)
+    if (r.host !== undefined)
+      answeredPerHost[`h${r.host}`] = (answeredPerHost[`h${r.host}`] ?? 0) + 1;
+  const broken = load.holdBreaks.filter((b) => b.wallMs >= m.atMs && b.wallMs < endMs);
+  const brokenOnHost: Record<string, number> = {};
+  for (const b of broken)
+    brokenOnHost[`h${b.hold.host ?? '?'}`] = (brokenOnHost[`h${b.hold.host ?? '?'}`] ?? 0) + 1;
+  return {
+    name: m.name,
+    description: m.description,
+    startedAtMs: m.atMs - startMs,
+    durationMs: endMs - m.atMs,
+    requestsSent: inPhase.length,
+    requestsFailed: failed.length,
+    failuresByKind,
+    answeredPerHost,
+    connectionsBroken: broken.length,
+    connectionsBrokenOnHost: brokenOnHost,
+    takeoverMs: m.name === 'crash' ? crash.takeoverMs : null,
+    firstAnsweredInDeadBucketMs:
+      m.name === 'crash' ? firstAnsweredInDeadBucket(inPhase, load, crash, seed) : null,
+  };
+}
+
+const ruleBuckets = 60;
+
+/** From the crash until a survivor answered a request in one of the dead host's buckets. */
+function firstAnsweredInDeadBucket(
+  inPhase: readonly ConnectionRecord[],
+  load: Load,
+  crash: Crash,
+  seed: number,
+): number | null {
+  const dead = new Set(crash.deadBuckets);
+  const answered = inPhase
+    .filter((r) => r.host !== undefined && r.host !== 2)
+    .filter((r) => {
+      const address = parseAddress(r.sourceIp);
+      return (
+        address !== undefined &&
+        dead.has(flowBucket({ address, port: r.sourcePort }, 'none', ruleBuckets, seed))
+      );
+    })
+    .map((r) => (load.offsetMs() ?? 0) + r.atMs + r.latencyMs - crash.atMs);
+  return answered.length > 0 ? Math.round(Math.min(...answered)) : null;
 }
 
 async function hashSeedOf(lab: LabState): Promise<number> {
