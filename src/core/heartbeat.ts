@@ -232,6 +232,74 @@ export function decodeHeartbeat(
   key: Uint8Array,
   clusterId: Uint8Array,
 ): DecodeResult {
+  const frame = authenticate(bytes, key, clusterId);
+  if (!frame.ok) return frame;
+  const { view, ruleCount, ackCount, rulesOffset } = frame;
+  const flags = view.getUint8(5);
+  const hostId = view.getUint8(6);
+  const state = announcedStates[view.getUint8(7)];
+  const incarnationHigh = view.getUint32(16);
+  const mode = clusterModes[view.getUint8(47)];
+  if (
+    (flags & ~3) !== 0 ||
+    hostId < 1 ||
+    hostId > 32 ||
+    state === undefined ||
+    mode === undefined ||
+    incarnationHigh >= 0x20_0000 ||
+    ruleCount > 32 ||
+    ackCount > acksMax ||
+    view.getUint16(44) < 1 ||
+    view.getUint8(46) < 1
+  ) {
+    return malformed;
+  }
+  const acks = decodeAcks(view, ackCount);
+  const rules = decodeRules(bytes, view, rulesOffset, ruleCount);
+  if (acks === undefined || rules === undefined) return malformed;
+  return {
+    ok: true,
+    heartbeat: {
+      hostId,
+      state,
+      settled: (flags & 1) === 1,
+      keptOut: (flags & 2) === 2,
+      clusterId: bytes.slice(8, 16),
+      incarnation: incarnationHigh * 0x1_0000_0000 + view.getUint32(20),
+      sequence: view.getUint32(24),
+      generation: view.getUint32(69),
+      configDigest: bytes.slice(28, 44),
+      periodMs: view.getUint16(44),
+      tolerance: view.getUint8(46),
+      mode,
+      hashSeed: view.getUint32(48),
+      heard: hostsOfBitmap(view.getUint32(52)),
+      members: hostsOfBitmap(view.getUint32(56)),
+      mapDigest: bytes.slice(60, 68),
+      acks,
+      rules,
+    },
+  };
+}
+
+const malformed: Extract<DecodeResult, { ok: false }> = { ok: false, reason: 'malformed field' };
+
+/** A datagram whose frame is whole and whose signature holds, with where its tables are. */
+type Frame =
+  | {
+      readonly ok: true;
+      readonly view: DataView;
+      readonly ruleCount: number;
+      readonly ackCount: number;
+      readonly rulesOffset: number;
+    }
+  | Extract<DecodeResult, { ok: false }>;
+
+/**
+ * Checks the frame (magic, version, cluster, lengths) and the HMAC. Nothing past the cluster id
+ * is trusted before the HMAC holds, except the counts that say where the HMAC is.
+ */
+function authenticate(bytes: Uint8Array, key: Uint8Array, clusterId: Uint8Array): Frame {
   if (bytes.length < heartbeatHeaderBytes + 1 + hmacBytes) {
     return { ok: false, reason: bytes.length >= 5 && !hasMagic(bytes) ? 'bad magic' : 'truncated' };
   }
@@ -251,8 +319,7 @@ export function decodeHeartbeat(
   // 'truncated' rather than a bad signature; the walk reads only counts and is bounded.
   const ruleCount = view.getUint8(68);
   const ackCount = view.getUint8(heartbeatHeaderBytes);
-  const acksOffset = heartbeatHeaderBytes + 1;
-  let offset = acksOffset + ackCount * heartbeatAckBytes;
+  let offset = heartbeatHeaderBytes + 1 + ackCount * heartbeatAckBytes;
   const rulesOffset = offset;
   for (let r = 0; r < ruleCount; r++) {
     if (offset + heartbeatRuleHeaderBytes > bytes.length) {
@@ -264,37 +331,20 @@ export function decodeHeartbeat(
     return { ok: false, reason: 'truncated' };
   }
   if (offset + hmacBytes < bytes.length) {
-    return { ok: false, reason: 'malformed field' };
+    return malformed;
   }
   const expected = hmac(key, bytes.subarray(0, offset));
   if (!timingSafeEqual(expected, bytes.subarray(offset, offset + hmacBytes))) {
     return { ok: false, reason: 'bad authentication' };
   }
+  return { ok: true, view, ruleCount, ackCount, rulesOffset };
+}
 
-  const flags = view.getUint8(5);
-  const hostId = view.getUint8(6);
-  const state = announcedStates[view.getUint8(7)];
-  const incarnationHigh = view.getUint32(16);
-  const mode = clusterModes[view.getUint8(47)];
-  const heard = view.getUint32(52);
-  const members = view.getUint32(56);
-  if (
-    (flags & ~3) !== 0 ||
-    hostId < 1 ||
-    hostId > 32 ||
-    state === undefined ||
-    mode === undefined ||
-    incarnationHigh >= 0x20_0000 ||
-    ruleCount > 32 ||
-    ackCount > acksMax ||
-    view.getUint16(44) < 1 ||
-    view.getUint8(46) < 1
-  ) {
-    return { ok: false, reason: 'malformed field' };
-  }
+/** The acks, or undefined if one is malformed or they are not in strictly ascending order. */
+function decodeAcks(view: DataView, ackCount: number): HeartbeatAck[] | undefined {
   const acks: HeartbeatAck[] = [];
   for (let a = 0; a < ackCount; a++) {
-    const at = acksOffset + a * heartbeatAckBytes;
+    const at = heartbeatHeaderBytes + 1 + a * heartbeatAckBytes;
     const host = view.getUint8(at);
     const high = view.getUint32(at + 1);
     const incarnation = high * 0x1_0000_0000 + view.getUint32(at + 5);
@@ -306,12 +356,22 @@ export function decodeHeartbeat(
       (previous !== undefined &&
         (host < previous.host || (host === previous.host && incarnation <= previous.incarnation)))
     ) {
-      return { ok: false, reason: 'malformed field' };
+      return undefined;
     }
     acks.push({ host, incarnation, sequence: view.getUint32(at + 9) });
   }
+  return acks;
+}
+
+/** The rule table, or undefined if a rule's fields are out of range or its bitmap not canonical. */
+function decodeRules(
+  bytes: Uint8Array,
+  view: DataView,
+  rulesOffset: number,
+  ruleCount: number,
+): HeartbeatRule[] | undefined {
   const rules: HeartbeatRule[] = [];
-  offset = rulesOffset;
+  let offset = rulesOffset;
   for (let r = 0; r < ruleCount; r++) {
     const buckets = view.getUint16(offset);
     const loadWeight = view.getUint8(offset + 6);
@@ -325,7 +385,7 @@ export function decodeHeartbeat(
       handlingPriority > 32 ||
       ruleState === undefined
     ) {
-      return { ok: false, reason: 'malformed field' };
+      return undefined;
     }
     offset += heartbeatRuleHeaderBytes;
     const owned: number[] = [];
@@ -337,7 +397,7 @@ export function decodeHeartbeat(
     // Bits past the last bucket must be zero: a canonical encoding has one form only.
     const usedBits = buckets & 7;
     if (usedBits !== 0 && bytes[offset + (buckets >> 3)]! >> usedBits !== 0) {
-      return { ok: false, reason: 'malformed field' };
+      return undefined;
     }
     rules.push({
       buckets,
@@ -349,29 +409,7 @@ export function decodeHeartbeat(
     });
     offset += Math.ceil(buckets / 8);
   }
-  return {
-    ok: true,
-    heartbeat: {
-      hostId,
-      state,
-      settled: (flags & 1) === 1,
-      keptOut: (flags & 2) === 2,
-      clusterId: bytes.slice(8, 16),
-      incarnation: incarnationHigh * 0x1_0000_0000 + view.getUint32(20),
-      sequence: view.getUint32(24),
-      generation: view.getUint32(69),
-      configDigest: bytes.slice(28, 44),
-      periodMs: view.getUint16(44),
-      tolerance: view.getUint8(46),
-      mode,
-      hashSeed: view.getUint32(48),
-      heard: hostsOfBitmap(heard),
-      members: hostsOfBitmap(members),
-      mapDigest: bytes.slice(60, 68),
-      acks,
-      rules,
-    },
-  };
+  return rules;
 }
 
 function hasMagic(bytes: Uint8Array): boolean {
