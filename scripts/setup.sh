@@ -27,12 +27,37 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing npm packages"
-  # `npm ci` would be the stricter choice, but npm 11.19 refuses this lock file (it reports
-  # rollup's optional per-platform packages as missing even from a freshly written lock file);
-  # `npm install` installs the same locked versions.
-  npm install --no-audit --no-fund --loglevel=error
+# The npm packages: exactly the lock file's, with `npm ci`, unless node_modules already holds
+# them. That is decided on content, not on timestamps (a fresh clone or worktree makes the lock
+# look newer than an install that matches it): every package npm recorded as installed
+# (node_modules/.package-lock.json) has the lock's version, and every package of the lock is
+# installed, but for optional ones (rollup's and esbuild's other platforms).
+lock_matches() {
+  node -e '
+    const { readFileSync } = require("node:fs");
+    const read = (f) => JSON.parse(readFileSync(f, "utf8")).packages ?? {};
+    try {
+      const lock = read("package-lock.json");
+      const installed = read("node_modules/.package-lock.json");
+      for (const [name, entry] of Object.entries(lock)) {
+        const have = installed[name];
+        if (name === "") continue;
+        if (have ? have.version !== entry.version : !entry.optional && !entry.devOptional) process.exit(1);
+      }
+      for (const name of Object.keys(installed)) if (!(name in lock)) process.exit(1);
+    } catch {
+      process.exit(1);
+    }
+  '
+}
+if ! lock_matches; then
+  if [ -L node_modules ]; then
+    # `npm ci` empties node_modules first: through a link it would empty a tree others share.
+    echo "setup: node_modules links to $(readlink node_modules), which does not hold this lock file's packages; not reinstalling through the link (remove it to install here)" >&2
+  else
+    echo "setup: installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
 fi
 
 npm run --silent build
