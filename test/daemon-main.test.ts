@@ -7,7 +7,15 @@
 // and always removes. Needs root for those parts; skipped visibly otherwise.
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -91,6 +99,13 @@ describe('nlbd refuses to start, saying what to do', () => {
     const bare = await runDaemon([]);
     expect(bare.code).toBe(2);
     expect(bare.stderr).toContain("required option '-c, --config <file>' not specified");
+  });
+
+  it('prints the package version for --version, without a config', async () => {
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    const result = await runDaemon(['--version']);
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toBe(version);
   });
 
   it('exits 2 on an invalid config, listing the problem', async () => {

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { parseEndpoint } from '../core/address.js';
 import { type ListenAddress, daemonExitCodes, runDaemon } from './daemon.js';
+import { packageVersion } from '../node/package-info.js';
 import { parseListenAddress, remoteControlPortDefault } from './remote.js';
 
 const program = new Command('nlbd')
@@ -31,6 +32,7 @@ const program = new Command('nlbd')
     '--state-dir <dir>',
     "where the host's incarnation and suspended state are kept across restarts (default $NLBD_STATE_DIR, else /var/lib/nlb)",
   )
+  .version(packageVersion(), '-V, --version', 'show the version')
   .helpOption('-h, --help', 'show help')
   .addHelpText(
     'after',
