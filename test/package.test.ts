@@ -82,6 +82,7 @@ describe('the npm package', () => {
     for (const needed of [
       'package.json',
       'README.md',
+      'LICENSE',
       'dist/cli/main.js',
       'dist/daemon/main.js',
       'deploy/nlbd.service',
