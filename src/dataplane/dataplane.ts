@@ -58,6 +58,7 @@ import {
 } from './render.js';
 import { type TableImage, compareImages, tableImage } from './table-image.js';
 import { errorText } from '../core/error-text.js';
+import { Serial } from '../core/serial.js';
 
 export interface RuleCounters {
   /** Packets and bytes let through: established TCP and new flows in owned buckets. */
@@ -205,7 +206,7 @@ export class Dataplane {
   private last = new Map<string, CounterValue>();
   private lastTableHandle: number | undefined;
   /** Every nft operation runs alone, in call order: a restore never meets a half-done program. */
-  private lock: Promise<unknown> = Promise.resolve();
+  private readonly operations = new Serial();
   private readonly nowMs: () => number;
   private readonly watchEnabled: boolean;
   private readonly checkIntervalMs: number;
@@ -256,19 +257,13 @@ export class Dataplane {
   }
 
   /** Resolves once every operation asked for so far, background comparisons included, is done. */
-  async settled(): Promise<void> {
-    for (;;) {
-      const lock = this.lock;
-      await lock;
-      if (lock === this.lock) return;
-    }
+  settled(): Promise<void> {
+    return this.operations.idle();
   }
 
   /** Runs `body` after every operation called before it has finished. */
   private exclusive<T>(body: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(body);
-    this.lock = run.catch(() => undefined);
-    return run;
+    return this.operations.run(body);
   }
 
   /**

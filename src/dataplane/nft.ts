@@ -11,6 +11,7 @@ import { type Runner, localRunner } from './exec.js';
 import { formatMark } from './mark.js';
 import { names } from './render.js';
 import { errorText } from '../core/error-text.js';
+import { Serial } from '../core/serial.js';
 
 export interface CounterValue {
   readonly packets: number;
@@ -222,7 +223,7 @@ export class NftCli implements Nft {
   private readonly monitorRestartMs: number;
   private session: InteractiveNft | undefined;
   /** applyQuick calls run one after another; each answer must match its command. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly quickQueue = new Serial();
   /** How often the long-lived process failed and a one-shot `nft -f` stood in (for metrics). */
   quickFallbacks = 0;
   /** Starts anywhere, so a new process never meets a marker an earlier one left behind. */
@@ -251,9 +252,7 @@ export class NftCli implements Nft {
 
   applyQuick(tableName: string, line: string): Promise<void> {
     assertQuickLine(tableName, line);
-    const run = this.queue.then(() => this.runQuick(tableName, line));
-    this.queue = run.catch(() => {});
-    return run;
+    return this.quickQueue.run(() => this.runQuick(tableName, line));
   }
 
   private async runQuick(tableName: string, line: string): Promise<void> {
@@ -330,7 +329,7 @@ export class NftCli implements Nft {
       monitor.stop();
     }
     this.monitors.clear();
-    await this.queue;
+    await this.quickQueue.idle();
     this.session?.kill();
     this.session = undefined;
   }
