@@ -345,7 +345,7 @@ describe('MonitorParser', () => {
         lineCount: 3,
         relevant: true,
         markers: [],
-        deleted: ['netdev nlb'],
+        deleted: [{ family: 'netdev', name: 'nlb' }],
       },
     ]);
     // nlbd's own whole-table apply deletes and adds its table in one transaction.

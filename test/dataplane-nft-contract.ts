@@ -136,7 +136,9 @@ export function nftContract(
       const events: string[] = [];
       const stop = nft().watch('nlb', {
         change: (change) =>
-          events.push(`change ${change.lines.join(' | ')}; deleted ${change.deleted.join(', ')}`),
+          events.push(
+            `change ${change.lines.join(' | ')}; deleted ${change.deleted.map((t) => `${t.family} ${t.name}`).join(', ')}`,
+          ),
         resync: (reason) => events.push(`resync ${reason}`),
         blind: (reason) => events.push(`blind ${reason}`),
       });

@@ -43,7 +43,9 @@ import {
   type CounterValue,
   type Nft,
   NftError,
+  type NftFamily,
   type RulesetListener,
+  listTable,
   parseCounters,
 } from './nft.js';
 import {
@@ -180,10 +182,14 @@ function isMissing(error: unknown): boolean {
   return error instanceof NftError && /No such file or directory/.test(error.stderr);
 }
 
-/** The tables `spec` renders, as `<family> <name>`: the netdev one masks MACs in unicast mode. */
-function tablesOf(spec: DataplaneSpec): string[] {
-  const tables = [`inet ${spec.tableName}`];
-  return spec.mode === 'unicast' ? [...tables, `netdev ${spec.tableName}`] : tables;
+/** The families of the tables `spec` renders: the netdev one masks MACs in unicast mode. */
+function tableFamilies(spec: DataplaneSpec): NftFamily[] {
+  return spec.mode === 'unicast' ? ['inet', 'netdev'] : ['inet'];
+}
+
+/** How a restore report names a table the monitor saw deleted. */
+function deletedProblem(family: NftFamily, tableName: string): string {
+  return `table ${family} ${tableName} was deleted`;
 }
 
 function round(ms: number): number {
@@ -216,7 +222,7 @@ export class Dataplane {
   private watchState: 'off' | 'blind' | 'live' = 'off';
   /** A comparison asked for and not started yet; later requests join it. */
   private pendingCheck:
-    { detectedBy: string; atMs: number; deleted: string[]; applies: number } | undefined;
+    { detectedBy: string; atMs: number; deleted: NftFamily[]; applies: number } | undefined;
   /** nlbd's whole-table applies so far. */
   private applies = 0;
   private lastCheckMs = Number.NEGATIVE_INFINITY;
@@ -437,13 +443,20 @@ export class Dataplane {
     this.watchState = 'blind';
     const listener: RulesetListener = {
       // Only the tables the spec has: in multicast mode nlbd's own apply deletes the netdev one.
-      change: (change) =>
+      change: (change) => {
+        const applied = this.applied;
         this.request(
           'nft monitor',
           change.deleted
-            .filter((table) => this.applied !== undefined && tablesOf(this.applied).includes(table))
-            .map((table) => `table ${table} was deleted`),
-        ),
+            .filter(
+              (table) =>
+                applied !== undefined &&
+                table.name === applied.tableName &&
+                tableFamilies(applied).includes(table.family),
+            )
+            .map((table) => table.family),
+        );
+      },
       resync: (reason) => {
         this.watchState = 'live';
         this.request(reason, []);
@@ -467,10 +480,10 @@ export class Dataplane {
    * filter. nlbd's own whole-table apply never counts as deleting its table (it adds it again
    * in the same transaction), so this cannot feed on itself.
    */
-  private request(detectedBy: string, deleted: readonly string[]): void {
+  private request(detectedBy: string, deleted: readonly NftFamily[]): void {
     if (this.pendingCheck !== undefined) {
       const known = this.pendingCheck.deleted;
-      known.push(...deleted.filter((problem) => !known.includes(problem)));
+      known.push(...deleted.filter((family) => !known.includes(family)));
       return;
     }
     const pending = {
@@ -488,14 +501,15 @@ export class Dataplane {
       }
       // A whole-table apply since (a lease refresh that met the missing table) put them back.
       const gone = pending.deleted.length > 0 && this.applies === pending.applies;
-      const problems = gone ? pending.deleted : await this.inspect();
+      const problems = gone
+        ? pending.deleted.map((family) => deletedProblem(family, spec.tableName))
+        : await this.inspect();
       if (problems.length > 0) {
         await this.restore(spec, problems, pending.detectedBy, {
           detectedAtMs: pending.atMs,
           lease: 'left',
           // The comparison read the counters; a deleted inet table has none left to read.
-          countersRead:
-            !gone || pending.deleted.includes(`table inet ${spec.tableName} was deleted`),
+          countersRead: !gone || pending.deleted.includes('inet'),
         });
       }
     }).catch((error: unknown) => {
@@ -545,15 +559,16 @@ export class Dataplane {
   private async list(
     spec: DataplaneSpec,
   ): Promise<{ image: TableImage; missing: string[] } | string> {
-    const families = tablesOf(spec).map((table) => table.split(' ')[0]!);
     const listings = await Promise.all(
-      families.map((family) =>
-        this.nft
-          .listJson(['list', 'table', family, spec.tableName], { timeoutMs: this.nftTimeoutMs })
-          .then(
-            (json) => ({ family, json }),
-            (error: unknown) => ({ family, error }),
-          ),
+      tableFamilies(spec).map((family) =>
+        listTable(
+          this.nft,
+          { family, name: spec.tableName },
+          { timeoutMs: this.nftTimeoutMs },
+        ).then(
+          (json) => ({ family, json }),
+          (error: unknown) => ({ family, error }),
+        ),
       ),
     );
     const items: unknown[] = [];
@@ -658,9 +673,11 @@ export class Dataplane {
 
   /** The whole table rather than just its counters: the table's handle says which table it is. */
   private async readCounters(tableName: string): Promise<CounterReading> {
-    const json = await this.nft.listJson(['list', 'table', 'inet', tableName], {
-      timeoutMs: this.nftTimeoutMs,
-    });
+    const json = await listTable(
+      this.nft,
+      { family: 'inet', name: tableName },
+      { timeoutMs: this.nftTimeoutMs },
+    );
     return counterReading(json);
   }
 

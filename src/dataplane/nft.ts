@@ -13,6 +13,19 @@ import { names } from './render.js';
 import { errorText } from '../core/error-text.js';
 import { Serial } from '../core/serial.js';
 
+/** The nftables address families, each of which has its own tables. */
+export const nftFamilies = ['ip', 'ip6', 'inet', 'arp', 'bridge', 'netdev'] as const;
+export type NftFamily = (typeof nftFamilies)[number];
+
+/** A regular expression alternative that matches any family, as a capture group. */
+const familyPattern = `(${nftFamilies.join('|')})`;
+
+/** A table as nft names it: `table <family> <name>`. */
+export interface NftTable {
+  readonly family: NftFamily;
+  readonly name: string;
+}
+
 export interface CounterValue {
   readonly packets: number;
   readonly bytes: number;
@@ -33,8 +46,8 @@ export interface NftCallOptions {
 export interface RulesetChange {
   /** nft monitor's first few lines of the transaction. */
   readonly lines: readonly string[];
-  /** The watched tables it deleted and did not add again, as `<family> <name>`. */
-  readonly deleted: readonly string[];
+  /** The watched tables it deleted and did not add again. */
+  readonly deleted: readonly NftTable[];
 }
 
 export interface RulesetListener {
@@ -353,12 +366,13 @@ export interface MonitorBatch {
   readonly relevant: boolean;
   /** The `sync` markers it added to the watched table (quick transactions carry one). */
   readonly markers: readonly string[];
-  /** The watched tables it deleted and did not add again, as `<family> <name>`. */
-  readonly deleted: readonly string[];
+  /** The watched tables it deleted and did not add again. */
+  readonly deleted: readonly NftTable[];
 }
 
-const monitorEventPattern =
-  /^(?:add|delete|destroy|flush|insert|replace|update|reset) \w+ (?:ip|ip6|inet|arp|bridge|netdev) (\S+)/;
+const monitorEventPattern = new RegExp(
+  `^(?:add|delete|destroy|flush|insert|replace|update|reset) \\w+ ${familyPattern} (\\S+)`,
+);
 
 /**
  * Reads `nft monitor` output into transactions. nft 1.0.6 prints one line per object added or
@@ -371,8 +385,8 @@ export class MonitorParser {
   private lineCount = 0;
   private relevant = false;
   private markers: string[] = [];
-  /** `<family> <name>` of the watched tables -> deleted (true) or added (false), last wins. */
-  private tables = new Map<string, boolean>();
+  /** The family of each watched table -> deleted (true) or added (false), last wins. */
+  private tables = new Map<NftFamily, boolean>();
   private readonly markerPattern: RegExp;
   private readonly tablePattern: RegExp;
 
@@ -381,7 +395,7 @@ export class MonitorParser {
     this.markerPattern = new RegExp(
       `^add element inet ${tableName} ${names.sync} \\{ (0x[0-9a-f]{8})\\b`,
     );
-    this.tablePattern = new RegExp(`^(add|delete) table (\\w+) ${tableName}$`);
+    this.tablePattern = new RegExp(`^(add|delete) table ${familyPattern} ${tableName}$`);
   }
 
   /** Takes one line; returns the transaction it completes, if it is a generation line. */
@@ -393,7 +407,9 @@ export class MonitorParser {
         lineCount: this.lineCount,
         relevant: this.relevant,
         markers: this.markers,
-        deleted: [...this.tables].filter(([, deleted]) => deleted).map(([table]) => table),
+        deleted: [...this.tables]
+          .filter(([, deleted]) => deleted)
+          .map(([family]) => ({ family, name: this.tableName })),
       };
       this.lines = [];
       this.lineCount = 0;
@@ -410,7 +426,7 @@ export class MonitorParser {
       this.lines.push(line);
     }
     const event = monitorEventPattern.exec(line);
-    if (event === null || event[1] === this.tableName || line !== text) {
+    if (event === null || event[2] === this.tableName || line !== text) {
       this.relevant = true;
     }
     const marker = this.markerPattern.exec(line);
@@ -420,7 +436,7 @@ export class MonitorParser {
     // nlbd's own whole-table apply deletes the table and adds it again in one transaction.
     const table = this.tablePattern.exec(line);
     if (table !== null) {
-      this.tables.set(`${table[2]} ${this.tableName}`, table[1] === 'delete');
+      this.tables.set(table[2] as NftFamily, table[1] === 'delete');
     }
     return undefined;
   }
@@ -531,6 +547,15 @@ class RulesetMonitor {
   }
 }
 
+/** `nft -j list table <family> <name>`: the whole table, parsed. */
+export function listTable(
+  nft: Nft,
+  table: NftTable,
+  options: NftCallOptions = {},
+): Promise<unknown> {
+  return nft.listJson(['list', 'table', table.family, table.name], options);
+}
+
 /** The named counters of `table inet <tableName>`, by name. */
 export async function readCounters(
   nft: Nft,
@@ -610,8 +635,6 @@ function elementKeys(list: string): number[] {
     .map(Number);
 }
 
-const families = '(ip|ip6|inet|arp|bridge|netdev)';
-
 /**
  * The tables named `tableName` that `script` deleted last, as nft monitor reports them: a table
  * deleted and added again is not deleted; one added and deleted again is, existing or not.
@@ -620,21 +643,21 @@ function deletedTables(
   script: string,
   before: ReadonlyMap<string, unknown>,
   tableName: string,
-): string[] {
+): NftTable[] {
   const last = new Map<string, boolean>();
   for (const line of script.split('\n').map((l) => l.trim())) {
     let match: RegExpExecArray | null;
     if (line === 'flush ruleset') {
       for (const key of before.keys()) last.set(key, true);
-    } else if ((match = new RegExp(`^(add|delete) table ${families} (\\w+)$`).exec(line))) {
+    } else if ((match = new RegExp(`^(add|delete) table ${familyPattern} (\\w+)$`).exec(line))) {
       last.set(`${match[2]} ${match[3]}`, match[1] === 'delete');
-    } else if ((match = new RegExp(`^table ${families} (\\w+) \\{$`).exec(line))) {
+    } else if ((match = new RegExp(`^table ${familyPattern} (\\w+) \\{$`).exec(line))) {
       last.set(`${match[1]} ${match[2]}`, false);
     }
   }
   return [...last]
     .filter(([key, deleted]) => deleted && key.endsWith(` ${tableName}`))
-    .map(([key]) => key);
+    .map(([key]) => ({ family: key.split(' ')[0] as NftFamily, name: tableName }));
 }
 
 /**
@@ -759,7 +782,7 @@ export class FakeNft implements Nft {
         } else {
           throw new Error(`FakeNft: '${line}' in a table block is not modelled`);
         }
-      } else if ((match = new RegExp(`^table ${families} (\\w+) \\{$`).exec(line)) !== null) {
+      } else if ((match = new RegExp(`^table ${familyPattern} (\\w+) \\{$`).exec(line)) !== null) {
         table = this.table(tables, `${match[1]} ${match[2]}`, true);
       } else {
         for (const command of line.split(';')) {
@@ -815,7 +838,7 @@ export class FakeNft implements Nft {
     let match: RegExpExecArray | null;
     if (command === 'flush ruleset') {
       tables.clear();
-    } else if ((match = new RegExp(`^(add|delete) table ${families} (\\w+)$`).exec(command))) {
+    } else if ((match = new RegExp(`^(add|delete) table ${familyPattern} (\\w+)$`).exec(command))) {
       const key = `${match[2]} ${match[3]}`;
       if (match[1] === 'add') {
         this.table(tables, key, true);
@@ -824,7 +847,7 @@ export class FakeNft implements Nft {
       }
     } else if (
       (match = new RegExp(
-        `^(add element|delete element|flush set) ${families} (\\w+) (\\w+)(?: \\{ (.*) \\})?$`,
+        `^(add element|delete element|flush set) ${familyPattern} (\\w+) (\\w+)(?: \\{ (.*) \\})?$`,
       ).exec(command))
     ) {
       const set = tables.get(`${match[2]} ${match[3]}`)?.sets.get(match[4]!)?.elements;
@@ -838,17 +861,19 @@ export class FakeNft implements Nft {
         if (keys.some((key) => !set.has(key))) throw missing();
         keys.forEach((key) => set.delete(key));
       }
-    } else if ((match = new RegExp(`^flush chain ${families} (\\w+) (\\w+)$`).exec(command))) {
+    } else if ((match = new RegExp(`^flush chain ${familyPattern} (\\w+) (\\w+)$`).exec(command))) {
       chainOf(match[1]!, match[2]!, match[3]!).rules = [];
     } else if (
-      (match = new RegExp(`^delete rule ${families} (\\w+) (\\w+) handle (\\d+)$`).exec(command))
+      (match = new RegExp(`^delete rule ${familyPattern} (\\w+) (\\w+) handle (\\d+)$`).exec(
+        command,
+      ))
     ) {
       const chain = chainOf(match[1]!, match[2]!, match[3]!);
       const handle = Number(match[4]);
       if (!chain.rules.some((rule) => rule.handle === handle)) throw missing();
       chain.rules = chain.rules.filter((rule) => rule.handle !== handle);
     } else if (
-      (match = new RegExp(`^(add|insert) rule ${families} (\\w+) (\\w+) (.+)$`).exec(command))
+      (match = new RegExp(`^(add|insert) rule ${familyPattern} (\\w+) (\\w+) (.+)$`).exec(command))
     ) {
       const chain = chainOf(match[2]!, match[3]!, match[4]!);
       const rule = { handle: this.nextHandle++, text: match[5]! };
@@ -895,7 +920,9 @@ export class FakeNft implements Nft {
       // As nft monitor, a moment after the change: the caller has its answer first.
       for (const entry of [...this.watches]) {
         const { tableName, listener } = entry;
-        if (new RegExp(`(^|\\s)${families} ${tableName}\\b|^flush ruleset`, 'm').test(script)) {
+        if (
+          new RegExp(`(^|\\s)${familyPattern} ${tableName}\\b|^flush ruleset`, 'm').test(script)
+        ) {
           const change = { lines, deleted: deletedTables(script, before, tableName) };
           setImmediate(() => {
             if (this.watches.has(entry)) listener.change(change);
