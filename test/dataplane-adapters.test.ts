@@ -12,7 +12,9 @@ import {
 import { CommandError, FakeRunner } from '../src/dataplane/exec.js';
 import { IpRoute, macGuardBytecode, macGuardPref } from '../src/dataplane/iproute.js';
 import { ctMark, decodeCtMark } from '../src/dataplane/mark.js';
-import { FakeNft, NftCli, NftError, parseCounters } from '../src/dataplane/nft.js';
+import { NftError, parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
 import {
   type DataplaneSpec,
   renderLeaseRefresh,

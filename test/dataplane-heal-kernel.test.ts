@@ -19,7 +19,8 @@ import {
 } from '../src/dataplane/dataplane.js';
 import { type Runner, netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
-import { NftCli, parseCounters } from '../src/dataplane/nft.js';
+import { parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
 import type { DataplaneSpec } from '../src/dataplane/render.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { labSpec, mixedSpec } from './dataplane-fixtures.js';

@@ -11,7 +11,9 @@ import {
   type DataplaneOptions,
 } from '../src/dataplane/dataplane.js';
 import { CommandError } from '../src/dataplane/exec.js';
-import { FakeNft, MonitorParser, NftError } from '../src/dataplane/nft.js';
+import { NftError } from '../src/dataplane/nft.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
+import { MonitorParser } from '../src/dataplane/nft-monitor.js';
 import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
 import { compareImages, tableImage } from '../src/dataplane/table-image.js';
 import { labSpec, mixedSpec, owner } from './dataplane-fixtures.js';

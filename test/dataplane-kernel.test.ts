@@ -16,7 +16,8 @@ import {
 import { netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
 import { ctMark } from '../src/dataplane/mark.js';
-import { NftCli, parseCounters } from '../src/dataplane/nft.js';
+import { parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
 import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
 import {
   address,

@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Ownership, RuleOwnership } from '../src/core/protocol.js';
-import { FakeNft } from '../src/dataplane/nft.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
 import {
   type DataplaneSpec,
   DataplaneSpecError,
