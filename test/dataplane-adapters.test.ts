@@ -3,12 +3,12 @@
 // across replacements, flush commands), driven through the fake nft.
 import { describe, expect, it } from 'vitest';
 import { ConntrackCli, parseConntrackList } from '../src/dataplane/conntrack.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
 import {
-  Dataplane,
   attachInterface,
   cleanupStale,
   detachInterface,
-} from '../src/dataplane/dataplane.js';
+} from '../src/dataplane/interface-setup.js';
 import { CommandError, FakeRunner } from '../src/dataplane/exec.js';
 import { IpRoute, macGuardBytecode, macGuardPref } from '../src/dataplane/iproute.js';
 import { ctMark, decodeCtMark } from '../src/dataplane/mark.js';

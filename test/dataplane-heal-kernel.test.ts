@@ -11,12 +11,9 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
-import {
-  Dataplane,
-  type RestoreReport,
-  attachInterface,
-  detachInterface,
-} from '../src/dataplane/dataplane.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
+import type { RestoreReport } from '../src/dataplane/dataplane-api.js';
+import { attachInterface, detachInterface } from '../src/dataplane/interface-setup.js';
 import { type Runner, netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
 import { parseCounters } from '../src/dataplane/nft.js';

@@ -5,11 +5,8 @@
 // The same cases on a real kernel: test/dataplane-heal-kernel.test.ts.
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { Conntrack } from '../src/dataplane/conntrack.js';
-import {
-  Dataplane,
-  DataplaneLostError,
-  type DataplaneOptions,
-} from '../src/dataplane/dataplane.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
+import { DataplaneLostError, type DataplaneOptions } from '../src/dataplane/dataplane-api.js';
 import { CommandError } from '../src/dataplane/exec.js';
 import { NftError } from '../src/dataplane/nft.js';
 import { FakeNft } from '../src/dataplane/nft-fake.js';

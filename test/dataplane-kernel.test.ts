@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flowBucket } from '../src/core/flow.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
 import {
   type AttachedInterface,
-  Dataplane,
   attachInterface,
   cleanupStale,
-} from '../src/dataplane/dataplane.js';
+} from '../src/dataplane/interface-setup.js';
 import { netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
 import { ctMark } from '../src/dataplane/mark.js';
