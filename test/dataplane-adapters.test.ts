@@ -15,8 +15,8 @@ import { ctMark, decodeCtMark } from '../src/dataplane/mark.js';
 import { NftError, parseCounters } from '../src/dataplane/nft.js';
 import { NftCli } from '../src/dataplane/nft-cli.js';
 import { FakeNft } from '../src/dataplane/nft-fake.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 import {
-  type DataplaneSpec,
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,

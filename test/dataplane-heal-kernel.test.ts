@@ -18,7 +18,7 @@ import { type Runner, netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
 import { parseCounters } from '../src/dataplane/nft.js';
 import { NftCli } from '../src/dataplane/nft-cli.js';
-import type { DataplaneSpec } from '../src/dataplane/render.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { labSpec, mixedSpec } from './dataplane-fixtures.js';
 import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';

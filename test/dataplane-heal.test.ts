@@ -11,7 +11,8 @@ import { CommandError } from '../src/dataplane/exec.js';
 import { NftError } from '../src/dataplane/nft.js';
 import { FakeNft } from '../src/dataplane/nft-fake.js';
 import { MonitorParser } from '../src/dataplane/nft-monitor.js';
-import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
+import { renderTable } from '../src/dataplane/render.js';
 import { compareImages, tableImage } from '../src/dataplane/table-image.js';
 import { labSpec, mixedSpec, owner } from './dataplane-fixtures.js';
 

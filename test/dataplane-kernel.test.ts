@@ -18,7 +18,8 @@ import { IpRoute } from '../src/dataplane/iproute.js';
 import { ctMark } from '../src/dataplane/mark.js';
 import { parseCounters } from '../src/dataplane/nft.js';
 import { NftCli } from '../src/dataplane/nft-cli.js';
-import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
+import { renderTable } from '../src/dataplane/render.js';
 import {
   address,
   labSpec,

@@ -5,13 +5,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
 import { type Nft, NftError, readCounters } from '../src/dataplane/nft.js';
 import {
-  names,
-  ownershipSets,
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,
   renderTable,
 } from '../src/dataplane/render.js';
+import { names, ownershipSets } from '../src/dataplane/table-names.js';
 import { compareImages, tableImage } from '../src/dataplane/table-image.js';
 import { labSpec, mixedSpec, owner } from './dataplane-fixtures.js';
 

@@ -9,6 +9,8 @@ import {
   type DataplaneSpec,
   DataplaneSpecError,
   dataplaneSpecProblems,
+} from '../src/dataplane/dataplane-spec.js';
+import {
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,

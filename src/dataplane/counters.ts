@@ -4,7 +4,8 @@
 // counts as last read (`last`): a total never goes down and never counts twice.
 import { type CounterValue, NftError } from './nft-api.js';
 import { parseCounters } from './nft.js';
-import { type DataplaneSpec, names } from './render.js';
+import type { DataplaneSpec } from './dataplane-spec.js';
+import { names } from './table-names.js';
 
 export interface RuleCounters {
   /** Packets and bytes let through: established TCP and new flows in owned buckets. */

@@ -56,15 +56,9 @@ import {
 import { type IpRoute } from './iproute.js';
 import type { Nft, NftFamily } from './nft-api.js';
 import { listTable } from './nft.js';
-import {
-  type DataplaneSpec,
-  leaseTimeoutMsMin,
-  ownershipSets,
-  renderLeaseRefresh,
-  renderOwnershipUpdate,
-  renderRemoval,
-  renderTable,
-} from './render.js';
+import { type DataplaneSpec, leaseTimeoutMsMin } from './dataplane-spec.js';
+import { renderLeaseRefresh, renderOwnershipUpdate, renderRemoval, renderTable } from './render.js';
+import { ownershipSets } from './table-names.js';
 import { TableWatch, deletedProblem, listKernelTables } from './table-watch.js';
 import { type TableImage, compareImages } from './table-image.js';
 

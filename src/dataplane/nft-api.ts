@@ -1,6 +1,7 @@
 // The nftables adapter's contract: the `Nft` interface that the real adapter (nft-cli.ts) and
 // the fake (nft-fake.ts) both implement and both pass the same tests for, the values it speaks
 // in, its one error, and the checks both adapters apply to what they are given.
+import { tableNamePattern } from './dataplane-spec.js';
 
 /** The nftables address families, each of which has its own tables. */
 export const nftFamilies = ['ip', 'ip6', 'inet', 'arp', 'bridge', 'netdev'] as const;
@@ -84,7 +85,7 @@ export class NftError extends Error {
 }
 
 export function assertTableName(what: string, tableName: string): void {
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(tableName)) {
+  if (!tableNamePattern.test(tableName)) {
     throw new Error(`${what}: '${tableName}' is not a table name`);
   }
 }

@@ -14,7 +14,7 @@ import {
   assertTableName,
 } from './nft-api.js';
 import { RulesetMonitor, monitorRestartMsDefault } from './nft-monitor.js';
-import { names } from './render.js';
+import { names } from './table-names.js';
 import { Serial } from '../core/serial.js';
 
 /** A one-line transaction answers in ~2 ms; 2 s means the nft process is stuck: restart it. */

@@ -14,7 +14,7 @@ import {
   familyPattern,
 } from './nft-api.js';
 import { monitorLinesKeptMax } from './nft-monitor.js';
-import { names } from './render.js';
+import { names } from './table-names.js';
 
 export interface RecordedScript {
   readonly kind: 'apply' | 'quick';

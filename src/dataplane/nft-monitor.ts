@@ -10,7 +10,7 @@ import {
   assertTableName,
   familyPattern,
 } from './nft-api.js';
-import { names } from './render.js';
+import { names } from './table-names.js';
 import { errorText } from '../core/error-text.js';
 
 /** A monitor that died is started again after this; a watch is blind meanwhile. */

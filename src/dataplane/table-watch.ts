@@ -5,7 +5,7 @@
 import { errorText } from '../core/error-text.js';
 import { type Nft, NftError, type NftFamily, type RulesetListener } from './nft-api.js';
 import { listTable } from './nft.js';
-import type { DataplaneSpec } from './render.js';
+import type { DataplaneSpec } from './dataplane-spec.js';
 import { type TableImage, tableImage } from './table-image.js';
 
 /** The families of the tables `spec` renders: the netdev one masks MACs in unicast mode. */
