@@ -10,6 +10,7 @@ import {
   hostsMax,
   portRulesMax,
 } from '../core/config.js';
+import { isFormattedMac } from '../core/mac.js';
 import type { Ownership } from '../core/protocol.js';
 
 export interface DataplaneSpec {
@@ -50,7 +51,6 @@ export const leaseTimeoutMsMax = 3_600_000;
 /** nft's limit on a table name is 256 bytes; 32 plain characters keep commands readable. */
 export const tableNamePattern = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
 const interfacePattern = /^[A-Za-z0-9_.:@-]{1,15}$/;
-const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** What is wrong with a table name, or undefined. */
 export function tableNameProblem(tableName: string): string | undefined {
@@ -147,7 +147,7 @@ export function dataplaneSpecProblems(spec: DataplaneSpec): string[] {
   if (spec.mode === 'unicast') {
     for (const key of ['clusterMac', 'maskedMac'] as const) {
       const mac = spec[key];
-      if (mac === undefined || !macPattern.test(mac)) {
+      if (mac === undefined || !isFormattedMac(mac)) {
         problems.push(`${key} '${mac}' is not a lower-case MAC (unicast mode needs it)`);
       }
     }
