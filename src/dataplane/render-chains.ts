@@ -8,10 +8,6 @@ import type { DataplaneSpec } from './dataplane-spec.js';
 import { ctMarkBase, formatMark } from './mark.js';
 import { leaseKey, names, ruleKey } from './table-names.js';
 
-function hex32(value: number): string {
-  return formatMark(value);
-}
-
 function portMatch(rule: PortRule): string {
   const all = rule.portStart === 0 && rule.portEnd === 65535;
   const ports =
@@ -95,12 +91,12 @@ function stateChecks(
   dropped: string,
 ): string[] {
   return [
-    `meta mark set ${hex32(key)}`,
+    `meta mark set ${formatMark(key)}`,
     `meta mark @${names.dropAll} ${dropped} drop`,
     // UDP is not kept on its host, so a UDP-only rule has no established connection to keep.
     ...(carriesTcp ? [`${tcpEstablished} ${accepted} accept`] : []),
     `meta mark != @${names.newFlows} ${dropped} drop`,
-    `meta mark set ${hex32(leaseKey)}`,
+    `meta mark set ${formatMark(leaseKey)}`,
     `meta mark != @${names.lease} counter name ${names.leaseExpired} ${dropped} drop`,
   ];
 }
@@ -119,7 +115,7 @@ export function ruleChain(spec: DataplaneSpec, index: number): string[] {
   lines.push(...stateChecks(ruleKey(index), carriesTcp, accepted, dropped));
   for (const family of ruleFamilies(rule, spec.clusterIps)) {
     lines.push(
-      `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${hex32(spec.hashSeed)}`,
+      `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${formatMark(spec.hashSeed)}`,
     );
   }
   if (carriesTcp) {
@@ -129,7 +125,7 @@ export function ruleChain(spec: DataplaneSpec, index: number): string[] {
     lines.push(`${notSyn} ${dropped} drop`);
   }
   lines.push(
-    `meta mark @${names.owned(index)} ct mark set meta mark | ${hex32(ctMarkBase(index))} ${accepted} accept`,
+    `meta mark @${names.owned(index)} ct mark set meta mark | ${formatMark(ctMarkBase(index))} ${accepted} accept`,
   );
   lines.push(`${dropped} drop`);
   return lines;
@@ -143,7 +139,7 @@ export function uncoveredChain(): string[] {
     // Established TCP stays where it is, so connections survive the default host changing.
     ...stateChecks(ruleKey('uncovered'), true, accepted, dropped),
     `${notSyn} ${dropped} drop`,
-    `ct mark set ${hex32(ctMarkBase('uncovered'))} ${accepted} accept`,
+    `ct mark set ${formatMark(ctMarkBase('uncovered'))} ${accepted} accept`,
   ];
 }
 

@@ -59,10 +59,6 @@ export * from './table-names.js';
 /** After conntrack (-200), so `ct state` and `ct mark` work; the same as the recipe. */
 export const preroutingPriority = -150;
 
-function hex32(value: number): string {
-  return formatMark(value);
-}
-
 function setBlock(name: string, flags: string | undefined, elements: readonly string[]): string[] {
   const lines = [`set ${name} {`, '\ttype mark'];
   if (flags !== undefined) {
@@ -89,7 +85,7 @@ function counterNames(spec: DataplaneSpec): string[] {
 }
 
 function leaseElement(spec: DataplaneSpec, timeoutMs = spec.leaseTimeoutMs): string {
-  return `${hex32(leaseKey)} timeout ${timeoutMs}ms`;
+  return `${formatMark(leaseKey)} timeout ${timeoutMs}ms`;
 }
 
 function inetTable(
@@ -98,7 +94,7 @@ function inetTable(
   leaseMs = spec.leaseTimeoutMs,
 ): string[] {
   const stateElements = (keys: (ownership: Ownership) => number[]): string[] =>
-    keys(spec.ownership).map(hex32);
+    keys(spec.ownership).map(formatMark);
   const body: string[] = [];
   for (const name of counterNames(spec)) {
     body.push(`counter ${name} {}`);
@@ -210,7 +206,7 @@ export function renderLeaseRefresh(spec: DataplaneSpec): string {
   assertValidSpec(spec);
   const set = `inet ${spec.tableName} ${names.lease}`;
   const element = leaseElement(spec);
-  return `add element ${set} { ${element} }; delete element ${set} { ${hex32(leaseKey)} }; add element ${set} { ${element} }`;
+  return `add element ${set} { ${element} }; delete element ${set} { ${formatMark(leaseKey)} }; add element ${set} { ${element} }`;
 }
 
 function structure(spec: DataplaneSpec): string {
@@ -250,8 +246,18 @@ export function renderOwnershipUpdate(
       commands.push(`add element ${set} { ${after.map(format).join(', ')} }`);
     }
   };
-  replaceSet(names.dropAll, dropAllKeys(applied.ownership), dropAllKeys(next.ownership), hex32);
-  replaceSet(names.newFlows, newFlowsKeys(applied.ownership), newFlowsKeys(next.ownership), hex32);
+  replaceSet(
+    names.dropAll,
+    dropAllKeys(applied.ownership),
+    dropAllKeys(next.ownership),
+    formatMark,
+  );
+  replaceSet(
+    names.newFlows,
+    newFlowsKeys(applied.ownership),
+    newFlowsKeys(next.ownership),
+    formatMark,
+  );
   next.ownership.rules.forEach((owner, i) => {
     const before = applied.ownership.rules[i]!;
     replaceSet(names.owned(i), before.owned, owner.owned, String);
@@ -259,23 +265,6 @@ export function renderOwnershipUpdate(
   });
   commands.push(renderLeaseRefresh(next));
   return commands.join('; ');
-}
-
-/**
- * The sets whose elements follow the ownership, with the elements `spec` gives them (sorted):
- * `drop_all`, `new_flows`, `rule<i>_owned`, `rule<i>_orphan`. The kernel must hold exactly
- * these; `lease` and `sync` hold elements with timeouts and are left out.
- */
-export function ownershipSets(spec: DataplaneSpec): Map<string, number[]> {
-  const sets = new Map<string, number[]>([
-    [names.dropAll, dropAllKeys(spec.ownership)],
-    [names.newFlows, newFlowsKeys(spec.ownership)],
-  ]);
-  spec.ownership.rules.forEach((owner, i) => {
-    sets.set(names.owned(i), [...owner.owned]);
-    sets.set(names.orphan(i), [...owner.orphan]);
-  });
-  return sets;
 }
 
 /** Removes both tables (stop, or cleanup after a crashed predecessor); safe when absent. */
