@@ -48,7 +48,7 @@ export const leaseTimeoutMsMin = 10;
 /** An hour: a longer lease would defeat its purpose (stop taking flows when nlbd is gone). */
 export const leaseTimeoutMsMax = 3_600_000;
 
-/** nft's limit on a table name is 256 bytes; 32 plain characters keep commands readable. */
+/** Letters, digits and '_', at most 32: a name every nft version takes and commands stay readable. */
 export const tableNamePattern = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
 const interfacePattern = /^[A-Za-z0-9_.:@-]{1,15}$/;
 
