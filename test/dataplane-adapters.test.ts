@@ -3,18 +3,20 @@
 // across replacements, flush commands), driven through the fake nft.
 import { describe, expect, it } from 'vitest';
 import { ConntrackCli, parseConntrackList } from '../src/dataplane/conntrack.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
 import {
-  Dataplane,
   attachInterface,
   cleanupStale,
   detachInterface,
-} from '../src/dataplane/dataplane.js';
+} from '../src/dataplane/interface-setup.js';
 import { CommandError, FakeRunner } from '../src/dataplane/exec.js';
 import { IpRoute, macGuardBytecode, macGuardPref } from '../src/dataplane/iproute.js';
 import { ctMark, decodeCtMark } from '../src/dataplane/mark.js';
-import { FakeNft, NftCli, NftError, parseCounters } from '../src/dataplane/nft.js';
+import { NftError, parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 import {
-  type DataplaneSpec,
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,

@@ -3,7 +3,7 @@
 import { type Address, parseAddress } from '../src/core/address.js';
 import type { PortRule } from '../src/core/config.js';
 import type { RuleOwnership } from '../src/core/protocol.js';
-import type { DataplaneSpec } from '../src/dataplane/render.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 
 export function address(text: string): Address {
   const parsed = parseAddress(text);

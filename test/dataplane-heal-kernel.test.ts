@@ -11,16 +11,14 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
-import {
-  Dataplane,
-  type RestoreReport,
-  attachInterface,
-  detachInterface,
-} from '../src/dataplane/dataplane.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
+import type { RestoreReport } from '../src/dataplane/dataplane-api.js';
+import { attachInterface, detachInterface } from '../src/dataplane/interface-setup.js';
 import { type Runner, netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
-import { NftCli, parseCounters } from '../src/dataplane/nft.js';
-import type { DataplaneSpec } from '../src/dataplane/render.js';
+import { parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { labSpec, mixedSpec } from './dataplane-fixtures.js';
 import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';

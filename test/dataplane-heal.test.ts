@@ -5,14 +5,14 @@
 // The same cases on a real kernel: test/dataplane-heal-kernel.test.ts.
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { Conntrack } from '../src/dataplane/conntrack.js';
-import {
-  Dataplane,
-  DataplaneLostError,
-  type DataplaneOptions,
-} from '../src/dataplane/dataplane.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
+import { DataplaneLostError, type DataplaneOptions } from '../src/dataplane/dataplane-api.js';
 import { CommandError } from '../src/dataplane/exec.js';
-import { FakeNft, MonitorParser, NftError } from '../src/dataplane/nft.js';
-import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
+import { NftError } from '../src/dataplane/nft.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
+import { MonitorParser } from '../src/dataplane/nft-monitor.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
+import { renderTable } from '../src/dataplane/render.js';
 import { compareImages, tableImage } from '../src/dataplane/table-image.js';
 import { labSpec, mixedSpec, owner } from './dataplane-fixtures.js';
 
@@ -345,7 +345,7 @@ describe('MonitorParser', () => {
         lineCount: 3,
         relevant: true,
         markers: [],
-        deleted: ['netdev nlb'],
+        deleted: [{ family: 'netdev', name: 'nlb' }],
       },
     ]);
     // nlbd's own whole-table apply deletes and adds its table in one transaction.

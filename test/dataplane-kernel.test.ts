@@ -7,17 +7,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flowBucket } from '../src/core/flow.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
+import { Dataplane } from '../src/dataplane/dataplane.js';
 import {
   type AttachedInterface,
-  Dataplane,
   attachInterface,
   cleanupStale,
-} from '../src/dataplane/dataplane.js';
+} from '../src/dataplane/interface-setup.js';
 import { netnsRunner } from '../src/dataplane/exec.js';
 import { IpRoute } from '../src/dataplane/iproute.js';
 import { ctMark } from '../src/dataplane/mark.js';
-import { NftCli, parseCounters } from '../src/dataplane/nft.js';
-import { type DataplaneSpec, renderTable } from '../src/dataplane/render.js';
+import { parseCounters } from '../src/dataplane/nft.js';
+import { NftCli } from '../src/dataplane/nft-cli.js';
+import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
+import { renderTable } from '../src/dataplane/render.js';
 import {
   address,
   labSpec,

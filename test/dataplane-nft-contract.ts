@@ -5,13 +5,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
 import { type Nft, NftError, readCounters } from '../src/dataplane/nft.js';
 import {
-  names,
-  ownershipSets,
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,
   renderTable,
 } from '../src/dataplane/render.js';
+import { names, ownershipSets } from '../src/dataplane/table-names.js';
 import { compareImages, tableImage } from '../src/dataplane/table-image.js';
 import { labSpec, mixedSpec, owner } from './dataplane-fixtures.js';
 
@@ -136,7 +135,9 @@ export function nftContract(
       const events: string[] = [];
       const stop = nft().watch('nlb', {
         change: (change) =>
-          events.push(`change ${change.lines.join(' | ')}; deleted ${change.deleted.join(', ')}`),
+          events.push(
+            `change ${change.lines.join(' | ')}; deleted ${change.deleted.map((t) => `${t.family} ${t.name}`).join(', ')}`,
+          ),
         resync: (reason) => events.push(`resync ${reason}`),
         blind: (reason) => events.push(`blind ${reason}`),
       });

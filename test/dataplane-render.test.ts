@@ -4,11 +4,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Ownership, RuleOwnership } from '../src/core/protocol.js';
-import { FakeNft } from '../src/dataplane/nft.js';
+import { FakeNft } from '../src/dataplane/nft-fake.js';
 import {
   type DataplaneSpec,
   DataplaneSpecError,
   dataplaneSpecProblems,
+} from '../src/dataplane/dataplane-spec.js';
+import {
   renderLeaseRefresh,
   renderOwnershipUpdate,
   renderRemoval,

@@ -6,7 +6,9 @@ import {
   hostSourceMac,
   igmpClusterMac,
   igmpGroup,
+  isFormattedMac,
   multicastClusterMac,
+  parseMac,
   unicastClusterMac,
 } from '../src/core/mac.js';
 
@@ -54,5 +56,33 @@ describe('NLB MAC formulas', () => {
     expect(formatMac(hostSourceMac(1, ip('198.18.0.100')))).toBe('02:01:c6:12:00:64');
     expect(formatMac(hostSourceMac(32, ip('198.18.0.100')))).toBe('02:20:c6:12:00:64');
     expect(() => hostSourceMac(0, ip('198.18.0.100'))).toThrow();
+  });
+});
+
+describe('parseMac', () => {
+  it('reads six colon-separated hex octets in either case, and formatMac writes them back', () => {
+    const mac = parseMac('02:BF:c6:12:00:64');
+    expect(mac).toEqual(Uint8Array.of(0x02, 0xbf, 0xc6, 0x12, 0x00, 0x64));
+    expect(formatMac(mac!)).toBe('02:bf:c6:12:00:64');
+  });
+
+  it('refuses what is not a MAC', () => {
+    for (const text of [
+      '',
+      '02:bf:c6:12:00',
+      '02:bf:c6:12:00:64:01',
+      '2:bf:c6:12:00:64',
+      '02-bf-c6-12-00-64',
+      '02:bf:c6:12:00:6g',
+      ' 02:bf:c6:12:00:64',
+    ]) {
+      expect(parseMac(text), text).toBeUndefined();
+    }
+  });
+
+  it('isFormattedMac accepts only the lower-case form formatMac writes', () => {
+    expect(isFormattedMac('02:bf:c6:12:00:64')).toBe(true);
+    expect(isFormattedMac('02:BF:C6:12:00:64')).toBe(false);
+    expect(isFormattedMac('not a mac')).toBe(false);
   });
 });

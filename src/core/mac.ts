@@ -67,6 +67,26 @@ export function formatMac(mac: MacAddress): string {
   return text;
 }
 
+/** Six two-digit hex octets separated by colons, in either case. */
+const macTextPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** The bytes of `02:bf:c6:12:00:64` (either case), or undefined when the text is not a MAC. */
+export function parseMac(text: string): MacAddress | undefined {
+  if (!macTextPattern.test(text)) {
+    return undefined;
+  }
+  return Uint8Array.from(text.split(':'), (octet) => parseInt(octet, 16));
+}
+
+/**
+ * True when `text` is a MAC written as `formatMac` writes it (lower case), the form the kernel
+ * prints and the data plane compares with.
+ */
+export function isFormattedMac(text: string): boolean {
+  const mac = parseMac(text);
+  return mac !== undefined && formatMac(mac) === text;
+}
+
 export interface ClusterMacs {
   readonly unicast: MacAddress;
   readonly multicast: MacAddress;

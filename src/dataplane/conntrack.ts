@@ -4,7 +4,15 @@
 // connections takes ~5 ms).
 import type { Address } from '../core/address.js';
 import { type Runner, CommandError, localRunner } from './exec.js';
-import { type MarkRule, decodeCtMark, formatMark, nlbMarkBit } from './mark.js';
+import {
+  type MarkRule,
+  ctMark,
+  ctMarkBase,
+  decodeCtMark,
+  formatMark,
+  nlbMarkBit,
+  ruleFieldMask,
+} from './mark.js';
 
 export interface BucketConnections {
   readonly rule: MarkRule;
@@ -20,6 +28,26 @@ export interface Conntrack {
   deleteByMark(mark: number, mask?: number): Promise<number>;
   /** Deletes every entry whose original destination is `address` (a cluster IP). */
   deleteByDestination(address: Address): Promise<number>;
+}
+
+/**
+ * Drops the entries of `buckets` of port rule `rule`, which has `bucketCount` buckets: all of
+ * them take one command (by the rule's mark); otherwise one per bucket. Returns how many went.
+ */
+export async function deleteBuckets(
+  conntrack: Conntrack,
+  rule: number,
+  buckets: readonly number[],
+  bucketCount: number | undefined,
+): Promise<number> {
+  if (bucketCount !== undefined && buckets.length === bucketCount) {
+    return conntrack.deleteByMark(ctMarkBase(rule), (nlbMarkBit | ruleFieldMask) >>> 0);
+  }
+  let deleted = 0;
+  for (const bucket of buckets) {
+    deleted += await conntrack.deleteByMark(ctMark(rule, bucket));
+  }
+  return deleted;
 }
 
 /** TCP states of connections that are over but linger in the table. */

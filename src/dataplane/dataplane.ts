@@ -32,158 +32,41 @@
 // hangs), the data plane is *lost*: every call throws DataplaneLostError until a whole-table
 // apply succeeds again, which `program` retries at most once per `restoreRetryMs`. The host
 // driver then takes the host out of the cluster (src/daemon/host-driver.ts).
-import type { Address, Prefix } from '../core/address.js';
-import { addressesEqual } from '../core/address.js';
-import type { ClusterMode } from '../core/config.js';
-import type { Conntrack } from './conntrack.js';
-import { type BucketConnections } from './conntrack.js';
-import { type IpRoute, clusterIpPrefix } from './iproute.js';
-import { ctMark, ctMarkBase, ruleFieldMask, nlbMarkBit } from './mark.js';
-import {
-  type CounterValue,
-  type Nft,
-  NftError,
-  type RulesetListener,
-  parseCounters,
-} from './nft.js';
-import {
-  type DataplaneSpec,
-  leaseTimeoutMsMin,
-  names,
-  ownershipSets,
-  renderLeaseRefresh,
-  renderOwnershipUpdate,
-  renderRemoval,
-  renderTable,
-} from './render.js';
-import { type TableImage, compareImages, tableImage } from './table-image.js';
+//
+// The parts: the watch and the kernel listing (table-watch.ts), the reference image
+// (table-image.ts), the counter totals (counters.ts), and the cluster interface's attach,
+// detach and cleanup (interface-setup.ts).
+import type { Address } from '../core/address.js';
 import { errorText } from '../core/error-text.js';
+import { Serial } from '../core/serial.js';
+import { type BucketConnections, type Conntrack, deleteBuckets } from './conntrack.js';
+import { CounterTotals, type DataplaneCounters } from './counters.js';
+import {
+  type DataplaneHealth,
+  DataplaneLostError,
+  type DataplaneOptions,
+  type LeaseRefresh,
+  type ProgramResult,
+  RestoreLog,
+  type RestoreReport,
+  checkIntervalMsDefault,
+  nftTimeoutMsDefault,
+  restoreRetryMsDefault,
+} from './dataplane-api.js';
+import { type IpRoute } from './iproute.js';
+import type { Nft, NftFamily } from './nft-api.js';
+import { listTable } from './nft.js';
+import { type DataplaneSpec, leaseTimeoutMsMin } from './dataplane-spec.js';
+import { renderLeaseRefresh, renderOwnershipUpdate, renderRemoval, renderTable } from './render.js';
+import { ownershipSets } from './table-names.js';
+import { TableWatch, deletedProblem, listKernelTables } from './table-watch.js';
+import { type TableImage, compareImages } from './table-image.js';
 
-export interface RuleCounters {
-  /** Packets and bytes let through: established TCP and new flows in owned buckets. */
-  readonly accepted: CounterValue;
-  /** Packets dropped: buckets not owned, non-SYN of unknown connections, disabled, expired lease. */
-  readonly dropped: CounterValue;
-  /** Non-SYN packets answered with a TCP reset in orphan buckets. */
-  readonly reset: CounterValue;
-}
-
-export interface DataplaneCounters {
-  /** One entry per port rule, in config order. */
-  readonly rules: readonly RuleCounters[];
-  readonly uncovered: { readonly accepted: CounterValue; readonly dropped: CounterValue };
-  /** Packets dropped because the lease had run out (nlbd stopped refreshing it). */
-  readonly leaseExpired: CounterValue;
-}
-
-/** How `program` got the kernel there. */
-export type ProgramResult = 'table' | 'sets' | 'unchanged';
-
-/** A table put back after someone else changed or deleted it. */
-export interface RestoreReport {
-  /** What differed, e.g. 'table inet nlb is missing', 'set rule0_owned holds 7 (not programmed)'. */
-  readonly problems: readonly string[];
-  /** What noticed it: 'nft monitor', 'lease refresh', 'program', 'periodic check', ... */
-  readonly detectedBy: string;
-  /** From noticing the problem to the restored table committed. */
-  readonly goneMs: number;
-  /** The whole-table apply itself. */
-  readonly restoreMs: number;
-}
-
-/** What a lease refresh found besides: restores done since the previous one. */
-export interface LeaseRefresh {
-  readonly restored: readonly RestoreReport[];
-}
-
-/**
- * The kernel does not hold the programmed table and it could not be put back (nft failed or
- * hung). The host must stop answering for the cluster IPs until a restore succeeds.
- */
-export class DataplaneLostError extends Error {
-  constructor(readonly reason: string) {
-    super(`the data plane is lost: ${reason}`);
-    this.name = 'DataplaneLostError';
-  }
-}
-
-export interface DataplaneHealth {
-  /** `live`: nft monitor reports changes; `blind`: it does not (comparing every lease refresh). */
-  readonly watch: 'off' | 'blind' | 'live';
-  /** Why the data plane is lost, or undefined. */
-  readonly lost: string | undefined;
-  readonly checks: number;
-  readonly restores: number;
-  readonly reportsDropped: number;
-}
-
-export interface DataplaneOptions {
-  /** Milliseconds on a monotonic clock, for the lease left and for durations. */
-  readonly nowMs?: () => number;
-  /** Watch the ruleset with nft monitor (default true). */
-  readonly watch?: boolean;
-  /** Compare the kernel with the programmed table at least this often. */
-  readonly checkIntervalMs?: number;
-  /** A restore, or a listing for a comparison, that takes longer has failed. */
-  readonly nftTimeoutMs?: number;
-  /** While lost, `program` tries a whole-table apply at most this often. */
-  readonly restoreRetryMs?: number;
-}
-
-/**
- * The safety net behind the monitor: two `nft -j list table` every 10 s cost ~0.15% of a core,
- * and a change the monitor missed (it prints an error, or nothing, when its socket overruns) is
- * found within that.
- */
-export const checkIntervalMsDefault = 10_000;
-/**
- * A whole-table apply takes ~17-45 ms here; one that has not finished in a second is stuck,
- * and every moment without a filter the host answers flows that are not its own.
- */
-export const nftTimeoutMsDefault = 1_000;
-/**
- * A floor under the retries of a lost data plane, whoever calls `program`: each costs a
- * whole-table apply (~20 ms). The host driver paces its own at 1 s; this is half that, so the
- * two clocks never make the driver's retry fall just short of the floor and skip a second.
- */
-export const restoreRetryMsDefault = 500;
-/** Restore reports kept until a lease refresh hands them over; more are counted and dropped. */
-const reportsMax = 16;
-
-const zero: CounterValue = { packets: 0, bytes: 0 };
-
-interface CounterReading {
-  readonly tableHandle: number | undefined;
-  readonly counters: Map<string, CounterValue>;
-}
-
-/** The counters of an `nft -j list table inet` listing, and the table's handle. */
-function counterReading(json: unknown): CounterReading {
-  const items = (json as { nftables?: { table?: { handle?: unknown } }[] }).nftables ?? [];
-  const handle = items.find((item) => item.table !== undefined)?.table?.handle;
-  return {
-    tableHandle: typeof handle === 'number' ? handle : undefined,
-    counters: parseCounters(json),
-  };
-}
-
-function add(a: CounterValue | undefined, b: CounterValue | undefined): CounterValue {
-  return {
-    packets: (a?.packets ?? 0) + (b?.packets ?? 0),
-    bytes: (a?.bytes ?? 0) + (b?.bytes ?? 0),
-  };
-}
-
-/** nft's answer for a table that is not there (as opposed to nft failing). */
-function isMissing(error: unknown): boolean {
-  return error instanceof NftError && /No such file or directory/.test(error.stderr);
-}
-
-/** The tables `spec` renders, as `<family> <name>`: the netdev one masks MACs in unicast mode. */
-function tablesOf(spec: DataplaneSpec): string[] {
-  const tables = [`inet ${spec.tableName}`];
-  return spec.mode === 'unicast' ? [...tables, `netdev ${spec.tableName}`] : tables;
-}
+// The modules the Dataplane is made of keep their exports available here, where the daemon and
+// the CLI import them from.
+export * from './counters.js';
+export * from './dataplane-api.js';
+export * from './interface-setup.js';
 
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
@@ -199,31 +82,25 @@ export class Dataplane {
    */
   private reference: TableImage | undefined;
   private referenceSpec: DataplaneSpec | undefined;
-  /** Counter totals from tables already replaced: a whole-table apply resets the kernel's. */
-  private base = new Map<string, CounterValue>();
-  /** The current table's counters as last read (not in `base` yet), and the table's handle. */
-  private last = new Map<string, CounterValue>();
-  private lastTableHandle: number | undefined;
+  private readonly totals: CounterTotals;
   /** Every nft operation runs alone, in call order: a restore never meets a half-done program. */
-  private lock: Promise<unknown> = Promise.resolve();
+  private readonly operations = new Serial();
   private readonly nowMs: () => number;
-  private readonly watchEnabled: boolean;
+  private readonly watch: TableWatch;
   private readonly checkIntervalMs: number;
   private readonly nftTimeoutMs: number;
   private readonly restoreRetryMs: number;
-  private stopWatch: (() => void) | undefined;
-  private watchState: 'off' | 'blind' | 'live' = 'off';
   /** A comparison asked for and not started yet; later requests join it. */
   private pendingCheck:
-    { detectedBy: string; atMs: number; deleted: string[]; applies: number } | undefined;
+    { detectedBy: string; atMs: number; deleted: NftFamily[]; applies: number } | undefined;
   /** nlbd's whole-table applies so far. */
   private applies = 0;
   private lastCheckMs = Number.NEGATIVE_INFINITY;
   /** When the kernel's lease was last set to the spec's full length. */
   private lastLeaseMs: number | undefined;
   private lost: { reason: string; lastAttemptMs: number } | undefined;
-  private reports: RestoreReport[] = [];
-  private counts = { checks: 0, restores: 0, reportsDropped: 0 };
+  private readonly restores = new RestoreLog();
+  private checks = 0;
 
   private lostListener: ((reason: string) => void) | undefined;
 
@@ -234,10 +111,18 @@ export class Dataplane {
     options: DataplaneOptions = {},
   ) {
     this.nowMs = options.nowMs ?? (() => performance.now());
-    this.watchEnabled = options.watch ?? true;
+    this.watch = new TableWatch(
+      nft,
+      options.watch ?? true,
+      () => this.applied,
+      (detectedBy, deleted) => this.request(detectedBy, deleted),
+    );
     this.checkIntervalMs = options.checkIntervalMs ?? checkIntervalMsDefault;
     this.nftTimeoutMs = options.nftTimeoutMs ?? nftTimeoutMsDefault;
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
+    this.totals = new CounterTotals((tableName) =>
+      listTable(nft, { family: 'inet', name: tableName }, { timeoutMs: this.nftTimeoutMs }),
+    );
   }
 
   /** The spec the kernel holds, as of the last successful program. */
@@ -247,28 +132,22 @@ export class Dataplane {
 
   health(): DataplaneHealth {
     return {
-      watch: this.watchState,
+      watch: this.watch.state,
       lost: this.lost?.reason,
-      checks: this.counts.checks,
-      restores: this.counts.restores,
-      reportsDropped: this.counts.reportsDropped,
+      checks: this.checks,
+      restores: this.restores.restores,
+      reportsDropped: this.restores.reportsDropped,
     };
   }
 
   /** Resolves once every operation asked for so far, background comparisons included, is done. */
-  async settled(): Promise<void> {
-    for (;;) {
-      const lock = this.lock;
-      await lock;
-      if (lock === this.lock) return;
-    }
+  settled(): Promise<void> {
+    return this.operations.idle();
   }
 
   /** Runs `body` after every operation called before it has finished. */
   private exclusive<T>(body: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(body);
-    this.lock = run.catch(() => undefined);
-    return run;
+    return this.operations.run(body);
   }
 
   /**
@@ -290,7 +169,7 @@ export class Dataplane {
       if (this.applied !== undefined && text === this.appliedText) {
         return 'unchanged';
       }
-      this.startWatch(spec.tableName);
+      this.watch.start(spec.tableName);
       const startedMs = this.nowMs();
       const update =
         this.applied === undefined ? undefined : renderOwnershipUpdate(this.applied, spec);
@@ -330,7 +209,7 @@ export class Dataplane {
   ): Promise<void> {
     const leaseMs = how.leaseMs;
     if (this.applied !== undefined) {
-      await this.keepCounters(this.applied.tableName, how.countersRead === true);
+      await this.totals.retire(this.applied.tableName, how.countersRead === true);
     }
     await this.nft.apply(
       renderTable(spec, leaseMs === undefined ? {} : { leaseMs }),
@@ -384,7 +263,7 @@ export class Dataplane {
     // The caller asked for this and knows it worked: no report to hand over.
     this.lost = undefined;
     this.lastLeaseMs = nowMs;
-    this.counts.restores++;
+    this.restores.count();
     return 'table';
   }
 
@@ -410,7 +289,7 @@ export class Dataplane {
         await this.restoreIfAltered(error, spec, 'lease refresh', startedMs);
         this.lastLeaseMs = startedMs;
       }
-      if (this.watchState !== 'live') {
+      if (this.watch.state !== 'live') {
         this.requestCheck(`lease refresh (nft monitor not live)`);
       } else if (startedMs - this.lastCheckMs >= this.checkIntervalMs) {
         this.requestCheck('periodic check');
@@ -421,44 +300,10 @@ export class Dataplane {
 
   /** Restores done since the last call (the lease refresh hands them over too). */
   takeReports(): RestoreReport[] {
-    return this.reports.splice(0);
-  }
-
-  private report(report: RestoreReport): void {
-    this.counts.restores++;
-    if (this.reports.length >= reportsMax) {
-      this.counts.reportsDropped++;
-      return;
-    }
-    this.reports.push(report);
+    return this.restores.take();
   }
 
   // ---------------------------------------------------------------- keeping the table
-
-  private startWatch(tableName: string): void {
-    if (!this.watchEnabled || this.stopWatch !== undefined) {
-      return;
-    }
-    this.watchState = 'blind';
-    const listener: RulesetListener = {
-      // Only the tables the spec has: in multicast mode nlbd's own apply deletes the netdev one.
-      change: (change) =>
-        this.request(
-          'nft monitor',
-          change.deleted
-            .filter((table) => this.applied !== undefined && tablesOf(this.applied).includes(table))
-            .map((table) => `table ${table} was deleted`),
-        ),
-      resync: (reason) => {
-        this.watchState = 'live';
-        this.request(reason, []);
-      },
-      blind: () => {
-        this.watchState = 'blind';
-      },
-    };
-    this.stopWatch = this.nft.watch(tableName, listener);
-  }
 
   /** Compares the kernel with the programmed table soon, and restores it if they differ. */
   requestCheck(detectedBy: string): void {
@@ -472,10 +317,10 @@ export class Dataplane {
    * filter. nlbd's own whole-table apply never counts as deleting its table (it adds it again
    * in the same transaction), so this cannot feed on itself.
    */
-  private request(detectedBy: string, deleted: readonly string[]): void {
+  private request(detectedBy: string, deleted: readonly NftFamily[]): void {
     if (this.pendingCheck !== undefined) {
       const known = this.pendingCheck.deleted;
-      known.push(...deleted.filter((problem) => !known.includes(problem)));
+      known.push(...deleted.filter((family) => !known.includes(family)));
       return;
     }
     const pending = {
@@ -493,14 +338,15 @@ export class Dataplane {
       }
       // A whole-table apply since (a lease refresh that met the missing table) put them back.
       const gone = pending.deleted.length > 0 && this.applies === pending.applies;
-      const problems = gone ? pending.deleted : await this.inspect();
+      const problems = gone
+        ? pending.deleted.map((family) => deletedProblem(family, spec.tableName))
+        : await this.inspect();
       if (problems.length > 0) {
         await this.restore(spec, problems, pending.detectedBy, {
           detectedAtMs: pending.atMs,
           lease: 'left',
           // The comparison read the counters; a deleted inet table has none left to read.
-          countersRead:
-            !gone || pending.deleted.includes(`table inet ${spec.tableName} was deleted`),
+          countersRead: !gone || pending.deleted.includes('inet'),
         });
       }
     }).catch((error: unknown) => {
@@ -524,9 +370,11 @@ export class Dataplane {
     if (spec === undefined) {
       return [];
     }
-    this.counts.checks++;
+    this.checks++;
     this.lastCheckMs = this.nowMs();
-    const listing = await this.list(spec);
+    const listing = await listKernelTables(this.nft, spec, this.nftTimeoutMs, (json) =>
+      this.totals.observeListing(json),
+    );
     if (typeof listing === 'string') {
       return [listing];
     }
@@ -540,41 +388,6 @@ export class Dataplane {
       return [...problems, ...sets];
     }
     return [...problems, ...compareImages(this.reference, image, ownershipSets(spec))];
-  }
-
-  /**
-   * Both tables as the kernel has them (listed at once: a restore waits for this), or what
-   * could not be read. The counters in the `inet` listing are taken as a reading too, so a
-   * restore that follows need not read them again.
-   */
-  private async list(
-    spec: DataplaneSpec,
-  ): Promise<{ image: TableImage; missing: string[] } | string> {
-    const families = tablesOf(spec).map((table) => table.split(' ')[0]!);
-    const listings = await Promise.all(
-      families.map((family) =>
-        this.nft
-          .listJson(['list', 'table', family, spec.tableName], { timeoutMs: this.nftTimeoutMs })
-          .then(
-            (json) => ({ family, json }),
-            (error: unknown) => ({ family, error }),
-          ),
-      ),
-    );
-    const items: unknown[] = [];
-    const missing: string[] = [];
-    for (const listing of listings) {
-      if ('error' in listing) {
-        if (!isMissing(listing.error)) {
-          return `table ${listing.family} ${spec.tableName} could not be read: ${errorText(listing.error)}`;
-        }
-        missing.push(`table ${listing.family} ${spec.tableName} is missing`);
-      } else {
-        if (listing.family === 'inet') this.observe(counterReading(listing.json));
-        items.push(...(((listing.json as { nftables?: unknown[] }).nftables ?? []) as unknown[]));
-      }
-    }
-    return { image: tableImage({ nftables: items }), missing };
   }
 
   /**
@@ -607,7 +420,7 @@ export class Dataplane {
       throw new DataplaneLostError(reason);
     }
     const doneMs = this.nowMs();
-    this.report({
+    this.restores.add({
       problems,
       detectedBy,
       goneMs: round(doneMs - how.detectedAtMs),
@@ -617,58 +430,6 @@ export class Dataplane {
 
   // ---------------------------------------------------------------- counters
 
-  /**
-   * Takes a reading of the current table's counters. A table made again behind nlbd's back (a
-   * new table handle), or a counter lower than last read, started counting from 0 again: what
-   * the old one had counted goes to the totals, so they never go down nor count twice.
-   */
-  private observe(read: CounterReading): void {
-    if (this.lastTableHandle !== undefined && read.tableHandle !== this.lastTableHandle) {
-      this.retireLast();
-    }
-    this.lastTableHandle = read.tableHandle;
-    for (const [name, value] of read.counters) {
-      const last = this.last.get(name);
-      if (last !== undefined && (value.packets < last.packets || value.bytes < last.bytes)) {
-        this.base.set(name, add(this.base.get(name), last));
-      }
-      this.last.set(name, value);
-    }
-  }
-
-  /** The current table's counts, as last read, go to the totals. */
-  private retireLast(): void {
-    for (const [name, value] of this.last) {
-      this.base.set(name, add(this.base.get(name), value));
-    }
-    this.last.clear();
-    this.lastTableHandle = undefined;
-  }
-
-  /**
-   * Before nlbd replaces the table: its counters go to the totals, as read now, or as last read
-   * when the table is gone (what it counted since that read is lost with it).
-   */
-  private async keepCounters(tableName: string, alreadyRead: boolean): Promise<void> {
-    try {
-      if (!alreadyRead) this.observe(await this.readCounters(tableName));
-    } catch (error) {
-      // Losing a few counts is better than not applying; a missing table has nothing to read.
-      if (!(error instanceof NftError)) {
-        throw error;
-      }
-    }
-    this.retireLast();
-  }
-
-  /** The whole table rather than just its counters: the table's handle says which table it is. */
-  private async readCounters(tableName: string): Promise<CounterReading> {
-    const json = await this.nft.listJson(['list', 'table', 'inet', tableName], {
-      timeoutMs: this.nftTimeoutMs,
-    });
-    return counterReading(json);
-  }
-
   /** Counters since this Dataplane was created (totals survive whole-table replacements). */
   counters(): Promise<DataplaneCounters> {
     return this.exclusive(async () => {
@@ -676,18 +437,8 @@ export class Dataplane {
       if (spec === undefined) {
         throw new Error('counters: nothing programmed yet; call program(spec) first');
       }
-      this.observe(await this.readCounters(spec.tableName));
-      const get = (name: string): CounterValue =>
-        add(this.base.get(name), this.last.get(name) ?? zero);
-      return {
-        rules: spec.portRules.map((_, i) => ({
-          accepted: get(names.accepted(i)),
-          dropped: get(names.dropped(i)),
-          reset: get(names.reset(i)),
-        })),
-        uncovered: { accepted: get(names.uncoveredAccepted), dropped: get(names.uncoveredDropped) },
-        leaseExpired: get(names.leaseExpired),
-      };
+      await this.totals.read(spec.tableName);
+      return this.totals.of(spec);
     });
   }
 
@@ -703,17 +454,8 @@ export class Dataplane {
    * conntrack entries go, so the filter treats their next packet as unknown. All buckets of
    * the rule take one command; otherwise one per bucket. Returns how many entries went.
    */
-  async flush(rule: number, buckets: readonly number[]): Promise<number> {
-    const spec = this.applied;
-    const count = spec?.portRules[rule]?.buckets;
-    if (count !== undefined && buckets.length === count) {
-      return this.conntrack.deleteByMark(ctMarkBase(rule), (nlbMarkBit | ruleFieldMask) >>> 0);
-    }
-    let deleted = 0;
-    for (const bucket of buckets) {
-      deleted += await this.conntrack.deleteByMark(ctMark(rule, bucket));
-    }
-    return deleted;
+  flush(rule: number, buckets: readonly number[]): Promise<number> {
+    return deleteBuckets(this.conntrack, rule, buckets, this.applied?.portRules[rule]?.buckets);
   }
 
   /**
@@ -734,9 +476,7 @@ export class Dataplane {
     if (tableName === undefined) {
       return Promise.reject(new Error('remove: no table name given and nothing programmed'));
     }
-    this.stopWatch?.();
-    this.stopWatch = undefined;
-    this.watchState = 'off';
+    this.watch.stop();
     return this.exclusive(async () => {
       await this.nft.apply(renderRemoval(tableName));
       this.applied = undefined;
@@ -746,131 +486,4 @@ export class Dataplane {
       this.lost = undefined;
     });
   }
-}
-
-export interface InterfaceSetup {
-  readonly interface: string;
-  readonly clusterIps: readonly Address[];
-  readonly mode: ClusterMode;
-  /** Unicast mode: the cluster MAC the interface takes. */
-  readonly clusterMac?: string;
-}
-
-export interface AttachedInterface {
-  /** The MAC before attach; detach puts it back. Persist it to survive a crash. */
-  readonly originalMac: string;
-  /** The cluster IPs attach added (those already present are left alone on detach too). */
-  readonly added: readonly Prefix[];
-  /** Set when the MAC guard could not be installed (the host works without it); why. */
-  readonly warning?: string;
-}
-
-/**
- * Gives the cluster interface the cluster MAC (unicast mode) and the cluster IPs. Call it after
- * `program`, so the filter is in place before the first VIP packet can arrive. In unicast mode
- * the MAC guard (iproute.ts macGuardBytecode) goes on first: should the masking table ever be
- * missing, the host sends nothing rather than frames from the cluster MAC. A kernel without
- * it (no clsact or cls_bpf) still attaches, with a warning.
- */
-export async function attachInterface(
-  ipRoute: IpRoute,
-  setup: InterfaceSetup,
-): Promise<AttachedInterface> {
-  const link = await ipRoute.link(setup.interface);
-  let warning: string | undefined;
-  if (setup.mode === 'unicast') {
-    if (setup.clusterMac === undefined) {
-      throw new Error('attachInterface: unicast mode needs clusterMac');
-    }
-    try {
-      await ipRoute.addMacGuard(setup.interface, setup.clusterMac);
-    } catch (error) {
-      warning = `no MAC guard on ${setup.interface}: ${errorText(error)}; if nlbd's nftables tables are flushed, frames from the cluster MAC may reach the switch until they are back`;
-    }
-    if (link.mac !== setup.clusterMac) {
-      await ipRoute.setMac(setup.interface, setup.clusterMac);
-    }
-  }
-  // Multicast and IGMP modes (ip maddr add, IGMP joins) are not implemented yet.
-  const added: Prefix[] = [];
-  for (const ip of setup.clusterIps) {
-    const prefix = clusterIpPrefix(ip);
-    if (await ipRoute.addAddress(setup.interface, prefix)) {
-      added.push(prefix);
-    }
-  }
-  return { originalMac: link.mac, added, ...(warning === undefined ? {} : { warning }) };
-}
-
-/**
- * Undoes attachInterface: the cluster IPs first (no more VIP traffic), then the MAC, then the
- * MAC guard (nothing leaves from the cluster MAC any more).
- */
-export async function detachInterface(
-  ipRoute: IpRoute,
-  setup: InterfaceSetup,
-  attached: AttachedInterface,
-): Promise<void> {
-  for (const prefix of attached.added) {
-    await ipRoute.deleteAddress(setup.interface, prefix);
-  }
-  const link = await ipRoute.link(setup.interface);
-  if (link.mac !== attached.originalMac) {
-    await ipRoute.setMac(setup.interface, attached.originalMac);
-  }
-  if (setup.mode === 'unicast') {
-    await ipRoute.removeMacGuard(setup.interface);
-  }
-}
-
-export interface StaleSetup extends InterfaceSetup {
-  readonly tableName: string;
-  /** The MAC to restore if the interface still has the cluster MAC, e.g. from a state file. */
-  readonly originalMac?: string;
-}
-
-export interface CleanupReport {
-  readonly removedAddresses: readonly string[];
-  /** The MAC put back, or undefined when the interface did not carry the cluster MAC. */
-  readonly restoredMac: string | undefined;
-  /** Set when the cluster MAC is still there because no original MAC was known. */
-  readonly warning: string | undefined;
-}
-
-/**
- * Removes what a crashed predecessor left: the cluster IPs on the interface (first, so no VIP
- * traffic is taken unfiltered), the cluster MAC (back to the burned-in one, or
- * `originalMac`), the MAC guard, and both tables. Never touches the dedicated IP or any other
- * address.
- */
-export async function cleanupStale(
-  nft: Nft,
-  ipRoute: IpRoute,
-  setup: StaleSetup,
-): Promise<CleanupReport> {
-  const removedAddresses: string[] = [];
-  const present = await ipRoute.addresses(setup.interface);
-  for (const ip of setup.clusterIps) {
-    const prefix = present.find((p) => addressesEqual(p.address, ip));
-    if (prefix !== undefined && (await ipRoute.deleteAddress(setup.interface, prefix))) {
-      removedAddresses.push(`${prefix.address.text}/${prefix.length}`);
-    }
-  }
-  let restoredMac: string | undefined;
-  let warning: string | undefined;
-  const link = await ipRoute.link(setup.interface);
-  if (setup.clusterMac !== undefined && link.mac === setup.clusterMac) {
-    const original = link.permanentMac ?? setup.originalMac;
-    if (original !== undefined && original !== link.mac) {
-      await ipRoute.setMac(setup.interface, original);
-      restoredMac = original;
-    } else {
-      warning = `${setup.interface} keeps the cluster MAC ${link.mac}: its original MAC is unknown (no permanent address); set one with 'ip link set dev ${setup.interface} address <mac>'`;
-    }
-  }
-  if (setup.mode === 'unicast') {
-    await ipRoute.removeMacGuard(setup.interface);
-  }
-  await nft.apply(renderRemoval(setup.tableName));
-  return { removedAddresses, restoredMac, warning };
 }

@@ -3,6 +3,7 @@
 // Everything runs in the network namespace of the process (the lab starts nlbd under
 // `ip netns exec`).
 import { type Address, type Prefix, parseAddress } from '../core/address.js';
+import { isFormattedMac, parseMac } from '../core/mac.js';
 import { CommandError, type Runner, localRunner } from './exec.js';
 
 export interface LinkState {
@@ -47,10 +48,10 @@ export const macGuardPref = 0x4e4c;
  * starts at the Ethernet header: bytes 6-9 and 10-11 are the source MAC.
  */
 export function macGuardBytecode(mac: string): string {
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac)) {
+  const bytes = parseMac(mac);
+  if (bytes === undefined || !isFormattedMac(mac)) {
     throw new Error(`macGuardBytecode: '${mac}' is not a lower-case MAC`);
   }
-  const bytes = mac.split(':').map((octet) => parseInt(octet, 16));
   const high = ((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0;
   const low = (bytes[4]! << 8) | bytes[5]!;
   return [
@@ -145,7 +146,7 @@ export class IpRoute {
   }
 
   async setMac(name: string, mac: string): Promise<void> {
-    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) {
+    if (parseMac(mac) === undefined) {
       throw new Error(`setMac: '${mac}' is not a MAC address`);
     }
     const args = ['link', 'set', 'dev', name, 'address', mac.toLowerCase()];

@@ -4,7 +4,7 @@
 import type { Config } from '../core/config.js';
 import { formatMac, hostSourceMac, unicastClusterMac } from '../core/mac.js';
 import type { Ownership } from '../core/protocol.js';
-import { type DataplaneSpec, leaseTimeoutMsMin, tableNameDefault } from './render.js';
+import { type DataplaneSpec, leaseTimeoutMsMin, tableNameDefault } from './dataplane-spec.js';
 
 /**
  * The lease the kernel holds between refreshes. Peers declare a silent host dead after

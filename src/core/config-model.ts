@@ -1,0 +1,94 @@
+// The configuration's model: the limits and defaults the schema enforces (config-schema.ts),
+// and the validated, normalised `Config` that `parseConfig` (config.ts) returns, with the error
+// values it returns instead when the document is wrong.
+import type { Address, Prefix } from './address.js';
+
+/** NLB allows 32 hosts; host ids double as host priorities, 1 is the best. */
+export const hostsMax = 32;
+/** NLB allows 32 port rules per cluster. */
+export const portRulesMax = 32;
+/** Enough for several virtual clusters; each costs one set lookup in the filter. */
+export const clusterIpsMax = 16;
+/** NLB uses 60 buckets; 1024 bounds the heartbeat bitmaps (128 B per rule). */
+export const bucketsMax = 1024;
+export const bucketsDefault = 60;
+/** 200 ms × 5 detects a failure in 1 s, five times faster than NLB's 1000 ms × 5 default. */
+export const heartbeatPeriodMsDefault = 200;
+export const heartbeatToleranceDefault = 5;
+/** A fixed, documented default so that flows hash the same on every host from the first start. */
+export const hashSeedDefault = 0x4e4c4221; // "NLB!"
+export const heartbeatPortDefault = 2505;
+/** Administratively scoped (RFC 2365); heartbeats never leave the cluster segment (TTL 1). */
+export const heartbeatGroupDefault = '239.255.78.76';
+/** The load weight "equal" stands for; NLB's default weight is 50 too. */
+export const equalLoadWeight = 50;
+/**
+ * The shortest prefix a dedicated IP may have. The cluster segment is one broadcast domain: a
+ * /8 is already larger than any real one, and /0../7 are typos (a /0 would make every address
+ * on-link). The dedicated IP is IPv4 (heartbeats are IPv4 multicast), so there is no IPv6 rule.
+ */
+export const dedicatedPrefixLengthMin = 8;
+
+export type ClusterMode = 'unicast' | 'multicast' | 'igmp';
+export type Protocol = 'tcp' | 'udp' | 'both';
+export type FilteringMode = 'multiple' | 'single' | 'disabled';
+export type Affinity = 'none' | 'single' | 'network';
+export type HostState = 'started' | 'stopped' | 'suspended';
+
+export interface PortRule {
+  /** The cluster IP the rule covers, or 'all' for every cluster IP. */
+  readonly vip: Address | 'all';
+  readonly portStart: number;
+  readonly portEnd: number;
+  readonly protocol: Protocol;
+  readonly mode: FilteringMode;
+  readonly affinity: Affinity;
+  readonly buckets: number;
+}
+
+export interface ClusterConfig {
+  readonly name: string;
+  readonly clusterIps: readonly Address[];
+  readonly mode: ClusterMode;
+  readonly interface: string;
+  readonly heartbeat: {
+    readonly periodMs: number;
+    readonly tolerance: number;
+    readonly port: number;
+    readonly group: Address;
+  };
+  readonly buckets: number;
+  readonly hashSeed: number;
+  readonly keyFile: string;
+  readonly portRules: readonly PortRule[];
+}
+
+export interface HostRuleSettings {
+  /** 0..100; 'equal' is normalised to `equalLoadWeight`. 0 takes no new flows. */
+  readonly loadWeight: number;
+  /** 1..32, lowest wins; used by `single` rules. */
+  readonly handlingPriority: number;
+}
+
+export interface HostConfig {
+  readonly id: number;
+  readonly dedicatedIp: Prefix;
+  readonly initialState: HostState;
+  /** One entry per cluster port rule, in the same order. */
+  readonly rules: readonly HostRuleSettings[];
+}
+
+export interface Config {
+  readonly cluster: ClusterConfig;
+  readonly host: HostConfig;
+}
+
+export interface ConfigError {
+  /** Where in the document, e.g. `cluster.portRules[1].ports`. */
+  readonly path: string;
+  /** The offending value as found, or undefined when it was missing. */
+  readonly value: unknown;
+  readonly message: string;
+}
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: ConfigError[] };

@@ -1,0 +1,164 @@
+// The configuration's schema (zod): the shape of the document, its defaults and its limits,
+// the single source of truth for both. `checkSchema` turns what zod finds wrong into config
+// errors that name the path, the value found and what is expected; the checks that span
+// several fields come after it (config-checks.ts).
+import { z } from 'zod';
+import { type Address, addressSyntaxProblem, parseAddress } from './address.js';
+import {
+  type ConfigError,
+  bucketsDefault,
+  bucketsMax,
+  clusterIpsMax,
+  hashSeedDefault,
+  heartbeatGroupDefault,
+  heartbeatPeriodMsDefault,
+  heartbeatPortDefault,
+  heartbeatToleranceDefault,
+  hostsMax,
+  portRulesMax,
+} from './config-model.js';
+
+const u32 = z.union([
+  z.number().int().min(0).max(0xffffffff),
+  z
+    .string()
+    .regex(/^(0x[0-9a-fA-F]{1,8}|\d{1,10})$/, 'expected a u32 as a number or 0x-prefixed hex')
+    .transform((s) => Number(s))
+    .refine((n) => n <= 0xffffffff, 'expected a u32 (at most 0xffffffff)'),
+]);
+
+const address = z.string().transform((s, ctx) => {
+  const parsed = parseAddress(s);
+  if (parsed === undefined) {
+    ctx.addIssue({ code: 'custom', message: addressSyntaxProblem(s) ?? 'expected an address' });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const portRange = z
+  .union([z.number().int(), z.string()])
+  .transform((value, ctx): { portStart: number; portEnd: number } => {
+    const text = String(value).trim();
+    if (text === 'all' || text === '*') {
+      return { portStart: 0, portEnd: 65535 };
+    }
+    const match = /^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$/.exec(text);
+    const portStart = match ? Number(match[1]) : NaN;
+    const portEnd = match ? Number(match[2] ?? match[1]) : NaN;
+    if (!(portStart <= 65535 && portEnd <= 65535 && portStart <= portEnd)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: "expected a port (0-65535), a range 'low-high' with low <= high, or 'all'",
+      });
+      return z.NEVER;
+    }
+    return { portStart, portEnd };
+  });
+
+const portRuleSchema = z
+  .object({
+    vip: z.union([z.literal('all'), address]).default('all'),
+    ports: portRange.prefault('all'),
+    protocol: z.enum(['tcp', 'udp', 'both']).default('both'),
+    mode: z.enum(['multiple', 'single', 'disabled']).default('multiple'),
+    affinity: z.enum(['none', 'single', 'network']).default('single'),
+    buckets: z.number().int().min(1).max(bucketsMax).optional(),
+  })
+  .strict();
+
+const loadWeight = z.union([z.literal('equal'), z.number().int().min(0).max(100)]);
+const handlingPriority = z.number().int().min(1).max(hostsMax);
+
+const schema = z
+  .object({
+    cluster: z
+      .object({
+        name: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'expected 1-63 letters, digits, _ . -'),
+        clusterIps: z.array(address).min(1).max(clusterIpsMax),
+        mode: z.enum(['unicast', 'multicast', 'igmp']).default('unicast'),
+        interface: z
+          .string()
+          .regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'expected a network interface name'),
+        heartbeat: z
+          .object({
+            periodMs: z.number().int().min(20).max(10000).default(heartbeatPeriodMsDefault),
+            tolerance: z.number().int().min(2).max(100).default(heartbeatToleranceDefault),
+            port: z.number().int().min(1).max(65535).default(heartbeatPortDefault),
+            group: address.default(parseAddress(heartbeatGroupDefault) as Address),
+          })
+          .strict()
+          .prefault({}),
+        buckets: z.number().int().min(1).max(bucketsMax).default(bucketsDefault),
+        hashSeed: u32.default(hashSeedDefault),
+        keyFile: z.string().min(1),
+        portRules: z.array(portRuleSchema).max(portRulesMax).optional(),
+      })
+      .strict(),
+    host: z
+      .object({
+        id: z.number().int().min(1).max(hostsMax),
+        dedicatedIp: z.string(),
+        initialState: z.enum(['started', 'stopped', 'suspended']).default('started'),
+        loadWeight: loadWeight.default('equal'),
+        handlingPriority: handlingPriority.optional(),
+        rules: z
+          .array(
+            z
+              .object({
+                loadWeight: loadWeight.optional(),
+                handlingPriority: handlingPriority.optional(),
+              })
+              .strict(),
+          )
+          .max(portRulesMax)
+          .default([]),
+      })
+      .strict(),
+  })
+  .strict();
+
+/** The document as the schema accepted it, defaults filled in, before the cross-field checks. */
+export type RawConfig = z.output<typeof schema>;
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path
+    .map((part, i) =>
+      typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`,
+    )
+    .join('');
+}
+
+function valueAt(document: unknown, path: readonly PropertyKey[]): unknown {
+  let node: unknown = document;
+  for (const part of path) {
+    if (node === null || typeof node !== 'object') {
+      return undefined;
+    }
+    node = (node as Record<PropertyKey, unknown>)[part];
+  }
+  return node;
+}
+
+/** The document as the schema accepts it, or every problem the schema found in it. */
+export function checkSchema(
+  document: unknown,
+): { ok: true; raw: RawConfig } | { ok: false; errors: ConfigError[] } {
+  const result = schema.safeParse(document);
+  if (result.success) {
+    return { ok: true, raw: result.data };
+  }
+  const errors = result.error.issues.map((issue) => {
+    const value = valueAt(document, issue.path);
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      message = `unknown key(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}; check the spelling against examples/`;
+    } else if (value === undefined && issue.code === 'invalid_type') {
+      message = `missing; ${message.replace(/, received undefined$/, '')}`;
+    }
+    return { path: formatPath(issue.path) || '(document)', value, message };
+  });
+  return { ok: false, errors };
+}

@@ -1,0 +1,136 @@
+// The cluster interface, in the order that keeps the host from ever taking VIP traffic
+// unfiltered (see dataplane.ts): `attachInterface` after the table is programmed,
+// `detachInterface` before it is removed, and `cleanupStale` for what a crashed predecessor left.
+import { type Address, type Prefix, addressesEqual } from '../core/address.js';
+import type { ClusterMode } from '../core/config.js';
+import { errorText } from '../core/error-text.js';
+import { type IpRoute, clusterIpPrefix } from './iproute.js';
+import type { Nft } from './nft-api.js';
+import { renderRemoval } from './render.js';
+
+export interface InterfaceSetup {
+  readonly interface: string;
+  readonly clusterIps: readonly Address[];
+  readonly mode: ClusterMode;
+  /** Unicast mode: the cluster MAC the interface takes. */
+  readonly clusterMac?: string;
+}
+
+export interface AttachedInterface {
+  /** The MAC before attach; detach puts it back. Persist it to survive a crash. */
+  readonly originalMac: string;
+  /** The cluster IPs attach added (those already present are left alone on detach too). */
+  readonly added: readonly Prefix[];
+  /** Set when the MAC guard could not be installed (the host works without it); why. */
+  readonly warning?: string;
+}
+
+/**
+ * Gives the cluster interface the cluster MAC (unicast mode) and the cluster IPs. Call it after
+ * `program`, so the filter is in place before the first VIP packet can arrive. In unicast mode
+ * the MAC guard (iproute.ts macGuardBytecode) goes on first: should the masking table ever be
+ * missing, the host sends nothing rather than frames from the cluster MAC. A kernel without
+ * it (no clsact or cls_bpf) still attaches, with a warning.
+ */
+export async function attachInterface(
+  ipRoute: IpRoute,
+  setup: InterfaceSetup,
+): Promise<AttachedInterface> {
+  const link = await ipRoute.link(setup.interface);
+  let warning: string | undefined;
+  if (setup.mode === 'unicast') {
+    if (setup.clusterMac === undefined) {
+      throw new Error('attachInterface: unicast mode needs clusterMac');
+    }
+    try {
+      await ipRoute.addMacGuard(setup.interface, setup.clusterMac);
+    } catch (error) {
+      warning = `no MAC guard on ${setup.interface}: ${errorText(error)}; if nlbd's nftables tables are flushed, frames from the cluster MAC may reach the switch until they are back`;
+    }
+    if (link.mac !== setup.clusterMac) {
+      await ipRoute.setMac(setup.interface, setup.clusterMac);
+    }
+  }
+  // Multicast and IGMP modes (ip maddr add, IGMP joins) are not implemented yet.
+  const added: Prefix[] = [];
+  for (const ip of setup.clusterIps) {
+    const prefix = clusterIpPrefix(ip);
+    if (await ipRoute.addAddress(setup.interface, prefix)) {
+      added.push(prefix);
+    }
+  }
+  return { originalMac: link.mac, added, ...(warning === undefined ? {} : { warning }) };
+}
+
+/**
+ * Undoes attachInterface: the cluster IPs first (no more VIP traffic), then the MAC, then the
+ * MAC guard (nothing leaves from the cluster MAC any more).
+ */
+export async function detachInterface(
+  ipRoute: IpRoute,
+  setup: InterfaceSetup,
+  attached: AttachedInterface,
+): Promise<void> {
+  for (const prefix of attached.added) {
+    await ipRoute.deleteAddress(setup.interface, prefix);
+  }
+  const link = await ipRoute.link(setup.interface);
+  if (link.mac !== attached.originalMac) {
+    await ipRoute.setMac(setup.interface, attached.originalMac);
+  }
+  if (setup.mode === 'unicast') {
+    await ipRoute.removeMacGuard(setup.interface);
+  }
+}
+
+export interface StaleSetup extends InterfaceSetup {
+  readonly tableName: string;
+  /** The MAC to restore if the interface still has the cluster MAC, e.g. from a state file. */
+  readonly originalMac?: string;
+}
+
+export interface CleanupReport {
+  readonly removedAddresses: readonly string[];
+  /** The MAC put back, or undefined when the interface did not carry the cluster MAC. */
+  readonly restoredMac: string | undefined;
+  /** Set when the cluster MAC is still there because no original MAC was known. */
+  readonly warning: string | undefined;
+}
+
+/**
+ * Removes what a crashed predecessor left: the cluster IPs on the interface (first, so no VIP
+ * traffic is taken unfiltered), the cluster MAC (back to the burned-in one, or
+ * `originalMac`), the MAC guard, and both tables. Never touches the dedicated IP or any other
+ * address.
+ */
+export async function cleanupStale(
+  nft: Nft,
+  ipRoute: IpRoute,
+  setup: StaleSetup,
+): Promise<CleanupReport> {
+  const removedAddresses: string[] = [];
+  const present = await ipRoute.addresses(setup.interface);
+  for (const ip of setup.clusterIps) {
+    const prefix = present.find((p) => addressesEqual(p.address, ip));
+    if (prefix !== undefined && (await ipRoute.deleteAddress(setup.interface, prefix))) {
+      removedAddresses.push(`${prefix.address.text}/${prefix.length}`);
+    }
+  }
+  let restoredMac: string | undefined;
+  let warning: string | undefined;
+  const link = await ipRoute.link(setup.interface);
+  if (setup.clusterMac !== undefined && link.mac === setup.clusterMac) {
+    const original = link.permanentMac ?? setup.originalMac;
+    if (original !== undefined && original !== link.mac) {
+      await ipRoute.setMac(setup.interface, original);
+      restoredMac = original;
+    } else {
+      warning = `${setup.interface} keeps the cluster MAC ${link.mac}: its original MAC is unknown (no permanent address); set one with 'ip link set dev ${setup.interface} address <mac>'`;
+    }
+  }
+  if (setup.mode === 'unicast') {
+    await ipRoute.removeMacGuard(setup.interface);
+  }
+  await nft.apply(renderRemoval(setup.tableName));
+  return { removedAddresses, restoredMac, warning };
+}

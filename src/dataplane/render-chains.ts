@@ -1,0 +1,169 @@
+// The chains of `table inet <name>` (see render.ts for the layout): one per cluster IP that
+// dispatches to the port rules, one per port rule that checks the state sets and the lease and
+// hashes the flow into its bucket, and one for the traffic no port rule covers.
+import { type Address, addressesEqual, maskBytes } from '../core/address.js';
+import type { PortRule } from '../core/config.js';
+import { networkAffinityPrefix } from '../core/flow.js';
+import type { DataplaneSpec } from './dataplane-spec.js';
+import { ctMarkBase, formatMark } from './mark.js';
+import { leaseKey, names, ruleKey } from './table-names.js';
+
+function portMatch(rule: PortRule): string {
+  const all = rule.portStart === 0 && rule.portEnd === 65535;
+  const ports =
+    rule.portStart === rule.portEnd ? `${rule.portStart}` : `${rule.portStart}-${rule.portEnd}`;
+  if (rule.protocol === 'both') {
+    return all ? 'meta l4proto { tcp, udp }' : `meta l4proto { tcp, udp } th dport ${ports}`;
+  }
+  return all ? `meta l4proto ${rule.protocol}` : `${rule.protocol} dport ${ports}`;
+}
+
+function describeRule(rule: PortRule, index: number): string {
+  const vip = rule.vip === 'all' ? 'all cluster IPs' : rule.vip.text;
+  const ports =
+    rule.portStart === 0 && rule.portEnd === 65535
+      ? 'all ports'
+      : rule.portStart === rule.portEnd
+        ? `port ${rule.portStart}`
+        : `ports ${rule.portStart}-${rule.portEnd}`;
+  return `port rule ${index}: ${vip} ${rule.protocol} ${ports}, ${rule.mode}, affinity ${rule.affinity}, ${rule.buckets} buckets`;
+}
+
+/** The mask text nft needs for `network` affinity, e.g. 255.255.255.0 or ffff:ffff:ffff:ffff::. */
+function networkMask(family: 4 | 6): string {
+  const bytes = maskBytes(
+    new Uint8Array(family === 4 ? 4 : 16).fill(0xff),
+    networkAffinityPrefix[family],
+  );
+  if (family === 4) {
+    return Array.from(bytes).join('.');
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) {
+    groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
+  }
+  // Compress the trailing run of zero groups, which is where a prefix mask has them.
+  const firstZero = groups.findIndex(
+    (g, i) => g === '0' && groups.slice(i).every((z) => z === '0'),
+  );
+  return firstZero < 0 ? groups.join(':') : `${groups.slice(0, firstZero).join(':')}::`;
+}
+
+/**
+ * The jhash key for one family, field for field what src/core/flow.ts `flowKey` hashes:
+ * affinity none = saddr . sport (the protocol's sport, or `th sport` for 'both'),
+ * single = saddr, network = saddr masked to /24 (IPv4) or /64 (IPv6).
+ */
+function hashKey(rule: PortRule, family: 4 | 6): string {
+  const saddr = family === 4 ? 'ip saddr' : 'ip6 saddr';
+  switch (rule.affinity) {
+    case 'none': {
+      const sport = rule.protocol === 'both' ? 'th sport' : `${rule.protocol} sport`;
+      return `${saddr} . ${sport}`;
+    }
+    case 'single':
+      return saddr;
+    case 'network':
+      return `${saddr} & ${networkMask(family)}`;
+  }
+}
+
+/** The address families a rule's traffic can arrive in. */
+function ruleFamilies(rule: PortRule, clusterIps: readonly Address[]): (4 | 6)[] {
+  const vip = rule.vip;
+  const ips = vip === 'all' ? clusterIps : clusterIps.filter((ip) => addressesEqual(ip, vip));
+  return ([4, 6] as const).filter((family) => ips.some((ip) => ip.family === family));
+}
+
+const tcpEstablished = 'meta l4proto tcp ct state established,related';
+const notSyn = 'tcp flags & (syn | ack) != syn';
+
+/**
+ * The checks every chain starts with, for the rule key `key`: drop all (established too) when
+ * `drop_all` has the key, keep established TCP, and open no new flow unless `new_flows` has it,
+ * nor once the lease has run out. Only set elements decide, so the chains never change with
+ * the ownership.
+ */
+function stateChecks(
+  key: number,
+  carriesTcp: boolean,
+  accepted: string,
+  dropped: string,
+): string[] {
+  return [
+    `meta mark set ${formatMark(key)}`,
+    `meta mark @${names.dropAll} ${dropped} drop`,
+    // UDP is not kept on its host, so a UDP-only rule has no established connection to keep.
+    ...(carriesTcp ? [`${tcpEstablished} ${accepted} accept`] : []),
+    `meta mark != @${names.newFlows} ${dropped} drop`,
+    `meta mark set ${formatMark(leaseKey)}`,
+    `meta mark != @${names.lease} counter name ${names.leaseExpired} ${dropped} drop`,
+  ];
+}
+
+export function ruleChain(spec: DataplaneSpec, index: number): string[] {
+  const rule = spec.portRules[index]!;
+  const accepted = `counter name ${names.accepted(index)}`;
+  const dropped = `counter name ${names.dropped(index)}`;
+  const lines = [`# ${describeRule(rule, index)}`];
+  const carriesTcp = rule.protocol !== 'udp';
+  if (rule.mode === 'disabled') {
+    lines.push('# disabled: everything the rule covers is dropped, established connections too');
+    lines.push(`${dropped} drop`);
+    return lines;
+  }
+  lines.push(...stateChecks(ruleKey(index), carriesTcp, accepted, dropped));
+  for (const family of ruleFamilies(rule, spec.clusterIps)) {
+    lines.push(
+      `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${formatMark(spec.hashSeed)}`,
+    );
+  }
+  if (carriesTcp) {
+    lines.push(
+      `${notSyn} meta mark @${names.orphan(index)} counter name ${names.reset(index)} reject with tcp reset`,
+    );
+    lines.push(`${notSyn} ${dropped} drop`);
+  }
+  lines.push(
+    `meta mark @${names.owned(index)} ct mark set meta mark | ${formatMark(ctMarkBase(index))} ${accepted} accept`,
+  );
+  lines.push(`${dropped} drop`);
+  return lines;
+}
+
+export function uncoveredChain(): string[] {
+  const accepted = `counter name ${names.uncoveredAccepted}`;
+  const dropped = `counter name ${names.uncoveredDropped}`;
+  return [
+    '# VIP traffic no port rule covers: the default host takes it',
+    // Established TCP stays where it is, so connections survive the default host changing.
+    ...stateChecks(ruleKey('uncovered'), true, accepted, dropped),
+    `${notSyn} ${dropped} drop`,
+    `ct mark set ${formatMark(ctMarkBase('uncovered'))} ${accepted} accept`,
+  ];
+}
+
+export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
+  const ip = spec.clusterIps[ipIndex]!;
+  const lines = [`# cluster IP ${ip.text}`];
+  if (spec.mode !== 'unicast') {
+    // Multicast and IGMP modes: the frame came to a group MAC; without this the stack never
+    // delivers the (unicast-addressed) packet and TCP silently fails (DESIGN.md §4).
+    lines.push('meta pkttype multicast meta pkttype set host');
+  }
+  lines.push('meta l4proto != { tcp, udp } accept');
+  const specific: number[] = [];
+  const general: number[] = [];
+  spec.portRules.forEach((rule, i) => {
+    if (rule.vip === 'all') {
+      general.push(i);
+    } else if (addressesEqual(rule.vip, ip)) {
+      specific.push(i);
+    }
+  });
+  for (const i of [...specific, ...general]) {
+    lines.push(`${portMatch(spec.portRules[i]!)} goto rule${i}`);
+  }
+  lines.push('goto uncovered');
+  return lines;
+}
