@@ -152,12 +152,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         keyFile: state.keyFile,
         mode: options.clusterMode ?? 'unicast',
         affinity: options.affinity ?? 'none',
-        ...(options.heartbeatPeriodMs === undefined
-          ? {}
-          : { heartbeatPeriodMs: options.heartbeatPeriodMs }),
-        ...(options.heartbeatTolerance === undefined
-          ? {}
-          : { heartbeatTolerance: options.heartbeatTolerance }),
+        // Undefined keeps the config's default: renderHostConfig leaves such a field out.
+        heartbeatPeriodMs: options.heartbeatPeriodMs,
+        heartbeatTolerance: options.heartbeatTolerance,
       },
     });
     if (startBackendsToo) {

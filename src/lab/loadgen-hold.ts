@@ -24,6 +24,7 @@ export interface HoldOwner {
   holdBroke(record: HoldRecord): void;
 }
 
+/** How a socket error shows in a connection's or a hold's record. */
 export function classify(error: NodeJS.ErrnoException): FailureKind {
   switch (error.code) {
     case 'ECONNRESET':

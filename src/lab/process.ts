@@ -1,6 +1,7 @@
 // Processes the lab starts (backends, daemons) are recorded as pid + kernel start time. A pid
 // alone can be reused by an unrelated process after ours exited; the pair cannot, so the lab
-// never signals a process it did not start.
+// never signals a process it did not start. They are started detached inside a namespace
+// (`spawnInNamespace`), so they outlive the `nlb lab` call that started them.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
