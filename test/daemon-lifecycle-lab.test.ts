@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retainedStatePath, stateDirDefault } from '../src/daemon/paths.js';
 import { readRetainedState } from '../src/daemon/retained-state.js';
-import { execIn } from '../src/lab/exec.js';
+import { execIn } from '../src/lab/netns.js';
 import { labClusterName } from '../src/lab/host-config.js';
 import {
   daemonMainPath,

@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { netnsList } from '../src/lab/exec.js';
+import { netnsList } from '../src/lab/netns.js';
 import { labDown } from '../src/lab/lab.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { namespacePrefix } from '../src/lab/naming.js';

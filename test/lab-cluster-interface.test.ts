@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { execIn } from '../src/lab/exec.js';
+import { execIn } from '../src/lab/netns.js';
 import {
   type ClusterLab,
   captureLab,

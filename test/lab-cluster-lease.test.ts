@@ -14,7 +14,7 @@
 // see a double answer, so its silence above means something.
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { describe, expect, it } from 'vitest';
-import { execIn } from '../src/lab/exec.js';
+import { execIn } from '../src/lab/netns.js';
 import { killHostDaemon } from '../src/lab/lab.js';
 import {
   bucketOf,

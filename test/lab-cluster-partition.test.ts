@@ -21,7 +21,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execIn } from '../src/lab/exec.js';
+import { execIn } from '../src/lab/netns.js';
 import { cutLink, restoreLink } from '../src/lab/lab.js';
 import type { ConnectionRecord, HoldRecord, LoadgenSummary } from '../src/lab/loadgen.js';
 import {

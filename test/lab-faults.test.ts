@@ -27,7 +27,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stateFilePath } from '../src/daemon/paths.js';
-import { execIn } from '../src/lab/exec.js';
+import { execIn } from '../src/lab/netns.js';
 import { labClusterName } from '../src/lab/host-config.js';
 import {
   cutLink,

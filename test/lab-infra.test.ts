@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/core/config.js';
 import { startBackend } from '../src/lab/backend.js';
-import { netnsList } from '../src/lab/exec.js';
+import { netnsList } from '../src/lab/netns.js';
 import {
   cutLink,
   killHostDaemon,

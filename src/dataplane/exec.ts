@@ -132,6 +132,25 @@ export function netnsRunner(namespace: string): Runner {
   };
 }
 
+/**
+ * Runs a command for which every exit but 0 is a failure (the lab's `ip` calls: none of them
+ * exits non-zero for a benign reason, unlike `conntrack -D`): such an exit becomes a
+ * CommandError carrying the tool's error output and `hint`.
+ */
+export async function runChecked(
+  runner: Runner,
+  file: string,
+  args: readonly string[],
+  hint: string,
+): Promise<CommandResult> {
+  const result = await runner.run(file, args);
+  if (result.code !== 0) {
+    const problem = `failed (exit ${result.code}): ${result.stderr.trim() || 'no error output'}`;
+    throw new CommandError([file, ...args], problem, hint);
+  }
+  return result;
+}
+
 export interface RecordedCommand {
   readonly argv: readonly string[];
   readonly input: string | undefined;

@@ -58,6 +58,17 @@ function httpResponse(hostId: number, keepAlive: boolean, head: boolean): string
   );
 }
 
+/** What the backend needs of an HTTP request's head: whether to keep the connection, and HEAD. */
+function parseHttpRequest(request: string): { keepAlive: boolean; head: boolean } {
+  const [requestLine = '', ...headers] = request.split(/\r?\n/);
+  const [method = '', , version = ''] = requestLine.split(' ');
+  const connection = headers
+    .map((h) => /^connection:\s*(.*)$/i.exec(h)?.[1]?.trim().toLowerCase())
+    .find((v) => v !== undefined);
+  const keepAlive = version === 'HTTP/1.1' ? connection !== 'close' : connection === 'keep-alive';
+  return { keepAlive, head: method === 'HEAD' };
+}
+
 /** Serves one connection; exported so tests can drive it over any duplex socket. */
 export function serveConnection(
   socket: net.Socket,
@@ -94,15 +105,9 @@ export function serveConnection(
       const headerEnd = end + blank[0].length;
       const request = buffered.slice(0, end);
       buffered = buffered.slice(headerEnd);
-      const [requestLine = '', ...headers] = request.split(/\r?\n/);
-      const [method = '', , version = ''] = requestLine.split(' ');
-      const connection = headers
-        .map((h) => /^connection:\s*(.*)$/i.exec(h)?.[1]?.trim().toLowerCase())
-        .find((v) => v !== undefined);
-      const keepAlive =
-        version === 'HTTP/1.1' ? connection !== 'close' : connection === 'keep-alive';
+      const { keepAlive, head } = parseHttpRequest(request);
       counters.http++;
-      const response = httpResponse(hostId, keepAlive, method === 'HEAD');
+      const response = httpResponse(hostId, keepAlive, head);
       if (!keepAlive) {
         socket.end(response);
         socket.removeAllListeners('data');

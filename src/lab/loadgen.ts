@@ -10,6 +10,13 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseHostReply } from './backend.js';
+import {
+  HeldConnection,
+  type HoldOwner,
+  classify,
+  replyBytesMax,
+  sourceOf,
+} from './loadgen-hold.js';
 import { assertLabSafeAddress, labHttpPort, labVip } from './naming.js';
 
 /** Bounds that hold whatever the caller asks: a load loop must always end (helper rules). */
@@ -21,8 +28,6 @@ export const loadgenHoldsMax = 10_000;
 export const loadgenConcurrencyMaxDefault = 512;
 /** Longer than one SYN retransmission (1 s), so a SYN lost in a convergence gap still counts. */
 export const loadgenTimeoutMsDefault = 3_000;
-/** A reply line longer than this is not from a lab backend. */
-const replyBytesMax = 1024;
 
 export type FailureKind =
   'timeout' | 'reset' | 'refused' | 'unreachable' | 'closed' | 'bad-reply' | 'error';
@@ -120,38 +125,10 @@ export interface LoadgenHooks {
   onHoldBreak?(record: HoldRecord): void;
 }
 
-function classify(error: NodeJS.ErrnoException): FailureKind {
-  switch (error.code) {
-    case 'ECONNRESET':
-    case 'EPIPE':
-      return 'reset';
-    case 'ECONNREFUSED':
-      return 'refused';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-      return 'unreachable';
-    default:
-      return 'error';
-  }
-}
-
 function checkBound(name: string, value: number, min: number, max: number): void {
   if (!Number.isFinite(value) || value < min || value > max) {
     throw new RangeError(`loadgen ${name} must be between ${min} and ${max}, got ${value}`);
   }
-}
-
-/**
- * The source port of a connecting socket. Node caches getsockname on first read, so this is
- * only asked once connect() has been issued. For an IP literal, net.connect issues it from a
- * process.nextTick scheduled at the call, so a nextTick scheduled right after net.connect runs
- * just after it, before any I/O callback: a setImmediate would run after the poll phase, where a
- * fast refusal or reset may already have closed the handle (the port then read as 0).
- */
-function sourceOf(socket: net.Socket): { ip: string; port: number } {
-  return { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 };
 }
 
 function percentile(sorted: readonly number[], q: number): number {
@@ -175,76 +152,221 @@ function bump<K extends string>(counts: Partial<Record<K, number>>, key: K): voi
   counts[key] = (counts[key] ?? 0) + 1;
 }
 
+/** A run's options with their defaults, every bound checked. */
+export interface LoadgenSettings {
+  readonly target: string;
+  readonly port: number;
+  readonly timeoutMs: number;
+  readonly concurrencyMax: number;
+  readonly holdsWanted: number;
+  readonly pingIntervalMs: number;
+  readonly pingTimeoutMs: number;
+  readonly progressIntervalMs: number;
+  readonly sources: readonly string[];
+  readonly keepConnections: boolean;
+}
+
+function checkedSettings(options: LoadgenOptions): LoadgenSettings {
+  const settings: LoadgenSettings = {
+    target: options.target ?? labVip,
+    port: options.port ?? labHttpPort,
+    timeoutMs: options.timeoutMs ?? loadgenTimeoutMsDefault,
+    concurrencyMax: options.concurrencyMax ?? loadgenConcurrencyMaxDefault,
+    holdsWanted: options.holds ?? 0,
+    pingIntervalMs: options.holdPingIntervalMs ?? 200,
+    pingTimeoutMs: options.holdPingTimeoutMs ?? 1_000,
+    progressIntervalMs: options.progressIntervalMs ?? 1_000,
+    sources: options.sources ?? [],
+    keepConnections: options.keepConnections ?? true,
+  };
+  assertLabSafeAddress(settings.target, 'loadgen target');
+  for (const source of settings.sources) {
+    assertLabSafeAddress(source, 'loadgen source address');
+  }
+  checkBound('port', settings.port, 1, 65535);
+  checkBound('ratePerSecond', options.ratePerSecond, 0.001, loadgenRatePerSecondMax);
+  checkBound('countMax', options.countMax, 0, loadgenCountMax);
+  checkBound('durationMs', options.durationMs, 1, loadgenDurationMsMax);
+  checkBound('timeoutMs', settings.timeoutMs, 10, 60_000);
+  checkBound('concurrencyMax', settings.concurrencyMax, 1, 65_536);
+  checkBound('holds', settings.holdsWanted, 0, loadgenHoldsMax);
+  checkBound('holdPingIntervalMs', settings.pingIntervalMs, 10, 60_000);
+  checkBound('holdPingTimeoutMs', settings.pingTimeoutMs, 10, 60_000);
+  checkBound('progressIntervalMs', settings.progressIntervalMs, 10, 60_000);
+  return settings;
+}
+
 export async function runLoadgen(
   options: LoadgenOptions,
   hooks: LoadgenHooks = {},
 ): Promise<LoadgenSummary> {
-  const target = options.target ?? labVip;
-  const port = options.port ?? labHttpPort;
-  const timeoutMs = options.timeoutMs ?? loadgenTimeoutMsDefault;
-  const concurrencyMax = options.concurrencyMax ?? loadgenConcurrencyMaxDefault;
-  const holdsWanted = options.holds ?? 0;
-  const pingIntervalMs = options.holdPingIntervalMs ?? 200;
-  const pingTimeoutMs = options.holdPingTimeoutMs ?? 1_000;
-  const progressIntervalMs = options.progressIntervalMs ?? 1_000;
-  const sources = options.sources ?? [];
-  const keepConnections = options.keepConnections ?? true;
+  return new LoadgenRun(options, checkedSettings(options), hooks).run();
+}
 
-  assertLabSafeAddress(target, 'loadgen target');
-  for (const source of sources) {
-    assertLabSafeAddress(source, 'loadgen source address');
-  }
-  checkBound('port', port, 1, 65535);
-  checkBound('ratePerSecond', options.ratePerSecond, 0.001, loadgenRatePerSecondMax);
-  checkBound('countMax', options.countMax, 0, loadgenCountMax);
-  checkBound('durationMs', options.durationMs, 1, loadgenDurationMsMax);
-  checkBound('timeoutMs', timeoutMs, 10, 60_000);
-  checkBound('concurrencyMax', concurrencyMax, 1, 65_536);
-  checkBound('holds', holdsWanted, 0, loadgenHoldsMax);
-  checkBound('holdPingIntervalMs', pingIntervalMs, 10, 60_000);
-  checkBound('holdPingTimeoutMs', pingTimeoutMs, 10, 60_000);
-  checkBound('progressIntervalMs', progressIntervalMs, 10, 60_000);
-
-  const t0 = performance.now();
-  const now = (): number => performance.now() - t0;
-  const records: ConnectionRecord[] = [];
-  const latencies: number[] = [];
-  const perHost: Record<string, number> = {};
-  const failures: Partial<Record<FailureKind, number>> = {};
-  let intervalPerHost: Record<string, number> = {};
-  let intervalFailures: Partial<Record<FailureKind, number>> = {};
-  let started = 0;
-  let answered = 0;
-  let failed = 0;
-  let skipped = 0;
-  let inFlight = 0;
-  let sourceNext = 0;
+/** One run: its counters, its short connections in flight and its held connections. */
+class LoadgenRun implements HoldOwner {
+  private readonly t0 = performance.now();
+  private readonly records: ConnectionRecord[] = [];
+  private readonly latencies: number[] = [];
+  private readonly perHost: Record<string, number> = {};
+  private readonly failures: Partial<Record<FailureKind, number>> = {};
+  private intervalPerHost: Record<string, number> = {};
+  private intervalFailures: Partial<Record<FailureKind, number>> = {};
+  private started = 0;
+  private answered = 0;
+  private failed = 0;
+  private skipped = 0;
+  private inFlight = 0;
+  private sourceNext = 0;
   /** Set once the run is over: closing the held connections then is not a break. */
-  let runOver = false;
+  runOver = false;
+  readonly holds: HoldRecord[] = [];
+  private readonly held: HeldConnection[] = [];
+  private holdsBroken = 0;
 
-  const finish = (record: ConnectionRecord): void => {
-    inFlight--;
+  constructor(
+    private readonly options: LoadgenOptions,
+    readonly settings: LoadgenSettings,
+    private readonly hooks: LoadgenHooks,
+  ) {}
+
+  now(): number {
+    return performance.now() - this.t0;
+  }
+
+  holdBroke(record: HoldRecord): void {
+    this.holdsBroken++;
+    this.hooks.onHoldBreak?.(record);
+  }
+
+  async run(): Promise<LoadgenSummary> {
+    const { settings } = this;
+    // Long-lived connections: opened first, pinged until the short connections are done.
+    await Promise.all(
+      Array.from(
+        { length: settings.holdsWanted },
+        (_, i) =>
+          new Promise<void>((opened) => {
+            this.held.push(new HeldConnection(settings, this, i, opened));
+          }),
+      ),
+    );
+    const progressTimer = setInterval(() => this.progress(), settings.progressIntervalMs);
+    const stoppedBy = await this.arrivals();
+    // Every short connection ends within timeoutMs of its start, so this wait is bounded.
+    while (this.inFlight > 0) {
+      await sleep(20);
+    }
+    this.runOver = true;
+    clearInterval(progressTimer);
+    for (const hold of this.held) {
+      hold.cleanup();
+    }
+    for (const hold of this.held) {
+      hold.socket.destroy();
+    }
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    return {
+      type: 'summary',
+      target: settings.target,
+      port: settings.port,
+      elapsedMs: Math.round(this.now()),
+      stoppedBy,
+      started: this.started,
+      answered: this.answered,
+      failed: this.failed,
+      skippedAtConcurrencyMax: this.skipped,
+      perHost: this.perHost,
+      failures: this.failures,
+      latencyMs: latencySummary(sorted),
+      holds: this.holds,
+      holdsBroken: this.holdsBroken,
+      ...(settings.keepConnections ? { connections: this.records } : {}),
+    };
+  }
+
+  private progress(): void {
+    this.hooks.onProgress?.({
+      type: 'progress',
+      atMs: Math.round(this.now()),
+      intervalMs: this.settings.progressIntervalMs,
+      perHost: this.intervalPerHost,
+      failures: this.intervalFailures,
+      started: this.started,
+      inFlight: this.inFlight,
+      holdsAlive: this.holds.filter((h) => h.host !== undefined && h.broken === undefined).length,
+      holdsBroken: this.holdsBroken,
+    });
+    this.intervalPerHost = {};
+    this.intervalFailures = {};
+  }
+
+  /**
+   * Open-loop arrivals: connection k is due at k / rate seconds, whatever happened before, so a
+   * slow cluster shows up as latency and skips instead of silently lowering the offered load.
+   */
+  private arrivals(): Promise<'count' | 'duration' | 'abort'> {
+    const { options } = this;
+    return new Promise((done) => {
+      const tickMs = 5;
+      const loadStart = this.now();
+      const tick = (): void => {
+        const elapsed = this.now() - loadStart;
+        if (options.signal?.aborted) {
+          return stop('abort');
+        }
+        if (this.started + this.skipped >= options.countMax) {
+          return stop('count');
+        }
+        if (elapsed >= options.durationMs) {
+          return stop('duration');
+        }
+        const due = Math.min(
+          options.countMax,
+          Math.floor((elapsed * options.ratePerSecond) / 1000) + 1,
+        );
+        while (this.started + this.skipped < due) {
+          if (this.inFlight >= this.settings.concurrencyMax) {
+            this.skipped++;
+          } else {
+            this.openShort(this.started++);
+          }
+        }
+      };
+      const timer = setInterval(tick, tickMs);
+      const stop = (why: 'count' | 'duration' | 'abort'): void => {
+        clearInterval(timer);
+        done(why);
+      };
+      tick();
+    });
+  }
+
+  private finish(record: ConnectionRecord): void {
+    this.inFlight--;
     if (record.host !== undefined) {
-      answered++;
-      bump(perHost, String(record.host));
-      bump(intervalPerHost, String(record.host));
-      latencies.push(record.latencyMs);
+      this.answered++;
+      bump(this.perHost, String(record.host));
+      bump(this.intervalPerHost, String(record.host));
+      this.latencies.push(record.latencyMs);
     } else if (record.failure !== undefined) {
-      failed++;
-      bump(failures, record.failure);
-      bump(intervalFailures, record.failure);
+      this.failed++;
+      bump(this.failures, record.failure);
+      bump(this.intervalFailures, record.failure);
     }
-    if (keepConnections) {
-      records.push(record);
+    if (this.settings.keepConnections) {
+      this.records.push(record);
     }
-    hooks.onConnection?.(record);
-  };
+    this.hooks.onConnection?.(record);
+  }
 
-  const openShort = (seq: number): void => {
+  private openShort(seq: number): void {
+    const { sources, target, port, timeoutMs } = this.settings;
     const startedAt = performance.now();
-    const atMs = startedAt - t0;
-    const localAddress = sources.length > 0 ? sources[sourceNext++ % sources.length] : undefined;
-    inFlight++;
+    const atMs = startedAt - this.t0;
+    const localAddress =
+      sources.length > 0 ? sources[this.sourceNext++ % sources.length] : undefined;
+    this.inFlight++;
     let source = { ip: localAddress ?? '', port: 0 };
     let reply = '';
     let settled = false;
@@ -262,7 +384,7 @@ export async function runLoadgen(
       if (source.port === 0) {
         source = sourceOf(socket);
       }
-      finish({
+      this.finish({
         type: 'connection',
         seq,
         atMs: Math.round(atMs * 1000) / 1000,
@@ -300,178 +422,5 @@ export async function runLoadgen(
     socket.on('close', () => {
       settle({ failure: 'closed' });
     });
-  };
-
-  // Long-lived connections: opened first, pinged until the short connections are done.
-  const holds: HoldRecord[] = [];
-  const holdSockets: net.Socket[] = [];
-  const holdCleanups: Array<() => void> = [];
-  let holdsBroken = 0;
-  const openHold = (index: number): Promise<void> =>
-    new Promise((opened) => {
-      const localAddress = sources.length > 0 ? sources[index % sources.length] : undefined;
-      const record: HoldRecord = { index, sourceIp: localAddress ?? '', sourcePort: 0, pingsOk: 0 };
-      holds.push(record);
-      const socket = net.connect({ host: target, port, ...(localAddress ? { localAddress } : {}) });
-      holdSockets.push(socket);
-      socket.setNoDelay(true);
-      socket.setEncoding('utf8');
-      let buffered = '';
-      let pingSent = 0;
-      /** Pending while a ping awaits its echo; firing means the connection is broken. */
-      let echoTimer: NodeJS.Timeout | undefined;
-      const breakHold = (kind: FailureKind, error?: string): void => {
-        if (record.broken !== undefined || runOver) {
-          return;
-        }
-        record.broken = { kind, atMs: Math.round(now()), ...(error ? { error } : {}) };
-        holdsBroken++;
-        hooks.onHoldBreak?.(record);
-        socket.destroy();
-        opened();
-      };
-      const openTimer = setTimeout(() => breakHold('timeout', 'no HOLD reply'), timeoutMs);
-      process.nextTick(() => {
-        const s = sourceOf(socket);
-        record.sourceIp = s.ip || record.sourceIp;
-        record.sourcePort = s.port;
-      });
-      socket.on('connect', () => socket.write('HOLD\n'));
-      socket.on('data', (chunk: string) => {
-        buffered += chunk;
-        let newline: number;
-        while ((newline = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, newline);
-          buffered = buffered.slice(newline + 1);
-          if (record.host === undefined) {
-            const host = parseHostReply(line);
-            if (host === undefined) {
-              breakHold('bad-reply', line.slice(0, 80));
-              return;
-            }
-            clearTimeout(openTimer);
-            record.host = host;
-            record.openedAtMs = Math.round(now());
-            opened();
-          } else if (line === `ping ${pingSent}`) {
-            record.pingsOk++;
-            clearTimeout(echoTimer);
-            echoTimer = undefined;
-          } else {
-            breakHold('bad-reply', line.slice(0, 80));
-            return;
-          }
-        }
-        if (buffered.length > replyBytesMax) {
-          breakHold('bad-reply', 'line too long');
-        }
-      });
-      socket.on('error', (error: NodeJS.ErrnoException) =>
-        breakHold(classify(error), error.code ?? error.message),
-      );
-      socket.on('close', () => breakHold('closed'));
-      const pinger = setInterval(() => {
-        if (record.host === undefined || record.broken !== undefined || echoTimer !== undefined) {
-          return;
-        }
-        pingSent++;
-        const sent = pingSent;
-        echoTimer = setTimeout(
-          () => breakHold('timeout', `no echo of ping ${sent} within ${pingTimeoutMs} ms`),
-          pingTimeoutMs,
-        );
-        socket.write(`ping ${sent}\n`);
-      }, pingIntervalMs);
-      holdCleanups.push(() => {
-        clearTimeout(openTimer);
-        clearInterval(pinger);
-        clearTimeout(echoTimer);
-      });
-    });
-
-  await Promise.all(Array.from({ length: holdsWanted }, (_, i) => openHold(i)));
-
-  const progressTimer = setInterval(() => {
-    hooks.onProgress?.({
-      type: 'progress',
-      atMs: Math.round(now()),
-      intervalMs: progressIntervalMs,
-      perHost: intervalPerHost,
-      failures: intervalFailures,
-      started,
-      inFlight,
-      holdsAlive: holds.filter((h) => h.host !== undefined && h.broken === undefined).length,
-      holdsBroken,
-    });
-    intervalPerHost = {};
-    intervalFailures = {};
-  }, progressIntervalMs);
-
-  // Open-loop arrivals: connection k is due at k / rate seconds, whatever happened before, so a
-  // slow cluster shows up as latency and skips instead of silently lowering the offered load.
-  const stoppedBy = await new Promise<'count' | 'duration' | 'abort'>((done) => {
-    const tickMs = 5;
-    const loadStart = now();
-    const tick = (): void => {
-      const elapsed = now() - loadStart;
-      if (options.signal?.aborted) {
-        return stop('abort');
-      }
-      if (started + skipped >= options.countMax) {
-        return stop('count');
-      }
-      if (elapsed >= options.durationMs) {
-        return stop('duration');
-      }
-      const due = Math.min(
-        options.countMax,
-        Math.floor((elapsed * options.ratePerSecond) / 1000) + 1,
-      );
-      while (started + skipped < due) {
-        if (inFlight >= concurrencyMax) {
-          skipped++;
-        } else {
-          openShort(started++);
-        }
-      }
-    };
-    const timer = setInterval(tick, tickMs);
-    const stop = (why: 'count' | 'duration' | 'abort'): void => {
-      clearInterval(timer);
-      done(why);
-    };
-    tick();
-  });
-
-  // Every short connection ends within timeoutMs of its start, so this wait is bounded.
-  while (inFlight > 0) {
-    await sleep(20);
   }
-  runOver = true;
-  clearInterval(progressTimer);
-  for (const cleanup of holdCleanups) {
-    cleanup();
-  }
-  for (const socket of holdSockets) {
-    socket.destroy();
-  }
-
-  const sorted = [...latencies].sort((a, b) => a - b);
-  return {
-    type: 'summary',
-    target,
-    port,
-    elapsedMs: Math.round(now()),
-    stoppedBy,
-    started,
-    answered,
-    failed,
-    skippedAtConcurrencyMax: skipped,
-    perHost,
-    failures,
-    latencyMs: latencySummary(sorted),
-    holds,
-    holdsBroken,
-    ...(keepConnections ? { connections: records } : {}),
-  };
 }

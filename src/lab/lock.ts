@@ -44,7 +44,7 @@ function holderOf(lockPath: string): ProcessRef | undefined {
 
 /**
  * Waits up to `waitMs` for the lock and returns its release function. Not reentrant: within
- * one process, callers serialise themselves before taking it (see `withStateLock` in lab.ts).
+ * one process, callers serialise themselves before taking it (see `withStateLock` in state.ts).
  */
 export async function acquireFileLock(lockPath: string, waitMs: number): Promise<() => void> {
   const self = processRef(process.pid);

@@ -1,8 +1,11 @@
 // Processes the lab starts (backends, daemons) are recorded as pid + kernel start time. A pid
 // alone can be reused by an unrelated process after ours exited; the pair cannot, so the lab
-// never signals a process it did not start.
-import { readFileSync } from 'node:fs';
+// never signals a process it did not start. They are started detached inside a namespace
+// (`spawnInNamespace`), so they outlive the `nlb lab` call that started them.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LabError } from './errors.js';
 
 export interface ProcessRef {
   readonly pid: number;
@@ -76,4 +79,40 @@ export async function terminate(refs: readonly ProcessRef[], graceMs: number): P
     signalProcess(ref, 'SIGKILL');
   }
   await waitForExit(left, graceMs);
+}
+
+/** Starts `argv` inside `namespace`, detached (it outlives the CLI), output appended to `logPath`. */
+export function spawnInNamespace(
+  namespace: string,
+  argv: readonly string[],
+  logPath: string,
+  env: NodeJS.ProcessEnv = process.env,
+): ProcessRef {
+  const log = openSync(logPath, 'a', 0o600);
+  try {
+    // `ip netns exec` execs the command in place, so the pid is the command's own.
+    const child = spawn('ip', ['netns', 'exec', namespace, ...argv], {
+      detached: true,
+      stdio: ['ignore', log, log],
+      env,
+    });
+    child.on('error', () => undefined);
+    child.unref();
+    const ref = child.pid === undefined ? undefined : processRef(child.pid);
+    if (ref === undefined) {
+      throw new LabError('process-failed', `could not start '${argv.join(' ')}' in ${namespace}`);
+    }
+    return ref;
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** The last lines of a process's log, for the message that says it failed. */
+export function logTail(logPath: string, lines = 10): string {
+  try {
+    return readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
 }

@@ -1,10 +1,13 @@
 // A lab's record on disk, so `nlb lab down`, `status` and `exec` work from another process than
 // the one that built it. One directory per lab under /run/nlb/labs (tmpfs: a reboot, which also
 // removes every namespace, removes the records too), holding state.json, the cluster key, one
-// config per host and the logs of the processes the lab started.
+// config per host and the logs of the processes the lab started. Every change to a record is a
+// read-modify-write under the lab's lock (`updateState`).
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../node/atomic-file.js';
+import { LabError, assertLabName } from './errors.js';
+import { withFileLock } from './lock.js';
 import type { ProcessRef } from './process.js';
 
 /** Overridable so tests of the record itself could use a scratch directory. */
@@ -122,4 +125,85 @@ export function claimLabDir(name: string): boolean {
     }
     throw error;
   }
+}
+
+/**
+ * Where a lab's daemons keep their retained state (incarnation, suspended): in the lab's own
+ * directory, so a lab never writes the machine's /var/lib/nlb and `down` removes it with the lab.
+ */
+export function labStateDir(name: string): string {
+  return path.join(labDir(name), 'nlbd-state');
+}
+
+/** A lab by name, or its record. */
+export type LabRef = string | Pick<LabState, 'name'>;
+
+export function nameOf(lab: LabRef): string {
+  return typeof lab === 'string' ? lab : lab.name;
+}
+
+/** Reads a lab's record; throws a LabError naming the labs that do exist when it is missing. */
+export function loadLab(lab: LabRef): LabState {
+  const name = nameOf(lab);
+  assertLabName(name);
+  const state = readState(name);
+  if (state === undefined) {
+    const names = listLabNames();
+    throw new LabError(
+      'no-such-lab',
+      `no lab named '${name}'`,
+      names.length === 0
+        ? 'create one with `nlb lab up --hosts 3`'
+        : `existing labs: ${names.join(', ')}`,
+    );
+  }
+  return state;
+}
+
+/** State updates are a few ms; a 5 s wait means a stuck process holds the lock. */
+const stateLockWaitMs = 5_000;
+
+// In-process queue in front of the cross-process file lock: the file lock is not reentrant, and
+// parallel callers in one process (Promise.all over hosts) must not lose each other's updates.
+const stateQueues = new Map<string, Promise<unknown>>();
+
+async function withStateLock<T>(name: string, body: () => Promise<T>): Promise<T> {
+  const previous = stateQueues.get(name) ?? Promise.resolve();
+  const next = previous
+    .catch(() => undefined)
+    .then(() => withFileLock(path.join(labDir(name), 'state.lock'), stateLockWaitMs, body));
+  stateQueues.set(name, next);
+  try {
+    return await next;
+  } finally {
+    if (stateQueues.get(name) === next) {
+      stateQueues.delete(name);
+    }
+  }
+}
+
+/** Read-modify-write of state.json under the lab's lock. */
+export async function updateState<T>(
+  lab: LabRef,
+  change: (state: LabState) => Promise<T> | T,
+): Promise<T> {
+  const name = nameOf(lab);
+  return withStateLock(name, async () => {
+    const state = loadLab(name);
+    const result = await change(state);
+    writeState(state);
+    return result;
+  });
+}
+
+export function hostOf(state: LabState, hostId: number): LabHostState {
+  const host = state.hosts.find((h) => h.id === hostId);
+  if (host === undefined) {
+    throw new LabError(
+      'invalid-argument',
+      `lab '${state.name}' has no host ${hostId}`,
+      `its hosts are ${state.hosts.map((h) => h.id).join(', ')}`,
+    );
+  }
+  return host;
 }

@@ -1,34 +1,33 @@
 // The discrete-event simulator: a virtual clock, the virtual network, and host processes driven
 // exactly as the daemon drives them (src/core/protocol.ts): each Ready is carried out in order:
 // ownership (recorded as the host's data plane), flush, send, events, then a tick no later than
-// wakeAtMs. After every step the invariants are checked from outside the hosts (safety.ts,
-// convergence.ts). Nothing here reads the wall clock or Math.random: a run is a function of
-// its plan, and the plan a function of its seed.
-import type { Config } from '../core/config.js';
-import type { RuleState } from '../core/heartbeat.js';
-import type { Command, HostStatus, Input, Ownership, Ready } from '../core/protocol.js';
-import { buildConfig, configDocument, simKey } from './cluster-config.js';
-import {
-  type ObservedHost,
-  agreedGroups,
-  clusterView,
-  coverageProblem,
-  sameIds,
-} from './convergence.js';
-import { convergenceBoundPeriods } from './bounds.js';
+// wakeAtMs. The plan's actions (boots, crashes, commands, network faults, replays) are carried
+// out by actions.ts. After every step the invariants are checked from outside the hosts
+// (safety.ts, convergence-watch.ts). Nothing here reads the wall clock or Math.random: a run is
+// a function of its plan, and the plan a function of its seed.
+import type { HostStatus, Input, Ready } from '../core/protocol.js';
+import { ActionApplier } from './actions.js';
+import { sameIds } from './convergence.js';
+import { ConvergenceWatch } from './convergence-watch.js';
 import { defaultHostFactory } from './default-host.js';
 import { ChangeTracker } from './measure.js';
 import { Network } from './network.js';
 import { Prng } from './prng.js';
 import { EventQueue } from './queue.js';
 import { SafetyChecker } from './safety.js';
+import {
+  type Node,
+  type QueueItem,
+  type Recorded,
+  diff,
+  effectiveOwned,
+  signatureOf,
+} from './sim-node.js';
 import { Transcript, formatFields } from './transcript.js';
 import type {
   ChangeKind,
-  Expectation,
   HostFactory,
   SimAction,
-  SimHost,
   SimPlan,
   SimEvent,
   SimResult,
@@ -63,83 +62,11 @@ export interface RunOptions {
 
 const violationsMax = 50;
 
-interface Node {
-  readonly index: number;
-  readonly slot: number;
-  readonly hostId: number;
-  readonly incarnation: number;
-  readonly config: Config;
-  readonly key: Uint8Array;
-  readonly machine: SimHost;
-  alive: boolean;
-  expect: Expectation;
-  status: HostStatus;
-  /** Per port rule, as the operator's accepted enable / disable / drain commands left it. */
-  ruleStates: RuleState[];
-  signature: string;
-  owned: readonly (readonly number[])[];
-  pendingWakeMs: number;
-  wakeToken: number;
-  lastStepMs: number;
-  stepsThisInstant: number;
-  readonly bootMs: number;
-  /** Ids of the recorded datagrams this process received (see `replay`). */
-  readonly received: Set<number>;
-}
-
-/** A datagram as an eavesdropper on the segment recorded it. */
-interface Recorded {
-  readonly from: number;
-  readonly sentAtMs: number;
-  readonly bytes: Uint8Array;
-}
-
 /**
  * Datagrams the eavesdropper keeps for replays; the oldest go first. At 32 hosts and a 50 ms
  * period this is a few seconds of everything, and far more in the usual small runs.
  */
 const recordedMax = 20_000;
-
-type QueueItem =
-  | {
-      readonly kind: 'deliver';
-      readonly from: number;
-      readonly toSlot: number;
-      readonly fromSlot: number;
-      readonly bytes: Uint8Array;
-      readonly sentAtMs: number;
-      readonly duplicate: boolean;
-      readonly corrupted: boolean;
-      /** The recorded datagram this is a copy of. */
-      readonly id: number;
-    }
-  | { readonly kind: 'wake'; readonly node: number; readonly token: number }
-  | { readonly kind: 'action'; readonly action: SimAction }
-  | { readonly kind: 'settle'; readonly key: string }
-  | { readonly kind: 'bound' };
-
-function effectiveOwned(ownership: Ownership): number[][] {
-  if (!ownership.active) return [];
-  return ownership.rules.map((rule) => (rule.disabled ? [] : [...rule.owned]));
-}
-
-function signatureOf(status: HostStatus): string {
-  return `${status.state}|${status.converged}|${status.members.join(',')}|${status.mapDigest}`;
-}
-
-function diff(
-  before: readonly number[],
-  after: readonly number[],
-): { added: number[]; removed: number[] } {
-  const b = new Set(before);
-  const a = new Set(after);
-  return { added: after.filter((x) => !b.has(x)), removed: before.filter((x) => !a.has(x)) };
-}
-
-function describeCommand(command: Command): string {
-  if ('rules' in command) return `${command.verb} ${command.rules.join(',')}`;
-  return command.verb;
-}
 
 class Simulation {
   private nowMs = 0;
@@ -154,23 +81,10 @@ class Simulation {
   private readonly violations: Violation[] = [];
   private readonly events: SimEvent[] = [];
   private readonly eventsMax: number;
-  private readonly factory: HostFactory;
-  private readonly configs = new Map<number, Config>();
-  private readonly keyGroups = new Map<Uint8Array, number>();
-  private incarnations = 0;
+  private readonly actions: ActionApplier;
+  private readonly watch: ConvergenceWatch;
   private dirty = true;
-  private view: ReturnType<typeof clusterView> = {
-    converged: true,
-    target: [],
-    members: [],
-    reason: undefined,
-  };
-  private convergedSinceMs: number | undefined = 0;
-  private convergedAfterQuietMs: number | undefined;
-  private readonly agreedSince = new Map<string, number>();
   private stopped = false;
-  /** I3's bound has passed with the cluster converged: from now on it must stay so. */
-  private boundPassed = false;
   private steps = 0;
   private datagramsSent = 0;
   private copiesDelivered = 0;
@@ -182,7 +96,6 @@ class Simulation {
   private readonly recorded: Recorded[] = [];
   /** The id of recorded[0]: ids keep counting when the oldest are dropped. */
   private recordedFromId = 0;
-  private replayed = 0;
 
   constructor(
     private readonly plan: SimPlan,
@@ -197,7 +110,29 @@ class Simulation {
     this.safety = new SafetyChecker((tolerance - 1) * periodMs);
     this.transcript = new Transcript(options.transcriptLinesMax ?? 400);
     this.eventsMax = options.eventsMax ?? 20_000;
-    this.factory = options.hostFactory ?? defaultHostFactory;
+    this.actions = new ActionApplier(plan, options.hostFactory ?? defaultHostFactory, {
+      nowMs: () => this.nowMs,
+      nodes: this.nodes,
+      slotNode: this.slotNode,
+      network: this.network,
+      safety: this.safety,
+      recording: () => ({ recorded: this.recorded, fromId: this.recordedFromId }),
+      step: (node, input) => this.step(node, input),
+      note: (text) => this.note(text),
+      violate: (invariant, message) => this.violate(invariant, message),
+      beginChange: (kind, subject) => this.beginChange(kind, subject),
+    });
+    this.watch = new ConvergenceWatch(
+      plan,
+      options.convergedSettleDelays ?? 0,
+      this.network,
+      this.changes,
+      {
+        note: (text) => this.note(text),
+        violate: (invariant, message) => this.violate(invariant, message),
+        settleAt: (atMs, key) => this.queue.push(atMs, { kind: 'settle', key }),
+      },
+    );
     // A generous ceiling: every host steps for every copy of every heartbeat it hears, a few
     // per period, plus immediate heartbeats; 40× that is a datagram storm, not a protocol.
     const periods = plan.durationMs / periodMs + 1;
@@ -211,7 +146,7 @@ class Simulation {
   }
 
   get boundMs(): number {
-    return convergenceBoundPeriods(this.plan.shape.tolerance) * this.plan.shape.periodMs;
+    return this.watch.boundMs;
   }
 
   private note(text: string): void {
@@ -256,7 +191,7 @@ class Simulation {
       maxOneWayDelayMs: this.network.maxOneWayDelayMs,
       convergenceBoundMs: this.boundMs,
       quietAtMs: this.plan.quietAtMs,
-      convergedAfterQuietMs: this.convergedAfterQuietMs,
+      convergedAfterQuietMs: this.watch.convergedAfterQuietMs,
       changes: this.changes.reports(),
       violations: this.violations,
       stats: {
@@ -265,7 +200,7 @@ class Simulation {
         copiesDelivered: this.copiesDelivered,
         copiesLost: this.copiesLost + this.network.lostCopies,
         falseDetections: this.falseDetections,
-        replayed: this.replayed,
+        replayed: this.actions.replayed,
       },
       events: this.events,
       transcript: this.transcript.toArray(),
@@ -274,15 +209,7 @@ class Simulation {
   }
 
   private finish(): void {
-    if (this.plan.quietAtMs !== undefined && !this.view.converged) {
-      this.violate(
-        'I3',
-        `not converged at the end of the run (${(this.nowMs - this.plan.quietAtMs).toFixed(1)} ms after the last fault healed): ${this.view.reason}`,
-      );
-    }
-    this.note(
-      `sim end: ${this.view.converged ? 'converged' : `not converged (${this.view.reason})`}`,
-    );
+    this.watch.atEnd(this.nowMs);
   }
 
   private handle(item: QueueItem): void {
@@ -305,18 +232,7 @@ class Simulation {
         break;
       case 'bound':
         if (this.dirty) this.evaluate();
-        if (!this.view.converged) {
-          this.violate(
-            'I3',
-            `not converged ${this.boundMs} ms (${convergenceBoundPeriods(this.plan.shape.tolerance)} periods) after the last fault healed at ${this.plan.quietAtMs!.toFixed(1)} ms: ${this.view.reason}`,
-          );
-        } else {
-          this.convergedAfterQuietMs = Math.max(
-            0,
-            (this.convergedSinceMs ?? this.nowMs) - this.plan.quietAtMs!,
-          );
-          this.boundPassed = true;
-        }
+        this.watch.atBound(this.nowMs);
         break;
     }
   }
@@ -343,30 +259,6 @@ class Simulation {
     }
   }
 
-  private keyGroup(key: Uint8Array): number {
-    for (const [known, group] of this.keyGroups) {
-      if (known.length === key.length && known.every((b, i) => b === key[i])) return group;
-    }
-    const group = this.keyGroups.size;
-    this.keyGroups.set(key, group);
-    return group;
-  }
-
-  private configFor(hostId: number): Config {
-    let config = this.configs.get(hostId);
-    if (config === undefined) {
-      const settings = this.plan.settings[hostId - 1];
-      if (settings === undefined) throw new Error(`plan has no settings for host ${hostId}`);
-      config = buildConfig(configDocument(this.plan.shape, settings));
-      this.configs.set(hostId, config);
-    }
-    return config;
-  }
-
-  private observed(node: Node): ObservedHost {
-    return node;
-  }
-
   private liveNodes(): Node[] {
     return this.slotNode.filter((n): n is Node => n !== undefined && n.alive);
   }
@@ -377,216 +269,16 @@ class Simulation {
       kind,
       subject?.hostId,
       subject?.index,
-      this.view.converged,
-      this.view.target,
+      this.watch.view.converged,
+      this.watch.view.target,
       this.liveNodes().filter((n) => n !== subject),
       this.nowMs,
     );
   }
 
   private act(action: SimAction): void {
-    this.apply(action);
+    this.actions.apply(action);
     this.dirty = true;
-  }
-
-  private apply(action: SimAction): void {
-    switch (action.do) {
-      case 'boot': {
-        if (this.slotNode[action.slot]?.alive) {
-          throw new Error(
-            `plan boots slot ${action.slot} while its host is running; crash it first`,
-          );
-        }
-        const previous = this.nodes.some(
-          (n) => n.slot === action.slot && n.hostId === action.hostId,
-        );
-        const config = action.config ?? this.configFor(action.hostId);
-        const key = simKey;
-        const incarnation = ++this.incarnations;
-        let machine: SimHost;
-        try {
-          machine = this.factory({ config, key, incarnation, nowMs: this.nowMs });
-        } catch (error) {
-          this.violate('host-error', `h${action.hostId} constructor threw: ${String(error)}`);
-          return;
-        }
-        const status = machine.status();
-        const node: Node = {
-          index: this.nodes.length,
-          slot: action.slot,
-          hostId: action.hostId,
-          incarnation,
-          config,
-          key,
-          machine,
-          alive: true,
-          expect: action.expect ?? 'member',
-          status,
-          ruleStates: config.cluster.portRules.map(() => 'enabled' as const),
-          signature: signatureOf(status),
-          owned: [],
-          pendingWakeMs: Infinity,
-          wakeToken: 0,
-          lastStepMs: -1,
-          stepsThisInstant: 0,
-          bootMs: this.nowMs,
-          received: new Set(),
-        };
-        const kind: ChangeKind = node.expect === 'out' ? 'intruder' : previous ? 'restart' : 'join';
-        const label = action.initial ? 'initial' : kind;
-        if (!action.initial) this.beginChange(kind, node);
-        this.nodes.push(node);
-        this.slotNode[action.slot] = node;
-        this.safety.addNode({
-          index: node.index,
-          hostId: node.hostId,
-          incarnation,
-          keyGroup: this.keyGroup(key),
-        });
-        this.note(
-          `sim boot h${node.hostId} incarnation=${incarnation} slot=${action.slot} (${label}${action.reason ? `: ${action.reason}` : ''})`,
-        );
-        this.step(node, { kind: 'tick', nowMs: this.nowMs });
-        break;
-      }
-      case 'replay':
-        this.replay(action);
-        break;
-      case 'crash': {
-        const node = this.slotNode[action.slot];
-        if (node === undefined || !node.alive) {
-          this.note(`sim crash slot ${action.slot}: nothing running`);
-          return;
-        }
-        this.beginChange('crash', node);
-        node.alive = false;
-        node.owned = [];
-        this.safety.removeNode(node.index);
-        this.note(
-          `sim crash h${node.hostId} incarnation=${node.incarnation} (its data plane stops with it)`,
-        );
-        break;
-      }
-      case 'command': {
-        const node = this.slotNode[action.slot];
-        if (node === undefined || !node.alive) {
-          this.note(
-            `sim command ${describeCommand(action.command)} to slot ${action.slot}: nothing running`,
-          );
-          return;
-        }
-        const verb = action.command.verb;
-        const kind: ChangeKind | undefined =
-          verb === 'stop' || verb === 'suspend'
-            ? 'stop'
-            : verb === 'drainstop'
-              ? 'drainstop'
-              : verb === 'start' && node.expect === 'off'
-                ? 'join'
-                : verb === 'connectionsEnded' && node.status.state === 'draining'
-                  ? 'drained'
-                  : undefined;
-        if (kind !== undefined && node.expect !== 'out') this.beginChange(kind, node);
-        if (node.expect !== 'out') {
-          if (verb === 'stop' || verb === 'suspend' || verb === 'resume') node.expect = 'off';
-          else if (verb === 'start') node.expect = 'member';
-          else if (verb === 'connectionsEnded' && node.status.state === 'draining')
-            node.expect = 'off';
-        }
-        const ready = this.step(node, {
-          kind: 'command',
-          nowMs: this.nowMs,
-          command: action.command,
-        });
-        const reply = ready?.reply;
-        const c = action.command;
-        if (
-          reply?.code === 'ok' &&
-          (c.verb === 'enable' || c.verb === 'disable' || c.verb === 'drain')
-        ) {
-          const wanted: RuleState =
-            c.verb === 'enable' ? 'enabled' : c.verb === 'disable' ? 'disabled' : 'draining';
-          for (const r of c.rules) node.ruleStates[r] = wanted;
-        }
-        this.note(
-          `sim command h${node.hostId} ${describeCommand(action.command)} -> ${reply === undefined ? 'no reply' : `${reply.code}: ${reply.message}`}`,
-        );
-        break;
-      }
-      case 'partition':
-        this.beginChange('partition', undefined);
-        this.network.partition(action.groups.map((g) => [...g]));
-        this.note(
-          `net partition ${action.groups.map((g) => `{${g.map((s) => this.slotName(s)).join(',')}}`).join(' | ')}`,
-        );
-        break;
-      case 'cut':
-        this.beginChange('partition', undefined);
-        this.network.cutLink(action.from, action.to);
-        this.note(`net cut ${this.slotName(action.from)} -> ${this.slotName(action.to)}`);
-        break;
-      case 'heal':
-        if (this.network.partitioned) this.beginChange('heal', undefined);
-        this.network.heal();
-        this.note('net heal: every link up');
-        break;
-      case 'link': {
-        this.network.setLinkConditions(action.from, action.to, action.conditions);
-        const c = action.conditions;
-        const link = `${this.slotName(action.from)} -> ${this.slotName(action.to)}`;
-        this.note(
-          c === undefined
-            ? `net link ${link} back to the default conditions`
-            : `net link ${link}: delay ${c.delayMs}+${c.jitterMs} ms, loss ${(c.lossRate * 100).toFixed(1)}%`,
-        );
-        break;
-      }
-      case 'conditions': {
-        this.network.setConditions(action.conditions);
-        const c = action.conditions;
-        this.note(
-          `net ${action.label}: delay ${c.delayMs}+${c.jitterMs} ms, loss ${(c.lossRate * 100).toFixed(1)}%, dup ${(c.duplicateRate * 100).toFixed(1)}%, reorder ${(c.reorderRate * 100).toFixed(1)}%/${c.reorderMs} ms, corrupt ${(c.corruptRate * 100).toFixed(1)}%`,
-        );
-        break;
-      }
-    }
-  }
-
-  /**
-   * Sends the host on `action.slot` recorded heartbeats again: only ones its process received
-   * already or that were sent before it started, so the protocol must drop each (a heartbeat
-   * it never received would be indistinguishable from a late one). Delivered outside the
-   * network, so the network's generator draws nothing for them, and outside the hearing
-   * bookkeeping of the invariants, which counts fresh datagrams only.
-   */
-  private replay(action: Extract<SimAction, { do: 'replay' }>): void {
-    const node = this.slotNode[action.slot];
-    if (node === undefined || !node.alive) return;
-    const eligible: number[] = [];
-    this.recorded.forEach((d, i) => {
-      const id = this.recordedFromId + i;
-      if (d.from !== node.index && (d.sentAtMs < node.bootMs || node.received.has(id))) {
-        eligible.push(i);
-      }
-    });
-    if (eligible.length === 0) return;
-    const prng = new Prng(action.pick);
-    const chosen = Array.from({ length: action.count }, () => prng.pick(eligible));
-    const from = chosen.map((i) => {
-      const sender = this.nodes[this.recorded[i]!.from]!;
-      return `h${sender.hostId}/${sender.incarnation}`;
-    });
-    this.note(`sim replay -> h${node.hostId}: ${chosen.length} recorded (${from.join(' ')})`);
-    for (const i of chosen) {
-      if (!node.alive) break;
-      this.replayed += 1;
-      this.step(node, { kind: 'datagram', nowMs: this.nowMs, bytes: this.recorded[i]!.bytes });
-    }
-  }
-
-  private slotName(slot: number): string {
-    const node = this.slotNode[slot];
-    return node === undefined ? `slot${slot}` : `h${node.hostId}`;
   }
 
   private step(node: Node, input: Input): Ready | undefined {
@@ -740,61 +432,10 @@ class Simulation {
     }
   }
 
-  /** I2, the cluster view for measurements, and I3's "stays converged". */
+  /** I2, the cluster view for measurements, and I3's "stays converged" (convergence-watch.ts). */
   private evaluate(): void {
     this.dirty = false;
-    const live = this.liveNodes().map((n) => this.observed(n));
-    const { groups, disagreement } = agreedGroups(live);
-    if (disagreement !== undefined) this.violate('I2', disagreement);
-    const settleMs = (this.options.convergedSettleDelays ?? 0) * this.network.maxOneWayDelayMs;
-    const keys = new Set<string>();
-    for (const group of groups) {
-      const key = `${group.members.join(',')}|${group.mapDigest}|${group.hosts.map((h) => h.index).join(',')}`;
-      keys.add(key);
-      const since = this.agreedSince.get(key);
-      if (since === undefined) {
-        this.agreedSince.set(key, this.nowMs);
-        this.queue.push(this.nowMs + settleMs, { kind: 'settle', key });
-      } else if (this.nowMs >= since + settleMs) {
-        const problem = coverageProblem(group);
-        if (problem !== undefined) {
-          this.violate(
-            'I2',
-            `${problem}, ${(this.nowMs - since).toFixed(1)} ms after all members reported converged`,
-          );
-        }
-      }
-    }
-    for (const key of [...this.agreedSince.keys()])
-      if (!keys.has(key)) this.agreedSince.delete(key);
-
-    const wasConverged = this.view.converged;
-    this.view = clusterView(live, (a, b) => this.network.isUp(a, b));
-    this.changes.observe(this.view.converged, this.view.target, this.view.members, this.nowMs);
-    if (this.view.converged && !wasConverged) {
-      this.convergedSinceMs = this.nowMs;
-      this.note(
-        `sim cluster converged (${
-          this.view.members.length > 0
-            ? `members ${this.view.members
-                .map((m) => m.hostId)
-                .sort((a, b) => a - b)
-                .join(',')}`
-            : 'every connected part'
-        })`,
-      );
-    } else if (!this.view.converged && wasConverged) {
-      this.convergedSinceMs = undefined;
-    }
-    // Before the bound, timers started under the faults may still fire (a peer unheard during a
-    // short partition is declared dead after the heal): convergence may come and go. After the
-    // bound, nothing is left to react to, so losing convergence is a bug.
-    if (this.boundPassed && !this.view.converged) {
-      this.violate(
-        'I3',
-        `lost convergence ${(this.nowMs - this.plan.quietAtMs!).toFixed(1)} ms after the last fault healed, with no fault since: ${this.view.reason}`,
-      );
-    }
+    this.watch.evaluate(this.liveNodes(), this.nowMs);
   }
 }
 

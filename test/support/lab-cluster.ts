@@ -21,7 +21,7 @@ import { type BucketMaps, predictOwner } from '../../src/core/predict.js';
 import type { QueryData } from '../../src/daemon/control.js';
 import { controlRequest } from '../../src/daemon/control-client.js';
 import { defaultSocketPath } from '../../src/daemon/paths.js';
-import { execIn, ipIn } from '../../src/lab/exec.js';
+import { execIn, ipIn } from '../../src/lab/netns.js';
 import { labClusterName } from '../../src/lab/host-config.js';
 import { type LabState, type LabUpOptions, labDown, labUp } from '../../src/lab/lab.js';
 import { type ClientLoadgenOptions, runLoadgenInClient } from '../../src/lab/loadgen-client.js';

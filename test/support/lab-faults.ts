@@ -22,7 +22,7 @@ import { expect } from 'vitest';
 import type { QueryData } from '../../src/daemon/control.js';
 import { controlRequest } from '../../src/daemon/control-client.js';
 import type { JournalEntry } from '../../src/daemon/events.js';
-import { execIn, netnsPids } from '../../src/lab/exec.js';
+import { execIn, netnsPids } from '../../src/lab/netns.js';
 import { loadLab, startHostDaemon, stopHostDaemon } from '../../src/lab/lab.js';
 import { isAlive } from '../../src/lab/process.js';
 import type { ConnectionRecord } from '../../src/lab/loadgen.js';

@@ -1,0 +1,152 @@
+// The long-running processes in a lab's hosts: the backend (a small HTTP server on :80 that
+// names its host) and nlbd. Each runs detached inside its host's namespace, its output in a log
+// in the lab's directory and its pid recorded in state.json, so another process (`nlb lab
+// down`, a test) can find and stop it.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stateDirEnv } from '../daemon/paths.js';
+import { LabError, assertBuilt, assertRoot } from './errors.js';
+import { labHttpPort } from './naming.js';
+import { backendMainPath, daemonMainPath } from './paths.js';
+import {
+  isAlive,
+  logTail,
+  type ProcessRef,
+  spawnInNamespace,
+  terminate,
+  waitForExit,
+} from './process.js';
+import {
+  type LabHostState,
+  type LabRef,
+  type LabState,
+  hostOf,
+  labStateDir,
+  loadLab,
+  updateState,
+  writeState,
+} from './state.js';
+
+/** Labs run nlbd in every host unless asked not to (`--no-daemons`, `startDaemons: false`). */
+export const startDaemonsDefault = true;
+/** `{config}` in the daemon command is replaced with the host's config path. */
+export const daemonCommandDefault: readonly string[] = [
+  process.execPath,
+  daemonMainPath,
+  '--config',
+  '{config}',
+];
+/** A backend is a small node process; 5 s to print its first line means something is wrong. */
+const backendReadyTimeoutMs = 5_000;
+/** A daemon that exits within this window after start is reported as failed to start. */
+const daemonSettleMsDefault = 300;
+
+/** Starts the backend in every host of a lab being built, and waits until each listens. */
+export async function startBackends(state: LabState): Promise<void> {
+  for (const host of state.hosts) {
+    host.backend = spawnInNamespace(
+      host.namespace,
+      [
+        process.execPath,
+        backendMainPath,
+        '--host-id',
+        String(host.id),
+        '--port',
+        String(labHttpPort),
+      ],
+      host.backendLog,
+    );
+  }
+  writeState(state);
+  await Promise.all(state.hosts.map((host) => waitForBackend(host)));
+}
+
+async function waitForBackend(host: LabHostState): Promise<void> {
+  const ref = host.backend;
+  if (ref === undefined) {
+    return;
+  }
+  const deadline = Date.now() + backendReadyTimeoutMs;
+  while (Date.now() < deadline) {
+    if (logTail(host.backendLog, 50).includes('"event":"listening"')) {
+      return;
+    }
+    if (!isAlive(ref)) {
+      break;
+    }
+    await sleep(20);
+  }
+  throw new LabError(
+    'process-failed',
+    `the backend of host ${host.id} did not start listening on :${labHttpPort}; its log says:\n${logTail(host.backendLog)}`,
+  );
+}
+
+export interface StartHostDaemonOptions {
+  /** Overrides the lab's daemon command (argv, `{config}` replaced with the config path). */
+  readonly command?: readonly string[];
+  /** Report a daemon that exits within this long as failed; default 300 ms. */
+  readonly settleMs?: number;
+}
+
+/**
+ * ── Daemon hook ──  Starts nlbd for host `hostId` inside its namespace:
+ * `node <repo>/dist/daemon/main.js --config <lab dir>/h<id>.yaml` (or the lab's configured
+ * command), output appended to `<lab dir>/h<id>-nlbd.log`, pid recorded in state.json.
+ * nlbd is what adds the VIP and the cluster MAC to the host's interface and loads the filter.
+ */
+export async function startHostDaemon(
+  lab: LabRef,
+  hostId: number,
+  options: StartHostDaemonOptions = {},
+): Promise<ProcessRef> {
+  assertRoot();
+  const ref = await updateState(lab, (state) => {
+    const host = hostOf(state, hostId);
+    if (host.daemon !== undefined && isAlive(host.daemon)) {
+      throw new LabError(
+        'invalid-argument',
+        `nlbd of host ${hostId} is already running (pid ${host.daemon.pid})`,
+        'stop it first with stopHostDaemon / killHostDaemon',
+      );
+    }
+    const command = (options.command ?? state.daemonCommand).map((arg) =>
+      arg === '{config}' ? host.config : arg,
+    );
+    if (command[1] === daemonMainPath) {
+      assertBuilt(daemonMainPath);
+    }
+    host.daemon = spawnInNamespace(host.namespace, command, host.daemonLog, {
+      ...process.env,
+      [stateDirEnv]: labStateDir(state.name),
+    });
+    return host.daemon;
+  });
+  const settleMs = options.settleMs ?? daemonSettleMsDefault;
+  if ((await waitForExit([ref], settleMs)).length === 0) {
+    const state = loadLab(lab);
+    throw new LabError(
+      'process-failed',
+      `nlbd of host ${hostId} exited at once; its log says:\n${logTail(hostOf(state, hostId).daemonLog)}`,
+    );
+  }
+  return ref;
+}
+
+/** Stops nlbd of one host the polite way (SIGTERM, then SIGKILL after `graceMs`). */
+export async function stopHostDaemon(
+  lab: LabRef,
+  hostId: number,
+  graceMs = 3_000,
+): Promise<boolean> {
+  assertRoot();
+  const host = hostOf(loadLab(lab), hostId);
+  const ref = host.daemon;
+  if (ref === undefined || !isAlive(ref)) {
+    return false;
+  }
+  await terminate([ref], graceMs);
+  await updateState(lab, (state) => {
+    delete hostOf(state, hostId).daemon;
+  });
+  return true;
+}

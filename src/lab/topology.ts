@@ -1,0 +1,244 @@
+// The lab's network: a switch namespace with a bridge, one namespace per host and per client,
+// each joined to the switch by a veth pair (the layout is in lab.ts's header), and the way in
+// to any of them (`targetNamespace`, `labExec`, `labRun`).
+//
+// Every namespace is recorded in the lab's state as soon as it exists, so a failure at any
+// point leaves nothing `labDown` would not find.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { CommandResult } from '../dataplane/exec.js';
+import { LabError, assertLabName, assertRoot } from './errors.js';
+import { type LabClusterSettings, renderHostConfig } from './host-config.js';
+import {
+  clientIp,
+  clientNamespace,
+  clientSwitchPort,
+  hostIp,
+  hostNamespace,
+  hostSwitchPort,
+  labExtraAddressFirst,
+  labInterface,
+  labPrefixLength,
+  namespacePrefix,
+} from './naming.js';
+import { execIn, ipIn, netnsAdd, netnsList } from './netns.js';
+import { type LabRef, type LabState, claimLabDir, labDir, loadLab, writeState } from './state.js';
+
+/** Random names are retried this often before `up` gives up (2 hex bytes: 65,536 names). */
+const nameAttemptsMax = 20;
+
+/** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
+export function isNamespaceOfLab(name: string, namespace: string): boolean {
+  const prefix = namespacePrefix(name);
+  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+)$/.test(namespace.slice(prefix.length));
+}
+
+/** Extra source addresses of client `index` (1-based), `perClient` each, disjoint across clients. */
+export function clientExtraIps(index: number, perClient: number): string[] {
+  const first = labExtraAddressFirst + (index - 1) * perClient;
+  return Array.from({ length: perClient }, (_, k) => `198.18.0.${first + k}`);
+}
+
+function randomLabName(): string {
+  return `lab${randomBytes(2).toString('hex')}`;
+}
+
+/**
+ * Claims a name for a new lab (`wanted`, or a random one): the directory is created atomically,
+ * and a namespace of the same name (from a lab whose record was lost, or anyone else's) is
+ * never adopted.
+ */
+export async function claimLabName(wanted: string | undefined): Promise<string> {
+  const existing = new Set(await netnsList());
+  if (wanted !== undefined) {
+    assertLabName(wanted);
+  }
+  for (let attempt = 0; ; attempt++) {
+    const candidate = wanted ?? randomLabName();
+    // Any namespace of the lab's form refuses the name, not only those this `up` would create:
+    // that is what lets `labDown` treat every such namespace as the lab's own.
+    const clash = [...existing].filter((ns) => isNamespaceOfLab(candidate, ns));
+    if (clash.length === 0 && claimLabDir(candidate)) {
+      return candidate;
+    }
+    if (wanted !== undefined || attempt >= nameAttemptsMax) {
+      throw new LabError(
+        'name-in-use',
+        clash.length > 0
+          ? `lab name '${candidate}' is in use: namespace(s) ${clash.join(', ')} exist`
+          : `lab name '${candidate}' is in use: ${labDir(candidate)} exists`,
+        `pick another --name, or remove the old lab with \`nlb lab down --name ${candidate}\``,
+      );
+    }
+  }
+}
+
+async function addNamespace(state: LabState, namespace: string): Promise<void> {
+  await netnsAdd(namespace);
+  // Recorded at once, so a failure from here on is cleaned by `labDown`.
+  state.namespaces.push(namespace);
+  writeState(state);
+  await ipIn(namespace, ['link', 'set', 'lo', 'up']);
+}
+
+/**
+ * Connects `namespace` to the switch: the veth is created in the switch namespace and its far
+ * end moved straight into `namespace`, then addressed and brought up there.
+ */
+async function attach(
+  state: LabState,
+  namespace: string,
+  switchPort: string,
+  addresses: readonly string[],
+): Promise<void> {
+  const sw = state.switchNamespace;
+  await ipIn(sw, [
+    'link',
+    'add',
+    switchPort,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    labInterface,
+    'netns',
+    namespace,
+  ]);
+  await ipIn(sw, ['link', 'set', switchPort, 'master', state.bridge]);
+  await ipIn(sw, ['link', 'set', switchPort, 'up']);
+  for (const address of addresses) {
+    await ipIn(namespace, ['address', 'add', `${address}/${labPrefixLength}`, 'dev', labInterface]);
+  }
+  await ipIn(namespace, ['link', 'set', labInterface, 'up']);
+}
+
+export interface TopologyPlan {
+  readonly hosts: number;
+  readonly clients: number;
+  /** Extra source addresses per client. */
+  readonly extraPerClient: number;
+  /** What every host's config says of the cluster. */
+  readonly cluster: LabClusterSettings;
+}
+
+/**
+ * Builds the switch, then every host (its config file, namespace and link) and every client,
+ * recording each in `state` as it goes.
+ */
+export async function buildTopology(state: LabState, plan: TopologyPlan): Promise<void> {
+  const { name, dir } = state;
+  const sw = state.switchNamespace;
+  await addNamespace(state, sw);
+  // A plain Linux bridge learns MACs and ages them (300 s) like a real switch; STP stays off
+  // so ports forward at once.
+  await ipIn(sw, ['link', 'add', state.bridge, 'type', 'bridge']);
+  await ipIn(sw, ['link', 'set', state.bridge, 'up']);
+
+  for (let id = 1; id <= plan.hosts; id++) {
+    const namespace = hostNamespace(name, id);
+    const config = path.join(dir, `h${id}.yaml`);
+    writeFileSync(config, renderHostConfig(plan.cluster, id).text, { mode: 0o644 });
+    await addNamespace(state, namespace);
+    state.hosts.push({
+      id,
+      namespace,
+      interface: labInterface,
+      switchPort: hostSwitchPort(id),
+      ip: hostIp(id),
+      config,
+      backendLog: path.join(dir, `h${id}-backend.log`),
+      daemonLog: path.join(dir, `h${id}-nlbd.log`),
+    });
+    await attach(state, namespace, hostSwitchPort(id), [hostIp(id)]);
+  }
+  for (let index = 1; index <= plan.clients; index++) {
+    const namespace = clientNamespace(name, index);
+    const extraIps = clientExtraIps(index, plan.extraPerClient);
+    await addNamespace(state, namespace);
+    state.clients.push({
+      index,
+      namespace,
+      interface: labInterface,
+      switchPort: clientSwitchPort(index),
+      ip: clientIp(index),
+      extraIps,
+    });
+    await attach(state, namespace, clientSwitchPort(index), [clientIp(index), ...extraIps]);
+  }
+  writeState(state);
+}
+
+/** The namespace of `target`: 'sw', 'h<id>', 'c<index>', or a full namespace name of the lab. */
+export function targetNamespace(state: LabState, target: string): string {
+  if (target === 'sw') {
+    return state.switchNamespace;
+  }
+  const host = /^h(\d+)$/.exec(target);
+  if (host && state.hosts.some((h) => h.id === Number(host[1]))) {
+    return hostNamespace(state.name, Number(host[1]));
+  }
+  const client = /^c(\d+)$/.exec(target);
+  if (client && state.clients.some((c) => c.index === Number(client[1]))) {
+    return clientNamespace(state.name, Number(client[1]));
+  }
+  if (state.namespaces.includes(target)) {
+    return target;
+  }
+  const targets = [
+    'sw',
+    ...state.hosts.map((h) => `h${h.id}`),
+    ...state.clients.map((c) => `c${c.index}`),
+  ];
+  throw new LabError(
+    'invalid-argument',
+    `lab '${state.name}' has no target '${target}'`,
+    `targets: ${targets.join(', ')}`,
+  );
+}
+
+/**
+ * Runs `argv` inside one of the lab's namespaces with the caller's stdin/stdout/stderr and
+ * resolves with its exit code (128 + signal number when killed by a signal).
+ */
+export async function labExec(
+  lab: LabRef,
+  target: string,
+  argv: readonly string[],
+): Promise<number> {
+  assertRoot();
+  if (argv.length === 0) {
+    throw new LabError(
+      'invalid-argument',
+      'no command given',
+      'e.g. `nlb lab exec h1 -- ip -br addr`',
+    );
+  }
+  const namespace = targetNamespace(loadLab(lab), target);
+  const child = spawn('ip', ['netns', 'exec', namespace, ...argv], { stdio: 'inherit' });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      resolve(code ?? 128 + (signal ? (signalNumbers[signal] ?? 0) : 0));
+    });
+  });
+}
+
+const signalNumbers: Partial<Record<NodeJS.Signals, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGTERM: 15,
+};
+
+/** Like labExec but collects the output; for tests and the demo. Throws on a non-zero exit. */
+export function labRun(
+  lab: LabRef,
+  target: string,
+  argv: readonly string[],
+): Promise<CommandResult> {
+  assertRoot();
+  return execIn(targetNamespace(loadLab(lab), target), argv);
+}
