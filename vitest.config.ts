@@ -21,7 +21,7 @@ export const labTestFiles = [
  * process-wide state that a worker thread may not touch (`process.umask` in the control
  * server's listen). They run in the lab files' chain.
  */
-export const ownProcessTestFiles = ['test/daemon-control.test.ts'];
+export const ownProcessTestFiles = ['test/daemon-control.test.ts', 'test/cli-verbs.test.ts'];
 
 const serialFiles = [...labTestFiles, ...ownProcessTestFiles];
 
