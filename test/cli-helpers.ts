@@ -1,6 +1,24 @@
-// Runs the built `nlb` (dist/cli/main.js, built by test/global-setup.ts) as a child process.
+// Two ways to run `nlb` in a test. `runNlbInProcess` calls `runCli` in this process with captured
+// streams: the same parsing, handlers, rendering and exit codes as the binary, without starting a
+// node process per call (a start costs about as much as a whole verb). `runNlb` runs the built
+// binary (dist/cli/main.js, built by test/global-setup.ts) as a user would; the CLI's smoke tests
+// use it, and so do the verbs that end the process themselves (`lab exec`, `events --follow`) or
+// install signal handlers (`lab up`).
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import * as demo from '../src/cli/commands/demo.js';
+import * as hostState from '../src/cli/commands/host-state.js';
+import * as inspect from '../src/cli/commands/inspect.js';
+import * as ip2mac from '../src/cli/commands/ip2mac.js';
+import * as lab from '../src/cli/commands/lab.js';
+import * as map from '../src/cli/commands/map.js';
+import * as portRules from '../src/cli/commands/port-rules.js';
+import * as query from '../src/cli/commands/query.js';
+import * as reload from '../src/cli/commands/reload.js';
+import * as simulate from '../src/cli/commands/simulate.js';
+import { type CliCommand, runCli } from '../src/cli/program.js';
 
 export const nlbMain = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -12,7 +30,84 @@ export interface NlbRun {
   readonly elapsedMs: number;
 }
 
-/** Runs `nlb ...args` from the repository root, feeding `stdin` if given; 30 s at most. */
+/**
+ * The verbs of src/cli/main.ts, in its order (`nlb --help` lists them so). main.ts runs the
+ * program when imported, so it cannot be imported here; cli-usage.test.ts checks that this list
+ * gives the binary's exact `--help`.
+ */
+// prettier-ignore
+const commands: readonly CliCommand[] = [
+  ip2mac,
+  map,
+  query,
+  hostState.start,
+  hostState.stop,
+  hostState.drainstopVerb,
+  hostState.suspend,
+  hostState.resume,
+  portRules.enable,
+  portRules.disable,
+  portRules.drain,
+  portRules.queryportVerb,
+  inspect.paramsVerb,
+  inspect.displayVerb,
+  inspect.eventsVerb,
+  inspect.metricsVerb,
+  reload.reloadVerb,
+  lab,
+  simulate,
+  demo,
+];
+
+const version = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  }
+).version;
+
+/** A stream that keeps what is written to it, as the pipe to a spawned `nlb` would. */
+class Capture extends Writable {
+  private readonly chunks: Buffer[] = [];
+
+  override _write(chunk: Buffer | string, _encoding: string, done: () => void): void {
+    this.chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    done();
+  }
+
+  text(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
+  }
+}
+
+/**
+ * Runs `nlb ...args` in this process through `runCli`, with `stdin` (a pipe, not a terminal)
+ * holding the given text or nothing, as `runNlb` would. Relative paths resolve against the
+ * working directory, which vitest sets to the repository root, as `runNlb` does.
+ */
+export async function runNlbInProcess(args: readonly string[], stdin?: string): Promise<NlbRun> {
+  if (withoutSlash(process.cwd()) !== withoutSlash(repoRoot)) {
+    throw new Error(
+      `runNlbInProcess resolves paths from the repository root, not ${process.cwd()}`,
+    );
+  }
+  const started = performance.now();
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const input = Readable.from(stdin === undefined ? [] : [Buffer.from(stdin)]);
+  const code = await runCli(commands, args, { stdout, stderr, stdin: input }, version);
+  return {
+    code,
+    stdout: stdout.text(),
+    stderr: stderr.text(),
+    elapsedMs: performance.now() - started,
+  };
+}
+
+function withoutSlash(dir: string): string {
+  return dir.endsWith('/') ? dir.slice(0, -1) : dir;
+}
+
+/** Runs the built `nlb ...args` from the repository root, feeding `stdin` if given; 30 s at most. */
 export function runNlb(args: readonly string[], stdin?: string): Promise<NlbRun> {
   const started = performance.now();
   return new Promise((resolve, reject) => {

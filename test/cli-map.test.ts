@@ -1,5 +1,7 @@
 // `nlb map` run as a user would, its answers checked against the core directly: the bucket
-// against src/core/flow.ts, the host against the map src/core/assign.ts gives.
+// against src/core/flow.ts, the host against the map src/core/assign.ts gives. Most cases run
+// in-process through runCli (test/cli-helpers.ts); the 100,000-client timing and the bad line on
+// stdin run the built binary, with its real pipes.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +10,7 @@ import { parseEndpoint } from '../src/core/address.js';
 import { assign } from '../src/core/assign.js';
 import { type Affinity, type Config, parseConfig } from '../src/core/config.js';
 import { flowBucket } from '../src/core/flow.js';
-import { runNlb } from './cli-helpers.js';
+import { runNlb, runNlbInProcess } from './cli-helpers.js';
 
 interface Row {
   client: string;
@@ -77,7 +79,7 @@ function clientArgs(clients: readonly string[]): string[] {
 }
 
 async function mapJson(args: readonly string[], stdin?: string): Promise<Row[]> {
-  const run = await runNlb(['map', '--config', configPath, '--json', ...args], stdin);
+  const run = await runNlbInProcess(['map', '--config', configPath, '--json', ...args], stdin);
   expect(run.stderr).toBe('');
   expect(run.code).toBe(0);
   return JSON.parse(run.stdout) as Row[];
@@ -205,7 +207,7 @@ describe('nlb map', () => {
   });
 
   it('prints a table with a summary for people', async () => {
-    const run = await runNlb([
+    const run = await runNlbInProcess([
       'map',
       '--config',
       configPath,
@@ -298,7 +300,7 @@ describe('nlb map', () => {
   it('names the line of a bad client line, exit code 2', async () => {
     const file = join(dir, 'bad-clients.txt');
     writeFileSync(file, '# header\n198.18.0.1:1000\n\n198.18.0.2:99999\n198.18.0.3:1\n');
-    const run = await runNlb(['map', '--config', configPath, '--clients-file', file]);
+    const run = await runNlbInProcess(['map', '--config', configPath, '--clients-file', file]);
     expect(run.code).toBe(2);
     expect(run.stdout).toBe('');
     expect(run.stderr).toContain(`--clients-file ${file} line 4: port '99999'`);
@@ -331,7 +333,7 @@ describe('nlb map', () => {
       [['--client', '198.18.0.1:1', '--protocol', 'sctp'], "argument 'sctp' is invalid"],
     ];
     for (const [args, message] of cases) {
-      const run = await runNlb(['map', '--config', configPath, ...args]);
+      const run = await runNlbInProcess(['map', '--config', configPath, ...args]);
       expect(run.code, args.join(' ')).toBe(2);
       expect(run.stderr).toContain(message);
       expect(run.stderr).toMatch(/^hint: \S/m);
@@ -346,17 +348,24 @@ describe('nlb map', () => {
         .replace('name: maptest', 'name: maptest\n  mode: broadcast')
         .replace('ports: 443', 'ports: 443-400'),
     );
-    const run = await runNlb(['map', '--config', bad, '--client', '198.18.0.1:1']);
+    const run = await runNlbInProcess(['map', '--config', bad, '--client', '198.18.0.1:1']);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(`config file '${bad}' is invalid:`);
     expect(run.stderr).toMatch(/^ {2}cluster\.mode \(found "broadcast"\): /m);
     expect(run.stderr).toMatch(/^ {2}cluster\.portRules\[1\]\.ports \(found "443-400"\): /m);
 
-    const json = await runNlb(['map', '--json', '--config', bad, '--client', '198.18.0.1:1']);
+    const json = await runNlbInProcess([
+      'map',
+      '--json',
+      '--config',
+      bad,
+      '--client',
+      '198.18.0.1:1',
+    ]);
     expect(json.code).toBe(2);
     expect((JSON.parse(json.stdout) as { error: { code: string } }).error.code).toBe('bad-config');
 
-    const missing = await runNlb([
+    const missing = await runNlbInProcess([
       'map',
       '--config',
       join(dir, 'nope.yaml'),

@@ -1,7 +1,8 @@
 // Every control verb against real nlbd in a three-host lab (one lab for the whole file), as an
-// operator types them: `nlb <verb> --lab L --host N` over the unix sockets, and remote control
-// from inside the client namespace (`ip netns exec`) against each host's --control-listen with a
-// valid, a wrong and no token. Under a running load generator with held connections: a valid
+// operator types them: `nlb <verb> --lab L --host N` over the unix sockets (in-process through
+// runCli, test/cli-helpers.ts: the same code as the binary without a node start per call), and
+// remote control with the built binary from inside the client namespace (`ip netns exec`) against
+// each host's --control-listen with a valid, a wrong and no token. Under a running load generator with held connections: a valid
 // reload (weights), an invalid one (rejected, exit 2, the old config stays) and a rule drain
 // and enable, with 0 failed and 0 broken connections; drainstop --timeout both drained and
 // forced. Needs root (skipped visibly otherwise, failing with NLB_REQUIRE_LAB=1).
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { daemonMainPath, loadLab, startHostDaemon } from '../src/lab/lab.js';
 import { hostIp } from '../src/lab/naming.js';
-import { type NlbRun, nlbMain, runNlb } from './cli-helpers.js';
+import { type NlbRun, nlbMain, runNlbInProcess } from './cli-helpers.js';
 import {
   type ClusterLab,
   LabSession,
@@ -108,7 +109,7 @@ describe.runIf(isRoot)('nlb control verbs against a three-host lab', () => {
   let wrongTokenFile: string;
   const configText = new Map<number, string>();
   const nlb = (hostId: number, ...args: string[]) =>
-    runNlb([...args, '--lab', labName, '--host', String(hostId)]);
+    runNlbInProcess([...args, '--lab', labName, '--host', String(hostId)]);
 
   beforeAll(async () => {
     await session.lock();

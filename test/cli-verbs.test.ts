@@ -1,14 +1,15 @@
 // Every control verb of `nlb` against a control socket served in this process (a real
 // HostMachine behind a fake target, see control-target.ts): what it prints, its JSON, and its
 // exit code for each kind of answer (0 ok, 3 already, 1 suspended, 4 port in no rule, 2 bad
-// usage or rejected config). The real daemons are in cli-verbs-lab.test.ts.
+// usage or rejected config). `nlb` runs in-process through runCli (test/cli-helpers.ts), but for
+// `events --follow`, which ends its process itself. The real daemons are in cli-verbs-lab.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerControl } from '../src/daemon/control.js';
 import { ControlServer } from '../src/daemon/control-server.js';
-import { runNlb } from './cli-helpers.js';
+import { runNlbInProcess } from './cli-helpers.js';
 import { type TestTarget, makeTestTarget } from './control-target.js';
 
 describe('nlb control verbs against a control socket', () => {
@@ -30,7 +31,7 @@ describe('nlb control verbs against a control socket', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const nlb = (...args: string[]) => runNlb([...args, '--socket', socket]);
+  const nlb = (...args: string[]) => runNlbInProcess([...args, '--socket', socket]);
 
   it('stop, stop again (3), drainstop when stopped (3), start (0)', async () => {
     const stop = await nlb('stop');

@@ -1,12 +1,21 @@
-// Builds dist/ once before any test file runs, so the CLI tests run the real `nlb` binary as a
-// user would (node dist/cli/main.js). tsc still writes its output when some file has type
-// errors; those are reported by `npm run typecheck`, so here they only warn, and a test that
-// needs the broken code fails on its own.
+// Builds dist/ once before any test file runs, so the CLI's smoke tests and the lab run the real
+// `nlb` and `nlbd` as a user would (node dist/cli/main.js). tsc still writes its output when
+// some file has type errors; those are reported by `npm run typecheck`, so here they only warn,
+// and a test that needs the broken code fails on its own.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
+/**
+ * Each vitest project (serial, parallel: see vitest.config.ts) runs its global setup, one after the
+ * other in the main process; the first one builds and the others find it done.
+ */
+const builtKey = Symbol.for('nlb.test.distBuilt');
+
 export default function setup(): void {
+  const main = globalThis as { [builtKey]?: boolean };
+  if (main[builtKey] === true) return;
+  main[builtKey] = true;
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   try {
     execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
