@@ -3,7 +3,7 @@
 //
 // Which daemon:
 //   local   --socket PATH, --config FILE, --lab NAME --host ID, or the nlbd of this network
-//           namespace (query.ts: resolveSocket), over the unix control socket (root only);
+//           namespace (../local-socket.ts: resolveSocket), over the unix control socket (root only);
 //   remote  --host ADDR[:PORT] --token-file PATH: nlbd's remote control listener (TCP, port
 //           2504 by default; nlbd --control-listen), every request carrying the token.
 // `--host` is a host id with --lab and an address otherwise: the two cannot be confused, a
@@ -35,7 +35,7 @@ import { labClusterName } from '../../lab/host-config.js';
 import { LabError, loadLab } from '../../lab/lab.js';
 import { loadConfigFile } from '../../node/config-file.js';
 import { parseHostIdArgument } from '../arguments.js';
-import { resolveSocket } from './query.js';
+import { resolveSocket, runningHint } from '../local-socket.js';
 
 export interface ControlOptions {
   readonly socket?: string;
@@ -134,7 +134,7 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
     } else if (options.socket === undefined && options.config !== undefined) {
       socket = await invalidConfigSocket(options.config);
     }
-    // Anything else (and every error message) is query.ts's resolution.
+    // Anything else (and every error message) is local-socket.ts's resolution.
     socket ??= await resolveSocket(options);
     return { endpoint: socket, token: undefined, where: socket };
   }
@@ -185,10 +185,6 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
   const endpoint = { host: parsed.address.text, port: parsed.port };
   return { endpoint, token: token.token, where: endpointText(endpoint) };
 }
-
-const runningHint =
-  'is nlbd running on this host? start it with `nlbd --config <file>`; ' +
-  'if it uses another socket, name it with --socket PATH (or --config FILE)';
 
 export function unreachableError(link: DaemonLink, error: ControlUnreachable): NlbError {
   const reason =
