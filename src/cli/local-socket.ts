@@ -5,9 +5,8 @@
 // nlbd. Remote control (--host ADDR --token-file FILE) is resolved in commands/control.ts.
 import { readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import type { DaemonIdentity } from '../daemon/control.js';
-import { controlRequest } from '../daemon/control-client.js';
-import { defaultSocketPath, runDirDefault } from '../daemon/control-server.js';
+import { controlAsk } from '../control/client.js';
+import { defaultSocketPath, runDirDefault } from '../control/paths.js';
 import { LabError, loadLab } from '../lab/lab.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { parseHostIdArgument } from './arguments.js';
@@ -113,10 +112,8 @@ export async function resolveSocket(options: SocketOptions): Promise<string> {
   const here: string[] = [];
   await Promise.all(
     sockets.map(async (socket) => {
-      const answer = await controlRequest(socket, { verb: 'identity' }, 1_000).catch(
-        () => undefined,
-      );
-      if (answer?.ok === true && (answer.data as DaemonIdentity).netns === netns) {
+      const answer = await controlAsk(socket, { verb: 'identity' }, 1_000).catch(() => undefined);
+      if (answer?.ok === true && answer.data.netns === netns) {
         here.push(socket);
       }
     }),

@@ -34,7 +34,7 @@ import { cleanupStale } from '../dataplane/dataplane.js';
 import { localRunner, type Runner } from '../dataplane/exec.js';
 import { IpRoute } from '../dataplane/iproute.js';
 import { MonotonicClock } from './clock.js';
-import type { ReloadReply } from './control.js';
+import type { ReloadReply } from '../control/protocol.js';
 import { ControlSocketError } from './control-server.js';
 import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';

@@ -14,23 +14,23 @@
 import type { Command } from 'commander';
 import { hostsMax } from '../../core/config.js';
 import type { ReplyCode } from '../../core/protocol.js';
-import type { ControlResponse } from '../../daemon/control.js';
+import type { ControlResponse, RequestOf, Verb, VerbData } from '../../control/protocol.js';
 import {
   type ControlEndpoint,
   ControlUnreachable,
-  controlRequest,
+  controlAsk,
   endpointText,
-} from '../../daemon/control-client.js';
+} from '../../control/client.js';
 import {
   parseListenAddress,
   readTokenFile,
   remoteControlPortDefault,
-} from '../../daemon/remote.js';
+} from '../../control/remote-target.js';
 import { NlbError, badArgument } from '../errors.js';
 import { type ExitCode, exitCodes } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { defaultSocketPath } from '../../daemon/paths.js';
+import { defaultSocketPath } from '../../control/paths.js';
 import { labClusterName } from '../../lab/host-config.js';
 import { LabError, loadLab } from '../../lab/lab.js';
 import { loadConfigFile } from '../../node/config-file.js';
@@ -210,14 +210,17 @@ export function unreachableError(link: DaemonLink, error: ControlUnreachable): N
 }
 
 /** The request with the token added for remote control. */
-export function withToken(link: DaemonLink, request: Record<string, unknown>): unknown {
+export function withToken<Request extends object>(
+  link: DaemonLink,
+  request: Request,
+): Request & { readonly token?: string } {
   return link.token === undefined ? request : { ...request, token: link.token };
 }
 
 /** A failure response as the error `nlb` prints, with the exit code that fits its kind. */
 export function responseError(
   link: DaemonLink,
-  response: Extract<ControlResponse, { ok: false }>,
+  response: Extract<ControlResponse<unknown>, { ok: false }>,
 ): NlbError {
   const { code, message, hint } = response.error;
   switch (code) {
@@ -231,15 +234,15 @@ export function responseError(
   }
 }
 
-/** Sends one request and returns its data; every failure becomes an NlbError. */
-export async function askLink<T>(
+/** Asks one verb and returns its data, typed by the verb; every failure becomes an NlbError. */
+export async function askLink<V extends Verb>(
   link: DaemonLink,
-  request: Record<string, unknown>,
+  request: RequestOf<V>,
   timeoutMs?: number,
-): Promise<T> {
-  let response: ControlResponse;
+): Promise<VerbData[V]> {
+  let response: ControlResponse<VerbData[V]>;
   try {
-    response = await controlRequest(link.endpoint, withToken(link, request), timeoutMs);
+    response = await controlAsk<V>(link.endpoint, withToken(link, request), timeoutMs);
   } catch (error) {
     if (error instanceof ControlUnreachable) throw unreachableError(link, error);
     throw error;
@@ -247,7 +250,7 @@ export async function askLink<T>(
   if (!response.ok) {
     throw responseError(link, response);
   }
-  return response.data as T;
+  return response.data;
 }
 
 /** The exit code of a host machine reply that is not an error: ok 0, already 3. */
@@ -259,10 +262,9 @@ export function replyExitCode(code: 'ok' | 'already'): ExitCode {
  * Throws the error a reply code stands for (suspended, refused, not found); returns for ok and
  * already, which are output.
  */
-export function throwIfFailed(
-  reply: { readonly code: ReplyCode | string; readonly message: string },
-  what: string,
-): asserts reply is { code: 'ok' | 'already'; message: string } {
+export function throwIfFailed<
+  Reply extends { readonly code: ReplyCode | string; readonly message: string },
+>(reply: Reply, what: string): asserts reply is Reply & { code: 'ok' | 'already' } {
   switch (reply.code) {
     case 'ok':
     case 'already':

@@ -2,7 +2,7 @@
 // (src/daemon/control.ts): state, members, default host, convergence, the buckets it owns per
 // port rule, and its peers as it sees them. Which daemon: see ../local-socket.ts and control.ts.
 import type { Command } from 'commander';
-import type { QueryData, QueryPeer, QueryRule } from '../../daemon/control.js';
+import type { QueryData, QueryPeer, QueryRule } from '../../control/protocol.js';
 import type { CliContext } from '../program.js';
 import { type CommandOutput, fields, renderHuman, table } from '../render.js';
 import { type ControlOptions, addDaemonOptions, askLink, resolveDaemon } from './control.js';
@@ -86,7 +86,7 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
 export async function query(options: ControlOptions): Promise<CommandOutput<QueryOutputData>> {
   // Local or remote (--host ADDR --token-file FILE): see control.ts.
   const link = await resolveDaemon(options);
-  const data = await askLink<QueryData>(link, { verb: 'query' });
+  const data = await askLink(link, { verb: 'query' });
   return renderQuery({ ...data, socket: link.where });
 }
 
