@@ -1,9 +1,7 @@
 // The daemon's side of the control protocol (src/control/protocol.ts): the handler of every
 // verb, as a pure function from a request to response data (the hono way). The unix socket
 // server (control-server.ts) only frames bytes, so every verb is tested in-process.
-import type { Config, PortRule } from '../core/config.js';
-import type { HostMachine } from '../core/host.js';
-import type { Command, CommandReply, HostStatus } from '../core/protocol.js';
+import type { Command, CommandReply } from '../core/protocol.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { DataplaneCounters } from '../dataplane/dataplane.js';
 import {
@@ -11,15 +9,11 @@ import {
   type ControlHandlers,
   type ControlRequest,
   type ControlResponse,
-  type ConfigView,
   type DaemonIdentity,
   type DisplayData,
   type EventsData,
   type InterfaceView,
   type ParamsData,
-  type PeerView,
-  type PortRuleView,
-  type QueryData,
   type QueryportBucket,
   type QueryportData,
   type QueryportRule,
@@ -34,15 +28,12 @@ import { parseRuleSpec, resolveRuleSpec, ruleSpecExamples } from '../control/rul
 import type { EventJournal, JournalEntry } from './events.js';
 import type { DriverStats } from './host-driver.js';
 import type { TransportStats } from './transport.js';
+import { type HostView, configView, portRuleView, queryData } from './control-views.js';
 import { errorText } from '../core/error-text.js';
 
 /** What the handler needs of a running daemon; tests pass a fake. */
-export interface ControlTarget {
-  readonly config: Config;
+export interface ControlTarget extends HostView {
   identity(): DaemonIdentity;
-  nowMs(): number;
-  status(): HostStatus;
-  details(): ReturnType<HostMachine['details']>;
   command(command: Command): Promise<CommandReply>;
   counters(): Promise<DataplaneCounters>;
   driverStats(): DriverStats;
@@ -57,103 +48,6 @@ export interface ControlTarget {
   metrics?(): Promise<{ readonly contentType: string; readonly text: string }>;
   /** The recent events, and new ones as they come (`display`, `events`). */
   readonly events?: EventJournal;
-}
-
-// ------------------------------------------------------------------------------- query data
-
-export function portsText(rule: PortRule): string {
-  return rule.portStart === rule.portEnd
-    ? String(rule.portStart)
-    : rule.portStart === 0 && rule.portEnd === 65535
-      ? 'all'
-      : `${rule.portStart}-${rule.portEnd}`;
-}
-
-function portRuleView(rule: PortRule): PortRuleView {
-  return {
-    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-    ports: portsText(rule),
-    protocol: rule.protocol,
-    mode: rule.mode,
-    affinity: rule.affinity,
-  };
-}
-
-function peerView(
-  peer: ReturnType<HostMachine['details']>['peers'][number],
-  members: readonly number[],
-): PeerView {
-  const takingPart = peer.state === 'started' || peer.state === 'draining';
-  if (!peer.heard) {
-    return takingPart ? 'dead' : 'gone';
-  }
-  if (members.includes(peer.id)) return 'member';
-  if (peer.mismatch !== undefined) return 'mismatch';
-  if (peer.state === 'stopped' || peer.state === 'suspended') return peer.state;
-  return 'joining';
-}
-
-export function queryData(target: ControlTarget, dataplaneInSync: boolean): QueryData {
-  const status = target.status();
-  const details = target.details();
-  const now = target.nowMs();
-  const cluster = target.config.cluster;
-  return {
-    cluster: cluster.name,
-    hostId: status.hostId,
-    incarnation: status.incarnation,
-    state: status.state,
-    converged: status.converged,
-    members: status.members,
-    defaultHost: status.defaultHost,
-    mapDigest: status.mapDigest,
-    keptOut: details.keptOut ?? null,
-    dataplaneInSync,
-    rules: cluster.portRules.map((rule, i) => ({
-      rule: i,
-      ...portRuleView(rule),
-      buckets: rule.buckets,
-      state: details.ruleStates[i] ?? 'enabled',
-      owned: status.ownership.rules[i]?.owned ?? [],
-      orphan: status.ownership.rules[i]?.orphan ?? [],
-    })),
-    peers: details.peers.map((peer) => ({
-      id: peer.id,
-      view: peerView(peer, status.members),
-      announced: peer.state,
-      incarnation: peer.incarnation,
-      lastHeardAgoMs: Math.max(0, Math.round(now - peer.lastHeardMs)),
-      members: peer.members,
-      mismatch: peer.mismatch ?? null,
-    })),
-  };
-}
-
-/** The config as plain JSON: addresses as text, nothing derived. */
-export function configView(config: Config): ConfigView {
-  const c = config.cluster;
-  return {
-    cluster: {
-      name: c.name,
-      clusterIps: c.clusterIps.map((ip) => ip.text),
-      mode: c.mode,
-      interface: c.interface,
-      heartbeat: { ...c.heartbeat, group: c.heartbeat.group.text },
-      buckets: c.buckets,
-      hashSeed: c.hashSeed,
-      keyFile: c.keyFile,
-      portRules: c.portRules.map((rule) => ({
-        ...portRuleView(rule),
-        buckets: rule.buckets,
-      })),
-    },
-    host: {
-      id: config.host.id,
-      dedicatedIp: `${config.host.dedicatedIp.address.text}/${config.host.dedicatedIp.length}`,
-      initialState: config.host.initialState,
-      rules: config.host.rules,
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------- requests

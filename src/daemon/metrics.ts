@@ -16,7 +16,8 @@ import type net from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ReportedState } from '../core/protocol.js';
 import { ConnectionGate, type GateLimits } from './connection-gate.js';
-import { type ControlTarget, portsText } from './control.js';
+import type { ControlTarget } from './control.js';
+import { portsText } from './control-views.js';
 import { errorText } from '../core/error-text.js';
 
 /**
