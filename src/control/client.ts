@@ -11,7 +11,8 @@ import {
   type RequestOf,
   type Verb,
   type VerbData,
-  responseSchema,
+  failureSchema,
+  successSchema,
 } from './protocol.js';
 
 /** A unix socket path, or the address of nlbd's remote control listener. */
@@ -85,7 +86,12 @@ function sendRequest(
  * then reported as such instead of crashing the caller that reads `response.error.message`.
  */
 function responseProblem(value: unknown): string | undefined {
-  const parsed = responseSchema.safeParse(value);
+  const ok: unknown =
+    value !== null && typeof value === 'object' ? (value as { ok?: unknown }).ok : undefined;
+  if (ok !== true && ok !== false) {
+    return 'answer is not a control response (no "ok": true or false)';
+  }
+  const parsed = (ok ? successSchema : failureSchema).safeParse(value);
   if (parsed.success) return undefined;
   const issue = parsed.error.issues[0];
   const where = issue === undefined || issue.path.length === 0 ? '' : ` at ${issue.path.join('.')}`;

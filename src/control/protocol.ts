@@ -359,24 +359,10 @@ export const requestSchema = z.discriminatedUnion('verb', [
 
 export type ControlRequest = z.output<typeof requestSchema>;
 
-export const verbNames = [
-  'identity',
-  'query',
-  'params',
-  'display',
-  'queryport',
-  'events',
-  'metrics',
-  'reload',
-  'start',
-  'stop',
-  'drainstop',
-  'suspend',
-  'resume',
-  'enable',
-  'disable',
-  'drain',
-] as const;
+/** Every verb, in the schema's order (the reading verbs first, then those that change). */
+export const verbNames: readonly ControlRequest['verb'][] = requestSchema.options.map(
+  (option) => option.shape.verb.value,
+);
 
 /** The verbs that change the host (the rest only read); remote ones are logged with the sender. */
 export const changingVerbNames: ReadonlySet<string> = new Set(
@@ -417,18 +403,18 @@ export type ControlHandlers<Context> = {
   readonly [V in Verb]: (request: RequestOf<V>, context: Context) => Promise<VerbData[V]>;
 };
 
-/** A response line as the client checks it before handing the data on. */
-export const responseSchema = z.union([
-  z.object({ ok: z.literal(true), data: z.unknown() }),
-  z.object({
-    ok: z.literal(false),
-    error: z.object({
-      code: z.enum(['bad-request', 'unknown-verb', 'failed', 'unauthorized', 'unavailable']),
-      message: z.string(),
-      hint: z.string(),
-    }),
+/** A success as the client checks it before handing the data on. */
+export const successSchema = z.object({ ok: z.literal(true), data: z.unknown() });
+
+/** A failure as the client checks it: `nlb` prints its message and hint. */
+export const failureSchema = z.object({
+  ok: z.literal(false),
+  error: z.object({
+    code: z.enum(['bad-request', 'unknown-verb', 'failed', 'unauthorized', 'unavailable']),
+    message: z.string(),
+    hint: z.string(),
   }),
-]);
+});
 
 /** Parses one request line; never throws. */
 export function parseRequestLine(line: string): unknown {

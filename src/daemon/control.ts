@@ -99,7 +99,7 @@ async function params(context: ControlContext): Promise<ParamsData> {
   };
 }
 
-const verbs: ControlHandlers<ControlContext> = {
+export const controlHandlers: ControlHandlers<ControlContext> = {
   identity: (_request, { target }) => Promise.resolve(target.identity()),
   query: (_request, context) =>
     Promise.resolve(queryData(context.target, context.dataplaneInSync())),
@@ -130,12 +130,12 @@ const verbs: ControlHandlers<ControlContext> = {
 };
 
 /**
- * Calls the handler of the request's verb. TypeScript cannot see that `verbs[request.verb]`
+ * Calls the handler of the request's verb. TypeScript cannot see that `controlHandlers[request.verb]`
  * takes this very request (it widens both to every verb), hence the one cast; the table's type
  * is what checks each handler against its verb.
  */
 function dispatch(request: ControlRequest, context: ControlContext): Promise<unknown> {
-  const handler = verbs[request.verb] as (
+  const handler = controlHandlers[request.verb] as (
     request: ControlRequest,
     context: ControlContext,
   ) => Promise<unknown>;
