@@ -1,9 +1,9 @@
 // The control protocol between `nlb` and `nlbd`, in one place: the wire schema of a request,
 // the data each verb answers with, and the type of the table of handlers that the daemon
 // implements (src/daemon/control.ts). Adding a verb is one entry in `requestSchema` and one in
-// `VerbData`; the compiler then asks for the handler (ControlHandlers) and the CLI's `ask`
-// returns the new data type with no cast. This folder imports only src/core: the daemon and the
-// CLI both import it, never the reverse.
+// `VerbData`; the compiler then asks for the handler (ControlHandlers), and `controlAsk`
+// (client.ts) returns the new data type with no cast. This folder imports only src/core and
+// src/node: the daemon and the CLI both import it, never the reverse.
 //
 // Protocol: one request per connection, one JSON object on one line, e.g. `{"verb":"query"}`;
 // one JSON line back, then the server closes:

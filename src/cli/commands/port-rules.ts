@@ -4,7 +4,7 @@
 // enable: take new flows again; disable: drop the rule's traffic, its existing connections
 // too; drain: no new flows on this host, existing connections go on. The spec is checked here
 // (bad syntax: exit 2) and resolved to rules by nlbd against the config it runs
-// (src/daemon/control-rules.ts); no rule for it: exit 4.
+// (src/control/rule-spec.ts); no rule for it: exit 4.
 import type { Command } from 'commander';
 import type { QueryportData, QueryportRule } from '../../control/protocol.js';
 import { parseRuleSpec, ruleSpecExamples } from '../../control/rule-spec.js';

@@ -1,5 +1,5 @@
 // `nlb query`: this host's view of the cluster, from its nlbd over the control socket
-// (src/daemon/control.ts): state, members, default host, convergence, the buckets it owns per
+// (src/control/protocol.ts): state, members, default host, convergence, the buckets it owns per
 // port rule, and its peers as it sees them. Which daemon: see ../local-socket.ts and control.ts.
 import type { Command } from 'commander';
 import type { QueryData, QueryPeer, QueryRule } from '../../control/protocol.js';
