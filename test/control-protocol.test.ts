@@ -104,6 +104,7 @@ describe('control protocol', () => {
           const { stdout, stderr } = text();
           expect(code).toBe(1);
           const message = json ? stdout : stderr;
+          expect(message).toContain(`${socket} answered, but not as nlbd does`);
           expect(message).toContain('answer is not a control response');
           expect(message).not.toMatch(/TypeError|at .*\.ts:\d+/);
         }

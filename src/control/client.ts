@@ -48,6 +48,18 @@ export class ControlUnreachable extends Error {
 }
 
 /**
+ * Something answered, but not with a control response (`reason` says what is wrong with it): an
+ * nlbd of another version, or another program on the socket. A kind of ControlUnreachable, so
+ * that every caller which handles an unreachable daemon handles this too.
+ */
+export class ControlBadResponse extends ControlUnreachable {
+  constructor(socketPath: string, reason: string) {
+    super(socketPath, reason);
+    this.name = 'ControlBadResponse';
+  }
+}
+
+/**
  * Connects to `endpoint`, sends `request` as one line, and hands each line that comes back
  * (without its newline) to `onLine`, which returns false to read no further. When the text not
  * yet split into lines passes responseBytesMax, `onTooLarge` is called instead. The caller
@@ -132,7 +144,7 @@ export function controlRequest(
         }
         const problem = responseProblem(value);
         if (problem === undefined) finish(undefined, value as ControlResponse);
-        else finish(new ControlUnreachable(socketPath, problem));
+        else finish(new ControlBadResponse(socketPath, problem));
         return false;
       },
     );
@@ -194,7 +206,7 @@ export function controlFollow(
           clearTimeout(timer);
           const problem = responseProblem(value);
           if (problem !== undefined) {
-            finish(new ControlUnreachable(where, problem));
+            finish(new ControlBadResponse(where, problem));
             return false;
           }
           if (!handlers.onResponse(value as ControlResponse<EventsData>)) {

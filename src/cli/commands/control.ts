@@ -17,6 +17,7 @@ import type { ReplyCode } from '../../core/protocol.js';
 import type { ControlResponse, RequestOf, Verb, VerbData } from '../../control/protocol.js';
 import {
   type ControlEndpoint,
+  ControlBadResponse,
   ControlUnreachable,
   controlAsk,
   endpointText,
@@ -187,6 +188,14 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
 }
 
 export function unreachableError(link: DaemonLink, error: ControlUnreachable): NlbError {
+  if (error instanceof ControlBadResponse) {
+    return new NlbError(
+      'failed',
+      `${link.where} answered, but not as nlbd does (${error.reason})`,
+      'is it an nlbd of the same version as this nlb? see its log, or name another with --socket PATH',
+      exitCodes.failed,
+    );
+  }
   const reason =
     error.reason === 'ENOENT'
       ? 'no such socket'
