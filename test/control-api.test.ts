@@ -5,15 +5,10 @@
 import { describe, expect, it } from 'vitest';
 import { parseAddress } from '../src/core/address.js';
 import { type Config, parseConfig } from '../src/core/config.js';
-import {
-  type DisplayData,
-  type EventsData,
-  type QueryportData,
-  answerControl,
-  handleControl,
-} from '../src/daemon/control.js';
+import { type DisplayData, type EventsData, type QueryportData } from '../src/control/protocol.js';
+import { answerControl, handleControl } from '../src/daemon/control.js';
 import { checkReload } from '../src/daemon/control-reload.js';
-import { parseRuleSpec, resolveRuleSpec } from '../src/daemon/control-rules.js';
+import { parseRuleSpec, resolveRuleSpec } from '../src/control/rule-spec.js';
 import { EventJournal, type JournalEntry, eventsKeptMax } from '../src/daemon/events.js';
 import { makeTestTarget, testConfig } from './control-target.js';
 

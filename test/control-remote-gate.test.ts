@@ -8,7 +8,7 @@
 import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerControl } from '../src/daemon/control.js';
-import { controlFollow, controlRequest } from '../src/daemon/control-client.js';
+import { controlFollow, controlRequest } from '../src/control/client.js';
 import { ControlServer } from '../src/daemon/control-server.js';
 import type { GateLimits } from '../src/daemon/connection-gate.js';
 import { remoteHandler, tokenDigest } from '../src/daemon/remote.js';

@@ -7,16 +7,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerControl } from '../src/daemon/control.js';
-import { controlRequest } from '../src/daemon/control-client.js';
+import { controlRequest } from '../src/control/client.js';
 import { ControlServer } from '../src/daemon/control-server.js';
 import type { EventRecord } from '../src/daemon/host-driver.js';
-import {
-  parseListenAddress,
-  readTokenFile,
-  remoteHandler,
-  tokenDigest,
-  tokenMatches,
-} from '../src/daemon/remote.js';
+import { parseListenAddress, readTokenFile } from '../src/control/remote-target.js';
+import { remoteHandler, tokenDigest, tokenMatches } from '../src/daemon/remote.js';
 import { runNlb } from './cli-helpers.js';
 import { type TestTarget, makeTestTarget } from './control-target.js';
 

@@ -4,7 +4,8 @@
 import { HostMachine } from '../src/core/host.js';
 import type { Config } from '../src/core/config.js';
 import type { Command } from '../src/core/protocol.js';
-import type { ControlContext, ControlTarget, ReloadReply } from '../src/daemon/control.js';
+import type { ReloadReply } from '../src/control/protocol.js';
+import type { ControlContext, ControlTarget } from '../src/daemon/control.js';
 import { EventJournal } from '../src/daemon/events.js';
 import { eventRecord } from '../src/daemon/host-driver.js';
 import { createMetrics } from '../src/daemon/metrics.js';

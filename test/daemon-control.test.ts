@@ -9,8 +9,9 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { bucketRanges, renderQuery } from '../src/cli/commands/query.js';
 import { renderHuman } from '../src/cli/render.js';
-import { type ControlContext, type QueryData, handleControl } from '../src/daemon/control.js';
-import { ControlUnreachable, controlRequest } from '../src/daemon/control-client.js';
+import { type QueryData } from '../src/control/protocol.js';
+import { type ControlContext, handleControl } from '../src/daemon/control.js';
+import { ControlUnreachable, controlRequest } from '../src/control/client.js';
 import {
   ControlServer,
   ControlSocketError,

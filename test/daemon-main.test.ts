@@ -21,8 +21,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { QueryData } from '../src/daemon/control.js';
-import { controlRequest } from '../src/daemon/control-client.js';
+import type { QueryData } from '../src/control/protocol.js';
+import { controlRequest } from '../src/control/client.js';
 import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
 
 const daemonMain = path.join(

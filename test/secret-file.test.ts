@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readKeyFile } from '../src/daemon/key-file.js';
-import { readTokenFile } from '../src/daemon/remote.js';
-import { looseSecretFile, secretFileRuleHint } from '../src/daemon/secret-file.js';
+import { readTokenFile } from '../src/control/remote-target.js';
+import { looseSecretFile, secretFileRuleHint } from '../src/node/secret-file.js';
 
 const isRoot = process.getuid?.() === 0;
 

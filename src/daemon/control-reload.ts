@@ -7,7 +7,7 @@
 // socket; the key is in the host machine; the host id is who this host is. Changing any of
 // those on reload is refused with the reason, and the running config stays.
 import type { Config } from '../core/config.js';
-import { configView } from './control.js';
+import { configView } from './control-views.js';
 
 export interface ReloadCheck {
   /** Why the new config cannot be taken without a restart; empty when it can. */

@@ -14,14 +14,9 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs
 import net from 'node:net';
 import path from 'node:path';
 import { ConnectionGate, type GateLimits, type GateStats, peerOf } from './connection-gate.js';
-import {
-  type ControlAnswer,
-  type ControlResponse,
-  type ControlStream,
-  parseRequestLine,
-  requestBytesMax,
-} from './control.js';
-import { controlRequest } from './control-client.js';
+import { type ControlResponse, parseRequestLine, requestBytesMax } from '../control/protocol.js';
+import { type ControlAnswer, type ControlStream } from './control.js';
+import { controlRequest } from '../control/client.js';
 import { followersMax } from './events.js';
 
 export { defaultSocketPath, runDirDefault } from './paths.js';

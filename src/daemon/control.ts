@@ -1,75 +1,39 @@
-// The control API of nlbd, as a pure function from a request to response data (the hono way):
-// the unix socket server (control-server.ts) only frames bytes, so every verb is tested
-// in-process, and a new verb is one entry in `verbs`.
-//
-// Protocol: one request per connection, one JSON object on one line, e.g. `{"verb":"query"}`;
-// one JSON line back, then the server closes:
-//   {"ok":true,"data":...}   or   {"ok":false,"error":{"code","message","hint"}}
-// Verbs: identity, query, params, display, queryport, events, metrics; the commands start,
-// stop, drainstop, suspend, resume, reload, and enable/disable/drain with `"rules": [0, 2]` or
-// `"rules": "all"` (indexes into cluster.portRules) or `"spec": "198.18.0.100:80"` (vip:port,
-// vip:all, all:port, all:all; control-rules.ts). A command's data is the host machine's reply
-// {code, message}, code one of ok | already | suspended | not found | refused.
-//
-// `{"verb":"events","follow":true}` is the one request that keeps its connection: after the
-// response line, every new event follows as one JSON line until the client closes. Over the
-// remote listener (remote.ts) a request also carries `"token"`, checked and removed before it
-// reaches this handler.
-import { z } from 'zod';
-import type { Config, PortRule } from '../core/config.js';
-import type { HostMachine } from '../core/host.js';
-import type { Command, CommandReply, HostStatus, ReportedState } from '../core/protocol.js';
+// The daemon's side of the control protocol (src/control/protocol.ts): the handler of every
+// verb, as a pure function from a request to response data (the hono way). The unix socket
+// server (control-server.ts) only frames bytes, so every verb is tested in-process.
+import type { Command, CommandReply } from '../core/protocol.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { DataplaneCounters } from '../dataplane/dataplane.js';
-import { parseRuleSpec, resolveRuleSpec, ruleSpecExamples } from './control-rules.js';
+import {
+  type ControlErrorCode,
+  type ControlHandlers,
+  type ControlRequest,
+  type ControlResponse,
+  type DaemonIdentity,
+  type DisplayData,
+  type EventsData,
+  type InterfaceView,
+  type ParamsData,
+  type QueryportBucket,
+  type QueryportData,
+  type QueryportRule,
+  type ReloadReply,
+  type RequestOf,
+  type RuleCommandReply,
+  displayEventsDefault,
+  requestSchema,
+  verbNames,
+} from '../control/protocol.js';
+import { parseRuleSpec, resolveRuleSpec, ruleSpecExamples } from '../control/rule-spec.js';
 import type { EventJournal, JournalEntry } from './events.js';
 import type { DriverStats } from './host-driver.js';
 import type { TransportStats } from './transport.js';
+import { type HostView, configView, portRuleView, queryData } from './control-views.js';
 import { errorText } from '../core/error-text.js';
 
-/** A request line larger than this is not a control request. */
-export const requestBytesMax = 64 * 1024;
-
-export type ControlErrorCode =
-  | 'bad-request'
-  | 'unknown-verb'
-  | 'failed'
-  /** Remote control only: no token, or not the right one. Nothing was executed. */
-  | 'unauthorized'
-  /** The daemon does not offer this (an older or a test target). */
-  | 'unavailable';
-
-export type ControlResponse<Data = unknown> =
-  | { readonly ok: true; readonly data: Data }
-  | {
-      readonly ok: false;
-      readonly error: {
-        readonly code: ControlErrorCode;
-        readonly message: string;
-        readonly hint: string;
-      };
-    };
-
-/** Who answers: enough for `nlb query` to pick the daemon of its own network namespace. */
-export interface DaemonIdentity {
-  readonly cluster: string;
-  readonly hostId: number;
-  readonly pid: number;
-  readonly incarnation: number;
-  /** `net:[inode]` of the daemon's network namespace (readlink /proc/self/ns/net). */
-  readonly netns: string;
-  readonly socket: string;
-  readonly configPath: string;
-  readonly version: string;
-}
-
 /** What the handler needs of a running daemon; tests pass a fake. */
-export interface ControlTarget {
-  readonly config: Config;
+export interface ControlTarget extends HostView {
   identity(): DaemonIdentity;
-  nowMs(): number;
-  status(): HostStatus;
-  details(): ReturnType<HostMachine['details']>;
   command(command: Command): Promise<CommandReply>;
   counters(): Promise<DataplaneCounters>;
   driverStats(): DriverStats;
@@ -86,253 +50,13 @@ export interface ControlTarget {
   readonly events?: EventJournal;
 }
 
-export interface InterfaceView {
-  readonly interface: string;
-  readonly mac: string;
-  readonly up: boolean;
-  readonly operState: string;
-  /** Every address on it, `a.b.c.d/len`: the dedicated IP and the cluster IPs. */
-  readonly addresses: readonly string[];
-}
-
-/**
- * The answer to `reload`. `invalid`: the file does not validate, or changes what only a restart
- * can (`errors` lists each problem); the running config stays. `already`: nothing changed.
- */
-export interface ReloadReply {
-  readonly code: 'ok' | 'already' | 'invalid' | 'refused' | 'suspended';
-  readonly message: string;
-  readonly errors: readonly string[];
-  /** What changed, one line each (`cluster.portRules[0].ports: 80 -> 80-81`). */
-  readonly changes: readonly string[];
-  readonly clusterChanged: boolean;
-}
-
-// ------------------------------------------------------------------------------- query data
-
-/** How this host sees a peer. */
-export type PeerView =
-  /** heard, and a member of this host's view */
-  | 'member'
-  /** heard, taking part, not (yet) a member: it does not hear us, or just arrived */
-  | 'joining'
-  /** heard, but its cluster config differs: kept out */
-  | 'mismatch'
-  /** heard, announcing stopped or suspended */
-  | 'stopped'
-  | 'suspended'
-  /** silent for the detection time while it was taking part: declared dead */
-  | 'dead'
-  /** silent after it announced stopped or suspended (nlbd ended cleanly) */
-  | 'gone';
-
-/** A port rule as text, the way query, queryport and the config view all show it. */
-export interface PortRuleView {
-  readonly vip: string;
-  readonly ports: string;
-  readonly protocol: PortRule['protocol'];
-  readonly mode: PortRule['mode'];
-  readonly affinity: PortRule['affinity'];
-}
-
-export interface QueryRule extends PortRuleView {
-  readonly rule: number;
-  readonly buckets: number;
-  /** enabled | draining | disabled on this host */
-  readonly state: string;
-  /** Buckets this host takes new flows for (what its data plane was told). */
-  readonly owned: readonly number[];
-  readonly orphan: readonly number[];
-}
-
-export interface QueryPeer {
-  readonly id: number;
-  readonly view: PeerView;
-  /** The state in its last heartbeat. */
-  readonly announced: string;
-  readonly incarnation: number;
-  readonly lastHeardAgoMs: number;
-  readonly members: readonly number[];
-  readonly mismatch: string | null;
-}
-
-export interface QueryData {
-  readonly cluster: string;
-  readonly hostId: number;
-  readonly incarnation: number;
-  readonly state: ReportedState;
-  readonly converged: boolean;
-  readonly members: readonly number[];
-  readonly defaultHost: number | null;
-  readonly mapDigest: string;
-  /** Why this host stays out of the cluster (duplicate id, config mismatch), or null. */
-  readonly keptOut: string | null;
-  /** False while the kernel does not hold what the host decided (heartbeats are withheld). */
-  readonly dataplaneInSync: boolean;
-  readonly rules: readonly QueryRule[];
-  readonly peers: readonly QueryPeer[];
-}
-
-export function portsText(rule: PortRule): string {
-  return rule.portStart === rule.portEnd
-    ? String(rule.portStart)
-    : rule.portStart === 0 && rule.portEnd === 65535
-      ? 'all'
-      : `${rule.portStart}-${rule.portEnd}`;
-}
-
-function portRuleView(rule: PortRule): PortRuleView {
-  return {
-    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-    ports: portsText(rule),
-    protocol: rule.protocol,
-    mode: rule.mode,
-    affinity: rule.affinity,
-  };
-}
-
-function peerView(
-  peer: ReturnType<HostMachine['details']>['peers'][number],
-  members: readonly number[],
-): PeerView {
-  const takingPart = peer.state === 'started' || peer.state === 'draining';
-  if (!peer.heard) {
-    return takingPart ? 'dead' : 'gone';
-  }
-  if (members.includes(peer.id)) return 'member';
-  if (peer.mismatch !== undefined) return 'mismatch';
-  if (peer.state === 'stopped' || peer.state === 'suspended') return peer.state;
-  return 'joining';
-}
-
-export function queryData(target: ControlTarget, dataplaneInSync: boolean): QueryData {
-  const status = target.status();
-  const details = target.details();
-  const now = target.nowMs();
-  const cluster = target.config.cluster;
-  return {
-    cluster: cluster.name,
-    hostId: status.hostId,
-    incarnation: status.incarnation,
-    state: status.state,
-    converged: status.converged,
-    members: status.members,
-    defaultHost: status.defaultHost,
-    mapDigest: status.mapDigest,
-    keptOut: details.keptOut ?? null,
-    dataplaneInSync,
-    rules: cluster.portRules.map((rule, i) => ({
-      rule: i,
-      ...portRuleView(rule),
-      buckets: rule.buckets,
-      state: details.ruleStates[i] ?? 'enabled',
-      owned: status.ownership.rules[i]?.owned ?? [],
-      orphan: status.ownership.rules[i]?.orphan ?? [],
-    })),
-    peers: details.peers.map((peer) => ({
-      id: peer.id,
-      view: peerView(peer, status.members),
-      announced: peer.state,
-      incarnation: peer.incarnation,
-      lastHeardAgoMs: Math.max(0, Math.round(now - peer.lastHeardMs)),
-      members: peer.members,
-      mismatch: peer.mismatch ?? null,
-    })),
-  };
-}
-
-/** The config as plain JSON: addresses as text, nothing derived. */
-export function configView(config: Config): unknown {
-  const c = config.cluster;
-  return {
-    cluster: {
-      name: c.name,
-      clusterIps: c.clusterIps.map((ip) => ip.text),
-      mode: c.mode,
-      interface: c.interface,
-      heartbeat: { ...c.heartbeat, group: c.heartbeat.group.text },
-      buckets: c.buckets,
-      hashSeed: c.hashSeed,
-      keyFile: c.keyFile,
-      portRules: c.portRules.map((rule) => ({
-        ...portRuleView(rule),
-        buckets: rule.buckets,
-      })),
-    },
-    host: {
-      id: config.host.id,
-      dedicatedIp: `${config.host.dedicatedIp.address.text}/${config.host.dedicatedIp.length}`,
-      initialState: config.host.initialState,
-      rules: config.host.rules,
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------------- requests
-
-const ruleList = z.union([z.literal('all'), z.array(z.number().int().min(0)).min(1).max(256)]);
-
-const ruleSpecText = z.string().min(1).max(100);
-const eventsLimit = z.number().int().min(1).max(1024);
-
-const requestSchema = z.discriminatedUnion('verb', [
-  z.object({ verb: z.literal('identity') }).strict(),
-  z.object({ verb: z.literal('query') }).strict(),
-  z.object({ verb: z.literal('params') }).strict(),
-  z.object({ verb: z.literal('display'), events: eventsLimit.optional() }).strict(),
-  z.object({ verb: z.literal('queryport'), spec: ruleSpecText }).strict(),
-  z
-    .object({
-      verb: z.literal('events'),
-      limit: eventsLimit.optional(),
-      follow: z.boolean().optional(),
-    })
-    .strict(),
-  z.object({ verb: z.literal('metrics') }).strict(),
-  z.object({ verb: z.literal('reload') }).strict(),
-  z.object({ verb: z.enum(['start', 'stop', 'drainstop', 'suspend', 'resume']) }).strict(),
-  z
-    .object({
-      verb: z.enum(['enable', 'disable', 'drain']),
-      rules: ruleList.optional(),
-      spec: ruleSpecText.optional(),
-    })
-    .strict(),
-]);
-
-export type ControlRequest = z.output<typeof requestSchema>;
-
-export const verbNames = [
-  'identity',
-  'query',
-  'params',
-  'display',
-  'queryport',
-  'events',
-  'metrics',
-  'reload',
-  'start',
-  'stop',
-  'drainstop',
-  'suspend',
-  'resume',
-  'enable',
-  'disable',
-  'drain',
-] as const;
-
-/** The verbs that change the host (the rest only read); remote ones are logged with the sender. */
-export const changingVerbNames: ReadonlySet<string> = new Set(
-  verbNames.slice(verbNames.indexOf('reload')),
-);
 
 export interface ControlContext {
   readonly target: ControlTarget;
   /** Whether the kernel holds what the host machine decided (from the driver). */
   readonly dataplaneInSync: () => boolean;
 }
-
-type VerbHandler = (request: ControlRequest, context: ControlContext) => Promise<unknown>;
 
 /** An operating refusal the handler turns into a failure response (not a crash). */
 class Unavailable extends Error {
@@ -345,7 +69,7 @@ class Unavailable extends Error {
   }
 }
 
-async function params(context: ControlContext): Promise<unknown> {
+async function params(context: ControlContext): Promise<ParamsData> {
   const target = context.target;
   let counters: DataplaneCounters | null = null;
   let countersError: string | null = null;
@@ -375,7 +99,7 @@ async function params(context: ControlContext): Promise<unknown> {
   };
 }
 
-const verbs: Record<ControlRequest['verb'], VerbHandler> = {
+export const controlHandlers: ControlHandlers<ControlContext> = {
   identity: (_request, { target }) => Promise.resolve(target.identity()),
   query: (_request, context) =>
     Promise.resolve(queryData(context.target, context.dataplaneInSync())),
@@ -395,26 +119,33 @@ const verbs: Record<ControlRequest['verb'], VerbHandler> = {
     }
     return target.reload();
   },
-  start: (request, { target }) => target.command(request as Command),
-  stop: (request, { target }) => target.command(request as Command),
-  drainstop: (request, { target }) => target.command(request as Command),
-  suspend: (request, { target }) => target.command(request as Command),
-  resume: (request, { target }) => target.command(request as Command),
+  start: (request, { target }) => target.command(request),
+  stop: (request, { target }) => target.command(request),
+  drainstop: (request, { target }) => target.command(request),
+  suspend: (request, { target }) => target.command(request),
+  resume: (request, { target }) => target.command(request),
   enable: (request, context) => ruleCommand(request, context),
   disable: (request, context) => ruleCommand(request, context),
   drain: (request, context) => ruleCommand(request, context),
 };
 
-/** A rule command's reply: the machine's, plus the rules the request named. */
-export type RuleCommandReply = CommandReply & { readonly rules: readonly number[] };
+/**
+ * Calls the handler of the request's verb. TypeScript cannot see that `controlHandlers[request.verb]`
+ * takes this very request (it widens both to every verb), hence the one cast; the table's type
+ * is what checks each handler against its verb.
+ */
+function dispatch(request: ControlRequest, context: ControlContext): Promise<unknown> {
+  const handler = controlHandlers[request.verb] as (
+    request: ControlRequest,
+    context: ControlContext,
+  ) => Promise<unknown>;
+  return handler(request, context);
+}
 
 async function ruleCommand(
-  request: ControlRequest,
+  request: RequestOf<'enable' | 'disable' | 'drain'>,
   { target }: ControlContext,
 ): Promise<RuleCommandReply> {
-  if (request.verb !== 'enable' && request.verb !== 'disable' && request.verb !== 'drain') {
-    throw new Error(`ruleCommand: '${request.verb}' is not a rule verb`);
-  }
   if ((request.spec === undefined) === (request.rules === undefined)) {
     throw new BadRequest(
       `'${request.verb}' takes either "rules" or "spec", not ${request.spec === undefined ? 'neither' : 'both'}`,
@@ -453,19 +184,11 @@ class BadRequest extends Error {
 
 // ------------------------------------------------------------------------- display, events
 
-/** Recent events `display` shows unless the request asks for another number. */
-export const displayEventsDefault = 20;
-
-export interface DisplayData {
-  readonly identity: DaemonIdentity;
-  readonly config: unknown;
-  readonly interface: InterfaceView | null;
-  readonly interfaceError: string | null;
-  readonly events: readonly JournalEntry[];
-}
-
-async function display(request: ControlRequest, { target }: ControlContext): Promise<DisplayData> {
-  const limit = request.verb === 'display' ? (request.events ?? displayEventsDefault) : 0;
+async function display(
+  request: RequestOf<'display'>,
+  { target }: ControlContext,
+): Promise<DisplayData> {
+  const limit = request.events ?? displayEventsDefault;
   let view: InterfaceView | null = null;
   let interfaceError: string | null = null;
   if (target.addresses === undefined) {
@@ -486,64 +209,22 @@ async function display(request: ControlRequest, { target }: ControlContext): Pro
   };
 }
 
-export interface EventsData {
-  readonly events: readonly JournalEntry[];
-  /** True when new events follow on this connection, one JSON line each. */
-  readonly following: boolean;
-}
-
-function recentEvents(request: ControlRequest, { target }: ControlContext): EventsData {
+function recentEvents(request: RequestOf<'events'>, { target }: ControlContext): EventsData {
   if (target.events === undefined) {
     throw new Unavailable('this nlbd keeps no event history', 'read its log instead');
   }
-  const limit = request.verb === 'events' ? request.limit : undefined;
   return {
-    events: target.events.recent(limit),
-    following: request.verb === 'events' && request.follow === true,
+    events: target.events.recent(request.limit),
+    following: request.follow === true,
   };
 }
 
 // ------------------------------------------------------------------------------- queryport
 
-export interface QueryportBucket {
-  readonly bucket: number;
-  /** The owner in the map this host works towards (every member's, once converged). */
-  readonly owner: number | null;
-  /** This host takes new flows for it now. */
-  readonly ownedHere: boolean;
-  readonly orphan: boolean;
-  /** Connections this host holds in it (conntrack), or null when unknown. */
-  readonly connections: number | null;
-}
-
-export interface QueryportRule extends PortRuleView {
-  readonly rule: number;
-  /** enabled | draining | disabled on this host */
-  readonly state: string;
-  readonly buckets: readonly QueryportBucket[];
-  /** Buckets per owner in the target map: `{ "1": 20, "2": 20, ... }`. */
-  readonly owners: Readonly<Record<string, number>>;
-  readonly ownedHere: number;
-  readonly connections: number | null;
-}
-
-export interface QueryportData {
-  readonly code: 'ok' | 'not found';
-  readonly message: string;
-  readonly spec: string;
-  readonly hostId: number;
-  readonly converged: boolean;
-  readonly rules: readonly QueryportRule[];
-  readonly connectionsError: string | null;
-}
-
 async function queryport(
-  request: ControlRequest,
+  request: RequestOf<'queryport'>,
   { target }: ControlContext,
 ): Promise<QueryportData> {
-  if (request.verb !== 'queryport') {
-    throw new Error(`queryport: '${request.verb}' is not queryport`);
-  }
   const spec = parseRuleSpec(request.spec);
   if ('error' in spec) {
     throw new BadRequest(spec.error, `name the port as ${ruleSpecExamples}`);
@@ -610,15 +291,6 @@ async function queryport(
 
 function failure(code: ControlErrorCode, message: string, hint: string): ControlResponse<never> {
   return { ok: false, error: { code, message, hint } };
-}
-
-/** Parses one request line; never throws. */
-export function parseRequestLine(line: string): unknown {
-  try {
-    return JSON.parse(line) as unknown;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -735,7 +407,7 @@ async function respond(request: unknown, context: ControlContext): Promise<Contr
     );
   }
   try {
-    return { ok: true, data: await verbs[parsed.data.verb](parsed.data, context) };
+    return { ok: true, data: await dispatch(parsed.data, context) };
   } catch (error) {
     if (error instanceof BadRequest) {
       return failure('bad-request', error.message, error.hint);

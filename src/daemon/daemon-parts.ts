@@ -16,12 +16,8 @@ import { tableNameDefault } from '../dataplane/render.js';
 import { dataplaneSpecFor } from '../dataplane/spec.js';
 import type { Clock } from './clock.js';
 import { ClusterInterface, readRunFile } from './cluster-interface.js';
-import {
-  type ControlTarget,
-  type DaemonIdentity,
-  type ReloadReply,
-  answerControl,
-} from './control.js';
+import { type DaemonIdentity, type ReloadReply } from '../control/protocol.js';
+import { type ControlTarget, answerControl } from './control.js';
 import { type ControlHandler, ControlServer } from './control-server.js';
 import { createReload } from './daemon-reload.js';
 import type { EventJournal } from './events.js';

@@ -5,7 +5,7 @@
 import { type Config, clusterDigestHex, formatConfigErrors } from '../core/config.js';
 import type { Command, CommandReply } from '../core/protocol.js';
 import { loadConfigFile } from '../node/config-file.js';
-import type { ReloadReply } from './control.js';
+import type { ReloadReply } from '../control/protocol.js';
 import { checkReload } from './control-reload.js';
 import type { EventSink } from './host-driver.js';
 import { readKeyFile } from './key-file.js';

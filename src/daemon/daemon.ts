@@ -28,13 +28,12 @@
 // NLBD_TEST_PAUSE_AT=<phase> (tests only, README "Development") makes nlbd wait before that
 // phase until a signal arrives, so a test can stop it at an exact point of its start-up.
 import path from 'node:path';
-import type { HostState } from '../core/config.js';
 import type { CommandReply } from '../core/protocol.js';
 import { cleanupStale } from '../dataplane/dataplane.js';
 import { localRunner, type Runner } from '../dataplane/exec.js';
 import { IpRoute } from '../dataplane/iproute.js';
 import { MonotonicClock } from './clock.js';
-import type { ReloadReply } from './control.js';
+import type { ReloadReply } from '../control/protocol.js';
 import { ControlSocketError } from './control-server.js';
 import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';
@@ -44,16 +43,10 @@ import { watchLink } from './link-watch.js';
 import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
 import { NetnsLockBusy, claimNetnsLock } from './netns-lock.js';
-import {
-  defaultSocketPath,
-  retainedStatePath,
-  stateDirEnv,
-  stateDirOf,
-  stateFilePath,
-} from './paths.js';
+import { defaultSocketPath, stateDirOf, stateFilePath } from './paths.js';
 import { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
 import { ResourceStack } from './resource-stack.js';
-import { type RetainedState, beginStart, writeRetainedState } from './retained-state.js';
+import { RetainedHostState } from './daemon-retained.js';
 import {
   type DaemonInputs,
   type DaemonOptions,
@@ -96,9 +89,9 @@ class Daemon {
     this.wakeStopWaiter = resolve;
   });
   private fatalError: Error | undefined;
+  private readonly retained = new RetainedHostState((record) => this.logEvent(record));
   private stopReply: CommandReply | undefined;
   private reload: (() => Promise<ReloadReply>) | undefined;
-  private retained: { readonly file: string; state: RetainedState } | undefined;
 
   constructor(private readonly options: DaemonOptions) {}
 
@@ -181,7 +174,11 @@ class Daemon {
       throw error;
     }
 
-    const { incarnation, initialState } = this.retain(clusterName, hostId);
+    const { incarnation, initialState } = this.retained.begin(
+      stateDirOf(this.options.stateDir),
+      clusterName,
+      hostId,
+    );
     const parts = buildParts({
       options: this.options,
       inputs,
@@ -201,8 +198,8 @@ class Daemon {
       onReply: (command, reply) => {
         // The suspended state is kept across restarts (NLB's "retain suspended state").
         if (reply.code !== 'ok') return;
-        if (command.verb === 'suspend') this.retainSuspended(true);
-        if (command.verb === 'resume') this.retainSuspended(false);
+        if (command.verb === 'suspend') this.retained.setSuspended(true);
+        if (command.verb === 'resume') this.retained.setSuspended(false);
       },
     });
     this.reload = parts.reload;
@@ -236,45 +233,6 @@ class Daemon {
       });
     }
     return parts;
-  }
-
-  /**
-   * Reads what this host retained, picks the new incarnation and writes both back, synced,
-   * before any heartbeat can carry the incarnation. A state directory nlbd cannot write is a
-   * refusal: without it, incarnations could repeat and a suspended host could come back.
-   */
-  private retain(
-    clusterName: string,
-    hostId: number,
-  ): { incarnation: number; initialState: HostState | undefined } {
-    const dir = stateDirOf(this.options.stateDir);
-    const file = retainedStatePath(clusterName, hostId, dir);
-    let start;
-    try {
-      start = beginStart(file, Date.now());
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      throw new StartRefused(
-        `cannot write the retained state ${file}: ${code ?? errorText(error)}`,
-        `nlbd keeps this host's incarnation and suspended state in ${dir} across restarts: make it a directory root can write (the systemd unit's StateDirectory=nlb does), or choose another with --state-dir or ${stateDirEnv}`,
-      );
-    }
-    if (start.unreadable !== undefined) {
-      this.logEvent({
-        event: 'retained state unreadable',
-        problem: start.unreadable,
-        hint: 'nlbd started as the config says and rewrote the file',
-      });
-    }
-    const state = start.state;
-    this.retained = { file, state };
-    if (state.suspended) {
-      this.logEvent({ event: 'suspended state retained', file, hint: 'resume with `nlb resume`' });
-    }
-    return {
-      incarnation: state.incarnation,
-      initialState: state.suspended ? 'suspended' : undefined,
-    };
   }
 
   /** Removes what a crashed predecessor left, and its connections. */
@@ -353,7 +311,7 @@ class Daemon {
       interface: parts.clusterInterface.setup.interface,
       clusterIps: config.cluster.clusterIps.map((ip) => ip.text),
       heartbeat: `${config.cluster.heartbeat.group.text}:${config.cluster.heartbeat.port}`,
-      retainedState: this.retained?.file ?? null,
+      retainedState: this.retained.file ?? null,
       version: parts.identity.version,
     });
     await this.stopRequested;
@@ -407,29 +365,6 @@ class Daemon {
     this.log?.event(record);
     this.journal.record(record);
   };
-
-  /**
-   * Keeps the suspended state across restarts. It runs once the machine answered `suspend` or
-   * `resume`, before the reply is sent: once `nlb suspend` answers, a restart keeps it.
-   */
-  private retainSuspended(suspended: boolean): void {
-    const retained = this.retained;
-    if (retained === undefined || retained.state.suspended === suspended) {
-      return;
-    }
-    const state = { ...retained.state, suspended };
-    try {
-      writeRetainedState(retained.file, state);
-      retained.state = state;
-    } catch (error) {
-      this.logEvent({
-        event: 'retained state not written',
-        suspended,
-        problem: errorText(error),
-        hint: `a restart will not know the host was ${suspended ? 'suspended' : 'resumed'}; check ${path.dirname(retained.file)}`,
-      });
-    }
-  }
 
   /**
    * Installed before anything changes on the host, removed last. The first SIGTERM or SIGINT

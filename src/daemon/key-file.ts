@@ -6,7 +6,7 @@
 // text file (`openssl rand -hex 32 > cluster.key`, newline included) both work, as long as
 // every host gets a copy of the same file. Hex text is deliberately not decoded: a raw key
 // that happened to look like hex would then mean something else on a host that decoded it.
-import { readSecretFile } from './secret-file.js';
+import { readSecretFile } from '../node/secret-file.js';
 
 /** HMAC-SHA256 wants at least 16 bytes of key to be worth its name (HostMachine asserts it). */
 export const keyBytesMin = 16;

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { parseEndpoint } from '../core/address.js';
 import { type ListenAddress, daemonExitCodes, runDaemon } from './daemon.js';
 import { packageVersion } from '../node/package-info.js';
-import { parseListenAddress, remoteControlPortDefault } from './remote.js';
+import { parseListenAddress, remoteControlPortDefault } from '../control/remote-target.js';
 
 const program = new Command('nlbd')
   .description(

@@ -10,20 +10,14 @@
 //                                is suspended (retained-state.ts)
 import path from 'node:path';
 import { tempPathOf } from '../node/atomic-file.js';
+// The run directory and the control socket's name are the control protocol's (nlb finds the
+// socket by them); the daemon's own files follow the same pattern.
+import { defaultSocketPath, runDirDefault } from '../control/paths.js';
 
-export const runDirDefault = '/run/nlb';
+export { defaultSocketPath, runDirDefault };
 export const stateDirDefault = '/var/lib/nlb';
 /** The environment variable that moves the state directory (labs and tests set it). */
 export const stateDirEnv = 'NLBD_STATE_DIR';
-
-/** The control socket of nlbd of host `hostId` in cluster `clusterName`, unless --socket says. */
-export function defaultSocketPath(
-  clusterName: string,
-  hostId: number,
-  runDir = runDirDefault,
-): string {
-  return path.join(runDir, `nlbd-${clusterName}-${hostId}.sock`);
-}
 
 /** The run file: the interface's original MAC, so a restart after a crash can put it back. */
 export function stateFilePath(clusterName: string, hostId: number, runDir = runDirDefault): string {

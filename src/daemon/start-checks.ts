@@ -9,7 +9,7 @@ import { CommandError, type Runner } from '../dataplane/exec.js';
 import type { IpRoute } from '../dataplane/iproute.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { readKeyFile } from './key-file.js';
-import { readTokenFile } from './remote.js';
+import { readTokenFile } from '../control/remote-target.js';
 
 export interface ListenAddress {
   readonly address: string;

@@ -8,8 +8,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { flowBucket } from '../core/flow.js';
 import { parseAddress } from '../core/address.js';
-import { controlRequest } from '../daemon/control-client.js';
-import type { QueryData } from '../daemon/control.js';
+import { controlRequest } from '../control/client.js';
+import type { QueryData } from '../control/protocol.js';
 import { defaultSocketPath } from '../daemon/paths.js';
 import {
   type LabState,

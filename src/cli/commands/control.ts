@@ -3,7 +3,7 @@
 //
 // Which daemon:
 //   local   --socket PATH, --config FILE, --lab NAME --host ID, or the nlbd of this network
-//           namespace (query.ts: resolveSocket), over the unix control socket (root only);
+//           namespace (../local-socket.ts: resolveSocket), over the unix control socket (root only);
 //   remote  --host ADDR[:PORT] --token-file PATH: nlbd's remote control listener (TCP, port
 //           2504 by default; nlbd --control-listen), every request carrying the token.
 // `--host` is a host id with --lab and an address otherwise: the two cannot be confused, a
@@ -14,28 +14,29 @@
 import type { Command } from 'commander';
 import { hostsMax } from '../../core/config.js';
 import type { ReplyCode } from '../../core/protocol.js';
-import type { ControlResponse } from '../../daemon/control.js';
+import type { ControlResponse, RequestOf, Verb, VerbData } from '../../control/protocol.js';
 import {
   type ControlEndpoint,
+  ControlBadResponse,
   ControlUnreachable,
-  controlRequest,
+  controlAsk,
   endpointText,
-} from '../../daemon/control-client.js';
+} from '../../control/client.js';
 import {
   parseListenAddress,
   readTokenFile,
   remoteControlPortDefault,
-} from '../../daemon/remote.js';
+} from '../../control/remote-target.js';
 import { NlbError, badArgument } from '../errors.js';
 import { type ExitCode, exitCodes } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { defaultSocketPath } from '../../daemon/paths.js';
+import { defaultSocketPath } from '../../control/paths.js';
 import { labClusterName } from '../../lab/host-config.js';
 import { LabError, loadLab } from '../../lab/lab.js';
 import { loadConfigFile } from '../../node/config-file.js';
 import { parseHostIdArgument } from '../arguments.js';
-import { resolveSocket } from './query.js';
+import { resolveSocket, runningHint } from '../local-socket.js';
 
 export interface ControlOptions {
   readonly socket?: string;
@@ -134,7 +135,7 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
     } else if (options.socket === undefined && options.config !== undefined) {
       socket = await invalidConfigSocket(options.config);
     }
-    // Anything else (and every error message) is query.ts's resolution.
+    // Anything else (and every error message) is local-socket.ts's resolution.
     socket ??= await resolveSocket(options);
     return { endpoint: socket, token: undefined, where: socket };
   }
@@ -186,11 +187,15 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
   return { endpoint, token: token.token, where: endpointText(endpoint) };
 }
 
-const runningHint =
-  'is nlbd running on this host? start it with `nlbd --config <file>`; ' +
-  'if it uses another socket, name it with --socket PATH (or --config FILE)';
-
 export function unreachableError(link: DaemonLink, error: ControlUnreachable): NlbError {
+  if (error instanceof ControlBadResponse) {
+    return new NlbError(
+      'failed',
+      `${link.where} answered, but not as nlbd does (${error.reason})`,
+      'is it an nlbd of the same version as this nlb? see its log, or name another with --socket PATH',
+      exitCodes.failed,
+    );
+  }
   const reason =
     error.reason === 'ENOENT'
       ? 'no such socket'
@@ -214,14 +219,17 @@ export function unreachableError(link: DaemonLink, error: ControlUnreachable): N
 }
 
 /** The request with the token added for remote control. */
-export function withToken(link: DaemonLink, request: Record<string, unknown>): unknown {
+export function withToken<Request extends object>(
+  link: DaemonLink,
+  request: Request,
+): Request & { readonly token?: string } {
   return link.token === undefined ? request : { ...request, token: link.token };
 }
 
 /** A failure response as the error `nlb` prints, with the exit code that fits its kind. */
 export function responseError(
   link: DaemonLink,
-  response: Extract<ControlResponse, { ok: false }>,
+  response: Extract<ControlResponse<unknown>, { ok: false }>,
 ): NlbError {
   const { code, message, hint } = response.error;
   switch (code) {
@@ -235,15 +243,15 @@ export function responseError(
   }
 }
 
-/** Sends one request and returns its data; every failure becomes an NlbError. */
-export async function askLink<T>(
+/** Asks one verb and returns its data, typed by the verb; every failure becomes an NlbError. */
+export async function askLink<V extends Verb>(
   link: DaemonLink,
-  request: Record<string, unknown>,
+  request: RequestOf<V>,
   timeoutMs?: number,
-): Promise<T> {
-  let response: ControlResponse;
+): Promise<VerbData[V]> {
+  let response: ControlResponse<VerbData[V]>;
   try {
-    response = await controlRequest(link.endpoint, withToken(link, request), timeoutMs);
+    response = await controlAsk<V>(link.endpoint, withToken(link, request), timeoutMs);
   } catch (error) {
     if (error instanceof ControlUnreachable) throw unreachableError(link, error);
     throw error;
@@ -251,7 +259,7 @@ export async function askLink<T>(
   if (!response.ok) {
     throw responseError(link, response);
   }
-  return response.data as T;
+  return response.data;
 }
 
 /** The exit code of a host machine reply that is not an error: ok 0, already 3. */
@@ -263,10 +271,9 @@ export function replyExitCode(code: 'ok' | 'already'): ExitCode {
  * Throws the error a reply code stands for (suspended, refused, not found); returns for ok and
  * already, which are output.
  */
-export function throwIfFailed(
-  reply: { readonly code: ReplyCode | string; readonly message: string },
-  what: string,
-): asserts reply is { code: 'ok' | 'already'; message: string } {
+export function throwIfFailed<
+  Reply extends { readonly code: ReplyCode | string; readonly message: string },
+>(reply: Reply, what: string): asserts reply is Reply & { code: 'ok' | 'already' } {
   switch (reply.code) {
     case 'ok':
     case 'already':

@@ -7,8 +7,6 @@
 //   nlb resume      leave suspended: the host is then stopped; `nlb start` takes traffic again
 // Each prints nlbd's answer; exit codes: 0 ok, 3 already in that state, 1 suspended or failed.
 import type { Command } from 'commander';
-import type { CommandReply } from '../../core/protocol.js';
-import type { QueryData } from '../../daemon/control.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
@@ -37,7 +35,7 @@ export async function stateCommand(
   options: ControlOptions,
 ): Promise<CommandOutput<StateCommandData>> {
   const link = await resolveDaemon(options);
-  const reply = await askLink<CommandReply>(link, { verb });
+  const reply = await askLink(link, { verb });
   throwIfFailed(reply, verb);
   const data: StateCommandData = { verb, code: reply.code, message: reply.message };
   return { data, human: text(`${verb}: ${reply.message}`), exitCode: replyExitCode(reply.code) };
@@ -73,7 +71,7 @@ function parseTimeoutSeconds(value: string): number {
 async function waitStopped(link: DaemonLink, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const data = await askLink<QueryData>(link, { verb: 'query' });
+    const data = await askLink(link, { verb: 'query' });
     if (data.state !== 'draining') return data.state;
     const left = deadline - Date.now();
     if (left <= 0) return 'timeout';
@@ -87,7 +85,7 @@ export async function drainstop(
   const timeoutMs =
     options.timeout === undefined ? undefined : parseTimeoutSeconds(options.timeout) * 1000;
   const link = await resolveDaemon(options);
-  const reply = await askLink<CommandReply>(link, { verb: 'drainstop' });
+  const reply = await askLink(link, { verb: 'drainstop' });
   throwIfFailed(reply, 'drainstop');
   const stoppedAlready = reply.code === 'already' && /stopped/.test(reply.message);
   if (timeoutMs === undefined || stoppedAlready) {
@@ -126,7 +124,7 @@ export async function drainstop(
       human: text(`drainstop: the existing connections ended after ${waitedMs} ms; stopped`),
     };
   }
-  const stop = await askLink<CommandReply>(link, { verb: 'stop' });
+  const stop = await askLink(link, { verb: 'stop' });
   throwIfFailed(stop, 'stop after the drain timeout');
   const message = `connections were still open after ${options.timeout} s: stopped anyway (${stop.message})`;
   return {

@@ -6,16 +6,15 @@
 //   nlb metrics    the Prometheus metrics, as an HTTP scrape (nlbd --metrics-listen) gets them
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import type { DataplaneCounters } from '../../dataplane/dataplane.js';
 import type {
-  ControlResponse,
-  DaemonIdentity,
   DisplayData,
+  EventEntry,
   EventsData,
-} from '../../daemon/control.js';
-import { ControlUnreachable, controlFollow } from '../../daemon/control-client.js';
-import type { JournalEntry } from '../../daemon/events.js';
-import type { DriverStats } from '../../daemon/host-driver.js';
+  MetricsData,
+  ParamsData,
+  RequestOf,
+} from '../../control/protocol.js';
+import { ControlUnreachable, controlFollow } from '../../control/client.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
@@ -32,50 +31,6 @@ import {
 } from './control.js';
 
 // ---------------------------------------------------------------------------------- params
-
-interface ConfigViewShape {
-  readonly cluster: {
-    readonly name: string;
-    readonly clusterIps: readonly string[];
-    readonly mode: string;
-    readonly interface: string;
-    readonly heartbeat: { periodMs: number; tolerance: number; port: number; group: string };
-    readonly hashSeed: number;
-    readonly portRules: readonly {
-      vip: string;
-      ports: string;
-      protocol: string;
-      mode: string;
-      affinity: string;
-      buckets: number;
-    }[];
-  };
-  readonly host: {
-    readonly id: number;
-    readonly dedicatedIp: string;
-    readonly initialState: string;
-    readonly rules: readonly { loadWeight: number; handlingPriority: number }[];
-  };
-}
-
-export interface ParamsData {
-  readonly identity: DaemonIdentity;
-  readonly config: ConfigViewShape;
-  readonly counters: DataplaneCounters | null;
-  readonly countersError: string | null;
-  readonly protocol: {
-    readonly keptOut: string | null;
-    readonly ruleStates: readonly string[];
-    readonly counters: {
-      heartbeatsSent: number;
-      heartbeatsReceived: number;
-      convergences: number;
-      lastConvergenceMs: number;
-    };
-    readonly heartbeatsRejected: Readonly<Record<string, number>>;
-  };
-  readonly driver: DriverStats;
-}
 
 function ms(value: number | null): string {
   return value === null ? '-' : `${value} ms`;
@@ -175,7 +130,7 @@ export function renderParams(data: ParamsData): CommandOutput<ParamsData> {
 
 export async function params(options: ControlOptions): Promise<CommandOutput<ParamsData>> {
   const link = await resolveDaemon(options);
-  return renderParams(await askLink<ParamsData>(link, { verb: 'params' }));
+  return renderParams(await askLink(link, { verb: 'params' }));
 }
 
 // --------------------------------------------------------------------------------- events
@@ -183,22 +138,22 @@ export async function params(options: ControlOptions): Promise<CommandOutput<Par
 const hiddenFields = new Set(['seq', 'time', 'event', 'atMs']);
 
 /** The fields of an event after its name, `key=value`, values as compact JSON. */
-export function eventDetails(entry: JournalEntry): string {
+export function eventDetails(entry: EventEntry): string {
   return Object.entries(entry)
     .filter(([key]) => !hiddenFields.has(key))
     .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
     .join(' ');
 }
 
-export function eventLine(entry: JournalEntry): string {
+export function eventLine(entry: EventEntry): string {
   const details = eventDetails(entry);
   return `${entry.time}  ${entry.event}${details === '' ? '' : `  ${details}`}`;
 }
 
-function eventsTable(entries: readonly JournalEntry[]): string {
+function eventsTable(entries: readonly EventEntry[]): string {
   if (entries.length === 0) return 'no events yet\n';
   return renderHuman(
-    table<JournalEntry>(
+    table<EventEntry>(
       [
         { header: 'time', cell: (e) => e.time },
         { header: 'event', cell: (e) => e.event },
@@ -225,14 +180,17 @@ export async function events(
 ): Promise<CommandOutput<EventsData>> {
   const limit = parseLimit(options.limit);
   const link = await resolveDaemon(options);
-  const request = { verb: 'events', ...(limit === undefined ? {} : { limit }) };
+  const request: RequestOf<'events'> = {
+    verb: 'events',
+    ...(limit === undefined ? {} : { limit }),
+  };
   if (options.follow !== true) {
-    const data = await askLink<EventsData>(link, request);
+    const data = await askLink(link, request);
     return { data, human: text(eventsTable(data.events)) };
   }
   // --follow: one line per event on stdout as it comes (JSON lines under --json), the recent
   // ones first. Ctrl-C ends it: the output is complete, so nlb exits 0 once stdout is flushed.
-  const print = (entry: JournalEntry): void => {
+  const print = (entry: EventEntry): void => {
     ctx.io.stdout.write(json ? `${JSON.stringify(entry)}\n` : `${eventLine(entry)}\n`);
   };
   const abort = new AbortController();
@@ -246,15 +204,15 @@ export async function events(
       link.endpoint,
       withToken(link, { ...request, follow: true }),
       {
-        onResponse: (response: ControlResponse) => {
+        onResponse: (response) => {
           if (!response.ok) {
             failure = responseError(link, response);
             return false;
           }
-          for (const entry of (response.data as EventsData).events) print(entry);
+          for (const entry of response.data.events) print(entry);
           return true;
         },
-        onLine: (value) => print(value as JournalEntry),
+        onLine: (entry) => print(entry),
       },
       abort.signal,
     );
@@ -315,7 +273,7 @@ export async function display(
   const limit = parseLimit(options.events);
   const link = await resolveDaemon(options);
   return renderDisplay(
-    await askLink<DisplayData>(link, {
+    await askLink(link, {
       verb: 'display',
       ...(limit === undefined ? {} : { events: limit }),
     }),
@@ -324,14 +282,9 @@ export async function display(
 
 // -------------------------------------------------------------------------------- metrics
 
-export interface MetricsData {
-  readonly contentType: string;
-  readonly text: string;
-}
-
 export async function metrics(options: ControlOptions): Promise<CommandOutput<MetricsData>> {
   const link = await resolveDaemon(options);
-  const data = await askLink<MetricsData>(link, { verb: 'metrics' });
+  const data = await askLink(link, { verb: 'metrics' });
   return { data, human: text(data.text) };
 }
 

@@ -4,10 +4,10 @@
 // enable: take new flows again; disable: drop the rule's traffic, its existing connections
 // too; drain: no new flows on this host, existing connections go on. The spec is checked here
 // (bad syntax: exit 2) and resolved to rules by nlbd against the config it runs
-// (src/daemon/control-rules.ts); no rule for it: exit 4.
+// (src/control/rule-spec.ts); no rule for it: exit 4.
 import type { Command } from 'commander';
-import type { QueryportData, QueryportRule, RuleCommandReply } from '../../daemon/control.js';
-import { parseRuleSpec, ruleSpecExamples } from '../../daemon/control-rules.js';
+import type { QueryportData, QueryportRule } from '../../control/protocol.js';
+import { parseRuleSpec, ruleSpecExamples } from '../../control/rule-spec.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
@@ -48,7 +48,7 @@ export async function ruleCommand(
 ): Promise<CommandOutput<RuleCommandData>> {
   const spec = checkSpec('<vip:port>', specText);
   const link = await resolveDaemon(options);
-  const reply = await askLink<RuleCommandReply>(link, { verb, spec });
+  const reply = await askLink(link, { verb, spec });
   throwIfFailed(reply, `${verb} ${spec}`);
   const data: RuleCommandData = {
     verb,
@@ -160,7 +160,7 @@ export async function queryport(
 ): Promise<CommandOutput<QueryportData>> {
   const spec = checkSpec('<vip:port>', specText);
   const link = await resolveDaemon(options);
-  const data = await askLink<QueryportData>(link, { verb: 'queryport', spec });
+  const data = await askLink(link, { verb: 'queryport', spec });
   if (data.code === 'not found') {
     throw new NlbError(
       'port-in-no-rule',

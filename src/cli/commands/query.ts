@@ -1,182 +1,11 @@
 // `nlb query`: this host's view of the cluster, from its nlbd over the control socket
-// (src/daemon/control.ts): state, members, default host, convergence, the buckets it owns per
-// port rule, and its peers as it sees them.
-//
-// Which daemon: --socket PATH; or --config FILE (the path nlbd derives from that config); or
-// --lab NAME --host ID (a lab host's config); or, with none of these, the one nlbd socket in
-// /run/nlb, and when there are several (a lab: its hosts share /run), the one whose daemon
-// lives in this network namespace. So `nlb lab exec h1 -- nlb query` asks h1's nlbd.
-import { readdirSync, readlinkSync } from 'node:fs';
-import path from 'node:path';
+// (src/control/protocol.ts): state, members, default host, convergence, the buckets it owns per
+// port rule, and its peers as it sees them. Which daemon: see ../local-socket.ts and control.ts.
 import type { Command } from 'commander';
-import type { DaemonIdentity, QueryData, QueryPeer, QueryRule } from '../../daemon/control.js';
-import { ControlUnreachable, controlRequest } from '../../daemon/control-client.js';
-import { defaultSocketPath, runDirDefault } from '../../daemon/control-server.js';
-import { LabError, loadLab } from '../../lab/lab.js';
-import { loadConfigFile } from '../../node/config-file.js';
-import { parseHostIdArgument } from '../arguments.js';
-import { NlbError, badArgument } from '../errors.js';
-import { exitCodes } from '../exit-codes.js';
+import type { QueryData, QueryPeer, QueryRule } from '../../control/protocol.js';
 import type { CliContext } from '../program.js';
 import { type CommandOutput, fields, renderHuman, table } from '../render.js';
 import { type ControlOptions, addDaemonOptions, askLink, resolveDaemon } from './control.js';
-
-export interface SocketOptions {
-  readonly socket?: string;
-  readonly config?: string;
-  readonly lab?: string;
-  readonly host?: string;
-}
-
-const runningHint =
-  'is nlbd running on this host? start it with `nlbd --config <file>`; ' +
-  'if it uses another socket, name it with --socket PATH (or --config FILE)';
-
-function unreachable(error: ControlUnreachable): NlbError {
-  const reason =
-    error.reason === 'ENOENT'
-      ? 'no such socket'
-      : error.reason === 'ECONNREFUSED'
-        ? 'nobody listens: a stale socket'
-        : error.reason === 'EACCES'
-          ? 'permission denied: the control socket is root only'
-          : error.reason;
-  return new NlbError(
-    'failed',
-    `no nlbd answers on ${error.socketPath} (${reason})`,
-    error.reason === 'EACCES' ? 'run nlb as root (sudo nlb query)' : runningHint,
-    exitCodes.failed,
-  );
-}
-
-/** Sends one request to nlbd and returns its data; every failure becomes an NlbError. */
-export async function askDaemon<T>(socketPath: string, request: unknown): Promise<T> {
-  let response;
-  try {
-    response = await controlRequest(socketPath, request);
-  } catch (error) {
-    if (error instanceof ControlUnreachable) throw unreachable(error);
-    throw error;
-  }
-  if (!response.ok) {
-    throw new NlbError(
-      'failed',
-      `nlbd: ${response.error.message}`,
-      response.error.hint,
-      exitCodes.failed,
-    );
-  }
-  return response.data as T;
-}
-
-async function socketOfConfig(file: string, flag: string): Promise<string> {
-  const loaded = await loadConfigFile(file);
-  if (!loaded.ok) {
-    throw new NlbError(
-      'bad-config',
-      loaded.message,
-      `${flag} must name a valid host config`,
-      exitCodes.usage,
-    );
-  }
-  return defaultSocketPath(loaded.config.cluster.name, loaded.config.host.id);
-}
-
-function ownNetns(): string | undefined {
-  try {
-    return readlinkSync('/proc/self/ns/net');
-  } catch {
-    return undefined;
-  }
-}
-
-/** The control socket these options name (see the header comment for the order). */
-export async function resolveSocket(options: SocketOptions): Promise<string> {
-  if (options.socket !== undefined) {
-    return options.socket;
-  }
-  if (options.lab !== undefined || options.host !== undefined) {
-    if (options.lab === undefined || options.host === undefined) {
-      const given = options.lab === undefined ? '--host' : '--lab';
-      const missing = options.lab === undefined ? '--lab' : '--host';
-      throw badArgument(given, `needs ${missing} too`, 'give both, e.g. --lab demo --host 2');
-    }
-    const hostId = parseHostIdArgument('--host', options.host);
-    let configPath: string | undefined;
-    try {
-      configPath = loadLab(options.lab).hosts.find((h) => h.id === hostId)?.config;
-    } catch (error) {
-      if (error instanceof LabError) {
-        throw new NlbError('bad-argument', error.message, error.hint ?? '', exitCodes.usage);
-      }
-      throw error;
-    }
-    if (configPath === undefined) {
-      throw badArgument(
-        '--host',
-        `lab '${options.lab}' has no host ${hostId}`,
-        'see `nlb lab status`',
-      );
-    }
-    return socketOfConfig(configPath, '--lab/--host');
-  }
-  if (options.config !== undefined) {
-    return socketOfConfig(options.config, '--config');
-  }
-  let sockets: string[];
-  try {
-    sockets = readdirSync(runDirDefault)
-      .filter((name) => /^nlbd-.+\.sock$/.test(name))
-      .sort()
-      .map((name) => path.join(runDirDefault, name));
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    sockets = [];
-    if (code === 'EACCES') {
-      throw new NlbError(
-        'failed',
-        `cannot list ${runDirDefault}: permission denied`,
-        'run nlb as root (sudo nlb query)',
-        exitCodes.failed,
-      );
-    }
-  }
-  if (sockets.length === 0) {
-    throw new NlbError(
-      'failed',
-      `no nlbd control socket in ${runDirDefault}`,
-      runningHint,
-      exitCodes.failed,
-    );
-  }
-  if (sockets.length === 1) {
-    return sockets[0]!;
-  }
-  // Several daemons share /run (a lab): take the one in this network namespace.
-  const netns = ownNetns();
-  const here: string[] = [];
-  await Promise.all(
-    sockets.map(async (socket) => {
-      const answer = await controlRequest(socket, { verb: 'identity' }, 1_000).catch(
-        () => undefined,
-      );
-      if (answer?.ok === true && (answer.data as DaemonIdentity).netns === netns) {
-        here.push(socket);
-      }
-    }),
-  );
-  if (here.length === 1) {
-    return here[0]!;
-  }
-  throw new NlbError(
-    'bad-usage',
-    here.length === 0
-      ? `${sockets.length} nlbd sockets in ${runDirDefault}, none of a daemon in this network namespace: ${sockets.join(', ')}`
-      : `${here.length} nlbd answer in this network namespace: ${here.join(', ')}`,
-    'say which with --socket PATH, --config FILE, or --lab NAME --host ID',
-    exitCodes.usage,
-  );
-}
 
 /** `0-19, 40-49` for a sorted bucket list. */
 export function bucketRanges(buckets: readonly number[]): string {
@@ -257,7 +86,7 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
 export async function query(options: ControlOptions): Promise<CommandOutput<QueryOutputData>> {
   // Local or remote (--host ADDR --token-file FILE): see control.ts.
   const link = await resolveDaemon(options);
-  const data = await askLink<QueryData>(link, { verb: 'query' });
+  const data = await askLink(link, { verb: 'query' });
   return renderQuery({ ...data, socket: link.where });
 }
 

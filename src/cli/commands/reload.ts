@@ -4,7 +4,7 @@
 // (cluster IPs, interface, mode, key...), is rejected with every reason, and the running
 // config stays. Exit codes: 0 reloaded, 3 nothing changed, 2 rejected, 1 suspended or failed.
 import type { Command } from 'commander';
-import type { ReloadReply } from '../../daemon/control.js';
+import type { ReloadReply } from '../../control/protocol.js';
 import { NlbError } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
@@ -20,7 +20,7 @@ import {
 
 export async function reload(options: ControlOptions): Promise<CommandOutput<ReloadReply>> {
   const link = await resolveDaemon(options);
-  const reply = await askLink<ReloadReply>(link, { verb: 'reload' });
+  const reply = await askLink(link, { verb: 'reload' });
   if (reply.code === 'invalid') {
     throw new NlbError(
       'bad-config',

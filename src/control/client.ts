@@ -1,10 +1,19 @@
-// The client side of the control socket (used by `nlb` and the tests): send one request line,
+// The client side of the control protocol (protocol.ts; used by `nlb` and the tests): send one request line,
 // read one response line; or, for `events --follow`, keep reading lines until either side
 // closes. The daemon is a unix socket path, or a TCP address of its remote control listener.
 // Failures to reach a daemon are a `ControlUnreachable` with the errno, so the CLI can say "is
 // nlbd running?" instead of printing ECONNREFUSED.
 import net from 'node:net';
-import type { ControlResponse } from './control.js';
+import {
+  type ControlResponse,
+  type EventEntry,
+  type EventsData,
+  type RequestOf,
+  type Verb,
+  type VerbData,
+  failureSchema,
+  successSchema,
+} from './protocol.js';
 
 /** A unix socket path, or the address of nlbd's remote control listener. */
 export type ControlEndpoint = string | { readonly host: string; readonly port: number };
@@ -35,6 +44,18 @@ export class ControlUnreachable extends Error {
   ) {
     super(`no nlbd answers on ${socketPath} (${reason})`);
     this.name = 'ControlUnreachable';
+  }
+}
+
+/**
+ * Something answered, but not with a control response (`reason` says what is wrong with it): an
+ * nlbd of another version, or another program on the socket. A kind of ControlUnreachable, so
+ * that every caller which handles an unreachable daemon handles this too.
+ */
+export class ControlBadResponse extends ControlUnreachable {
+  constructor(socketPath: string, reason: string) {
+    super(socketPath, reason);
+    this.name = 'ControlBadResponse';
   }
 }
 
@@ -71,6 +92,37 @@ function sendRequest(
   return socket;
 }
 
+/**
+ * Why a parsed line is not a control response (`{ok: true, data}` or `{ok: false, error}`), or
+ * undefined when it is one: a daemon of another version, or something else on the socket, is
+ * then reported as such instead of crashing the caller that reads `response.error.message`.
+ */
+function responseProblem(value: unknown): string | undefined {
+  const ok: unknown =
+    value !== null && typeof value === 'object' ? (value as { ok?: unknown }).ok : undefined;
+  if (ok !== true && ok !== false) {
+    return 'answer is not a control response (no "ok": true or false)';
+  }
+  const parsed = (ok ? successSchema : failureSchema).safeParse(value);
+  if (parsed.success) return undefined;
+  const issue = parsed.error.issues[0];
+  const where = issue === undefined || issue.path.length === 0 ? '' : ` at ${issue.path.join('.')}`;
+  return `answer is not a control response${where}: ${issue?.message ?? 'invalid'}`;
+}
+
+/**
+ * Asks one verb and returns its response, typed by the verb: the daemon answers it with the
+ * handler that the same table (VerbData, through ControlHandlers) types, so the data of a
+ * success is this verb's data. The envelope itself is checked (controlRequest).
+ */
+export async function controlAsk<V extends Verb>(
+  endpoint: ControlEndpoint,
+  request: RequestOf<V> & { readonly token?: string },
+  timeoutMs = controlTimeoutMsDefault,
+): Promise<ControlResponse<VerbData[V]>> {
+  return (await controlRequest(endpoint, request, timeoutMs)) as ControlResponse<VerbData[V]>;
+}
+
 export function controlRequest(
   endpoint: ControlEndpoint,
   request: unknown,
@@ -83,11 +135,16 @@ export function controlRequest(
       request,
       () => finish(new ControlUnreachable(socketPath, 'answer too large')),
       (line) => {
+        let value: unknown;
         try {
-          finish(undefined, JSON.parse(line) as ControlResponse);
+          value = JSON.parse(line) as unknown;
         } catch {
           finish(new ControlUnreachable(socketPath, 'answer is not JSON'));
+          return false;
         }
+        const problem = responseProblem(value);
+        if (problem === undefined) finish(undefined, value as ControlResponse);
+        else finish(new ControlBadResponse(socketPath, problem));
         return false;
       },
     );
@@ -113,9 +170,9 @@ export function controlRequest(
 
 export interface FollowHandlers {
   /** The response line; return false to close at once (e.g. it was an error). */
-  onResponse(response: ControlResponse): boolean;
-  /** Each line that follows. */
-  onLine(value: unknown): void;
+  onResponse(response: ControlResponse<EventsData>): boolean;
+  /** Each line that follows: one event. */
+  onLine(value: EventEntry): void;
 }
 
 /**
@@ -125,7 +182,7 @@ export interface FollowHandlers {
  */
 export function controlFollow(
   endpoint: ControlEndpoint,
-  request: unknown,
+  request: RequestOf<'events'> & { readonly token?: string },
   handlers: FollowHandlers,
   signal?: AbortSignal,
   timeoutMs = controlTimeoutMsDefault,
@@ -147,12 +204,18 @@ export function controlFollow(
         if (!answered) {
           answered = true;
           clearTimeout(timer);
-          if (!handlers.onResponse(value as ControlResponse)) {
+          const problem = responseProblem(value);
+          if (problem !== undefined) {
+            finish(new ControlBadResponse(where, problem));
+            return false;
+          }
+          if (!handlers.onResponse(value as ControlResponse<EventsData>)) {
             finish(undefined);
             return false;
           }
         } else {
-          handlers.onLine(value);
+          // The lines after the answer are the journal's entries (the daemon's followJournal).
+          handlers.onLine(value as EventEntry);
         }
         return true;
       },
