@@ -200,6 +200,28 @@ function ruleDigestOf(rule: PortRule): number {
   return createHash('sha256').update(JSON.stringify(identity)).digest().readUInt32BE(0);
 }
 
+/** What `HostMachine.details()` returns: extra facts for `nlb query`, `params` and metrics. */
+export interface HostDetails {
+  keptOut: string | undefined;
+  ruleStates: readonly RuleState[];
+  peers: {
+    id: number;
+    incarnation: number;
+    state: AnnouncedState;
+    heard: boolean;
+    lastHeardMs: number;
+    mismatch: string | undefined;
+    members: readonly number[];
+  }[];
+  counters: {
+    heartbeatsSent: number;
+    heartbeatsReceived: number;
+    convergences: number;
+    lastConvergenceMs: number;
+  };
+  heartbeatsRejected: Record<string, number>;
+}
+
 export class HostMachine {
   private config: Config;
   private readonly key: Uint8Array;
@@ -516,26 +538,7 @@ export class HostMachine {
   }
 
   /** Extra facts for `nlb query`, `params` and metrics. */
-  details(): {
-    keptOut: string | undefined;
-    ruleStates: readonly RuleState[];
-    peers: {
-      id: number;
-      incarnation: number;
-      state: AnnouncedState;
-      heard: boolean;
-      lastHeardMs: number;
-      mismatch: string | undefined;
-      members: readonly number[];
-    }[];
-    counters: {
-      heartbeatsSent: number;
-      heartbeatsReceived: number;
-      convergences: number;
-      lastConvergenceMs: number;
-    };
-    heartbeatsRejected: Record<string, number>;
-  } {
+  details(): HostDetails {
     return {
       keptOut: this.keptOut,
       ruleStates: [...this.ruleStates],

@@ -17,7 +17,7 @@
 // reaches this handler.
 import { z } from 'zod';
 import type { Config, PortRule } from '../core/config.js';
-import type { HostMachine } from '../core/host.js';
+import type { HostDetails } from '../core/host.js';
 import type { Command, CommandReply, HostStatus, ReportedState } from '../core/protocol.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { DataplaneCounters } from '../dataplane/dataplane.js';
@@ -69,7 +69,7 @@ export interface ControlTarget {
   identity(): DaemonIdentity;
   nowMs(): number;
   status(): HostStatus;
-  details(): ReturnType<HostMachine['details']>;
+  details(): HostDetails;
   command(command: Command): Promise<CommandReply>;
   counters(): Promise<DataplaneCounters>;
   driverStats(): DriverStats;
@@ -191,10 +191,7 @@ function portRuleView(rule: PortRule): PortRuleView {
   };
 }
 
-function peerView(
-  peer: ReturnType<HostMachine['details']>['peers'][number],
-  members: readonly number[],
-): PeerView {
+function peerView(peer: HostDetails['peers'][number], members: readonly number[]): PeerView {
   const takingPart = peer.state === 'started' || peer.state === 'draining';
   if (!peer.heard) {
     return takingPart ? 'dead' : 'gone';

@@ -36,7 +36,7 @@
 // blocked`, then `heartbeats flowing`).
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
-import type { HostMachine } from '../core/host.js';
+import type { HostDetails, HostMachine } from '../core/host.js';
 import type {
   Command,
   CommandReply,
@@ -402,7 +402,7 @@ export class HostDriver {
     return this.machine.status();
   }
 
-  details(): ReturnType<HostMachine['details']> {
+  details(): HostDetails {
     return this.machine.details();
   }
 
