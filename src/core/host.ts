@@ -325,6 +325,8 @@ export class HostMachine {
   private events: ProtocolEvent[] = [];
   private send: Uint8Array[] = [];
   private flush: { rule: number; buckets: number[] }[] = [];
+  /** Whether this step rejoined (see `Ready.rejoined`). */
+  private rejoined = false;
   private replyNeeded = false;
 
   constructor(options: HostMachineOptions) {
@@ -394,6 +396,7 @@ export class HostMachine {
     this.pendingEvents = [];
     this.send = [];
     this.flush = [];
+    this.rejoined = false;
     const now = input.nowMs;
     this.resumeIfPaused(now);
     this.lastNowMs = now;
@@ -412,6 +415,7 @@ export class HostMachine {
           return {
             ownership: undefined,
             flush: [],
+            rejoined: false,
             send: [],
             events: this.events,
             wakeAtMs: Math.max(this.lastWakeAtMs, now),
@@ -442,6 +446,9 @@ export class HostMachine {
     return {
       ownership: changed,
       flush: this.flush,
+      // With no port rules a rejoin flushes nothing, and the driver has always left the
+      // sockets alone then too: the flag keeps that.
+      rejoined: this.rejoined && this.flush.length > 0,
       send: this.send,
       events: this.events,
       wakeAtMs: this.lastWakeAtMs,
@@ -500,6 +507,7 @@ export class HostMachine {
    */
   private rejoin(now: number, why: Record<string, unknown>): void {
     this.rejoinFlushedAtMs = now;
+    this.rejoined = true;
     this.emit(now, 'rejoining: dropping connections', { host: this.hostId, ...why });
     this.config.cluster.portRules.forEach((rule, r) => {
       this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
