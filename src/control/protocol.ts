@@ -20,7 +20,7 @@
 // handlers.
 import { z } from 'zod';
 import type { PortRule } from '../core/config.js';
-import type { HostMachine } from '../core/host.js';
+import type { HostDetails } from '../core/host.js';
 import type { CommandReply, ReportedState } from '../core/protocol.js';
 
 /** A request line larger than this is not a control request. */
@@ -219,7 +219,7 @@ export interface TransportView {
   readonly oversize: number;
 }
 
-type HostDetailsData = ReturnType<HostMachine['details']>;
+type HostDetailsData = HostDetails;
 type HostPeerData = HostDetailsData['peers'][number];
 
 /** The host machine's details, with absent values as null and peer times as ages. */

@@ -200,6 +200,28 @@ function ruleDigestOf(rule: PortRule): number {
   return createHash('sha256').update(JSON.stringify(identity)).digest().readUInt32BE(0);
 }
 
+/** What `HostMachine.details()` returns: extra facts for `nlb query`, `params` and metrics. */
+export interface HostDetails {
+  keptOut: string | undefined;
+  ruleStates: readonly RuleState[];
+  peers: {
+    id: number;
+    incarnation: number;
+    state: AnnouncedState;
+    heard: boolean;
+    lastHeardMs: number;
+    mismatch: string | undefined;
+    members: readonly number[];
+  }[];
+  counters: {
+    heartbeatsSent: number;
+    heartbeatsReceived: number;
+    convergences: number;
+    lastConvergenceMs: number;
+  };
+  heartbeatsRejected: Record<string, number>;
+}
+
 export class HostMachine {
   private config: Config;
   private readonly key: Uint8Array;
@@ -303,6 +325,8 @@ export class HostMachine {
   private events: ProtocolEvent[] = [];
   private send: Uint8Array[] = [];
   private flush: { rule: number; buckets: number[] }[] = [];
+  /** Whether this step rejoined (see `Ready.rejoined`). */
+  private rejoined = false;
   private replyNeeded = false;
 
   constructor(options: HostMachineOptions) {
@@ -372,6 +396,7 @@ export class HostMachine {
     this.pendingEvents = [];
     this.send = [];
     this.flush = [];
+    this.rejoined = false;
     const now = input.nowMs;
     this.resumeIfPaused(now);
     this.lastNowMs = now;
@@ -390,6 +415,7 @@ export class HostMachine {
           return {
             ownership: undefined,
             flush: [],
+            rejoined: false,
             send: [],
             events: this.events,
             wakeAtMs: Math.max(this.lastWakeAtMs, now),
@@ -420,6 +446,9 @@ export class HostMachine {
     return {
       ownership: changed,
       flush: this.flush,
+      // With no port rules a rejoin flushes nothing, and the driver has always left the
+      // sockets alone then too: the flag keeps that.
+      rejoined: this.rejoined && this.flush.length > 0,
       send: this.send,
       events: this.events,
       wakeAtMs: this.lastWakeAtMs,
@@ -478,6 +507,7 @@ export class HostMachine {
    */
   private rejoin(now: number, why: Record<string, unknown>): void {
     this.rejoinFlushedAtMs = now;
+    this.rejoined = true;
     this.emit(now, 'rejoining: dropping connections', { host: this.hostId, ...why });
     this.config.cluster.portRules.forEach((rule, r) => {
       this.flush.push({ rule: r, buckets: Array.from({ length: rule.buckets }, (_, b) => b) });
@@ -516,26 +546,7 @@ export class HostMachine {
   }
 
   /** Extra facts for `nlb query`, `params` and metrics. */
-  details(): {
-    keptOut: string | undefined;
-    ruleStates: readonly RuleState[];
-    peers: {
-      id: number;
-      incarnation: number;
-      state: AnnouncedState;
-      heard: boolean;
-      lastHeardMs: number;
-      mismatch: string | undefined;
-      members: readonly number[];
-    }[];
-    counters: {
-      heartbeatsSent: number;
-      heartbeatsReceived: number;
-      convergences: number;
-      lastConvergenceMs: number;
-    };
-    heartbeatsRejected: Record<string, number>;
-  } {
+  details(): HostDetails {
     return {
       keptOut: this.keptOut,
       ruleStates: [...this.ruleStates],

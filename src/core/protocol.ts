@@ -88,6 +88,13 @@ export interface Ready {
    * (it came back after its peers declared it dead, or a rule was disabled). Empty usually.
    */
   readonly flush: readonly { readonly rule: number; readonly buckets: readonly number[] }[];
+  /**
+   * The host rejoined after its peers declared it dead: `flush` covers every bucket and the
+   * driver must also drop the host's sockets to the cluster IPs. A flush for a disabled rule
+   * alone must not touch the default host's connections on uncovered ports, so the driver
+   * cannot tell the two apart from `flush` itself.
+   */
+  readonly rejoined: boolean;
   readonly send: readonly Uint8Array[];
   readonly events: readonly ProtocolEvent[];
   /** Call step with a tick no later than this (virtual or wall-clock ms). */

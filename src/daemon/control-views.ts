@@ -2,7 +2,7 @@
 // config as plain JSON (addresses as text), which `queryport`, `params`, `display`, `reload`
 // and the metrics reuse. Pure functions of what the host machine reports.
 import type { Config, PortRule } from '../core/config.js';
-import type { HostMachine } from '../core/host.js';
+import type { HostDetails } from '../core/host.js';
 import type { HostStatus } from '../core/protocol.js';
 import type { ConfigView, PeerView, PortRuleView, QueryData } from '../control/protocol.js';
 
@@ -11,7 +11,7 @@ export interface HostView {
   readonly config: Config;
   nowMs(): number;
   status(): HostStatus;
-  details(): ReturnType<HostMachine['details']>;
+  details(): HostDetails;
 }
 
 export function portsText(rule: PortRule): string {
@@ -32,10 +32,7 @@ export function portRuleView(rule: PortRule): PortRuleView {
   };
 }
 
-function peerView(
-  peer: ReturnType<HostMachine['details']>['peers'][number],
-  members: readonly number[],
-): PeerView {
+function peerView(peer: HostDetails['peers'][number], members: readonly number[]): PeerView {
   const takingPart = peer.state === 'started' || peer.state === 'draining';
   if (!peer.heard) {
     return takingPart ? 'dead' : 'gone';

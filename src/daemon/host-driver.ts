@@ -36,7 +36,7 @@
 // blocked`, then `heartbeats flowing`).
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
-import type { HostMachine } from '../core/host.js';
+import type { HostDetails, HostMachine } from '../core/host.js';
 import type {
   Command,
   CommandReply,
@@ -402,7 +402,7 @@ export class HostDriver {
     return this.machine.status();
   }
 
-  details(): ReturnType<HostMachine['details']> {
+  details(): HostDetails {
     return this.machine.details();
   }
 
@@ -574,7 +574,7 @@ export class HostDriver {
   private async carryOut(ready: Ready): Promise<void> {
     const decidedAtMs = this.clock.nowMs();
 
-    if (isRejoin(ready)) {
+    if (ready.rejoined) {
       // A rejoin after a partition: the peers reset these clients meanwhile, so every
       // connection to the cluster IPs goes, sockets included, not only the marked entries.
       try {
@@ -878,18 +878,6 @@ export class HostDriver {
       this.drainPolling = false;
     }
   }
-}
-
-/**
- * The core flushes every bucket of every rule in two cases: a rejoin after a partition, and
- * disabling the only rule; only the first owes the peers the sockets too (a disabled rule's
- * flush must not touch the default host's connections on uncovered ports). The core says which
- * with the event it raises in the same step.
- */
-export const rejoinEvent = 'rejoining: dropping connections';
-
-function isRejoin(ready: Ready): boolean {
-  return ready.flush.length > 0 && ready.events.some((e) => e.event === rejoinEvent);
 }
 
 /** A protocol event as a log record: the name first, `by` dropped (the logger names the host). */

@@ -160,6 +160,7 @@ export class FakeHost {
     return {
       ownership: this.ownership === before ? undefined : this.ownership,
       flush: [],
+      rejoined: false,
       send,
       events,
       wakeAtMs: Math.max(wakeAtMs, this.nowMs + 0.001),
