@@ -85,7 +85,7 @@ export default tseslint.config(
   //   core       <- everything; imports nothing outside core
   //   sim        <- core only (and pure, like core: it must replay a seed exactly)
   //   dataplane  <- core only
-  //   control    <- core only (the wire protocol shared by the CLI and the daemon)
+  //   control    <- core and node (the wire protocol shared by the CLI and the daemon)
   //   daemon     <- not cli, lab, sim or demo
   //   cli        <- not daemon or dataplane internals (it talks to nlbd through control/)
   {
@@ -100,7 +100,7 @@ export default tseslint.config(
   layer('src/core/**/*.ts', [], { pure: true }),
   layer('src/sim/**/*.ts', ['core'], { pure: true }),
   layer('src/dataplane/**/*.ts', ['core']),
-  layer('src/control/**/*.ts', ['core']),
+  layer('src/control/**/*.ts', ['core', 'node']),
   layer('src/daemon/**/*.ts', ['core', 'control', 'dataplane', 'node']),
   layer('src/cli/**/*.ts', ['core', 'control', 'node', 'lab', 'sim', 'demo', 'cli']),
 );

@@ -281,6 +281,7 @@ class Simulation {
     this.dirty = true;
   }
 
+  // eslint-disable-next-line max-lines-per-function -- the Ready carry-out, to become the one core carry-out function of issue 10 item 1 (not done yet)
   private step(node: Node, input: Input): Ready | undefined {
     if (node.lastStepMs === this.nowMs) {
       node.stepsThisInstant += 1;
