@@ -8,17 +8,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import * as demo from '../src/cli/commands/demo.js';
-import * as hostState from '../src/cli/commands/host-state.js';
-import * as inspect from '../src/cli/commands/inspect.js';
-import * as ip2mac from '../src/cli/commands/ip2mac.js';
-import * as lab from '../src/cli/commands/lab.js';
-import * as map from '../src/cli/commands/map.js';
-import * as portRules from '../src/cli/commands/port-rules.js';
-import * as query from '../src/cli/commands/query.js';
-import * as reload from '../src/cli/commands/reload.js';
-import * as simulate from '../src/cli/commands/simulate.js';
-import { type CliCommand, runCli } from '../src/cli/program.js';
+import { commands } from '../src/cli/commands/index.js';
+import { runCli } from '../src/cli/program.js';
 
 export const nlbMain = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -29,35 +20,6 @@ export interface NlbRun {
   readonly stderr: string;
   readonly elapsedMs: number;
 }
-
-/**
- * The verbs of src/cli/main.ts, in its order (`nlb --help` lists them so). main.ts runs the
- * program when imported, so it cannot be imported here; cli-usage.test.ts checks that this list
- * gives the binary's exact `--help`.
- */
-// prettier-ignore
-const commands: readonly CliCommand[] = [
-  ip2mac,
-  map,
-  query,
-  hostState.start,
-  hostState.stop,
-  hostState.drainstopVerb,
-  hostState.suspend,
-  hostState.resume,
-  portRules.enable,
-  portRules.disable,
-  portRules.drain,
-  portRules.queryportVerb,
-  inspect.paramsVerb,
-  inspect.displayVerb,
-  inspect.eventsVerb,
-  inspect.metricsVerb,
-  reload.reloadVerb,
-  lab,
-  simulate,
-  demo,
-];
 
 const version = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {

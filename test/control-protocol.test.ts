@@ -8,34 +8,11 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { Command } from 'commander';
 import { afterEach, describe, expect, it } from 'vitest';
-import * as hostState from '../src/cli/commands/host-state.js';
-import * as inspect from '../src/cli/commands/inspect.js';
-import * as portRules from '../src/cli/commands/port-rules.js';
-import * as query from '../src/cli/commands/query.js';
-import * as reload from '../src/cli/commands/reload.js';
-import { type CliCommand, type CliContext, runCli } from '../src/cli/program.js';
+import { daemonCommands } from '../src/cli/commands/index.js';
+import { type CliContext, runCli } from '../src/cli/program.js';
 import { requestSchema, verbNames } from '../src/control/protocol.js';
 import { controlHandlers } from '../src/daemon/control.js';
 import { repoRoot } from './cli-helpers.js';
-
-/** The CLI's verbs that talk to nlbd, as src/cli/main.ts lists them. */
-const daemonCommands: readonly CliCommand[] = [
-  query,
-  hostState.start,
-  hostState.stop,
-  hostState.drainstopVerb,
-  hostState.suspend,
-  hostState.resume,
-  portRules.enable,
-  portRules.disable,
-  portRules.drain,
-  portRules.queryportVerb,
-  inspect.paramsVerb,
-  inspect.displayVerb,
-  inspect.eventsVerb,
-  inspect.metricsVerb,
-  reload.reloadVerb,
-];
 
 function cliVerbs(): string[] {
   const program = new Command('nlb');
