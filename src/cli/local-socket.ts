@@ -3,7 +3,8 @@
 // nlbd socket in /run/nlb, and when there are several (a lab: its hosts share /run), the one
 // whose daemon lives in this network namespace. So `nlb lab exec h1 -- nlb query` asks h1's
 // nlbd. Remote control (--host ADDR --token-file FILE) is resolved in commands/control.ts.
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
+import { currentNetns } from '../node/package-info.js';
 import path from 'node:path';
 import { controlAsk } from '../control/client.js';
 import { defaultSocketPath, runDirDefault } from '../control/paths.js';
@@ -35,14 +36,6 @@ async function socketOfConfig(file: string, flag: string): Promise<string> {
     );
   }
   return defaultSocketPath(loaded.config.cluster.name, loaded.config.host.id);
-}
-
-function ownNetns(): string | undefined {
-  try {
-    return readlinkSync('/proc/self/ns/net');
-  } catch {
-    return undefined;
-  }
 }
 
 /** The control socket these options name (see the header comment for the order). */
@@ -108,7 +101,7 @@ export async function resolveSocket(options: SocketOptions): Promise<string> {
     return sockets[0]!;
   }
   // Several daemons share /run (a lab): take the one in this network namespace.
-  const netns = ownNetns();
+  const netns = currentNetns();
   const here: string[] = [];
   await Promise.all(
     sockets.map(async (socket) => {

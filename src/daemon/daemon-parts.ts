@@ -1,7 +1,7 @@
 // The parts of a running nlbd, wired together but not started: the host machine and its driver,
 // the data plane adapters, the heartbeat transport, the control target with its servers. Building
 // them changes nothing on the host; daemon.ts starts each in its phase and registers its release.
-import { readFileSync, readlinkSync } from 'node:fs';
+import { currentNetns, packageVersion } from '../node/package-info.js';
 import path from 'node:path';
 import type { Config, HostState } from '../core/config.js';
 import { HostMachine } from '../core/host.js';
@@ -69,23 +69,6 @@ export interface DaemonParts {
   readonly server: ControlServer;
   /** Remote control over TCP, when --control-listen is given. */
   readonly remoteServer: ControlServer | undefined;
-}
-
-function packageVersion(): string {
-  try {
-    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
-    return (JSON.parse(text) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
-
-function currentNetns(): string {
-  try {
-    return readlinkSync('/proc/self/ns/net');
-  } catch {
-    return 'unknown';
-  }
 }
 
 // eslint-disable-next-line max-lines-per-function -- the wiring of every part in one place; to be split when the driver and control target get their own builders (issue 10, open)
@@ -159,7 +142,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     hostId: config.host.id,
     pid: process.pid,
     incarnation,
-    netns: currentNetns(),
+    netns: currentNetns() ?? 'unknown',
     socket: input.socketPath,
     configPath: path.resolve(options.configPath),
     version: packageVersion(),

@@ -14,11 +14,14 @@ export function packageVersion(): string {
   }
 }
 
-/** `net:[inode]` of this process's network namespace, which tells two namespaces apart. */
-export function currentNetns(): string {
+/**
+ * `net:[inode]` of this process's network namespace, which tells two namespaces apart;
+ * undefined where /proc does not say.
+ */
+export function currentNetns(): string | undefined {
   try {
     return readlinkSync('/proc/self/ns/net');
   } catch {
-    return 'unknown';
+    return undefined;
   }
 }
