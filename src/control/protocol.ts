@@ -189,19 +189,22 @@ export interface CountersView {
   readonly leaseExpired: CounterView;
 }
 
-/** Latencies the daemon's host driver keeps (its LatencyStats). */
+/** Latencies the daemon's host driver keeps (host-driver.ts names this LatencyStats). */
 export interface LatencyView {
   readonly count: number;
   readonly lastMs: number | null;
   readonly maxMs: number | null;
+  /** Over the last 256 samples. */
   readonly p50Ms: number | null;
   readonly p99Ms: number | null;
 }
 
-/** What the daemon's host driver counts (its DriverStats), as `params` reports it. */
+/** What the daemon's host driver counts (host-driver.ts names this DriverStats). */
 export interface DriverView {
   readonly steps: { readonly ticks: number; readonly datagrams: number; readonly commands: number };
+  /** Decision (step returned) to kernel programmed, for each ownership change. */
   readonly program: LatencyView & { readonly sets: number; readonly table: number };
+  /** How long datagrams waited in the queue before being stepped. */
   readonly datagramQueueWait: LatencyView;
   readonly queueDepthMax: number;
   readonly datagramsDropped: number;
@@ -211,11 +214,13 @@ export interface DriverView {
   readonly sendErrors: number;
 }
 
-/** What the heartbeat transport counts (the daemon's TransportStats). */
+/** What the heartbeat transport counts (transport.ts names this TransportStats). */
 export interface TransportView {
   readonly sent: number;
   readonly received: number;
+  /** Sends that failed (no route, interface down); the protocol treats them as lost. */
   readonly sendErrors: number;
+  /** Received datagrams over datagramBytesMax: never from a peer, dropped unread. */
   readonly oversize: number;
 }
 

@@ -57,6 +57,7 @@ import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { DatagramSource, Transport } from './transport.js';
 import { errorText } from '../core/error-text.js';
+import type { DriverView, LatencyView } from '../control/protocol.js';
 
 /** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
 export interface DataplanePort {
@@ -170,28 +171,10 @@ type Job =
       readonly reject: (error: Error) => void;
     };
 
-export interface LatencyStats {
-  readonly count: number;
-  readonly lastMs: number | null;
-  readonly maxMs: number | null;
-  /** Over the last 256 samples. */
-  readonly p50Ms: number | null;
-  readonly p99Ms: number | null;
-}
-
-export interface DriverStats {
-  readonly steps: { readonly ticks: number; readonly datagrams: number; readonly commands: number };
-  /** Decision (step returned) to kernel programmed, for each ownership change. */
-  readonly program: LatencyStats & { readonly sets: number; readonly table: number };
-  /** How long datagrams waited in the queue before being stepped. */
-  readonly datagramQueueWait: LatencyStats;
-  readonly queueDepthMax: number;
-  readonly datagramsDropped: number;
-  readonly heartbeatsWithheld: number;
-  readonly leaseRefreshes: number;
-  readonly dataplaneErrors: number;
-  readonly sendErrors: number;
-}
+// The driver's statistics are part of the control protocol (`params`), so their shape is defined
+// there, once.
+export type LatencyStats = LatencyView;
+export type DriverStats = DriverView;
 
 /** The kernel tables' story, for `params` and metrics. */
 export interface DataplaneState {

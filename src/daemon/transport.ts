@@ -8,6 +8,7 @@
 // Delivery is best effort (UDP may lose a datagram); the protocol copes with loss.
 import dgram from 'node:dgram';
 import { datagramBytesMax } from '../core/heartbeat-size.js';
+import type { TransportView } from '../control/protocol.js';
 
 /** Where a datagram came from: the sender's dedicated IP and UDP port. */
 export interface DatagramSource {
@@ -17,14 +18,8 @@ export interface DatagramSource {
 
 export type DatagramHandler = (bytes: Uint8Array, from: DatagramSource) => void;
 
-export interface TransportStats {
-  readonly sent: number;
-  readonly received: number;
-  /** Sends that failed (no route, interface down); the protocol treats them as lost. */
-  readonly sendErrors: number;
-  /** Received datagrams over datagramBytesMax: never from a peer, dropped unread. */
-  readonly oversize: number;
-}
+/** What the transport counts; its shape is the control protocol's (`params`). */
+export type TransportStats = TransportView;
 
 export interface Transport {
   /** Starts receiving; `onDatagram` is called once per datagram. Call once. */
