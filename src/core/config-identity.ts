@@ -2,7 +2,7 @@
 // must share, and its digest, which heartbeats carry so that a host with another configuration
 // is told apart instead of joining.
 import { createHash } from 'node:crypto';
-import type { ClusterConfig } from './config-model.js';
+import type { ClusterConfig, PortRule } from './config-model.js';
 
 /**
  * What two hosts must agree on to form one cluster. The interface name and the key file path
@@ -21,14 +21,7 @@ export function clusterIdentity(cluster: ClusterConfig): unknown {
       group: cluster.heartbeat.group.text,
     },
     hashSeed: cluster.hashSeed,
-    portRules: cluster.portRules.map((r) => ({
-      vip: r.vip === 'all' ? 'all' : r.vip.text,
-      ports: [r.portStart, r.portEnd],
-      protocol: r.protocol,
-      mode: r.mode,
-      affinity: r.affinity,
-      buckets: r.buckets,
-    })),
+    portRules: cluster.portRules.map(portRuleIdentity),
   };
 }
 
@@ -40,4 +33,20 @@ export function clusterDigest(cluster: ClusterConfig): Uint8Array {
 
 export function clusterDigestHex(cluster: ClusterConfig): string {
   return Buffer.from(clusterDigest(cluster)).toString('hex');
+}
+
+/**
+ * What every host must agree on for one port rule (its host-local part, load weight and
+ * handling priority, is left out). The cluster digest covers it, and heartbeats carry each
+ * rule's own digest of it so a host can say which rule differs.
+ */
+export function portRuleIdentity(rule: PortRule): unknown {
+  return {
+    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
+    ports: [rule.portStart, rule.portEnd],
+    protocol: rule.protocol,
+    mode: rule.mode,
+    affinity: rule.affinity,
+    buckets: rule.buckets,
+  };
 }

@@ -41,6 +41,7 @@ import { createHash } from 'node:crypto';
 import { assign, type AssignMember } from './assign.js';
 import { acksMax } from './heartbeat-size.js';
 import type { Config, PortRule } from './config.js';
+import { portRuleIdentity } from './config-identity.js';
 import {
   type AnnouncedState,
   type DecodeFailure,
@@ -190,15 +191,10 @@ function sameList(a: readonly number[], b: readonly number[]): boolean {
 }
 
 function ruleDigestOf(rule: PortRule): number {
-  const identity = {
-    vip: rule.vip === 'all' ? 'all' : rule.vip.text,
-    ports: [rule.portStart, rule.portEnd],
-    protocol: rule.protocol,
-    mode: rule.mode,
-    affinity: rule.affinity,
-    buckets: rule.buckets,
-  };
-  return createHash('sha256').update(JSON.stringify(identity)).digest().readUInt32BE(0);
+  return createHash('sha256')
+    .update(JSON.stringify(portRuleIdentity(rule)))
+    .digest()
+    .readUInt32BE(0);
 }
 
 /** What `HostMachine.details()` returns: extra facts for `nlb query`, `params` and metrics. */
