@@ -229,17 +229,23 @@ export async function runFault(lab: ClusterLab, fault: Fault): Promise<FaultRepo
     const key = `${c.sourceIp}:${c.sourcePort}`;
     byEndpoint.set(key, [...(byEndpoint.get(key) ?? []), c]);
   }
-  // A double answer is allowed only for a connection whose every start from that address and
-  // port (a port may be reused) falls in the fault's window.
+  // A double answer is allowed only for a connection that started in the fault's window. The
+  // capture names the connection by its ISN, the load generator by its address and port, which
+  // the client may reuse: a reused port's double answer belongs to the start the client reset
+  // (the second SYN-ACK does not match its connection), when one did; otherwise every start
+  // from that address and port must fall in the window.
   const window = fault.expect.doubles;
+  const startsOf = (connection: string): ConnectionRecord[] => {
+    const all = byEndpoint.get(connection.split(':').slice(0, 2).join(':')) ?? [];
+    const reset = all.filter((c) => c.failure === 'reset');
+    return all.length > 1 && reset.length > 0 ? reset : all;
+  };
   const doubleEndpoints = new Set(
     capture.doubles.map((d) => d.connection.split(':').slice(0, 2).join(':')),
   );
   const doublesOutsideWindow = capture.doubles
     .filter((d) => {
-      const starts = (byEndpoint.get(d.connection.split(':').slice(0, 2).join(':')) ?? []).map(
-        (c) => started(c) - injectAt,
-      );
+      const starts = startsOf(d.connection).map((c) => started(c) - injectAt);
       return (
         window === undefined ||
         starts.length === 0 ||
