@@ -42,6 +42,7 @@ import { assign, type AssignMember } from './assign.js';
 import { acksMax } from './heartbeat-size.js';
 import type { Config, PortRule } from './config.js';
 import { portRuleIdentity } from './config-identity.js';
+import { protocolEvent, type ProtocolEventFields, type ProtocolEventName } from './events.js';
 import {
   type AnnouncedState,
   type DecodeFailure,
@@ -502,7 +503,10 @@ export class HostMachine {
    * smaller side of, a long link-down, a pause): it drops every connection to the cluster IPs
    * and forgets what it inherited from hosts it took for dead, before it takes buckets again.
    */
-  private rejoin(now: number, why: Record<string, unknown>): void {
+  private rejoin(
+    now: number,
+    why: Omit<ProtocolEventFields['rejoining: dropping connections'], 'host'>,
+  ): void {
     this.rejoinFlushedAtMs = now;
     this.rejoined = true;
     this.emit(now, 'rejoining: dropping connections', { host: this.hostId, ...why });
@@ -1836,8 +1840,12 @@ export class HostMachine {
     };
   }
 
-  private emit(now: number, event: string, fields: Record<string, unknown>): void {
-    this.events.push({ event, atMs: now, by: this.hostId, ...fields });
+  private emit<N extends ProtocolEventName>(
+    now: number,
+    event: N,
+    fields: ProtocolEventFields[N],
+  ): void {
+    this.events.push(protocolEvent(event, now, this.hostId, fields));
   }
 
   /**

@@ -8,6 +8,7 @@
 // Step 1 before step 2 is what makes "release before acquire" hold: a host announces that it
 // released a bucket only after the kernel has stopped taking new flows for it.
 import type { Config } from './config.js';
+import type { ProtocolEvent } from './events.js';
 
 /** Operator commands; each maps to an `nlb` verb. */
 export type Command =
@@ -73,12 +74,7 @@ export interface Ownership {
 export type ReportedState =
   'converging' | 'converged' | 'converged as default' | 'draining' | 'stopped' | 'suspended';
 
-/** A structured event; `event` is a stable name, the other fields depend on it. */
-export interface ProtocolEvent {
-  readonly event: string;
-  readonly atMs: number;
-  readonly [field: string]: unknown;
-}
+export type { ProtocolEvent } from './events.js';
 
 export interface Ready {
   /** The ownership to program now, or undefined when it did not change. */

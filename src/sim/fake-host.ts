@@ -23,24 +23,8 @@ import type {
   Ready,
   ReportedState,
 } from '../core/protocol.js';
-
-type FakeState = 'started' | 'draining' | 'stopped' | 'suspended';
-
-interface FakeHeartbeat {
-  readonly v: 'fake1';
-  readonly key: string;
-  readonly cfg: string;
-  readonly id: number;
-  readonly inc: number;
-  readonly seq: number;
-  readonly state: FakeState;
-  readonly out: boolean;
-  readonly members: number[];
-  readonly map: string;
-  readonly owned: number[][];
-  readonly weights: number[];
-  readonly priorities: number[];
-}
+import { protocolEvent, type ProtocolEventFields, type ProtocolEventName } from '../core/events.js';
+import { duplicate, stateEvent, type FakeHeartbeat, type FakeState } from './fake-host-shapes.js';
 
 interface Peer {
   readonly inc: number;
@@ -215,12 +199,14 @@ export class FakeHost {
     if (hb.id === this.id) {
       if (hb.inc < this.incarnation && !hb.out) {
         if (!this.keptOut)
-          events.push({ event: 'duplicateHostId', atMs: this.nowMs, hostId: hb.id, keptOut: true });
+          events.push(
+            this.event('duplicate host id', duplicate(hb.id, hb.inc, this.incarnation, true)),
+          );
         this.keptOutBy.set(`id${hb.inc}`, this.nowMs);
       } else {
         this.note(
           `dup${hb.inc}`,
-          { event: 'duplicateHostId', atMs: this.nowMs, hostId: hb.id, keptOut: false },
+          this.event('duplicate host id', duplicate(hb.id, this.incarnation, hb.inc, false)),
           events,
         );
       }
@@ -229,12 +215,17 @@ export class FakeHost {
     if (hb.cfg !== this.cfg) {
       if (hb.inc < this.incarnation && !hb.out) {
         if (!this.keptOut)
-          events.push({ event: 'configMismatch', atMs: this.nowMs, peer: hb.id, keptOut: true });
+          events.push(
+            this.event('kept out', {
+              reason: `host ${hb.id} runs a different cluster config`,
+              hint: 'the fake host keeps out while an older process of that config is heard',
+            }),
+          );
         this.keptOutBy.set(`cfg${hb.id}.${hb.inc}`, this.nowMs);
       } else {
         this.note(
           `cfg${hb.id}`,
-          { event: 'configMismatch', atMs: this.nowMs, peer: hb.id, keptOut: false },
+          this.event('config mismatch', { host: hb.id, differs: 'cluster config' }),
           events,
         );
       }
@@ -265,9 +256,9 @@ export class FakeHost {
       return;
     }
     if (was === undefined) {
-      events.push({ event: 'peerUp', atMs: this.nowMs, peer: id, incarnation: chosen.inc });
+      events.push(this.event('host joined', { host: id }));
     } else if (was.inc !== chosen.inc) {
-      events.push({ event: 'peerRestarted', atMs: this.nowMs, peer: id, incarnation: chosen.inc });
+      events.push(this.event('host restarted', { host: id, incarnation: chosen.inc }));
     }
     this.peers.set(id, chosen);
   }
@@ -285,7 +276,7 @@ export class FakeHost {
       const was = this.peers.get(id);
       this.choosePeer(id, events);
       if (was !== undefined && !this.peers.has(id)) {
-        events.push({ event: 'peerDead', atMs: this.nowMs, peer: id });
+        events.push(this.event('host declared dead', { host: id, silentMs: this.timeoutMs }));
       }
       if (incarnations.size === 0) this.heard.delete(id);
     }
@@ -315,8 +306,20 @@ export class FakeHost {
       default:
         return { code: 'refused', message: `the fake host does not implement ${command.verb}` };
     }
-    events.push({ event: 'stateChanged', atMs: this.nowMs, from, to: this.state });
+    const changed = stateEvent(from, this.state, command, {
+      atMs: this.nowMs,
+      id: this.id,
+      incarnation: this.incarnation,
+    });
+    if (changed !== undefined) events.push(changed);
     return { code: from === this.state ? 'already' : 'ok', message: `${from} -> ${this.state}` };
+  }
+
+  private event<N extends ProtocolEventName>(
+    name: N,
+    fields: ProtocolEventFields[N],
+  ): ProtocolEvent {
+    return protocolEvent(name, this.nowMs, this.id, fields);
   }
 
   private liveMembers(): number[] {
@@ -363,7 +366,7 @@ export class FakeHost {
     const mapDigest = digest(JSON.stringify(target));
     const changed = !sameList(members, this.members) || mapDigest !== this.mapDigest;
     if (!sameList(members, this.members)) {
-      events.push({ event: 'membersChanged', atMs: this.nowMs, members });
+      events.push(this.event('converging', { reason: 'members changed', members }));
     }
     this.members = members;
     this.target = target;
