@@ -276,7 +276,7 @@ describe('reload checks', () => {
 describe('event journal', () => {
   it(`keeps the last ${eventsKeptMax}, numbered, and drops a follower that cannot keep up`, () => {
     const journal = new EventJournal(() => new Date(0), 3);
-    for (let i = 0; i < 5; i++) journal.record({ event: 'tick', i });
+    for (let i = 0; i < 5; i++) journal.record({ event: 'host joined', i });
     expect(journal.recent().map((e) => [e.seq, e.i])).toEqual([
       [3, 2],
       [4, 3],
@@ -285,9 +285,9 @@ describe('event journal', () => {
     expect(journal.recent(1)[0]).toMatchObject({ seq: 5, time: '1970-01-01T00:00:00.000Z' });
     let taken = 0;
     journal.follow(() => ++taken < 2);
-    journal.record({ event: 'a' });
-    journal.record({ event: 'b' });
-    journal.record({ event: 'c' });
+    journal.record({ event: 'host joined' });
+    journal.record({ event: 'host left' });
+    journal.record({ event: 'converged' });
     expect(taken).toBe(2);
     expect(journal.followerCount).toBe(0);
   });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerControl } from '../src/daemon/control.js';
 import { controlRequest } from '../src/control/client.js';
 import { ControlServer } from '../src/daemon/control-server.js';
-import type { EventRecord } from '../src/daemon/host-driver.js';
+import type { EventRecord } from '../src/daemon/event-names.js';
 import { parseListenAddress, readTokenFile } from '../src/control/remote-target.js';
 import { remoteHandler, tokenDigest, tokenMatches } from '../src/daemon/remote.js';
 import { runNlb } from './cli-helpers.js';

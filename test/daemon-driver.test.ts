@@ -13,12 +13,8 @@ import { FakeNft } from '../src/dataplane/nft.js';
 import { names } from '../src/dataplane/render.js';
 import { dataplaneSpecFor } from '../src/dataplane/spec.js';
 import { FakeClock } from '../src/daemon/clock.js';
-import {
-  type DataplanePort,
-  type EventRecord,
-  HostDriver,
-  datagramsQueuedMax,
-} from '../src/daemon/host-driver.js';
+import type { EventRecord } from '../src/daemon/event-names.js';
+import { type DataplanePort, HostDriver, datagramsQueuedMax } from '../src/daemon/host-driver.js';
 import { MemoryNetwork, type Transport } from '../src/daemon/transport.js';
 import { hostConfig, testKey } from './support/mini-net.js';
 

@@ -1,7 +1,8 @@
 // The protocol's events: every name the host machine can emit, with the fields each carries,
 // defined once here. The daemon logs them (src/daemon/log.ts takes each one's level from
 // `protocolEvents`), the simulator records them, and docs/events.md is generated from this table
-// (`npm run docs:events`; test/events-docs.test.ts fails when the two differ).
+// (`npm run docs:events`; test/events-docs.test.ts fails when the two differ). nlbd's own
+// events are in src/daemon/event-names.ts.
 import type { DecodeFailure } from './heartbeat.js';
 
 /** The fields of each event, by name; every event also has `event`, `atMs` and `by`. */
@@ -74,8 +75,8 @@ export type ProtocolEvent = {
 
 /** What a reader of the log needs to know about one event name. */
 export interface EventInfo {
-  /** warn: something an operator should look at; info: the cluster doing its job. */
-  readonly level: 'info' | 'warn';
+  /** warn: something an operator should look at; info: the cluster doing its job; fatal: a bug. */
+  readonly level: 'info' | 'warn' | 'fatal';
   /** One line for docs/events.md. */
   readonly about: string;
 }
@@ -119,7 +120,10 @@ export const protocolEvents: { readonly [N in ProtocolEventName]: EventInfo } = 
   'link down': { level: 'info', about: 'the cluster interface lost its carrier' },
   'link up': { level: 'info', about: 'the carrier is back; with how long it was down' },
   'config reloaded': { level: 'info', about: '`nlb reload` applied a new config' },
-  'config rejected': { level: 'info', about: 'a reload the host machine refused; with why' },
+  'config rejected': {
+    level: 'info',
+    about: 'a reload was refused (by nlbd’s checks or the host machine); with every reason',
+  },
   'config mismatch': {
     level: 'warn',
     about: 'a peer runs a different cluster config; with what differs and the fix',

@@ -7,7 +7,7 @@ import type { Command, CommandReply } from '../core/protocol.js';
 import { loadConfigFile } from '../node/config-file.js';
 import type { ReloadReply } from '../control/protocol.js';
 import { checkReload } from './control-reload.js';
-import type { EventSink } from './host-driver.js';
+import type { EventSink } from './event-names.js';
 import { readKeyFile } from './key-file.js';
 import { type DaemonOptions, keyPathOf } from './start-checks.js';
 

@@ -4,7 +4,7 @@
 import path from 'node:path';
 import type { HostState } from '../core/config.js';
 import { errorText } from '../core/error-text.js';
-import type { EventSink } from './host-driver.js';
+import type { EventSink } from './event-names.js';
 import { retainedStatePath, stateDirEnv } from './paths.js';
 import { type RetainedState, beginStart, writeRetainedState } from './retained-state.js';
 import { StartRefused } from './start-checks.js';

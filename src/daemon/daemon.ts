@@ -37,7 +37,7 @@ import type { ReloadReply } from '../control/protocol.js';
 import { ControlSocketError } from './control-server.js';
 import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';
-import type { EventRecord, EventSink } from './host-driver.js';
+import type { EventRecord, EventSink } from './event-names.js';
 import { guardInterface } from './interface-guard.js';
 import { watchLink } from './link-watch.js';
 import { listenMetrics } from './metrics.js';

@@ -3,7 +3,7 @@
 // ring of the last `eventsKeptMax`, numbered, with the wall-clock time it was logged. Followers
 // get each new record as it is logged; one that cannot keep up is dropped (its `push` returns
 // false), so a stuck reader never holds the daemon's memory.
-import type { EventRecord } from './host-driver.js';
+import type { EventRecord } from './event-names.js';
 
 /**
  * A converging cluster logs a few dozen events; 256 keeps minutes of history on a busy host and

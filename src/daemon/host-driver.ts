@@ -38,6 +38,7 @@
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
 import type { HostDetails, HostMachine } from '../core/host.js';
+import type { EventRecord, EventSink } from './event-names.js';
 import type {
   Command,
   CommandReply,
@@ -86,8 +87,6 @@ export interface DataplanePort {
 }
 
 /** One log record; `event` is a stable name (DESIGN.md vocabulary), the rest depends on it. */
-export type EventRecord = { readonly event: string } & Readonly<Record<string, unknown>>;
-export type EventSink = (record: EventRecord) => void;
 
 /**
  * 32 hosts × one heartbeat per period is 32 datagrams; 1,024 queued is 32 periods of backlog,

@@ -4,7 +4,7 @@
 // read of the kernel's address list and of /sys (no process), so it runs often; the repair runs
 // `ip` only when something is missing.
 import type { ClusterInterface } from './cluster-interface.js';
-import type { EventSink } from './host-driver.js';
+import type { EventSink } from './event-names.js';
 import { errorText } from '../core/error-text.js';
 
 /** Noticed within this; the default heartbeat period, and far below the detection time. */

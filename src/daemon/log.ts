@@ -6,33 +6,7 @@
 // events carry `atMs`, the daemon's monotonic clock, which orders events exactly even across a
 // wall-clock step. Writes are synchronous, so the last lines before an exit are never lost.
 import { pino } from 'pino';
-import type { EventRecord, EventSink } from './host-driver.js';
-
-/** Events worth a warning: something an operator should look at. */
-const warnEvents = new Set([
-  'dataplane error',
-  'dataplane lost',
-  'dataplane still lost',
-  'dataplane lost: detach failed',
-  'dataplane restored: attach failed',
-  'retained state unreadable',
-  'retained state not written',
-  'heartbeat withheld',
-  'heartbeats blocked',
-  'paused',
-  'interface restored',
-  'mac guard missing',
-  'interface repair failed',
-  'heartbeat send failed',
-  'bad heartbeats',
-  'config mismatch',
-  'duplicate host id',
-  'kept out',
-  'partition detected',
-  'host declared dead',
-  'start refused',
-  'shutdown problem',
-]);
+import { levelOf, type EventRecord, type EventSink } from './event-names.js';
 
 export interface DaemonLog {
   readonly event: EventSink;
@@ -48,8 +22,7 @@ export function createDaemonLog(base: { by: number; cluster?: string }): DaemonL
   });
   return {
     event: (record: EventRecord) => {
-      if (warnEvents.has(record.event)) logger.warn(record);
-      else logger.info(record);
+      logger[levelOf(record.event)](record);
     },
     fatal: (record: EventRecord) => logger.fatal(record),
   };

@@ -13,7 +13,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { type ControlResponse, changingVerbNames } from '../control/protocol.js';
 import { type ControlAnswer } from './control.js';
 import type { ControlHandler } from './control-server.js';
-import type { EventSink } from './host-driver.js';
+import type { EventSink } from './event-names.js';
 
 /** A client hammering with bad tokens is logged once per this interval, with a count. */
 const refusalReportMs = 5_000;
