@@ -1,12 +1,7 @@
 // The contract between the host state machine (src/core/host.ts) and whatever drives it: the
 // simulator in src/sim, the daemon in src/daemon. In the style of etcd's raft: the driver feeds
-// inputs to `step`, and carries out the `Ready` that comes back, in order:
-//   1. program `ownership` into the data plane (if present) and drop `flush`ed connections,
-//   2. then send every datagram in `send`,
-//   3. record `events`,
-//   4. call `step({ kind: 'tick', nowMs })` again no later than `wakeAtMs`.
-// Step 1 before step 2 is what makes "release before acquire" hold: a host announces that it
-// released a bucket only after the kernel has stopped taking new flows for it.
+// inputs to `step`, and carries out the `Ready` that comes back completely, in the order
+// `carryOutSteps` (src/core/carry-out.ts) gives, before it steps the next input.
 import type { Config } from './config.js';
 import type { ProtocolEvent } from './events.js';
 

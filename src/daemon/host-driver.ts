@@ -1,14 +1,11 @@
-/* eslint-disable max-lines -- to shrink when the carry-out order moves to core (issue 10 item 1, not done yet) */
+/* eslint-disable max-lines -- the carry-out order is in core now; the driver is split next (issue 10) */
 // The daemon's side of the driver contract (src/core/protocol.ts): feed the host machine its
 // inputs (a tick when it asked to be woken, every heartbeat datagram, operator commands) one at
-// a time, and carry out each Ready completely before the next input is stepped:
-//   1. flush: drop the established connections of the buckets listed,
-//   2. ownership: program the data plane, and wait until the kernel has it,
-//   3. lease: refresh it (program already did, when it ran),
-//   4. send: the heartbeats, only now,
-//   5. events: one log line each,
-// and one timer, set to Ready.wakeAtMs. Announcing a released bucket only after the kernel
-// stopped taking new flows for it is what makes "release before acquire" hold across hosts.
+// a time, and carry out each Ready completely, in the order of `carryOutSteps`
+// (src/core/carry-out.ts), before the next input is stepped. The daemon's part in each step:
+// flush through conntrack (and `ss -K` on a rejoin), program through nft and wait for the
+// kernel, refresh the lease before the heartbeats leave (a program already did), log the
+// events, and keep one timer, set to the wake time.
 //
 // Failures of the data plane are operating errors: the kernel keeps its previous state, the
 // driver logs why, and it withholds heartbeats until the kernel matches what the machine
@@ -37,6 +34,7 @@
 // blocked`, then `heartbeats flowing`).
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
+import { carryOutSteps } from '../core/carry-out.js';
 import type { HostDetails, HostMachine } from '../core/host.js';
 import type { EventRecord, EventSink } from './event-names.js';
 import type {
@@ -532,7 +530,6 @@ export class HostDriver {
       // kernel must take the new rules (one whole-table transaction) before anything is sent.
       this.programmedKey = undefined;
     }
-    this.armTimer(ready.wakeAtMs);
     await this.carryOut(ready);
     if (job.kind === 'command') {
       const reply = ready.reply ?? { code: 'ok', message: '' };
@@ -553,11 +550,33 @@ export class HostDriver {
     });
   }
 
-  /** Carries out one Ready, strictly in the order of the header comment. */
+  /** Carries out one Ready, step by step in the order of `carryOutSteps`. */
   private async carryOut(ready: Ready): Promise<void> {
     const decidedAtMs = this.clock.nowMs();
+    let leaseFresh = false;
+    for (const step of carryOutSteps(ready)) {
+      switch (step.step) {
+        case 'flush':
+          await this.flushStep(step.flush, step.rejoined);
+          break;
+        case 'program':
+          leaseFresh = await this.programStep(step.ownership, decidedAtMs);
+          break;
+        case 'send':
+          await this.sendStep(step.datagrams, leaseFresh);
+          break;
+        case 'record':
+          for (const event of step.events) this.log(eventRecord(event));
+          break;
+        case 'wake':
+          this.armTimer(step.atMs);
+          break;
+      }
+    }
+  }
 
-    if (ready.rejoined) {
+  private async flushStep(flush: Ready['flush'], rejoined: boolean): Promise<void> {
+    if (rejoined) {
       // A rejoin after a partition: the peers reset these clients meanwhile, so every
       // connection to the cluster IPs goes, sockets included, not only the marked entries.
       try {
@@ -566,76 +585,81 @@ export class HostDriver {
       } catch (error) {
         this.dataplaneError('flush', error);
       }
-    } else {
-      for (const { rule, buckets } of ready.flush) {
-        try {
-          const dropped = await this.dataplane.flush(rule, buckets);
-          this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
-        } catch (error) {
-          this.dataplaneError('flush', error);
-        }
+      return;
+    }
+    for (const { rule, buckets } of flush) {
+      try {
+        const dropped = await this.dataplane.flush(rule, buckets);
+        this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
+      } catch (error) {
+        this.dataplaneError('flush', error);
       }
     }
+  }
 
-    if (ready.ownership !== undefined) {
-      this.wanted = ready.ownership;
-      this.wantedKey = JSON.stringify(ready.ownership);
+  /**
+   * Programs the decided ownership, or retries one the kernel does not hold yet (at most once
+   * per restoreRetryMs while the data plane is lost). Returns whether that refreshed the lease.
+   */
+  private async programStep(
+    ownership: Ownership | undefined,
+    decidedAtMs: number,
+  ): Promise<boolean> {
+    if (ownership !== undefined) {
+      this.wanted = ownership;
+      this.wantedKey = JSON.stringify(ownership);
     }
-    let leaseFresh = false;
     const lost = this.lost;
     const retryDue = lost === undefined || decidedAtMs - lost.lastAttemptMs >= this.restoreRetryMs;
-    if (this.programmedKey !== this.wantedKey && retryDue) {
-      if (lost !== undefined) lost.lastAttemptMs = decidedAtMs;
-      try {
-        const result = await this.dataplane.program(this.specFor(this.wanted));
-        const programMs = this.clock.nowMs() - decidedAtMs;
-        this.programmedKey = this.wantedKey;
-        // Both kinds of program refresh the lease in the same transaction.
-        leaseFresh = result !== 'unchanged';
-        if (result === 'sets') this.counts.sets++;
-        if (result === 'table') this.counts.table++;
-        this.programLatency.add(programMs);
-        this.log({
-          event: 'ownership programmed',
-          how: result,
-          programMs: round(programMs),
-          active: this.wanted.active,
-          isDefault: this.wanted.isDefault,
-          owned: this.wanted.rules.map((r) => r.owned.length),
-          orphan: this.wanted.rules.map((r) => r.orphan.length),
-        });
-        if (lost !== undefined) {
-          await this.dataplaneBack(lost);
-        }
-      } catch (error) {
-        await this.dataplaneFailed('program', error);
+    if (this.programmedKey === this.wantedKey || !retryDue) return false;
+    if (lost !== undefined) lost.lastAttemptMs = decidedAtMs;
+    try {
+      const result = await this.dataplane.program(this.specFor(this.wanted));
+      const programMs = this.clock.nowMs() - decidedAtMs;
+      this.programmedKey = this.wantedKey;
+      if (result === 'sets') this.counts.sets++;
+      if (result === 'table') this.counts.table++;
+      this.programLatency.add(programMs);
+      this.log({
+        event: 'ownership programmed',
+        how: result,
+        programMs: round(programMs),
+        active: this.wanted.active,
+        isDefault: this.wanted.isDefault,
+        owned: this.wanted.rules.map((r) => r.owned.length),
+        orphan: this.wanted.rules.map((r) => r.orphan.length),
+      });
+      if (lost !== undefined) {
+        await this.dataplaneBack(lost);
       }
+      // Both kinds of program refresh the lease in the same transaction.
+      return result !== 'unchanged';
+    } catch (error) {
+      await this.dataplaneFailed('program', error);
+      return false;
     }
+  }
 
-    if (ready.send.length > 0) {
-      if (this.lost !== undefined) {
-        this.withhold(ready.send.length, 'the data plane is lost');
-      } else if (this.programmedKey !== this.wantedKey) {
-        this.withhold(ready.send.length, 'the kernel does not hold the decided ownership yet');
-      } else if (!leaseFresh && !(await this.refreshLease())) {
-        this.withhold(ready.send.length, 'the lease could not be refreshed');
-      } else {
-        for (const bytes of ready.send) {
-          try {
-            await this.transport.send(bytes);
-            this.lastSentMs = this.clock.nowMs();
-            this.heartbeatsFlowing();
-          } catch (error) {
-            this.counts.sendErrors++;
-            this.reportError({ event: 'heartbeat send failed', error: errorText(error) });
-            this.heartbeatsFailing(errorText(error));
-          }
+  /** Sends the heartbeats, or withholds them while the kernel does not hold what they say. */
+  private async sendStep(datagrams: readonly Uint8Array[], leaseFresh: boolean): Promise<void> {
+    if (this.lost !== undefined) {
+      this.withhold(datagrams.length, 'the data plane is lost');
+    } else if (this.programmedKey !== this.wantedKey) {
+      this.withhold(datagrams.length, 'the kernel does not hold the decided ownership yet');
+    } else if (!leaseFresh && !(await this.refreshLease())) {
+      this.withhold(datagrams.length, 'the lease could not be refreshed');
+    } else {
+      for (const bytes of datagrams) {
+        try {
+          await this.transport.send(bytes);
+          this.lastSentMs = this.clock.nowMs();
+          this.heartbeatsFlowing();
+        } catch (error) {
+          this.counts.sendErrors++;
+          this.reportError({ event: 'heartbeat send failed', error: errorText(error) });
+          this.heartbeatsFailing(errorText(error));
         }
       }
-    }
-
-    for (const event of ready.events) {
-      this.log(eventRecord(event));
     }
   }
 
