@@ -5,7 +5,8 @@
 // out by actions.ts. After every step the invariants are checked from outside the hosts
 // (safety.ts, convergence-watch.ts). Nothing here reads the wall clock or Math.random: a run is
 // a function of its plan, and the plan a function of its seed.
-import type { HostStatus, Input, Ready } from '../core/protocol.js';
+import { carryOutSteps } from '../core/carry-out.js';
+import type { HostStatus, Input, Ownership, ProtocolEvent, Ready } from '../core/protocol.js';
 import { ActionApplier } from './actions.js';
 import { sameIds } from './convergence.js';
 import { ConvergenceWatch } from './convergence-watch.js';
@@ -281,7 +282,6 @@ class Simulation {
     this.dirty = true;
   }
 
-  // eslint-disable-next-line max-lines-per-function -- the Ready carry-out, to become the one core carry-out function of issue 10 item 1 (not done yet)
   private step(node: Node, input: Input): Ready | undefined {
     if (node.lastStepMs === this.nowMs) {
       node.stepsThisInstant += 1;
@@ -314,81 +314,106 @@ class Simulation {
       this.violate('host-error', `h${node.hostId} returned wakeAtMs ${ready.wakeAtMs}`);
       return undefined;
     }
-    // 1. The data plane: what the invariants judge.
-    if (ready.ownership !== undefined) {
-      const owned = effectiveOwned(ready.ownership);
-      const before = node.owned;
-      node.owned = owned;
-      this.dirty = true;
-      const changes: string[] = [];
-      const rules = Math.max(before.length, owned.length);
-      for (let r = 0; r < rules; r++) {
-        const { added, removed } = diff(before[r] ?? [], owned[r] ?? []);
-        if (added.length + removed.length > 0) {
-          changes.push(
-            `r${r}${added.length ? ` +${added.join(',')}` : ''}${removed.length ? ` -${removed.join(',')}` : ''}`,
-          );
-        }
+    for (const step of carryOutSteps(ready)) {
+      switch (step.step) {
+        case 'flush':
+          for (const flush of step.flush) {
+            this.note(
+              `h${node.hostId} flush rule ${flush.rule} buckets ${flush.buckets.join(',')}`,
+            );
+          }
+          break;
+        case 'program':
+          if (step.ownership !== undefined) this.program(node, step.ownership);
+          break;
+        case 'send':
+          for (const bytes of step.datagrams) this.send(node, bytes);
+          break;
+        case 'record':
+          for (const event of step.events) this.record(node, event);
+          break;
+        case 'wake':
+          this.wake(node, step.atMs);
+          break;
       }
-      if (changes.length > 0) this.changes.ownershipChanged(this.nowMs);
-      if (changes.length > 0 || before.length !== owned.length) {
-        this.note(
-          `h${node.hostId} data plane ${ready.ownership.active ? 'active' : 'inactive'}: ${changes.join('; ') || 'no bucket changes'}`,
+    }
+    this.afterStatus(node, status);
+    return ready;
+  }
+
+  /** The data plane: what the invariants judge. */
+  private program(node: Node, ownership: Ownership): void {
+    const owned = effectiveOwned(ownership);
+    const before = node.owned;
+    node.owned = owned;
+    this.dirty = true;
+    const changes: string[] = [];
+    const rules = Math.max(before.length, owned.length);
+    for (let r = 0; r < rules; r++) {
+      const { added, removed } = diff(before[r] ?? [], owned[r] ?? []);
+      if (added.length + removed.length > 0) {
+        changes.push(
+          `r${r}${added.length ? ` +${added.join(',')}` : ''}${removed.length ? ` -${removed.join(',')}` : ''}`,
         );
       }
-      for (const v of this.safety.setOwned(node.index, owned, this.nowMs))
-        this.violate(v.invariant, v.message);
     }
-    for (const flush of ready.flush) {
-      this.note(`h${node.hostId} flush rule ${flush.rule} buckets ${flush.buckets.join(',')}`);
-    }
-    // 2. Send: a multicast to every other slot; the network decides each copy's fate.
-    for (const bytes of ready.send) {
-      this.datagramsSent += 1;
-      this.changes.sent(node.index, this.nowMs);
-      const id = this.recordedFromId + this.recorded.length;
-      this.recorded.push({ from: node.index, sentAtMs: this.nowMs, bytes });
-      if (this.recorded.length > recordedMax) {
-        this.recorded.shift();
-        this.recordedFromId += 1;
-      }
-      for (const copy of this.network.send(node.slot, this.allSlots, bytes, this.nowMs)) {
-        this.queue.push(copy.atMs, {
-          kind: 'deliver',
-          from: node.index,
-          fromSlot: node.slot,
-          toSlot: copy.to,
-          bytes: copy.bytes,
-          sentAtMs: this.nowMs,
-          duplicate: copy.duplicate,
-          corrupted: copy.corrupted,
-          id,
-        });
-      }
-    }
-    // 3. Events.
-    for (const event of ready.events) {
-      if (this.events.length < this.eventsMax) {
-        this.events.push({
-          atMs: this.nowMs,
-          hostId: node.hostId,
-          incarnation: node.incarnation,
-          event,
-        });
-      }
+    if (changes.length > 0) this.changes.ownershipChanged(this.nowMs);
+    if (changes.length > 0 || before.length !== owned.length) {
       this.note(
-        `h${node.hostId} ${event.event} ${formatFields(event, ['event', 'atMs', 'by'])}`.trimEnd(),
+        `h${node.hostId} data plane ${ownership.active ? 'active' : 'inactive'}: ${changes.join('; ') || 'no bucket changes'}`,
       );
     }
-    // 4. The next tick.
-    const wakeAtMs = Math.max(ready.wakeAtMs, this.nowMs);
+    for (const v of this.safety.setOwned(node.index, owned, this.nowMs))
+      this.violate(v.invariant, v.message);
+  }
+
+  /** A multicast to every other slot; the network decides each copy's fate. */
+  private send(node: Node, bytes: Uint8Array): void {
+    this.datagramsSent += 1;
+    this.changes.sent(node.index, this.nowMs);
+    const id = this.recordedFromId + this.recorded.length;
+    this.recorded.push({ from: node.index, sentAtMs: this.nowMs, bytes });
+    if (this.recorded.length > recordedMax) {
+      this.recorded.shift();
+      this.recordedFromId += 1;
+    }
+    for (const copy of this.network.send(node.slot, this.allSlots, bytes, this.nowMs)) {
+      this.queue.push(copy.atMs, {
+        kind: 'deliver',
+        from: node.index,
+        fromSlot: node.slot,
+        toSlot: copy.to,
+        bytes: copy.bytes,
+        sentAtMs: this.nowMs,
+        duplicate: copy.duplicate,
+        corrupted: copy.corrupted,
+        id,
+      });
+    }
+  }
+
+  private record(node: Node, event: ProtocolEvent): void {
+    if (this.events.length < this.eventsMax) {
+      this.events.push({
+        atMs: this.nowMs,
+        hostId: node.hostId,
+        incarnation: node.incarnation,
+        event,
+      });
+    }
+    this.note(
+      `h${node.hostId} ${event.event} ${formatFields(event, ['event', 'atMs', 'by'])}`.trimEnd(),
+    );
+  }
+
+  /** The next tick: a wake earlier than the one pending replaces it. */
+  private wake(node: Node, atMs: number): void {
+    const wakeAtMs = Math.max(atMs, this.nowMs);
     if (wakeAtMs < node.pendingWakeMs) {
       node.pendingWakeMs = wakeAtMs;
       node.wakeToken += 1;
       this.queue.push(wakeAtMs, { kind: 'wake', node: node.index, token: node.wakeToken });
     }
-    this.afterStatus(node, status);
-    return ready;
   }
 
   private afterStatus(node: Node, status: HostStatus): void {

@@ -1,7 +1,9 @@
 // A minimal deterministic driver for HostMachine unit tests: fixed one-way delay, no faults
-// except those a test applies by hand. The full simulator with fault injection is src/sim.
+// except those a test applies by hand. It carries out each Ready as every driver does, through
+// carryOutSteps (src/core/carry-out.ts). The full simulator with fault injection is src/sim.
 import { HostMachine } from '../../src/core/host.js';
-import type { Command, ProtocolEvent, Ownership } from '../../src/core/protocol.js';
+import { carryOutSteps } from '../../src/core/carry-out.js';
+import type { Command, ProtocolEvent, Ownership, Ready } from '../../src/core/protocol.js';
 import { validateConfig, type Config } from '../../src/core/config.js';
 
 export const testKey = new Uint8Array(32).fill(7);
@@ -106,21 +108,43 @@ export class MiniNet {
 
   readonly flushes: { atMs: number; host: number; rule: number; buckets: number }[] = [];
 
-  private carry(id: number, ready: ReturnType<HostMachine['step']>): void {
-    for (const f of ready.flush)
-      this.flushes.push({ atMs: this.nowMs, host: id, rule: f.rule, buckets: f.buckets.length });
-    if (ready.ownership) this.ownership.set(id, ready.ownership);
-    this.checkNoDoubleOwner(id);
-    for (const bytes of ready.send) {
-      this.captured.push({ atMs: this.nowMs, from: id, bytes });
-      for (const to of this.hosts.keys()) {
-        if (to !== id && this.linked(id, to)) {
-          this.queue.push({ atMs: this.nowMs + this.delayMs, seq: this.seq++, to, bytes });
-        }
+  /** Carries out a Ready in the contract's order (carryOutSteps), checking no bucket is owned twice. */
+  private carry(id: number, ready: Ready): void {
+    for (const step of carryOutSteps(ready)) {
+      switch (step.step) {
+        case 'flush':
+          for (const f of step.flush)
+            this.flushes.push({
+              atMs: this.nowMs,
+              host: id,
+              rule: f.rule,
+              buckets: f.buckets.length,
+            });
+          break;
+        case 'program':
+          if (step.ownership) this.ownership.set(id, step.ownership);
+          this.checkNoDoubleOwner(id);
+          break;
+        case 'send':
+          for (const bytes of step.datagrams) this.send(id, bytes);
+          break;
+        case 'record':
+          this.events.push(...step.events);
+          break;
+        case 'wake':
+          this.wake.set(id, step.atMs);
+          break;
       }
     }
-    this.events.push(...ready.events);
-    this.wake.set(id, ready.wakeAtMs);
+  }
+
+  private send(id: number, bytes: Uint8Array): void {
+    this.captured.push({ atMs: this.nowMs, from: id, bytes });
+    for (const to of this.hosts.keys()) {
+      if (to !== id && this.linked(id, to)) {
+        this.queue.push({ atMs: this.nowMs + this.delayMs, seq: this.seq++, to, bytes });
+      }
+    }
   }
 
   /** Advances virtual time to `untilMs`, delivering datagrams and ticks in order. */
