@@ -35,7 +35,6 @@ describe('token files', () => {
     expect(await readTokenFile(file('good', `${token}\n`))).toEqual({
       ok: true,
       token,
-      warning: undefined,
     });
     // Every case of owner and mode: secret-file.test.ts.
     expect(await readTokenFile(file('open', token, 0o644))).toMatchObject({

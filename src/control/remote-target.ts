@@ -17,11 +17,6 @@ export type TokenFileResult =
   | {
       readonly ok: true;
       readonly token: string;
-      /**
-       * Always undefined: a file group or others may read is refused now (secret-file.ts), and
-       * nothing reads it any more. Left for the readers' tests, which still name it.
-       */
-      readonly warning: string | undefined;
     }
   | { readonly ok: false; readonly message: string; readonly hint: string };
 
@@ -57,7 +52,7 @@ export async function readTokenFile(path: string): Promise<TokenFileResult> {
       hint: tokenCreateHint,
     };
   }
-  return { ok: true, token, warning: undefined };
+  return { ok: true, token };
 }
 
 /** Parses `addr[:port]` (IPv6 as `[addr]:port` or a bare address); the port defaults to 2504. */

@@ -17,11 +17,6 @@ export type KeyFileResult =
   | {
       readonly ok: true;
       readonly key: Uint8Array;
-      /**
-       * Always undefined: a file group or others may read is refused now (secret-file.ts), and
-       * nothing reads it any more. Left for the readers' tests, which still name it.
-       */
-      readonly warning: string | undefined;
     }
   | { readonly ok: false; readonly message: string; readonly hint: string };
 
@@ -48,5 +43,5 @@ export async function readKeyFile(path: string): Promise<KeyFileResult> {
       hint: createHint,
     };
   }
-  return { ok: true, key: new Uint8Array(bytes), warning: undefined };
+  return { ok: true, key: new Uint8Array(bytes) };
 }

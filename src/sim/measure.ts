@@ -50,17 +50,11 @@ export class ChangeTracker {
       const moves =
         target !== undefined ? movesBetween(change.mapBefore, target, members) : undefined;
       this.done.push({
-        kind: change.kind,
-        atMs: change.atMs,
-        hostId: change.hostId,
-        detectionMs:
-          change.detectedAtMs === undefined ? undefined : change.detectedAtMs - change.atMs,
-        triggerMs: change.triggerAtMs === undefined ? undefined : change.triggerAtMs - change.atMs,
+        ...detected(change),
         takeoverMs: Math.max(0, this.lastOwnershipChangeMs - change.atMs),
         convergenceMs: nowMs - change.atMs,
         bucketsMoved: moves?.moved,
         bucketsMovedMin: moves?.minimum,
-        overlapped: change.overlapped,
       });
     }
   }
@@ -132,17 +126,11 @@ export class ChangeTracker {
   /** Reports for every change, the unconverged ones last (with undefined timings). */
   reports(): ChangeReport[] {
     const pending = this.open.map((change) => ({
-      kind: change.kind,
-      atMs: change.atMs,
-      hostId: change.hostId,
-      detectionMs:
-        change.detectedAtMs === undefined ? undefined : change.detectedAtMs - change.atMs,
-      triggerMs: change.triggerAtMs === undefined ? undefined : change.triggerAtMs - change.atMs,
+      ...detected(change),
       takeoverMs: undefined,
       convergenceMs: undefined,
       bucketsMoved: undefined,
       bucketsMovedMin: undefined,
-      overlapped: change.overlapped,
     }));
     return [...this.done, ...pending].sort((a, b) => a.atMs - b.atMs);
   }
@@ -182,4 +170,18 @@ function movesBetween(
     return undefined;
   }
   return { moved, minimum };
+}
+
+/** What is known of a change from its start: when, whom, and how soon it was noticed. */
+function detected(
+  change: OpenChange,
+): Omit<ChangeReport, 'takeoverMs' | 'convergenceMs' | 'bucketsMoved' | 'bucketsMovedMin'> {
+  return {
+    kind: change.kind,
+    atMs: change.atMs,
+    hostId: change.hostId,
+    detectionMs: change.detectedAtMs === undefined ? undefined : change.detectedAtMs - change.atMs,
+    triggerMs: change.triggerAtMs === undefined ? undefined : change.triggerAtMs - change.atMs,
+    overlapped: change.overlapped,
+  };
 }

@@ -42,16 +42,12 @@ export interface SimulateChange {
   readonly overlapped: boolean;
 }
 
-export interface SimulateData {
-  readonly seed: number;
+/** The run's shape as the simulator reports it (`profile`: for `random`, the one the seed chose). */
+export interface SimulateData extends Pick<
+  SimResult,
+  'seed' | 'profile' | 'hosts' | 'periodMs' | 'tolerance' | 'durationMs' | 'maxOneWayDelayMs'
+> {
   readonly scenario: ScenarioKind;
-  /** The scenario, or for `random` the fault profile the seed chose. */
-  readonly profile: string;
-  readonly hosts: number;
-  readonly periodMs: number;
-  readonly tolerance: number;
-  readonly durationMs: number;
-  readonly maxOneWayDelayMs: number;
   readonly convergenceBound: { readonly periods: number; readonly ms: number };
   /** When the last fault healed (I3's clock starts); null when faults last to the end. */
   readonly quietAtMs: number | null;
