@@ -189,22 +189,15 @@ async function display(
   { target }: ControlContext,
 ): Promise<DisplayData> {
   const limit = request.events ?? displayEventsDefault;
-  let view: InterfaceView | null = null;
-  let interfaceError: string | null = null;
-  if (target.addresses === undefined) {
-    interfaceError = 'this nlbd does not report its interface';
-  } else {
-    try {
-      view = await target.addresses();
-    } catch (error) {
-      interfaceError = errorText(error);
-    }
-  }
+  const view = await readOptional(
+    target.addresses?.bind(target),
+    'this nlbd does not report its interface',
+  );
   return {
     identity: target.identity(),
     config: configView(target.config),
-    interface: view,
-    interfaceError,
+    interface: view.value ?? null,
+    interfaceError: view.error,
     events: target.events?.recent(limit) ?? [],
   };
 }
@@ -242,17 +235,10 @@ async function queryport(
       connectionsError: null,
     };
   }
-  let connections: readonly BucketConnections[] | undefined;
-  let connectionsError: string | null = null;
-  if (target.connections === undefined) {
-    connectionsError = 'this nlbd does not count connections';
-  } else {
-    try {
-      connections = await target.connections();
-    } catch (error) {
-      connectionsError = errorText(error);
-    }
-  }
+  const { value: connections, error: connectionsError } = await readOptional(
+    target.connections?.bind(target),
+    'this nlbd does not count connections',
+  );
   const details = target.details();
   const rules = resolved.rules.map((r): QueryportRule => {
     const rule = cluster.portRules[r]!;
@@ -416,5 +402,21 @@ async function respond(request: unknown, context: ControlContext): Promise<Contr
       return failure('unavailable', error.message, error.hint);
     }
     return failure('failed', errorText(error), 'see the nlbd log for details');
+  }
+}
+
+/**
+ * Reads what a target may not offer: the value, or why there is none (`missing` when the
+ * target lacks the reader, the error's text when it failed).
+ */
+async function readOptional<T>(
+  read: (() => Promise<T>) | undefined,
+  missing: string,
+): Promise<{ readonly value: T | undefined; readonly error: string | null }> {
+  if (read === undefined) return { value: undefined, error: missing };
+  try {
+    return { value: await read(), error: null };
+  } catch (error) {
+    return { value: undefined, error: errorText(error) };
   }
 }
