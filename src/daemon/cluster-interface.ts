@@ -15,6 +15,7 @@
 // someone took away by hand (a cluster IP deleted, `ip addr flush`, the MAC changed), and
 // `repair` puts it back: a host without its cluster IP or cluster MAC would silently drop the
 // clients of every bucket it owns. attach, detach and repair never overlap.
+import { Serial } from '../core/serial.js';
 import { readFileSync, rmSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { type Address, addressesEqual, parseAddress } from '../core/address.js';
@@ -81,7 +82,8 @@ export class ClusterInterface {
    */
   guardWarning: string | undefined;
   /** The last of attach, detach and repair begun: the next one waits for it. */
-  private busy: Promise<unknown> = Promise.resolve();
+  /** attach, detach and repair run one at a time: each reads what the one before changed. */
+  private readonly busy = new Serial();
 
   /**
    * `rememberedMac`: the original MAC the previous nlbd's run file named for this interface,
@@ -103,9 +105,7 @@ export class ClusterInterface {
   }
 
   private exclusive<T>(body: () => Promise<T>): Promise<T> {
-    const run = this.busy.then(body, body);
-    this.busy = run.catch(() => undefined);
-    return run;
+    return this.busy.run(body);
   }
 
   /**

@@ -3,6 +3,7 @@
 // removes every namespace, removes the records too), holding state.json, the cluster key, one
 // config per host and the logs of the processes the lab started. Every change to a record is a
 // read-modify-write under the lab's lock (`updateState`).
+import { Serial } from '../core/serial.js';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../node/atomic-file.js';
@@ -165,21 +166,17 @@ const stateLockWaitMs = 5_000;
 
 // In-process queue in front of the cross-process file lock: the file lock is not reentrant, and
 // parallel callers in one process (Promise.all over hosts) must not lose each other's updates.
-const stateQueues = new Map<string, Promise<unknown>>();
+const stateQueues = new Map<string, Serial>();
 
-async function withStateLock<T>(name: string, body: () => Promise<T>): Promise<T> {
-  const previous = stateQueues.get(name) ?? Promise.resolve();
-  const next = previous
-    .catch(() => undefined)
-    .then(() => withFileLock(path.join(labDir(name), 'state.lock'), stateLockWaitMs, body));
-  stateQueues.set(name, next);
-  try {
-    return await next;
-  } finally {
-    if (stateQueues.get(name) === next) {
-      stateQueues.delete(name);
-    }
+function withStateLock<T>(name: string, body: () => Promise<T>): Promise<T> {
+  let queue = stateQueues.get(name);
+  if (queue === undefined) {
+    queue = new Serial();
+    stateQueues.set(name, queue);
   }
+  return queue.run(() =>
+    withFileLock(path.join(labDir(name), 'state.lock'), stateLockWaitMs, body),
+  );
 }
 
 /** Read-modify-write of state.json under the lab's lock. */
