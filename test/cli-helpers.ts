@@ -2,8 +2,8 @@
 // streams: the same parsing, handlers, rendering and exit codes as the binary, without starting a
 // node process per call (a start costs about as much as a whole verb). `runNlb` runs the built
 // binary (dist/cli/main.js, built by test/global-setup.ts) as a user would; the CLI's smoke tests
-// use it, and so do the verbs that end the process themselves (`lab exec`, `events --follow`) or
-// install signal handlers (`lab up`).
+// use it, and so do the verbs that end on a signal (`events --follow`) or install signal handlers
+// (`lab up`).
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';

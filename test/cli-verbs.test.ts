@@ -2,7 +2,7 @@
 // HostMachine behind a fake target, see control-target.ts): what it prints, its JSON, and its
 // exit code for each kind of answer (0 ok, 3 already, 1 suspended, 4 port in no rule, 2 bad
 // usage or rejected config). `nlb` runs in-process through runCli (test/cli-helpers.ts), but for
-// `events --follow`, which ends its process itself. The real daemons are in cli-verbs-lab.test.ts.
+// `events --follow`, which ends on SIGINT. The real daemons are in cli-verbs-lab.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

@@ -3,8 +3,8 @@
 // A verb's handler returns a `CommandOutput` (data + human view) or throws an `NlbError`;
 // nothing here or in a verb writes to stdout directly, so --json always yields one document.
 import { Command } from 'commander';
-import { type ExitCode, exitCodeMeanings, exitCodes } from './exit-codes.js';
-import { type CliIo, type CommandOutput, writeError, writeOutput } from './render.js';
+import { exitCodeMeanings, exitCodes } from './exit-codes.js';
+import { type CliIo, type VerbOutput, writeError, writeOutput } from './render.js';
 
 export interface CliContext {
   readonly io: CliIo;
@@ -15,7 +15,7 @@ export interface CliContext {
    * `runCli`.
    */
   action<Args extends unknown[]>(
-    handler: (...args: Args) => CommandOutput | Promise<CommandOutput>,
+    handler: (...args: Args) => VerbOutput | Promise<VerbOutput>,
   ): (...args: Args) => Promise<void>;
 }
 
@@ -37,16 +37,17 @@ function exitCodeHelp(): string {
 }
 
 /**
- * Parses `argv` (the arguments after `nlb`), runs the verb and returns the exit code. Never
- * calls process.exit, so a large output is flushed before the process ends.
+ * Parses `argv` (the arguments after `nlb`), runs the verb and returns the exit code (an
+ * `ExitCode`, or the child's own status for `nlb lab exec`). Never calls process.exit, so a large
+ * output is flushed before the process ends.
  */
 export async function runCli(
   commands: readonly CliCommand[],
   argv: readonly string[],
   io: CliIo,
   version: string,
-): Promise<ExitCode> {
-  let exitCode: ExitCode = exitCodes.ok;
+): Promise<number> {
+  let exitCode: number = exitCodes.ok;
   let json = jsonRequested(argv);
   let commandName: string | undefined;
   const ctx: CliContext = {

@@ -40,6 +40,17 @@ export interface CommandOutput<Data = unknown> {
   readonly exitCode?: ExitCode;
 }
 
+/**
+ * What a verb returns when it wrote its output as it came (a stream of events, a child on the
+ * terminal): nothing is left to print, and the exit code may be the child's own.
+ */
+export interface StreamedOutput {
+  readonly streamed: true;
+  readonly exitCode: number;
+}
+
+export type VerbOutput = CommandOutput | StreamedOutput;
+
 /** A table view; `cell` functions see each row. */
 export function table<Row>(
   columns: readonly Column<Row>[],
@@ -130,8 +141,12 @@ export function renderJson(data: unknown): string {
   return JSON.stringify(data, null, 2) + '\n';
 }
 
-/** Prints a handler's result: JSON only under --json, the human view otherwise. */
-export function writeOutput(output: CommandOutput, json: boolean, io: CliIo): ExitCode {
+/**
+ * Prints a handler's result (JSON only under --json, the human view otherwise) and returns the
+ * exit code; a streamed result was printed already.
+ */
+export function writeOutput(output: VerbOutput, json: boolean, io: CliIo): number {
+  if ('streamed' in output) return output.exitCode;
   io.stdout.write(json ? renderJson(output.data) : renderHuman(output.human));
   return output.exitCode ?? exitCodes.ok;
 }

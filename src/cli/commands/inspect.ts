@@ -18,7 +18,14 @@ import { ControlUnreachable, controlFollow } from '../../control/client.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
-import { type CommandOutput, fields, renderHuman, table, text } from '../render.js';
+import {
+  type CommandOutput,
+  type StreamedOutput,
+  fields,
+  renderHuman,
+  table,
+  text,
+} from '../render.js';
 import {
   type ControlOptions,
   addDaemonOptions,
@@ -177,7 +184,7 @@ export async function events(
   options: ControlOptions & { readonly limit?: string; readonly follow?: boolean },
   json: boolean,
   ctx: CliContext,
-): Promise<CommandOutput<EventsData>> {
+): Promise<CommandOutput<EventsData> | StreamedOutput> {
   const limit = parseLimit(options.limit);
   const link = await resolveDaemon(options);
   const request: RequestOf<'events'> = {
@@ -232,9 +239,8 @@ export async function events(
       exitCodes.failed,
     );
   }
-  // Everything was printed as it came; exiting here keeps a final document off the stream.
-  await new Promise<void>((resolve) => ctx.io.stdout.write('', () => resolve()));
-  process.exit(exitCodes.ok);
+  // Everything was printed as it came: no final document after the stream.
+  return { streamed: true, exitCode: exitCodes.ok };
 }
 
 // -------------------------------------------------------------------------------- display

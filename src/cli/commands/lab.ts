@@ -355,10 +355,12 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<command...>', 'the command, after --')
     .option('--name <name>', 'the lab (default: the only one)')
     .addHelpText('after', '\nExample:\n  nlb lab exec h1 -- ip -br address\n')
-    .action(async (target: string, command: string[], options: { name?: string }) => {
-      const code = await lab(() => labExec(resolveName(options.name), target, command));
-      // The command wrote straight to the terminal (inherited stdio), so nothing of ours is
-      // buffered: exit with its own status, which scripts running `nlb lab exec` rely on.
-      process.exit(code);
-    });
+    .action(
+      ctx.action(async (target: string, command: string[], options: { name?: string }) => {
+        const code = await lab(() => labExec(resolveName(options.name), target, command));
+        // The command wrote straight to the terminal (inherited stdio): nlb exits with its own
+        // status, which scripts running `nlb lab exec` rely on.
+        return { streamed: true, exitCode: code };
+      }),
+    );
 }
