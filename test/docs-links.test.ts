@@ -5,8 +5,13 @@
 // guide that used to live beside it, in ../shared). Pure and fast: it only reads files.
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { verbNames } from '../src/control/protocol.js';
+import { commands } from '../src/cli/commands/index.js';
+import type { CliContext } from '../src/cli/program.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const self = 'test/docs-links.test.ts';
@@ -244,5 +249,23 @@ describe('docs links', () => {
       .filter(({ path }) => !existsSync(join(root, path)))
       .map(({ at, path }) => `${at}: ${path}`);
     expect(missing).toEqual([]);
+  });
+
+  it("the README's verb table has a row for every nlb verb and every control request", () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const start = readme.indexOf('### Where each verb lives');
+    expect(start).toBeGreaterThan(0);
+    const section = readme.slice(start, readme.indexOf('\n### ', start + 1));
+    const rows = section.split('\n').filter((line) => line.startsWith('| `'));
+    const named = new Set(rows.flatMap((row) => [...row.matchAll(/`([\w-]+)/g)].map((m) => m[1])));
+    const program = new Command('nlb');
+    const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough() };
+    const ctx: CliContext = { io, action: () => () => Promise.resolve() };
+    for (const command of commands) command.register(program, ctx);
+    const verbs = [
+      ...new Set([...program.commands.map((command) => command.name()), ...verbNames]),
+    ];
+    expect(verbs).toContain('queryport');
+    expect(verbs.filter((verb) => verb !== 'identity' && !named.has(verb))).toEqual([]);
   });
 });
