@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 
 // src/core and src/sim are pure: the protocol and assignment must run the same in the simulator
 // and the daemon, and a seed must replay exactly, so nothing there may do I/O or read the clock
-// or a random source (DESIGN.md §3).
+// or a random source (docs/architecture.md#the-pure-core).
 const impureModules = [
   'fs',
   'node:fs',

@@ -222,7 +222,7 @@ function main(): void {
       platform: `${os.platform()} ${os.release()}`,
     },
     network: {
-      note: "the lab's measured path (DESIGN.md §4); heartbeat loss applies to every copy",
+      note: "the lab's measured path (docs/data-plane.md#measured-figures); heartbeat loss applies to every copy",
       delayMs: labLink.delayMs,
       jitterMs: labLink.jitterMs,
       maxOneWayDelayMs: delayMs,

@@ -1,6 +1,6 @@
-// One contract for every Nft implementation (STYLE.md habit 8): the fake in unit tests and the
-// real nft in a fresh network namespace must both pass it, so code tested against the fake
-// behaves the same on a kernel.
+// One contract for every Nft implementation (docs/architecture.md#contract-suites): the fake in
+// unit tests and the real nft in a fresh network namespace must both pass it, so code tested
+// against the fake behaves the same on a kernel.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
 import { type Nft, NftError, readCounters } from '../src/dataplane/nft.js';

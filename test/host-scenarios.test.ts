@@ -1,7 +1,7 @@
-// Protocol stories as transcripts (STYLE.md habit 6): each scenario drives hosts through a
-// change and compares the events with test/transcripts/<name>.txt. When behaviour changes on
-// purpose, regenerate with `UPDATE_TRANSCRIPTS=1 npx vitest run test/host-scenarios.test.ts`
-// and review the diff. Every step also checks release before acquire (see MiniNet).
+// Protocol stories as transcripts (docs/architecture.md#transcripts): each scenario drives hosts
+// through a change and compares the events with test/transcripts/<name>.txt. When behaviour changes
+// on purpose, regenerate with `UPDATE_TRANSCRIPTS=1 npx vitest run test/host-scenarios.test.ts` and
+// review the diff. Every step also checks release before acquire (see MiniNet).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';

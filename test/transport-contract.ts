@@ -1,7 +1,7 @@
-// The one contract every heartbeat transport passes (STYLE habit 8, after libp2p's
-// interface-compliance-tests): the memory transport the daemon tests use and the real UDP
-// multicast transport nlbd uses run exactly these tests, so a daemon test on memory says
-// something about the daemon on UDP.
+// The one contract every heartbeat transport passes (docs/architecture.md#contract-suites, after
+// libp2p's interface-compliance-tests): the memory transport the daemon tests use and the real UDP
+// multicast transport nlbd uses run exactly these tests, so a daemon test on memory says something
+// about the daemon on UDP.
 import { afterEach, describe, expect, it } from 'vitest';
 import { datagramBytesMax } from '../src/core/heartbeat-size.js';
 import type { DatagramSource, Transport } from '../src/daemon/transport.js';

@@ -1,6 +1,7 @@
-// Bucket assignment (DESIGN.md §5): the target bucket map of one port rule, as a pure function of
-// inputs every member sees alike (membership, load weights, handling priorities and the current
-// owners read from the heartbeat bitmaps). Every host computes it on its own and they agree.
+// Bucket assignment (docs/protocol.md#assignment): the target bucket map of one port rule, as a
+// pure function of inputs every member sees alike (membership, load weights, handling priorities
+// and the current owners read from the heartbeat bitmaps). Every host computes it on its own and
+// they agree.
 //
 // `multiple` mode, exactly:
 //   1. Eligible hosts are the members with loadWeight > 0 that are not draining.

@@ -2,7 +2,7 @@
 // nftables' `jhash` expression applies it: over the concatenated key bytes, reading 32-bit
 // words in little-endian order (x86), then scaled into [0, modulus) by `reciprocal_scale`.
 // `nlb map` depends on this matching the kernel bit for bit; the vectors in
-// shared/vectors/jhash-kernel.tsv were captured from a real kernel and all must pass.
+// test/vectors/jhash-kernel.tsv were captured from a real kernel and all must pass.
 
 const jhashInitval = 0xdeadbeef;
 

@@ -4,7 +4,8 @@
 //   IGMP mode:       the cluster IP resolves to 01:00:5e:7f:c:d, the Ethernet address of the
 //                    IPv4 multicast group 239.255.c.d that every host joins;
 //   unicast masking: each host sends from 02:<host id>:a:b:c:d so a learning switch never
-//                    learns the cluster MAC on one port (DESIGN.md §4).
+//                    learns the cluster MAC on one port
+//                    (docs/data-plane.md#unicast-mode-and-the-macs).
 // NLB only defines these for IPv4. For an IPv6 cluster IP we take its last four bytes as
 // a.b.c.d: they are the part operators vary between services, so two IPv6 VIPs in one subnet
 // get different MACs, and `nlb ip2mac` says so in a note so nobody mistakes it for NLB's own.

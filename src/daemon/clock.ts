@@ -1,6 +1,6 @@
-// Time for the daemon, behind one small interface with a simulated twin (STYLE habit 2): the
-// daemon reads `nowMs()` and sets one-shot timers; tests drive a FakeClock by hand and never
-// sleep to wait for the protocol.
+// Time for the daemon, behind one small interface with a simulated twin
+// (docs/architecture.md#adapters): the daemon reads `nowMs()` and sets one-shot timers; tests drive
+// a FakeClock by hand and never sleep to wait for the protocol.
 import { performance } from 'node:perf_hooks';
 
 export interface Clock {

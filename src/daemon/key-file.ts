@@ -1,4 +1,5 @@
-// The cluster key: the HMAC-SHA256 key every heartbeat is authenticated with (DESIGN.md §5).
+// The cluster key: the HMAC-SHA256 key every heartbeat is authenticated with
+// (docs/protocol.md#authentication-and-rejected-datagrams).
 //
 // The key is the file's exact bytes, used as they are: no decoding, no trimming. That makes
 // one rule with no ambiguity: hosts agree when their key files are byte-identical. A file of

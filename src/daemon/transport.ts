@@ -2,7 +2,7 @@
 // theirs reach it. Two implementations pass one contract suite (test/transport-contract.ts):
 //   UdpTransport     UDP multicast on the cluster interface (node:dgram), what nlbd uses;
 //   MemoryTransport  an in-process segment (MemoryNetwork), for daemon unit tests.
-// The contract, in the words of DESIGN.md §4-5: a datagram one endpoint sends reaches every
+// The contract (docs/protocol.md#transport): a datagram one endpoint sends reaches every
 // other started endpoint of its segment byte for byte, never the sender itself; nothing is
 // delivered after close; datagrams over `datagramBytesMax` are neither sent nor delivered.
 // Delivery is best effort (UDP may lose a datagram); the protocol copes with loss.
@@ -156,11 +156,11 @@ export class TransportError extends Error {
 /**
  * UDP multicast on the cluster interface. The socket is bound to the group address and port,
  * so it receives only heartbeats (not unicast to the port, nor other groups some other socket
- * joined on this port); it joins the group on the dedicated IP, sends through that interface
- * with TTL 1 (heartbeats never leave the segment) and without loopback (a host never hears
- * itself). Bound to a multicast address, the kernel takes the source address from the
- * multicast interface, so heartbeats leave from the dedicated IP even when the interface also
- * carries cluster IPs: sent from a cluster IP every peer would drop them (DESIGN.md §4).
+ * joined on this port); it joins the group on the dedicated IP, sends through that interface with
+ * TTL 1 (heartbeats never leave the segment) and without loopback (a host never hears itself).
+ * Bound to a multicast address, the kernel takes the source address from the multicast interface,
+ * so heartbeats leave from the dedicated IP even when the interface also carries cluster IPs: sent
+ * from a cluster IP every peer would drop them (docs/protocol.md#transport).
  */
 export class UdpTransport implements Transport {
   private socket: dgram.Socket | undefined;

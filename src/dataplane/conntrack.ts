@@ -1,7 +1,7 @@
-// Reading and pruning the kernel's connection table through conntrack-tools. Every flow the
-// filter accepted carries the ct mark of mark.ts, so per-bucket connection counts and "drop the
-// connections of these buckets" need no bookkeeping of our own (DESIGN.md §4: listing 1,000
-// connections takes ~5 ms).
+// Reading and pruning the kernel's connection table through conntrack-tools. Every flow the filter
+// accepted carries the ct mark of mark.ts, so per-bucket connection counts and "drop the
+// connections of these buckets" need no bookkeeping of our own (docs/data-plane.md#conntrack-marks:
+// listing 1,000 connections takes ~5 ms).
 import type { Address } from '../core/address.js';
 import { type Runner, CommandError, localRunner } from './exec.js';
 import {

@@ -460,7 +460,8 @@ export class Dataplane {
 
   /**
    * Drops every connection to the cluster IPs, marked or not, and kills their sockets: for a
-   * host that comes back after its peers declared it dead (DESIGN.md §4).
+   * host that comes back after its peers declared it dead
+   * (docs/protocol.md#dead-hosts-orphans-and-rejoining, docs/data-plane.md#conntrack-marks).
    */
   async flushClusterIps(clusterIps: readonly Address[]): Promise<number> {
     let deleted = 0;

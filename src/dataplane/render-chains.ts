@@ -148,7 +148,8 @@ export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
   const lines = [`# cluster IP ${ip.text}`];
   if (spec.mode !== 'unicast') {
     // Multicast and IGMP modes: the frame came to a group MAC; without this the stack never
-    // delivers the (unicast-addressed) packet and TCP silently fails (DESIGN.md §4).
+    // delivers the (unicast-addressed) packet and TCP silently fails
+    // (docs/data-plane.md#multicast-and-igmp-modes).
     lines.push('meta pkttype multicast meta pkttype set host');
   }
   lines.push('meta l4proto != { tcp, udp } accept');

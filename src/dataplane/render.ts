@@ -1,8 +1,8 @@
-// The whole nftables configuration of one host, rendered as deterministic text from a plain
-// value (the knftables way): the daemon builds a `DataplaneSpec`, `renderTable` turns it into
-// one `nft -f` script that replaces the host's tables atomically, and unit tests compare that
-// text exactly. DESIGN.md §4 is the recipe; every construct below was run on kernel 6.18 with
-// nft 1.0.6.
+// The whole nftables configuration of one host, rendered as deterministic text from a plain value
+// (the knftables way): the daemon builds a `DataplaneSpec`, `renderTable` turns it into one `nft
+// -f` script that replaces the host's tables atomically, and unit tests compare that text exactly.
+// docs/data-plane.md#the-tables explains the layout; every construct below was run on kernel 6.18
+// with nft 1.0.6.
 //
 // Layout of `table inet <name>` (family inet, so IPv6 cluster IPs need nothing extra):
 //   prerouting  hook at priority -150 (after conntrack at -200): a verdict map from destination
@@ -151,7 +151,7 @@ function netdevTable(spec: DataplaneSpec): string[] {
   }
   // The egress hook (kernel 5.16+, nft 1.0.1+) sees every frame the host sends on the cluster
   // interface, so a learning switch only ever learns the masked MACs and keeps flooding the
-  // cluster MAC to every host (DESIGN.md §4).
+  // cluster MAC to every host (docs/data-plane.md#unicast-mode-and-the-macs).
   const body = [
     `type filter hook egress device "${spec.interface}" priority 0; policy accept;`,
     `ether saddr ${spec.clusterMac!} ether saddr set ${spec.maskedMac!}`,
@@ -219,7 +219,8 @@ function structure(spec: DataplaneSpec): string {
  * interface, MACs, table name), so only a whole-table apply can get there. Every ownership
  * change is set elements only (the chains do not depend on it), so it always comes here: a few
  * set changes cost ~2 ms on the long-lived nft process against ~17-45 ms for a whole table
- * (DESIGN.md §4). The transaction is atomic, so the order of its commands does not matter.
+ * (docs/data-plane.md#programming-ownership). The transaction is atomic, so the order of its
+ * commands does not matter.
  */
 export function renderOwnershipUpdate(
   applied: DataplaneSpec,

@@ -1,4 +1,5 @@
-// `nlb lab`: a real cluster on one machine, built from network namespaces (DESIGN.md §6).
+// `nlb lab`: a real cluster on one machine, built from network namespaces
+// (docs/lab.md#topology).
 //
 //   nlb-<name>-sw   the switch: bridge br0, MAC learning on (as a real switch), default ageing;
 //                   one port per host (h1, h2, …) and per client (c1, …)

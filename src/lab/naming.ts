@@ -1,7 +1,7 @@
 // The lab's addressing plan and names, in one place so the lab, its tests, the demo and the
 // benchmarks agree. Everything lives on 198.18.0.0/24, inside the 198.18.0.0/15 range RFC 2544
 // sets aside for benchmarking, so lab traffic can never be mistaken for, or routed to, a real
-// network (DESIGN.md §6).
+// network (docs/lab.md#network-safety).
 import ipaddr from 'ipaddr.js';
 
 export const labSubnet = '198.18.0.0/24';
@@ -75,7 +75,9 @@ export function isLabSafeAddress(address: string): boolean {
   return ipaddr.IPv4.parse(address).match(range, bits);
 }
 
-/** Network safety: throws unless `address` is inside 198.18.0.0/15 (DESIGN.md §6). */
+/**
+ * Network safety: throws unless `address` is inside 198.18.0.0/15 (docs/lab.md#network-safety).
+ */
 export function assertLabSafeAddress(address: string, what: string): void {
   if (!isLabSafeAddress(address)) {
     throw new Error(

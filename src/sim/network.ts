@@ -22,7 +22,10 @@ export interface LinkConditions {
   readonly corruptRate: number;
 }
 
-/** The lab's measured path (p50 ~0.2 ms, p99 < 2 ms, DESIGN.md §4), without faults. */
+/**
+ * The lab's measured path (p50 ~0.2 ms, p99 < 2 ms: docs/data-plane.md#measured-figures), without
+ * faults.
+ */
 export const labLink: LinkConditions = {
   delayMs: 0.2,
   jitterMs: 0.3,

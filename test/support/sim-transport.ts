@@ -1,7 +1,8 @@
-// The simulator's virtual network behind the Transport interface, so that it runs the same
-// contract suite as the memory segment and real UDP multicast (STYLE habit 8). Deliveries the
-// network computes in virtual time are carried out with real timers here: the contract speaks
-// of a healthy link, so faults stay off (they are the simulator's business, tested there).
+// The simulator's virtual network behind the Transport interface, so that it runs the same contract
+// suite as the memory segment and real UDP multicast (docs/architecture.md#contract-suites).
+// Deliveries the network computes in virtual time are carried out with real timers here: the
+// contract speaks of a healthy link, so faults stay off (they are the simulator's business, tested
+// there).
 import { performance } from 'node:perf_hooks';
 import type {
   DatagramHandler,

@@ -1,5 +1,5 @@
 // `nlb lab up|down|status|exec`: a real cluster on this machine, built from network namespaces
-// (src/lab/lab.ts, DESIGN.md §6). Every verb needs root; without it they exit 1 saying so.
+// (src/lab/lab.ts, docs/lab.md). Every verb needs root; without it they exit 1 saying so.
 import { type Command, Option } from 'commander';
 import { hostsMax } from '../../core/config.js';
 import {
