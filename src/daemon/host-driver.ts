@@ -1,4 +1,3 @@
-/* eslint-disable max-lines -- the carry-out order is in core now; the driver is split next (issue 10) */
 // The daemon's side of the driver contract (src/core/protocol.ts): feed the host machine its
 // inputs (a tick when it asked to be woken, every heartbeat datagram, operator commands) one at
 // a time, and carry out each Ready completely, in the order of `carryOutSteps`
@@ -35,8 +34,8 @@
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
 import { carryOutSteps } from '../core/carry-out.js';
+import { errorText } from '../core/error-text.js';
 import type { HostDetails, HostMachine } from '../core/host.js';
-import type { EventRecord, EventSink } from './event-names.js';
 import type {
   Command,
   CommandReply,
@@ -45,179 +44,27 @@ import type {
   ProtocolEvent,
   Ready,
 } from '../core/protocol.js';
-import type { BucketConnections } from '../dataplane/conntrack.js';
-import {
-  DataplaneLostError,
-  type LeaseRefresh,
-  type ProgramResult,
-  type RestoreReport,
-} from '../dataplane/dataplane.js';
+import type { ProgramResult } from '../dataplane/dataplane.js';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
+import type { EventRecord, EventSink } from './event-names.js';
+import {
+  type DataplanePort,
+  type DataplaneState,
+  type DriverStats,
+  type HostDriverOptions,
+  Latency,
+  commandsQueuedMax,
+  datagramsQueuedMax,
+  drainPollMsDefault,
+  restoreRetryMsDefault,
+  round,
+} from './host-driver-port.js';
+import { Outage } from './host-outage.js';
+import { InputQueue, type Job } from './input-queue.js';
 import type { DatagramSource, Transport } from './transport.js';
-import { errorText } from '../core/error-text.js';
-import type { DriverView, LatencyView } from '../control/protocol.js';
 
-/** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */
-export interface DataplanePort {
-  /** Throws DataplaneLostError while the data plane is lost and this retry did not bring it back. */
-  program(spec: DataplaneSpec): Promise<ProgramResult>;
-  /**
-   * Refreshes the lease; `Dataplane.refreshLease` also hands over the tables it restored since
-   * the last call. Throws DataplaneLostError when the table is gone and cannot be put back.
-   */
-  refreshLease(): Promise<LeaseRefresh>;
-  flush(rule: number, buckets: readonly number[]): Promise<number>;
-  /**
-   * Drops every connection to the cluster IPs and kills their sockets (conntrack by
-   * destination, `ss -K`): what a host that rejoins after its peers declared it dead owes
-   * them (DESIGN.md §4). The daemon binds it to `Dataplane.flushClusterIps`.
-   */
-  flushAll(): Promise<number>;
-  connections(): Promise<readonly BucketConnections[]>;
-  /**
-   * Subscribes to a data plane found lost on its own (a restore it started itself, on what
-   * nft monitor reported, failed): the driver fails closed at once instead of at its next
-   * heartbeat, a period later, during which the host would answer for the cluster IPs
-   * without a filter. `Dataplane.watchLost`.
-   */
-  watchLost?(listener: (reason: string) => void): void;
-}
-
-/** One log record; `event` is a stable name (DESIGN.md vocabulary), the rest depends on it. */
-
-/**
- * 32 hosts × one heartbeat per period is 32 datagrams; 1,024 queued is 32 periods of backlog,
- * which only a flood or a stuck kernel produces. Beyond it datagrams are dropped and counted:
- * a lost heartbeat is something the protocol already survives.
- */
-export const datagramsQueuedMax = 1_024;
-/** Commands come from the control socket, one per connection; more than this is a runaway script. */
-export const commandsQueuedMax = 64;
-/** How often a draining host counts its remaining connections (conntrack -L costs ~5 ms). */
-export const drainPollMsDefault = 500;
-/** Program latencies kept for the percentiles `params` shows. */
-const latencySamplesMax = 256;
-/** A data plane failing on every heartbeat logs once per this interval, not 5 times a second. */
-const errorReportMs = 5_000;
-/**
- * While the data plane is lost, the whole table is tried again this often: a whole-table apply
- * costs ~20 ms, so a second apart is ~2% of a core while nft keeps failing, and a host that
- * comes back a second later than it could have costs nothing its peers do not already cover.
- */
-export const restoreRetryMsDefault = 1_000;
-
-export interface HostDriverOptions {
-  readonly machine: HostMachine;
-  readonly clock: Clock;
-  readonly transport: Transport;
-  readonly dataplane: DataplanePort;
-  /** The data plane spec for an ownership (dataplaneSpecFor with the daemon's config). */
-  readonly specFor: (ownership: Ownership) => DataplaneSpec;
-  readonly log: EventSink;
-  readonly drainPollMs?: number;
-  /** Called when the host machine throws: an assertion, a bug; the daemon shuts down. */
-  readonly onFatal?: (error: Error) => void;
-  /**
-   * Called when the machine accepted a `reload`, in the same step and before its Ready is
-   * carried out: the daemon switches `specFor` to the new config there, so the kernel gets the
-   * new port rules together with the ownership the machine decided under them.
-   */
-  readonly onReload?: (command: Command & { readonly verb: 'reload' }) => void;
-  /**
-   * Called with every command the machine answered, once its Ready is carried out and before
-   * the reply reaches whoever asked (the daemon retains the suspended state there, so once
-   * `nlb suspend` answers, a restart keeps it).
-   */
-  readonly onReply?: (command: Command, reply: CommandReply) => void;
-  /**
-   * Called when the data plane is lost (its table is gone or altered and cannot be put back):
-   * the host must stop answering for the cluster IPs, so the daemon detaches the interface
-   * (removes the cluster IPs, restores the original MAC). Awaited before anything else is
-   * stepped; called again to undo an onDataplaneRestored that threw. Without it the host keeps
-   * its cluster IPs, unfiltered, while it is lost. An error is logged, not retried.
-   */
-  readonly onDataplaneLost?: (reason: string) => void | Promise<void>;
-  /**
-   * Called when a lost data plane is back (the whole table committed): the daemon attaches the
-   * interface again. Awaited before the machine is told the link is up. When it throws, the
-   * data plane counts as lost still: onDataplaneLost undoes what it did at once, and both are
-   * tried again at the next retry.
-   */
-  readonly onDataplaneRestored?: () => void | Promise<void>;
-  /** How often a lost data plane is tried again. */
-  readonly restoreRetryMs?: number;
-  /**
-   * The heartbeat period and tolerance in force (the config may change on reload): how long
-   * heartbeats may fail to leave before the host takes itself out. Without it, never.
-   */
-  readonly heartbeat?: () => { readonly periodMs: number; readonly tolerance: number };
-}
-
-type Job =
-  | { readonly kind: 'tick' }
-  /** A command of the driver's own (the data plane's side of `link`), stepped before the rest. */
-  | { readonly kind: 'internal'; readonly command: Command }
-  /** The data plane reported itself lost between steps: fail closed before anything else. */
-  | { readonly kind: 'lost'; readonly reason: string }
-  | { readonly kind: 'datagram'; readonly bytes: Uint8Array; readonly queuedAtMs: number }
-  | {
-      readonly kind: 'command';
-      readonly command: Command;
-      readonly resolve: (reply: CommandReply) => void;
-      readonly reject: (error: Error) => void;
-    };
-
-// The driver's statistics are part of the control protocol (`params`), so their shape is defined
-// there, once.
-export type LatencyStats = LatencyView;
-export type DriverStats = DriverView;
-
-/** The kernel tables' story, for `params` and metrics. */
-export interface DataplaneState {
-  /** Tables put back after someone else deleted or changed them (and lost ones brought back). */
-  readonly restores: number;
-  /** Times the data plane was lost (its table could not be put back). */
-  readonly losses: number;
-  /** Why the data plane is lost now, or null. */
-  readonly lost: string | null;
-}
-
-class Latency {
-  private samples: number[] = [];
-  count = 0;
-  last: number | null = null;
-  max: number | null = null;
-
-  add(ms: number): void {
-    this.count++;
-    this.last = ms;
-    this.max = this.max === null ? ms : Math.max(this.max, ms);
-    this.samples.push(ms);
-    if (this.samples.length > latencySamplesMax) {
-      this.samples.shift();
-    }
-  }
-
-  stats(): LatencyStats {
-    const sorted = [...this.samples].sort((a, b) => a - b);
-    const at = (q: number): number | null =>
-      sorted.length === 0
-        ? null
-        : round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!);
-    return {
-      count: this.count,
-      lastMs: this.last === null ? null : round(this.last),
-      maxMs: this.max === null ? null : round(this.max),
-      p50Ms: at(0.5),
-      p99Ms: at(0.99),
-    };
-  }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
-}
+export * from './host-driver-port.js';
 
 export class HostDriver {
   private readonly machine: HostMachine;
@@ -230,25 +77,15 @@ export class HostDriver {
   private readonly onFatal: (error: Error) => void;
   private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
   private readonly onReply: (command: Command, reply: CommandReply) => void;
-  private readonly onDataplaneLost: ((reason: string) => void | Promise<void>) | undefined;
   /** When the last heartbeat left (clock ms), or undefined before the first. */
   private lastSentMs: number | undefined;
-  private readonly heartbeat:
-    (() => { readonly periodMs: number; readonly tolerance: number }) | undefined;
-  /** Set while heartbeats cannot leave and the machine was told the link is down for it. */
-  private sendBlocked: { sinceMs: number } | undefined;
-  private readonly onDataplaneRestored: (() => void | Promise<void>) | undefined;
   private readonly restoreRetryMs: number;
+  /** Why the host is out besides its carrier: a lost data plane, blocked heartbeats. */
+  private readonly outage: Outage;
 
-  private readonly queue: Job[] = [];
-  private datagramsQueued = 0;
-  private commandsQueued = 0;
-  private tickQueued = false;
-  private running = false;
-  private started = false;
+  private readonly queue = new InputQueue((job) => this.run(job));
   private closing = false;
   private fatal: Error | undefined;
-  private idleWaiters: (() => void)[] = [];
   private cancelTimer: (() => void) | undefined;
   private cancelDrainPoll: (() => void) | undefined;
   private drainPolling = false;
@@ -257,11 +94,6 @@ export class HostDriver {
   private wanted: Ownership;
   private wantedKey: string;
   private programmedKey: string | undefined;
-  private readonly lastErrorReport = new Map<string, { atMs: number; suppressed: number }>();
-  /** Set while the data plane is lost; `lastAttemptMs` paces the retries. */
-  private lost: { reason: string; sinceMs: number; lastAttemptMs: number } | undefined;
-  /** The carrier as the daemon last reported it (`link` commands); up until told otherwise. */
-  private carrierUp = true;
 
   private readonly programLatency = new Latency();
   private readonly queueWait = new Latency();
@@ -271,14 +103,9 @@ export class HostDriver {
     commands: 0,
     sets: 0,
     table: 0,
-    queueDepthMax: 0,
     datagramsDropped: 0,
-    heartbeatsWithheld: 0,
     leaseRefreshes: 0,
-    dataplaneErrors: 0,
     sendErrors: 0,
-    dataplaneRestores: 0,
-    dataplaneLosses: 0,
   };
 
   constructor(options: HostDriverOptions) {
@@ -292,12 +119,22 @@ export class HostDriver {
     this.onFatal = options.onFatal ?? (() => undefined);
     this.onReload = options.onReload ?? (() => undefined);
     this.onReply = options.onReply ?? (() => undefined);
-    this.onDataplaneLost = options.onDataplaneLost;
-    this.onDataplaneRestored = options.onDataplaneRestored;
     this.restoreRetryMs = options.restoreRetryMs ?? restoreRetryMsDefault;
-    this.heartbeat = options.heartbeat;
+    this.outage = new Outage({
+      clock: this.clock,
+      log: this.log,
+      restoreRetryMs: this.restoreRetryMs,
+      heartbeat: options.heartbeat,
+      onDataplaneLost: options.onDataplaneLost,
+      onDataplaneRestored: options.onDataplaneRestored,
+      stepFirst: (command) => this.stepFirst(command),
+      reprogram: () => {
+        this.programmedKey = undefined;
+      },
+      lastSentMs: () => this.lastSentMs,
+    });
     options.dataplane.watchLost?.((reason) => {
-      if (!this.closing) this.enqueueFirst({ kind: 'lost', reason });
+      if (!this.closing) this.queue.pushFirst({ kind: 'lost', reason });
     });
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
@@ -319,21 +156,18 @@ export class HostDriver {
     if (this.closing) {
       return;
     }
-    if (this.datagramsQueued >= datagramsQueuedMax) {
+    if (this.queue.datagrams >= datagramsQueuedMax) {
       this.counts.datagramsDropped++;
       return;
     }
-    this.enqueue({ kind: 'datagram', bytes, queuedAtMs: this.clock.nowMs() });
+    this.queue.push({ kind: 'datagram', bytes, queuedAtMs: this.clock.nowMs() });
   };
 
   /** Starts stepping: a first tick now, then whenever the machine asks to be woken. */
   start(): void {
-    if (this.started) {
-      throw new Error('HostDriver.start: already started');
-    }
-    this.started = true;
+    this.queue.start();
     this.scheduleDrainPoll();
-    this.enqueueTick();
+    this.queue.push({ kind: 'tick' });
   }
 
   /** Steps an operator command; resolves with the machine's reply once its Ready is carried out. */
@@ -341,13 +175,13 @@ export class HostDriver {
     if (this.closing) {
       return Promise.reject(new Error('nlbd is shutting down: commands are no longer accepted'));
     }
-    if (this.commandsQueued >= commandsQueuedMax) {
+    if (this.queue.commands >= commandsQueuedMax) {
       return Promise.reject(
         new Error(`${commandsQueuedMax} commands are already waiting; try again in a moment`),
       );
     }
     return new Promise((resolve, reject) => {
-      this.enqueue({ kind: 'command', command, resolve, reject });
+      this.queue.push({ kind: 'command', command, resolve, reject });
     });
   }
 
@@ -373,10 +207,7 @@ export class HostDriver {
 
   /** Resolves once no input is queued or being carried out. */
   idle(): Promise<void> {
-    if (!this.running && (this.queue.length === 0 || !this.started)) {
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.queue.idle();
   }
 
   status(): ReturnType<HostMachine['status']> {
@@ -398,79 +229,28 @@ export class HostDriver {
       steps: { ticks: c.ticks, datagrams: c.datagrams, commands: c.commands },
       program: { ...this.programLatency.stats(), sets: c.sets, table: c.table },
       datagramQueueWait: this.queueWait.stats(),
-      queueDepthMax: c.queueDepthMax,
+      queueDepthMax: this.queue.depthMax,
       datagramsDropped: c.datagramsDropped,
-      heartbeatsWithheld: c.heartbeatsWithheld,
+      heartbeatsWithheld: this.outage.counts.heartbeatsWithheld,
       leaseRefreshes: c.leaseRefreshes,
-      dataplaneErrors: c.dataplaneErrors,
+      dataplaneErrors: this.outage.counts.dataplaneErrors,
       sendErrors: c.sendErrors,
     };
   }
 
   dataplaneState(): DataplaneState {
     return {
-      restores: this.counts.dataplaneRestores,
-      losses: this.counts.dataplaneLosses,
-      lost: this.lost?.reason ?? null,
+      restores: this.outage.counts.restores,
+      losses: this.outage.counts.losses,
+      lost: this.outage.lost?.reason ?? null,
     };
   }
 
   // ---------------------------------------------------------------- the loop
 
-  private enqueue(job: Job): void {
-    if (job.kind === 'tick') {
-      if (this.tickQueued) {
-        return;
-      }
-      this.tickQueued = true;
-    }
-    if (job.kind === 'datagram') this.datagramsQueued++;
-    if (job.kind === 'command') this.commandsQueued++;
-    this.queue.push(job);
-    this.counts.queueDepthMax = Math.max(this.counts.queueDepthMax, this.queue.length);
-    if (this.started) {
-      void this.pump();
-    }
-  }
-
-  private enqueueTick(): void {
-    this.enqueue({ kind: 'tick' });
-  }
-
   /** Steps `command` before anything already queued: the data plane's side of `link`. */
   private stepFirst(command: Command): void {
-    this.enqueueFirst({ kind: 'internal', command });
-  }
-
-  /** Runs `job` before anything already queued (the driver's own urgent work). */
-  private enqueueFirst(job: Job): void {
-    this.queue.unshift(job);
-    if (this.started) {
-      void this.pump();
-    }
-  }
-
-  private async pump(): Promise<void> {
-    if (this.running) {
-      return;
-    }
-    this.running = true;
-    try {
-      for (;;) {
-        const job = this.queue.shift();
-        if (job === undefined) {
-          break;
-        }
-        if (job.kind === 'datagram') this.datagramsQueued--;
-        if (job.kind === 'command') this.commandsQueued--;
-        await this.run(job);
-      }
-    } finally {
-      this.running = false;
-      for (const wake of this.idleWaiters.splice(0)) {
-        wake();
-      }
-    }
+    this.queue.pushFirst({ kind: 'internal', command });
   }
 
   private async run(job: Job): Promise<void> {
@@ -482,7 +262,6 @@ export class HostDriver {
     let input: Input;
     switch (job.kind) {
       case 'tick':
-        this.tickQueued = false;
         this.counts.ticks++;
         input = { kind: 'tick', nowMs };
         break;
@@ -494,8 +273,8 @@ export class HostDriver {
       case 'command':
         this.counts.commands++;
         if (job.command.verb === 'link') {
-          this.carrierUp = job.command.up;
-          const out = this.outBecause();
+          this.outage.carrierUp = job.command.up;
+          const out = this.outage.outBecause();
           if (job.command.up && out !== undefined) {
             // The link is up for the machine only once the data plane is back and heartbeats
             // leave again too.
@@ -509,7 +288,7 @@ export class HostDriver {
         input = { kind: 'command', nowMs, command: job.command };
         break;
       case 'lost':
-        if (this.lost === undefined) await this.dataplaneLost(job.reason);
+        if (this.outage.lost === undefined) await this.outage.lose(job.reason);
         return;
     }
     let ready: Ready;
@@ -546,7 +325,7 @@ export class HostDriver {
     }
     this.cancelTimer = this.clock.at(wakeAtMs, () => {
       this.cancelTimer = undefined;
-      this.enqueueTick();
+      this.queue.push({ kind: 'tick' });
     });
   }
 
@@ -583,7 +362,7 @@ export class HostDriver {
         const dropped = await this.dataplane.flushAll();
         this.log({ event: 'connections flushed', rule: 'all', dropped, socketsKilled: true });
       } catch (error) {
-        this.dataplaneError('flush', error);
+        this.outage.dataplaneError('flush', error);
       }
       return;
     }
@@ -592,7 +371,7 @@ export class HostDriver {
         const dropped = await this.dataplane.flush(rule, buckets);
         this.log({ event: 'connections flushed', rule, buckets: buckets.length, dropped });
       } catch (error) {
-        this.dataplaneError('flush', error);
+        this.outage.dataplaneError('flush', error);
       }
     }
   }
@@ -609,7 +388,7 @@ export class HostDriver {
       this.wanted = ownership;
       this.wantedKey = JSON.stringify(ownership);
     }
-    const lost = this.lost;
+    const lost = this.outage.lost;
     const retryDue = lost === undefined || decidedAtMs - lost.lastAttemptMs >= this.restoreRetryMs;
     if (this.programmedKey === this.wantedKey || !retryDue) return false;
     if (lost !== undefined) lost.lastAttemptMs = decidedAtMs;
@@ -630,34 +409,34 @@ export class HostDriver {
         orphan: this.wanted.rules.map((r) => r.orphan.length),
       });
       if (lost !== undefined) {
-        await this.dataplaneBack(lost);
+        await this.outage.back(lost);
       }
       // Both kinds of program refresh the lease in the same transaction.
       return result !== 'unchanged';
     } catch (error) {
-      await this.dataplaneFailed('program', error);
+      await this.outage.failed('program', error);
       return false;
     }
   }
 
   /** Sends the heartbeats, or withholds them while the kernel does not hold what they say. */
   private async sendStep(datagrams: readonly Uint8Array[], leaseFresh: boolean): Promise<void> {
-    if (this.lost !== undefined) {
-      this.withhold(datagrams.length, 'the data plane is lost');
+    if (this.outage.lost !== undefined) {
+      this.outage.withhold(datagrams.length, 'the data plane is lost');
     } else if (this.programmedKey !== this.wantedKey) {
-      this.withhold(datagrams.length, 'the kernel does not hold the decided ownership yet');
+      this.outage.withhold(datagrams.length, 'the kernel does not hold the decided ownership yet');
     } else if (!leaseFresh && !(await this.refreshLease())) {
-      this.withhold(datagrams.length, 'the lease could not be refreshed');
+      this.outage.withhold(datagrams.length, 'the lease could not be refreshed');
     } else {
       for (const bytes of datagrams) {
         try {
           await this.transport.send(bytes);
           this.lastSentMs = this.clock.nowMs();
-          this.heartbeatsFlowing();
+          this.outage.heartbeatsFlowing();
         } catch (error) {
           this.counts.sendErrors++;
-          this.reportError({ event: 'heartbeat send failed', error: errorText(error) });
-          this.heartbeatsFailing(errorText(error));
+          this.outage.reportError({ event: 'heartbeat send failed', error: errorText(error) });
+          this.outage.heartbeatsFailing(errorText(error));
         }
       }
     }
@@ -668,189 +447,12 @@ export class HostDriver {
       const refreshed = await this.dataplane.refreshLease();
       this.counts.leaseRefreshes++;
       for (const report of refreshed.restored) {
-        this.restored(report);
+        this.outage.restored(report);
       }
       return true;
     } catch (error) {
-      await this.dataplaneFailed('lease refresh', error);
+      await this.outage.failed('lease refresh', error);
       return false;
-    }
-  }
-
-  /** A lost data plane takes the host out; any other failure is logged and retried. */
-  private async dataplaneFailed(operation: string, error: unknown): Promise<void> {
-    if (error instanceof DataplaneLostError) {
-      await this.dataplaneLost(error.reason);
-    } else {
-      this.dataplaneError(operation, error);
-    }
-  }
-
-  // ---------------------------------------------------------------- a table lost and restored
-
-  private restored(report: RestoreReport): void {
-    this.counts.dataplaneRestores++;
-    this.log({
-      event: 'dataplane restored',
-      problems: report.problems,
-      detectedBy: report.detectedBy,
-      goneMs: report.goneMs,
-      restoreMs: report.restoreMs,
-      hint: "another program changed or deleted nlbd's nftables tables (e.g. `nft flush ruleset`, nftables.service start or reload); nlbd put the whole table back. Keep other rulesets from flushing it: in /etc/nftables.conf replace `flush ruleset` by deleting only your own tables",
-    });
-  }
-
-  /** Steps 1-3 of the header: the host stops answering for the cluster IPs. */
-  private async dataplaneLost(reason: string): Promise<void> {
-    if (this.lost !== undefined) {
-      this.lost.reason = reason;
-      this.reportError({ event: 'dataplane still lost', reason });
-      return;
-    }
-    const nowMs = this.clock.nowMs();
-    this.lost = { reason, sinceMs: nowMs, lastAttemptMs: nowMs };
-    this.counts.dataplaneLosses++;
-    // Every step tries again (at most once per restoreRetryMs) until the kernel takes it.
-    this.programmedKey = undefined;
-    const failClosed = this.onDataplaneLost !== undefined;
-    this.log({
-      event: 'dataplane lost',
-      reason,
-      failClosed,
-      hint: `${
-        failClosed
-          ? 'the host left the cluster: its cluster IPs are removed and its own MAC is back'
-          : 'the host stops sending heartbeats, so its peers take its buckets; it still holds the cluster IPs'
-      }. Check that \`nft list ruleset\` works and that nothing else keeps deleting nlbd's tables; nlbd tries again every ${this.restoreRetryMs} ms and rejoins by itself`,
-    });
-    await this.detach(reason);
-    // Peers count our silence from the last heartbeat we sent (heartbeats may have been
-    // withheld for a while already): so does the link-down time (see protocol.ts, `link`).
-    this.stepFirst({
-      verb: 'link',
-      up: false,
-      ...(this.lastSentMs === undefined ? {} : { silentSinceMs: this.lastSentMs }),
-    });
-  }
-
-  private async detach(reason: string): Promise<void> {
-    if (this.onDataplaneLost === undefined) {
-      return;
-    }
-    try {
-      await this.onDataplaneLost(reason);
-    } catch (error) {
-      this.reportError({ event: 'dataplane lost: detach failed', error: errorText(error) });
-    }
-  }
-
-  /** Steps 4-5 of the header: the table is back; the host returns once attached. */
-  private async dataplaneBack(lost: { reason: string; sinceMs: number }): Promise<void> {
-    if (this.onDataplaneRestored !== undefined) {
-      try {
-        await this.onDataplaneRestored();
-      } catch (error) {
-        // Out still: the next retry undoes what the attach did and tries both again.
-        this.reportError({ event: 'dataplane restored: attach failed', error: errorText(error) });
-        this.programmedKey = undefined;
-        await this.detach(lost.reason);
-        return;
-      }
-    }
-    this.lost = undefined;
-    this.counts.dataplaneRestores++;
-    this.log({
-      event: 'dataplane restored',
-      problems: [lost.reason],
-      detectedBy: 'retry after the data plane was lost',
-      goneMs: round(this.clock.nowMs() - lost.sinceMs),
-      rejoining: this.carrierUp && this.outBecause() === undefined,
-    });
-    this.rejoinIfClear();
-  }
-
-  /**
-   * What still keeps the host out besides its carrier, in the words of the `link up` reply;
-   * undefined when nothing does.
-   */
-  private outBecause(): string | undefined {
-    if (this.lost !== undefined) return 'its data plane is restored';
-    if (this.sendBlocked !== undefined) return 'its heartbeats can be sent again';
-    return undefined;
-  }
-
-  /** The link is up for the machine once carrier, data plane and heartbeats all are. */
-  private rejoinIfClear(): void {
-    if (this.carrierUp && this.outBecause() === undefined) {
-      this.stepFirst({ verb: 'link', up: true });
-    }
-  }
-
-  /**
-   * A heartbeat could not be sent. Once none has left for `tolerance - 2` periods, the host
-   * takes itself out (see the header), counting its silence from its last heartbeat.
-   */
-  private heartbeatsFailing(error: string): void {
-    if (this.sendBlocked !== undefined || this.heartbeat === undefined) return;
-    const { periodMs, tolerance } = this.heartbeat();
-    const nowMs = this.clock.nowMs();
-    const silentSinceMs = this.lastSentMs ?? nowMs;
-    if (nowMs - silentSinceMs < Math.max(0, tolerance - 2) * periodMs) return;
-    this.sendBlocked = { sinceMs: nowMs };
-    this.log({
-      event: 'heartbeats blocked',
-      error,
-      silentMs: round(nowMs - silentSinceMs),
-      hint: "the host's heartbeats cannot leave, so it takes no buckets until they can (its peers take them over); check that the dedicated IP is on the cluster interface and the heartbeat group has a route",
-    });
-    this.stepFirst({ verb: 'link', up: false, silentSinceMs });
-  }
-
-  /** A heartbeat left: a host that had taken itself out for blocked heartbeats comes back. */
-  private heartbeatsFlowing(): void {
-    const blocked = this.sendBlocked;
-    if (blocked === undefined) return;
-    this.sendBlocked = undefined;
-    this.log({
-      event: 'heartbeats flowing',
-      blockedMs: round(this.clock.nowMs() - blocked.sinceMs),
-      rejoining: this.carrierUp && this.outBecause() === undefined,
-    });
-    this.rejoinIfClear();
-  }
-
-  private withhold(count: number, reason: string): void {
-    this.counts.heartbeatsWithheld += count;
-    this.reportError({ event: 'heartbeat withheld', reason });
-  }
-
-  private dataplaneError(operation: string, error: unknown): void {
-    this.counts.dataplaneErrors++;
-    this.reportError({
-      event: 'dataplane error',
-      operation,
-      error: errorText(error),
-      hint: 'the kernel keeps its previous filter; heartbeats are withheld until it takes the new one',
-    });
-  }
-
-  /**
-   * Logs an error record at most once per errorReportMs for each kind (event and operation),
-   * with how many were suppressed since, so a failure on every heartbeat cannot flood the log.
-   */
-  private reportError(record: EventRecord): void {
-    const kind = `${record.event}/${String(record.operation ?? '')}`;
-    const now = this.clock.nowMs();
-    const last = this.lastErrorReport.get(kind);
-    if (last === undefined || now - last.atMs >= errorReportMs) {
-      this.lastErrorReport.set(kind, { atMs: now, suppressed: 0 });
-      this.log(
-        last === undefined || last.suppressed === 0
-          ? record
-          : { ...record, suppressed: last.suppressed },
-      );
-    } else {
-      last.suppressed++;
     }
   }
 
@@ -880,7 +482,7 @@ export class HostDriver {
         this.log({ event: 'drainstop finished', reply: reply.code, message: reply.message });
       }
     } catch (error) {
-      this.dataplaneError('count connections', error);
+      this.outage.dataplaneError('count connections', error);
     } finally {
       this.drainPolling = false;
     }
