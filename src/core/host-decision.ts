@@ -1,0 +1,418 @@
+// The decision, in named phases: membership, the target map, release, agreement, acquisition
+// and convergence (docs/protocol.md#membership, #the-target-map, #release-before-acquire,
+// #convergence). Part of the host machine (host.ts).
+import { createHash } from 'node:crypto';
+import { assign, type AssignMember } from './assign.js';
+import { ackFor } from './heartbeat.js';
+import { type MachineState, takesPart, hex, sameList } from './host-state.js';
+import { reportCounts } from './host-announcements.js';
+import { reviewConfigKeepOut, reviewDuplicateKeepOut } from './host-keepout.js';
+
+/**
+ * The decision, run once per step after the inputs: keep-out review, then membership, the
+ * target map, release, agreement, acquisition and convergence, in that order (host.ts states
+ * the rules). Each phase is a function of its own below.
+ */
+export function decide(s: MachineState, now: number): void {
+  // Kept out while another host that was there first uses our id, or for a config mismatch
+  // while a larger (or equal, lower-id) cluster disagrees.
+  reviewDuplicateKeepOut(s, now);
+  reviewConfigKeepOut(s, now);
+  s.pending = false;
+  advanceGeneration(s, now);
+  const membersChanged = updateMembership(s, now);
+  const members = s.members;
+  yieldToLowerIds(s);
+  const targets = computeTargets(s, members);
+  const digest = digestOf(s, members, targets);
+  const targetChanged = hex(digest) !== hex(s.mapDigest);
+  s.targets = targets;
+  s.mapDigest = digest;
+  if ((membersChanged || targetChanged) && s.converged) {
+    s.converged = false;
+    s.convergingSinceMs = now;
+    s.emit(now, 'converging', { reason: s.convergingReason, members });
+  }
+
+  if (!s.participating) {
+    s.converged = false;
+    return;
+  }
+
+  releaseOutsideTarget(s, targets);
+  const agreed = agreement(s, members, targets, hex(digest));
+  const pending = (s.pending = viewAboutToChange(s, now, members));
+  // Always evaluated (it updates `s.alone`, which `isDefault` reads), whatever the agreement.
+  const unhindered = mayAcquire(s, now);
+  if (agreed && !pending && unhindered) acquire(s, now, targets);
+  reviewConvergence(s, now, agreed && !pending);
+}
+
+/**
+ * A new generation whenever what this host feeds into the assignment changes while it takes
+ * part (taking part again, draining, a rule enabled, disabled or drained, a reload): a target
+ * computed before can then never be this host's target again, which lets peers disregard their
+ * older announcements of it (see `reportCounts`).
+ */
+export function advanceGeneration(s: MachineState, now: number): void {
+  const inputsKey = JSON.stringify([
+    s.adminState,
+    s.ruleStates,
+    s.config.host.rules,
+    hex(s.configDigest),
+  ]);
+  if (s.participating && (!s.wasParticipating || inputsKey !== s.lastInputsKey)) {
+    s.generation += 1;
+  }
+  s.lastInputsKey = inputsKey;
+  if (s.participating && !s.wasParticipating) {
+    // Taking part again (start, link up, admitted): listen for a whole detection window
+    // before taking buckets alone, as at the first start.
+    s.listenUntilMs = Math.max(s.listenUntilMs, now + s.deadAfterMs);
+    s.participatingFromSequence = s.sequence + 1;
+  }
+  s.wasParticipating = s.participating;
+}
+
+/**
+ * Membership: the heard, compatible peers (`heardIds`), and the members: this host when it
+ * takes part, and every heard peer that takes part and hears us back. Reports who joined and
+ * who left; returns whether the members changed.
+ */
+export function updateMembership(s: MachineState, now: number): boolean {
+  s.heardIds = [...s.peers.values()]
+    .filter((p) => p.heard && p.mismatch === undefined)
+    .map((p) => p.id)
+    .sort((a, b) => a - b);
+  const members: number[] = [];
+  if (s.participating) {
+    members.push(s.hostId);
+    for (const id of s.heardIds) {
+      const hb = s.peers.get(id)!.heartbeat;
+      // It hears us back: it lists us, or it acks this process (a newcomer acks what it hears
+      // before it has proven us fresh, so this saves a round trip on every join).
+      const hearsUs =
+        hb.heard.includes(s.hostId) || ackFor(hb, s.hostId, s.incarnation) !== undefined;
+      if (takesPart(hb.state) && hearsUs) {
+        members.push(id);
+      }
+    }
+    members.sort((a, b) => a - b);
+  }
+  const membersChanged = !sameList(members, s.members);
+  if (membersChanged && s.participating && s.members.length > 0) {
+    reportMembershipChange(s, now, members);
+  }
+  s.members = members;
+  return membersChanged;
+}
+
+/** Who joined and who left between `s.members` and `members` (events, converging reason). */
+function reportMembershipChange(s: MachineState, now: number, members: readonly number[]): void {
+  const joined = members.filter((id) => !s.members.includes(id) && id !== s.hostId);
+  const left = s.members.filter((id) => !members.includes(id) && id !== s.hostId);
+  for (const id of joined) s.emit(now, 'host joined', { host: id });
+  for (const id of left) {
+    const peer = s.peers.get(id);
+    if (peer?.heard) {
+      const reason = takesPart(peer.heartbeat.state)
+        ? 'it no longer hears this host'
+        : `it is ${peer.heartbeat.state}`;
+      s.emit(now, 'host left', { host: id, reason });
+      if (!(peer.heartbeat.state === 'stopped' || peer.heartbeat.state === 'suspended')) {
+        s.emit(now, 'partition detected', { host: id, reason });
+      }
+    }
+  }
+  if (joined.length > 0) s.convergingReason = `host(s) ${joined.join(', ')} joined`;
+  else if (left.length > 0 && !s.convergingReason.includes('dead'))
+    s.convergingReason = `host(s) ${left.join(', ')} left`;
+}
+
+/**
+ * A bucket that a heard, participating peer with a lower id also claims (two sides of a healed
+ * partition) is given up at once, before that peer is even a member: releasing is always safe,
+ * and the target resolves such conflicts the same way.
+ */
+export function yieldToLowerIds(s: MachineState): void {
+  if (!s.participating) return;
+  for (const id of s.heardIds) {
+    const hb = s.peers.get(id)!.heartbeat;
+    if (id > s.hostId || !takesPart(hb.state)) continue;
+    hb.rules.forEach((rule, r) => {
+      const owned = s.owned[r];
+      if (owned === undefined) return;
+      for (const b of rule.owned) {
+        if (owned.delete(b)) s.orphans[r]!.delete(b);
+      }
+    });
+  }
+}
+
+/** Release first: what the target does not give us, we stop taking new flows for now. */
+export function releaseOutsideTarget(
+  s: MachineState,
+  targets: readonly (readonly (number | null)[])[],
+): void {
+  targets.forEach((target, r) => {
+    const owned = s.owned[r]!;
+    for (const b of [...owned]) {
+      if (target[b] !== s.hostId) {
+        owned.delete(b);
+        s.orphans[r]!.delete(b);
+      }
+    }
+  });
+}
+
+/**
+ * Agreement: every member announces our membership and target digest in a report that counts
+ * (`reportCounts`), and every heard peer that does not take part has heard us take part.
+ */
+export function agreement(
+  s: MachineState,
+  members: readonly number[],
+  targets: readonly (readonly (number | null)[])[],
+  digestHex: string,
+): boolean {
+  return s.heardIds.concat(members).every((id) => {
+    if (id === s.hostId) return true;
+    const hb = s.peers.get(id)!.heartbeat;
+    const ack = ackFor(hb, s.hostId, s.incarnation) ?? 0;
+    if (!members.includes(id)) {
+      // A heard peer that does not take part (stopped, suspended) may have started at the
+      // same moment as we did, each seeing the other stopped and taking everything alone:
+      // its report must show that it heard us taking part. From then on, if it starts, it
+      // sees us as a member and needs our agreement.
+      return ack >= s.participatingFromSequence;
+    }
+    return (
+      sameList(hb.members, members) &&
+      hex(hb.mapDigest) === digestHex &&
+      reportCounts(s, id, hb, ack, digestHex, targets)
+    );
+  });
+}
+
+/**
+ * Whether nothing but agreement stands in the way of acquiring: we are not listening alone, and
+ * no heard host of another configuration still claims buckets. Sets `s.alone`.
+ */
+export function mayAcquire(s: MachineState, now: number): boolean {
+  // Alone: no heard peer takes part. A stopped peer's report names no members, so hearing
+  // only stopped hosts says nothing about who owns what: listen a whole detection window
+  // first, as a host that hears nobody does (a restarted host proves its peers one answer at
+  // a time, and a stopped one may answer first).
+  const alone = (s.alone = !s.heardIds.some((id) => {
+    const state = s.peers.get(id)!.heartbeat.state;
+    return takesPart(state);
+  }));
+  // A heard host of another configuration that still claims buckets (a config rollout in
+  // progress) may serve the same clients under other rules: take nothing until it yields.
+  // The keep-out rule makes one side of any mismatch yield and clear its claims.
+  const foreignClaims = [...s.peers.values()].some(
+    (p) =>
+      p.heard &&
+      p.mismatch !== undefined &&
+      takesPart(p.heartbeat.state) &&
+      p.heartbeat.rules.some((rule) => rule.owned.length > 0),
+  );
+  return !foreignClaims && (!alone || now >= s.listenUntilMs);
+}
+
+/** Acquire (on agreement) what the target gives us and no heard peer still claims. */
+export function acquire(
+  s: MachineState,
+  now: number,
+  targets: readonly (readonly (number | null)[])[],
+): void {
+  const claimedByPeers = s.config.cluster.portRules.map(() => new Set<number>());
+  for (const id of s.heardIds) {
+    const hb = s.peers.get(id)!.heartbeat;
+    hb.rules.forEach((rule, r) => {
+      const set = claimedByPeers[r];
+      if (set !== undefined) for (const b of rule.owned) set.add(b);
+    });
+  }
+  targets.forEach((target, r) => {
+    const owned = s.owned[r]!;
+    target.forEach((owner, b) => {
+      if (owner === s.hostId && !owned.has(b) && !claimedByPeers[r]!.has(b)) {
+        owned.add(b);
+        const dead = s.deadClaims[r]!.get(b);
+        if (dead !== undefined && dead.untilMs > now) s.orphans[r]!.set(b, dead);
+      }
+    });
+  });
+}
+
+/**
+ * Convergence: converged once we agree, our view is not about to change, we own exactly our
+ * target and every member reports it does too; reported when that begins and when it ends.
+ */
+export function reviewConvergence(s: MachineState, now: number, agreedAndSteady: boolean): void {
+  const members = s.members;
+  const settledAll =
+    agreedAndSteady &&
+    isSettled(s) &&
+    members.every((id) => id === s.hostId || s.peers.get(id)!.heartbeat.settled);
+  if (settledAll && !s.converged) {
+    s.converged = true;
+    const moved = s.lastConvergedTargets.length === 0 ? 0 : countMovedSinceConverged(s);
+    s.lastConvergedTargets = s.targets.map((t) => [...t]);
+    s.counters.convergences += 1;
+    s.counters.lastConvergenceMs = now - s.convergingSinceMs;
+    s.emit(now, 'converged', {
+      members,
+      defaultHost: defaultHost(s),
+      isDefault: defaultHost(s) === s.hostId,
+      durationMs: now - s.convergingSinceMs,
+      bucketsMoved: moved,
+      reason: s.convergingReason,
+    });
+  } else if (!settledAll && s.converged) {
+    s.converged = false;
+    s.convergingSinceMs = now;
+    s.emit(now, 'converging', { reason: s.convergingReason, members });
+  }
+}
+
+/**
+ * The target map, per port rule: `assign` applied to the claims (for each bucket, the member
+ * that announces owning it; the lowest id when several do) and the members with their weights.
+ */
+export function computeTargets(s: MachineState, members: readonly number[]): (number | null)[][] {
+  return s.config.cluster.portRules.map((rule, r) => {
+    if (!s.participating) return Array.from({ length: rule.buckets }, () => null);
+    const owners: (number | null)[] = Array.from({ length: rule.buckets }, () => null);
+    const infos: AssignMember[] = [];
+    for (const id of members) {
+      let claimed: Iterable<number>;
+      let info: AssignMember;
+      if (id === s.hostId) {
+        claimed = s.owned[r]!;
+        info = {
+          id,
+          loadWeight: s.config.host.rules[r]?.loadWeight ?? 0,
+          handlingPriority: s.config.host.rules[r]?.handlingPriority ?? id,
+          draining: s.adminState === 'draining' || s.ruleStates[r] !== 'enabled',
+        };
+      } else {
+        const hb = s.peers.get(id)!.heartbeat;
+        const ruleHb = hb.rules[r]!;
+        claimed = ruleHb.owned;
+        info = {
+          id,
+          loadWeight: ruleHb.loadWeight,
+          handlingPriority: ruleHb.handlingPriority,
+          draining: hb.state === 'draining' || ruleHb.state !== 'enabled',
+        };
+      }
+      infos.push(info);
+      for (const b of claimed) {
+        if (b < rule.buckets) {
+          const current = owners[b];
+          owners[b] = current === null || current === undefined ? id : Math.min(current, id);
+        }
+      }
+    }
+    return assign({ mode: rule.mode, buckets: rule.buckets, owners, members: infos });
+  });
+}
+
+/**
+ * Whether this host's view is about to change, so that it announces no target and acquires
+ * nothing (see `pending`).
+ */
+export function viewAboutToChange(
+  s: MachineState,
+  now: number,
+  members: readonly number[],
+): boolean {
+  // A heard peer that takes part but is not (yet) a member may be about to take buckets on
+  // its own view: wait until it hears us and shares the view.
+  // Likewise while a member reports a member that we have heard but not yet proven fresh (a
+  // newcomer proves its peers one answer at a time): the view is about to grow, and a target
+  // announced for the smaller view would cost an extra round of acknowledgements.
+  // And, while we still listen after starting, while a process that takes part, newer than
+  // any heard on its id, has not proven itself: hosts that start together hear each other
+  // before either has heard the other's ack, and two pairs of them must not each agree on a
+  // map alone. Once we have listened a whole detection window, anything that could own
+  // buckets has proven itself or cannot hear us; a replay then changes nothing, and an older
+  // process (a replay, since incarnations only grow) never makes anyone wait.
+  const unproven = new Set<number>();
+  let newcomer = false;
+  for (const c of s.candidates.values()) {
+    if (now < c.lastHeardMs + s.deadAfterMs && !s.peers.get(c.host)?.heard) {
+      unproven.add(c.host);
+      if (now < s.listenUntilMs && c.newest && takesPart(c.state)) {
+        newcomer = true;
+      }
+    }
+  }
+  return (
+    newcomer ||
+    s.heardIds.some((id) => {
+      const state = s.peers.get(id)!.heartbeat.state;
+      return takesPart(state) && !members.includes(id);
+    }) ||
+    (unproven.size > 0 &&
+      members.some(
+        (id) =>
+          id !== s.hostId &&
+          s.peers.get(id)!.heartbeat.members.some((m) => m !== s.hostId && unproven.has(m)),
+      ))
+  );
+}
+
+export function isSettled(s: MachineState): boolean {
+  return s.targets.every((target, r) => {
+    const owned = s.owned[r]!;
+    let count = 0;
+    for (let b = 0; b < target.length; b++) {
+      if (target[b] === s.hostId) {
+        if (!owned.has(b)) return false;
+        count++;
+      }
+    }
+    return count === owned.size;
+  });
+}
+
+export function countMovedSinceConverged(s: MachineState): number {
+  let moved = 0;
+  s.targets.forEach((target, r) => {
+    const before = s.lastConvergedTargets[r];
+    target.forEach((owner, b) => {
+      if (before === undefined || before[b] !== owner) moved++;
+    });
+  });
+  return moved;
+}
+
+export function digestOf(
+  s: MachineState,
+  members: readonly number[],
+  targets: readonly (readonly (number | null)[])[],
+): Uint8Array {
+  const hash = createHash('sha256');
+  for (const id of members) {
+    const identity =
+      id === s.hostId
+        ? [id, s.incarnation, s.generation]
+        : [id, s.peers.get(id)!.incarnation, s.peers.get(id)!.heartbeat.generation];
+    hash.update(identity.join(':') + ';');
+  }
+  for (const target of targets) {
+    hash.update(Uint8Array.from(target.map((o) => o ?? 0)));
+  }
+  return new Uint8Array(hash.digest()).subarray(0, 8);
+}
+
+export function defaultHost(s: MachineState): number | null {
+  const started = s.members.filter((id) => {
+    if (id === s.hostId) return s.adminState === 'started';
+    return s.peers.get(id)?.heartbeat.state === 'started';
+  });
+  return started[0] ?? s.members[0] ?? null;
+}
