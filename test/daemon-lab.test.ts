@@ -21,20 +21,9 @@ import { runLoadgenInClient } from '../src/lab/loadgen-client.js';
 import type { ConnectionRecord } from '../src/lab/loadgen.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { loadConfigFile } from '../src/node/config-file.js';
+import { declareRootRequirement, isRoot } from './support/root.js';
 
-const isRoot = process.getuid?.() === 0;
-const labRequired = process.env.NLB_REQUIRE_LAB === '1';
-if (!isRoot) {
-  console.warn(
-    'daemon-lab: SKIPPED, the lab needs root for network namespaces (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('daemon lab prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the daemon lab test needs root');
-  });
-});
+declareRootRequirement('daemon-lab', 'the daemon lab test needs root');
 
 const run = promisify(execFile);
 /** Three daemons start, listen one detection window (1 s) and converge: 10 s is generous. */

@@ -25,7 +25,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { daemonPhases } from '../src/daemon/phases.js';
 import { stateFilePath } from '../src/daemon/paths.js';
-import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
+import { Namespaces, isRoot } from './dataplane-netns.js';
+import { declareRootRequirement } from './support/root.js';
 
 const daemonMain = path.join(
   fileURLToPath(new URL('..', import.meta.url)),
@@ -34,17 +35,7 @@ const daemonMain = path.join(
   'main.js',
 );
 
-if (!isRoot) {
-  console.warn(
-    'daemon-lifecycle-signals: SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('daemon lifecycle prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the nlbd lifecycle tests need root');
-  });
-});
+declareRootRequirement('daemon-lifecycle-signals', 'the nlbd lifecycle tests need root');
 
 const vip = '198.18.10.100';
 const clusterMac = '02:bf:c6:12:0a:64';

@@ -23,7 +23,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { QueryData } from '../src/control/protocol.js';
 import { controlRequest } from '../src/control/client.js';
-import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
+import { Namespaces, isRoot } from './dataplane-netns.js';
+import { declareRootRequirement } from './support/root.js';
 
 const daemonMain = path.join(
   fileURLToPath(new URL('..', import.meta.url)),
@@ -161,17 +162,7 @@ describe('nlbd refuses to start, saying what to do', () => {
   });
 });
 
-if (!isRoot) {
-  console.warn(
-    'daemon-main (namespaces): SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('daemon main prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the nlbd namespace tests need root');
-  });
-});
+declareRootRequirement('daemon-main (namespaces)', 'the nlbd namespace tests need root');
 
 describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
   const namespaces = new Namespaces();

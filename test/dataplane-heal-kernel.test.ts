@@ -21,19 +21,10 @@ import { NftCli } from '../src/dataplane/nft-cli.js';
 import type { DataplaneSpec } from '../src/dataplane/dataplane-spec.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { labSpec, mixedSpec } from './dataplane-fixtures.js';
-import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
+import { Namespaces, isRoot, macWatch } from './dataplane-netns.js';
+import { declareRootRequirement } from './support/root.js';
 
-if (!isRoot) {
-  console.warn(
-    'dataplane-heal-kernel: SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('data plane heal kernel prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the data plane kernel tests need root');
-  });
-});
+declareRootRequirement('dataplane-heal-kernel', 'the data plane kernel tests need root');
 
 /** The default heartbeat period: the table must be back within it. */
 const periodMs = 200;
@@ -356,20 +347,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
       const attached = await attachInterface(ipRoute, spec);
       expect(attached.warning).toBeUndefined();
       // The peer counts the source MACs of what reaches it.
-      await peerNft.apply(
-        [
-          'table netdev watch {',
-          '\tcounter masked {}',
-          '\tcounter cluster {}',
-          '\tchain ingress {',
-          '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;',
-          `\t\tether saddr ${spec.maskedMac!} counter name masked`,
-          `\t\tether saddr ${spec.clusterMac!} counter name cluster`,
-          '\t}',
-          '}',
-          '',
-        ].join('\n'),
-      );
+      await peerNft.apply(macWatch(spec.maskedMac!, spec.clusterMac!, 'watch'));
       const seen = async (): Promise<{ masked: number; cluster: number }> => {
         const counters = parseCounters(
           await peerNft.listJson(['list', 'counters', 'table', 'netdev', 'watch']),

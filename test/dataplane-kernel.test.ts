@@ -36,43 +36,19 @@ import {
   Namespaces,
   clientScript,
   isRoot,
-  labRequired,
+  macWatch,
   serverScript,
   waitForLine,
 } from './dataplane-netns.js';
+import { declareRootRequirement } from './support/root.js';
 
-if (!isRoot) {
-  console.warn(
-    'dataplane-kernel: SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('data plane kernel prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the data plane kernel tests need root');
-  });
-});
+declareRootRequirement('dataplane-kernel', 'the data plane kernel tests need root');
 
 const seed = 0x4e4c4221;
 const client = address('198.18.0.2');
 /** A SYN that is dropped is retried after 1 s; waiting 600 ms shows it was not answered. */
 const refusedWaitMs = 600;
 const answerWaitMs = 3000;
-
-function macWatch(masked: string, cluster: string): string {
-  return [
-    'table netdev nlbtest {',
-    '\tcounter masked {}',
-    '\tcounter cluster {}',
-    '\tchain ingress {',
-    '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;',
-    `\t\tether saddr ${masked} counter name masked`,
-    `\t\tether saddr ${cluster} counter name cluster`,
-    '\t}',
-    '}',
-    '',
-  ].join('\n');
-}
 
 describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () => {
   const namespaces = new Namespaces();

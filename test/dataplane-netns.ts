@@ -6,8 +6,7 @@ import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:c
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 
-export const isRoot = process.getuid?.() === 0;
-export const labRequired = process.env.NLB_REQUIRE_LAB === '1';
+export { isRoot, labRequired } from './support/root.js';
 
 export class Namespaces {
   readonly prefix = `nlbt-dp-${process.pid}-${randomBytes(3).toString('hex')}-`;
@@ -192,4 +191,23 @@ export function waitForLine(
       }
     });
   });
+}
+
+/**
+ * A table for a peer's netdev ingress that counts frames by source MAC: `masked` and `cluster`,
+ * so a test sees which MAC a host's frames leave with.
+ */
+export function macWatch(masked: string, cluster: string, table = 'nlbtest'): string {
+  return [
+    `table netdev ${table} {`,
+    '\tcounter masked {}',
+    '\tcounter cluster {}',
+    '\tchain ingress {',
+    '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;',
+    `\t\tether saddr ${masked} counter name masked`,
+    `\t\tether saddr ${cluster} counter name cluster`,
+    '\t}',
+    '}',
+    '',
+  ].join('\n');
 }

@@ -9,20 +9,9 @@ import { labDown } from '../src/lab/lab.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { namespacePrefix } from '../src/lab/naming.js';
 import { nlbMain, runNlb } from './cli-helpers.js';
+import { declareRootRequirement, isRoot } from './support/root.js';
 
-const isRoot = process.getuid?.() === 0;
-const labRequired = process.env.NLB_REQUIRE_LAB === '1';
-if (!isRoot) {
-  console.warn(
-    'lab-cli: SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('lab CLI prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the lab tests need root for network namespaces');
-  });
-});
+declareRootRequirement('lab-cli', 'the lab tests need root for network namespaces');
 
 function hasNobody(): boolean {
   try {

@@ -28,20 +28,9 @@ import { acquireLabTestLock } from '../src/lab/lock.js';
 import { isAlive } from '../src/lab/process.js';
 import { namespacePrefix } from '../src/lab/naming.js';
 import { labDir } from '../src/lab/state.js';
+import { declareRootRequirement, isRoot } from './support/root.js';
 
-const isRoot = process.getuid?.() === 0;
-const labRequired = process.env.NLB_REQUIRE_LAB === '1';
-if (!isRoot) {
-  console.warn(
-    'lab-infra: SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('lab prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the lab tests need root for network namespaces');
-  });
-});
+declareRootRequirement('lab-infra', 'the lab tests need root for network namespaces');
 
 /** A client-side probe run inside the client namespace: one line out, lines back. */
 const probeScript = `

@@ -22,9 +22,10 @@ import {
   type Transport,
   type TransportStats,
 } from '../src/daemon/transport.js';
-import { Namespaces, isRoot, labRequired } from './dataplane-netns.js';
+import { Namespaces, isRoot } from './dataplane-netns.js';
 import { SimSegment } from './support/sim-transport.js';
 import { type Endpoint, type TransportHarness, transportContract } from './transport-contract.js';
+import { declareRootRequirement } from './support/root.js';
 
 // ------------------------------------------------------------------------------------ memory
 
@@ -74,17 +75,7 @@ transportContract('simulator network', (): TransportHarness => {
 
 // --------------------------------------------------------------------------------------- UDP
 
-if (!isRoot) {
-  console.warn(
-    'transport-contract (udp): SKIPPED, network namespaces need root (run as root; NLB_REQUIRE_LAB=1 makes this a failure)',
-  );
-}
-
-describe.runIf(!isRoot && labRequired)('transport prerequisites', () => {
-  it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-    expect.fail('NLB_REQUIRE_LAB=1 but not root: the UDP transport tests need root');
-  });
-});
+declareRootRequirement('transport-contract (udp)', 'the UDP transport tests need root');
 
 const transportModule = path.join(
   fileURLToPath(new URL('..', import.meta.url)),

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { type Address, parseAddress } from '../../src/core/address.js';
 import type { Config } from '../../src/core/config.js';
 import { type BucketMaps, predictOwner } from '../../src/core/predict.js';
@@ -29,9 +29,9 @@ import type { ConnectionRecord, HoldRecord, LoadgenSummary } from '../../src/lab
 import { acquireLabTestLock, labTestLockWaitMs } from '../../src/lab/lock.js';
 import { isLabSafeAddress, labHttpPort } from '../../src/lab/naming.js';
 import { loadConfigFile } from '../../src/node/config-file.js';
+import { declareRootRequirement } from './root.js';
 
-export const isRoot = process.getuid?.() === 0;
-export const labRequired = process.env.NLB_REQUIRE_LAB === '1';
+export { isRoot, labRequired } from './root.js';
 
 /**
  * The timeout of a file's `beforeAll`: it may wait for the lab test lock while other lab test
@@ -39,21 +39,9 @@ export const labRequired = process.env.NLB_REQUIRE_LAB === '1';
  */
 export const labSetupTimeoutMs = labTestLockWaitMs + 60_000;
 
-/**
- * Called once at the top of a lab test file: without root the file's lab suites are skipped
- * with a visible warning, and with NLB_REQUIRE_LAB=1 that skip becomes a failing test.
- */
+/** Called once at the top of a lab test file (see declareRootRequirement). */
 export function declareLabRequirement(file: string): void {
-  if (!isRoot) {
-    console.warn(
-      `${file}: SKIPPED, the lab needs root for network namespaces (run as root; NLB_REQUIRE_LAB=1 makes this a failure)`,
-    );
-  }
-  describe.runIf(!isRoot && labRequired)(`${file} prerequisites`, () => {
-    it('runs as root (NLB_REQUIRE_LAB=1)', () => {
-      expect.fail(`NLB_REQUIRE_LAB=1 but not root: ${file} needs root to build its lab`);
-    });
-  });
+  declareRootRequirement(file, `${file} needs root to build its lab`);
 }
 
 // ------------------------------------------------------------------------------ labs
