@@ -153,17 +153,8 @@ function readRepoFile(file: string): string | undefined {
 const outsideCitation =
   /DESIGN(-ROUTED)?\.md|STYLE\.md|STYLE habit|NLB-REFERENCE\.md|\.\.\/shared\b/;
 
-/**
- * Files that still cite them, and why. The first five are being changed on other branches
- * (issue 10's splits); their citations are listed in the docs-map branch's report, and each
- * entry goes once its file cites docs/ instead.
- */
+/** Files that still name them, and why. */
 const outsideCitationAllowed: ReadonlyMap<string, string> = new Map([
-  ['src/core/host.ts', 'being split on another branch'],
-  ['src/daemon/host-driver.ts', 'being split on another branch'],
-  ['test/assign.test.ts', 'being split on another branch'],
-  ['test/dataplane-render.test.ts', 'being split on another branch'],
-  ['test/support/lab-cluster.ts', 'being split on another branch'],
   [
     'test/jhash-kernel.test.ts',
     'compares test/vectors with the upstream copy when ../shared sits beside the project',

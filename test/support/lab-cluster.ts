@@ -9,7 +9,7 @@
 //   - extra client addresses in other /24s (198.19.k.7/32 on the client, a route back to them
 //     through the client in every host namespace), so `network` affinity sees many networks.
 // Network safety: every address and route added here lives inside a namespace of a lab this
-// session created, and all of them are in 198.18.0.0/15 (DESIGN.md §6).
+// session created, and all of them are in 198.18.0.0/15 (docs/lab.md#network-safety).
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
