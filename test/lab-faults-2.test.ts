@@ -32,21 +32,14 @@ import type { JournalEntry } from '../src/daemon/events.js';
 import { daemonPhases } from '../src/daemon/phases.js';
 import { stateFilePath } from '../src/daemon/paths.js';
 import { labClusterName } from '../src/lab/host-config.js';
-import {
-  daemonMainPath,
-  killHostDaemon,
-  loadLab,
-  startHostDaemon,
-  stopHostDaemon,
-} from '../src/lab/lab.js';
-import { signalProcess, waitForExit } from '../src/lab/process.js';
+import { daemonMainPath, loadLab, startHostDaemon, stopHostDaemon } from '../src/lab/lab.js';
+import { signalProcess } from '../src/lab/process.js';
 import { Prng } from '../src/sim/prng.js';
 import {
   type ClusterLab,
   LabSession,
   command,
   convergedOn,
-  daemonLogTail,
   declareLabRequirement,
   expectConverged,
   installSynAckCapture,
@@ -57,36 +50,33 @@ import {
   waitForHosts,
 } from './support/lab-cluster.js';
 import {
-  type Fault,
   bucketsEach,
   clusterHosts,
-  clusterMac,
   detectionMs,
   eventMarks,
   events,
   eventsSince,
-  interfaceOf,
   logCount,
-  logTextCount,
   reviveDaemons,
   runFault,
   runScriptIn,
   sampleHosts,
-  strayProcesses,
-  tablesOf,
-  waitForLogText,
 } from './support/lab-faults.js';
+import {
+  type StartupPoint,
+  type StopSignal,
+  expectNothingLeft,
+  expectRunningClean,
+  signalDaemon,
+  startupFault,
+} from './support/lab-daemon-faults.js';
 
 declareLabRequirement('lab-faults-2');
-
-type StopSignal = 'SIGTERM' | 'SIGKILL';
 
 /** The seed of the random fault points: printed first, NLB_FAULT_SEED replays it. */
 const seed = Number(process.env.NLB_FAULT_SEED ?? randomBytes(4).readUInt32BE(0));
 /** A start-up of nlbd here takes ~0.3-0.5 s; random delays cover it and a little more. */
 const startupDelayMsMax = 700;
-/** A SIGTERM at any point must end nlbd within this (it undoes what it did, then exits). */
-const termExitMs = 5_000;
 /** Remote control and metrics on host 1's dedicated IP (inside the lab's namespaces only). */
 const remotePort = 2504;
 const metricsPort = 9505;
@@ -144,99 +134,6 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
   // A fault test that failed half-way must not take the next ones down with it.
   afterEach(() => reviveDaemons(lab, new Map([[1, host1Command]])));
 
-  /** Ends host `id`'s nlbd with `signal`; a SIGTERM must make it exit by itself. */
-  async function signalDaemon(id: number, signal: StopSignal): Promise<void> {
-    if (signal === 'SIGKILL') {
-      expect(await killHostDaemon(lab.state.name, id)).toBe(true);
-      return;
-    }
-    const ref = loadLab(lab.state.name).hosts.find((h) => h.id === id)!.daemon!;
-    expect(signalProcess(ref, 'SIGTERM')).toBe(true);
-    expect(await waitForExit([ref], termExitMs)).toEqual([]);
-  }
-
-  /** After a SIGTERM: no table, no cluster IP, the host's own MAC (nlbd undid everything). */
-  async function expectNothingLeft(id: number, where: string): Promise<void> {
-    expect(await tablesOf(lab, id), `${where}; nlbd log:\n${daemonLogTail(lab, id, 30)}`).toEqual(
-      [],
-    );
-    const view = await interfaceOf(lab, id);
-    expect(view.addresses, where).toEqual([`${lab.state.hosts[id - 1]!.ip}/24`]);
-    expect(view.mac, where).toBe(ownMacs.get(id));
-  }
-
-  /** A running host as nlbd leaves it: its two tables, the VIP once, the cluster MAC, no stray. */
-  async function expectRunningClean(id: number): Promise<void> {
-    expect(await tablesOf(lab, id)).toEqual(['inet nlb', 'netdev nlb']);
-    const view = await interfaceOf(lab, id);
-    expect(view.addresses.sort()).toEqual(
-      [`${lab.state.hosts[id - 1]!.ip}/24`, `${lab.state.vip}/32`].sort(),
-    );
-    expect(view.mac).toBe(clusterMac);
-    expect(await strayProcesses(lab, id)).toEqual([]);
-  }
-
-  /** A point of nlbd's start-up: paused before a phase, or a delay after it was spawned. */
-  type StartupPoint = { phase: (typeof daemonPhases)[number] } | { delayMs: number };
-
-  function startupFault(first: StopSignal, point: StartupPoint, signal: StopSignal): Fault {
-    const at =
-      'phase' in point ? `paused before '${point.phase}'` : `${point.delayMs} ms after spawn`;
-    const host = 3;
-    return {
-      name: `start-up: ${first}, started again, ${signal} ${at}`,
-      host,
-      inject: async ({ note }) => {
-        await signalDaemon(host, first);
-        // Its stderr line: before `load` nlbd has no log of its own yet.
-        const pauseLine = 'phase' in point ? `test pause before phase '${point.phase}'` : '';
-        const pausesBefore = logTextCount(lab, host, pauseLine);
-        if ('phase' in point) {
-          await startHostDaemon(lab.state.name, host, {
-            command: [
-              'env',
-              `NLBD_TEST_PAUSE_AT=${point.phase}`,
-              process.execPath,
-              daemonMainPath,
-              '--config',
-              '{config}',
-            ],
-          });
-          // Paused: it waits for a signal before that phase. Signalled only once it says so:
-          // before its signal handlers are installed (node takes ~0.3 s to load it), a signal
-          // ends it by the default action, before it has done anything.
-          expect(
-            await waitForLogText(lab, host, pauseLine, pausesBefore, 5_000),
-            daemonLogTail(lab, host),
-          ).toBeDefined();
-        } else {
-          await startHostDaemon(lab.state.name, host, { settleMs: 0 });
-          await sleep(point.delayMs);
-        }
-        await signalDaemon(host, signal);
-        // A SIGTERM undoes what this nlbd did; what a killed predecessor left is only cleaned
-        // in the `clean` phase, so it may still be there when this one stopped earlier.
-        const cleaned =
-          first === 'SIGTERM' ||
-          ('phase' in point && daemonPhases.indexOf(point.phase) > daemonPhases.indexOf('clean'));
-        if (signal === 'SIGTERM' && cleaned) {
-          await expectNothingLeft(host, `after ${signal} ${at}`);
-        } else {
-          note('leftBehind', {
-            tables: await tablesOf(lab, host),
-            ...(await interfaceOf(lab, host)),
-          });
-        }
-      },
-      heal: async () => {
-        await startHostDaemon(lab.state.name, host);
-      },
-      // A host crashed (SIGKILL) with its buckets: the connections it held when it went fail
-      // (the peers reset them once they own its buckets). A SIGTERM hands them over at once.
-      expect: { failuresMax: 10, rejoinMsMax: 3_000 },
-    };
-  }
-
   it('nlbd stopped at random points of its start-up rejoins by itself and leaves nothing behind', async () => {
     // Two phases per run keep the file short; NLB_FAULT_ALL_PHASES=1 takes every one.
     const phases = random
@@ -249,8 +146,8 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
     for (const point of points) {
       const first = random.pick<StopSignal>(['SIGTERM', 'SIGKILL']);
       const signal = random.pick<StopSignal>(['SIGTERM', 'SIGKILL']);
-      await runFault(lab, startupFault(first, point, signal));
-      await expectRunningClean(3);
+      await runFault(lab, startupFault(lab, ownMacs, first, point, signal));
+      await expectRunningClean(lab, 3);
     }
   });
 
@@ -270,8 +167,8 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
           }
           expect((await command(lab, host, verb)).code).toBe('ok');
           await sleep(delayMs);
-          await signalDaemon(host, signal);
-          if (signal === 'SIGTERM') await expectNothingLeft(host, `after ${signal}`);
+          await signalDaemon(lab, host, signal);
+          if (signal === 'SIGTERM') await expectNothingLeft(lab, ownMacs, host, `after ${signal}`);
           // The peers go on without it (at once after a SIGTERM, after detection otherwise).
           expect(
             (await waitForHosts(lab, [1, 3], convergedOn([1, 3], 30), 3 * detectionMs)).ok,
@@ -282,7 +179,7 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
         },
         expect: { failuresMax: 10, rejoinMsMax: 3_000 },
       });
-      await expectRunningClean(host);
+      await expectRunningClean(lab, host);
     }
   });
 
@@ -330,7 +227,7 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
     expect(second.stderr).toContain(`another nlbd (pid ${first.pid}) already answers`);
     expect(existsSync(path.join(lab.state.dir, 'second-state'))).toBe(false);
     expect(await eventsSince(lab, marks)).toEqual([]);
-    await expectRunningClean(2);
+    await expectRunningClean(lab, 2);
   });
 
   /** nlbd with `config` in `namespace`, its own socket and state directory; SIGTERM after 8 s. */
