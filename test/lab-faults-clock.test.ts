@@ -6,17 +6,14 @@
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { daemonMainPath, loadLab } from '../src/lab/lab.js';
 import { signalProcess } from '../src/lab/process.js';
 import {
-  type ClusterLab,
-  LabSession,
+  captureLab,
   convergedOn,
   declareLabRequirement,
-  installSynAckCapture,
   isRoot,
-  labSetupTimeoutMs,
   query,
 } from './support/lab-cluster.js';
 import {
@@ -41,18 +38,10 @@ const fakeTimeLibrary =
 const dayMs = 86_400_000;
 
 describe.runIf(isRoot)('lab faults: the wall clock', () => {
-  const session = new LabSession();
-  let lab: ClusterLab;
+  const labOf = captureLab('lfc');
+  afterEach(() => reviveDaemons(labOf()));
 
-  beforeAll(async () => {
-    await session.lock();
-    lab = await session.up('lfc', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    await installSynAckCapture(lab);
-  }, labSetupTimeoutMs);
-  afterAll(() => session.close());
-  afterEach(() => reviveDaemons(lab));
-
-  const stepFile = (): string => path.join(lab.state.dir, 'faketime');
+  const stepFile = (): string => path.join(labOf().state.dir, 'faketime');
   /** nlbd of host 3 under libfaketime: the wall clock offset read from `stepFile`. */
   const fakeClockCommand = (): string[] => [
     'env',
@@ -69,11 +58,11 @@ describe.runIf(isRoot)('lab faults: the wall clock', () => {
   ];
   /** How far nlbd's wall clock is from ours: its newest journal entry against Date.now(). */
   async function clockOffsetMs(): Promise<number> {
-    const newest = (await events(lab.sockets.get(3)!)).at(-1)!;
+    const newest = (await events(labOf().sockets.get(3)!)).at(-1)!;
     return Date.parse(newest.time) - Date.now();
   }
   function hup(): void {
-    const daemon = loadLab(lab.state.name).hosts.find((h) => h.id === 3)!.daemon!;
+    const daemon = loadLab(labOf().state.name).hosts.find((h) => h.id === 3)!.daemon!;
     expect(signalProcess(daemon, 'SIGHUP')).toBe(true);
   }
 
@@ -83,13 +72,13 @@ describe.runIf(isRoot)('lab faults: the wall clock', () => {
 
   it('nlbd started with its wall clock a day behind takes a larger incarnation and rejoins at once', async () => {
     let incarnationBefore = 0;
-    const report = await runFault(lab, {
+    const report = await runFault(labOf(), {
       name: 'nlbd restarted with the wall clock a day back',
       host: 3,
       inject: async () => {
-        incarnationBefore = (await query(lab.sockets.get(3)!))!.incarnation;
+        incarnationBefore = (await query(labOf().sockets.get(3)!))!.incarnation;
         writeFileSync(stepFile(), '-1d\n');
-        await restartDaemon(lab, 3, fakeClockCommand());
+        await restartDaemon(labOf(), 3, fakeClockCommand());
       },
       heal: async () => undefined,
       expect: { failuresMax: 5, rejoinMsMax: 2_000 },
@@ -107,12 +96,16 @@ describe.runIf(isRoot)('lab faults: the wall clock', () => {
   it('the wall clock stepped by days while nlbd runs changes nothing', async () => {
     let marks = new Map<number, number>();
     const offsets: number[] = [];
-    await runFault(lab, {
+    await runFault(labOf(), {
       name: 'wall clock stepped 2 days forward, then 3 days back',
       host: 3,
       inject: async ({ note }) => {
-        marks = await eventMarks(lab, clusterHosts);
-        const watch = sampleHosts(lab, clusterHosts, convergedOn([...clusterHosts], bucketsEach));
+        marks = await eventMarks(labOf(), clusterHosts);
+        const watch = sampleHosts(
+          labOf(),
+          clusterHosts,
+          convergedOn([...clusterHosts], bucketsEach),
+        );
         for (const step of ['+1d', '-2d']) {
           writeFileSync(stepFile(), `${step}\n`);
           // Longer than the detection time, so a timer on the wall clock would have fired.
@@ -131,7 +124,7 @@ describe.runIf(isRoot)('lab faults: the wall clock', () => {
       expect: { failuresMax: 0, rejoinMsMax: 500 },
     });
     expect(offsets).toEqual([24, -48]);
-    const since = await eventsSince(lab, marks);
+    const since = await eventsSince(labOf(), marks);
     expect(since.map((e) => `${e.event} ${e.code ?? ''}`.trim())).toEqual([
       'reload on SIGHUP already',
       'reload on SIGHUP already',
