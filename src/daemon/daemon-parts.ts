@@ -72,7 +72,6 @@ export interface DaemonParts {
   readonly remoteServer: ControlServer | undefined;
 }
 
-// eslint-disable-next-line max-lines-per-function -- the wiring of every part in one place; to be split when the driver and control target get their own builders (issue 10, open)
 export function buildParts(input: PartsInput): DaemonParts {
   const { options, inputs, clock, runner, ipRoute, incarnation, log } = input;
   // The config the daemon runs; a successful reload replaces it (in the driver's step).
@@ -91,27 +90,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     group: config.cluster.heartbeat.group.text,
     port: config.cluster.heartbeat.port,
   });
-  // The interface's setup is fixed for the daemon's life: a reload cannot change the interface,
-  // the mode or the cluster IPs (control-reload.ts refuses those).
-  const clusterMac =
-    config.cluster.mode === 'unicast'
-      ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
-      : undefined;
-  const setup: InterfaceSetup = {
-    interface: config.cluster.interface,
-    clusterIps: config.cluster.clusterIps,
-    mode: config.cluster.mode,
-    ...(clusterMac === undefined ? {} : { clusterMac }),
-  };
-  // What the previous nlbd on this host remembered of the interface (after a crash): the MAC to
-  // put back when the interface still carries the cluster MAC.
-  const previous = readRunFile(input.runFile);
-  const clusterInterface = new ClusterInterface(
-    ipRoute,
-    setup,
-    input.runFile,
-    previous?.interface === setup.interface ? previous.originalMac : undefined,
-  );
+  const clusterInterface = clusterInterfaceFor(input, config);
   const driver = new HostDriver({
     machine,
     clock,
@@ -138,16 +117,6 @@ export function buildParts(input: PartsInput): DaemonParts {
     onDataplaneRestored: () => clusterInterface.attach(),
     heartbeat: () => config.cluster.heartbeat,
   });
-  const identity: DaemonIdentity = {
-    cluster: config.cluster.name,
-    hostId: config.host.id,
-    pid: process.pid,
-    incarnation,
-    netns: currentNetns() ?? 'unknown',
-    socket: input.socketPath,
-    configPath: path.resolve(options.configPath),
-    version: packageVersion(),
-  };
   const reload = createReload({
     options,
     key: inputs.key,
@@ -155,21 +124,91 @@ export function buildParts(input: PartsInput): DaemonParts {
     command: (command) => driver.command(command),
     log,
   });
+  const control = controlParts(input, {
+    config: () => config,
+    driver,
+    dataplane,
+    transport,
+    reload,
+  });
+  return {
+    config: () => config,
+    driver,
+    nft,
+    dataplane,
+    transport,
+    clusterInterface,
+    reload,
+    ...control,
+  };
+}
+
+/**
+ * The cluster interface's attach and detach. Its setup is fixed for the daemon's life: a reload
+ * cannot change the interface, the mode or the cluster IPs (control-reload.ts refuses those).
+ */
+function clusterInterfaceFor(input: PartsInput, config: Config): ClusterInterface {
+  const clusterMac =
+    config.cluster.mode === 'unicast'
+      ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
+      : undefined;
+  const setup: InterfaceSetup = {
+    interface: config.cluster.interface,
+    clusterIps: config.cluster.clusterIps,
+    mode: config.cluster.mode,
+    ...(clusterMac === undefined ? {} : { clusterMac }),
+  };
+  // What the previous nlbd on this host remembered of the interface (after a crash): the MAC to
+  // put back when the interface still carries the cluster MAC.
+  const previous = readRunFile(input.runFile);
+  return new ClusterInterface(
+    input.ipRoute,
+    setup,
+    input.runFile,
+    previous?.interface === setup.interface ? previous.originalMac : undefined,
+  );
+}
+
+/** What `controlParts` needs of the parts built before it. */
+interface ControlInputs {
+  readonly config: () => Config;
+  readonly driver: HostDriver;
+  readonly dataplane: Dataplane;
+  readonly transport: UdpTransport;
+  readonly reload: () => Promise<ReloadReply>;
+}
+
+/** The control target over the running parts, its metrics, and the control servers. */
+function controlParts(
+  input: PartsInput,
+  parts: ControlInputs,
+): Pick<DaemonParts, 'identity' | 'metrics' | 'server' | 'remoteServer'> {
+  const { options, inputs, clock, ipRoute, incarnation, log } = input;
+  const identity: DaemonIdentity = {
+    cluster: inputs.config.cluster.name,
+    hostId: inputs.config.host.id,
+    pid: process.pid,
+    incarnation,
+    netns: currentNetns() ?? 'unknown',
+    socket: input.socketPath,
+    configPath: path.resolve(options.configPath),
+    version: packageVersion(),
+  };
   const target: ControlTarget = {
     get config() {
-      return config;
+      return parts.config();
     },
     identity: () => identity,
     nowMs: () => clock.nowMs(),
-    status: () => driver.status(),
-    details: () => driver.details(),
-    command: (command) => driver.command(command),
-    counters: () => dataplane.counters(),
-    driverStats: () => driver.stats(),
-    transportStats: () => transport.stats(),
-    connections: () => dataplane.connections(),
+    status: () => parts.driver.status(),
+    details: () => parts.driver.details(),
+    command: (command) => parts.driver.command(command),
+    counters: () => parts.dataplane.counters(),
+    driverStats: () => parts.driver.stats(),
+    transportStats: () => parts.transport.stats(),
+    connections: () => parts.dataplane.connections(),
     addresses: async () => {
-      const name = config.cluster.interface;
+      const name = parts.config().cluster.interface;
       const [link, prefixes] = await Promise.all([ipRoute.link(name), ipRoute.addresses(name)]);
       return {
         interface: name,
@@ -179,13 +218,13 @@ export function buildParts(input: PartsInput): DaemonParts {
         addresses: prefixes.map((p) => `${p.address.text}/${p.length}`),
       };
     },
-    reload,
+    reload: parts.reload,
     metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
     events: input.journal,
   };
   const metrics = createMetrics(target);
   const handle: ControlHandler = (request) =>
-    answerControl(request, { target, dataplaneInSync: () => driver.dataplaneInSync });
+    answerControl(request, { target, dataplaneInSync: () => parts.driver.dataplaneInSync });
   const server = new ControlServer(handle);
   const remoteServer =
     options.controlListen === undefined || inputs.token === undefined
@@ -193,17 +232,5 @@ export function buildParts(input: PartsInput): DaemonParts {
       : new ControlServer(
           remoteHandler(tokenDigest(inputs.token), handle, log, () => clock.nowMs()),
         );
-  return {
-    config: () => config,
-    identity,
-    driver,
-    nft,
-    dataplane,
-    transport,
-    clusterInterface,
-    metrics,
-    reload,
-    server,
-    remoteServer,
-  };
+  return { identity, metrics, server, remoteServer };
 }
