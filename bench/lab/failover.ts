@@ -84,6 +84,7 @@ function sortedAttempts(attempts: readonly Attempt[]): Attempt[] {
   return [...attempts].sort((a, b) => a[0] - b[0]);
 }
 
+// eslint-disable-next-line max-lines-per-function -- one measurement from set-up to teardown, each step in order; to be split when issue 11 reworks the benchmarks
 export async function runFailoverRepeats(
   lab: LabState,
   setting: FailoverSetting,

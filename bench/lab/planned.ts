@@ -193,6 +193,7 @@ function analyseGap(
   };
 }
 
+// eslint-disable-next-line max-lines-per-function -- one measurement from set-up to teardown, each step in order; to be split when issue 11 reworks the benchmarks
 export async function runPlanned(
   lab: LabState,
   options: PlannedOptions,

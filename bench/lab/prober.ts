@@ -124,6 +124,7 @@ function failureOf(error: NodeJS.ErrnoException): string {
   }
 }
 
+// eslint-disable-next-line max-lines-per-function -- one measurement from set-up to teardown, each step in order; to be split when issue 11 reworks the benchmarks
 export function runProber(
   config: ProberConfig,
   commands: AsyncIterable<ProberCommand>,
