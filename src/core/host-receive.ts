@@ -183,7 +183,7 @@ export function receivePeer(
   checkCompatible(s, now, peer);
   const reportKey = `${hb.members.join(',')}/${hex(hb.mapDigest)}`;
   // Answer once whenever a peer announces something new, so that it gets a report made after
-  // its announcement without waiting for our next period (see `ackNeeded`).
+  // its announcement without waiting for our next period (`maybeSend`'s `answerPeer`).
   const newlyDifferent = reportKey !== peer.reportKey;
   peer.reportKey = reportKey;
   return newlyDifferent;
