@@ -61,7 +61,7 @@ describe('HostDriver when its table is deleted and nft cannot put it back', () =
       transport,
       dataplane: {
         program: (spec) => dataplane.program(spec),
-        refreshLease: () => dataplane.refreshLease(),
+        heartbeatSent: () => dataplane.heartbeatSent(),
         flush: (rule, buckets) => dataplane.flush(rule, buckets),
         flushAll: () => Promise.resolve(0),
         connections: () => dataplane.connections(),

@@ -103,7 +103,8 @@ async function pauseAndResume(order: 'timer first' | 'datagrams first'): Promise
           }
           return how;
         },
-        refreshLease: () => dataplane.refreshLease(),
+        heartbeatSent: () => dataplane.heartbeatSent(),
+        watchLost: (listener) => dataplane.watchLost(listener),
         flush: (rule, buckets) => dataplane.flush(rule, buckets),
         flushAll: () => Promise.resolve(0),
         connections: () => dataplane.connections(),

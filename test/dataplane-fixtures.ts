@@ -51,6 +51,7 @@ export const labSpec: DataplaneSpec = {
     dropEstablished: false,
   },
   leaseTimeoutMs: 800,
+  heartbeat: { group: address('239.255.78.76'), port: 2505 },
   mode: 'unicast',
   interface: 'eth0',
   clusterMac: '02:bf:c6:12:00:64',
@@ -82,6 +83,7 @@ export const mixedSpec: DataplaneSpec = {
     dropEstablished: false,
   },
   leaseTimeoutMs: 1000,
+  heartbeat: { group: address('239.1.2.3'), port: 4000 },
   mode: 'multicast',
   interface: 'ens3',
 };

@@ -28,7 +28,7 @@ declareRootRequirement('dataplane-heal-kernel', 'the data plane kernel tests nee
 
 /** The default heartbeat period: the table must be back within it. */
 const periodMs = 200;
-/** The host driver refreshes the lease a little more often than once a period. */
+/** The host driver sends a heartbeat (and tells the Dataplane) a little more often than once a period. */
 const refreshEveryMs = 190;
 
 /** CPU time a process has run, in ms, to the nanosecond (/proc/<pid>/schedstat). */
@@ -54,7 +54,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
   let refreshing = true;
   let refresher: Promise<void> | undefined;
   const refreshErrors: string[] = [];
-  /** What the lease refreshes handed over, as the host driver would log it. */
+  /** What `heartbeatSent` handed over, as the host driver would log it. */
   const reports: RestoreReport[] = [];
   const spec: DataplaneSpec = { ...labSpec, interface: 'eth0' };
   let faultCount = 0;
@@ -138,13 +138,14 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     nft = new NftCli({ runner });
     dataplane = new Dataplane(nft, new ConntrackCli(runner));
     expect(await dataplane.program(spec)).toBe('table');
-    // The host driver's lease refresh, once per period: it also makes the monitor live.
+    // The host driver's word after each heartbeat, once per period.
     refresher = (async () => {
       while (refreshing) {
-        await dataplane.refreshLease().then(
-          (refreshed) => reports.push(...refreshed.restored),
-          (error: unknown) => refreshErrors.push(String(error)),
-        );
+        try {
+          reports.push(...dataplane.heartbeatSent().restored);
+        } catch (error) {
+          refreshErrors.push(String(error));
+        }
         await sleep(refreshEveryMs);
       }
     })();
@@ -254,14 +255,14 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     console.log(
       `dataplane-heal-kernel: nft monitor used ${monitorMs.toFixed(2)} ms CPU in ${windowMs} ms (${(monitorMs / periods).toFixed(3)} ms per ${refreshEveryMs} ms period, ${((100 * monitorMs) / windowMs).toFixed(2)}% of a core); ${dataplane.health().checks - checksBefore - comparisons} comparisons ran by themselves; one comparison costs ${checkCpuMs.toFixed(1)} ms CPU in nft (${checkWallMs.toFixed(1)} ms wall): every 10 s that is ${((100 * checkCpuMs) / 10_000).toFixed(2)}% of a core, every period it would be ${((100 * checkCpuMs) / periodMs).toFixed(1)}%`,
     );
-    // Nothing but the lease changed: the monitor did not ask for a single comparison.
+    // Nothing changed: the monitor did not ask for a single comparison.
     expect(dataplane.health().checks - checksBefore - comparisons).toBeLessThanOrEqual(1);
     expect(monitorMs / windowMs).toBeLessThan(0.01);
     expect(dataplane.takeReports()).toEqual([]);
     expect(reports).toHaveLength(faultCount);
   });
 
-  it('restarts a monitor that died, and meanwhile compares on every lease refresh', async () => {
+  it('restarts a monitor that died, and meanwhile compares after every heartbeat', async () => {
     const expected = await listing();
     const [pid] = monitorPids();
     expect(pid).toBeDefined();
@@ -269,7 +270,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
     const deadline = Date.now() + 1_000;
     while (dataplane.health().watch === 'live' && Date.now() < deadline) await sleep(5);
     expect(dataplane.health().watch).toBe('blind');
-    // A change nobody reports: the comparison after the next lease refresh finds it.
+    // A change nobody reports: the comparison after the next heartbeat finds it.
     const backMs = await faultAndWait(
       ['add', 'element', 'inet', 'nlb', 'rule0_owned', '{ 9 }'],
       expected,
@@ -278,7 +279,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
       `dataplane-heal-kernel: with the monitor dead, a bucket added by hand was gone after ${backMs} ms`,
     );
     expect(backMs).toBeLessThan(periodMs + refreshEveryMs);
-    // Restarted after monitorRestartMsDefault (1 s), live again at the next lease refresh.
+    // Restarted after monitorRestartMsDefault (1 s), and live again.
     const live = Date.now() + 3_000;
     while (dataplane.health().watch !== 'live' && Date.now() < live) await sleep(20);
     expect(dataplane.health().watch).toBe('live');
@@ -296,7 +297,7 @@ describe.runIf(isRoot)('data plane keeps its table on a real kernel', () => {
       expect(await plane.program(mixedSpec)).toBe('table');
       const deadline = Date.now() + 3_000;
       while (plane.health().watch !== 'live' && Date.now() < deadline) {
-        await plane.refreshLease();
+        plane.heartbeatSent();
         await sleep(50);
       }
       expect(plane.health().watch).toBe('live');

@@ -31,6 +31,14 @@ export class Namespaces {
     return execFileSync('ip', ['netns', 'exec', namespace, ...argv], { encoding: 'utf8' });
   }
 
+  /** Sends one UDP datagram from `namespace`, from `source` (multicast out of its interface). */
+  sendUdp(namespace: string, source: string, destination: string, port: number): void {
+    const script = `const s = require('node:dgram').createSocket('udp4');
+      s.bind(0, '${source}', () => { s.setMulticastInterface('${source}');
+      s.send('x', ${port}, '${destination}', (e) => { s.close(); if (e) { console.error(e.message); process.exit(1); } }); });`;
+    this.exec(namespace, [process.execPath, '-e', script]);
+  }
+
   /** A long-lived process inside `namespace`, killed by removeAll. */
   spawn(namespace: string, argv: readonly string[]): ChildProcessWithoutNullStreams {
     this.assertOurs(namespace);

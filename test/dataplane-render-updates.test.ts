@@ -50,9 +50,18 @@ describe('renderOwnershipUpdate', () => {
     expect(renderOwnershipUpdate(labSpec, labSpec)).toBe(renderLeaseRefresh(labSpec));
   });
 
-  it('takes a new lease timeout without a whole-table apply', () => {
-    const next = { ...labSpec, leaseTimeoutMs: 1200 };
-    expect(renderOwnershipUpdate(labSpec, next)).toBe(renderLeaseRefresh(next));
+  it('needs a whole-table apply for a new lease timeout or heartbeat group or port (the lease refresh chain names them)', () => {
+    expect(renderOwnershipUpdate(labSpec, { ...labSpec, leaseTimeoutMs: 1200 })).toBeUndefined();
+    const heartbeat = labSpec.heartbeat;
+    expect(
+      renderOwnershipUpdate(labSpec, { ...labSpec, heartbeat: { ...heartbeat, port: 2506 } }),
+    ).toBeUndefined();
+    expect(
+      renderOwnershipUpdate(labSpec, {
+        ...labSpec,
+        heartbeat: { ...heartbeat, group: address('239.255.78.77') },
+      }),
+    ).toBeUndefined();
   });
 
   it('turns every ownership change into set elements', () => {

@@ -38,7 +38,7 @@ table inet nlb {
 
 	set lease {
 		type mark
-		flags timeout
+		flags dynamic,timeout
 		elements = { 0xffffffff timeout 800ms }
 	}
 	set sync {
@@ -96,6 +96,10 @@ table inet nlb {
 		tcp flags & (syn | ack) != syn counter name uncovered_dropped drop
 		ct mark set 0x80ff0000 counter name uncovered_accepted accept
 	}
+	chain lease_refresh {
+		type filter hook output priority 0; policy accept;
+		ip daddr 239.255.78.76 udp dport 2505 meta mark set 0xffffffff update @lease { meta mark timeout 800ms } meta mark set 0x00000000
+	}
 }
 # unicast mode: frames leave with this host's masked source MAC
 add table netdev nlb
@@ -130,7 +134,7 @@ table inet nlb {
 
 	set lease {
 		type mark
-		flags timeout
+		flags dynamic,timeout
 		elements = { 0xffffffff timeout 1000ms }
 	}
 	set sync {
@@ -236,6 +240,10 @@ table inet nlb {
 		meta mark != @lease counter name lease_expired counter name uncovered_dropped drop
 		tcp flags & (syn | ack) != syn counter name uncovered_dropped drop
 		ct mark set 0x80ff0000 counter name uncovered_accepted accept
+	}
+	chain lease_refresh {
+		type filter hook output priority 0; policy accept;
+		ip daddr 239.1.2.3 udp dport 4000 meta mark set 0xffffffff update @lease { meta mark timeout 1000ms } meta mark set 0x00000000
 	}
 }
 # multicast mode: no source MAC masking

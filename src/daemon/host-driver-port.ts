@@ -15,10 +15,11 @@ export interface DataplanePort {
   /** Throws DataplaneLostError while the data plane is lost and this retry did not bring it back. */
   program(spec: DataplaneSpec): Promise<ProgramResult>;
   /**
-   * Refreshes the lease; `Dataplane.refreshLease` also hands over the tables it restored since
-   * the last call. Throws DataplaneLostError when the table is gone and cannot be put back.
+   * Told after heartbeats left (each refreshed the lease in the kernel on its way out):
+   * `Dataplane.heartbeatSent` keeps its own checks going and hands over the tables it restored
+   * since the last call.
    */
-  refreshLease(): Promise<LeaseRefresh>;
+  heartbeatSent(): LeaseRefresh;
   flush(rule: number, buckets: readonly number[]): Promise<number>;
   /**
    * Drops every connection to the cluster IPs and kills their sockets (conntrack by
@@ -31,9 +32,10 @@ export interface DataplanePort {
    * Subscribes to a data plane found lost on its own (a restore it started itself, on what
    * nft monitor reported, failed): the driver fails closed at once instead of at its next
    * heartbeat, a period later, during which the host would answer for the cluster IPs
-   * without a filter. `Dataplane.watchLost`.
+   * without a filter. `Dataplane.watchLost`. It is the only way the driver learns of it
+   * between two programs: a heartbeat makes no nft call that could fail.
    */
-  watchLost?(listener: (reason: string) => void): void;
+  watchLost(listener: (reason: string) => void): void;
 }
 
 /**

@@ -3,16 +3,16 @@
 // a time, and carry out each Ready completely, in the order of `carryOutSteps`
 // (src/core/carry-out.ts), before the next input is stepped. The daemon's part in each step:
 // flush through conntrack (and `ss -K` on a rejoin), program through nft and wait for the
-// kernel, refresh the lease before the heartbeats leave (a program already did), log the
-// events, and keep one timer, set to the wake time.
+// kernel, send the heartbeats (each refreshes the kernel's lease as it leaves: no nft call),
+// log the events, and keep one timer, set to the wake time.
 //
 // Failures of the data plane are operating errors: the kernel keeps its previous state, the
 // driver logs why, and it withholds heartbeats until the kernel matches what the machine
 // decided. A host that cannot program its kernel thus falls silent; its lease runs out before
 // its peers declare it dead and take its buckets, so no bucket is ever served twice.
 //
-// A table someone else deleted or changed is put back by the Dataplane itself (its lease
-// refresh hands over what it restored, logged as `dataplane restored`). When it cannot be put
+// A table someone else deleted or changed is put back by the Dataplane itself (told of each
+// batch of heartbeats sent, it hands over what it restored, logged as `dataplane restored`). When it cannot be put
 // back (nft fails or hangs) the data plane is *lost*, and the host must not answer for the
 // cluster IPs without its filter:
 //   1. `dataplane lost` is logged with the reason and what to do,
@@ -26,7 +26,8 @@
 //      that was down that long.
 // Heartbeats that cannot leave (the dedicated IP removed, no route: the send fails) are the
 // same danger seen from the peers: they declare the host dead and take its buckets while its
-// kernel, whose lease every attempt refreshes, still takes new flows for them. Once sends have
+// kernel, whose lease runs out only if the failing sends never reach the output hook, may
+// still take new flows for them. Once sends have
 // failed for `tolerance - 2` periods since the last one that left, the machine is told `link
 // down` (it takes no buckets; established connections stay), well before the peers' detection
 // time; the first heartbeat that leaves again brings the link back up (event `heartbeats
@@ -133,7 +134,7 @@ export class HostDriver {
       },
       lastSentMs: () => this.lastSentMs,
     });
-    options.dataplane.watchLost?.((reason) => {
+    options.dataplane.watchLost((reason) => {
       if (!this.closing) this.queue.pushFirst({ kind: 'lost', reason });
     });
     this.wanted = this.machine.status().ownership;
@@ -332,17 +333,16 @@ export class HostDriver {
   /** Carries out one Ready, step by step in the order of `carryOutSteps`. */
   private async carryOut(ready: Ready): Promise<void> {
     const decidedAtMs = this.clock.nowMs();
-    let leaseFresh = false;
     for (const step of carryOutSteps(ready)) {
       switch (step.step) {
         case 'flush':
           await this.flushStep(step.flush, step.rejoined);
           break;
         case 'program':
-          leaseFresh = await this.programStep(step.ownership, decidedAtMs);
+          await this.programStep(step.ownership, decidedAtMs);
           break;
         case 'send':
-          await this.sendStep(step.datagrams, leaseFresh);
+          await this.sendStep(step.datagrams);
           break;
         case 'record':
           for (const event of step.events) this.log(eventRecord(event));
@@ -378,19 +378,16 @@ export class HostDriver {
 
   /**
    * Programs the decided ownership, or retries one the kernel does not hold yet (at most once
-   * per restoreRetryMs while the data plane is lost). Returns whether that refreshed the lease.
+   * per restoreRetryMs while the data plane is lost).
    */
-  private async programStep(
-    ownership: Ownership | undefined,
-    decidedAtMs: number,
-  ): Promise<boolean> {
+  private async programStep(ownership: Ownership | undefined, decidedAtMs: number): Promise<void> {
     if (ownership !== undefined) {
       this.wanted = ownership;
       this.wantedKey = JSON.stringify(ownership);
     }
     const lost = this.outage.lost;
     const retryDue = lost === undefined || decidedAtMs - lost.lastAttemptMs >= this.restoreRetryMs;
-    if (this.programmedKey === this.wantedKey || !retryDue) return false;
+    if (this.programmedKey === this.wantedKey || !retryDue) return;
     if (lost !== undefined) lost.lastAttemptMs = decidedAtMs;
     try {
       const result = await this.dataplane.program(this.specFor(this.wanted));
@@ -411,48 +408,43 @@ export class HostDriver {
       if (lost !== undefined) {
         await this.outage.back(lost);
       }
-      // Both kinds of program refresh the lease in the same transaction.
-      return result !== 'unchanged';
     } catch (error) {
       await this.outage.failed('program', error);
-      return false;
     }
   }
 
-  /** Sends the heartbeats, or withholds them while the kernel does not hold what they say. */
-  private async sendStep(datagrams: readonly Uint8Array[], leaseFresh: boolean): Promise<void> {
+  /**
+   * Sends the heartbeats, or withholds them while the kernel does not hold what they say. Each
+   * one refreshes the kernel's lease as it leaves (the output chain does it), so nothing stands
+   * between the decision and the wire but the sends themselves.
+   */
+  private async sendStep(datagrams: readonly Uint8Array[]): Promise<void> {
     if (this.outage.lost !== undefined) {
       this.outage.withhold(datagrams.length, 'the data plane is lost');
-    } else if (this.programmedKey !== this.wantedKey) {
+      return;
+    }
+    if (this.programmedKey !== this.wantedKey) {
       this.outage.withhold(datagrams.length, 'the kernel does not hold the decided ownership yet');
-    } else if (!leaseFresh && !(await this.refreshLease())) {
-      this.outage.withhold(datagrams.length, 'the lease could not be refreshed');
-    } else {
-      for (const bytes of datagrams) {
-        try {
-          await this.transport.send(bytes);
-          this.lastSentMs = this.clock.nowMs();
-          this.outage.heartbeatsFlowing();
-        } catch (error) {
-          this.counts.sendErrors++;
-          this.outage.reportError({ event: 'heartbeat send failed', error: errorText(error) });
-          this.outage.heartbeatsFailing(errorText(error));
-        }
+      return;
+    }
+    let sent = 0;
+    for (const bytes of datagrams) {
+      try {
+        await this.transport.send(bytes);
+        sent++;
+        this.lastSentMs = this.clock.nowMs();
+        this.outage.heartbeatsFlowing();
+      } catch (error) {
+        this.counts.sendErrors++;
+        this.outage.reportError({ event: 'heartbeat send failed', error: errorText(error) });
+        this.outage.heartbeatsFailing(errorText(error));
       }
     }
-  }
-
-  private async refreshLease(): Promise<boolean> {
-    try {
-      const refreshed = await this.dataplane.refreshLease();
-      this.counts.leaseRefreshes++;
-      for (const report of refreshed.restored) {
+    if (sent > 0) {
+      this.counts.leaseRefreshes += sent;
+      for (const report of this.dataplane.heartbeatSent().restored) {
         this.outage.restored(report);
       }
-      return true;
-    } catch (error) {
-      await this.outage.failed('lease refresh', error);
-      return false;
     }
   }
 

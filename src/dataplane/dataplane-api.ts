@@ -16,7 +16,7 @@ export interface RestoreReport {
   readonly restoreMs: number;
 }
 
-/** What a lease refresh found besides: restores done since the previous one. */
+/** What `Dataplane.heartbeatSent` hands over: the restores done since the previous call. */
 export interface LeaseRefresh {
   readonly restored: readonly RestoreReport[];
 }

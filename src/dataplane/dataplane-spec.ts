@@ -23,8 +23,13 @@ export interface DataplaneSpec {
   /** The cluster's jhash seed; always explicit, or the kernel would pick a random one. */
   readonly hashSeed: number;
   readonly ownership: Ownership;
-  /** How long the kernel keeps taking new flows without a refresh from the daemon. */
+  /** How long the kernel keeps taking new flows without a heartbeat leaving this host. */
   readonly leaseTimeoutMs: number;
+  /**
+   * Where nlbd's heartbeats go (the cluster's IPv4 group and UDP port): each one that leaves
+   * this host refreshes the lease in the kernel as it passes the output hook, with no nft call.
+   */
+  readonly heartbeat: { readonly group: Address; readonly port: number };
   readonly mode: ClusterMode;
   /** The cluster interface. */
   readonly interface: string;
@@ -140,6 +145,13 @@ export function dataplaneSpecProblems(spec: DataplaneSpec): string[] {
     problems.push(
       `leaseTimeoutMs ${spec.leaseTimeoutMs} is not ${leaseTimeoutMsMin}..${leaseTimeoutMsMax}`,
     );
+  }
+  const { group, port } = spec.heartbeat;
+  if (group.family !== 4) {
+    problems.push(`heartbeat.group ${group.text} is not an IPv4 address (heartbeats are IPv4)`);
+  }
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    problems.push(`heartbeat.port ${port} is not 1..65535`);
   }
   if (!interfacePattern.test(spec.interface)) {
     problems.push(`interface '${spec.interface}' is not a network interface name`);

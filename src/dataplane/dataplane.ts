@@ -1,5 +1,5 @@
 // The data plane as the daemon drives it: program an ownership (the cheapest way nft allows),
-// refresh the lease every heartbeat, read counters and per-bucket connections, drop the
+// hold the lease that every heartbeat refreshes in the kernel, read counters and per-bucket connections, drop the
 // connections of given buckets, bring the cluster interface up and down in the safe order, and
 // keep the kernel holding what was programmed.
 //
@@ -13,15 +13,14 @@
 // Dataplane watches for that and puts the whole table back in one transaction:
 //   - `nft monitor` (Nft.watch) reports every transaction nlbd did not make itself through its
 //     long-lived nft process at once, and costs nothing while the ruleset does not change
-//     (0.15 ms of CPU per lease refresh: test/dataplane-heal-kernel.test.ts);
+//     (the heartbeats refresh the lease in the kernel, which nft monitor does not report);
 //   - a report that our tables were deleted (`nft flush ruleset`) puts them back at once;
 //     any other report, and each (re)start of the monitor, asks for a comparison of the
 //     kernel with what was programmed: the table's structure against a normalised listing
 //     taken after nlbd's own whole-table apply (table-image.ts: nothing has to predict how
 //     nft prints a rule), and the ownership sets against the spec;
-//   - a failed quick transaction (lease refresh, ownership change) is compared too, so a
-//     missing table is found on the next heartbeat even if the monitor missed it;
-//   - once every `checkIntervalMs` (and on every lease refresh while the monitor is not live)
+//   - a failed quick transaction (an ownership change) is compared too;
+//   - once every `checkIntervalMs` (and on every heartbeat while the monitor is not live)
 //     the comparison runs anyway, so a monitor that silently lost events cannot hide a change.
 // A comparison costs two nft processes (~12 ms of CPU here): once per 200 ms heartbeat period
 // that would be ~6% of a core, more than nlbd's whole idle load. The monitor makes detection
@@ -57,7 +56,7 @@ import { type IpRoute } from './iproute.js';
 import type { Nft, NftFamily } from './nft-api.js';
 import { listTable } from './nft.js';
 import { type DataplaneSpec, leaseTimeoutMsMin } from './dataplane-spec.js';
-import { renderLeaseRefresh, renderOwnershipUpdate, renderRemoval, renderTable } from './render.js';
+import { renderOwnershipUpdate, renderRemoval, renderTable } from './render.js';
 import { ownershipSets } from './table-names.js';
 import { TableWatch, deletedProblem, listKernelTables } from './table-watch.js';
 import { type TableImage, compareImages } from './table-image.js';
@@ -268,37 +267,26 @@ export class Dataplane {
   }
 
   /**
-   * Extends the lease by the spec's leaseTimeoutMs; call it before each heartbeat is sent.
-   * Returns the restores done since the last call. A table found missing or altered is put
-   * back first (the restore carries a fresh lease); throws DataplaneLostError when it cannot be.
+   * Says that a heartbeat just left: the kernel's output chain (`leaseRefreshChain`) refreshed
+   * the lease as it passed, so no nft call is made here. Records when, so that a restore nlbd
+   * decides on its own gives the lease only what it had left, and asks for a comparison of the
+   * kernel with the programmed table while the monitor is not live (every heartbeat) or when one
+   * is due (every `checkIntervalMs`). Hands over the restores done since the last call.
    */
-  refreshLease(): Promise<LeaseRefresh> {
-    return this.exclusive(async () => {
-      const spec = this.applied;
-      if (spec === undefined) {
-        throw new Error('refreshLease: nothing programmed yet; call program(spec) first');
-      }
-      if (this.lost !== undefined) {
-        throw new DataplaneLostError(this.lost.reason);
-      }
-      const startedMs = this.nowMs();
-      try {
-        await this.nft.applyQuick(spec.tableName, renderLeaseRefresh(spec));
-        this.lastLeaseMs = startedMs;
-      } catch (error) {
-        await this.restoreIfAltered(error, spec, 'lease refresh', startedMs);
-        this.lastLeaseMs = startedMs;
-      }
+  heartbeatSent(): LeaseRefresh {
+    const nowMs = this.nowMs();
+    if (this.applied !== undefined && this.lost === undefined) {
+      this.lastLeaseMs = nowMs;
       if (this.watch.state !== 'live') {
-        this.requestCheck(`lease refresh (nft monitor not live)`);
-      } else if (startedMs - this.lastCheckMs >= this.checkIntervalMs) {
+        this.requestCheck('heartbeat (nft monitor not live)');
+      } else if (nowMs - this.lastCheckMs >= this.checkIntervalMs) {
         this.requestCheck('periodic check');
       }
-      return { restored: this.takeReports() };
-    });
+    }
+    return { restored: this.takeReports() };
   }
 
-  /** Restores done since the last call (the lease refresh hands them over too). */
+  /** Restores done since the last call (`heartbeatSent` hands them over too). */
   takeReports(): RestoreReport[] {
     return this.restores.take();
   }
@@ -336,7 +324,7 @@ export class Dataplane {
       if (spec === undefined || this.lost !== undefined) {
         return;
       }
-      // A whole-table apply since (a lease refresh that met the missing table) put them back.
+      // A whole-table apply since (an ownership change that met the missing table) put them back.
       const gone = pending.deleted.length > 0 && this.applies === pending.applies;
       const problems = gone
         ? pending.deleted.map((family) => deletedProblem(family, spec.tableName))
@@ -351,7 +339,7 @@ export class Dataplane {
       }
     }).catch((error: unknown) => {
       // Found lost on its own: whoever drives the data plane must fail closed now (see
-      // HostDriver), not at its next program or lease refresh.
+      // HostDriver), not at its next program or heartbeat.
       if (error instanceof DataplaneLostError) this.lostListener?.(error.reason);
     });
   }

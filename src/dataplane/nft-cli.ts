@@ -238,6 +238,13 @@ export class NftCli implements Nft {
       (marker) => this.ownMarkers.has(marker),
       listener,
       this.monitorRestartMs,
+      // A marker of our own in `sync`: harmless, and printed by the monitor once it listens.
+      () => {
+        this.applyQuick(
+          tableName,
+          `add element inet ${tableName} ${names.sync} { 0x00000000 timeout ${markerTimeout} }`,
+        ).catch(() => undefined);
+      },
     );
     this.monitors.add(monitor);
     monitor.start();

@@ -15,6 +15,8 @@ import { errorText } from '../core/error-text.js';
 
 /** A monitor that died is started again after this; a watch is blind meanwhile. */
 export const monitorRestartMsDefault = 1_000;
+/** How often a monitor that has not printed its first transaction yet is probed. */
+export const monitorProbeMsDefault = 50;
 /** Lines of one transaction kept to describe it; a `flush ruleset` of a big ruleset has thousands. */
 export const monitorLinesKeptMax = 20;
 /** A line longer than this is not nft monitor's: it is cut, and its transaction counts as relevant. */
@@ -110,9 +112,9 @@ export class MonitorParser {
 /**
  * One long-lived `nft monitor`, restarted when it dies. It is live, and says so with `resync`,
  * once it printed its first transaction: only then is it surely subscribed (nft prints nothing
- * when it starts), and the nlbd that owns it refreshes its lease every heartbeat period, so that
- * happens within one period. Costs nothing while the ruleset does not change; a few lines per
- * lease refresh otherwise.
+ * when it starts). Until then `probe` is called every `probeMs`: a harmless transaction of our
+ * own (a marker in the `sync` set) that the monitor prints once it listens. Costs nothing while
+ * the ruleset does not change: the heartbeats refresh the lease in the kernel, unreported.
  */
 export class RulesetMonitor {
   private child: ChildProcessWithoutNullStreams | undefined;
@@ -120,6 +122,7 @@ export class RulesetMonitor {
   private live = false;
   private started = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private stderr = '';
   private lastErrorResyncMs = Number.NEGATIVE_INFINITY;
 
@@ -129,6 +132,8 @@ export class RulesetMonitor {
     private readonly isOwn: (marker: string) => boolean,
     private readonly listener: RulesetListener,
     private readonly restartMs: number,
+    private readonly probe: () => void = () => undefined,
+    private readonly probeMs = monitorProbeMsDefault,
   ) {}
 
   start(): void {
@@ -171,11 +176,33 @@ export class RulesetMonitor {
     child.on('close', (code, signal) => {
       if (this.child === child) this.died(`exited (${signal ?? `code ${code}`})`);
     });
+    this.probeUntilLive();
+  }
+
+  /** Probes now and every `probeMs` until the monitor printed a transaction (or stopped). */
+  private probeUntilLive(): void {
+    this.stopProbing();
+    const tick = (): void => {
+      if (this.live || this.child === undefined || this.stopped) {
+        this.probeTimer = undefined;
+        return;
+      }
+      this.probe();
+      this.probeTimer = setTimeout(tick, this.probeMs);
+      this.probeTimer.unref();
+    };
+    tick();
+  }
+
+  private stopProbing(): void {
+    if (this.probeTimer !== undefined) clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
   }
 
   private transaction(batch: MonitorBatch): void {
     if (!this.live) {
       this.live = true;
+      this.stopProbing();
       this.listener.resync(this.started === 1 ? 'nft monitor started' : 'nft monitor restarted');
     }
     if (batch.relevant && !batch.markers.some((marker) => this.isOwn(marker))) {
@@ -185,6 +212,7 @@ export class RulesetMonitor {
 
   private died(problem: string): void {
     this.child = undefined;
+    this.stopProbing();
     if (this.stopped) {
       return;
     }
@@ -202,6 +230,7 @@ export class RulesetMonitor {
 
   stop(): void {
     this.stopped = true;
+    this.stopProbing();
     if (this.restartTimer !== undefined) clearTimeout(this.restartTimer);
     const child = this.child;
     this.child = undefined;

@@ -168,3 +168,22 @@ export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
   lines.push('goto uncovered');
   return lines;
 }
+
+/**
+ * The lease refresh, in the kernel: each heartbeat nlbd sends (to the cluster's group and port)
+ * sets the lease element's timeout again as it passes the output hook, so a steady heartbeat
+ * costs no nft call, and the lease runs out exactly when heartbeats stop leaving (nlbd hung,
+ * killed, or its sends failing before the output hook). The packet mark is the register for the
+ * constant key, as on the way in; heartbeats carry no mark of their own, so it goes back to 0.
+ */
+export function leaseRefreshChain(spec: DataplaneSpec): string[] {
+  const key = formatMark(leaseKey);
+  return [
+    `type filter hook output priority ${leaseRefreshPriority}; policy accept;`,
+    `ip daddr ${spec.heartbeat.group.text} udp dport ${spec.heartbeat.port} meta mark set ${key} ` +
+      `update @${names.lease} { meta mark timeout ${spec.leaseTimeoutMs}ms } meta mark set 0x00000000`,
+  ];
+}
+
+/** The output hook's filter priority. */
+export const leaseRefreshPriority = 0;

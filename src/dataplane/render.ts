@@ -48,7 +48,7 @@ import {
   tableNameProblem,
 } from './dataplane-spec.js';
 import { formatMark } from './mark.js';
-import { ruleChain, uncoveredChain, vipChain } from './render-chains.js';
+import { leaseRefreshChain, ruleChain, uncoveredChain, vipChain } from './render-chains.js';
 import { dropAllKeys, leaseKey, names, newFlowsKeys } from './table-names.js';
 import type { Ownership } from '../core/protocol.js';
 
@@ -103,7 +103,8 @@ function inetTable(
   body.push(
     ...setBlock(
       names.lease,
-      'timeout',
+      // nft marks a set that the packet path updates as dynamic; so does the listing.
+      'dynamic,timeout',
       withSets && leaseMs > 0 ? [leaseElement(spec, leaseMs)] : [],
     ),
   );
@@ -131,6 +132,7 @@ function inetTable(
   spec.clusterIps.forEach((_, i) => body.push(...chainBlock(`vip${i}`, vipChain(spec, i))));
   spec.portRules.forEach((_, i) => body.push(...chainBlock(`rule${i}`, ruleChain(spec, i))));
   body.push(...chainBlock('uncovered', uncoveredChain()));
+  body.push(...chainBlock(names.leaseRefresh, leaseRefreshChain(spec)));
   const family = `inet ${spec.tableName}`;
   return [
     `add table ${family}`,
@@ -199,8 +201,10 @@ export function renderTable(spec: DataplaneSpec, options: RenderOptions = {}): s
 }
 
 /**
- * The one-line transaction that refreshes the lease. A plain `add element` does not refresh an
- * existing element's timeout on this kernel; add-delete-add does, whether or not it exists.
+ * The one-line transaction that refreshes the lease, ending every ownership update (the
+ * heartbeats refresh it in the kernel: `leaseRefreshChain`). A plain `add element` does not
+ * refresh an existing element's timeout on every kernel; add-delete-add does, whether or not it
+ * exists.
  */
 export function renderLeaseRefresh(spec: DataplaneSpec): string {
   assertValidSpec(spec);
@@ -216,7 +220,8 @@ function structure(spec: DataplaneSpec): string {
 /**
  * The one-line transaction turning the sets of `applied` into those of `next`, ending with the
  * lease refresh; undefined when the configuration differs (cluster IPs, port rules, seed, mode,
- * interface, MACs, table name), so only a whole-table apply can get there. Every ownership
+ * interface, MACs, table name, the heartbeats' group, port or lease length: the lease refresh
+ * chain names them), so only a whole-table apply can get there. Every ownership
  * change is set elements only (the chains do not depend on it), so it always comes here: a few
  * set changes cost ~2 ms on the long-lived nft process against ~17-45 ms for a whole table
  * (docs/data-plane.md#programming-ownership). The transaction is atomic, so the order of its
@@ -228,7 +233,7 @@ export function renderOwnershipUpdate(
 ): string | undefined {
   assertValidSpec(applied);
   assertValidSpec(next);
-  if (structure({ ...applied, leaseTimeoutMs: next.leaseTimeoutMs }) !== structure(next)) {
+  if (structure(applied) !== structure(next)) {
     return undefined;
   }
   const commands: string[] = [];

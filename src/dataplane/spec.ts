@@ -8,7 +8,7 @@ import { type DataplaneSpec, leaseTimeoutMsMin, tableNameDefault } from './datap
 
 /**
  * The lease the kernel holds between refreshes. Peers declare a silent host dead after
- * `tolerance × periodMs`; the daemon refreshes the lease before each heartbeat it sends, so a
+ * `tolerance × periodMs`; each heartbeat refreshes the lease as it leaves the host, so a
  * lease one period shorter than that has expired before any peer can take the host's buckets,
  * while still riding out `tolerance - 2` late refreshes of a busy daemon.
  */
@@ -50,6 +50,7 @@ export function dataplaneSpecFor(
     hashSeed: cluster.hashSeed,
     ownership,
     leaseTimeoutMs: options.leaseTimeoutMs ?? leaseTimeoutMsFor(cluster.heartbeat),
+    heartbeat: { group: cluster.heartbeat.group, port: cluster.heartbeat.port },
     mode: cluster.mode,
     interface: cluster.interface,
     ...macs,

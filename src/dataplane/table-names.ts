@@ -26,6 +26,8 @@ export const names = {
   uncoveredAccepted: 'uncovered_accepted',
   uncoveredDropped: 'uncovered_dropped',
   leaseExpired: 'lease_expired',
+  /** The output chain where each heartbeat leaving the host refreshes the lease. */
+  leaseRefresh: 'lease_refresh',
 } as const;
 
 /**

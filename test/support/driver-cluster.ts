@@ -113,12 +113,11 @@ export class Cluster {
           this.kernelChanged(id, owned);
           return how;
         }),
-      refreshLease: () =>
-        track(async () => {
-          const refreshed = await dataplane.refreshLease();
-          journal.push({ host: id, op: 'lease' });
-          return refreshed;
-        }),
+      watchLost: (listener) => dataplane.watchLost(listener),
+      heartbeatSent: () => {
+        journal.push({ host: id, op: 'lease' });
+        return dataplane.heartbeatSent();
+      },
       flush: (rule, buckets) =>
         track(async () => {
           const n = await dataplane.flush(rule, buckets);
