@@ -12,6 +12,7 @@ import {
   decodeHeartbeat,
   encodeHeartbeat,
   heartbeatVersion,
+  sameAnnouncement,
 } from '../src/core/heartbeat.js';
 import { hostConfig } from './support/mini-net.js';
 
@@ -231,5 +232,38 @@ describe('heartbeat codec', () => {
 
   it('a real host config produces a heartbeat within bounds', () => {
     expect(hostConfig(1).cluster.portRules.length).toBe(1);
+  });
+
+  it('calls two heartbeats the same announcement exactly when all but the sequences match', () => {
+    // The oracle: their encodings once the sequence and the acked sequences are zeroed.
+    const normalized = (hb: Heartbeat): string =>
+      Buffer.from(
+        encodeHeartbeat(
+          { ...hb, sequence: 0, acks: hb.acks.map((a) => ({ ...a, sequence: 0 })) },
+          key,
+        ),
+      ).toString('hex');
+    const fields = Object.keys(fc.sample(heartbeatArb, 1)[0]!) as (keyof Heartbeat)[];
+    fc.assert(
+      fc.property(
+        heartbeatArb,
+        heartbeatArb,
+        fc.subarray(fields),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        (a, other, taken, sequence) => {
+          // b is a with some fields taken from another heartbeat and its sequences moved on.
+          const b: Heartbeat = {
+            ...a,
+            ...Object.fromEntries(taken.map((f) => [f, other[f]])),
+            sequence,
+          };
+          const moved = { ...b, acks: b.acks.map((x) => ({ ...x, sequence: x.sequence + 1 })) };
+          const expected = normalized(a) === normalized(moved);
+          expect(sameAnnouncement(a, moved)).toBe(expected);
+          expect(sameAnnouncement(moved, a)).toBe(expected);
+        },
+      ),
+      { numRuns: 1000 },
+    );
   });
 });

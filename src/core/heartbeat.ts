@@ -98,6 +98,56 @@ export interface HeartbeatAck {
   readonly sequence: number;
 }
 
+/**
+ * Whether two heartbeats of one process announce the same thing: every field but the sequence
+ * and the acked sequences (which move on with every heartbeat). A host that receives one equal
+ * to the sender's previous heartbeat, while converged, has nothing to decide again (host.ts).
+ */
+export function sameAnnouncement(a: Heartbeat, b: Heartbeat): boolean {
+  return (
+    a.hostId === b.hostId &&
+    a.incarnation === b.incarnation &&
+    a.state === b.state &&
+    a.settled === b.settled &&
+    a.keptOut === b.keptOut &&
+    a.generation === b.generation &&
+    a.periodMs === b.periodMs &&
+    a.tolerance === b.tolerance &&
+    a.mode === b.mode &&
+    a.hashSeed === b.hashSeed &&
+    sameBytes(a.clusterId, b.clusterId) &&
+    sameBytes(a.configDigest, b.configDigest) &&
+    sameBytes(a.mapDigest, b.mapDigest) &&
+    sameNumbers(a.heard, b.heard) &&
+    sameNumbers(a.members, b.members) &&
+    a.acks.length === b.acks.length &&
+    a.acks.every(
+      (ack, i) => ack.host === b.acks[i]!.host && ack.incarnation === b.acks[i]!.incarnation,
+    ) &&
+    a.rules.length === b.rules.length &&
+    a.rules.every((rule, i) => sameRule(rule, b.rules[i]!))
+  );
+}
+
+function sameRule(a: HeartbeatRule, b: HeartbeatRule): boolean {
+  return (
+    a.buckets === b.buckets &&
+    a.ruleDigest === b.ruleDigest &&
+    a.loadWeight === b.loadWeight &&
+    a.handlingPriority === b.handlingPriority &&
+    a.state === b.state &&
+    sameNumbers(a.owned, b.owned)
+  );
+}
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
 /** The ack a heartbeat carries for process (host, incarnation), if any. */
 export function ackFor(
   heartbeat: Heartbeat,

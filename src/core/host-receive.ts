@@ -1,7 +1,13 @@
 // Receiving heartbeats: authentication, the freshness proof, the unproven candidates, and the
 // peer table's updates from a proven heartbeat (docs/protocol.md#freshness-replays-change-nothing,
 // docs/protocol.md#authentication-and-rejected-datagrams). Part of the host machine (host.ts).
-import { type DecodeFailure, type Heartbeat, ackFor, decodeHeartbeat } from './heartbeat.js';
+import {
+  type DecodeFailure,
+  type Heartbeat,
+  ackFor,
+  decodeHeartbeat,
+  sameAnnouncement,
+} from './heartbeat.js';
 import {
   type MachineState,
   type PeerRecord,
@@ -25,7 +31,8 @@ export function countBad(s: MachineState, reason: DecodeFailure): void {
 /**
  * Handles one datagram. 'answer': send a heartbeat at once (the sender's report newly
  * differs from ours, or a process newly proved itself and needs our ack to hear us);
- * 'taken': something may have changed; 'dropped': nothing did but a counter.
+ * 'taken': something may have changed; 'routine': a heard peer announced again what it did
+ * before (ReceiveOutcome); 'dropped': nothing did but a counter.
  */
 export function receive(s: MachineState, now: number, bytes: Uint8Array): ReceiveOutcome {
   const decoded = decodeHeartbeat(bytes, s.key, s.clusterId);
@@ -69,7 +76,15 @@ export function receive(s: MachineState, now: number, bytes: Uint8Array): Receiv
   if (hb.hostId === s.hostId) {
     return receiveRival(s, now, hb, known) ? 'answer' : 'taken';
   }
-  return receivePeer(s, now, hb, known) ? 'answer' : 'taken';
+  const peer = s.peers.get(hb.hostId);
+  const routine =
+    peer !== undefined &&
+    peer.heard &&
+    peer.incarnation === hb.incarnation &&
+    sameAnnouncement(peer.heartbeat, hb);
+  const events = s.events.length;
+  if (receivePeer(s, now, hb, known)) return 'answer';
+  return routine && s.events.length === events ? 'routine' : 'taken';
 }
 
 /**

@@ -47,7 +47,13 @@ export interface PeerRecord {
   readonly incarnations: Map<number, IncarnationEntry>;
 }
 
-export type ReceiveOutcome = 'answer' | 'taken' | 'dropped';
+/**
+ * What a received datagram did: 'answer' (send a heartbeat at once), 'taken' (something may
+ * have changed), 'routine' (a heard peer's heartbeat that announces what its previous one did,
+ * and made no event: nothing to decide unless something else is due), 'dropped' (nothing
+ * changed but a counter).
+ */
+export type ReceiveOutcome = 'answer' | 'taken' | 'routine' | 'dropped';
 
 export interface IncarnationEntry {
   /** When this process first proved itself fresh to us. */
@@ -243,9 +249,13 @@ export class MachineState {
   badReportedAtMs = -Infinity;
   duplicateReportedAtMs = -Infinity;
   rejoinFlushedAtMs = -Infinity;
+  /** HostMachineOptions.decideEveryStep. */
+  readonly decideEveryStep: boolean;
   counters = {
     heartbeatsSent: 0,
     heartbeatsReceived: 0,
+    /** Routine heartbeats stepped without running the decision again (host.ts). */
+    decisionsSkipped: 0,
     convergences: 0,
     lastConvergenceMs: 0,
   };
@@ -262,6 +272,7 @@ export class MachineState {
   linkDownSinceMs: number | undefined;
 
   constructor(options: HostMachineOptions) {
+    this.decideEveryStep = options.decideEveryStep === true;
     this.config = options.config;
     this.key = options.key;
     this.incarnation = options.incarnation;

@@ -87,6 +87,7 @@ export interface HostDetails {
   counters: {
     heartbeatsSent: number;
     heartbeatsReceived: number;
+    decisionsSkipped: number;
     convergences: number;
     lastConvergenceMs: number;
   };
@@ -132,6 +133,17 @@ export class HostMachine {
           // Nothing but a counter changed: the decision is not run again. A flood of forged or
           // replayed datagrams then costs little more than its HMAC, and whatever falls due
           // meanwhile is handled at the wake-up already asked for.
+          reportBadHeartbeats(s, now, false);
+          return droppedReady(s, now);
+        }
+        const routine = outcome === 'routine' && !s.decideEveryStep;
+        if (routine && s.converged && !s.pending && now < s.lastWakeAtMs) {
+          // The steady state: a member announced again what it did before, the cluster is
+          // converged, nothing waits, and nothing falls due before the wake-up already asked
+          // for. The decision would come out as it did (it is a fixpoint of unchanged inputs,
+          // and time moves it only at wake-ups), so it is not run: a heartbeat costs its HMAC
+          // and the peer table's update, whatever the size of the cluster.
+          s.counters.decisionsSkipped += 1;
           reportBadHeartbeats(s, now, false);
           return droppedReady(s, now);
         }

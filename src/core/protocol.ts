@@ -146,4 +146,9 @@ export interface HostMachineOptions {
    * "retain suspended state" does).
    */
   readonly initialState?: 'started' | 'stopped' | 'suspended';
+  /**
+   * Runs the decision on every step, routine heartbeats included (host.ts skips it for those
+   * while converged). The outcome is the same either way; tests compare the two.
+   */
+  readonly decideEveryStep?: boolean;
 }

@@ -88,6 +88,8 @@ export class HostDriver {
   private closing = false;
   private fatal: Error | undefined;
   private cancelTimer: (() => void) | undefined;
+  /** The wake time `cancelTimer`'s timer is set for. */
+  private armedAtMs = Number.NaN;
   private cancelDrainPoll: (() => void) | undefined;
   private drainPolling = false;
 
@@ -319,11 +321,16 @@ export class HostDriver {
   }
 
   private armTimer(wakeAtMs: number): void {
+    // Most steps (a routine heartbeat) ask for the wake-up already set: keep that timer.
+    if (this.cancelTimer !== undefined && this.armedAtMs === wakeAtMs && !this.closing) {
+      return;
+    }
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     if (this.closing) {
       return;
     }
+    this.armedAtMs = wakeAtMs;
     this.cancelTimer = this.clock.at(wakeAtMs, () => {
       this.cancelTimer = undefined;
       this.queue.push({ kind: 'tick' });
