@@ -6,7 +6,7 @@ import type { Ownership, Ready } from './protocol.js';
 import { type MachineState, type Candidate, hex, badHeartbeatReportMs } from './host-state.js';
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
-import { coexists, lastEvidenceMs } from './host-peers.js';
+import { coexists, evidenceTimes } from './host-peers.js';
 
 export function announcedState(s: MachineState): AnnouncedState {
   return s.keptOut !== undefined ? 'stopped' : s.adminState;
@@ -183,8 +183,8 @@ export function reportBadHeartbeats(s: MachineState, now: number, force: boolean
 export function wakeAt(s: MachineState, now: number): number {
   let wake = Math.min(now + s.periodMs, s.nextSendMs);
   if (now < s.listenUntilMs) wake = Math.min(wake, s.listenUntilMs);
-  for (const peer of s.peers.values()) {
-    if (peer.heard) wake = Math.min(wake, lastEvidenceMs(s, peer) + s.deadAfterMs);
+  for (const latest of evidenceTimes(s).values()) {
+    wake = Math.min(wake, latest + s.deadAfterMs);
   }
   for (const map of s.orphans) {
     for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);

@@ -145,9 +145,41 @@ export function lastEvidenceMs(s: MachineState, peer: PeerRecord): number {
   return latest;
 }
 
-export function expirePeers(s: MachineState, now: number): void {
+/**
+ * `lastEvidenceMs` of every heard peer at once, in one pass over the acks (O(peers × acks)
+ * instead of that per peer): what `wakeAt` and `expirePeers` need on every step. Only the first
+ * ack for a process in a heartbeat counts, as in `ackFor`.
+ */
+export function evidenceTimes(s: MachineState): Map<PeerRecord, number> {
+  const times = new Map<PeerRecord, number>();
   for (const peer of s.peers.values()) {
-    if (peer.heard && now >= lastEvidenceMs(s, peer) + s.deadAfterMs) {
+    if (peer.heard) times.set(peer, peer.lastHeardMs);
+  }
+  for (const other of s.peers.values()) {
+    if (!other.heard) continue;
+    const seen = new Set<string>();
+    for (const ack of other.heartbeat.acks) {
+      const key = `${ack.host}:${ack.incarnation}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const peer = s.peers.get(ack.host);
+      if (peer === undefined || peer === other || ack.incarnation !== peer.incarnation) continue;
+      const latest = times.get(peer);
+      if (latest === undefined || other.lastHeardMs <= latest) continue;
+      if (ack.sequence > peer.lastSequence) times.set(peer, other.lastHeardMs);
+    }
+  }
+  return times;
+}
+
+export function expirePeers(s: MachineState, now: number): void {
+  // Valid until a peer is declared dead here: it then no longer vouches for the others.
+  let evidence: Map<PeerRecord, number> | undefined = evidenceTimes(s);
+  for (const peer of s.peers.values()) {
+    if (!peer.heard) continue;
+    const latest = evidence?.get(peer) ?? lastEvidenceMs(s, peer);
+    if (now >= latest + s.deadAfterMs) {
+      evidence = undefined;
       peer.heard = false;
       const hb = peer.heartbeat;
       const wasMember = s.members.includes(peer.id);
