@@ -1,10 +1,12 @@
 // The peer table over time alone (src/core/host-peers.ts): expiry and the evidence that keeps a
 // peer heard, the claims a dead member leaves, orphan expiry, and which incarnation speaks for
 // an id.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { orphanHoldMs } from '../src/core/host.js';
 import {
   activeIncarnation,
+  evidenceTimes,
   expireOrphans,
   expirePeers,
   lastEvidenceMs,
@@ -86,3 +88,39 @@ describe('host-peers: activeIncarnation', () => {
 function ownedRule(s: ReturnType<typeof machineState>, owned: number[]) {
   return heartbeatFor(s, 2).rules.map((rule) => ({ ...rule, owned }));
 }
+
+describe('host-peers: evidence in one pass', () => {
+  it('gives every heard peer the same time as lastEvidenceMs, whatever the acks say', () => {
+    const ack = fc.record({
+      host: fc.integer({ min: 1, max: 6 }),
+      incarnation: fc.integer({ min: 1, max: 3 }),
+      sequence: fc.integer({ min: 0, max: 20 }),
+    });
+    const peerArb = fc.record({
+      id: fc.integer({ min: 2, max: 6 }),
+      incarnation: fc.integer({ min: 1, max: 3 }),
+      sequence: fc.integer({ min: 0, max: 20 }),
+      heardAtMs: fc.integer({ min: 0, max: 1000 }),
+      heard: fc.boolean(),
+      acks: fc.array(ack, { maxLength: 8 }),
+    });
+    fc.assert(
+      fc.property(fc.uniqueArray(peerArb, { selector: (p) => p.id, maxLength: 5 }), (peers) => {
+        const s = machineState(1);
+        for (const p of peers) {
+          const hb = heartbeatFor(s, p.id, {
+            incarnation: p.incarnation,
+            sequence: p.sequence,
+            acks: p.acks,
+          });
+          addPeer(s, hb, p.heardAtMs).heard = p.heard;
+        }
+        const times = evidenceTimes(s);
+        for (const peer of s.peers.values()) {
+          expect(times.get(peer)).toBe(peer.heard ? lastEvidenceMs(s, peer) : undefined);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
