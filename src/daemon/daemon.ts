@@ -38,8 +38,9 @@ import { ControlSocketError } from './control-server.js';
 import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
 import { EventJournal } from './events.js';
 import type { EventRecord, EventSink } from './event-names.js';
-import { guardInterface } from './interface-guard.js';
-import { watchLink } from './link-watch.js';
+import { watchInterfaces } from './interface-events.js';
+import { guardInterface, interfaceCheckMsDefault } from './interface-guard.js';
+import { hasCarrier, linkPollMsDefault, watchLink } from './link-watch.js';
 import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
 import { NetnsLockBusy, claimNetnsLock } from './netns-lock.js';
@@ -286,15 +287,29 @@ class Daemon {
     this.resources.push('announce the stop to the peers', async () => {
       this.stopReply = await driver.shutdown();
     });
+    // Every link and address change in the namespace, as it happens (interface-events.ts).
+    const events = watchInterfaces();
+    this.resources.push('stop the interface monitor', () => events.stop());
     // Carrier loss on the cluster interface: take no buckets until it is back (link-watch.ts).
-    const stopLinkWatch = watchLink(parts.clusterInterface.setup.interface, (up) => {
-      driver.command({ verb: 'link', up }).catch(() => undefined);
-    });
+    const stopLinkWatch = watchLink(
+      parts.clusterInterface.setup.interface,
+      (up) => {
+        driver.command({ verb: 'link', up }).catch(() => undefined);
+      },
+      linkPollMsDefault,
+      hasCarrier,
+      events,
+    );
     this.resources.push('stop watching the link', stopLinkWatch);
     // Cluster IPs or the cluster MAC taken away by hand are put back (interface-guard.ts).
     this.resources.push(
       'stop guarding the interface',
-      guardInterface(parts.clusterInterface, (record) => this.logEvent(record)),
+      guardInterface(
+        parts.clusterInterface,
+        (record) => this.logEvent(record),
+        interfaceCheckMsDefault,
+        events,
+      ),
     );
     const config = parts.config();
     const { controlListen, metricsListen } = this.options;

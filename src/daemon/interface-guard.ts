@@ -1,23 +1,29 @@
 // Keeps the cluster interface as nlbd attached it: a cluster IP deleted by hand (or by
 // `ip addr flush`, or a network manager) or the MAC changed would make this host drop, without a
 // word, the clients of every bucket it owns while its heartbeats say all is well. The check is a
-// read of the kernel's address list and of /sys (no process), so it runs often; the repair runs
-// `ip` only when something is missing.
+// read of the kernel's address list and of /sys (no process); it runs on every change `ip
+// monitor` reports (interface-events.ts), and polled as a safety net; the repair runs `ip` only
+// when something is missing.
 import type { ClusterInterface } from './cluster-interface.js';
 import type { EventSink } from './event-names.js';
 import { errorText } from '../core/error-text.js';
+import { type InterfaceEvents, checkOnChange } from './interface-events.js';
 
-/** Noticed within this; the default heartbeat period, and far below the detection time. */
+/** Without the monitor, noticed within this; the default heartbeat period, far below the detection time. */
 export const interfaceCheckMsDefault = 200;
 
-/** Checks every `pollMs`, repairs and logs `interface restored`; returns a stop function. */
+/**
+ * Checks on every change `events` reports and every `pollMs` (slower while the monitor runs),
+ * repairs and logs `interface restored`; returns a stop function.
+ */
 export function guardInterface(
   iface: ClusterInterface,
   log: EventSink,
   pollMs = interfaceCheckMsDefault,
+  events?: InterfaceEvents,
 ): () => void {
   let repairing = false;
-  const timer = setInterval(() => {
+  const check = (): void => {
     if (repairing || iface.missing() === undefined) return;
     repairing = true;
     iface
@@ -43,7 +49,6 @@ export function guardInterface(
       .finally(() => {
         repairing = false;
       });
-  }, pollMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  };
+  return checkOnChange(check, pollMs, events);
 }

@@ -1,11 +1,13 @@
 // Watches the cluster interface's carrier and tells the host machine when it changes. A host
 // whose link is down cannot serve; told so, it takes no buckets instead of claiming them all as
 // a partition of one, which would answer clients twice in the moment the link comes back.
-// Polling /sys is cheap (one small read) and works inside a network namespace, where nlbd runs
-// under `ip netns exec` with that namespace's /sys.
+// Reading /sys is cheap (one small read) and works inside a network namespace, where nlbd runs
+// under `ip netns exec` with that namespace's /sys; it happens on every change `ip monitor`
+// reports (interface-events.ts), and polled only as a safety net while the monitor runs.
 import { readFileSync } from 'node:fs';
+import { type InterfaceEvents, checkOnChange } from './interface-events.js';
 
-/** Carrier loss is noticed within this; well below the default detection time (1 s). */
+/** Without the monitor, carrier loss is noticed within this; well below the default detection time (1 s). */
 export const linkPollMsDefault = 50;
 
 /** Reads whether `ifname` has carrier; an interface that is down (EINVAL) or gone has none. */
@@ -26,16 +28,19 @@ export function watchLink(
   onChange: (up: boolean) => void,
   pollMs = linkPollMsDefault,
   read: (ifname: string) => boolean = hasCarrier,
+  events?: InterfaceEvents,
 ): () => void {
   let up = read(ifname);
   if (!up) onChange(false);
-  const timer = setInterval(() => {
-    const now = read(ifname);
-    if (now !== up) {
-      up = now;
-      onChange(now);
-    }
-  }, pollMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return checkOnChange(
+    () => {
+      const now = read(ifname);
+      if (now !== up) {
+        up = now;
+        onChange(now);
+      }
+    },
+    pollMs,
+    events,
+  );
 }
