@@ -123,7 +123,7 @@ async function measureSize(hosts: number): Promise<SizeResult> {
     async (lab) => {
       const startedMs = Date.now();
       const members = lab.hosts.map((h) => h.id);
-      const convergeMs = await waitConverged(lab, members, 300_000);
+      const convergeMs = await waitConverged(lab, members, 300_000, undefined, 1_000);
       await sleep(settleSeconds * 1000);
       const pids = lab.hosts.map((h) => h.daemon!.pid);
       const kids = pids.map(children);

@@ -230,13 +230,15 @@ export async function command(lab: LabState, hostId: number, verb: string): Prom
 
 /**
  * Waits until every host of `members` reports converged on exactly `members`, with its kernel
- * in sync; returns the milliseconds waited. Throws after `timeoutMs`.
+ * in sync; returns the milliseconds waited. Throws after `timeoutMs`. Every `pollMs` it asks each
+ * host: in a large lab, poll slowly, or the questions themselves starve the daemons.
  */
 export async function waitConverged(
   lab: LabState,
   members: readonly number[],
   timeoutMs: number,
   signal?: AbortSignal,
+  pollMs = 20,
 ): Promise<number> {
   const start = nowEpochMs();
   const want = [...members].sort((a, b) => a - b).join(',');
@@ -260,7 +262,7 @@ export async function waitConverged(
         `lab ${lab.name}: hosts ${want} did not converge within ${timeoutMs} ms (${seen.join('; ')}); see the nlbd logs in ${lab.dir}`,
       );
     }
-    await sleep(20);
+    await sleep(pollMs);
   }
 }
 

@@ -30,8 +30,22 @@ export class MonotonicClock implements Clock {
     // Node timers have whole-millisecond resolution: round up so a timer never fires before
     // `atMs` by this clock (the host machine would only ask again for the same instant).
     const delayMs = Math.max(0, Math.ceil(atMs - this.nowMs()));
-    const timer = setTimeout(fn, delayMs);
-    return () => clearTimeout(timer);
+    // `fn` runs after the I/O that was ready when the timer fired (Node runs timers before it
+    // polls sockets; setImmediate comes after the poll). A daemon starved of CPU for a while
+    // then reads the heartbeats waiting in its socket before it acts on the time that passed,
+    // instead of declaring their senders dead first.
+    let cancelled = false;
+    let immediate: NodeJS.Immediate | undefined;
+    const timer = setTimeout(() => {
+      immediate = setImmediate(() => {
+        if (!cancelled) fn();
+      });
+    }, delayMs);
+    return () => {
+      cancelled = true;
+      clearTimeout(timer);
+      if (immediate !== undefined) clearImmediate(immediate);
+    };
   }
 }
 
