@@ -40,6 +40,7 @@ const measureSeconds = Number(process.env.NLB_FOOTPRINT_SECONDS ?? 60);
 /** After convergence, before measuring: start-up work (JIT, first checks) settles. */
 const settleSeconds = 15;
 const cpuTargetPercent = 0.5;
+const convergeTimeoutMs = 180_000;
 const rssTargetMb = 50;
 const ticksPerSecond = 100;
 
@@ -102,7 +103,8 @@ async function decisionsSkipped(lab: LabState, hostId: number): Promise<number |
 
 interface SizeResult {
   hosts: number;
-  convergeMs: number;
+  /** null: the lab did not converge within convergeTimeoutMs (measured anyway, in its storm). */
+  convergeMs: number | null;
   falseDetectionsAtStart: number;
   falseDetectionsMeasured: number;
   measureSeconds: number;
@@ -123,7 +125,16 @@ async function measureSize(hosts: number): Promise<SizeResult> {
     async (lab) => {
       const startedMs = Date.now();
       const members = lab.hosts.map((h) => h.id);
-      const convergeMs = await waitConverged(lab, members, 300_000, undefined, 1_000);
+      const convergeMs = await waitConverged(
+        lab,
+        members,
+        convergeTimeoutMs,
+        undefined,
+        1_000,
+      ).catch((error: unknown) => {
+        log(`${hosts} hosts: ${String(error).slice(0, 300)}`);
+        return null;
+      });
       await sleep(settleSeconds * 1000);
       const pids = lab.hosts.map((h) => h.daemon!.pid);
       const kids = pids.map(children);
@@ -157,7 +168,7 @@ async function measureSize(hosts: number): Promise<SizeResult> {
       const mb = (kb: number): number => round(kb / 1024);
       return {
         hosts,
-        convergeMs: round(convergeMs),
+        convergeMs: convergeMs === null ? null : round(convergeMs),
         falseDetectionsAtStart: declaredDead(lab, startedMs - 60_000, fromMs),
         falseDetectionsMeasured: declaredDead(lab, fromMs, toMs),
         measureSeconds,
@@ -199,12 +210,12 @@ function renderMarkdown(
     'Each lab: N hosts running nlbd (200 ms × 5, unicast, one port rule), converged and left alone;',
     `${settleSeconds} s to settle, then ${measureSeconds} s measured. Everything (all daemons, the switch) shares the machine's cores.`,
     '',
-    '| hosts | heartbeats received per daemon/s | converged after start | false detections at start | false detections while measured | CPU per nlbd, median (max) | its children (nft, ip monitor, ended ones included) | RSS median (max) | of it anonymous | file-backed (shared node binary) | decisions skipped |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| hosts | heartbeats received per daemon/s | converged after start | false detections at start | false detections while measured | CPU per nlbd, median (max) | its children (nft, ip monitor, ended ones included) | RSS median (max) | of it anonymous | file-backed (shared node binary) | decisions skipped | load average (1 min) at the end |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.hosts} | ${r.heartbeatsPerSecondReceived} | ${r.convergeMs} ms | ${r.falseDetectionsAtStart} | ${r.falseDetectionsMeasured} | ${r.cpuPercent.median}% (${r.cpuPercent.max}%) | ${r.childCpuPercent.median}% | ${r.rssMb.median} MB (${r.rssMb.max}) | ${r.anonMb.median} MB | ${r.fileMb.median} MB | ${r.decisionsSkippedShare === null ? 'n/a' : `${Math.round(r.decisionsSkippedShare * 100)}% of heartbeats`} |`,
+      `| ${r.hosts} | ${r.heartbeatsPerSecondReceived} | ${r.convergeMs === null ? `**not within ${convergeTimeoutMs / 1000} s**` : `${r.convergeMs} ms`} | ${r.falseDetectionsAtStart} | ${r.falseDetectionsMeasured} | ${r.cpuPercent.median}% (${r.cpuPercent.max}%) | ${r.childCpuPercent.median}% | ${r.rssMb.median} MB (${r.rssMb.max}) | ${r.anonMb.median} MB | ${r.fileMb.median} MB | ${r.decisionsSkippedShare === null ? 'n/a' : `${Math.round(r.decisionsSkippedShare * 100)}% of heartbeats`} | ${r.loadAverage[0]} |`,
     );
   }
   const largest = results.at(-1);
@@ -218,7 +229,7 @@ function renderMarkdown(
       '| target | result | measured |',
       '|---|---|---|',
       `| ≤ ${cpuTargetPercent}% of a core per idle nlbd at ${largest.hosts} hosts | ${cpuOk ? 'PASS' : 'FAIL'} | max ${largest.cpuPercent.max}% |`,
-      `| 0 false detections while converged at ${largest.hosts} hosts | ${largest.falseDetectionsMeasured === 0 ? 'PASS' : 'FAIL'} | ${largest.falseDetectionsMeasured} in ${largest.measureSeconds} s |`,
+      `| converges, then 0 false detections at ${largest.hosts} hosts | ${largest.convergeMs !== null && largest.falseDetectionsMeasured === 0 ? 'PASS' : 'FAIL'} | ${largest.falseDetectionsMeasured} in ${largest.measureSeconds} s |`,
       `| nlbd RSS ≤ ${rssTargetMb} MB | ${rssOk ? 'PASS' : 'FAIL'} | max ${largest.rssMb.max} MB (anonymous ${largest.anonMb.max} MB) |`,
     );
   }

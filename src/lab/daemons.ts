@@ -2,6 +2,7 @@
 // names its host) and nlbd. Each runs detached inside its host's namespace, its output in a log
 // in the lab's directory and its pid recorded in state.json, so another process (`nlb lab
 // down`, a test) can find and stop it.
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stateDirEnv } from '../daemon/paths.js';
 import { LabError, assertBuilt, assertRoot } from './errors.js';
@@ -79,6 +80,40 @@ async function waitForBackend(host: LabHostState): Promise<void> {
     'process-failed',
     `the backend of host ${host.id} did not start listening on :${labHttpPort}; its log says:\n${logTail(host.backendLog)}`,
   );
+}
+
+/** Labs up to this many hosts start every nlbd at once; larger ones in batches (startAllDaemons). */
+export const labParallelStartMax = 8;
+const daemonStartedTimeoutMs = 30_000;
+
+/** Waits until nlbd of `host` logged `nlbd started` (it runs its protocol), or exited. */
+async function waitForDaemonStarted(lab: LabRef, hostId: number): Promise<void> {
+  const deadline = Date.now() + daemonStartedTimeoutMs;
+  while (Date.now() < deadline) {
+    const host = hostOf(loadLab(lab), hostId);
+    if (logTail(host.daemonLog, 200).includes('"event":"nlbd started"')) return;
+    if (host.daemon === undefined || !isAlive(host.daemon)) return;
+    await sleep(50);
+  }
+}
+
+/**
+ * Starts nlbd in every host of the lab. A large lab on a small machine starts them in batches
+ * of one per core, each batch once the one before runs its protocol: 32 Node processes
+ * starting at once on 2 cores take seconds of CPU together, during which none sends its
+ * heartbeats on time, and the cluster's first minute is a storm of false detections.
+ */
+export async function startAllDaemons(lab: LabRef, hostIds: readonly number[]): Promise<void> {
+  if (hostIds.length <= labParallelStartMax) {
+    await Promise.all(hostIds.map((id) => startHostDaemon(lab, id)));
+    return;
+  }
+  const batch = Math.max(1, os.cpus().length);
+  for (let i = 0; i < hostIds.length; i += batch) {
+    const ids = hostIds.slice(i, i + batch);
+    await Promise.all(ids.map((id) => startHostDaemon(lab, id)));
+    await Promise.all(ids.map((id) => waitForDaemonStarted(lab, id)));
+  }
 }
 
 export interface StartHostDaemonOptions {

@@ -26,7 +26,7 @@ import {
   daemonCommandDefault,
   startBackends,
   startDaemonsDefault,
-  startHostDaemon,
+  startAllDaemons,
 } from './daemons.js';
 import { assertBuilt, assertIntegerIn, assertLabName, assertRoot } from './errors.js';
 import { labClusterName } from './host-config.js';
@@ -162,7 +162,10 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       await startBackends(state);
     }
     if (startDaemons) {
-      await Promise.all(state.hosts.map((host) => startHostDaemon(name, host.id)));
+      await startAllDaemons(
+        name,
+        state.hosts.map((host) => host.id),
+      );
     }
     return await updateState(name, (current) => {
       current.complete = true;
