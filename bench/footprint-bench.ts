@@ -92,10 +92,16 @@ function declaredDead(lab: LabState, fromMs: number, toMs: number): number {
   return count;
 }
 
-async function decisionsSkipped(lab: LabState, hostId: number): Promise<number | null> {
+/** The protocol's counters of one host: routine heartbeats skipped, heartbeats received. */
+async function protocolCounters(
+  lab: LabState,
+  hostId: number,
+): Promise<{ skipped: number; received: number } | null> {
   try {
     const response = await controlRequest(socketOf(lab, hostId), { verb: 'params' }, 2_000);
-    return response.ok ? (response.data as ParamsData).protocol.counters.decisionsSkipped : null;
+    if (!response.ok) return null;
+    const counters = (response.data as ParamsData).protocol.counters;
+    return { skipped: counters.decisionsSkipped, received: counters.heartbeatsReceived };
   } catch {
     return null;
   }
@@ -141,7 +147,7 @@ async function measureSize(hosts: number): Promise<SizeResult> {
       const before = pids.map(cpuTicks);
       const kidsBefore = kids.map((list) => list.map(cpuTicks));
       const reapedBefore = pids.map(reapedTicks);
-      const skippedBefore = await Promise.all(members.map((id) => decisionsSkipped(lab, id)));
+      const countersBefore = await Promise.all(members.map((id) => protocolCounters(lab, id)));
       const fromMs = Date.now();
       await sleep(measureSeconds * 1000);
       const toMs = Date.now();
@@ -159,12 +165,18 @@ async function measureSize(hosts: number): Promise<SizeResult> {
           100,
       );
       const memory = pids.map(memoryKb);
-      const skippedAfter = await Promise.all(members.map((id) => decisionsSkipped(lab, id)));
-      const skipped = skippedAfter.reduce<number>(
-        (sum, s, i) => sum + (s ?? 0) - (skippedBefore[i] ?? 0),
-        0,
-      );
-      const received = hosts * (hosts - 1) * (1000 / 200) * measureSeconds;
+      const countersAfter = await Promise.all(members.map((id) => protocolCounters(lab, id)));
+      // Over the hosts that answered both times.
+      let skipped = 0;
+      let received = 0;
+      let answered = 0;
+      countersAfter.forEach((after, i) => {
+        const before = countersBefore[i];
+        if (after === null || before === null || before === undefined) return;
+        skipped += after.skipped - before.skipped;
+        received += after.received - before.received;
+        answered++;
+      });
       const mb = (kb: number): number => round(kb / 1024);
       return {
         hosts,
@@ -186,10 +198,9 @@ async function measureSize(hosts: number): Promise<SizeResult> {
           max: mb(maxOf(memory.map((m) => m.anon)) ?? NaN),
         },
         fileMb: { median: mb(median(memory.map((m) => m.file)) ?? NaN) },
-        heartbeatsPerSecondReceived: (hosts - 1) * 5,
-        decisionsSkippedShare: skippedAfter.every((s) => s === null)
-          ? null
-          : round(skipped / received, 3),
+        heartbeatsPerSecondReceived:
+          answered === 0 ? 0 : round(received / answered / measureSeconds),
+        decisionsSkippedShare: received === 0 ? null : round(skipped / received, 3),
         loadAverage: os.loadavg().map((l) => round(l, 2)),
       };
     },
