@@ -50,7 +50,12 @@ function log(line: string): void {
 
 /** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
 function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return 0; // A child that ended meanwhile (its time is in reapedTicks once reaped).
+  }
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]);
 }
@@ -157,7 +162,7 @@ async function measureSize(hosts: number): Promise<SizeResult> {
       const childCpu = kids.map(
         (list, i) =>
           (list.reduce(
-            (sum, kid, k) => sum + cpuTicks(kid) - kidsBefore[i]![k]!,
+            (sum, kid, k) => sum + Math.max(0, cpuTicks(kid) - kidsBefore[i]![k]!),
             reapedTicks(pids[i]!) - reapedBefore[i]!,
           ) /
             ticksPerSecond /
