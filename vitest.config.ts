@@ -12,6 +12,7 @@ export const labTestFiles = [
   'test/daemon-lab.test.ts',
   'test/daemon-lifecycle-lab.test.ts',
   'test/dataplane-kernel.test.ts',
+  'test/dataplane-kernel-nft.test.ts',
   'test/dataplane-heal-kernel.test.ts',
   'test/transport-contract.test.ts',
 ];

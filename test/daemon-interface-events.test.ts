@@ -81,3 +81,48 @@ describe('interface events', () => {
     expect(attempts).toBeGreaterThanOrEqual(3);
   });
 });
+
+describe('interface guard on events', () => {
+  it('checks again after a repair when a change came in while it ran', async () => {
+    const { guardInterface } = await import('../src/daemon/interface-guard.js');
+    let gone: { mac: undefined; ips: never[] } | undefined = { mac: undefined, ips: [] };
+    let repairs = 0;
+    let listener: (() => void) | undefined;
+    const events = {
+      live: true,
+      subscribe: (l: () => void) => {
+        listener = l;
+        return () => undefined;
+      },
+      stop: () => undefined,
+    };
+    const iface = {
+      setup: { interface: 'eth0' },
+      missing: () => gone,
+      repair: async () => {
+        repairs++;
+        await sleep(30);
+        gone = repairs === 1 ? { mac: undefined, ips: [] } : undefined;
+        return ['cluster IP 198.18.0.100'];
+      },
+    };
+    const logged: string[] = [];
+    const stop = guardInterface(
+      iface as never,
+      (record) => logged.push(record.event),
+      10_000,
+      events,
+    );
+    try {
+      listener!();
+      await sleep(10);
+      // A second change while the first repair runs: not lost, checked once it is done.
+      listener!();
+      await until(() => repairs === 2);
+      await sleep(40);
+      expect(logged).toEqual(['interface restored', 'interface restored']);
+    } finally {
+      stop();
+    }
+  });
+});

@@ -12,12 +12,17 @@ import { createInterface } from 'node:readline';
 export const interfaceMonitorRestartMs = 1_000;
 /** How often the watchers still poll while the monitor runs. */
 export const slowPollMs = 1_000;
+/**
+ * Changes printed within this of the first make one check: `ip addr flush` or an `ip -batch`
+ * prints several lines, and a check between them would repair half of what was taken.
+ */
+export const coalesceMs = 10;
 
 export interface InterfaceEvents {
   /** Whether the monitor runs: the watchers may then poll slowly. */
   readonly live: boolean;
   /**
-   * Calls `listener` once (on a later tick) after the monitor printed one or more changes, and
+   * Calls `listener` once, `coalesceMs` after the monitor printed one or more changes, and
    * when it starts or stops running. Returns a function that unsubscribes.
    */
   subscribe(listener: () => void): () => void;
@@ -45,11 +50,11 @@ export function watchInterfaces(
   const notify = (): void => {
     if (notifyQueued || stopped) return;
     notifyQueued = true;
-    setImmediate(() => {
+    setTimeout(() => {
       notifyQueued = false;
       if (stopped) return;
       for (const listener of [...listeners]) listener();
-    });
+    }, coalesceMs).unref();
   };
   const died = (which: ChildProcess): void => {
     if (child !== which) return;

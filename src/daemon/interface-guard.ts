@@ -23,8 +23,14 @@ export function guardInterface(
   events?: InterfaceEvents,
 ): () => void {
   let repairing = false;
+  // A change reported while a repair runs is checked again right after it.
+  let again = false;
   const check = (): void => {
-    if (repairing || iface.missing() === undefined) return;
+    if (repairing) {
+      again = true;
+      return;
+    }
+    if (iface.missing() === undefined) return;
     repairing = true;
     iface
       .repair()
@@ -48,6 +54,10 @@ export function guardInterface(
       )
       .finally(() => {
         repairing = false;
+        if (again) {
+          again = false;
+          check();
+        }
       });
   };
   return checkOnChange(check, pollMs, events);
