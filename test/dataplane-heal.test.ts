@@ -221,6 +221,27 @@ describe('Dataplane keeps its table (FakeNft)', () => {
     expect(checks() - before).toBe(0);
   });
 
+  it('reads a listing that failed once again before it counts as a problem; twice running, it restores', async () => {
+    const timeout = new CommandError(['nft', '-j'], 'did not finish within 1000 ms', 'slow');
+    const applies = (): number => nft.scripts.filter((s) => s.kind === 'apply').length;
+    const before = applies();
+    nft.failListings(timeout);
+    dataplane.requestCheck('test');
+    await settle();
+    expect(dataplane.health().listingRetries).toBe(1);
+    expect(applies()).toBe(before);
+    expect(dataplane.takeReports()).toEqual([]);
+    // Failing twice running (both tables' listings, twice): nft may be broken, so the table goes
+    // back in, as before.
+    nft.failListings(timeout, 4);
+    dataplane.requestCheck('test');
+    await settle();
+    expect(applies()).toBe(before + 1);
+    expect(dataplane.takeReports().map((r) => r.problems[0])).toEqual([
+      expect.stringMatching(/^table inet nlb could not be read: .*did not finish within 1000 ms/),
+    ]);
+  });
+
   it('keeps counter totals sane across a table lost and put back', async () => {
     nft.setCounter('nlb', 'rule0_accepted', { packets: 10, bytes: 600 });
     expect((await dataplane.counters()).rules[0]!.accepted).toEqual({ packets: 10, bytes: 600 });

@@ -33,11 +33,13 @@ export class DataplaneLostError extends Error {
 }
 
 export interface DataplaneHealth {
-  /** `live`: nft monitor reports changes; `blind`: it does not (comparing every lease refresh). */
+  /** `live`: nft monitor reports changes; `blind`: it does not (comparing after every heartbeat). */
   readonly watch: 'off' | 'blind' | 'live';
   /** Why the data plane is lost, or undefined. */
   readonly lost: string | undefined;
   readonly checks: number;
+  /** Listings that failed once and were read again before counting as a problem. */
+  readonly listingRetries: number;
   readonly restores: number;
   readonly reportsDropped: number;
 }

@@ -100,6 +100,7 @@ export class Dataplane {
   private lost: { reason: string; lastAttemptMs: number } | undefined;
   private readonly restores = new RestoreLog();
   private checks = 0;
+  private listingRetries = 0;
 
   private lostListener: ((reason: string) => void) | undefined;
 
@@ -134,6 +135,7 @@ export class Dataplane {
       watch: this.watch.state,
       lost: this.lost?.reason,
       checks: this.checks,
+      listingRetries: this.listingRetries,
       restores: this.restores.restores,
       reportsDropped: this.restores.reportsDropped,
     };
@@ -360,11 +362,18 @@ export class Dataplane {
     }
     this.checks++;
     this.lastCheckMs = this.nowMs();
-    const listing = await listKernelTables(this.nft, spec, this.nftTimeoutMs, (json) =>
-      this.totals.observeListing(json),
-    );
+    const list = (): ReturnType<typeof listKernelTables> =>
+      listKernelTables(this.nft, spec, this.nftTimeoutMs, (json) =>
+        this.totals.observeListing(json),
+      );
+    let listing = await list();
     if (typeof listing === 'string') {
-      return [listing];
+      // Read once more before calling it a problem: on a starved machine one `nft list` can
+      // time out, and a restore for that alone (a whole-table apply) is more load, not less.
+      // A listing that fails twice running means nft itself may be broken.
+      this.listingRetries++;
+      listing = await list();
+      if (typeof listing === 'string') return [listing];
     }
     const problems = [...listing.missing];
     const image = listing.image;

@@ -103,8 +103,14 @@ export class FakeNft implements Nft {
   private tables = new Map<string, FakeTable>();
   private failure: string | undefined;
   private broken: Error | undefined;
+  private listingFailure: { error: Error; count: number } | undefined;
   private nextHandle = 1;
   private readonly watches = new Set<{ tableName: string; listener: RulesetListener }>();
+
+  /** The next `count` listJson calls fail with `error` (a listing that timed out, say). */
+  failListings(error: Error, count = 1): void {
+    this.listingFailure = { error, count };
+  }
 
   /** The next apply or applyQuick fails with this nft error message and changes nothing. */
   failNext(stderr: string): void {
@@ -365,6 +371,10 @@ export class FakeNft implements Nft {
   listJson(args: readonly string[], _options: NftCallOptions = {}): Promise<unknown> {
     if (this.broken !== undefined) {
       return Promise.reject(this.broken);
+    }
+    if (this.listingFailure !== undefined && this.listingFailure.count > 0) {
+      this.listingFailure.count--;
+      return Promise.reject(this.listingFailure.error);
     }
     const [verb, what, third, fourth, fifth] = args;
     const counters = verb === 'list' && what === 'counters' && third === 'table';
