@@ -15,17 +15,17 @@
 // round robin over the hosts' dedicated IPs) running in a namespace of its own on the lab's
 // switch (a lab "client" namespace used as the proxy machine). haproxy runs in TCP mode (layer
 // 4, like the cluster) and in HTTP mode; the runs alternate so that drift hits both alike.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type LabState, targetNamespace } from '../../src/lab/lab.js';
+import type { LabState } from '../../src/lab/lab.js';
 import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
 import type { HttpClientConfig, HttpClientResult } from './http-client.js';
+import { execNs, spawnNs, stopChild, waitListening } from './ns-exec.js';
 import {
   flowConfigOf,
   median,
-  nowEpochMs,
   ownersNow,
   portsByBucket,
   round,
@@ -35,57 +35,6 @@ import {
 } from './support.js';
 
 const convergeTimeoutMs = 20_000;
-
-function execNs(
-  lab: LabState,
-  target: string,
-  argv: readonly string[],
-  timeoutMs: number,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      'ip',
-      ['netns', 'exec', targetNamespace(lab, target), ...argv],
-      { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-function spawnNs(lab: LabState, target: string, argv: readonly string[]): ChildProcess {
-  const child = spawn('ip', ['netns', 'exec', targetNamespace(lab, target), ...argv], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  child.on('error', () => undefined);
-  return child;
-}
-
-async function stopChild(child: ChildProcess, graceMs = 2_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await closed;
-  clearTimeout(timer);
-}
-
-async function waitListening(
-  lab: LabState,
-  target: string,
-  port: number,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = nowEpochMs() + timeoutMs;
-  while (nowEpochMs() < deadline) {
-    const { stdout } = await execNs(lab, target, ['ss', '-Htln', `sport = :${port}`], 5_000);
-    if (stdout.trim() !== '') return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on :${port} in ${target} after ${timeoutMs} ms`);
-}
 
 // ---------------------------------------------------------------------------- filter overhead
 
