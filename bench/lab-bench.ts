@@ -161,9 +161,10 @@ async function main(): Promise<void> {
   }
   if (parts.includes('proxy')) {
     await part('cluster vs haproxy', async () => {
-      log('requests/s: cluster VIP vs haproxy (tcp and http mode), alternating');
+      log('requests/s: cluster VIP vs haproxy (tcp, http mode) vs IPVS, alternating');
       const out = await withLab(
-        { name: labName('px'), hosts: 3, clients: 2 },
+        // c2 holds haproxy, c3 the kernel directors (IPVS, nftables DNAT): see bench/lab/ipvs.ts.
+        { name: labName('px'), hosts: 3, clients: 3 },
         (lab) =>
           runProxyComparison(
             lab,
@@ -352,7 +353,39 @@ function judge(
           : `${fmt(proxy.ratio, 3)} (rounds ${proxy.roundRatios.map((r) => fmt(r, 2)).join(', ')}; medians cluster ${fmt(rates?.cluster ?? null, 0)}/s, haproxy tcp ${fmt(rates?.['haproxy-tcp'] ?? null, 0)}/s, http ${fmt(rates?.['haproxy-http'] ?? null, 0)}/s)`,
     });
   }
+  if (parts.includes('proxy')) targets.push(...judgeDirectors(proxy, failed('cluster vs haproxy')));
   return targets;
+}
+
+/** The cluster against the kernel directors: IPVS (a target), nftables DNAT (for insight). */
+function judgeDirectors(proxy: LabReport['proxy'], failure: string | undefined): Target[] {
+  const rates = proxy?.medianRequestsPerSecond;
+  const p99 = proxy?.medianLatencyP99Ms;
+  const row = (kind: 'ipvs' | 'nft-dnat', ratio: number | null, ratios: number[]): string => {
+    if (proxy === null) return `not measured: ${failure ?? 'no run'}`;
+    const status = proxy.directors.find((d) => d.kind === kind);
+    if (status === undefined || !status.available) {
+      return `not measured: ${status?.detail ?? 'the director did not run'}`;
+    }
+    return `${fmt(ratio, 3)} (rounds ${ratios.map((r) => fmt(r, 2)).join(', ')}; medians cluster ${fmt(rates?.cluster ?? null, 0)}/s p99 ${fmt(p99?.cluster ?? null, 2)} ms, ${kind} ${fmt(rates?.[kind] ?? null, 0)}/s p99 ${fmt(p99?.[kind] ?? null, 2)} ms)`;
+  };
+  const ratioIpvs = proxy?.ratioIpvs ?? null;
+  const ratioNft = proxy?.ratioNft ?? null;
+  return [
+    {
+      id: 'cluster-vs-ipvs',
+      target: `requests/s: cluster / IPVS ≥ ${proxyRatioMin} (the same backends behind an IPVS director, round robin, NAT; median of the per-round ratios)`,
+      pass: ratioIpvs !== null && ratioIpvs >= proxyRatioMin,
+      measured: row('ipvs', ratioIpvs, proxy?.roundRatiosIpvs ?? []),
+    },
+    {
+      id: 'cluster-vs-nft-dnat',
+      target: `requests/s: cluster / an nftables DNAT director (kernel NAT, round robin) ≥ ${proxyRatioMin}`,
+      pass: ratioNft !== null && ratioNft >= proxyRatioMin,
+      measured: row('nft-dnat', ratioNft, proxy?.roundRatiosNft ?? []),
+      diagnostic: true,
+    },
+  ];
 }
 
 function fmt(value: number | null, digits = 1): string {

@@ -248,33 +248,65 @@ export function renderMarkdown(report: LabReport): string {
     );
   }
 
-  const x = report.proxy;
-  if (x !== null) {
-    out.push(
-      '## Requests per second: cluster vs haproxy',
-      '',
-      `A closed-loop client (one process, ${x.concurrency} concurrent workers, each: connect, \`GET / HTTP/1.0\`,`,
-      `read the reply, close) in the client namespace, ${x.seconds} s per run, against the VIP and against`,
-      `${x.haproxyVersion.replace(/ - https.*$/, '')} (Debian package, default threads, round robin over the hosts'`,
-      'dedicated IPs) in a namespace of its own on the same switch, in TCP mode (layer 4, like the',
-      `cluster) and in HTTP mode; ${x.rounds} rounds, the order rotating every round, after a warm-up.`,
-      '',
-      '| round | target | requests/s | failed | per host | p50 latency (ms) | p99 latency (ms) |',
-      '|---|---|---|---|---|---|---|',
-      ...x.runs.map(
-        (r) =>
-          `| ${r.round} | ${r.kind} | ${fmt(r.requestsPerSecond, 0)} | ${r.failed} | ${Object.entries(
-            r.perHost,
-          )
-            .map(([h, n]) => `h${h} ${n}`)
-            .join(', ')} | ${fmt(r.latencyP50Ms, 2)} | ${fmt(r.latencyP99Ms, 2)} |`,
-      ),
-      '',
-      `Medians: cluster ${fmt(x.medianRequestsPerSecond.cluster, 0)}/s, haproxy tcp ${fmt(x.medianRequestsPerSecond['haproxy-tcp'], 0)}/s, haproxy http ${fmt(x.medianRequestsPerSecond['haproxy-http'], 0)}/s;`,
-      `cluster / haproxy: ${fmt(x.ratioTcp, 3)} (tcp), ${fmt(x.ratioHttp, 3)} (http), ${fmt(x.ratioOfMedians, 3)} (the faster).`,
-      `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
-      '',
-    );
-  }
+  if (report.proxy !== null) out.push(...renderProxy(report.proxy));
   return out.join('\n');
+}
+
+function renderProxy(x: NonNullable<LabReport['proxy']>): string[] {
+  const kinds = Object.keys(
+    x.medianRequestsPerSecond,
+  ) as (keyof typeof x.medianRequestsPerSecond)[];
+  const director = (kind: string): string => {
+    const d = x.directors.find((s) => s.kind === kind);
+    return d === undefined
+      ? 'not set up'
+      : d.available
+        ? `${d.detail}, at ${d.address}`
+        : `not run: ${d.detail}`;
+  };
+  return [
+    '## Requests per second: cluster vs haproxy vs IPVS',
+    '',
+    `A closed-loop client (one process, ${x.concurrency} concurrent workers, each: connect, \`GET / HTTP/1.0\`,`,
+    `read the reply, close) in the client namespace, ${x.seconds} s per run, against the VIP and against`,
+    `${x.haproxyVersion.replace(/ - https.*$/, '')} (Debian package, default threads, round robin over the hosts'`,
+    'dedicated IPs) in a namespace of its own on the same switch, in TCP mode (layer 4, like the',
+    'cluster) and in HTTP mode; and against two kernel directors in a third namespace (round robin over the',
+    'same dedicated IPs, full NAT: the director rewrites the destination and masquerades the source, so',
+    'the backends answer it; `bench/lab/ipvs.ts`): the IP Virtual Server (`ipvs`) and nftables DNAT with',
+    `\`numgen\` (\`nft-dnat\`). ${x.rounds} rounds, the order rotating every round, after a warm-up.`,
+    '',
+    `IPVS: ${director('ipvs')}. nftables DNAT: ${director('nft-dnat')}.`,
+    '',
+    '| round | target | requests/s | failed | per host | p50 latency (ms) | p99 latency (ms) |',
+    '|---|---|---|---|---|---|---|',
+    ...x.runs.map(
+      (r) =>
+        `| ${r.round} | ${r.kind} | ${fmt(r.requestsPerSecond, 0)} | ${r.failed} | ${Object.entries(
+          r.perHost,
+        )
+          .map(([h, n]) => `h${h} ${n}`)
+          .join(', ')} | ${fmt(r.latencyP50Ms, 2)} | ${fmt(r.latencyP99Ms, 2)} |`,
+    ),
+    '',
+    '| target | median requests/s | median p99 latency (ms) | cluster / target (median of rounds) |',
+    '|---|---|---|---|',
+    ...kinds.map((kind) => {
+      const ratio =
+        kind === 'cluster'
+          ? '-'
+          : kind === 'ipvs'
+            ? fmt(x.ratioIpvs, 3)
+            : kind === 'nft-dnat'
+              ? fmt(x.ratioNft, 3)
+              : fmt(kind === 'haproxy-tcp' ? x.ratioTcp : x.ratioHttp, 3) + ' (of medians)';
+      return `| ${kind} | ${fmt(x.medianRequestsPerSecond[kind], 0)} | ${fmt(x.medianLatencyP99Ms[kind], 2)} | ${ratio} |`;
+    }),
+    '',
+    `cluster / haproxy: ${fmt(x.ratioTcp, 3)} (tcp), ${fmt(x.ratioHttp, 3)} (http), ${fmt(x.ratioOfMedians, 3)} (the faster).`,
+    `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
+    `Per round, cluster / IPVS: ${x.roundRatiosIpvs.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioIpvs, 3)}.`,
+    `Per round, cluster / nftables DNAT: ${x.roundRatiosNft.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioNft, 3)}.`,
+    '',
+  ];
 }
