@@ -74,11 +74,12 @@ export async function waitListening(
   target: string,
   port: number,
   timeoutMs: number,
+  listeners = 1,
 ): Promise<void> {
   const deadline = nowEpochMs() + timeoutMs;
   while (nowEpochMs() < deadline) {
     const { stdout } = await execNs(lab, target, ['ss', '-Htln', `sport = :${port}`], 5_000);
-    if (stdout.trim() !== '') return;
+    if (stdout.split('\n').filter((line) => line.trim() !== '').length >= listeners) return;
     await sleep(50);
   }
   throw new Error(`nothing listens on :${port} in ${target} after ${timeoutMs} ms`);

@@ -2,6 +2,7 @@
 import type { FailoverRun, FailoverSetting } from './failover.js';
 import type { PlannedResult } from './planned.js';
 import type { FilterResult, ProxyResult } from './throughput.js';
+import type { UdpResult } from './udp.js';
 
 export interface Target {
   readonly id: string;
@@ -40,6 +41,7 @@ export interface LabReport {
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
   readonly filter: (FilterResult & { lab: string }) | null;
+  readonly udp: (UdpResult & { lab: string }) | null;
   readonly proxy: (ProxyResult & { lab: string }) | null;
   readonly errors: { part: string; error: string }[];
 }
@@ -248,6 +250,7 @@ export function renderMarkdown(report: LabReport): string {
     );
   }
 
+  if (report.udp !== null) out.push(...renderUdp(report.udp));
   if (report.proxy !== null) out.push(...renderProxy(report.proxy));
   return out.join('\n');
 }
@@ -307,6 +310,28 @@ function renderProxy(x: NonNullable<LabReport['proxy']>): string[] {
     `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
     `Per round, cluster / IPVS: ${x.roundRatiosIpvs.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioIpvs, 3)}.`,
     `Per round, cluster / nftables DNAT: ${x.roundRatiosNft.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioNft, 3)}.`,
+    '',
+  ];
+}
+
+function renderUdp(u: NonNullable<LabReport['udp']>): string[] {
+  return [
+    '## UDP through the filter (iperf3 -u, packets/s)',
+    '',
+    `A second port rule (TCP and UDP on port ${u.port}) in this lab; iperf3 server in host 1, client in the`,
+    `client namespace sending ${u.datagramBytes}-byte datagrams as fast as it can (\`-b 0\`), ${u.seconds} s per run, alternating`,
+    "in one lab: to host 1's dedicated IP (the filter does not look at it) and to the VIP from a source",
+    "port in one of host 1's buckets of that rule (the whole filter, on all three hosts).",
+    '',
+    '| run | path | sent/s | received/s | lost % |',
+    '|---|---|---|---|---|',
+    ...u.runs.map(
+      (r, i) =>
+        `| ${i + 1} | ${r.path === 'vip' ? 'VIP (filter)' : 'dedicated IP (no filter)'} | ${r.sentPerSecond} | ${r.receivedPerSecond} | ${fmt(r.lostPercent)} |`,
+    ),
+    '',
+    `Received packets/s, VIP / dedicated IP, per round: ${u.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(u.ratio, 3)}.`,
+    `Medians over all runs: VIP ${fmt(u.vipPerSecond, 0)}/s, dedicated IP ${fmt(u.dedicatedPerSecond, 0)}/s.`,
     '',
   ];
 }
