@@ -10,6 +10,13 @@
 // connection's ephemeral port and the data's --cport are both picked from host 1's buckets of
 // that rule. iperf3 reports what it sent and what the server received; packets/s received is the
 // figure, the ratio VIP / dedicated IP per round the verdict.
+//
+// What the ratio includes. Both paths are flooded to the three hosts (unicast mode), but hosts 2
+// and 3 drop a datagram to host 1's dedicated IP as soon as routing sees it is not theirs, while
+// a datagram to the VIP goes through their filter (hash, bucket lookup, drop). In the lab all
+// three hosts, the sender and the receiver share the machine's cores, so that extra work of the
+// other hosts slows the sender too; on real hosts it runs on their own CPUs. The ratio is
+// therefore an upper bound of what the filter costs one host, and is reported as a diagnostic.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LabState } from '../../src/lab/lab.js';
 import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
