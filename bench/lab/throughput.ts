@@ -1,5 +1,5 @@
 // Throughput in the lab: what the filter costs a bulk TCP stream (iperf3), and requests per
-// second of the cluster against the same three backends behind haproxy.
+// second of the cluster against the same three backends behind haproxy and the kernel directors.
 //
 // Filter overhead. iperf3's server runs in host 1 on port 80 (the lab's port rule, so the VIP
 // stream goes through the whole filter: verdict map, port rule, conntrack state); its client
@@ -10,11 +10,14 @@
 // connection from an ephemeral port and the data stream from --cport; both must hash into a
 // bucket host 1 owns, so the client namespace's ephemeral range is narrowed to one such port.
 //
-// Cluster vs haproxy. A closed-loop client (http-client.ts) opens a new connection per request
+// Cluster vs its peers. A closed-loop client (http-client.ts) opens a new connection per request
 // at fixed concurrency for a fixed time, against the VIP, then against haproxy (Debian's package,
 // round robin over the hosts' dedicated IPs) running in a namespace of its own on the lab's
 // switch (a lab "client" namespace used as the proxy machine). haproxy runs in TCP mode (layer
-// 4, like the cluster) and in HTTP mode; the runs alternate so that drift hits both alike.
+// 4, like the cluster) and in HTTP mode. The kernel directors of ipvs.ts (IPVS, nftables DNAT)
+// run in a third namespace (c3). The runs alternate, the order rotating every round, so that
+// drift hits all alike; each peer gets its median requests/s, its median p99 latency, and the
+// cluster's ratio to it per round and over the rounds.
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
