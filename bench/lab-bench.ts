@@ -5,11 +5,13 @@
 //     connections, and the gap during which a moving bucket took no new connection;
 //   - decision → kernel programmed, from every nlbd's log over all the runs above;
 //   - filter overhead: iperf3 to one host through the filter and without it, in one lab;
-//   - requests per second of the 3-host cluster vs the same 3 backends behind haproxy.
+//   - UDP: packets/s of iperf3 -u to one host through the filter and without it, in one lab;
+//   - requests per second of the 3-host cluster vs the same 3 backends behind haproxy and behind
+//     a kernel director (IPVS; nftables DNAT beside it), alternating in one lab.
 // Writes bench/results/lab.json and lab.md with the machine and a pass/fail verdict per target.
 //
 //   npm run bench:lab      (root; NLB_BENCH_QUICK=1: one repeat and shorter runs;
-//                           NLB_LAB_BENCH_ONLY=failover,planned,filter,proxy: those parts only,
+//                           NLB_LAB_BENCH_ONLY=failover,planned,filter,udp,proxy: those parts only,
 //                           results to the temp dir instead of bench/results;
 //                           NLB_BENCH_KEEP_LOGS=<dir>: copy every lab's nlbd logs there;
 //                           NLB_BENCH_CLIENT_CONCURRENCY=<n>: workers of the HTTP client, 32)
@@ -35,9 +37,10 @@ import {
   withLab,
 } from './lab/support.js';
 import { runFilterOverhead, runProxyComparison } from './lab/throughput.js';
+import { runUdpOverhead, udpPort } from './lab/udp.js';
 
 const quick = process.env.NLB_BENCH_QUICK === '1';
-const partNames = ['failover', 'planned', 'filter', 'proxy'] as const;
+const partNames = ['failover', 'planned', 'filter', 'udp', 'proxy'] as const;
 type PartName = (typeof partNames)[number];
 const onlyEnv = process.env.NLB_LAB_BENCH_ONLY;
 const parts: readonly PartName[] =
@@ -95,6 +98,7 @@ async function main(): Promise<void> {
   const failover: LabReport['failover'] = [];
   let planned: LabReport['planned'] = null;
   let filter: LabReport['filter'] = null;
+  let udp: LabReport['udp'] = null;
   let proxy: LabReport['proxy'] = null;
   log(`lab bench: parts ${parts.join(', ')}${quick ? ' (quick)' : ''}`);
 
@@ -159,11 +163,30 @@ async function main(): Promise<void> {
       program.push({ lab: out.labName, samples: out.program, driver: out.driverProgram });
     });
   }
+  if (parts.includes('udp')) {
+    await part('udp', async () => {
+      log(`UDP: iperf3 -u to host 1 port ${udpPort}, dedicated IP vs VIP, alternating`);
+      const out = await withLab(
+        {
+          name: labName('ud'),
+          hosts: 3,
+          clients: 1,
+          startBackends: false,
+          extraRulePort: udpPort,
+        },
+        (lab) => runUdpOverhead(lab, quick ? 3 : 5, quick ? 1 : 4, log, abort.signal),
+        log,
+      );
+      udp = { ...out.value, lab: out.labName };
+      program.push({ lab: out.labName, samples: out.program, driver: out.driverProgram });
+    });
+  }
   if (parts.includes('proxy')) {
     await part('cluster vs haproxy', async () => {
-      log('requests/s: cluster VIP vs haproxy (tcp and http mode), alternating');
+      log('requests/s: cluster VIP vs haproxy (tcp, http mode) vs IPVS, alternating');
       const out = await withLab(
-        { name: labName('px'), hosts: 3, clients: 2 },
+        // c2 holds haproxy, c3 the kernel directors (IPVS, nftables DNAT): see bench/lab/ipvs.ts.
+        { name: labName('px'), hosts: 3, clients: 3 },
         (lab) =>
           runProxyComparison(
             lab,
@@ -215,11 +238,15 @@ async function main(): Promise<void> {
       loadAverageAtEnd: os.loadavg().map((x) => round(x, 2)),
       note: 'load averages include whatever else ran on the machine meanwhile',
     },
-    targets: judge(failover, planned, programming, filter, proxy, errors),
+    targets: [
+      ...judge(failover, planned, programming, filter, proxy, errors),
+      ...judgeUdp(udp, errors),
+    ],
     failover,
     planned,
     programming,
     filter,
+    udp,
     proxy,
     errors,
   };
@@ -352,7 +379,57 @@ function judge(
           : `${fmt(proxy.ratio, 3)} (rounds ${proxy.roundRatios.map((r) => fmt(r, 2)).join(', ')}; medians cluster ${fmt(rates?.cluster ?? null, 0)}/s, haproxy tcp ${fmt(rates?.['haproxy-tcp'] ?? null, 0)}/s, http ${fmt(rates?.['haproxy-http'] ?? null, 0)}/s)`,
     });
   }
+  if (parts.includes('proxy')) targets.push(...judgeDirectors(proxy, failed('cluster vs haproxy')));
   return targets;
+}
+
+/** UDP through the filter / without it; measured for insight, against the TCP filter's bound. */
+function judgeUdp(udp: LabReport['udp'], errors: LabReport['errors']): Target[] {
+  if (!parts.includes('udp')) return [];
+  const failure = errors.find((e) => e.part === 'udp')?.error;
+  return [
+    {
+      id: 'udp-filter-overhead',
+      target: `UDP through the filter: packets/s received via the VIP / via the dedicated IP ≥ ${filterRatioMin} (iperf3 -u, median of the rounds)`,
+      pass: udp !== null && udp.ratio !== null && udp.ratio >= filterRatioMin,
+      measured:
+        udp === null
+          ? `not measured: ${failure ?? 'no run'}`
+          : `${fmt(udp.ratio, 3)} (rounds ${udp.roundRatios.map((r) => fmt(r, 2)).join(', ')}; medians received VIP ${fmt(udp.vipPerSecond, 0)}/s, dedicated IP ${fmt(udp.dedicatedPerSecond, 0)}/s)`,
+      diagnostic: true,
+    },
+  ];
+}
+
+/** The cluster against the kernel directors: IPVS (a target), nftables DNAT (for insight). */
+function judgeDirectors(proxy: LabReport['proxy'], failure: string | undefined): Target[] {
+  const rates = proxy?.medianRequestsPerSecond;
+  const p99 = proxy?.medianLatencyP99Ms;
+  const row = (kind: 'ipvs' | 'nft-dnat', ratio: number | null, ratios: number[]): string => {
+    if (proxy === null) return `not measured: ${failure ?? 'no run'}`;
+    const status = proxy.directors.find((d) => d.kind === kind);
+    if (status === undefined || !status.available) {
+      return `not measured: ${status?.detail ?? 'the director did not run'}`;
+    }
+    return `${fmt(ratio, 3)} (rounds ${ratios.map((r) => fmt(r, 2)).join(', ')}; medians cluster ${fmt(rates?.cluster ?? null, 0)}/s p99 ${fmt(p99?.cluster ?? null, 2)} ms, ${kind} ${fmt(rates?.[kind] ?? null, 0)}/s p99 ${fmt(p99?.[kind] ?? null, 2)} ms)`;
+  };
+  const ratioIpvs = proxy?.ratioIpvs ?? null;
+  const ratioNft = proxy?.ratioNft ?? null;
+  return [
+    {
+      id: 'cluster-vs-ipvs',
+      target: `requests/s: cluster / IPVS ≥ ${proxyRatioMin} (the same backends behind an IPVS director, round robin, NAT; median of the per-round ratios)`,
+      pass: ratioIpvs !== null && ratioIpvs >= proxyRatioMin,
+      measured: row('ipvs', ratioIpvs, proxy?.roundRatiosIpvs ?? []),
+    },
+    {
+      id: 'cluster-vs-nft-dnat',
+      target: `requests/s: cluster / an nftables DNAT director (kernel NAT, round robin) ≥ ${proxyRatioMin}`,
+      pass: ratioNft !== null && ratioNft >= proxyRatioMin,
+      measured: row('nft-dnat', ratioNft, proxy?.roundRatiosNft ?? []),
+      diagnostic: true,
+    },
+  ];
 }
 
 function fmt(value: number | null, digits = 1): string {

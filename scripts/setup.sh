@@ -10,6 +10,8 @@ command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# ipvsadm drives the kernel's IP Virtual Server, the other peer of bench:lab's requests/s comparison.
+command -v ipvsadm >/dev/null 2>&1 || need_apt+=(ipvsadm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # libfaketime moves one process's wall clock (the lab's clock-step faults, test/lab-faults.test.ts).

@@ -2,6 +2,7 @@
 import type { FailoverRun, FailoverSetting } from './failover.js';
 import type { PlannedResult } from './planned.js';
 import type { FilterResult, ProxyResult } from './throughput.js';
+import type { UdpResult } from './udp.js';
 
 export interface Target {
   readonly id: string;
@@ -40,6 +41,7 @@ export interface LabReport {
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
   readonly filter: (FilterResult & { lab: string }) | null;
+  readonly udp: (UdpResult & { lab: string }) | null;
   readonly proxy: (ProxyResult & { lab: string }) | null;
   readonly errors: { part: string; error: string }[];
 }
@@ -248,33 +250,91 @@ export function renderMarkdown(report: LabReport): string {
     );
   }
 
-  const x = report.proxy;
-  if (x !== null) {
-    out.push(
-      '## Requests per second: cluster vs haproxy',
-      '',
-      `A closed-loop client (one process, ${x.concurrency} concurrent workers, each: connect, \`GET / HTTP/1.0\`,`,
-      `read the reply, close) in the client namespace, ${x.seconds} s per run, against the VIP and against`,
-      `${x.haproxyVersion.replace(/ - https.*$/, '')} (Debian package, default threads, round robin over the hosts'`,
-      'dedicated IPs) in a namespace of its own on the same switch, in TCP mode (layer 4, like the',
-      `cluster) and in HTTP mode; ${x.rounds} rounds, the order rotating every round, after a warm-up.`,
-      '',
-      '| round | target | requests/s | failed | per host | p50 latency (ms) | p99 latency (ms) |',
-      '|---|---|---|---|---|---|---|',
-      ...x.runs.map(
-        (r) =>
-          `| ${r.round} | ${r.kind} | ${fmt(r.requestsPerSecond, 0)} | ${r.failed} | ${Object.entries(
-            r.perHost,
-          )
-            .map(([h, n]) => `h${h} ${n}`)
-            .join(', ')} | ${fmt(r.latencyP50Ms, 2)} | ${fmt(r.latencyP99Ms, 2)} |`,
-      ),
-      '',
-      `Medians: cluster ${fmt(x.medianRequestsPerSecond.cluster, 0)}/s, haproxy tcp ${fmt(x.medianRequestsPerSecond['haproxy-tcp'], 0)}/s, haproxy http ${fmt(x.medianRequestsPerSecond['haproxy-http'], 0)}/s;`,
-      `cluster / haproxy: ${fmt(x.ratioTcp, 3)} (tcp), ${fmt(x.ratioHttp, 3)} (http), ${fmt(x.ratioOfMedians, 3)} (the faster).`,
-      `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
-      '',
-    );
-  }
+  if (report.udp !== null) out.push(...renderUdp(report.udp));
+  if (report.proxy !== null) out.push(...renderProxy(report.proxy));
   return out.join('\n');
+}
+
+function renderProxy(x: NonNullable<LabReport['proxy']>): string[] {
+  const kinds = Object.keys(
+    x.medianRequestsPerSecond,
+  ) as (keyof typeof x.medianRequestsPerSecond)[];
+  const director = (kind: string): string => {
+    const d = x.directors.find((s) => s.kind === kind);
+    return d === undefined
+      ? 'not set up'
+      : d.available
+        ? `${d.detail}, at ${d.address}`
+        : `not run: ${d.detail}`;
+  };
+  return [
+    '## Requests per second: cluster vs haproxy vs IPVS',
+    '',
+    `A closed-loop client (one process, ${x.concurrency} concurrent workers, each: connect, \`GET / HTTP/1.0\`,`,
+    `read the reply, close) in the client namespace, ${x.seconds} s per run, against the VIP and against`,
+    `${x.haproxyVersion.replace(/ - https.*$/, '')} (Debian package, default threads, round robin over the hosts'`,
+    'dedicated IPs) in a namespace of its own on the same switch, in TCP mode (layer 4, like the',
+    'cluster) and in HTTP mode; and against two kernel directors in a third namespace (round robin over the',
+    'same dedicated IPs, full NAT: the director rewrites the destination and masquerades the source, so',
+    'the backends answer it; `bench/lab/ipvs.ts`): the IP Virtual Server (`ipvs`) and nftables DNAT with',
+    `\`numgen\` (\`nft-dnat\`). ${x.rounds} rounds, the order rotating every round, after a warm-up.`,
+    '',
+    `IPVS: ${director('ipvs')}. nftables DNAT: ${director('nft-dnat')}.`,
+    '',
+    '| round | target | requests/s | failed | per host | p50 latency (ms) | p99 latency (ms) |',
+    '|---|---|---|---|---|---|---|',
+    ...x.runs.map(
+      (r) =>
+        `| ${r.round} | ${r.kind} | ${fmt(r.requestsPerSecond, 0)} | ${r.failed} | ${Object.entries(
+          r.perHost,
+        )
+          .map(([h, n]) => `h${h} ${n}`)
+          .join(', ')} | ${fmt(r.latencyP50Ms, 2)} | ${fmt(r.latencyP99Ms, 2)} |`,
+    ),
+    '',
+    '| target | median requests/s | median p99 latency (ms) | cluster / target (median of rounds) |',
+    '|---|---|---|---|',
+    ...kinds.map((kind) => {
+      const ratio =
+        kind === 'cluster'
+          ? '-'
+          : kind === 'ipvs'
+            ? fmt(x.ratioIpvs, 3)
+            : kind === 'nft-dnat'
+              ? fmt(x.ratioNft, 3)
+              : fmt(kind === 'haproxy-tcp' ? x.ratioTcp : x.ratioHttp, 3) + ' (of medians)';
+      return `| ${kind} | ${fmt(x.medianRequestsPerSecond[kind], 0)} | ${fmt(x.medianLatencyP99Ms[kind], 2)} | ${ratio} |`;
+    }),
+    '',
+    `cluster / haproxy: ${fmt(x.ratioTcp, 3)} (tcp), ${fmt(x.ratioHttp, 3)} (http), ${fmt(x.ratioOfMedians, 3)} (the faster).`,
+    `Per round, cluster / the faster haproxy mode: ${x.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(x.ratio, 3)} (the verdict).`,
+    `Per round, cluster / IPVS: ${x.roundRatiosIpvs.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioIpvs, 3)}.`,
+    `Per round, cluster / nftables DNAT: ${x.roundRatiosNft.map((r) => fmt(r, 3)).join(', ') || 'not measured'}; median ${fmt(x.ratioNft, 3)}.`,
+    '',
+  ];
+}
+
+function renderUdp(u: NonNullable<LabReport['udp']>): string[] {
+  return [
+    '## UDP through the filter (iperf3 -u, packets/s)',
+    '',
+    `A second port rule (TCP and UDP on port ${u.port}) in this lab; iperf3 server in host 1, client in the`,
+    `client namespace sending ${u.datagramBytes}-byte datagrams as fast as it can (\`-b 0\`), ${u.seconds} s per run, alternating`,
+    "in one lab: to host 1's dedicated IP (the filter does not look at it) and to the VIP from a source",
+    "port in one of host 1's buckets of that rule (the whole filter, on all three hosts). Hosts 2 and",
+    '3 drop the datagrams to the VIP in their filter but those to the dedicated IP earlier, in routing;',
+    'all of it shares the cores with sender and receiver here, so the ratio is an upper bound of the',
+    "filter's cost to one host (a diagnostic, not a target).",
+    '',
+    '| run | path | sent/s | received/s | lost % |',
+    '|---|---|---|---|---|',
+    ...u.runs.map(
+      (r, i) =>
+        `| ${i + 1} | ${r.path === 'vip' ? 'VIP (filter)' : 'dedicated IP (no filter)'} | ${r.sentPerSecond} | ${r.receivedPerSecond} | ${fmt(r.lostPercent)} |`,
+    ),
+    '',
+    `Received packets/s, VIP / dedicated IP, per round: ${u.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(u.ratio, 3)}.`,
+    `Medians over all runs: VIP ${fmt(u.vipPerSecond, 0)}/s, dedicated IP ${fmt(u.dedicatedPerSecond, 0)}/s.`,
+    '',
+  ];
 }

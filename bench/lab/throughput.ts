@@ -1,5 +1,5 @@
 // Throughput in the lab: what the filter costs a bulk TCP stream (iperf3), and requests per
-// second of the cluster against the same three backends behind haproxy.
+// second of the cluster against the same three backends behind haproxy and the kernel directors.
 //
 // Filter overhead. iperf3's server runs in host 1 on port 80 (the lab's port rule, so the VIP
 // stream goes through the whole filter: verdict map, port rule, conntrack state); its client
@@ -10,22 +10,32 @@
 // connection from an ephemeral port and the data stream from --cport; both must hash into a
 // bucket host 1 owns, so the client namespace's ephemeral range is narrowed to one such port.
 //
-// Cluster vs haproxy. A closed-loop client (http-client.ts) opens a new connection per request
+// Cluster vs its peers. A closed-loop client (http-client.ts) opens a new connection per request
 // at fixed concurrency for a fixed time, against the VIP, then against haproxy (Debian's package,
 // round robin over the hosts' dedicated IPs) running in a namespace of its own on the lab's
 // switch (a lab "client" namespace used as the proxy machine). haproxy runs in TCP mode (layer
-// 4, like the cluster) and in HTTP mode; the runs alternate so that drift hits both alike.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+// 4, like the cluster) and in HTTP mode. The kernel directors of ipvs.ts (IPVS, nftables DNAT)
+// run in a third namespace (c3). The runs alternate, the order rotating every round, so that
+// drift hits all alike; each peer gets its median requests/s, its median p99 latency, and the
+// cluster's ratio to it per round and over the rounds.
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type LabState, targetNamespace } from '../../src/lab/lab.js';
+import type { LabState } from '../../src/lab/lab.js';
 import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
 import type { HttpClientConfig, HttpClientResult } from './http-client.js';
 import {
+  type DirectorKind,
+  type Directors,
+  type DirectorStatus,
+  directorPorts,
+  startDirectors,
+} from './ipvs.js';
+import { execNs, spawnNs, stopChild, waitListening } from './ns-exec.js';
+import {
   flowConfigOf,
   median,
-  nowEpochMs,
   ownersNow,
   portsByBucket,
   round,
@@ -35,57 +45,6 @@ import {
 } from './support.js';
 
 const convergeTimeoutMs = 20_000;
-
-function execNs(
-  lab: LabState,
-  target: string,
-  argv: readonly string[],
-  timeoutMs: number,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      'ip',
-      ['netns', 'exec', targetNamespace(lab, target), ...argv],
-      { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-function spawnNs(lab: LabState, target: string, argv: readonly string[]): ChildProcess {
-  const child = spawn('ip', ['netns', 'exec', targetNamespace(lab, target), ...argv], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  child.on('error', () => undefined);
-  return child;
-}
-
-async function stopChild(child: ChildProcess, graceMs = 2_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await closed;
-  clearTimeout(timer);
-}
-
-async function waitListening(
-  lab: LabState,
-  target: string,
-  port: number,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = nowEpochMs() + timeoutMs;
-  while (nowEpochMs() < deadline) {
-    const { stdout } = await execNs(lab, target, ['ss', '-Htln', `sport = :${port}`], 5_000);
-    if (stdout.trim() !== '') return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on :${port} in ${target} after ${timeoutMs} ms`);
-}
 
 // ---------------------------------------------------------------------------- filter overhead
 
@@ -247,10 +206,10 @@ export async function runFilterOverhead(
   };
 }
 
-// ---------------------------------------------------------------------------- cluster vs haproxy
+// ---------------------------------------------------------------------------- cluster vs peers
 
-export type ProxyKind = 'cluster' | 'haproxy-tcp' | 'haproxy-http';
-const proxyKinds: readonly ProxyKind[] = ['cluster', 'haproxy-tcp', 'haproxy-http'];
+export type ProxyKind = 'cluster' | 'haproxy-tcp' | 'haproxy-http' | DirectorKind;
+const baseKinds: readonly ProxyKind[] = ['cluster', 'haproxy-tcp', 'haproxy-http'];
 /** haproxy listens in its namespace on one port per mode; both run for the whole comparison. */
 const haproxyPorts = { 'haproxy-tcp': 80, 'haproxy-http': 8080 } as const;
 
@@ -278,8 +237,12 @@ export interface ProxyResult {
   readonly rounds: number;
   readonly concurrency: number;
   readonly haproxyVersion: string;
+  /** The kernel directors (IPVS, nftables DNAT): whether each ran, and its version or why not. */
+  readonly directors: DirectorStatus[];
   readonly runs: ProxyRun[];
   readonly medianRequestsPerSecond: Partial<Record<ProxyKind, number>>;
+  /** Per target, the median over the rounds of each run's p99 latency. */
+  readonly medianLatencyP99Ms: Partial<Record<ProxyKind, number>>;
   /** Per round, cluster / the faster haproxy mode of that round. */
   readonly roundRatios: number[];
   /** The verdict: the median of the per-round ratios (runs close in time, so drift cancels). */
@@ -288,6 +251,12 @@ export interface ProxyResult {
   readonly ratioOfMedians: number | null;
   readonly ratioTcp: number | null;
   readonly ratioHttp: number | null;
+  /** Per round, cluster / IPVS; empty when IPVS did not run. */
+  readonly roundRatiosIpvs: number[];
+  /** The IPVS verdict: the median of the per-round ratios; null when IPVS did not run. */
+  readonly ratioIpvs: number | null;
+  readonly roundRatiosNft: number[];
+  readonly ratioNft: number | null;
 }
 
 export function haproxyConfig(
@@ -316,7 +285,38 @@ export function haproxyConfig(
   ].join('\n');
 }
 
-// eslint-disable-next-line max-lines-per-function -- one measurement from set-up to teardown, each step in order; to be split when issue 11 reworks the benchmarks
+/** Starts haproxy in both modes in `target`; the children are pushed to `children` at once. */
+async function startHaproxies(
+  lab: LabState,
+  target: string,
+  bindIp: string,
+  servers: readonly string[],
+  children: ChildProcess[],
+): Promise<void> {
+  for (const mode of ['tcp', 'http'] as const) {
+    const port = haproxyPorts[`haproxy-${mode}`];
+    const file = path.join(lab.dir, `haproxy-${mode}.cfg`);
+    writeFileSync(file, haproxyConfig(mode, bindIp, port, servers));
+    const child = spawnNs(lab, target, ['haproxy', '-db', '-f', file]);
+    children.push(child);
+    let stderr = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-2048)));
+    try {
+      await waitListening(lab, target, port, 5_000);
+    } catch (error) {
+      throw new Error(`haproxy (${mode} mode) did not start: ${stderr.trim() || String(error)}`, {
+        cause: error,
+      });
+    }
+  }
+}
+
+/**
+ * Requests/s of the cluster's VIP against the same backends behind haproxy (tcp and http mode,
+ * in c2) and behind the kernel directors of ipvs.ts (in c3), in one lab: one client process in
+ * c1, a warm-up of every path, then `rounds` rounds with the order rotating every round.
+ */
 export async function runProxyComparison(
   lab: LabState,
   options: ProxyOptions,
@@ -326,42 +326,38 @@ export async function runProxyComparison(
   const hostIds = lab.hosts.map((h) => h.id);
   await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
   const proxy = lab.clients[1]!;
+  const director = lab.clients[2]!;
   assertLabSafeAddress(proxy.ip, 'haproxy address');
   const version = await execNs(lab, 'c2', ['haproxy', '-v'], 5_000);
   const haproxyVersion = version.stdout.split('\n')[0]?.trim() ?? 'unknown';
   const servers = lab.hosts.map((h) => h.ip);
   const haproxies: ChildProcess[] = [];
+  let directors: Directors | undefined;
+  let directorStatuses: DirectorStatus[];
+  const kindsMax = baseKinds.length + Object.keys(directorPorts).length;
   const client = startHelper<HttpClientResult>(
     lab,
     'c1',
     'http-client',
     undefined,
-    (options.rounds * proxyKinds.length + 4) * (options.seconds * 1000 + 5_000) + 30_000,
+    (options.rounds * kindsMax + kindsMax + 1) * (options.seconds * 1000 + 5_000) + 30_000,
   );
   const runs: ProxyRun[] = [];
   try {
-    for (const mode of ['tcp', 'http'] as const) {
-      const port = haproxyPorts[`haproxy-${mode}`];
-      const file = path.join(lab.dir, `haproxy-${mode}.cfg`);
-      writeFileSync(file, haproxyConfig(mode, proxy.ip, port, servers));
-      const child = spawnNs(lab, 'c2', ['haproxy', '-db', '-f', file]);
-      haproxies.push(child);
-      let stderr = '';
-      child.stderr!.setEncoding('utf8');
-      child.stderr!.on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-2048)));
-      try {
-        await waitListening(lab, 'c2', port, 5_000);
-      } catch (error) {
-        throw new Error(`haproxy (${mode} mode) did not start: ${stderr.trim() || String(error)}`, {
-          cause: error,
-        });
-      }
+    await startHaproxies(lab, 'c2', proxy.ip, servers, haproxies);
+    directors = await startDirectors(lab, 'c3', director.ip, servers);
+    directorStatuses = directors.statuses;
+    for (const status of directors.statuses) {
+      log(`  ${status.kind}: ${status.available ? status.detail : `not run: ${status.detail}`}`);
     }
+    const kinds: readonly ProxyKind[] = [...baseKinds, ...directors.ready];
     await helperReady(client);
     const target = (kind: ProxyKind): { target: string; port: number } =>
       kind === 'cluster'
         ? { target: labVip, port: 80 }
-        : { target: proxy.ip, port: haproxyPorts[kind] };
+        : kind === 'haproxy-tcp' || kind === 'haproxy-http'
+          ? { target: proxy.ip, port: haproxyPorts[kind] }
+          : { target: director.ip, port: directorPorts[kind] };
     const once = async (kind: ProxyKind, durationMs: number): Promise<HttpClientResult> => {
       const config: HttpClientConfig = {
         ...target(kind),
@@ -373,10 +369,10 @@ export async function runProxyComparison(
       return client.next();
     };
     // A short warm-up of every path, not recorded: the backends' JIT, haproxy, the caches.
-    for (const kind of proxyKinds) await once(kind, 1_000);
+    for (const kind of kinds) await once(kind, 1_000);
     for (let round = 1; round <= options.rounds; round++) {
       // Rotate the order every round, so no path always runs first or last.
-      const order = proxyKinds.map((_, i) => proxyKinds[(i + round - 1) % proxyKinds.length]!);
+      const order = kinds.map((_, i) => kinds[(i + round - 1) % kinds.length]!);
       for (const kind of order) {
         signal.throwIfAborted();
         const r = await once(kind, options.seconds * 1000);
@@ -384,7 +380,7 @@ export async function runProxyComparison(
           round,
           kind,
           target: `${target(kind).target}:${target(kind).port}`,
-          requestsPerSecond: round0(r.completed / options.seconds),
+          requestsPerSecond: Math.round(r.completed / options.seconds),
           completed: r.completed,
           failed: r.failed,
           failures: r.failures,
@@ -394,51 +390,78 @@ export async function runProxyComparison(
         };
         runs.push(run);
         log(
-          `  round ${round} ${kind}: ${run.requestsPerSecond} requests/s (${run.failed} failed, p50 ${run.latencyP50Ms ?? '-'} ms)`,
+          `  round ${round} ${kind}: ${run.requestsPerSecond} requests/s (${run.failed} failed, p50 ${run.latencyP50Ms ?? '-'} ms, p99 ${run.latencyP99Ms ?? '-'} ms)`,
         );
       }
     }
   } finally {
     client.end();
     for (const child of haproxies) await stopChild(child);
+    await directors?.stop();
     client.kill();
   }
+  return {
+    seconds: options.seconds,
+    rounds: options.rounds,
+    concurrency: options.concurrency,
+    haproxyVersion,
+    directors: directorStatuses,
+    runs,
+    ...summarize(runs, options.rounds),
+  };
+}
+
+type ProxySummary = Omit<
+  ProxyResult,
+  'seconds' | 'rounds' | 'concurrency' | 'haproxyVersion' | 'directors' | 'runs'
+>;
+
+/** Medians per target, and the cluster's ratio to each peer, per round and over the rounds. */
+export function summarize(runs: readonly ProxyRun[], rounds: number): ProxySummary {
   const rates: Partial<Record<ProxyKind, number>> = {};
-  for (const kind of proxyKinds) {
-    const m = median(runs.filter((r) => r.kind === kind).map((r) => r.requestsPerSecond));
+  const p99s: Partial<Record<ProxyKind, number>> = {};
+  for (const kind of new Set(runs.map((r) => r.kind))) {
+    const of = runs.filter((r) => r.kind === kind);
+    const m = median(of.map((r) => r.requestsPerSecond));
     if (m !== null) rates[kind] = m;
+    const p = median(of.flatMap((r) => (r.latencyP99Ms === null ? [] : [r.latencyP99Ms])));
+    if (p !== null) p99s[kind] = round(p, 2);
   }
   const ratioTo = (kind: ProxyKind): number | null =>
     rates.cluster === undefined || rates[kind] === undefined || rates[kind] === 0
       ? null
       : round(rates.cluster / rates[kind], 3);
   const best = Math.max(rates['haproxy-tcp'] ?? 0, rates['haproxy-http'] ?? 0);
-  const roundRatios = Array.from({ length: options.rounds }, (_, i) => {
-    const inRound = runs.filter((r) => r.round === i + 1);
-    const cluster = inRound.find((r) => r.kind === 'cluster')?.requestsPerSecond;
-    const proxied = Math.max(
-      0,
-      ...inRound.filter((r) => r.kind !== 'cluster').map((r) => r.requestsPerSecond),
-    );
-    return cluster === undefined || proxied === 0 ? NaN : round(cluster / proxied, 3);
-  }).filter((x) => !Number.isNaN(x));
-  const ratio = median(roundRatios);
+  // Per round, the cluster over the fastest of `peers` in that round.
+  const perRound = (peers: readonly ProxyKind[]): number[] =>
+    Array.from({ length: rounds }, (_, i) => {
+      const inRound = runs.filter((r) => r.round === i + 1);
+      const cluster = inRound.find((r) => r.kind === 'cluster')?.requestsPerSecond;
+      const peer = Math.max(
+        0,
+        ...inRound.filter((r) => peers.includes(r.kind)).map((r) => r.requestsPerSecond),
+      );
+      return cluster === undefined || peer === 0 ? NaN : round(cluster / peer, 3);
+    }).filter((x) => !Number.isNaN(x));
+  const verdict = (ratios: readonly number[]): number | null => {
+    const m = median(ratios);
+    return m === null ? null : round(m, 3);
+  };
+  const roundRatios = perRound(['haproxy-tcp', 'haproxy-http']);
+  const roundRatiosIpvs = perRound(['ipvs']);
+  const roundRatiosNft = perRound(['nft-dnat']);
   return {
-    seconds: options.seconds,
-    rounds: options.rounds,
-    concurrency: options.concurrency,
-    haproxyVersion,
-    runs,
     medianRequestsPerSecond: rates,
+    medianLatencyP99Ms: p99s,
     roundRatios,
-    ratio: ratio === null ? null : round(ratio, 3),
+    ratio: verdict(roundRatios),
     ratioOfMedians:
       rates.cluster === undefined || best === 0 ? null : round(rates.cluster / best, 3),
     ratioTcp: ratioTo('haproxy-tcp'),
     ratioHttp: ratioTo('haproxy-http'),
+    roundRatiosIpvs,
+    ratioIpvs: verdict(roundRatiosIpvs),
+    roundRatiosNft,
+    ratioNft: verdict(roundRatiosNft),
   };
-}
-
-function round0(value: number): number {
-  return Math.round(value);
 }

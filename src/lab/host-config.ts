@@ -20,6 +20,12 @@ export interface LabClusterSettings {
   readonly heartbeatPeriodMs?: number;
   /** Missed periods before a host is declared dead; undefined keeps the config default. */
   readonly heartbeatTolerance?: number;
+  /**
+   * A second port rule on this port, TCP and UDP, multiple, the lab's affinity; undefined: none.
+   * For bench:lab's UDP comparison: iperf3 -u sends its datagrams to this port and keeps its
+   * control connection on the same port over TCP, so the rule covers both protocols.
+   */
+  readonly extraRulePort?: number;
 }
 
 export interface RenderedHostConfig {
@@ -60,6 +66,17 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
           mode: 'multiple',
           affinity: settings.affinity,
         },
+        ...(settings.extraRulePort === undefined
+          ? []
+          : [
+              {
+                vip: labVip,
+                ports: settings.extraRulePort,
+                protocol: 'both',
+                mode: 'multiple',
+                affinity: settings.affinity,
+              },
+            ]),
       ],
     },
     host: {

@@ -94,6 +94,8 @@ export interface LabUpOptions {
   readonly heartbeatPeriodMs?: number;
   /** Missed periods before a host is declared dead (2..100); undefined keeps the config default. */
   readonly heartbeatTolerance?: number;
+  /** A second port rule (TCP and UDP on this port), for bench:lab's UDP comparison; default none. */
+  readonly extraRulePort?: number;
 }
 
 /** The sizes `labUp` was asked for, checked against the lab's limits. */
@@ -156,6 +158,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         // Undefined keeps the config's default: renderHostConfig leaves such a field out.
         heartbeatPeriodMs: options.heartbeatPeriodMs,
         heartbeatTolerance: options.heartbeatTolerance,
+        extraRulePort: options.extraRulePort,
       },
     });
     if (startBackendsToo) {
