@@ -48,6 +48,26 @@ export function quantile(values: readonly number[], q: number): number | null {
 }
 
 /** The middle value, or the mean of the two middle values of an even count. */
+/**
+ * Per round, the VIP run's value over the dedicated-IP run's (the filter's cost, round by round;
+ * a round missing either is left out), and their median.
+ */
+export function pairedRatios<Run extends { round: number; path: 'dedicated' | 'vip' }>(
+  runs: readonly Run[],
+  rounds: number,
+  value: (run: Run) => number,
+): { roundRatios: number[]; ratio: number | null } {
+  const roundRatios = Array.from({ length: rounds }, (_, r) => {
+    const pair = runs.filter((x) => x.round === r + 1);
+    const dedicated = pair.find((x) => x.path === 'dedicated');
+    const vip = pair.find((x) => x.path === 'vip');
+    const d = dedicated === undefined ? undefined : value(dedicated);
+    const v = vip === undefined ? undefined : value(vip);
+    return d === undefined || v === undefined || d === 0 ? NaN : round(v / d, 3);
+  }).filter((x) => !Number.isNaN(x));
+  return { roundRatios, ratio: median(roundRatios) };
+}
+
 export function median(values: readonly number[]): number | null {
   if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);

@@ -36,6 +36,7 @@ import { execNs, spawnNs, stopChild, waitListening } from './ns-exec.js';
 import {
   flowConfigOf,
   median,
+  pairedRatios,
   ownersNow,
   portsByBucket,
   round,
@@ -186,13 +187,7 @@ export async function runFilterOverhead(
   }
   const dedicated = median(runs.filter((r) => r.path === 'dedicated').map((r) => r.gbps));
   const vip = median(runs.filter((r) => r.path === 'vip').map((r) => r.gbps));
-  const roundRatios = Array.from({ length: rounds }, (_, r) => {
-    const pair = runs.filter((x) => x.round === r + 1);
-    const d = pair.find((x) => x.path === 'dedicated')?.gbps;
-    const v = pair.find((x) => x.path === 'vip')?.gbps;
-    return d === undefined || v === undefined || d === 0 ? NaN : round(v / d, 3);
-  }).filter((x) => !Number.isNaN(x));
-  const ratio = median(roundRatios);
+  const { roundRatios, ratio } = pairedRatios(runs, rounds, (run) => run.gbps);
   return {
     seconds,
     rounds,

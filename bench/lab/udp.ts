@@ -21,7 +21,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { LabState } from '../../src/lab/lab.js';
 import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
 import { execNs, execNsChecked, spawnNs, stopChild, waitListening } from './ns-exec.js';
-import { flowConfigOf, median, portsByBucket, query, round, waitConverged } from './support.js';
+import {
+  flowConfigOf,
+  median,
+  pairedRatios,
+  portsByBucket,
+  query,
+  round,
+  waitConverged,
+} from './support.js';
 
 /** The port of the lab's second rule; iperf3's own default, far from the HTTP rule's 80. */
 export const udpPort = 5201;
@@ -196,13 +204,7 @@ export async function runUdpOverhead(
   }
   const perSecond = (kind: UdpRun['path']): number | null =>
     median(runs.filter((r) => r.path === kind).map((r) => r.receivedPerSecond));
-  const roundRatios = Array.from({ length: rounds }, (_, r) => {
-    const pair = runs.filter((x) => x.round === r + 1);
-    const d = pair.find((x) => x.path === 'dedicated')?.receivedPerSecond;
-    const v = pair.find((x) => x.path === 'vip')?.receivedPerSecond;
-    return d === undefined || v === undefined || d === 0 ? NaN : round(v / d, 3);
-  }).filter((x) => !Number.isNaN(x));
-  const ratio = median(roundRatios);
+  const { roundRatios, ratio } = pairedRatios(runs, rounds, (run) => run.receivedPerSecond);
   return {
     seconds,
     rounds,
