@@ -12,6 +12,7 @@ import {
   existsSync,
   mkdtempSync,
   readFileSync,
+  readdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -107,6 +108,15 @@ describe('nlbd refuses to start, saying what to do', () => {
     const result = await runDaemon(['--version']);
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toBe(version);
+  });
+
+  it('exits 2 on a --realtime-priority that is not 0-99', async () => {
+    for (const bad of ['100', '-1', 'high', '1.5']) {
+      const result = await runDaemon(['--config', 'any.yaml', '--realtime-priority', bad]);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain(`--realtime-priority: '${bad}' is not a priority`);
+      expect(result.stderr).toContain('hint: give a whole number from 1 to 99');
+    }
   });
 
   it('exits 2 on an invalid config, listing the problem', async () => {
@@ -225,7 +235,26 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(result.stderr).toContain('hint: install nftables: `apt-get install nftables`');
   });
 
-  function start(): {
+  /** SCHED_* policy (stat field 41) and realtime priority (40) of a process's threads and children. */
+  function schedulingOf(pid: number): {
+    threads: { policy: number; priority: number }[];
+    children: { policy: number; priority: number }[];
+  } {
+    const of = (statPath: string): { policy: number; priority: number } => {
+      const fields = readFileSync(statPath, 'utf8').split(') ')[1]!.split(' ');
+      return { priority: Number(fields[37]), policy: Number(fields[38]) };
+    };
+    const tasks = readdirSync(`/proc/${pid}/task`);
+    const children = tasks.flatMap((tid) =>
+      readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean),
+    );
+    return {
+      threads: tasks.map((tid) => of(`/proc/${pid}/task/${tid}/stat`)),
+      children: children.map((child) => of(`/proc/${child}/stat`)),
+    };
+  }
+
+  function start(extra: readonly string[] = []): {
     child: ChildProcessWithoutNullStreams;
     lines: string[];
     started: Promise<void>;
@@ -240,6 +269,7 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
       // Its retained state goes with the test's files, not to /var/lib/nlb.
       '--state-dir',
       path.join(dir, 'state'),
+      ...extra,
     ]);
     children.push(child);
     const lines: string[] = [];
@@ -281,6 +311,18 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe('02:bf:c6:12:09:64');
     expect(inNs(['nft', 'list', 'tables'])).toContain('table inet nlb');
     expect(statSync(socket).mode & 0o777).toBe(0o600);
+    // Realtime by default: every thread of nlbd, and the nft process it started, at SCHED_RR 10.
+    const scheduling = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(scheduling.find((e) => e.event === 'scheduling')).toMatchObject({
+      policy: 'SCHED_RR',
+      priority: 10,
+      setBy: 'nlbd',
+    });
+    const policies = schedulingOf(child.pid!);
+    expect(policies.threads.length).toBeGreaterThan(1);
+    expect(policies.threads.every((p) => p.policy === 2 && p.priority === 10)).toBe(true);
+    expect(policies.children.length).toBeGreaterThan(0);
+    expect(policies.children.every((p) => p.policy === 2)).toBe(true);
 
     child.kill('SIGTERM');
     const code = await new Promise((resolve) => child.once('exit', resolve));
@@ -305,8 +347,12 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe('02:bf:c6:12:09:64');
     expect(inNs(['nft', 'list', 'tables'])).toContain('table inet nlb');
 
-    const second = start();
+    // --realtime-priority 0 leaves the scheduling as it was (normal), and says so.
+    const second = start(['--realtime-priority', '0']);
     await second.started;
+    const scheduling = second.lines.find((l) => l.includes('"event":"scheduling"'));
+    expect(JSON.parse(scheduling!)).toMatchObject({ policy: 'SCHED_OTHER', setBy: 'inherited' });
+    expect(schedulingOf(second.child.pid!).threads.every((p) => p.policy === 0)).toBe(true);
     const cleaned = second.lines.find((l) => l.includes('"event":"stale state cleaned"'));
     expect(cleaned).toBeDefined();
     expect(JSON.parse(cleaned!)).toMatchObject({

@@ -97,6 +97,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     transport,
     dataplane: {
       program: (spec) => dataplane.program(spec),
+      lastProgramTiming: () => dataplane.lastProgramTiming(),
       heartbeatSent: () => dataplane.heartbeatSent(),
       flush: (rule, buckets) => dataplane.flush(rule, buckets),
       flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),

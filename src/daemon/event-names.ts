@@ -32,6 +32,15 @@ export const daemonEvents = {
   },
   'retained state unreadable': { level: 'warn', about: 'the state file could not be read' },
   'retained state not written': { level: 'warn', about: 'the state file could not be written' },
+  scheduling: {
+    level: 'info',
+    about:
+      "nlbd's CPU scheduling policy and priority, and whether nlbd set it (--realtime-priority)",
+  },
+  'realtime scheduling unavailable': {
+    level: 'warn',
+    about: 'nlbd could not get realtime priority and runs at normal priority; with why and the fix',
+  },
   'ownership programmed': {
     level: 'info',
     about: 'the kernel holds a new ownership; with how and how long it took',

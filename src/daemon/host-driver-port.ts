@@ -4,7 +4,7 @@ import type { DriverView, LatencyView } from '../control/protocol.js';
 import type { Command, CommandReply, Ownership } from '../core/protocol.js';
 import type { HostMachine } from '../core/host.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
-import type { LeaseRefresh, ProgramResult } from '../dataplane/dataplane.js';
+import type { LeaseRefresh, ProgramResult, ProgramTiming } from '../dataplane/dataplane.js';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { EventSink } from './event-names.js';
@@ -14,6 +14,8 @@ import type { Transport } from './transport.js';
 export interface DataplanePort {
   /** Throws DataplaneLostError while the data plane is lost and this retry did not bring it back. */
   program(spec: DataplaneSpec): Promise<ProgramResult>;
+  /** Where the last successful `program`'s time went (`Dataplane.lastProgramTiming`). */
+  lastProgramTiming?(): ProgramTiming | undefined;
   /**
    * Told after heartbeats left (each refreshed the lease in the kernel on its way out):
    * `Dataplane.heartbeatSent` keeps its own checks going and hands over the tables it restored

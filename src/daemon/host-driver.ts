@@ -98,6 +98,8 @@ export class HostDriver {
   private wantedKey: string;
   private programmedKey: string | undefined;
 
+  /** How long the input being carried out waited in the queue (0 for a command or tick). */
+  private inputWaitMs = 0;
   private readonly programLatency = new Latency();
   private readonly queueWait = new Latency();
   private counts = {
@@ -262,6 +264,7 @@ export class HostDriver {
       return;
     }
     const nowMs = this.clock.nowMs();
+    this.inputWaitMs = job.kind === 'datagram' ? nowMs - job.queuedAtMs : 0;
     let input: Input;
     switch (job.kind) {
       case 'tick':
@@ -270,7 +273,7 @@ export class HostDriver {
         break;
       case 'datagram':
         this.counts.datagrams++;
-        this.queueWait.add(nowMs - job.queuedAtMs);
+        this.queueWait.add(this.inputWaitMs);
         input = { kind: 'datagram', nowMs, bytes: job.bytes };
         break;
       case 'command':
@@ -403,10 +406,15 @@ export class HostDriver {
       if (result === 'sets') this.counts.sets++;
       if (result === 'table') this.counts.table++;
       this.programLatency.add(programMs);
+      const timing = this.dataplane.lastProgramTiming?.();
       this.log({
         event: 'ownership programmed',
         how: result,
         programMs: round(programMs),
+        // Where it went: the input's wait in the queue before the decision, the wait behind
+        // earlier nft work, the kernel transaction itself.
+        inputWaitMs: round(this.inputWaitMs),
+        ...(timing === undefined ? {} : { waitMs: timing.waitMs, kernelMs: timing.kernelMs }),
         active: this.wanted.active,
         isDefault: this.wanted.isDefault,
         owned: this.wanted.rules.map((r) => r.owned.length),

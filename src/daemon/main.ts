@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // `nlbd --config <file> [--socket <path>] [--control-listen <addr[:port]> --token-file <path>]
-// [--metrics-listen <addr:port>] [--state-dir <dir>]`: the nlb daemon of one host. See daemon.ts for what it does
+// [--metrics-listen <addr:port>] [--state-dir <dir>] [--realtime-priority <n>]`: the nlb daemon of one host. See daemon.ts for what it does
 // from start to exit, control.ts for the control protocol, remote.ts for remote control and
 // metrics.ts for the metrics.
 import { Command, CommanderError } from 'commander';
 import { parseEndpoint } from '../core/address.js';
 import { type ListenAddress, daemonExitCodes, runDaemon } from './daemon.js';
 import { packageVersion } from '../node/package-info.js';
+import { realtimePriorityDefault, realtimePriorityMax } from './scheduling.js';
 import { parseListenAddress, remoteControlPortDefault } from '../control/remote-target.js';
 
 const program = new Command('nlbd')
@@ -31,6 +32,11 @@ const program = new Command('nlbd')
   .option(
     '--state-dir <dir>',
     "where the host's incarnation and suspended state are kept across restarts (default $NLBD_STATE_DIR, else /var/lib/nlb)",
+  )
+  .option(
+    '--realtime-priority <n>',
+    `run nlbd (and the nft, conntrack and ip processes it starts) under SCHED_RR at this priority, 1-${realtimePriorityMax}, so CPU load cannot delay its heartbeats and kernel updates; 0 leaves the scheduling alone`,
+    String(realtimePriorityDefault),
   )
   .version(packageVersion(), '-V, --version', 'show the version')
   .helpOption('-h, --help', 'show help')
@@ -66,7 +72,15 @@ async function main(): Promise<number> {
     tokenFile?: string;
     metricsListen?: string;
     stateDir?: string;
+    realtimePriority: string;
   }>();
+  const realtimePriority = Number(options.realtimePriority);
+  if (!/^\d+$/.test(options.realtimePriority) || realtimePriority > realtimePriorityMax) {
+    return usage(
+      `--realtime-priority: '${options.realtimePriority}' is not a priority`,
+      `give a whole number from 1 to ${realtimePriorityMax}, or 0 to leave the scheduling alone`,
+    );
+  }
   let controlListen: ListenAddress | undefined;
   let metricsListen: ListenAddress | undefined;
   if (options.controlListen !== undefined) {
@@ -90,6 +104,7 @@ async function main(): Promise<number> {
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...(metricsListen === undefined ? {} : { metricsListen }),
     ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
+    realtimePriority,
   });
 }
 

@@ -27,6 +27,8 @@ export interface DaemonOptions {
   readonly metricsListen?: ListenAddress;
   /** Where the retained state lives (paths.ts); default $NLBD_STATE_DIR, else /var/lib/nlb. */
   readonly stateDir?: string;
+  /** SCHED_RR priority for nlbd and what it starts (scheduling.ts); 0 leaves it alone. */
+  readonly realtimePriority?: number;
 }
 
 /** nlbd's exit codes: the same meanings as nlb's (src/cli/exit-codes.ts). */

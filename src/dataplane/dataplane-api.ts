@@ -4,6 +4,14 @@
 /** How `program` got the kernel there. */
 export type ProgramResult = 'table' | 'sets' | 'unchanged';
 
+/** Where the time of the last `program` went, for the log and the benchmark. */
+export interface ProgramTiming {
+  /** Waiting for nft work asked for earlier (a check, a counter read, a restore) to finish. */
+  readonly waitMs: number;
+  /** Rendering, the nft transaction, and its confirmation. */
+  readonly kernelMs: number;
+}
+
 /** A table put back after someone else changed or deleted it. */
 export interface RestoreReport {
   /** What differed, e.g. 'table inet nlb is missing', 'set rule0_owned holds 7 (not programmed)'. */

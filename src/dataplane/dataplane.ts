@@ -46,6 +46,7 @@ import {
   type DataplaneOptions,
   type LeaseRefresh,
   type ProgramResult,
+  type ProgramTiming,
   RestoreLog,
   type RestoreReport,
   checkIntervalMsDefault,
@@ -101,6 +102,7 @@ export class Dataplane {
   private readonly restores = new RestoreLog();
   private checks = 0;
   private listingRetries = 0;
+  private programTiming: ProgramTiming | undefined;
 
   private lostListener: ((reason: string) => void) | undefined;
 
@@ -162,41 +164,58 @@ export class Dataplane {
    * data plane is lost (DataplaneLostError). While lost, this is the retry.
    */
   program(spec: DataplaneSpec): Promise<ProgramResult> {
+    const calledMs = this.nowMs();
     return this.exclusive(async () => {
-      const text = renderTable(spec);
-      if (this.lost !== undefined) {
-        return this.retryLost(spec);
-      }
-      if (this.applied !== undefined && text === this.appliedText) {
-        return 'unchanged';
-      }
-      this.watch.start(spec.tableName);
       const startedMs = this.nowMs();
-      const update =
-        this.applied === undefined ? undefined : renderOwnershipUpdate(this.applied, spec);
-      if (update !== undefined) {
-        try {
-          await this.nft.applyQuick(spec.tableName, update);
-        } catch (error) {
-          await this.restoreIfAltered(error, spec, 'program', startedMs);
-          this.lastLeaseMs = startedMs;
-          return 'table';
-        }
-        this.lastLeaseMs = startedMs;
-        this.applied = spec;
-        this.appliedText = text;
-        return 'sets';
-      }
+      this.programTiming = undefined;
+      const result = await this.programNow(spec);
+      this.programTiming = {
+        waitMs: round(startedMs - calledMs),
+        kernelMs: round(this.nowMs() - startedMs),
+      };
+      return result;
+    });
+  }
+
+  /** Where the time of the last successful `program` went. */
+  lastProgramTiming(): ProgramTiming | undefined {
+    return this.programTiming;
+  }
+
+  private async programNow(spec: DataplaneSpec): Promise<ProgramResult> {
+    const text = renderTable(spec);
+    if (this.lost !== undefined) {
+      return this.retryLost(spec);
+    }
+    if (this.applied !== undefined && text === this.appliedText) {
+      return 'unchanged';
+    }
+    this.watch.start(spec.tableName);
+    const startedMs = this.nowMs();
+    const update =
+      this.applied === undefined ? undefined : renderOwnershipUpdate(this.applied, spec);
+    if (update !== undefined) {
       try {
-        await this.replaceTable(spec);
+        await this.nft.applyQuick(spec.tableName, update);
       } catch (error) {
-        if (this.applied === undefined) throw error;
-        // The kernel keeps the previous table, unless it was not there any more.
         await this.restoreIfAltered(error, spec, 'program', startedMs);
+        this.lastLeaseMs = startedMs;
+        return 'table';
       }
       this.lastLeaseMs = startedMs;
-      return 'table';
-    });
+      this.applied = spec;
+      this.appliedText = text;
+      return 'sets';
+    }
+    try {
+      await this.replaceTable(spec);
+    } catch (error) {
+      if (this.applied === undefined) throw error;
+      // The kernel keeps the previous table, unless it was not there any more.
+      await this.restoreIfAltered(error, spec, 'program', startedMs);
+    }
+    this.lastLeaseMs = startedMs;
+    return 'table';
   }
 
   /**
