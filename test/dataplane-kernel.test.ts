@@ -4,7 +4,7 @@
 // cluster IP 198.18.0.100 on the host, echo servers in the host namespace. Needs root; skipped
 // visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { flowBucket } from '../src/core/flow.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { ConntrackCli } from '../src/dataplane/conntrack.js';
@@ -178,6 +178,13 @@ describe.runIf(isRoot)('data plane on a real kernel (network namespaces)', () =>
     await waitForLine(server, /^ready$/, 5000);
     peer = new Client(namespaces.spawn(clientNs, [process.execPath, '-e', clientScript]));
     expect(await peer.next(undefined, (e) => e.event === 'ready', 5000)).not.toBe('none');
+  });
+
+  // What nlbd's heartbeats do: each one leaving refreshes the lease in the kernel (a program
+  // does not), so every test starts with one, as a host with a running daemon would.
+  beforeEach(() => {
+    if (spec !== undefined)
+      namespaces.sendUdp(host, '198.18.0.1', spec.heartbeat.group.text, spec.heartbeat.port);
   });
 
   afterAll(async () => {

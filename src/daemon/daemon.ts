@@ -47,7 +47,7 @@ import { NetnsLockBusy, claimNetnsLock } from './netns-lock.js';
 import { defaultSocketPath, stateDirOf, stateFilePath } from './paths.js';
 import { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
 import { ResourceStack } from './resource-stack.js';
-import { applyRealtime, realtimePriorityDefault } from './scheduling.js';
+import { applyRealtime, realtimePriorityDefault, schedulingEvent } from './scheduling.js';
 import { RetainedHostState } from './daemon-retained.js';
 import {
   type DaemonInputs,
@@ -121,7 +121,9 @@ class Daemon {
     this.log = createDaemonLog({ by: config.host.id, cluster: config.cluster.name });
     const runner = localRunner();
     const ipRoute = new IpRoute(runner);
-    await this.schedule(runner);
+    // Realtime priority before anything else runs, so every helper started later inherits it.
+    const priority = this.options.realtimePriority ?? realtimePriorityDefault;
+    this.logEvent(schedulingEvent(await applyRealtime(runner, process.pid, priority), priority));
     await this.enter('preflight', pauseAt, () => preflight(config, runner, ipRoute));
     const parts = await this.enter('claim', pauseAt, () => this.claim(inputs, runner, ipRoute));
     await this.enter('clean', pauseAt, () => settingUp(() => this.clean(parts, ipRoute)));
@@ -152,29 +154,6 @@ class Daemon {
   }
 
   // ---------------------------------------------------------------- phases
-
-  /** Realtime priority before anything else runs, so every helper it starts inherits it. */
-  private async schedule(runner: Runner): Promise<void> {
-    const asked = this.options.realtimePriority ?? realtimePriorityDefault;
-    const outcome = await applyRealtime(runner, process.pid, asked);
-    const realtime = outcome.policy === 'SCHED_RR' || outcome.policy === 'SCHED_FIFO';
-    if (outcome.problem !== undefined && !realtime) {
-      this.logEvent({
-        event: 'realtime scheduling unavailable',
-        asked,
-        policy: outcome.policy,
-        problem: outcome.problem,
-        hint: 'nlbd runs at normal priority: under CPU load its timers and kernel updates may be late. Give it CAP_SYS_NICE (systemd: drop RestrictRealtime=, or set CPUSchedulingPolicy=rr), or pass --realtime-priority 0 to silence this',
-      });
-      return;
-    }
-    this.logEvent({
-      event: 'scheduling',
-      policy: outcome.policy,
-      priority: outcome.priority,
-      setBy: outcome.applied ? 'nlbd' : 'inherited',
-    });
-  }
 
   /** The lock, the retained state, then the sockets: a second nlbd stops at the first. */
   private async claim(

@@ -2,9 +2,11 @@
 // its options, its bounds and its statistics.
 import type { DriverView, LatencyView } from '../control/protocol.js';
 import type { Command, CommandReply, Ownership } from '../core/protocol.js';
+import type { EventRecord } from './event-names.js';
 import type { HostMachine } from '../core/host.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { LeaseRefresh, ProgramResult, ProgramTiming } from '../dataplane/dataplane.js';
+import { performance } from 'node:perf_hooks';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
 import type { EventSink } from './event-names.js';
@@ -157,4 +159,42 @@ export class Latency {
 
 export function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** The buckets in `after` but not in `before`, ascending (both ascending). */
+function added(before: readonly number[], after: readonly number[]): number[] {
+  const had = new Set(before);
+  return after.filter((bucket) => !had.has(bucket));
+}
+
+/**
+ * The `ownership programmed` record: how the kernel got there, how long it took and where the
+ * time went (the input's wait in the queue before the decision, the wait behind earlier nft
+ * work, the kernel transaction), when it was done (`atMs`, wall clock with µs: hosts on one
+ * machine compare these to measure a handoff), and per rule the buckets the kernel took
+ * (`gained`) and gave up (`released`) with it.
+ */
+export function programmedRecord(fields: {
+  readonly result: ProgramResult;
+  readonly programMs: number;
+  readonly inputWaitMs: number;
+  readonly timing: ProgramTiming | undefined;
+  readonly before: Ownership | undefined;
+  readonly after: Ownership;
+}): EventRecord {
+  const { after, before, timing } = fields;
+  return {
+    event: 'ownership programmed',
+    how: fields.result,
+    programMs: round(fields.programMs),
+    inputWaitMs: round(fields.inputWaitMs),
+    ...(timing === undefined ? {} : { waitMs: timing.waitMs, kernelMs: timing.kernelMs }),
+    atMs: Math.round((performance.timeOrigin + performance.now()) * 1000) / 1000,
+    active: after.active,
+    isDefault: after.isDefault,
+    owned: after.rules.map((r) => r.owned.length),
+    orphan: after.rules.map((r) => r.orphan.length),
+    gained: after.rules.map((r, i) => added(before?.rules[i]?.owned ?? [], r.owned)),
+    released: after.rules.map((r, i) => added(r.owned, before?.rules[i]?.owned ?? [])),
+  };
 }

@@ -21,17 +21,15 @@
 //      the peers declare the host dead and take its buckets;
 // then, at most once per restoreRetryMs, the whole table is tried again. Once it is back:
 //   4. onDataplaneRestored: the daemon attaches the interface again (the filter is in place),
-//   5. `link up` (if the carrier is up): a host silent longer than the detection time drops
-//      its old connections to the cluster IPs before it takes buckets again, as after a link
-//      that was down that long.
+//   5. `link up` (if the carrier is up): a host silent longer than the detection time drops its
+//      old connections to the cluster IPs before it takes buckets again (as after a long link loss).
 // Heartbeats that cannot leave (the dedicated IP removed, no route: the send fails) are the
 // same danger seen from the peers: they declare the host dead and take its buckets while its
 // kernel, whose lease runs out only if the failing sends never reach the output hook, may
-// still take new flows for them. Once sends have
-// failed for `tolerance - 2` periods since the last one that left, the machine is told `link
-// down` (it takes no buckets; established connections stay), well before the peers' detection
-// time; the first heartbeat that leaves again brings the link back up (event `heartbeats
-// blocked`, then `heartbeats flowing`).
+// still take new flows for them. Once sends have failed for `tolerance - 2` periods since the
+// last one that left, the machine is told `link down` (it takes no buckets; established
+// connections stay), well before the peers' detection time; the first heartbeat that leaves
+// again brings the link back up (event `heartbeats blocked`, then `heartbeats flowing`).
 // The carrier (the daemon's `link` commands), the data plane and the heartbeats' way out all
 // decide whether the link is up for the machine: it is up only when all three are.
 import { carryOutSteps } from '../core/carry-out.js';
@@ -58,8 +56,8 @@ import {
   commandsQueuedMax,
   datagramsQueuedMax,
   drainPollMsDefault,
+  programmedRecord,
   restoreRetryMsDefault,
-  round,
 } from './host-driver-port.js';
 import { Outage } from './host-outage.js';
 import { InputQueue, type Job } from './input-queue.js';
@@ -96,9 +94,10 @@ export class HostDriver {
   /** What the machine last asked the kernel to do, and what the kernel has (JSON keys). */
   private wanted: Ownership;
   private wantedKey: string;
+  private programmed: Ownership | undefined;
   private programmedKey: string | undefined;
 
-  /** How long the input being carried out waited in the queue (0 for a command or tick). */
+  /** How long the input being carried out waited in the queue (0 unless a datagram). */
   private inputWaitMs = 0;
   private readonly programLatency = new Latency();
   private readonly queueWait = new Latency();
@@ -153,6 +152,7 @@ export class HostDriver {
   async programInitial(): Promise<ProgramResult> {
     const result = await this.dataplane.program(this.specFor(this.wanted));
     this.programmedKey = this.wantedKey;
+    this.programmed = this.wanted;
     return result;
   }
 
@@ -264,8 +264,8 @@ export class HostDriver {
       return;
     }
     const nowMs = this.clock.nowMs();
-    this.inputWaitMs = job.kind === 'datagram' ? nowMs - job.queuedAtMs : 0;
     let input: Input;
+    this.inputWaitMs = job.kind === 'datagram' ? nowMs - job.queuedAtMs : 0;
     switch (job.kind) {
       case 'tick':
         this.counts.ticks++;
@@ -406,20 +406,17 @@ export class HostDriver {
       if (result === 'sets') this.counts.sets++;
       if (result === 'table') this.counts.table++;
       this.programLatency.add(programMs);
-      const timing = this.dataplane.lastProgramTiming?.();
-      this.log({
-        event: 'ownership programmed',
-        how: result,
-        programMs: round(programMs),
-        // Where it went: the input's wait in the queue before the decision, the wait behind
-        // earlier nft work, the kernel transaction itself.
-        inputWaitMs: round(this.inputWaitMs),
-        ...(timing === undefined ? {} : { waitMs: timing.waitMs, kernelMs: timing.kernelMs }),
-        active: this.wanted.active,
-        isDefault: this.wanted.isDefault,
-        owned: this.wanted.rules.map((r) => r.owned.length),
-        orphan: this.wanted.rules.map((r) => r.orphan.length),
-      });
+      this.log(
+        programmedRecord({
+          result,
+          programMs,
+          inputWaitMs: this.inputWaitMs,
+          timing: this.dataplane.lastProgramTiming?.(),
+          before: this.programmed,
+          after: this.wanted,
+        }),
+      );
+      this.programmed = this.wanted;
       if (lost !== undefined) {
         await this.outage.back(lost);
       }

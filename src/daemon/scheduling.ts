@@ -16,6 +16,7 @@
 // (CPUSchedulingPolicy=) is reported as it is.
 import { type Runner } from '../dataplane/exec.js';
 import { errorText } from '../core/error-text.js';
+import type { EventRecord } from './event-names.js';
 
 /** Above every normal process, below the kernel's threaded interrupts (50). */
 export const realtimePriorityDefault = 10;
@@ -84,4 +85,24 @@ export async function applyRealtime(
   }
   const now = await currentPolicy(runner, pid);
   return { policy: now?.policy ?? 'unknown', priority: now?.priority ?? 0, applied: false };
+}
+
+/** The event that says how nlbd is scheduled: `scheduling`, or a warning when it could not be. */
+export function schedulingEvent(outcome: SchedulingOutcome, asked: number): EventRecord {
+  const realtime = outcome.policy === 'SCHED_RR' || outcome.policy === 'SCHED_FIFO';
+  if (outcome.problem !== undefined && !realtime) {
+    return {
+      event: 'realtime scheduling unavailable',
+      asked,
+      policy: outcome.policy,
+      problem: outcome.problem,
+      hint: 'nlbd runs at normal priority: under CPU load its timers and kernel updates may be late. Give it CAP_SYS_NICE (systemd: drop RestrictRealtime=, or set CPUSchedulingPolicy=rr), or pass --realtime-priority 0 to silence this',
+    };
+  }
+  return {
+    event: 'scheduling',
+    policy: outcome.policy,
+    priority: outcome.priority,
+    setBy: outcome.applied ? 'nlbd' : 'inherited',
+  };
 }

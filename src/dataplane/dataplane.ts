@@ -1,7 +1,7 @@
 // The data plane as the daemon drives it: program an ownership (the cheapest way nft allows),
-// hold the lease that every heartbeat refreshes in the kernel, read counters and per-bucket connections, drop the
-// connections of given buckets, bring the cluster interface up and down in the safe order, and
-// keep the kernel holding what was programmed.
+// hold the lease that every heartbeat refreshes in the kernel, read counters and per-bucket
+// connections, drop the connections of given buckets, bring the cluster interface up and down
+// in the safe order, and keep the kernel holding what was programmed.
 //
 // Order that keeps the host from ever taking VIP traffic unfiltered:
 //   start: cleanupStale -> program(spec) -> attachInterface (MAC guard, MAC, then cluster IPs)
@@ -22,9 +22,7 @@
 //   - a failed quick transaction (an ownership change) is compared too;
 //   - once every `checkIntervalMs` (and on every heartbeat while the monitor is not live)
 //     the comparison runs anyway, so a monitor that silently lost events cannot hide a change.
-// A comparison costs two nft processes (~12 ms of CPU here): once per 200 ms heartbeat period
-// that would be ~6% of a core, more than nlbd's whole idle load. The monitor makes detection
-// immediate and leaves the listing for the rare moments something actually changed.
+// A comparison costs two nft processes (~12 ms of CPU): per 200 ms heartbeat, ~6% of a core.
 //
 // A restore that nlbd decided on its own gives the lease only what it had left, so the lease
 // still runs out when the daemon's last heartbeat allowed. If the restore fails (nft errors or
@@ -156,8 +154,8 @@ export class Dataplane {
   /**
    * Makes the kernel filter `spec`. Every ownership change (buckets, orphans, default host,
    * active, drop established, disabled rules) is set elements only, so it goes through the
-   * long-lived nft process (one transaction, ~2 ms); a configuration change replaces the whole
-   * table (~17-45 ms). Either way the change is atomic and refreshes the lease; when this
+   * long-lived nft process (one transaction, ~1 ms); a configuration change replaces the whole
+   * table (~17-45 ms), with a fresh lease. Either way the change is atomic; when this
    * resolves the kernel has it, so the caller may announce a released bucket (release before
    * acquire). On failure the kernel keeps the previous configuration and the error says why,
    * unless the table was not there any more: then the whole table goes in ('table'), or the
@@ -169,18 +167,14 @@ export class Dataplane {
       const startedMs = this.nowMs();
       this.programTiming = undefined;
       const result = await this.programNow(spec);
-      this.programTiming = {
-        waitMs: round(startedMs - calledMs),
-        kernelMs: round(this.nowMs() - startedMs),
-      };
+      const kernelMs = round(this.nowMs() - startedMs);
+      this.programTiming = { waitMs: round(startedMs - calledMs), kernelMs };
       return result;
     });
   }
 
   /** Where the time of the last successful `program` went. */
-  lastProgramTiming(): ProgramTiming | undefined {
-    return this.programTiming;
-  }
+  lastProgramTiming = (): ProgramTiming | undefined => this.programTiming;
 
   private async programNow(spec: DataplaneSpec): Promise<ProgramResult> {
     const text = renderTable(spec);
@@ -196,13 +190,12 @@ export class Dataplane {
       this.applied === undefined ? undefined : renderOwnershipUpdate(this.applied, spec);
     if (update !== undefined) {
       try {
-        await this.nft.applyQuick(spec.tableName, update);
+        if (update !== '') await this.nft.applyQuick(spec.tableName, update);
       } catch (error) {
         await this.restoreIfAltered(error, spec, 'program', startedMs);
         this.lastLeaseMs = startedMs;
         return 'table';
       }
-      this.lastLeaseMs = startedMs;
       this.applied = spec;
       this.appliedText = text;
       return 'sets';

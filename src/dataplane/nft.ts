@@ -1,5 +1,5 @@
 // The nftables adapter: apply a rendered script as one transaction, run one-line transactions
-// (lease refresh, ownership set changes) cheaply on a long-lived `nft -e -i` process, read the
+// (ownership set changes) cheaply on a long-lived `nft -i` process, read the
 // named counters and whole tables back, and watch the ruleset for changes made by anyone else
 // (`nft monitor`). `NftCli` execs the real nft; `FakeNft` records what it was given and models
 // just enough (tables, chains and their rules, sets, counters) for unit tests. Both pass the
