@@ -37,7 +37,7 @@ export interface PlannedOptions {
 }
 
 export interface PlannedChange {
-  readonly change: 'join' | 'drainstop' | 'stop';
+  readonly change: 'join' | 'drainstop' | 'drain rule' | 'enable rule' | 'stop';
   readonly host: number;
   readonly bucketsMoved: number;
   /** The map after convergence is the one assign() predicts from the map before. */
@@ -74,6 +74,8 @@ export interface PlannedChange {
      * the (old, new) pairs. Independent of the prober, whose process competes for the CPU.
      */
     readonly kernelMaxMs: number | null;
+    /** The same, per moved bucket: old owner's kernel released it → new owner's took it. */
+    readonly kernelGapsMs: readonly number[];
   };
 }
 
@@ -92,6 +94,8 @@ export interface PlannedResult {
   };
 }
 
+/** join, drainstop, rule drain, rule enable, stop. */
+export const plannedChangeCount = 5;
 const probeIntervalMs = 5;
 const probeTimeoutMs = 50;
 /** Once connected, the backend's answer only names the host: it may be slow under load. */
@@ -101,45 +105,54 @@ const convergeTimeoutMs = 20_000;
 const synRetryMs = 900;
 
 /**
- * The kernel-side gap of a change from the nlbd logs: for each host, when its kernel first held
- * fewer buckets than before the change (a release) and when it first held more (an
- * acquisition); per moving (old, new) pair, acquisition − release.
+ * The kernel-side gap of each moved bucket from the nlbd logs: the first `ownership programmed`
+ * of the old owner after the change that released the bucket, and the first of the new owner
+ * that gained it; gap = acquired − released, both at `atMs` (wall clock with µs: the lab's hosts
+ * share the machine's clock). Each is logged once the kernel confirmed the transaction, so both
+ * ends carry the same small delay.
  */
-function kernelGapMs(
+function kernelGaps(
   lab: LabState,
   fromEpochMs: number,
   toEpochMs: number,
-  owners: readonly (number | null)[],
-  moving: readonly { from: number | null; to: number | null }[],
-): number | null {
-  const releasedAt = new Map<number, number>();
-  const acquiredAt = new Map<number, number>();
-  for (const host of lab.hosts) {
-    const before = owners.filter((o) => o === host.id).length;
-    for (const r of daemonLog(lab, host.id)) {
-      if (r.event !== 'ownership programmed' || typeof r.time !== 'string') continue;
-      const at = Date.parse(r.time);
-      if (at < fromEpochMs - 1 || at > toEpochMs) continue;
-      const owned = Array.isArray(r.owned) ? Number(r.owned[0]) : NaN;
-      if (owned < before && !releasedAt.has(host.id)) releasedAt.set(host.id, at);
-      if (owned > before && !acquiredAt.has(host.id)) acquiredAt.set(host.id, at);
-    }
-  }
-  let max: number | null = null;
+  moving: readonly { bucket: number; from: number | null; to: number | null }[],
+): number[] {
+  const records = new Map(
+    lab.hosts.map((h) => [
+      h.id,
+      daemonLog(lab, h.id).filter(
+        (r) =>
+          r.event === 'ownership programmed' &&
+          typeof r.atMs === 'number' &&
+          r.atMs >= fromEpochMs - 1 &&
+          r.atMs <= toEpochMs,
+      ),
+    ]),
+  );
+  const firstWith = (
+    host: number,
+    field: 'gained' | 'released',
+    bucket: number,
+  ): number | undefined => {
+    const record = records
+      .get(host)
+      ?.find((r) => Array.isArray(r[field]) && (r[field] as number[][])[0]?.includes(bucket));
+    return record === undefined ? undefined : (record.atMs as number);
+  };
+  const gaps: number[] = [];
   for (const m of moving) {
     if (m.from === null || m.to === null) continue;
-    const released = releasedAt.get(m.from);
-    const acquired = acquiredAt.get(m.to);
-    if (released === undefined || acquired === undefined) continue;
-    max = Math.max(max ?? -Infinity, acquired - released);
+    const released = firstWith(m.from, 'released', m.bucket);
+    const acquired = firstWith(m.to, 'gained', m.bucket);
+    if (released !== undefined && acquired !== undefined) gaps.push(round(acquired - released));
   }
-  return max;
+  return gaps;
 }
 
 function analyseGap(
   result: ProberResult,
   moving: readonly { bucket: number; from: number | null; to: number | null }[],
-  kernelMaxMs: number | null,
+  kernelGapsMs: readonly number[],
 ): PlannedChange['gap'] {
   let upper: number | null = null;
   let lower = 0;
@@ -189,7 +202,8 @@ function analyseGap(
     maxLowerMs: round(lower),
     answersByOldAfterNew: oldAfterNew,
     bucketsNotTaken: notTaken,
-    kernelMaxMs,
+    kernelMaxMs: kernelGapsMs.length === 0 ? null : Math.max(...kernelGapsMs),
+    kernelGapsMs,
   };
 }
 
@@ -278,6 +292,19 @@ export async function runPlanned(
         act: () => command(lab, 2, 'drainstop'),
       },
       {
+        // Host 1 drains the port rule: its buckets go to host 3 (host 2 is draining).
+        change: 'drain rule',
+        host: 1,
+        members: [{ id: 1, draining: true }, { id: 2, draining: true }, { id: 3 }],
+        act: () => command(lab, 1, 'drain', { rules: [0] }),
+      },
+      {
+        change: 'enable rule',
+        host: 1,
+        members: [{ id: 1 }, { id: 2, draining: true }, { id: 3 }],
+        act: () => command(lab, 1, 'enable', { rules: [0] }),
+      },
+      {
         change: 'stop',
         host: 3,
         members: [{ id: 1 }, { id: 2, draining: true }],
@@ -338,7 +365,7 @@ export async function runPlanned(
       const gap = analyseGap(
         probed,
         moving,
-        kernelGapMs(lab, changeAt, changeAt + convergedMs + 100, owners, moving),
+        kernelGaps(lab, changeAt, changeAt + convergedMs + 100, moving),
       );
       changes.push({
         change: step.change,

@@ -37,6 +37,15 @@ export interface LabReport {
     readonly maxMs: number | null;
     /** Samples above the target (20 ms). */
     readonly overTarget: number;
+    /** Samples per bin: up to `upToMs` (null: everything above the last edge). */
+    readonly histogram: { upToMs: number | null; count: number }[];
+    /** Where the time went: queue wait before the decision, wait behind nft work, the kernel. */
+    readonly parts: {
+      part: string;
+      p50Ms: number | null;
+      p99Ms: number | null;
+      maxMs: number | null;
+    }[];
     readonly slowest: { lab: string; hostId: number; programMs: number; how: string }[];
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
@@ -167,15 +176,17 @@ export function renderMarkdown(report: LabReport): string {
       '',
       `Hosts 1 and 2 serve; the load generator opens ${p.ratePerSecond} new connections/s (each \`GET\`, from 9`,
       `client addresses) and holds ${p.holdsOpened} long-lived connections (pinged every 100 ms). Then host 3`,
-      'joins, host 2 drainstops, host 3 stops, a few seconds apart. Requests are counted in the window',
+      'joins, host 2 drainstops, host 1 drains the port rule and enables it again, host 3 stops, a few',
+      'seconds apart. Requests are counted in the window',
       'from their change to the next. A request answered only after ≥ 900 ms had its first SYN lost in',
       'a gap (the client retransmits after 1 s): it did not fail, but it waited. The gap of a moving',
       "bucket is measured by the prober (5 ms spacing, 50 ms for the SYN): from the old owner's last answer",
       "to the new owner's first (an upper bound, one probe spacing included); unanswered probes",
       'between them are SYNs that fell into the gap; their spread is a lower bound. The prober shares',
       'the two cores with everything else, so it may stall; the *gap in the kernels* comes from the',
-      "daemons' own logs instead: when the old owner's kernel stopped taking the buckets and when the",
-      "new owner's kernel started (each logged as it happens, ms resolution).",
+      "daemons' own logs instead: per moved bucket, when the old owner's kernel had released it and",
+      "when the new owner's kernel had taken it (`ownership programmed`, `atMs`: the wall clock with µs,",
+      'which the lab hosts share), and the largest of these per change.',
       '',
       `Baseline before the first change: ${p.steady.requests} requests, ${p.steady.requestsFailed} failed.`,
       '',
@@ -189,7 +200,7 @@ export function renderMarkdown(report: LabReport): string {
                   .map(([k, v]) => `${k} ${v}`)
                   .join(', ')})`
               : ''
-          } | ${c.requestsDroppedByStop} | ${c.requestsSynRetried} | ${c.holdsBroken} | ${fmt(c.gap.kernelMaxMs, 0)} | ${fmt(c.gap.maxUpperMs)} | ${c.gap.probesUnanswered} | ${fmt(c.gap.maxLowerMs)} | ${c.gap.answersByOldAfterNew} |`,
+          } | ${c.requestsDroppedByStop} | ${c.requestsSynRetried} | ${c.holdsBroken} | ${fmt(c.gap.kernelMaxMs, 1)} | ${fmt(c.gap.maxUpperMs)} | ${c.gap.probesUnanswered} | ${fmt(c.gap.maxLowerMs)} | ${c.gap.answersByOldAfterNew} |`,
       ),
       '',
       `Over the whole run the load generator started ${p.loadgen.started} connections; ${p.loadgen.failed} failed; ${p.loadgen.holdsBroken} long-lived connections broke.`,
@@ -207,6 +218,7 @@ export function renderMarkdown(report: LabReport): string {
         .join('; ')}.`,
       'A join converges only after the new host has listened for one detection time (1 s).',
       '',
+      ...handoffLines(p.changes),
     );
   }
 
@@ -220,6 +232,19 @@ export function renderMarkdown(report: LabReport): string {
     '',
     `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms; ${g.overTarget} above 20 ms.`,
     `Slowest: ${g.slowest.map((x) => `${fmt(x.programMs, 2)} ms (${x.lab} h${x.hostId}, ${x.how})`).join(', ')}.`,
+    '',
+    '| ≤ 1 ms | 1-2 | 2-3 | 3-5 | 5-10 | 10-20 | > 20 |',
+    '|---|---|---|---|---|---|---|',
+    `| ${g.histogram.map((b) => b.count).join(' | ')} |`,
+    '',
+    'Where the time went (nlbd logs it per change): the input waiting in the queue before the',
+    'decision, the wait behind other nft work (a check, a counter read), the nft transaction.',
+    '',
+    '| part | p50 (ms) | p99 (ms) | max (ms) |',
+    '|---|---|---|---|',
+    ...g.parts.map(
+      (x) => `| ${x.part} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${fmt(x.maxMs, 2)} |`,
+    ),
     '',
     '| lab | changes | max (ms) |',
     '|---|---|---|',
@@ -335,6 +360,27 @@ function renderUdp(u: NonNullable<LabReport['udp']>): string[] {
     '',
     `Received packets/s, VIP / dedicated IP, per round: ${u.roundRatios.map((r) => fmt(r, 3)).join(', ')}; median ${fmt(u.ratio, 3)}.`,
     `Medians over all runs: VIP ${fmt(u.vipPerSecond, 0)}/s, dedicated IP ${fmt(u.dedicatedPerSecond, 0)}/s.`,
+    '',
+  ];
+}
+
+/** The per-bucket handoff gaps of every change, as a distribution. */
+function handoffLines(changes: PlannedResult['changes']): string[] {
+  const all = changes.flatMap((c) => c.gap.kernelGapsMs);
+  const sorted = [...all].sort((a, b) => a - b);
+  const at = (q: number): string =>
+    sorted.length === 0
+      ? '-'
+      : fmt(sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!, 2);
+  return [
+    `Handoff in the kernels, per moved bucket (${all.length} buckets): p50 ${at(0.5)} ms, p90 ${at(0.9)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms.`,
+    '',
+    '| change | buckets | p50 (ms) | max (ms) |',
+    '|---|---|---|---|',
+    ...changes.map((c) => {
+      const g = [...c.gap.kernelGapsMs].sort((a, b) => a - b);
+      return `| ${c.change} h${c.host} | ${g.length} | ${g.length === 0 ? '-' : fmt(g[Math.ceil(g.length / 2) - 1]!, 2)} | ${g.length === 0 ? '-' : fmt(g.at(-1)!, 2)} |`;
+    }),
     '',
   ];
 }

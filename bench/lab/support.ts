@@ -47,6 +47,19 @@ export function quantile(values: readonly number[], q: number): number | null {
   return sorted[index]!;
 }
 
+/** Upper edges of the programming histogram (ms); the last bin is everything above. */
+const histogramEdgesMs = [1, 2, 3, 5, 10, 20];
+
+/** How many samples fall in each bin of `histogramEdgesMs` (upToMs null: above the last edge). */
+export function histogram(samples: readonly number[]): { upToMs: number | null; count: number }[] {
+  const bins = histogramEdgesMs.map((upToMs) => ({ upToMs: upToMs as number | null, count: 0 }));
+  bins.push({ upToMs: null, count: 0 });
+  for (const ms of samples) {
+    bins.find((b) => b.upToMs === null || ms <= b.upToMs)!.count++;
+  }
+  return bins;
+}
+
 /** The middle value, or the mean of the two middle values of an even count. */
 /**
  * Per round, the VIP run's value over the dedicated-IP run's (the filter's cost, round by round;
@@ -240,8 +253,13 @@ export async function query(lab: LabState, hostId: number): Promise<QueryData | 
   }
 }
 
-export async function command(lab: LabState, hostId: number, verb: string): Promise<string> {
-  const response = await controlRequest(socketOf(lab, hostId), { verb }, 5_000);
+export async function command(
+  lab: LabState,
+  hostId: number,
+  verb: string,
+  fields: Record<string, unknown> = {},
+): Promise<string> {
+  const response = await controlRequest(socketOf(lab, hostId), { verb, ...fields }, 5_000);
   if (!response.ok) throw new Error(`${verb} on host ${hostId}: ${response.error.message}`);
   const reply = response.data as { code: string; message: string };
   if (reply.code !== 'ok') throw new Error(`${verb} on host ${hostId}: ${reply.message}`);
@@ -392,6 +410,10 @@ export interface ProgramSample {
   readonly hostId: number;
   readonly programMs: number;
   readonly how: string;
+  /** Where the time went, when nlbd says (`ownership programmed`). */
+  readonly inputWaitMs?: number;
+  readonly waitMs?: number;
+  readonly kernelMs?: number;
 }
 
 /** Decision → kernel programmed, as nlbd logs it for each ownership change ("ownership programmed"). */
@@ -399,7 +421,14 @@ export function programSamples(lab: LabState): ProgramSample[] {
   return lab.hosts.flatMap((h) =>
     daemonLog(lab, h.id)
       .filter((r) => r.event === 'ownership programmed' && typeof r.programMs === 'number')
-      .map((r) => ({ hostId: h.id, programMs: r.programMs as number, how: String(r.how) })),
+      .map((r) => ({
+        hostId: h.id,
+        programMs: r.programMs as number,
+        how: String(r.how),
+        ...(typeof r.inputWaitMs === 'number' ? { inputWaitMs: r.inputWaitMs } : {}),
+        ...(typeof r.waitMs === 'number' ? { waitMs: r.waitMs } : {}),
+        ...(typeof r.kernelMs === 'number' ? { kernelMs: r.kernelMs } : {}),
+      })),
   );
 }
 
