@@ -54,14 +54,17 @@ const failoverSettings: readonly (FailoverSetting & { boundMs?: number })[] = [
   { periodMs: 1000, tolerance: 5, label: '1000 ms × 5 (NLB)' },
   { periodMs: 200, tolerance: 5, label: '200 ms × 5 (default)', boundMs: 1100 },
   { periodMs: 50, tolerance: 4, label: '50 ms × 4', boundMs: 250 },
+  { periodMs: 20, tolerance: 4, label: '20 ms × 4 (fast)', boundMs: 100 },
 ];
-const failoverRepeats = quick ? 1 : 3;
+// Item 2 of issue 11: from the victim's last heartbeat heard, at most detection + 10 ms, p99
+// over at least 10 crashes per profile.
+const failoverRepeats = quick ? 1 : 10;
+const failoverFromLastHeardMarginMs = 10;
 /** The issue's target: failover at most this much longer than the detection time. */
 const failoverMarginMaxMs = 20;
 /** Item 3 of issue 11: decision → kernel programmed, p99. */
 const programP99MsMax = 5;
-/** The first bench's bound on every sample, still reported. */
-const programMsMax = 20;
+const programMsMax = 20; // the first bench's bound on every sample, still reported
 /** Item 1 of issue 11: per moved bucket, old owner's kernel release → new owner's acquire, p99. */
 const handoffP99MsMax = 10;
 const filterRatioMin = 0.95;
@@ -247,7 +250,6 @@ async function main(): Promise<void> {
       driver: p.driver,
     })),
   };
-
   const report: LabReport = {
     bench: 'lab',
     generatedAt: new Date().toISOString(),
@@ -327,17 +329,18 @@ function judge(
           measured,
         });
       }
-      const fromHeard = runs.map((r) => r.marginFromLastHeardMs);
-      const heardComplete = runs.length > 0 && fromHeard.every((m) => m !== null);
+      const kernel = runs.map((r) => r.kernelMarginFromLastHeardMs);
+      const kernelComplete = runs.length > 0 && kernel.every((m) => m !== null);
+      const kernelP99 = kernelComplete ? quantile(kernel as number[], 0.99) : null;
+      const fromHeard = runs.map((r) => r.marginFromLastHeardMs).filter((m) => m !== null);
       targets.push({
         id: `failover-last-heard-${setting.periodMs}x${setting.tolerance}`,
-        target: `stricter: failover counted from the victim's last heartbeat heard ≤ detection + ${failoverMarginMaxMs} ms at ${setting.label} (a crash just after a heartbeat)`,
-        pass: heardComplete && (maxOf(fromHeard as number[]) ?? Infinity) <= failoverMarginMaxMs,
+        target: `failover from the victim's last heartbeat heard ≤ detection + ${failoverFromLastHeardMarginMs} ms at ${setting.label} (p99 over the crashes; the last survivor's kernel holding its share)`,
+        pass: kernelP99 !== null && kernelP99 <= failoverFromLastHeardMarginMs,
         measured:
           runs.length === 0
             ? 'not measured'
-            : `margin over detection: max ${fmt(heardComplete ? maxOf(fromHeard as number[]) : null)} ms`,
-        diagnostic: true,
+            : `margin over detection in the kernels: p50 ${fmt(kernelComplete ? quantile(kernel as number[], 0.5) : null)} ms, p99 ${fmt(kernelP99)} ms over ${runs.length} crashes; seen by the prober (5 ms spacing): max ${fmt(maxOf(fromHeard))} ms`,
       });
     }
   }

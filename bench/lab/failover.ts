@@ -54,6 +54,13 @@ export interface FailoverRun {
   /** From that heartbeat to the failover: the worst case of a crash just after a heartbeat. */
   readonly failoverFromLastHeardMs: number | null;
   readonly marginFromLastHeardMs: number | null;
+  /**
+   * The same from the kernels' side: the victim's last heartbeat heard → the last survivor's
+   * kernel holding its share of the dead buckets (`ownership programmed` atMs, µs), minus the
+   * detection time. What the protocol and the kernel update add to detection, without the
+   * prober's resolution.
+   */
+  readonly kernelMarginFromLastHeardMs: number | null;
   /** The first survivor's "host declared dead", relative to the crash. */
   readonly declaredDeadMs: number | null;
   readonly probes: number;
@@ -210,14 +217,22 @@ export async function runFailoverRepeats(
           Number(r.owned[0]) > before,
       );
       const served = maxOf(perBucket.filter((b) => b.host === id).map((b) => b.ms));
+      const programmedAt =
+        programmed === undefined
+          ? null
+          : typeof programmed.atMs === 'number'
+            ? programmed.atMs
+            : Date.parse(programmed.time!);
       return {
         host: id,
         declaredDeadMs: dead === undefined ? null : round((dead.atMs as number) - crashAt),
-        programmedMs:
-          programmed === undefined ? null : round(Date.parse(programmed.time!) - crashAt),
+        programmedMs: programmedAt === null ? null : round(programmedAt - crashAt),
         lastBucketServedMs: served === null ? null : round(served),
       };
     });
+    const programmedLast = perSurvivor.every((x) => x.programmedMs !== null)
+      ? maxOf(perSurvivor.map((x) => x.programmedMs!))
+      : null;
 
     await restoreLink(lab, victim);
     await startHostDaemon(lab, victim);
@@ -241,6 +256,10 @@ export async function runFailoverRepeats(
         failoverMs === null || lastHeardMs === null
           ? null
           : round(failoverMs - lastHeardMs - detectionMs),
+      kernelMarginFromLastHeardMs:
+        programmedLast === null || lastHeardMs === null
+          ? null
+          : round(programmedLast - lastHeardMs - detectionMs),
       declaredDeadMs: declaredEpoch === null ? null : round(declaredEpoch - crashAt),
       probes,
       probesFailedAfterCrash: failedAfter,
