@@ -12,7 +12,7 @@
 // Writes bench/results/lab.json and lab.md with the machine and a pass/fail verdict per target.
 //
 //   npm run bench:lab      (root; NLB_BENCH_QUICK=1: one repeat and shorter runs;
-//                           NLB_LAB_BENCH_ONLY=failover,planned,filter,udp,proxy: those parts only,
+//                           NLB_LAB_BENCH_ONLY=failover,planned,filter,udp,proxy,steady: those parts only,
 //                           results to the temp dir instead of bench/results;
 //                           NLB_BENCH_KEEP_LOGS=<dir>: copy every lab's nlbd logs there;
 //                           NLB_BENCH_CLIENT_CONCURRENCY=<n>: workers of the HTTP client, 32)
@@ -28,6 +28,7 @@ import { type FailoverSetting, runFailoverRepeats } from './lab/failover.js';
 import { plannedChangeCount, runPlanned } from './lab/planned.js';
 import { type LabReport, renderMarkdown, type Target } from './lab/report.js';
 import {
+  fmt,
   histogram,
   labsUp,
   machineInfo,
@@ -39,10 +40,12 @@ import {
   withLab,
 } from './lab/support.js';
 import { runFilterOverhead, runProxyComparison } from './lab/throughput.js';
-import { runUdpOverhead, udpPort } from './lab/udp.js';
+import { judgeUdp, runUdpOverhead, udpPort } from './lab/udp.js';
+import { type SteadyResult, judgeSteady, steadyParts } from './lab/steady.js';
 
 const quick = process.env.NLB_BENCH_QUICK === '1';
-const partNames = ['failover', 'planned', 'filter', 'udp', 'proxy'] as const;
+const partNames = ['failover', 'planned', 'filter', 'udp', 'proxy', 'steady'] as const;
+const steadySeconds = Number(process.env.NLB_BENCH_STEADY_SECONDS ?? (quick ? 20 : 600)); // each
 type PartName = (typeof partNames)[number];
 const onlyEnv = process.env.NLB_LAB_BENCH_ONLY;
 const parts: readonly PartName[] =
@@ -110,6 +113,7 @@ async function main(): Promise<void> {
   let filter: LabReport['filter'] = null;
   let udp: LabReport['udp'] = null;
   let proxy: LabReport['proxy'] = null;
+  const steady: SteadyResult[] = [];
   log(`lab bench: parts ${parts.join(', ')}${quick ? ' (quick)' : ''}`);
 
   const part = async (name: string, body: () => Promise<void>): Promise<void> => {
@@ -217,6 +221,18 @@ async function main(): Promise<void> {
     });
   }
 
+  for (const { variant, lab: labOptions, run } of parts.includes('steady') ? steadyParts() : []) {
+    await part(`steady ${variant}`, async () => {
+      log(`sub-100 ms profile under full load, nlbd ${variant}, ${steadySeconds} s`);
+      const out = await withLab(
+        { name: labName(`st${steady.length}`), ...labOptions },
+        (lab) => run(lab, steadySeconds, log, abort.signal),
+        log,
+      );
+      steady.push(out.value);
+    });
+  }
+
   const samples = program.flatMap((p) => p.samples.map((s) => s.programMs));
   const programming: LabReport['programming'] = {
     samples: samples.length,
@@ -263,7 +279,12 @@ async function main(): Promise<void> {
     },
     targets: [
       ...judge(failover, planned, programming, filter, proxy, errors),
-      ...judgeUdp(udp, errors),
+      ...(parts.includes('udp')
+        ? judgeUdp(udp, filterRatioMin, errors.find((e) => e.part === 'udp')?.error)
+        : []),
+      ...(parts.includes('steady')
+        ? judgeSteady(steady, errors.find((e) => e.part.startsWith('steady'))?.error)
+        : []),
     ],
     failover,
     planned,
@@ -271,6 +292,7 @@ async function main(): Promise<void> {
     filter,
     udp,
     proxy,
+    steady,
     errors,
   };
   // A partial or interrupted run never replaces the committed results.
@@ -436,24 +458,6 @@ function judge(
   return targets;
 }
 
-/** UDP through the filter / without it; measured for insight, against the TCP filter's bound. */
-function judgeUdp(udp: LabReport['udp'], errors: LabReport['errors']): Target[] {
-  if (!parts.includes('udp')) return [];
-  const failure = errors.find((e) => e.part === 'udp')?.error;
-  return [
-    {
-      id: 'udp-filter-overhead',
-      target: `UDP through the filter: packets/s received via the VIP / via the dedicated IP ≥ ${filterRatioMin} (iperf3 -u, median of the rounds)`,
-      pass: udp !== null && udp.ratio !== null && udp.ratio >= filterRatioMin,
-      measured:
-        udp === null
-          ? `not measured: ${failure ?? 'no run'}`
-          : `${fmt(udp.ratio, 3)} (rounds ${udp.roundRatios.map((r) => fmt(r, 2)).join(', ')}; medians received VIP ${fmt(udp.vipPerSecond, 0)}/s, dedicated IP ${fmt(udp.dedicatedPerSecond, 0)}/s)`,
-      diagnostic: true,
-    },
-  ];
-}
-
 /** The cluster against the kernel directors: IPVS (a target), nftables DNAT (for insight). */
 function judgeDirectors(proxy: LabReport['proxy'], failure: string | undefined): Target[] {
   const rates = proxy?.medianRequestsPerSecond;
@@ -483,10 +487,6 @@ function judgeDirectors(proxy: LabReport['proxy'], failure: string | undefined):
       diagnostic: true,
     },
   ];
-}
-
-function fmt(value: number | null, digits = 1): string {
-  return value === null ? '-' : value.toFixed(digits);
 }
 
 main()

@@ -1,8 +1,10 @@
 // The lab benchmark's report: its shape (lab.json) and its rendering for people (lab.md).
 import type { FailoverRun, FailoverSetting } from './failover.js';
 import type { PlannedResult } from './planned.js';
+import { type SteadyResult, renderSteady } from './steady.js';
 import type { FilterResult, ProxyResult } from './throughput.js';
 import type { UdpResult } from './udp.js';
+import { fmt } from './support.js';
 
 export interface Target {
   readonly id: string;
@@ -52,11 +54,8 @@ export interface LabReport {
   readonly filter: (FilterResult & { lab: string }) | null;
   readonly udp: (UdpResult & { lab: string }) | null;
   readonly proxy: (ProxyResult & { lab: string }) | null;
+  readonly steady: readonly SteadyResult[];
   readonly errors: { part: string; error: string }[];
-}
-
-function fmt(value: number | null | undefined, digits = 1): string {
-  return value === null || value === undefined ? '-' : value.toFixed(digits);
 }
 
 function nums(values: readonly (number | null)[]): number[] {
@@ -279,6 +278,7 @@ export function renderMarkdown(report: LabReport): string {
 
   if (report.udp !== null) out.push(...renderUdp(report.udp));
   if (report.proxy !== null) out.push(...renderProxy(report.proxy));
+  out.push(...renderSteady(report.steady));
   return out.join('\n');
 }
 

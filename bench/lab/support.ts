@@ -34,6 +34,11 @@ export function nowEpochMs(): number {
   return performance.timeOrigin + performance.now();
 }
 
+/** A figure for a report: fixed digits, '-' for none. */
+export function fmt(value: number | null | undefined, digits = 1): string {
+  return value === null || value === undefined ? '-' : value.toFixed(digits);
+}
+
 export function round(value: number, digits = 1): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;

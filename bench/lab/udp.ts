@@ -23,6 +23,7 @@ import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
 import { execNs, execNsChecked, spawnNs, stopChild, waitListening } from './ns-exec.js';
 import {
   flowConfigOf,
+  fmt,
   median,
   pairedRatios,
   portsByBucket,
@@ -216,4 +217,24 @@ export async function runUdpOverhead(
     vipPerSecond: perSecond('vip'),
     ratio: ratio === null ? null : round(ratio, 3),
   };
+}
+
+/** UDP through the filter / without it; measured for insight, against the TCP filter's bound. */
+export function judgeUdp(
+  udp: UdpResult | null,
+  ratioMin: number,
+  failure: string | undefined,
+): { id: string; target: string; pass: boolean; measured: string; diagnostic: boolean }[] {
+  return [
+    {
+      id: 'udp-filter-overhead',
+      target: `UDP through the filter: packets/s received via the VIP / via the dedicated IP ≥ ${ratioMin} (iperf3 -u, median of the rounds)`,
+      pass: udp !== null && udp.ratio !== null && udp.ratio >= ratioMin,
+      measured:
+        udp === null
+          ? `not measured: ${failure ?? 'no run'}`
+          : `${fmt(udp.ratio, 3)} (rounds ${udp.roundRatios.map((r) => fmt(r, 2)).join(', ')}; medians received VIP ${fmt(udp.vipPerSecond, 0)}/s, dedicated IP ${fmt(udp.dedicatedPerSecond, 0)}/s)`,
+      diagnostic: true,
+    },
+  ];
 }
