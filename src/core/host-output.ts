@@ -183,8 +183,16 @@ export function reportBadHeartbeats(s: MachineState, now: number, force: boolean
 export function wakeAt(s: MachineState, now: number): number {
   let wake = Math.min(now + s.periodMs, s.nextSendMs);
   if (now < s.listenUntilMs) wake = Math.min(wake, s.listenUntilMs);
-  for (const latest of evidenceTimes(s).values()) {
-    wake = Math.min(wake, latest + s.deadAfterMs);
+  // Evidence is never older than a peer's own last heartbeat, so when no heard peer's own
+  // silence would run out before `wake`, no evidence can either: the acks need not be read.
+  let earliest = Number.POSITIVE_INFINITY;
+  for (const peer of s.peers.values()) {
+    if (peer.heard) earliest = Math.min(earliest, peer.lastHeardMs + s.deadAfterMs);
+  }
+  if (earliest < wake) {
+    for (const latest of evidenceTimes(s).values()) {
+      wake = Math.min(wake, latest + s.deadAfterMs);
+    }
   }
   for (const map of s.orphans) {
     for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);

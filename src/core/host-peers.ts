@@ -3,7 +3,7 @@
 // taken for dead (docs/protocol.md#dead-hosts-orphans-and-rejoining). Part of the host machine
 // (host.ts).
 import type { ProtocolEventFields } from './events.js';
-import { ackFor } from './heartbeat.js';
+import { type Heartbeat, type HeartbeatAck, ackFor } from './heartbeat.js';
 import {
   type MachineState,
   type PeerRecord,
@@ -146,6 +146,28 @@ export function lastEvidenceMs(s: MachineState, peer: PeerRecord): number {
 }
 
 /**
+ * A heartbeat's acks with only the first for each process (host, incarnation), as `ackFor`
+ * reads them. Heartbeats are immutable once decoded, so each is worked out once, not on every
+ * step: `evidenceTimes` runs twice per step over every peer's acks, and building a key per ack
+ * there was a third of the simulator's time at 32 hosts.
+ */
+const firstAcksOf = new WeakMap<Heartbeat, readonly HeartbeatAck[]>();
+
+function firstAcks(heartbeat: Heartbeat): readonly HeartbeatAck[] {
+  let acks = firstAcksOf.get(heartbeat);
+  if (acks === undefined) {
+    acks = heartbeat.acks.filter(
+      (ack, i) =>
+        heartbeat.acks.findIndex(
+          (a) => a.host === ack.host && a.incarnation === ack.incarnation,
+        ) === i,
+    );
+    firstAcksOf.set(heartbeat, acks);
+  }
+  return acks;
+}
+
+/**
  * `lastEvidenceMs` of every heard peer at once, in one pass over the acks (O(peers × acks)
  * instead of that per peer): what `wakeAt` and `expirePeers` need on every step. Only the first
  * ack for a process in a heartbeat counts, as in `ackFor`.
@@ -157,11 +179,7 @@ export function evidenceTimes(s: MachineState): Map<PeerRecord, number> {
   }
   for (const other of s.peers.values()) {
     if (!other.heard) continue;
-    const seen = new Set<string>();
-    for (const ack of other.heartbeat.acks) {
-      const key = `${ack.host}:${ack.incarnation}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
+    for (const ack of firstAcks(other.heartbeat)) {
       const peer = s.peers.get(ack.host);
       if (peer === undefined || peer === other || ack.incarnation !== peer.incarnation) continue;
       const latest = times.get(peer);
@@ -173,6 +191,12 @@ export function evidenceTimes(s: MachineState): Map<PeerRecord, number> {
 }
 
 export function expirePeers(s: MachineState, now: number): void {
+  // Evidence is never older than a peer's own last heartbeat: while every heard peer spoke
+  // within the detection time, nothing can expire and the acks need not be read.
+  const anySilent = [...s.peers.values()].some(
+    (peer) => peer.heard && now >= peer.lastHeardMs + s.deadAfterMs,
+  );
+  if (!anySilent) return;
   // Valid until a peer is declared dead here: it then no longer vouches for the others.
   let evidence: Map<PeerRecord, number> | undefined = evidenceTimes(s);
   for (const peer of s.peers.values()) {
