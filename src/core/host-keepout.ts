@@ -9,6 +9,27 @@ import {
   hex,
   mismatchReportMs,
 } from './host-state.js';
+import type { Heartbeat } from './heartbeat.js';
+
+/** Per decoded heartbeat (immutable): the lowest incarnation it acks, per host id. */
+const lowestAcked = new WeakMap<Heartbeat, Map<number, number>>();
+
+/**
+ * The lowest incarnation of `host` that `heartbeat` acks, worked out once per heartbeat: this
+ * runs on every decision over every peer's acks, O(peers × acks) each time otherwise.
+ */
+function lowestAckedIncarnation(heartbeat: Heartbeat, host: number): number | undefined {
+  let byHost = lowestAcked.get(heartbeat);
+  if (byHost === undefined) {
+    byHost = new Map();
+    for (const ack of heartbeat.acks) {
+      const known = byHost.get(ack.host);
+      if (known === undefined || ack.incarnation < known) byHost.set(ack.host, ack.incarnation);
+    }
+    lowestAcked.set(heartbeat, byHost);
+  }
+  return byHost.get(host);
+}
 
 /**
  * Another live host that uses our id and was there first (a lower incarnation) keeps us out
@@ -32,11 +53,8 @@ export function reviewDuplicateKeepOut(s: MachineState, now: number): void {
   }
   for (const peer of s.peers.values()) {
     if (!peer.heard) continue;
-    for (const ack of peer.heartbeat.acks) {
-      if (ack.host === s.hostId && ack.incarnation < s.incarnation) {
-        earlier.push(ack.incarnation);
-      }
-    }
+    const acked = lowestAckedIncarnation(peer.heartbeat, s.hostId);
+    if (acked !== undefined && acked < s.incarnation) earlier.push(acked);
   }
   const first = earlier.length === 0 ? undefined : Math.min(...earlier);
   if (first !== undefined && s.keptOut === undefined) {
