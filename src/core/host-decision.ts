@@ -316,7 +316,16 @@ export function computeTargets(s: MachineState, members: readonly number[]): (nu
         }
       }
     }
-    return assign({ mode: rule.mode, buckets: rule.buckets, owners, members: infos });
+    // The same claims and members give the same target: most decisions at scale see the same
+    // inputs as the one before (a heartbeat that changed something else), so reuse it.
+    const key = `${rule.mode}/${rule.buckets}/${owners.join(',')}/${infos
+      .map((i) => `${i.id}:${i.loadWeight}:${i.handlingPriority}:${i.draining ? 1 : 0}`)
+      .join(',')}`;
+    const memo = s.targetMemo[r];
+    if (memo?.key === key) return [...memo.target];
+    const target = assign({ mode: rule.mode, buckets: rule.buckets, owners, members: infos });
+    s.targetMemo[r] = { key, target: [...target] };
+    return target;
   });
 }
 

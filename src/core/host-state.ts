@@ -178,6 +178,8 @@ export class MachineState {
   participatingFromSequence = 1;
   /** What this host last fed into the assignment (state, rule states, weights, config). */
   lastInputsKey = '';
+  /** Per port rule, the last target `computeTargets` worked out and the inputs it came from. */
+  targetMemo: ({ key: string; target: readonly (number | null)[] } | undefined)[] = [];
   nextSendMs: number;
   lastSentKey = '';
   /** The last target digest announced, and the sequence of the last heartbeat announcing it. */
