@@ -19,6 +19,7 @@
 //
 // Every lab gets a unique name and is taken down in a finally block and on SIGINT/SIGTERM; all
 // traffic stays inside the lab's namespaces on 198.18.0.0/24, and every load is bounded.
+import { histogram } from './lab/figures.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,7 +30,6 @@ import { plannedChangeCount, runPlanned } from './lab/planned.js';
 import { type LabReport, renderMarkdown, type Target } from './lab/report.js';
 import {
   fmt,
-  histogram,
   labsUp,
   machineInfo,
   maxOf,

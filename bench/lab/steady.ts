@@ -10,6 +10,7 @@ import { daemonCommandDefault } from '../../src/lab/daemons.js';
 import { runLoadgenInClient } from '../../src/lab/loadgen-client.js';
 import { labVip } from '../../src/lab/naming.js';
 import { execNs, spawnNs } from './ns-exec.js';
+import type { Target } from './report.js';
 import { daemonLog, nowEpochMs, round, waitConverged } from './support.js';
 
 export interface SteadyResult {
@@ -116,7 +117,7 @@ export async function runSteady(
 export function judgeSteady(
   results: readonly SteadyResult[],
   failure: string | undefined,
-): { id: string; target: string; pass: boolean; measured: string; diagnostic?: boolean }[] {
+): Target[] {
   if (results.length === 0) {
     return [
       {

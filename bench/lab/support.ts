@@ -52,19 +52,6 @@ export function quantile(values: readonly number[], q: number): number | null {
   return sorted[index]!;
 }
 
-/** Upper edges of the programming histogram (ms); the last bin is everything above. */
-const histogramEdgesMs = [1, 2, 3, 5, 10, 20];
-
-/** How many samples fall in each bin of `histogramEdgesMs` (upToMs null: above the last edge). */
-export function histogram(samples: readonly number[]): { upToMs: number | null; count: number }[] {
-  const bins = histogramEdgesMs.map((upToMs) => ({ upToMs: upToMs as number | null, count: 0 }));
-  bins.push({ upToMs: null, count: 0 });
-  for (const ms of samples) {
-    bins.find((b) => b.upToMs === null || ms <= b.upToMs)!.count++;
-  }
-  return bins;
-}
-
 /** The middle value, or the mean of the two middle values of an even count. */
 /**
  * Per round, the VIP run's value over the dedicated-IP run's (the filter's cost, round by round;

@@ -19,6 +19,7 @@
 // drift hits all alike; each peer gets its median requests/s, its median p99 latency, and the
 // cluster's ratio to it per round and over the rounds.
 import type { ChildProcess } from 'node:child_process';
+import { abbaOrder } from './figures.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -94,11 +95,7 @@ export async function runFilterOverhead(
   log: (line: string) => void,
   signal: AbortSignal,
 ): Promise<FilterResult> {
-  // Each round runs both paths, in the opposite order to the round before (ABBA), so that a
-  // drift of the machine's load does not favour either.
-  const order = Array.from({ length: rounds }, (_, r) =>
-    r % 2 === 0 ? (['dedicated', 'vip'] as const) : (['vip', 'dedicated'] as const),
-  ).flat();
+  const order = abbaOrder(rounds, 'dedicated' as const, 'vip' as const);
   const hostIds = lab.hosts.map((h) => h.id);
   await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
   const flow = await flowConfigOf(lab);

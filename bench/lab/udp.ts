@@ -17,9 +17,11 @@
 // three hosts, the sender and the receiver share the machine's cores, so that extra work of the
 // other hosts slows the sender too; on real hosts it runs on their own CPUs. The ratio is
 // therefore an upper bound of what the filter costs one host, and is reported as a diagnostic.
+import { abbaOrder } from './figures.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LabState } from '../../src/lab/lab.js';
 import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
+import type { Target } from './report.js';
 import { execNs, execNsChecked, spawnNs, stopChild, waitListening } from './ns-exec.js';
 import {
   flowConfigOf,
@@ -158,10 +160,7 @@ export async function runUdpOverhead(
   log: (line: string) => void,
   signal: AbortSignal,
 ): Promise<UdpResult> {
-  // ABBA, as in the TCP filter overhead: a drift of the machine's load favours neither path.
-  const order = Array.from({ length: rounds }, (_, r) =>
-    r % 2 === 0 ? (['dedicated', 'vip'] as const) : (['vip', 'dedicated'] as const),
-  ).flat();
+  const order = abbaOrder(rounds, 'dedicated' as const, 'vip' as const);
   await waitConverged(
     lab,
     lab.hosts.map((h) => h.id),
@@ -224,7 +223,7 @@ export function judgeUdp(
   udp: UdpResult | null,
   ratioMin: number,
   failure: string | undefined,
-): { id: string; target: string; pass: boolean; measured: string; diagnostic: boolean }[] {
+): Target[] {
   return [
     {
       id: 'udp-filter-overhead',

@@ -2,14 +2,13 @@
 // its options, its bounds and its statistics.
 import type { DriverView, LatencyView } from '../control/protocol.js';
 import type { Command, CommandReply, Ownership } from '../core/protocol.js';
-import type { EventRecord } from './event-names.js';
 import type { HostMachine } from '../core/host.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { LeaseRefresh, ProgramResult, ProgramTiming } from '../dataplane/dataplane.js';
 import { performance } from 'node:perf_hooks';
 import type { DataplaneSpec } from '../dataplane/render.js';
 import type { Clock } from './clock.js';
-import type { EventSink } from './event-names.js';
+import type { EventRecord, EventSink } from './event-names.js';
 import type { Transport } from './transport.js';
 
 /** What the driver needs of the data plane; `Dataplane` (src/dataplane) is the real one. */

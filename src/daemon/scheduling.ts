@@ -63,28 +63,24 @@ export async function applyRealtime(
   pid: number,
   priority: number,
 ): Promise<SchedulingOutcome> {
+  let problem: string | undefined;
   if (priority > 0) {
-    let problem: string;
     try {
       const argv = ['--rr', '--all-tasks', '--pid', String(priority), String(pid)];
       const result = await runner.run('chrt', argv);
-      if (result.code === 0) {
-        return { policy: 'SCHED_RR', priority, applied: true };
-      }
+      if (result.code === 0) return { policy: 'SCHED_RR', priority, applied: true };
       problem = result.stderr.trim() || `chrt exited ${result.code}`;
     } catch (error) {
       problem = errorText(error);
     }
-    const now = await currentPolicy(runner, pid);
-    return {
-      policy: now?.policy ?? 'unknown',
-      priority: now?.priority ?? 0,
-      applied: false,
-      problem,
-    };
   }
   const now = await currentPolicy(runner, pid);
-  return { policy: now?.policy ?? 'unknown', priority: now?.priority ?? 0, applied: false };
+  return {
+    policy: now?.policy ?? 'unknown',
+    priority: now?.priority ?? 0,
+    applied: false,
+    ...(problem === undefined ? {} : { problem }),
+  };
 }
 
 /** The event that says how nlbd is scheduled: `scheduling`, or a warning when it could not be. */
