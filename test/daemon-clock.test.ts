@@ -3,7 +3,7 @@
 // heartbeats before it acts on the time that passed (and declares nobody dead for its own stall).
 import dgram from 'node:dgram';
 import { describe, expect, it } from 'vitest';
-import { MonotonicClock } from '../src/daemon/clock.js';
+import { MonotonicClock, afterInputTurnsMax, atAfterInput } from '../src/daemon/clock.js';
 
 function busyWait(ms: number): void {
   const until = performance.now() + ms;
@@ -37,6 +37,51 @@ describe('MonotonicClock', () => {
       receiver.close();
       sender.close();
     }
+  });
+
+  it('with afterInput, runs the wake-up after a backlog larger than one poll reads (libuv: 32)', async () => {
+    const clock = new MonotonicClock();
+    const receiver = dgram.createSocket('udp4');
+    const sender = dgram.createSocket('udp4');
+    const backlog = 150;
+    try {
+      await new Promise<void>((resolve) => receiver.bind(0, '127.0.0.1', resolve));
+      let received = 0;
+      let receivedAtTick = -1;
+      const done = new Promise<void>((resolve) => {
+        receiver.on('message', () => received++);
+        atAfterInput(
+          clock,
+          clock.nowMs() + 5,
+          () => received,
+          () => {
+            receivedAtTick = received;
+            resolve();
+          },
+        );
+      });
+      // All of the backlog is in the receiver's socket before the stall ends.
+      for (let i = 0; i < backlog; i++)
+        sender.send(Buffer.from(`heartbeat ${i}`), receiver.address().port, '127.0.0.1');
+      await new Promise((resolve) =>
+        sender.send('last', receiver.address().port, '127.0.0.1', resolve),
+      );
+      busyWait(30);
+      await done;
+      expect(receivedAtTick).toBe(backlog + 1);
+    } finally {
+      receiver.close();
+      sender.close();
+    }
+  });
+
+  it('afterInput gives up waiting after afterInputTurnsMax turns of a flood', async () => {
+    const clock = new MonotonicClock();
+    let turns = 0;
+    // Input that never runs dry: every turn has read something new.
+    const flood = (): number => ++turns;
+    await new Promise<void>((resolve) => clock.afterInput(flood, resolve));
+    expect(turns).toBe(afterInputTurnsMax + 2);
   });
 
   it('never runs a timer cancelled after it fell due but before it ran', async () => {

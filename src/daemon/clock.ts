@@ -8,7 +8,19 @@ export interface Clock {
   nowMs(): number;
   /** Calls `fn` once, no earlier than `atMs`; returns a function that cancels it. */
   at(atMs: number, fn: () => void): () => void;
+  /**
+   * Calls `fn` once the input waiting now has been read: after a turn of the event loop in
+   * which `arrivals` (a count that grows with every datagram read) did not grow. A clock
+   * without it (the fake one) has no input of its own to wait for.
+   */
+  afterInput?(arrivals: () => number, fn: () => void): () => void;
 }
+
+/**
+ * Turns of the event loop `afterInput` waits at most: a flood that never lets the socket run
+ * dry delays a wake-up by this many turns (each reads at most 32 datagrams), never forever.
+ */
+export const afterInputTurnsMax = 64;
 
 /**
  * The real clock: `performance.now()` (monotonic) shifted so that it reads as epoch ms at
@@ -47,6 +59,46 @@ export class MonotonicClock implements Clock {
       if (immediate !== undefined) clearImmediate(immediate);
     };
   }
+
+  /**
+   * libuv reads at most 32 datagrams from a socket per turn of the event loop. After a stall
+   * longer than a few heartbeat periods more than that wait in the socket, and a wake-up run
+   * after the first 32 would take the senders of the rest for silent. So `fn` waits turn by
+   * turn (setImmediate runs after each poll) until a poll reads nothing new.
+   */
+  afterInput(arrivals: () => number, fn: () => void): () => void {
+    let seen = arrivals();
+    let turns = 0;
+    const check = (): void => {
+      const now = arrivals();
+      if (now !== seen && turns < afterInputTurnsMax) {
+        seen = now;
+        turns++;
+        immediate = setImmediate(check);
+        return;
+      }
+      fn();
+    };
+    let immediate = setImmediate(check);
+    return () => clearImmediate(immediate);
+  }
+}
+
+/**
+ * `clock.at(atMs, fn)`, then, with a clock that has input of its own, `afterInput`: `fn` runs
+ * once the input that waited meanwhile has been read. One function cancels either stage.
+ */
+export function atAfterInput(
+  clock: Clock,
+  atMs: number,
+  arrivals: () => number,
+  fn: () => void,
+): () => void {
+  let cancel = clock.at(atMs, () => {
+    if (clock.afterInput === undefined) fn();
+    else cancel = clock.afterInput(arrivals, fn);
+  });
+  return () => cancel();
 }
 
 interface FakeTimer {

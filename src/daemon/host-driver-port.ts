@@ -1,7 +1,7 @@
 // What HostDriver (host-driver.ts) is given and what it reports: the data plane port it drives,
 // its options, its bounds and its statistics.
 import type { DriverView, LatencyView } from '../control/protocol.js';
-import type { Command, CommandReply, Ownership } from '../core/protocol.js';
+import type { Command, CommandReply, Ownership, ProtocolEvent } from '../core/protocol.js';
 import type { HostMachine } from '../core/host.js';
 import type { BucketConnections } from '../dataplane/conntrack.js';
 import type { LeaseRefresh, ProgramResult, ProgramTiming } from '../dataplane/dataplane.js';
@@ -196,4 +196,10 @@ export function programmedRecord(fields: {
     gained: after.rules.map((r, i) => added(before?.rules[i]?.owned ?? [], r.owned)),
     released: after.rules.map((r, i) => added(r.owned, before?.rules[i]?.owned ?? [])),
   };
+}
+
+/** A protocol event as a log record: the name first, `by` dropped (the logger names the host). */
+export function eventRecord(event: ProtocolEvent): EventRecord {
+  const { event: name, by: _by, ...fields } = event;
+  return { event: name, ...fields };
 }

@@ -35,18 +35,11 @@
 import { carryOutSteps } from '../core/carry-out.js';
 import { errorText } from '../core/error-text.js';
 import type { HostDetails, HostMachine } from '../core/host.js';
-import type {
-  Command,
-  CommandReply,
-  Input,
-  Ownership,
-  ProtocolEvent,
-  Ready,
-} from '../core/protocol.js';
+import type { Command, CommandReply, Input, Ownership, Ready } from '../core/protocol.js';
 import type { ProgramResult } from '../dataplane/dataplane.js';
 import type { DataplaneSpec } from '../dataplane/render.js';
-import type { Clock } from './clock.js';
-import type { EventRecord, EventSink } from './event-names.js';
+import { type Clock, atAfterInput } from './clock.js';
+import type { EventSink } from './event-names.js';
 import {
   type DataplanePort,
   type DataplaneState,
@@ -56,6 +49,7 @@ import {
   commandsQueuedMax,
   datagramsQueuedMax,
   drainPollMsDefault,
+  eventRecord,
   programmedRecord,
   restoreRetryMsDefault,
 } from './host-driver-port.js';
@@ -334,10 +328,16 @@ export class HostDriver {
       return;
     }
     this.armedAtMs = wakeAtMs;
-    this.cancelTimer = this.clock.at(wakeAtMs, () => {
-      this.cancelTimer = undefined;
-      this.queue.push({ kind: 'tick' });
-    });
+    // The heartbeats that arrived while it was due go first (MonotonicClock.afterInput).
+    this.cancelTimer = atAfterInput(
+      this.clock,
+      wakeAtMs,
+      () => this.queue.datagramsQueued,
+      () => {
+        this.cancelTimer = undefined;
+        this.queue.push({ kind: 'tick' });
+      },
+    );
   }
 
   /** Carries out one Ready, step by step in the order of `carryOutSteps`. */
@@ -491,10 +491,4 @@ export class HostDriver {
       this.drainPolling = false;
     }
   }
-}
-
-/** A protocol event as a log record: the name first, `by` dropped (the logger names the host). */
-export function eventRecord(event: ProtocolEvent): EventRecord {
-  const { event: name, by: _by, ...fields } = event;
-  return { event: name, ...fields };
 }

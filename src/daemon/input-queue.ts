@@ -23,6 +23,8 @@ export class InputQueue {
   private running = false;
   private started = false;
   private idleWaiters: (() => void)[] = [];
+  /** Datagrams queued so far: it grows with every datagram read from the socket. */
+  datagramsQueued = 0;
   /** Datagrams and commands waiting, for the driver's bounds. */
   datagrams = 0;
   commands = 0;
@@ -46,7 +48,10 @@ export class InputQueue {
       }
       this.tickQueued = true;
     }
-    if (job.kind === 'datagram') this.datagrams++;
+    if (job.kind === 'datagram') {
+      this.datagrams++;
+      this.datagramsQueued++;
+    }
     if (job.kind === 'command') this.commands++;
     this.jobs.push(job);
     this.depthMax = Math.max(this.depthMax, this.jobs.length);
