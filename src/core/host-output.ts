@@ -3,7 +3,13 @@
 import { acksMax } from './heartbeat-size.js';
 import { type AnnouncedState, type HeartbeatAck, encodeHeartbeat } from './heartbeat.js';
 import type { Ownership, Ready } from './protocol.js';
-import { type MachineState, type Candidate, hex, badHeartbeatReportMs } from './host-state.js';
+import {
+  type MachineState,
+  type Candidate,
+  hex,
+  badHeartbeatReportMs,
+  immediateBurst,
+} from './host-state.js';
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
 import { coexists, evidenceTimes } from './host-peers.js';
@@ -28,11 +34,20 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
   ]);
   const changed = contentKey !== s.lastSentKey;
   // Before the first scheduled heartbeat a host only listens, unless an operator command
-  // changed what it has to say.
-  const due = now >= s.nextSendMs;
-  if (!due && !(s.sequence > 0 && (changed || answerPeer))) {
+  // changed what it has to say. After it, a change or an answer leaves at once, or as soon as
+  // the gap after the last heartbeat allows (`immediateGapMs`).
+  if ((changed || answerPeer) && s.sequence > 0 && s.immediateDueMs === undefined) {
+    s.immediateDueMs = now + Math.max(0, 1 - immediateTokens(s, now)) * s.immediateGapMs;
+  }
+  const scheduled = now >= s.nextSendMs;
+  if (!scheduled && !(s.immediateDueMs !== undefined && now >= s.immediateDueMs)) {
     return;
   }
+  if (!scheduled) {
+    s.immediateTokens = immediateTokens(s, now) - 1;
+    s.immediateTokensAtMs = now;
+  }
+  s.immediateDueMs = undefined;
   s.sequence += 1;
   s.lastSentKey = contentKey;
   const announcedDigest = s.pending ? new Uint8Array(8) : s.mapDigest;
@@ -81,6 +96,18 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
       s.key,
     ),
   );
+}
+
+/**
+ * The tokens left now for heartbeats sent at once (a change, an answer): a bucket of
+ * `immediateBurst` that refills one per `immediateGapMs`: a planned change, which takes a host two or three of
+ * them in a row, goes at full speed, while the storm of a change that every host sees is held
+ * to one heartbeat per gap and host.
+ */
+export function immediateTokens(s: MachineState, now: number): number {
+  const gap = s.immediateGapMs;
+  if (gap <= 0) return immediateBurst;
+  return Math.min(immediateBurst, s.immediateTokens + (now - s.immediateTokensAtMs) / gap);
 }
 
 /**
@@ -181,7 +208,7 @@ export function reportBadHeartbeats(s: MachineState, now: number, force: boolean
 }
 
 export function wakeAt(s: MachineState, now: number): number {
-  let wake = Math.min(now + s.periodMs, s.nextSendMs);
+  let wake = Math.min(now + s.periodMs, s.nextSendMs, s.immediateDueMs ?? Infinity);
   if (now < s.listenUntilMs) wake = Math.min(wake, s.listenUntilMs);
   // Evidence is never older than a peer's own last heartbeat, so when no heard peer's own
   // silence would run out before `wake`, no evidence can either: the acks need not be read.

@@ -28,6 +28,10 @@ export const orphanHoldMs = 60_000;
 export const badHeartbeatReportMs = 10_000;
 /** A config mismatch or duplicate id is reported again at most this often per peer. */
 export const mismatchReportMs = 30_000;
+/** Per heard peer, the time in which one token for a heartbeat sent at once comes back. */
+export const immediateGapPerPeerMs = 1;
+/** Heartbeats a host may send at once in a row before the gap holds them back. */
+export const immediateBurst = 4;
 
 export interface PeerRecord {
   readonly id: number;
@@ -205,6 +209,11 @@ export class MachineState {
   lastWakeAtMs = 0;
   /** When this host last sent a heartbeat (see `resumeIfPaused`). */
   lastSentAtMs = 0;
+  /** When the heartbeat owed at once (a change, an answer) leaves, if one is owed. */
+  immediateDueMs: number | undefined = undefined;
+  /** The tokens for heartbeats sent at once, as of `immediateTokensAtMs` (`immediateTokens`). */
+  immediateTokens = immediateBurst;
+  immediateTokensAtMs = 0;
   /** No heard peer takes part (see `mayAcquire`): acting alone waits for `listenUntilMs`. */
   alone = true;
   lastNowMs = 0;
@@ -310,6 +319,18 @@ export class MachineState {
    */
   get sendIntervalMs(): number {
     return this.config.cluster.heartbeat.periodMs * 0.95;
+  }
+
+  /**
+   * The time in which a token for a heartbeat sent at once (a change, an answer) comes back
+   * (`immediateTokens`). A change that every host sees (a join, a new target) makes each of N
+   * hosts change its own announcement and receive N - 1 new reports: each answered at once,
+   * that is N² heartbeats, and at 32 hosts every one of them costs every receiver a decision.
+   * Beyond the burst they wait and leave as one, so a cluster sends at most about 1000 of
+   * them a second whatever its size: 1 ms per heard peer, never beyond a quarter period.
+   */
+  get immediateGapMs(): number {
+    return Math.min(this.periodMs / 4, this.heardIds.length * immediateGapPerPeerMs);
   }
 
   get deadAfterMs(): number {
