@@ -51,13 +51,51 @@ describe('a host paused and resumed', () => {
     },
   );
 
-  it('paused for less than detection: nothing happens', () => {
+  it('paused for less than detection: nothing happens but host 2 noting it ran late', () => {
     const net = cluster();
     const mark = net.events.length;
     net.pause(2);
     net.run(net.nowMs + 600);
     net.resume(2);
     net.run(net.nowMs + 1000);
-    expect(net.events.slice(mark)).toEqual([]);
+    expect(net.events.slice(mark)).toEqual([
+      expect.objectContaining({ event: 'running late', by: 2 }),
+    ]);
   });
+
+  // Lifeguard's case: the stalled host lost what its socket could not hold (the newest
+  // heartbeats), so when it runs again its peers look silent for nearly the whole stall. It
+  // suspects itself (it ran late) and gives them that much longer: their next heartbeats come
+  // before it would accuse them. Its peers, which did not miss a detection time of it, keep it.
+  it.each(['timer first', 'datagrams first'] as const)(
+    'stalled for most of the detection time with a full socket (%s): it declares no healthy peer dead',
+    (order) => {
+      const net = cluster();
+      // Host 2 stops right after it sent a heartbeat, so its peers hear it within the
+      // detection time (200 ms × 5) of the one before: 950 ms without running, and a socket
+      // that overflowed (every heartbeat sent meanwhile is lost).
+      const lastSentAt = (): number => net.captured.filter((c) => c.from === 2).at(-1)!.atMs;
+      const before = lastSentAt();
+      while (lastSentAt() === before) net.run(net.wake.get(2)!);
+      expect(lastSentAt()).toBe(net.nowMs);
+      const mark = net.events.length;
+      net.pause(2, 0);
+      net.run(net.nowMs + 950);
+      net.resume(2, order);
+      net.run(net.nowMs + 2000);
+      const after = net.events.slice(mark);
+      expect(after.filter((e) => e.event === 'host declared dead')).toEqual([]);
+      // Late from the wake-up it had asked for (its next heartbeat, due within a period of
+      // the pause), and as much grace.
+      const late = after.filter((e) => e.event === 'running late' && e.by === 2);
+      expect(late).toHaveLength(1);
+      expect(late[0]).toMatchObject({ lateMs: expect.any(Number) });
+      const { lateMs, graceMs } = late[0] as unknown as { lateMs: number; graceMs: number };
+      expect(lateMs).toBeGreaterThan(950 - 200);
+      expect(graceMs).toBe(lateMs);
+      for (const id of [1, 2, 3]) {
+        expect(net.hosts.get(id)!.status().members).toEqual([1, 2, 3]);
+      }
+    },
+  );
 });

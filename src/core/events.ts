@@ -43,6 +43,7 @@ export interface ProtocolEventFields {
     readonly joins?: readonly number[];
   };
   paused: { readonly pausedMs: number; readonly hint: string };
+  'running late': { readonly lateMs: number; readonly graceMs: number; readonly hint: string };
   'link down': { readonly interface: string };
   'link up': { readonly interface: string; readonly downMs: number };
   'config reloaded': { readonly clusterChanged: boolean };
@@ -116,6 +117,11 @@ export const protocolEvents: { readonly [N in ProtocolEventName]: EventInfo } = 
   paused: {
     level: 'warn',
     about: 'nlbd did not run for longer than the detection time: it rejoins',
+  },
+  'running late': {
+    level: 'warn',
+    about:
+      'this host ran late (starved of CPU): it gives its peers that much longer before it declares them dead',
   },
   'link down': { level: 'info', about: 'the cluster interface lost its carrier' },
   'link up': { level: 'info', about: 'the carrier is back; with how long it was down' },

@@ -12,7 +12,7 @@ import {
 } from './host-state.js';
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
-import { coexists, evidenceTimes } from './host-peers.js';
+import { coexists, evidenceTimes, selfGraceMs } from './host-peers.js';
 
 export function announcedState(s: MachineState): AnnouncedState {
   return s.keptOut !== undefined ? 'stopped' : s.adminState;
@@ -212,13 +212,14 @@ export function wakeAt(s: MachineState, now: number): number {
   if (now < s.listenUntilMs) wake = Math.min(wake, s.listenUntilMs);
   // Evidence is never older than a peer's own last heartbeat, so when no heard peer's own
   // silence would run out before `wake`, no evidence can either: the acks need not be read.
+  const deadAfterMs = s.deadAfterMs + selfGraceMs(s, now);
   let earliest = Number.POSITIVE_INFINITY;
   for (const peer of s.peers.values()) {
-    if (peer.heard) earliest = Math.min(earliest, peer.lastHeardMs + s.deadAfterMs);
+    if (peer.heard) earliest = Math.min(earliest, peer.lastHeardMs + deadAfterMs);
   }
   if (earliest < wake) {
     for (const latest of evidenceTimes(s).values()) {
-      wake = Math.min(wake, latest + s.deadAfterMs);
+      wake = Math.min(wake, latest + deadAfterMs);
     }
   }
   for (const map of s.orphans) {

@@ -53,6 +53,34 @@ export function resumeIfPaused(s: MachineState, now: number): void {
 }
 
 /**
+ * Self-suspicion, after memberlist's Lifeguard: a host starved of CPU (its wake-ups late, its
+ * heartbeats waiting to be read, some of them lost when its socket overflowed) must suspect
+ * itself before it accuses its peers. An input that waited longer than a quarter period is
+ * such a sign: for a detection window after it, the host gives every peer as much longer
+ * before it declares it dead as it ran late (at most a detection time more), so the peers it
+ * could not hear while it was stalled are heard again before it would accuse them. Its peers
+ * time it out as before, and a host on time is not affected.
+ */
+export function noteLateness(s: MachineState, now: number, lateMs: number): void {
+  if (!(lateMs > s.periodMs / 4)) return;
+  if (now - s.lateAtMs > s.deadAfterMs) s.lateMaxMs = 0;
+  s.lateAtMs = now;
+  if (lateMs > s.lateMaxMs) {
+    s.lateMaxMs = lateMs;
+    s.emit(now, 'running late', {
+      lateMs,
+      graceMs: selfGraceMs(s, now),
+      hint: 'nlbd was starved of CPU (or stopped); give it realtime priority and CPU, and look for what keeps the machine busy',
+    });
+  }
+}
+
+/** How much longer than the detection time peers get now (`noteLateness`). */
+export function selfGraceMs(s: MachineState, now: number): number {
+  return now - s.lateAtMs <= s.deadAfterMs ? Math.min(s.lateMaxMs, s.deadAfterMs) : 0;
+}
+
+/**
  * The peers declared this host dead and reset its clients (a partition it was on the
  * smaller side of, a long link-down, a pause): it drops every connection to the cluster IPs
  * and forgets what it inherited from hosts it took for dead, before it takes buckets again.
@@ -193,8 +221,9 @@ export function evidenceTimes(s: MachineState): Map<PeerRecord, number> {
 export function expirePeers(s: MachineState, now: number): void {
   // Evidence is never older than a peer's own last heartbeat: while every heard peer spoke
   // within the detection time, nothing can expire and the acks need not be read.
+  const deadAfterMs = s.deadAfterMs + selfGraceMs(s, now);
   const anySilent = [...s.peers.values()].some(
-    (peer) => peer.heard && now >= peer.lastHeardMs + s.deadAfterMs,
+    (peer) => peer.heard && now >= peer.lastHeardMs + deadAfterMs,
   );
   if (!anySilent) return;
   // Valid until a peer is declared dead here: it then no longer vouches for the others.
@@ -202,7 +231,7 @@ export function expirePeers(s: MachineState, now: number): void {
   for (const peer of s.peers.values()) {
     if (!peer.heard) continue;
     const latest = evidence?.get(peer) ?? lastEvidenceMs(s, peer);
-    if (now >= latest + s.deadAfterMs) {
+    if (now >= latest + deadAfterMs) {
       evidence = undefined;
       peer.heard = false;
       const hb = peer.heartbeat;

@@ -209,6 +209,9 @@ export class MachineState {
   lastWakeAtMs = 0;
   /** When this host last sent a heartbeat (see `resumeIfPaused`). */
   lastSentAtMs = 0;
+  /** The most this host ran late within a detection window, and when last (`noteLateness`). */
+  lateMaxMs = 0;
+  lateAtMs = Number.NEGATIVE_INFINITY;
   /** When the heartbeat owed at once (a change, an answer) leaves, if one is owed. */
   immediateDueMs: number | undefined = undefined;
   /** The tokens for heartbeats sent at once, as of `immediateTokensAtMs` (`immediateTokens`). */

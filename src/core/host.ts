@@ -65,7 +65,7 @@ import {
   reportBadHeartbeats,
   wakeAt,
 } from './host-output.js';
-import { expireOrphans, expirePeers, resumeIfPaused } from './host-peers.js';
+import { expireOrphans, expirePeers, noteLateness, resumeIfPaused } from './host-peers.js';
 import { receive } from './host-receive.js';
 import { MachineState, hex } from './host-state.js';
 
@@ -121,6 +121,16 @@ export class HostMachine {
     s.rejoined = false;
     const now = input.nowMs;
     resumeIfPaused(s, now);
+    // Late: stepped after the wake-up it asked for fell due (none before the first step), or
+    // a datagram that waited to be stepped.
+    noteLateness(
+      s,
+      now,
+      Math.max(
+        s.lastWakeAtMs > 0 ? now - s.lastWakeAtMs : 0,
+        input.kind === 'datagram' ? (input.waitedMs ?? 0) : 0,
+      ),
+    );
     s.lastNowMs = now;
     let reply: CommandReply | undefined;
     let answerPeer = false;

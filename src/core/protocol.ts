@@ -36,7 +36,13 @@ export type Command =
 
 export type Input =
   | { readonly kind: 'tick'; readonly nowMs: number }
-  | { readonly kind: 'datagram'; readonly nowMs: number; readonly bytes: Uint8Array }
+  | {
+      readonly kind: 'datagram';
+      readonly nowMs: number;
+      readonly bytes: Uint8Array;
+      /** How long it waited after it arrived before it was stepped (a busy or stalled host). */
+      readonly waitedMs?: number;
+    }
   | { readonly kind: 'command'; readonly nowMs: number; readonly command: Command };
 
 /** What the data plane must do for one port rule. Bucket lists are sorted ascending. */

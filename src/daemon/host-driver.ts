@@ -268,7 +268,7 @@ export class HostDriver {
       case 'datagram':
         this.counts.datagrams++;
         this.queueWait.add(this.inputWaitMs);
-        input = { kind: 'datagram', nowMs, bytes: job.bytes };
+        input = { kind: 'datagram', nowMs, bytes: job.bytes, waitedMs: this.inputWaitMs };
         break;
       case 'command':
         this.counts.commands++;

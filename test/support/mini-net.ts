@@ -68,9 +68,12 @@ export class MiniNet {
 
   /** Machines whose process does not run (SIGSTOP): their datagrams wait, their timers too. */
   private readonly paused = new Map<number, Uint8Array[]>();
+  /** Per paused machine, how many datagrams its socket holds; later ones are lost. */
+  private readonly socketMax = new Map<number, number>();
 
-  pause(id: number): void {
+  pause(id: number, socketDatagramsMax = Infinity): void {
     this.paused.set(id, []);
+    this.socketMax.set(id, socketDatagramsMax);
   }
 
   /**
@@ -172,8 +175,9 @@ export class MiniNet {
         const d = this.queue.shift()!;
         const host = this.hosts.get(d.to);
         const held = this.paused.get(d.to);
-        if (held) held.push(d.bytes);
-        else if (host)
+        if (held) {
+          if (held.length < (this.socketMax.get(d.to) ?? Infinity)) held.push(d.bytes);
+        } else if (host)
           this.carry(d.to, host.step({ kind: 'datagram', nowMs: this.nowMs, bytes: d.bytes }));
       } else {
         this.carry(wakeId, this.hosts.get(wakeId)!.step({ kind: 'tick', nowMs: this.nowMs }));
