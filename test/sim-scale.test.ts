@@ -3,7 +3,8 @@
 // N - 1 new reports per change it sees; sent at once, that was N heartbeats per host (N² in
 // all: 22 per host at 4 hosts, 488 at 32 in this run), and at 32 hosts the daemons on one
 // machine starved in that storm and never converged. Heartbeats sent at once now draw on a
-// bucket (host-state.ts, `immediateGapMs`), so a host sends about as many at 32 hosts as at 4.
+// bucket while the view is still forming (host-output.ts, `maybeSend`), so a host sends
+// about twice as many at 32 hosts as at 4, not sixteen times.
 import { describe, expect, it } from 'vitest';
 import { runSimulation } from '../src/sim/index.js';
 
@@ -23,7 +24,7 @@ function coldStart(hosts: number, seed: number) {
 
 describe('simulator: cold start at scale', () => {
   for (const seed of [1, 2]) {
-    it(`seed ${seed}: heartbeats per host do not grow with the cluster (4 vs 32 hosts), all converge, no false detection`, () => {
+    it(`seed ${seed}: heartbeats per host grow like log N, not N (4 vs 32 hosts), all converge, no false detection`, () => {
       const small = coldStart(4, seed);
       const large = coldStart(32, seed);
       for (const { result } of [small, large]) {
@@ -35,7 +36,9 @@ describe('simulator: cold start at scale', () => {
       // The same run length at both sizes, so the same scheduled heartbeats per host; the
       // rest were sent at once.
       expect(large.result.durationMs).toBe(small.result.durationMs);
-      expect(large.perHost, `seed ${seed}`).toBeLessThan(1.5 * small.perHost);
+      // Per host it grows like log N (29, 41, 45, 53 heartbeats at 4, 8, 16, 32 hosts): the
+      // changes of a settled view still leave at once. Sent at once, it was 8 times N.
+      expect(large.perHost, `seed ${seed}`).toBeLessThan(2 * small.perHost);
     });
   }
 });

@@ -121,7 +121,7 @@ export const protocolEvents: { readonly [N in ProtocolEventName]: EventInfo } = 
   'running late': {
     level: 'warn',
     about:
-      'this host ran late (starved of CPU): it gives its peers that much longer before it declares them dead',
+      'this host ran late (starved of CPU): it gives its peers that much longer before it declares them dead (at most once a detection window)',
   },
   'link down': { level: 'info', about: 'the cluster interface lost its carrier' },
   'link up': { level: 'info', about: 'the carrier is back; with how long it was down' },

@@ -34,16 +34,21 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
   ]);
   const changed = contentKey !== s.lastSentKey;
   // Before the first scheduled heartbeat a host only listens, unless an operator command
-  // changed what it has to say. After it, a change or an answer leaves at once, or as soon as
-  // the gap after the last heartbeat allows (`immediateGapMs`).
-  if ((changed || answerPeer) && s.sequence > 0 && s.immediateDueMs === undefined) {
+  // changed what it has to say. After it, a change of a settled view (a crash, a planned
+  // change: what convergence waits for) leaves at once; an answer, or a change while the view
+  // is still forming (a cold start, a newcomer being proven), as soon as a token allows
+  // (`immediateTokens`).
+  const urgent = changed && !s.pending && s.sequence > 0;
+  if (urgent) {
+    s.immediateDueMs = now;
+  } else if ((changed || answerPeer) && s.sequence > 0 && s.immediateDueMs === undefined) {
     s.immediateDueMs = now + Math.max(0, 1 - immediateTokens(s, now)) * s.immediateGapMs;
   }
   const scheduled = now >= s.nextSendMs;
   if (!scheduled && !(s.immediateDueMs !== undefined && now >= s.immediateDueMs)) {
     return;
   }
-  if (!scheduled) {
+  if (!scheduled && !urgent) {
     s.immediateTokens = immediateTokens(s, now) - 1;
     s.immediateTokensAtMs = now;
   }

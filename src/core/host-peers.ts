@@ -65,8 +65,10 @@ export function noteLateness(s: MachineState, now: number, lateMs: number): void
   if (!(lateMs > s.periodMs / 4)) return;
   if (now - s.lateAtMs > s.deadAfterMs) s.lateMaxMs = 0;
   s.lateAtMs = now;
-  if (lateMs > s.lateMaxMs) {
-    s.lateMaxMs = lateMs;
+  const first = s.lateMaxMs === 0;
+  s.lateMaxMs = Math.max(s.lateMaxMs, lateMs);
+  // Reported once a detection window at most: the first sign of each episode.
+  if (first) {
     s.emit(now, 'running late', {
       lateMs,
       graceMs: selfGraceMs(s, now),
