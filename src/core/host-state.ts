@@ -184,6 +184,8 @@ export class MachineState {
   lastInputsKey = '';
   /** Per port rule, the last target `computeTargets` worked out and the inputs it came from. */
   targetMemo: ({ key: string; target: readonly (number | null)[] } | undefined)[] = [];
+  /** The last map digest `digestOf` worked out and the members and targets it came from. */
+  digestMemo: { key: string; digest: Uint8Array } | undefined = undefined;
   nextSendMs: number;
   lastSentKey = '';
   /** The last target digest announced, and the sequence of the last heartbeat announcing it. */
