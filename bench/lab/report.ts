@@ -24,7 +24,7 @@ export interface LabReport {
   readonly machine: Record<string, unknown>;
   readonly targets: Target[];
   readonly failover: {
-    readonly setting: FailoverSetting & { boundMs?: number };
+    readonly setting: FailoverSetting;
     readonly lab: string;
     readonly runs: FailoverRun[];
   }[];
