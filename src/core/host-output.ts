@@ -104,10 +104,9 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
 }
 
 /**
- * The tokens left now for heartbeats sent at once (a change, an answer): a bucket of
- * `immediateBurst` that refills one per `immediateGapMs`: a planned change, which takes a host two or three of
- * them in a row, goes at full speed, while the storm of a change that every host sees is held
- * to one heartbeat per gap and host.
+ * The tokens left now for answers and for the changes of a view still forming: a bucket of
+ * `immediateBurst` that refills one per `immediateGapMs`. A few in a row go at full speed;
+ * the storm of a cold start, which every host sees, is held to one heartbeat per gap and host.
  */
 export function immediateTokens(s: MachineState, now: number): number {
   const gap = s.immediateGapMs;

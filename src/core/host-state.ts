@@ -28,7 +28,7 @@ export const orphanHoldMs = 60_000;
 export const badHeartbeatReportMs = 10_000;
 /** A config mismatch or duplicate id is reported again at most this often per peer. */
 export const mismatchReportMs = 30_000;
-/** Per heard peer, the time in which one token for a heartbeat sent at once comes back. */
+/** Per heard peer, the time in which a token for a heartbeat sent at once comes back. */
 export const immediateGapPerPeerMs = 1;
 /** Heartbeats a host may send at once in a row before the gap holds them back. */
 export const immediateBurst = 4;
@@ -327,12 +327,13 @@ export class MachineState {
   }
 
   /**
-   * The time in which a token for a heartbeat sent at once (a change, an answer) comes back
-   * (`immediateTokens`). A change that every host sees (a join, a new target) makes each of N
-   * hosts change its own announcement and receive N - 1 new reports: each answered at once,
-   * that is N² heartbeats, and at 32 hosts every one of them costs every receiver a decision.
-   * Beyond the burst they wait and leave as one, so a cluster sends at most about 1000 of
-   * them a second whatever its size: 1 ms per heard peer, never beyond a quarter period.
+   * The time in which a token for an answer, or for a change while the view is still forming,
+   * comes back (`immediateTokens`; a change of a settled view needs none). A cold start makes
+   * each of N hosts change its announcement as it hears each peer and receive N - 1 new
+   * reports per change: each answered at once, that is N² heartbeats, and at 32 hosts every
+   * one of them costs every receiver a decision. Beyond the burst they wait and leave as one,
+   * so a cluster sends at most about 1000 of them a second whatever its size: 1 ms per heard
+   * peer, never beyond a quarter period.
    */
   get immediateGapMs(): number {
     return Math.min(this.periodMs / 4, this.heardIds.length * immediateGapPerPeerMs);
