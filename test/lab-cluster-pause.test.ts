@@ -15,6 +15,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import {
@@ -30,6 +31,11 @@ import {
 } from './support/lab-cluster.js';
 
 declareLabRequirement('lab-cluster-pause');
+
+const execFileAsync = promisify(execFile);
+/** Runs a command to its end (at most 10 s); rejects with its output when it fails. */
+const run = (file: string, args: readonly string[]) =>
+  execFileAsync(file, args, { timeout: 10_000 });
 
 describe.runIf(isRoot)('lab cluster: nlbd paused (SIGSTOP) and continued under load', () => {
   const labOf = captureLab('lcp');
@@ -131,14 +137,3 @@ describe.runIf(isRoot)('lab cluster: nlbd paused (SIGSTOP) and continued under l
     expect(captureMisses(capture, result.connections)).toEqual([]);
   });
 });
-
-/** Runs a command to its end; rejects with its output when it fails. */
-function run(file: string, args: readonly string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: 10_000 }, (error, stdout, stderr) => {
-      if (error)
-        reject(new Error(`${file} ${args.join(' ')}: ${error.message} ${stdout}${stderr}`));
-      else resolve();
-    });
-  });
-}

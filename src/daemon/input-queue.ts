@@ -23,7 +23,7 @@ export class InputQueue {
   private running = false;
   private started = false;
   private idleWaiters: (() => void)[] = [];
-  /** Datagrams queued so far: it grows with every datagram read from the socket. */
+  /** Datagrams queued so far: it grows with every datagram read, unless the queue is full. */
   datagramsQueued = 0;
   /** Datagrams and commands waiting, for the driver's bounds. */
   datagrams = 0;
