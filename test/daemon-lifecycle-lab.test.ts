@@ -1,6 +1,6 @@
 // nlbd's life cycle in a real two-host lab (issue 9):
-//   - a second nlbd in a host's network namespace, of another cluster on another heartbeat port,
-//     is refused before it changes anything, naming the first (cluster, host, pid); the first
+//   - a second nlbd in a host's network namespace, of another unicast cluster on the same
+//     interface (another heartbeat port), is refused before it changes anything, naming the first (cluster, host, pid); the first
 //     keeps filtering: its table is there and it still reports converged;
 //   - a suspended host stays suspended across an nlbd restart, by SIGTERM and by SIGKILL, with
 //     a larger incarnation each time; after `resume` and a restart, host.initialState (started)
@@ -119,7 +119,7 @@ describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
   const retainedFile = (hostId: number): string =>
     retainedStatePath(labClusterName(name), hostId, labStateDir(name));
 
-  it('refuses a second nlbd of another cluster in the same namespace; the first keeps filtering', async () => {
+  it('refuses a second unicast cluster on the same interface; the first keeps filtering', async () => {
     const host = lab.state.hosts[0]!;
     const first = loadLab(name).hosts[0]!.daemon!;
     const config = path.join(lab.state.dir, 'second.yaml');
@@ -149,9 +149,11 @@ describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
     );
     expect(second.code, second.stderr + second.stdout).toBe(1);
     expect(second.stderr).toContain(
-      `nlbd: another nlbd (pid ${first.pid}) already answers on @nlbd in this network namespace: cluster '${labClusterName(name)}', host 1`,
+      `nlbd: another nlbd (pid ${first.pid}) already answers on @nlbd-unicast-eth0 in this network namespace: cluster '${labClusterName(name)}', host 1`,
     );
-    expect(second.stderr).toMatch(/hint: one nlbd runs per network namespace .*kill \d+/);
+    expect(second.stderr).toMatch(
+      /hint: unicast mode gives eth0 its cluster's MAC, and an interface has one MAC: stop it first .*kill \d+.*, put this cluster on another interface, or use mode: multicast or igmp/,
+    );
     // Refused before it changed anything: not even its retained state was written.
     expect(existsSync(stateDir)).toBe(false);
 
@@ -159,7 +161,8 @@ describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
     for (const pause of [0, settleMs]) {
       await sleep(pause);
       const { stdout: tables } = await execIn(host.namespace, ['nft', 'list', 'tables']);
-      expect(tables).toContain('table inet nlb');
+      expect(tables).toContain(`table inet ${lab.tableName}\n`);
+      expect(tables).not.toContain('nlb_second');
       const { stdout: addresses } = await execIn(host.namespace, [
         'ip',
         '-br',

@@ -152,6 +152,7 @@ describe('ResourceStack', () => {
 });
 
 describe('the network namespace lock', () => {
+  const hint = (holder: { pid: number } | undefined): string => `stop ${holder?.pid ?? 'it'}`;
   const name = `\0nlbd-test-${process.pid}-${randomBytes(3).toString('hex')}`;
   const owner = {
     cluster: 'web',
@@ -162,24 +163,27 @@ describe('the network namespace lock', () => {
   };
 
   it('refuses a second claim naming the holder, and is free again once released', async () => {
-    const lock = await claimNetnsLock(owner, name);
+    const lock = await claimNetnsLock(owner, name, hint);
     try {
       expect(await readLockOwner(name)).toEqual(owner);
-      const second = claimNetnsLock({ ...owner, cluster: 'other', hostId: 1 }, name);
+      const second = claimNetnsLock({ ...owner, cluster: 'other', hostId: 1 }, name, hint);
       await expect(second).rejects.toBeInstanceOf(NetnsLockBusy);
       await expect(second).rejects.toThrow(
         `another nlbd (pid ${process.pid}) already answers on @${name.slice(1)} in this network namespace: cluster 'web', host 3`,
       );
+      await expect(second).rejects.toMatchObject({ hint: `stop ${process.pid}` });
     } finally {
       await lock.release();
     }
-    const again = await claimNetnsLock(owner, name);
+    const again = await claimNetnsLock(owner, name, hint);
     await again.release();
     expect(await readLockOwner(name)).toBeUndefined();
   });
 
   it('takes only abstract names', async () => {
-    await expect(claimNetnsLock(owner, path.join(dir, 'lock.sock'))).rejects.toThrow(/abstract/);
+    await expect(claimNetnsLock(owner, path.join(dir, 'lock.sock'), hint)).rejects.toThrow(
+      /abstract/,
+    );
   });
 });
 

@@ -309,7 +309,7 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(data).toMatchObject({ state: 'converged as default', members: [1], converged: true });
     expect(inNs(['ip', '-br', 'addr', 'show', 'eth0'])).toContain('198.18.9.100/32');
     expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe('02:bf:c6:12:09:64');
-    expect(inNs(['nft', 'list', 'tables'])).toContain('table inet nlb');
+    expect(inNs(['nft', 'list', 'tables'])).toContain(`table inet nlb_${cluster}\n`);
     expect(statSync(socket).mode & 0o777).toBe(0o600);
     // Realtime by default: every thread of nlbd, and the nft process it started, at SCHED_RR 10.
     const scheduling = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -345,7 +345,7 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     // The crash left the cluster IP, the cluster MAC and the table (its lease runs out).
     expect(inNs(['ip', '-br', 'addr', 'show', 'eth0'])).toContain('198.18.9.100/32');
     expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe('02:bf:c6:12:09:64');
-    expect(inNs(['nft', 'list', 'tables'])).toContain('table inet nlb');
+    expect(inNs(['nft', 'list', 'tables'])).toContain(`table inet nlb_${cluster}\n`);
 
     // --realtime-priority 0 leaves the scheduling as it was (normal), and says so.
     const second = start(['--realtime-priority', '0']);

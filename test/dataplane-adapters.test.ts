@@ -177,7 +177,11 @@ describe('IpRoute', () => {
       up: true,
       operState: 'UP',
       mtu: 1500,
+      multicast: true,
     });
+    expect((await ip.allAddresses()).map((a) => `${a.interface} ${a.prefix.address.text}`)).toEqual(
+      ['eth0 198.18.0.12', 'eth0 198.18.0.100'],
+    );
     expect((await ip.addresses('eth0')).map((p) => `${p.address.text}/${p.length}`)).toEqual([
       '198.18.0.12/24',
       '198.18.0.100/32',

@@ -86,6 +86,8 @@ export const mixedSpec: DataplaneSpec = {
   heartbeat: { group: address('239.1.2.3'), port: 4000 },
   mode: 'multicast',
   interface: 'ens3',
+  groupMac: '03:bf:c6:12:00:64',
+  ownMac: '52:54:00:12:34:56',
 };
 
 export const mixedInactiveSpec: DataplaneSpec = {

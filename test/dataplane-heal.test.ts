@@ -150,9 +150,10 @@ describe('Dataplane keeps its table (FakeNft)', () => {
     expect(nft.scripts.filter((s) => s.kind === 'apply')).toHaveLength(1);
     await nft.foreign('flush ruleset\n');
     await settle();
-    expect(nft.tableNames()).toEqual(['inet nlb']);
-    expect(dataplane.takeReports().map((r) => r.problems)).toEqual([
-      ['table inet nlb was deleted'],
+    // Both of its tables: the filter and the arp table that names the group MAC.
+    expect(nft.tableNames()).toEqual(['arp nlb', 'inet nlb']);
+    expect(dataplane.takeReports().map((r) => [...r.problems].sort())).toEqual([
+      ['table arp nlb was deleted', 'table inet nlb was deleted'],
     ]);
     expect(nft.scripts.filter((s) => s.kind === 'apply')).toHaveLength(2);
   });

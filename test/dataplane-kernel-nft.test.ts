@@ -49,8 +49,19 @@ describe.runIf(isRoot)('the nft adapter on a real kernel (network namespace)', (
         nftables: unknown[];
       };
       const chains = json.nftables.filter((item) => 'chain' in (item as object));
-      // prerouting, uncovered and lease_refresh, one per cluster IP and one per port rule.
-      expect(chains.length).toBe(3 + fixture.clusterIps.length + fixture.portRules.length);
+      // prerouting, uncovered and lease_refresh, one per cluster IP and one per port rule, and
+      // nd_rewrite in multicast mode with an IPv6 cluster IP.
+      const ndRewrite =
+        fixture.mode !== 'unicast' && fixture.clusterIps.some((ip) => ip.family === 6);
+      expect(chains.length).toBe(
+        3 + fixture.clusterIps.length + fixture.portRules.length + (ndRewrite ? 1 : 0),
+      );
+      const tables = (await scratchNft.listJson(['list', 'tables'])) as { nftables: unknown[] };
+      const families = tables.nftables
+        .map((item) => (item as { table?: { family: string } }).table?.family)
+        .filter((family) => family !== undefined)
+        .sort();
+      expect(families).toEqual(fixture.mode === 'unicast' ? ['inet', 'netdev'] : ['arp', 'inet']);
     }
     // Every quick transaction of the contract went through the long-lived nft process.
     expect(scratchNft.quickFallbacks).toBe(0);

@@ -148,9 +148,9 @@ describe('renderOwnershipUpdate', () => {
 });
 
 describe('renderRemoval', () => {
-  it('deletes both tables, safely when they are absent', () => {
+  it('deletes every table, safely when they are absent', () => {
     expect(renderRemoval('nlb')).toBe(
-      'add table inet nlb\ndelete table inet nlb\nadd table netdev nlb\ndelete table netdev nlb\n',
+      'add table inet nlb\ndelete table inet nlb\nadd table netdev nlb\ndelete table netdev nlb\nadd table arp nlb\ndelete table arp nlb\n',
     );
   });
 });
@@ -172,7 +172,7 @@ describe('spec validation', () => {
       maskedMac: undefined,
     };
     expect(dataplaneSpecProblems(bad)).toEqual([
-      "tableName 'nlb table' is not 1-32 letters, digits or '_'",
+      "tableName 'nlb table' is not a letter then up to 66 letters, digits, '_', '.' or '-'",
       'ownership.rules[0].owned is not sorted ascending without duplicates at index 1',
       'ownership.rules[0].owned[2] = 60 is not a bucket 0..59',
       'ownership.rules[0].orphan has buckets not in owned: 7',

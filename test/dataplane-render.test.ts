@@ -110,6 +110,8 @@ table netdev nlb {
 		ether saddr 02:bf:c6:12:00:64 ether saddr set 02:02:c6:12:00:64
 	}
 }
+add table arp nlb
+delete table arp nlb
 `);
   });
 
@@ -245,10 +247,23 @@ table inet nlb {
 		type filter hook output priority 0; policy accept;
 		ip daddr 239.1.2.3 udp dport 4000 meta mark set 0xffffffff update @lease { meta mark timeout 1000ms } meta mark set 0x00000000
 	}
+	chain nd_rewrite {
+		type filter hook output priority 0; policy accept;
+		icmpv6 type nd-neighbor-advert @th,64,128 0x20010db8000000000000000000000100 @th,192,16 0x0201 @th,208,48 0x525400123456 @th,48,16 0x0000 @th,208,48 set 0x03bfc6120064 @th,48,16 set 0xbc86
+	}
 }
 # multicast mode: no source MAC masking
 add table netdev nlb
 delete table netdev nlb
+# multicast mode: ARP for the cluster IPs names the group MAC
+add table arp nlb
+delete table arp nlb
+table arp nlb {
+	chain output {
+		type filter hook output priority 0; policy accept;
+		arp saddr ip 198.18.0.100 arp saddr ether set 03:bf:c6:12:00:64
+	}
+}
 `);
   });
 

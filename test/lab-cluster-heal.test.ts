@@ -73,7 +73,10 @@ describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', 
     let backAt = Number.POSITIVE_INFINITY;
     while (Date.now() - flushedAt < 3_000) {
       const { stdout } = await execIn(host2.namespace, ['nft', 'list', 'tables']);
-      if (stdout.includes('table inet nlb') && stdout.includes('table netdev nlb')) {
+      if (
+        stdout.includes(`table inet ${lab.tableName}`) &&
+        stdout.includes(`table netdev ${lab.tableName}`)
+      ) {
         backAt = Date.now();
         break;
       }
@@ -114,7 +117,7 @@ describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', 
     expect(restored.length).toBe(1);
     // Noticed by nft monitor ("was deleted") or, when a lease refresh comes first, by the
     // refresh failing ("is missing"): either way within the period.
-    expect(restored[0]).toMatch(/table inet nlb (was deleted|is missing)/);
+    expect(restored[0]).toMatch(new RegExp(`table inet ${lab.tableName} (was deleted|is missing)`));
     expect(foreignAfter).toEqual([]);
     expect(doublesAfter).toEqual([]);
     expect(failedAfter).toEqual([]);

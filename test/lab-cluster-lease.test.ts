@@ -35,9 +35,8 @@ import {
 
 declareLabRequirement('lab-cluster-lease');
 
-/** The lease key of the data plane (render.ts `leaseKey`) and nlbd's table name. */
+/** The lease key of the data plane (render.ts `leaseKey`). */
 const leaseElement = '0xffffffff';
-const nlbTable = 'nlb';
 
 describe.runIf(isRoot)('lab cluster: nlbd killed while its host stays up', () => {
   const labOf = captureLab('lcl');
@@ -107,7 +106,7 @@ describe.runIf(isRoot)('lab cluster: nlbd killed while its host stays up', () =>
       'add',
       'element',
       'inet',
-      nlbTable,
+      lab.tableName,
       'lease',
       `{ ${leaseElement} timeout 5s }`,
     ]);
@@ -126,7 +125,7 @@ describe.runIf(isRoot)('lab cluster: nlbd killed while its host stays up', () =>
         'delete',
         'element',
         'inet',
-        nlbTable,
+        lab.tableName,
         'lease',
         `{ ${leaseElement} }`,
       ]);

@@ -334,8 +334,8 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
       alteration(
         'table altered: netdev table deleted',
         3,
-        async (_lab, namespace) => {
-          await execIn(namespace, ['nft', 'delete', 'table', 'netdev', 'nlb']);
+        async (faultLab, namespace) => {
+          await execIn(namespace, ['nft', 'delete', 'table', 'netdev', faultLab.tableName]);
         },
         // Without the masking table the MAC guard drops the host's frames: it answers nobody.
         false,
@@ -385,7 +385,7 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
         inject: async ({ note }) => {
           writeFileSync(flag, '');
           const at = Date.now();
-          await execIn(hostNamespaceOf(lab, 2), ['nft', 'delete', 'table', 'inet', 'nlb']);
+          await execIn(hostNamespaceOf(lab, 2), ['nft', 'delete', 'table', 'inet', lab.tableName]);
           // The host has its cluster IPs without a filter until nlbd removes them: how long.
           let vipGoneAt: number | undefined;
           while (vipGoneAt === undefined && Date.now() - at < 3_000) {
@@ -434,7 +434,7 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
     } finally {
       rmSync(flag, { force: true });
     }
-    expect(await tablesOf(lab, 2)).toEqual(['inet nlb', 'netdev nlb']);
+    expect(await tablesOf(lab, 2)).toEqual([`inet ${lab.tableName}`, `netdev ${lab.tableName}`]);
     const view = await interfaceOf(lab, 2);
     expect(view.mac).toBe(clusterMac);
     expect(view.addresses.sort()).toEqual(

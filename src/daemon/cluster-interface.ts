@@ -53,6 +53,20 @@ function writeRunFile(file: string, record: RunFile): void {
 export interface InterfaceNow {
   readonly mac: string | undefined;
   readonly addresses: readonly string[];
+  /** The group MACs it takes frames for (/proc/net/dev_mcast), lower case. */
+  readonly groupMacs: readonly string[];
+}
+
+/**
+ * The group MACs of `ifname` in /proc/net/dev_mcast, whose lines read
+ * `<ifindex> <name> <users> <static> <12 hex digits>`.
+ */
+export function groupMacsOf(devMcast: string, ifname: string): string[] {
+  return devMcast
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[1] === ifname && /^[0-9a-f]{12}$/i.test(fields[4] ?? ''))
+    .map((fields) => fields[4]!.toLowerCase().match(/../g)!.join(':'));
 }
 
 export function readInterfaceNow(ifname: string): InterfaceNow {
@@ -63,13 +77,21 @@ export function readInterfaceNow(ifname: string): InterfaceNow {
     mac = undefined;
   }
   const addresses = (networkInterfaces()[ifname] ?? []).map((a) => a.address);
-  return { mac, addresses };
+  let groupMacs: string[];
+  try {
+    groupMacs = groupMacsOf(readFileSync('/proc/net/dev_mcast', 'utf8'), ifname);
+  } catch {
+    groupMacs = [];
+  }
+  return { mac, addresses, groupMacs };
 }
 
 /** What someone took away from an attached interface (see `ClusterInterface.missing`). */
 export interface Missing {
   /** The cluster MAC is not the interface's MAC; `found` is the MAC it has instead. */
   readonly mac: { readonly found: string | undefined } | undefined;
+  /** Multicast mode: the interface no longer takes the group MAC's frames. */
+  readonly groupMac: boolean;
   readonly ips: readonly Address[];
 }
 
@@ -81,6 +103,8 @@ export class ClusterInterface {
    * a flushed masking table may then let the switch learn the cluster MAC): why.
    */
   guardWarning: string | undefined;
+  /** Set when the last attach could not announce the cluster IPs (attachInterface): why. */
+  announceProblem: string | undefined;
   /** The last of attach, detach and repair begun: the next one waits for it. */
   /** attach, detach and repair run one at a time: each reads what the one before changed. */
   private readonly busy = new Serial();
@@ -114,8 +138,9 @@ export class ClusterInterface {
    */
   missing(now: InterfaceNow = readInterfaceNow(this.setup.interface)): Missing | undefined {
     if (this.attached === undefined) return undefined;
-    const { clusterMac, clusterIps } = this.setup;
+    const { clusterMac, clusterIps, groupMac } = this.setup;
     const macGone = clusterMac !== undefined && now.mac !== clusterMac;
+    const groupMacGone = groupMac !== undefined && !now.groupMacs.includes(groupMac);
     const ips = clusterIps.filter(
       (ip) =>
         !now.addresses.some((text) => {
@@ -123,8 +148,8 @@ export class ClusterInterface {
           return address !== undefined && addressesEqual(address, ip);
         }),
     );
-    if (!macGone && ips.length === 0) return undefined;
-    return { mac: macGone ? { found: now.mac } : undefined, ips };
+    if (!macGone && !groupMacGone && ips.length === 0) return undefined;
+    return { mac: macGone ? { found: now.mac } : undefined, groupMac: groupMacGone, ips };
   }
 
   /** `missing` in words, for the log. */
@@ -133,6 +158,7 @@ export class ClusterInterface {
       ...(missing.mac === undefined
         ? []
         : [`cluster MAC ${this.setup.clusterMac} (found ${missing.mac.found ?? 'no interface'})`]),
+      ...(missing.groupMac ? [`group MAC ${this.setup.groupMac}`] : []),
       ...missing.ips.map((ip) => `cluster IP ${ip.text}`),
     ];
   }
@@ -148,6 +174,9 @@ export class ClusterInterface {
       const { setup } = this;
       if (setup.clusterMac !== undefined && gone.mac !== undefined) {
         await this.ipRoute.setMac(setup.interface, setup.clusterMac);
+      }
+      if (setup.groupMac !== undefined && gone.groupMac) {
+        await this.ipRoute.addMulticastMac(setup.interface, setup.groupMac);
       }
       for (const ip of gone.ips) {
         await this.ipRoute.addAddress(setup.interface, clusterIpPrefix(ip));
@@ -175,8 +204,9 @@ export class ClusterInterface {
       writeRunFile(this.runFile, { interface: setup.interface, originalMac });
     }
     const done = await attachInterface(this.ipRoute, setup);
-    this.attached = { originalMac: originalMac ?? done.originalMac, added: done.added };
+    this.attached = { ...done, originalMac: originalMac ?? done.originalMac };
     this.guardWarning = done.warning;
+    this.announceProblem = done.announceProblem;
   }
 
   /**

@@ -126,7 +126,7 @@ export class ControlServer {
         const who = answer.ok ? ` (pid ${(answer.data as { pid?: number }).pid ?? '?'})` : '';
         throw new ControlSocketError(
           `another nlbd${who} already answers on ${socketPath}`,
-          'stop it first (nlb stop, or kill it); one nlbd runs per network namespace',
+          'stop it first (nlb stop, or kill it), or give this nlbd another --socket',
         );
       }
       unlinkSync(socketPath);

@@ -5,17 +5,18 @@ import { currentNetns, packageVersion } from '../node/package-info.js';
 import path from 'node:path';
 import type { Config, HostState } from '../core/config.js';
 import { HostMachine } from '../core/host.js';
-import { formatMac, unicastClusterMac } from '../core/mac.js';
+import { formatMac, igmpGroup, unicastClusterMac } from '../core/mac.js';
+import { KernelAnnouncer } from '../dataplane/announce.js';
 import type { Command, CommandReply, Ownership } from '../core/protocol.js';
 import { ConntrackCli } from '../dataplane/conntrack.js';
 import { Dataplane, type InterfaceSetup } from '../dataplane/dataplane.js';
 import type { Runner } from '../dataplane/exec.js';
 import type { IpRoute } from '../dataplane/iproute.js';
 import { NftCli } from '../dataplane/nft.js';
-import { tableNameDefault } from '../dataplane/render.js';
-import { dataplaneSpecFor } from '../dataplane/spec.js';
+import { tableNameFor } from '../dataplane/render.js';
+import { dataplaneSpecFor, groupMacOf } from '../dataplane/spec.js';
 import type { Clock } from './clock.js';
-import { ClusterInterface, readRunFile } from './cluster-interface.js';
+import { ClusterInterface, readInterfaceNow, readRunFile } from './cluster-interface.js';
 import { type DaemonIdentity, type ReloadReply } from '../control/protocol.js';
 import { type ControlTarget, answerControl } from './control.js';
 import { type ControlHandler, ControlServer } from './control-server.js';
@@ -27,12 +28,6 @@ import { type Metrics, createMetrics } from './metrics.js';
 import { remoteHandler, tokenDigest } from './remote.js';
 import type { DaemonInputs, DaemonOptions } from './start-checks.js';
 import { UdpTransport } from './transport.js';
-
-/**
- * The daemon's data plane always uses the default table name: one nlbd per network namespace
- * (netns-lock.ts says where that would change).
- */
-export const tableName = tableNameDefault;
 
 export interface PartsInput {
   readonly options: DaemonOptions;
@@ -55,6 +50,8 @@ export interface PartsInput {
 }
 
 export interface DaemonParts {
+  /** The cluster's nftables tables (`nlb_<cluster name>`): several clusters share a host. */
+  readonly tableName: string;
   /** The running config; a successful reload replaces it. */
   config(): Config;
   readonly identity: DaemonIdentity;
@@ -76,6 +73,12 @@ export function buildParts(input: PartsInput): DaemonParts {
   const { options, inputs, clock, runner, ipRoute, incarnation, log } = input;
   // The config the daemon runs; a successful reload replaces it (in the driver's step).
   let config = inputs.config;
+  // The cluster name cannot change on reload (control-reload.ts), so neither can the table.
+  const tableName = tableNameFor(config.cluster.name);
+  // Multicast and IGMP modes leave the interface its own MAC, which the NA rewrite names; the
+  // mode cannot change on reload, and neither does nlbd change this MAC.
+  const ownMac =
+    config.cluster.mode === 'unicast' ? undefined : readInterfaceNow(config.cluster.interface).mac;
   const machine = new HostMachine({
     config,
     key: inputs.key,
@@ -104,7 +107,7 @@ export function buildParts(input: PartsInput): DaemonParts {
       connections: () => dataplane.connections(),
       watchLost: (listener) => dataplane.watchLost(listener),
     },
-    specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName }),
+    specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName, ownMac }),
     log,
     onReload: (command) => {
       config = command.config;
@@ -133,6 +136,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     reload,
   });
   return {
+    tableName,
     config: () => config,
     driver,
     nft,
@@ -153,11 +157,22 @@ function clusterInterfaceFor(input: PartsInput, config: Config): ClusterInterfac
     config.cluster.mode === 'unicast'
       ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
       : undefined;
+  const mode = config.cluster.mode;
   const setup: InterfaceSetup = {
     interface: config.cluster.interface,
     clusterIps: config.cluster.clusterIps,
-    mode: config.cluster.mode,
+    mode,
     ...(clusterMac === undefined ? {} : { clusterMac }),
+    ...(mode === 'multicast' ? { groupMac: groupMacOf(mode, config.cluster.clusterIps[0]!) } : {}),
+    ...(mode === 'igmp'
+      ? {
+          igmp: {
+            group: igmpGroup(config.cluster.clusterIps[0]!).text,
+            interfaceAddress: config.host.dedicatedIp.address.text,
+          },
+        }
+      : {}),
+    announcer: new KernelAnnouncer(input.ipRoute),
   };
   // What the previous nlbd on this host remembered of the interface (after a crash): the MAC to
   // put back when the interface still carries the cluster MAC.

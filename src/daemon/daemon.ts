@@ -35,7 +35,7 @@ import { IpRoute } from '../dataplane/iproute.js';
 import { MonotonicClock } from './clock.js';
 import type { ReloadReply } from '../control/protocol.js';
 import { ControlSocketError } from './control-server.js';
-import { type DaemonParts, buildParts, tableName } from './daemon-parts.js';
+import { type DaemonParts, buildParts } from './daemon-parts.js';
 import { EventJournal } from './events.js';
 import type { EventRecord, EventSink } from './event-names.js';
 import { watchInterfaces } from './interface-events.js';
@@ -43,7 +43,7 @@ import { guardInterface, interfaceCheckMsDefault } from './interface-guard.js';
 import { hasCarrier, linkPollMsDefault, watchLink } from './link-watch.js';
 import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
-import { NetnsLockBusy, claimNetnsLock } from './netns-lock.js';
+import { NetnsLockBusy, claimDaemonLocks } from './netns-lock.js';
 import { defaultSocketPath, stateDirOf, stateFilePath } from './paths.js';
 import { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
 import { ResourceStack } from './resource-stack.js';
@@ -166,14 +166,16 @@ class Daemon {
     const hostId = config.host.id;
     const socketPath = this.options.socketPath ?? defaultSocketPath(clusterName, hostId);
     try {
-      const lock = await claimNetnsLock({
+      const locks = await claimDaemonLocks(config, {
         cluster: clusterName,
         hostId,
         pid: process.pid,
         socket: socketPath,
         configPath: path.resolve(this.options.configPath),
       });
-      this.resources.push('release the network namespace lock', () => lock.release());
+      for (const lock of locks) {
+        this.resources.push(`release the lock @${lock.name.slice(1)}`, () => lock.release());
+      }
     } catch (error) {
       if (error instanceof NetnsLockBusy) throw new StartRefused(error.message, error.hint);
       throw error;
@@ -248,7 +250,7 @@ class Daemon {
     this.resources.push('stop nft', () => parts.nft.close());
     const cleaned = await cleanupStale(parts.nft, ipRoute, {
       ...parts.clusterInterface.setup,
-      tableName,
+      tableName: parts.tableName,
       ...(iface.rememberedMac === undefined ? {} : { originalMac: iface.rememberedMac }),
     });
     const flushed = await parts.dataplane.flushClusterIps(config.cluster.clusterIps);
@@ -270,7 +272,9 @@ class Daemon {
   /** The filter with nothing owned, before the interface takes the cluster IPs. */
   private async program(parts: DaemonParts): Promise<void> {
     // Registered first: removing an absent table is a no-op, a half-applied one cannot exist.
-    this.resources.push('remove the nftables tables', () => parts.dataplane.remove(tableName));
+    this.resources.push('remove the nftables tables', () =>
+      parts.dataplane.remove(parts.tableName),
+    );
     await parts.driver.programInitial();
   }
 
@@ -281,6 +285,9 @@ class Daemon {
     await iface.attach();
     if (iface.guardWarning !== undefined) {
       this.logEvent({ event: 'mac guard missing', warning: iface.guardWarning });
+    }
+    if (iface.announceProblem !== undefined) {
+      this.logEvent({ event: 'announce failed', warning: iface.announceProblem });
     }
   }
 

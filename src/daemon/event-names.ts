@@ -77,6 +77,11 @@ export const daemonEvents = {
     about: 'someone removed a cluster IP or the cluster MAC; nlbd put it back',
   },
   'interface repair failed': { level: 'warn', about: 'putting the interface back failed' },
+  'announce failed': {
+    level: 'warn',
+    about:
+      'the gratuitous ARPs / unsolicited NAs for the cluster IPs could not be sent (the host serves without them)',
+  },
   'mac guard missing': {
     level: 'warn',
     about: 'the guard that keeps the cluster MAC from leaking could not be installed',

@@ -1,21 +1,30 @@
-// One nlbd per network namespace. The data plane belongs to the namespace, not to a cluster: one
-// nftables table `inet nlb` (render.ts's default name) and one MAC on the cluster interface. A
-// second nlbd there, even of another cluster on another heartbeat port, would replace the
-// first's table at its start, remove it at its exit, and leave the first reporting `converged`
-// while it filters nothing. So nlbd holds a lock for its whole life and refuses to start when
-// another holds it, before changing anything.
+// What one nlbd must not share with another in its network namespace, held as locks for its
+// whole life and checked before it changes anything:
+//   - its cluster (`clusterLockName`): a second nlbd of the same cluster there would replace the
+//     first's table (`nlb_<cluster>`) at its start, remove it at its exit, and leave the first
+//     reporting `converged` while it filters nothing;
+//   - in unicast mode, its cluster interface (`unicastInterfaceLockName`): unicast mode gives the
+//     interface the cluster's MAC, and an interface has one MAC, so two unicast clusters cannot
+//     share one (multicast and IGMP modes only add a group MAC, so they can).
+// Other clusters run beside it: each has its own tables, control socket, run and state files,
+// heartbeat socket (a second on the same group and port is refused when it binds) and MACs.
 //
-// The lock is a listening unix socket in the abstract namespace ('\0nlbd'): Linux scopes those
-// names per network namespace, and frees one the instant its process dies, however it dies
-// (SIGKILL included): no stale lock file to judge. A client that connects gets the owner's
-// identity as one JSON line, so a refusal can name the daemon in the way.
-//
-// Several clusters on one host (a later issue) would make this per cluster: the lock name would
-// carry the cluster name ('\0nlbd-<cluster>'), together with a table name per cluster in the
-// data plane and an interface per cluster; `netnsLockName` is the one place to change here.
+// A lock is a listening unix socket in the abstract namespace: Linux scopes those names per
+// network namespace, and frees one the instant its process dies, however it dies (SIGKILL
+// included): no stale lock file to judge. A client that connects gets the owner's identity as
+// one JSON line, so a refusal can name the daemon in the way.
 import net from 'node:net';
+import type { Config } from '../core/config.js';
 
-export const netnsLockName = '\0nlbd';
+/** The lock of cluster `cluster` in this network namespace. */
+export function clusterLockName(cluster: string): string {
+  return `\0nlbd-cluster-${cluster}`;
+}
+
+/** The lock a unicast-mode nlbd holds on its cluster interface. */
+export function unicastInterfaceLockName(ifname: string): string {
+  return `\0nlbd-unicast-${ifname}`;
+}
 
 /** Who holds the lock, as the owner answers a connecting client. */
 export interface LockOwner {
@@ -45,25 +54,21 @@ export class NetnsLockBusy extends Error {
     readonly lockName: string,
     /** Undefined when the holder did not say who it is. */
     readonly owner: LockOwner | undefined,
+    /** What to do about it (the lock's purpose decides). */
+    readonly hint: string,
   ) {
     super(
       owner === undefined
-        ? `another process holds the nlbd lock of this network namespace (@${lockName.slice(1)}) and does not say who it is`
+        ? `another process holds the nlbd lock @${lockName.slice(1)} in this network namespace and does not say who it is`
         : `another nlbd (pid ${owner.pid}) already answers on @${lockName.slice(1)} in this network namespace: cluster '${owner.cluster}', host ${owner.hostId}, control socket ${owner.socket}`,
     );
     this.name = 'NetnsLockBusy';
-  }
-
-  /** What to do about it. */
-  get hint(): string {
-    return this.owner === undefined
-      ? 'one nlbd runs per network namespace (its filter table and interface MAC are shared); find the holder with `ss -xlp | grep @nlbd` and stop it'
-      : `one nlbd runs per network namespace (the filter table 'inet nlb' and the interface MAC are shared): stop the other first (\`systemctl stop nlbd\` or \`kill ${this.owner.pid}\`), or run this cluster's nlbd in another network namespace`;
   }
 }
 
 /** The held lock; `release` stops listening, which frees the name at once. */
 export interface NetnsLock {
+  readonly name: string;
   release(): Promise<void>;
 }
 
@@ -82,6 +87,7 @@ function listenOnce(name: string, owner: LockOwner): Promise<NetnsLock> {
     server.listen(name, () => {
       server.off('error', reject);
       resolve({
+        name,
         release: () =>
           new Promise<void>((done) => {
             // A client that never reads would otherwise keep close() waiting.
@@ -94,7 +100,7 @@ function listenOnce(name: string, owner: LockOwner): Promise<NetnsLock> {
 }
 
 /** The holder's identity, or undefined when it does not answer with one. */
-export function readLockOwner(name = netnsLockName): Promise<LockOwner | undefined> {
+export function readLockOwner(name: string): Promise<LockOwner | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect(name);
     let text = '';
@@ -129,10 +135,14 @@ export function readLockOwner(name = netnsLockName): Promise<LockOwner | undefin
 }
 
 /**
- * Takes the lock of this network namespace, or throws NetnsLockBusy naming its holder. `name`
- * is for tests, which use a name of their own.
+ * Takes lock `name` in this network namespace, or throws NetnsLockBusy naming its holder, with
+ * `hint` (what to do about it; it may use the holder's pid).
  */
-export async function claimNetnsLock(owner: LockOwner, name = netnsLockName): Promise<NetnsLock> {
+export async function claimNetnsLock(
+  owner: LockOwner,
+  name: string,
+  hint: (holder: LockOwner | undefined) => string,
+): Promise<NetnsLock> {
   if (!name.startsWith('\0')) {
     throw new Error('claimNetnsLock: the name must be abstract (start with \\0)');
   }
@@ -145,9 +155,50 @@ export async function claimNetnsLock(owner: LockOwner, name = netnsLockName): Pr
       }
       const holder = await readLockOwner(name);
       if (holder !== undefined || attempt >= claimAttempts) {
-        throw new NetnsLockBusy(name, holder);
+        throw new NetnsLockBusy(name, holder, hint(holder));
       }
       await new Promise((resolve) => setTimeout(resolve, claimRetryMs));
     }
   }
+}
+
+/** What to tell the operator about the holder of a lock. */
+function stopHolder(holder: LockOwner | undefined): string {
+  return holder === undefined
+    ? 'find the holder with `ss -xlp | grep @nlbd` and stop it'
+    : `stop it first (\`systemctl stop nlbd\` or \`kill ${holder.pid}\`)`;
+}
+
+/**
+ * Takes every lock nlbd of `config` holds (see the header): its cluster's, and in unicast mode
+ * its interface's. Throws NetnsLockBusy, with what to do, when one is held; the locks taken
+ * before it are released again.
+ */
+export async function claimDaemonLocks(config: Config, owner: LockOwner): Promise<NetnsLock[]> {
+  const cluster = config.cluster.name;
+  const wanted: [string, (holder: LockOwner | undefined) => string][] = [
+    [
+      clusterLockName(cluster),
+      (holder) =>
+        `one nlbd runs per cluster on a host (its table nlb_${cluster} and its cluster IPs are the cluster's): ${stopHolder(holder)}, or give this config another cluster.name`,
+    ],
+  ];
+  if (config.cluster.mode === 'unicast') {
+    const ifname = config.cluster.interface;
+    wanted.push([
+      unicastInterfaceLockName(ifname),
+      (holder) =>
+        `unicast mode gives ${ifname} its cluster's MAC, and an interface has one MAC: ${stopHolder(holder)}, put this cluster on another interface, or use mode: multicast or igmp (which only add a group MAC)`,
+    ]);
+  }
+  const held: NetnsLock[] = [];
+  try {
+    for (const [name, hint] of wanted) {
+      held.push(await claimNetnsLock(owner, name, hint));
+    }
+  } catch (error) {
+    for (const lock of held) await lock.release();
+    throw error;
+  }
+  return held;
 }

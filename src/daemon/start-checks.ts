@@ -106,11 +106,38 @@ export async function preflight(config: Config, runner: Runner, ipRoute: IpRoute
       `add it (\`ip addr add ${dedicated.text}/${config.host.dedicatedIp.length} dev ${name}\`) or fix host.dedicatedIp; heartbeats are sent from it`,
     );
   }
-  if (config.cluster.mode !== 'unicast') {
+  const mode = config.cluster.mode;
+  if (mode !== 'unicast' && !(await ipRoute.link(name)).multicast) {
     throw new StartRefused(
-      `cluster mode '${config.cluster.mode}' is not implemented by the data plane yet`,
-      'use mode: unicast for now',
+      `${mode} mode needs an interface that takes multicast, and ${name} does not (no MULTICAST flag)`,
+      `turn multicast on (\`ip link set dev ${name} multicast on\`), or use mode: unicast`,
     );
+  }
+  await checkClusterIpsFree(config, ipRoute);
+}
+
+/**
+ * A cluster IP must not be an address the host already uses: on another interface it would
+ * take the cluster's traffic past the filter, and on the cluster interface with a prefix of
+ * its own (not the /32 or /128 nlbd adds, which a crashed nlbd may have left) it is the
+ * operator's, and nlbd would remove it at stop.
+ */
+async function checkClusterIpsFree(config: Config, ipRoute: IpRoute): Promise<void> {
+  const name = config.cluster.interface;
+  const present = await ipRoute.allAddresses();
+  for (const ip of config.cluster.clusterIps) {
+    const full = ip.family === 4 ? 32 : 128;
+    const found = present.find(
+      (a) =>
+        addressesEqual(a.prefix.address, ip) && (a.interface !== name || a.prefix.length !== full),
+    );
+    if (found !== undefined) {
+      const where = `${found.prefix.address.text}/${found.prefix.length} on ${found.interface}`;
+      throw new StartRefused(
+        `cluster IP ${ip.text} is already configured on this host (${where})`,
+        `nlbd adds the cluster IPs to ${name} itself: remove it (\`ip addr del ${where.replace(' on ', ' dev ')}\`) or choose another cluster IP`,
+      );
+    }
   }
 }
 

@@ -37,6 +37,16 @@ export interface DataplaneSpec {
   readonly clusterMac?: string;
   /** Unicast mode only: this host's source MAC on the wire, 02:<host id>:<VIP bytes>. */
   readonly maskedMac?: string;
+  /**
+   * Multicast and IGMP modes only: the group MAC the cluster IPs resolve to (03:bf:<VIP bytes>,
+   * or 01:00:5e:7f:<last two>): ARP replies and neighbour advertisements for them carry it.
+   */
+  readonly groupMac?: string;
+  /**
+   * Multicast and IGMP modes with an IPv6 cluster IP: the cluster interface's own MAC, which
+   * the kernel's neighbour advertisements name and the NA rewrite replaces (render-chains.ts).
+   */
+  readonly ownMac?: string;
 }
 
 /** A spec that cannot be rendered is a bug in the caller (the daemon builds it from a valid config). */
@@ -48,20 +58,32 @@ export class DataplaneSpecError extends Error {
 }
 
 export const tableNameDefault = 'nlb';
+
+/**
+ * The tables of cluster `clusterName`: `nlb_<name>`, so several clusters on one host each own
+ * their own (cluster names are 1-63 letters, digits, '_', '.', '-', all of which nft takes in a
+ * table name after the first letter).
+ */
+export function tableNameFor(clusterName: string): string {
+  return `nlb_${clusterName}`;
+}
 /** Below 10 ms a lease could not survive one scheduling hiccup of the daemon. */
 export const leaseTimeoutMsMin = 10;
 /** An hour: a longer lease would defeat its purpose (stop taking flows when nlbd is gone). */
 export const leaseTimeoutMsMax = 3_600_000;
 
-/** Letters, digits and '_', at most 32: a name every nft version takes and commands stay readable. */
-export const tableNamePattern = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
+/**
+ * A letter, then letters, digits, '_', '.' and '-', at most 67 in all: what nft takes as a table
+ * name without quotes, and room for `nlb_` and a cluster name (tableNameFor).
+ */
+export const tableNamePattern = /^[A-Za-z][A-Za-z0-9_.-]{0,66}$/;
 const interfacePattern = /^[A-Za-z0-9_.:@-]{1,15}$/;
 
 /** What is wrong with a table name, or undefined. */
 export function tableNameProblem(tableName: string): string | undefined {
   return tableNamePattern.test(tableName)
     ? undefined
-    : `tableName '${tableName}' is not 1-32 letters, digits or '_'`;
+    : `tableName '${tableName}' is not a letter then up to 66 letters, digits, '_', '.' or '-'`;
 }
 
 function checkBucketList(
@@ -77,6 +99,41 @@ function checkBucketList(
       problems.push(`${what} is not sorted ascending without duplicates at index ${i}`);
     }
   });
+}
+
+/** What is wrong with the MACs of `spec` for its mode. */
+function macProblems(spec: DataplaneSpec): string[] {
+  const problems: string[] = [];
+  if (spec.mode === 'unicast') {
+    for (const key of ['clusterMac', 'maskedMac'] as const) {
+      const mac = spec[key];
+      if (mac === undefined || !isFormattedMac(mac)) {
+        problems.push(`${key} '${mac}' is not a lower-case MAC (unicast mode needs it)`);
+      }
+    }
+    if (spec.groupMac !== undefined) {
+      problems.push('groupMac is for multicast and IGMP modes only (mode is unicast)');
+    }
+  } else {
+    if (spec.clusterMac !== undefined || spec.maskedMac !== undefined) {
+      problems.push(`clusterMac and maskedMac are for unicast mode only (mode is ${spec.mode})`);
+    }
+    const mac = spec.groupMac;
+    if (mac === undefined || !isFormattedMac(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 0) {
+      problems.push(`groupMac '${mac}' is not a lower-case group MAC (${spec.mode} mode needs it)`);
+    }
+    const own = spec.ownMac;
+    if (spec.clusterIps.some((ip) => ip.family === 6)) {
+      if (own === undefined || !isFormattedMac(own) || (parseInt(own.slice(0, 2), 16) & 1) === 1) {
+        problems.push(
+          `ownMac '${own}' is not a lower-case unicast MAC (${spec.mode} mode with an IPv6 cluster IP needs it)`,
+        );
+      }
+    } else if (own !== undefined) {
+      problems.push('ownMac is for IPv6 cluster IPs only');
+    }
+  }
+  return problems;
 }
 
 /** Every problem with `spec`, or an empty list. */
@@ -156,16 +213,7 @@ export function dataplaneSpecProblems(spec: DataplaneSpec): string[] {
   if (!interfacePattern.test(spec.interface)) {
     problems.push(`interface '${spec.interface}' is not a network interface name`);
   }
-  if (spec.mode === 'unicast') {
-    for (const key of ['clusterMac', 'maskedMac'] as const) {
-      const mac = spec[key];
-      if (mac === undefined || !isFormattedMac(mac)) {
-        problems.push(`${key} '${mac}' is not a lower-case MAC (unicast mode needs it)`);
-      }
-    }
-  } else if (spec.clusterMac !== undefined || spec.maskedMac !== undefined) {
-    problems.push(`clusterMac and maskedMac are for unicast mode only (mode is ${spec.mode})`);
-  }
+  problems.push(...macProblems(spec));
   return problems;
 }
 

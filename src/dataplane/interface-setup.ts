@@ -7,6 +7,8 @@ import { errorText } from '../core/error-text.js';
 import { type IpRoute, clusterIpPrefix } from './iproute.js';
 import type { Nft } from './nft-api.js';
 import { renderRemoval } from './render.js';
+import type { Announcer } from './announce.js';
+import { type GroupMembership, type JoinGroup, joinIgmpGroup } from './igmp.js';
 
 export interface InterfaceSetup {
   readonly interface: string;
@@ -14,6 +16,17 @@ export interface InterfaceSetup {
   readonly mode: ClusterMode;
   /** Unicast mode: the cluster MAC the interface takes. */
   readonly clusterMac?: string;
+  /**
+   * Multicast mode: the group MAC the interface takes frames for (`ip maddr add`). IGMP mode
+   * needs none: joining the IGMP group makes the kernel take the group's MAC.
+   */
+  readonly groupMac?: string;
+  /** IGMP mode: the group the host joins, and the dedicated IP whose interface joins it. */
+  readonly igmp?: { readonly group: string; readonly interfaceAddress: string };
+  /** How the membership is held (igmp.ts); default `joinIgmpGroup`. */
+  readonly joinGroup?: JoinGroup;
+  /** Sends gratuitous ARPs and unsolicited NAs once the cluster IPs are on; none when absent. */
+  readonly announcer?: Announcer;
 }
 
 export interface AttachedInterface {
@@ -23,6 +36,10 @@ export interface AttachedInterface {
   readonly added: readonly Prefix[];
   /** Set when the MAC guard could not be installed (the host works without it); why. */
   readonly warning?: string;
+  /** IGMP mode: the membership detach gives up. */
+  readonly membership?: GroupMembership;
+  /** Set when the announcements could not be sent (the host works without them); why. */
+  readonly announceProblem?: string;
 }
 
 /**
@@ -51,15 +68,49 @@ export async function attachInterface(
       await ipRoute.setMac(setup.interface, setup.clusterMac);
     }
   }
-  // Multicast and IGMP modes (ip maddr add, IGMP joins) are not implemented yet.
+  if (setup.mode === 'multicast') {
+    if (setup.groupMac === undefined) {
+      throw new Error('attachInterface: multicast mode needs groupMac');
+    }
+    await ipRoute.addMulticastMac(setup.interface, setup.groupMac);
+  }
+  let membership: GroupMembership | undefined;
+  if (setup.mode === 'igmp') {
+    if (setup.igmp === undefined) {
+      throw new Error('attachInterface: igmp mode needs igmp');
+    }
+    membership = await (setup.joinGroup ?? joinIgmpGroup)(
+      setup.igmp.group,
+      setup.igmp.interfaceAddress,
+    );
+  }
   const added: Prefix[] = [];
-  for (const ip of setup.clusterIps) {
-    const prefix = clusterIpPrefix(ip);
-    if (await ipRoute.addAddress(setup.interface, prefix)) {
-      added.push(prefix);
+  try {
+    for (const ip of setup.clusterIps) {
+      const prefix = clusterIpPrefix(ip);
+      if (await ipRoute.addAddress(setup.interface, prefix)) {
+        added.push(prefix);
+      }
+    }
+  } catch (error) {
+    await membership?.leave();
+    throw error;
+  }
+  let announceProblem: string | undefined;
+  if (setup.announcer !== undefined) {
+    try {
+      await setup.announcer.announce(setup.interface);
+    } catch (error) {
+      announceProblem = `no gratuitous ARP / unsolicited NA on ${setup.interface}: ${errorText(error)}; neighbours that cached another MAC for a cluster IP keep it until their entry goes stale`;
     }
   }
-  return { originalMac: link.mac, added, ...(warning === undefined ? {} : { warning }) };
+  return {
+    originalMac: link.mac,
+    added,
+    ...(warning === undefined ? {} : { warning }),
+    ...(membership === undefined ? {} : { membership }),
+    ...(announceProblem === undefined ? {} : { announceProblem }),
+  };
 }
 
 /**
@@ -74,12 +125,16 @@ export async function detachInterface(
   for (const prefix of attached.added) {
     await ipRoute.deleteAddress(setup.interface, prefix);
   }
+  await attached.membership?.leave();
   const link = await ipRoute.link(setup.interface);
   if (link.mac !== attached.originalMac) {
     await ipRoute.setMac(setup.interface, attached.originalMac);
   }
   if (setup.mode === 'unicast') {
     await ipRoute.removeMacGuard(setup.interface);
+  }
+  if (setup.groupMac !== undefined) {
+    await ipRoute.deleteMulticastMac(setup.interface, setup.groupMac);
   }
 }
 
@@ -130,6 +185,9 @@ export async function cleanupStale(
   }
   if (setup.mode === 'unicast') {
     await ipRoute.removeMacGuard(setup.interface);
+  }
+  if (setup.groupMac !== undefined) {
+    await ipRoute.deleteMulticastMac(setup.interface, setup.groupMac);
   }
   await nft.apply(renderRemoval(setup.tableName));
   return { removedAddresses, restoredMac, warning };

@@ -17,6 +17,14 @@ export interface LinkState {
   /** The kernel's operational state: UP, DOWN, LOWERLAYERDOWN, UNKNOWN... */
   readonly operState: string;
   readonly mtu: number;
+  /** The interface takes multicast (flag MULTICAST): multicast and IGMP modes need it. */
+  readonly multicast: boolean;
+}
+
+/** One address of the namespace, with its interface (`IpRoute.allAddresses`). */
+export interface InterfaceAddress {
+  readonly interface: string;
+  readonly prefix: Prefix;
 }
 
 interface IpLink {
@@ -68,6 +76,24 @@ export function macGuardBytecode(mac: string): string {
 /** The prefix a cluster IP is added with: the address alone, /32 or /128. */
 export function clusterIpPrefix(address: Address): Prefix {
   return { address, length: address.family === 4 ? 32 : 128 };
+}
+
+function checkedMac(what: string, mac: string): string {
+  if (parseMac(mac) === undefined) {
+    throw new Error(`${what}: '${mac}' is not a MAC address`);
+  }
+  return mac.toLowerCase();
+}
+
+function prefixesOf(link: IpLink): Prefix[] {
+  const prefixes: Prefix[] = [];
+  for (const info of link.addr_info ?? []) {
+    const address = info.local === undefined ? undefined : parseAddress(info.local);
+    if (address !== undefined && typeof info.prefixlen === 'number') {
+      prefixes.push({ address, length: info.prefixlen });
+    }
+  }
+  return prefixes;
 }
 
 function prefixText(prefix: Prefix): string {
@@ -142,6 +168,7 @@ export class IpRoute {
       up: (link.flags ?? []).includes('UP'),
       operState: link.operstate ?? 'UNKNOWN',
       mtu: link.mtu ?? 0,
+      multicast: (link.flags ?? []).includes('MULTICAST'),
     };
   }
 
@@ -166,15 +193,44 @@ export class IpRoute {
 
   /** The global and link-local addresses on `name`, as prefixes. */
   async addresses(name: string): Promise<Prefix[]> {
-    const link = await this.showLink(name, 'addr');
-    const prefixes: Prefix[] = [];
-    for (const info of link.addr_info ?? []) {
-      const address = info.local === undefined ? undefined : parseAddress(info.local);
-      if (address !== undefined && typeof info.prefixlen === 'number') {
-        prefixes.push({ address, length: info.prefixlen });
-      }
+    return prefixesOf(await this.showLink(name, 'addr'));
+  }
+
+  /** Every address of every interface in this network namespace. */
+  async allAddresses(): Promise<InterfaceAddress[]> {
+    const args = ['-j', 'addr', 'show'];
+    const result = await this.ip(args);
+    if (result.code !== 0) {
+      this.fail(args, result, 'is iproute2 installed?');
     }
-    return prefixes;
+    return parseLinks(['ip', ...args], result.stdout).flatMap((link) =>
+      prefixesOf(link).map((prefix) => ({ interface: link.ifname ?? '?', prefix })),
+    );
+  }
+
+  /**
+   * Makes `name` take frames sent to the group MAC `mac` (`ip maddr add`, multicast mode's
+   * cluster MAC). Adding one that is there already changes nothing.
+   */
+  async addMulticastMac(name: string, mac: string): Promise<void> {
+    const args = ['maddr', 'add', checkedMac('addMulticastMac', mac), 'dev', name];
+    const result = await this.ip(args);
+    if (result.code !== 0) {
+      this.fail(args, result, `check that interface '${name}' exists and takes multicast`);
+    }
+  }
+
+  /** Undoes addMulticastMac; false when `name` did not have `mac`. */
+  async deleteMulticastMac(name: string, mac: string): Promise<boolean> {
+    const args = ['maddr', 'del', checkedMac('deleteMulticastMac', mac), 'dev', name];
+    const result = await this.ip(args);
+    if (result.code === 0) {
+      return true;
+    }
+    if (/No such file or directory|Cannot find device/i.test(result.stderr)) {
+      return false;
+    }
+    return this.fail(args, result, `check that interface '${name}' exists`);
   }
 
   /**
@@ -270,7 +326,14 @@ export class IpRoute {
    * Listening sockets are not touched. Needs CONFIG_INET_DIAG_DESTROY (present here).
    */
   async killSockets(address: Address): Promise<void> {
-    const args = ['-K', '-t', '-n', 'src', address.text];
+    // ss takes an IPv6 address in brackets there (`src [2001:db8::1]`), as it prints them.
+    const args = [
+      '-K',
+      '-t',
+      '-n',
+      'src',
+      address.family === 6 ? `[${address.text}]` : address.text,
+    ];
     const result = await this.runner.run('ss', args);
     if (result.code !== 0) {
       throw new CommandError(

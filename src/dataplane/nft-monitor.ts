@@ -59,10 +59,12 @@ export class MonitorParser {
 
   constructor(private readonly tableName: string) {
     assertTableName('MonitorParser', tableName);
+    // A table name may hold '.', which a pattern must not take for "any character".
+    const table = tableName.replace(/[.]/g, '\\.');
     this.markerPattern = new RegExp(
-      `^add element inet ${tableName} ${names.sync} \\{ (0x[0-9a-f]{8})\\b`,
+      `^add element inet ${table} ${names.sync} \\{ (0x[0-9a-f]{8})\\b`,
     );
-    this.tablePattern = new RegExp(`^(add|delete) table ${familyPattern} ${tableName}$`);
+    this.tablePattern = new RegExp(`^(add|delete) table ${familyPattern} ${table}$`);
   }
 
   /** Takes one line; returns the transaction it completes, if it is a generation line. */

@@ -187,3 +187,64 @@ export function leaseRefreshChain(spec: DataplaneSpec): string[] {
 
 /** The output hook's filter priority. */
 export const leaseRefreshPriority = 0;
+
+/**
+ * The one's-complement sum of the 16-bit words of `bytes` (an even number of them), folded.
+ */
+function wordSum(bytes: Uint8Array): number {
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 2) {
+    sum += ((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0);
+  }
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/**
+ * The value for the NA's 16 reserved bits (bytes 6-7, sent as 0, ignored by receivers) that
+ * keeps the ICMPv6 checksum right when the target link-layer address changes from `from` to
+ * `to`: the checksum is the complement of the one's-complement sum of the message, so adding
+ * C = sum(from) - sum(to) elsewhere leaves the sum, and the checksum, as they were. nft 1.0.6
+ * does not fix the ICMPv6 checksum of a raw payload write (checked on kernel 6.18: the client
+ * drops the NA), and this kernel has no act_csum to do it in tc.
+ */
+export function naChecksumCompensation(from: Uint8Array, to: Uint8Array): number {
+  const difference = wordSum(from) + (~wordSum(to) & 0xffff);
+  let folded = difference;
+  while (folded > 0xffff) folded = (folded & 0xffff) + (folded >>> 16);
+  return folded;
+}
+
+function hex(bytes: Uint8Array): string {
+  return `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+function macBytes(mac: string): Uint8Array {
+  return Uint8Array.from(mac.split(':'), (octet) => parseInt(octet, 16));
+}
+
+/**
+ * Multicast and IGMP modes with IPv6 cluster IPs: the host keeps its own MAC, so the neighbour
+ * advertisements the kernel sends for a cluster IP (solicited, and unsolicited ones on an
+ * announce) would name it. On output, an NA whose target is a cluster IP and whose target
+ * link-layer address option (bytes 24-31: type 2, length 1, the MAC) names this host's MAC
+ * gets the group MAC instead, and the reserved bits the value that keeps the checksum right.
+ * The match on the reserved bits being 0 makes the rewrite apply once. An NA without the option
+ * (the answer to a unicast probe) needs none: the prober already has the group MAC.
+ */
+export function ndRewriteChain(spec: DataplaneSpec): string[] {
+  const own = macBytes(spec.ownMac!);
+  const group = macBytes(spec.groupMac!);
+  const compensation = naChecksumCompensation(own, group);
+  const lines = [`type filter hook output priority ${ndRewritePriority}; policy accept;`];
+  for (const ip of spec.clusterIps.filter((a) => a.family === 6)) {
+    lines.push(
+      `icmpv6 type nd-neighbor-advert @th,64,128 ${hex(ip.bytes)} @th,192,16 0x0201 @th,208,48 ${hex(own)} @th,48,16 0x0000 ` +
+        `@th,208,48 set ${hex(group)} @th,48,16 set 0x${compensation.toString(16).padStart(4, '0')}`,
+    );
+  }
+  return lines;
+}
+
+/** The output hook's priority of the NA rewrite. */
+export const ndRewritePriority = 0;

@@ -48,7 +48,13 @@ import {
   tableNameProblem,
 } from './dataplane-spec.js';
 import { formatMark } from './mark.js';
-import { leaseRefreshChain, ruleChain, uncoveredChain, vipChain } from './render-chains.js';
+import {
+  leaseRefreshChain,
+  ndRewriteChain,
+  ruleChain,
+  uncoveredChain,
+  vipChain,
+} from './render-chains.js';
 import { dropAllKeys, leaseKey, names, newFlowsKeys } from './table-names.js';
 import type { Ownership } from '../core/protocol.js';
 
@@ -133,6 +139,9 @@ function inetTable(
   spec.portRules.forEach((_, i) => body.push(...chainBlock(`rule${i}`, ruleChain(spec, i))));
   body.push(...chainBlock('uncovered', uncoveredChain()));
   body.push(...chainBlock(names.leaseRefresh, leaseRefreshChain(spec)));
+  if (spec.mode !== 'unicast' && spec.clusterIps.some((ip) => ip.family === 6)) {
+    body.push(...chainBlock(names.ndRewrite, ndRewriteChain(spec)));
+  }
   const family = `inet ${spec.tableName}`;
   return [
     `add table ${family}`,
@@ -167,6 +176,35 @@ function netdevTable(spec: DataplaneSpec): string[] {
   ];
 }
 
+/**
+ * Multicast and IGMP modes: the host keeps its own MAC, so the ARP replies (and gratuitous ARPs)
+ * it sends for a cluster IP would name that MAC, and a client would send the cluster's frames
+ * to this host alone. The `arp` output hook rewrites the sender MAC inside every ARP whose
+ * sender IP is an IPv4 cluster IP to the cluster's group MAC; the frame itself still leaves
+ * from the host's own MAC (a group MAC is never a valid source). Unicast mode, and a cluster
+ * with IPv6 cluster IPs only, have no such table (its replacement removes a left-over one).
+ */
+function arpTable(spec: DataplaneSpec): string[] {
+  const family = `arp ${spec.tableName}`;
+  const replace = [`add table ${family}`, `delete table ${family}`];
+  const ips = spec.clusterIps.filter((ip) => ip.family === 4).map((ip) => ip.text);
+  if (spec.mode === 'unicast' || ips.length === 0) {
+    return replace;
+  }
+  const senders = ips.length === 1 ? ips[0]! : `{ ${ips.join(', ')} }`;
+  const body = [
+    `type filter hook output priority 0; policy accept;`,
+    `arp saddr ip ${senders} arp saddr ether set ${spec.groupMac!}`,
+  ];
+  return [
+    `# ${spec.mode} mode: ARP for the cluster IPs names the group MAC`,
+    ...replace,
+    `table ${family} {`,
+    ...chainBlock('output', body).map((line) => `\t${line}`),
+    '}',
+  ];
+}
+
 export interface RenderOptions {
   /**
    * The lease element's timeout instead of the spec's `leaseTimeoutMs`; 0 leaves the lease set
@@ -196,6 +234,7 @@ export function renderTable(spec: DataplaneSpec, options: RenderOptions = {}): s
     `# nlb data plane of host ${spec.hostId}, rendered by nlbd: do not edit, the whole table is replaced on every change.`,
     ...inetTable(spec, true, leaseMs),
     ...netdevTable(spec),
+    ...arpTable(spec),
     '',
   ].join('\n');
 }
@@ -214,7 +253,7 @@ export function renderLeaseRefresh(spec: DataplaneSpec): string {
 }
 
 function structure(spec: DataplaneSpec): string {
-  return [...inetTable(spec, false), ...netdevTable(spec)].join('\n');
+  return [...inetTable(spec, false), ...netdevTable(spec), ...arpTable(spec)].join('\n');
 }
 
 /**
@@ -274,7 +313,7 @@ export function renderOwnershipUpdate(
   return commands.join('; ');
 }
 
-/** Removes both tables (stop, or cleanup after a crashed predecessor); safe when absent. */
+/** Removes every table (stop, or cleanup after a crashed predecessor); safe when absent. */
 export function renderRemoval(tableName: string): string {
   const problem = tableNameProblem(tableName);
   if (problem !== undefined) {
@@ -285,6 +324,8 @@ export function renderRemoval(tableName: string): string {
     `delete table inet ${tableName}`,
     `add table netdev ${tableName}`,
     `delete table netdev ${tableName}`,
+    `add table arp ${tableName}`,
+    `delete table arp ${tableName}`,
     '',
   ].join('\n');
 }

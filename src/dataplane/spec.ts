@@ -1,8 +1,15 @@
 // Building a DataplaneSpec from the validated config and the ownership the host machine asked
 // for, so the daemon has one call to make and the formulas (lease length, MACs) live in one
 // place.
+import type { Address } from '../core/address.js';
 import type { Config } from '../core/config.js';
-import { formatMac, hostSourceMac, unicastClusterMac } from '../core/mac.js';
+import {
+  formatMac,
+  hostSourceMac,
+  igmpClusterMac,
+  multicastClusterMac,
+  unicastClusterMac,
+} from '../core/mac.js';
 import type { Ownership } from '../core/protocol.js';
 import { type DataplaneSpec, leaseTimeoutMsMin, tableNameDefault } from './dataplane-spec.js';
 
@@ -19,6 +26,19 @@ export function leaseTimeoutMsFor(heartbeat: { periodMs: number; tolerance: numb
 export interface SpecOptions {
   readonly tableName?: string;
   readonly leaseTimeoutMs?: number;
+  /**
+   * The cluster interface's own MAC: multicast and IGMP modes with an IPv6 cluster IP need it
+   * (DataplaneSpec.ownMac); ignored otherwise.
+   */
+  readonly ownMac?: string;
+}
+
+/**
+ * Multicast and IGMP modes: the group MAC every cluster IP of the cluster resolves to, from the
+ * primary cluster IP as NLB derives it (03:bf:a:b:c:d, or 01:00:5e:7f:c:d for IGMP).
+ */
+export function groupMacOf(mode: 'multicast' | 'igmp', primary: Address): string {
+  return formatMac(mode === 'multicast' ? multicastClusterMac(primary) : igmpClusterMac(primary));
 }
 
 /**
@@ -41,7 +61,12 @@ export function dataplaneSpecFor(
           clusterMac: formatMac(unicastClusterMac(primary)),
           maskedMac: formatMac(hostSourceMac(config.host.id, primary)),
         }
-      : {};
+      : {
+          groupMac: groupMacOf(cluster.mode, primary),
+          ...(cluster.clusterIps.some((ip) => ip.family === 6) && options.ownMac !== undefined
+            ? { ownMac: options.ownMac }
+            : {}),
+        };
   return {
     tableName: options.tableName ?? tableNameDefault,
     hostId: config.host.id,

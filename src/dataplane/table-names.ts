@@ -28,6 +28,8 @@ export const names = {
   leaseExpired: 'lease_expired',
   /** The output chain where each heartbeat leaving the host refreshes the lease. */
   leaseRefresh: 'lease_refresh',
+  /** Multicast and IGMP modes: the output chain giving IPv6 NAs the group MAC. */
+  ndRewrite: 'nd_rewrite',
 } as const;
 
 /**

@@ -8,9 +8,13 @@ import { listTable } from './nft.js';
 import type { DataplaneSpec } from './dataplane-spec.js';
 import { type TableImage, tableImage } from './table-image.js';
 
-/** The families of the tables `spec` renders: the netdev one masks MACs in unicast mode. */
+/**
+ * The families of the tables `spec` renders: the netdev one masks MACs in unicast mode, the arp
+ * one names the group MAC for IPv4 cluster IPs in multicast and IGMP modes.
+ */
 export function tableFamilies(spec: DataplaneSpec): NftFamily[] {
-  return spec.mode === 'unicast' ? ['inet', 'netdev'] : ['inet'];
+  if (spec.mode === 'unicast') return ['inet', 'netdev'];
+  return spec.clusterIps.some((ip) => ip.family === 4) ? ['inet', 'arp'] : ['inet'];
 }
 
 /** How a restore report names a table the monitor saw deleted. */

@@ -18,7 +18,7 @@ const program = new Command('nlb-lab-backend')
   .description('lab backend: answers GET / HOLD / HTTP GET with its host id')
   .requiredOption('--host-id <n>', 'host id to answer with (1-32)', integer(1, 32))
   .option('--port <n>', 'TCP port', integer(1, 65535), 80)
-  .option('--bind <address>', 'address to listen on', '0.0.0.0')
+  .option('--bind <address>', 'address to listen on (:: takes IPv4 and IPv6)', '::')
   .parse();
 
 const options = program.opts<{ hostId: number; port: number; bind: string }>();

@@ -4,7 +4,11 @@
 // down`, a test) can find and stop it.
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { controlRequest } from '../control/client.js';
+import type { QueryData } from '../control/protocol.js';
+import { defaultSocketPath } from '../control/paths.js';
 import { stateDirEnv } from '../daemon/paths.js';
+import { labClusterName } from './host-config.js';
 import { LabError, assertBuilt, assertRoot } from './errors.js';
 import { labHttpPort } from './naming.js';
 import { backendMainPath, daemonMainPath } from './paths.js';
@@ -165,6 +169,60 @@ export async function startHostDaemon(
     );
   }
   return ref;
+}
+
+/** How long `waitForCluster` gives a lab's daemons: more for more hosts on the same 2 cores. */
+export function clusterReadyTimeoutMs(hosts: number): number {
+  return 30_000 + 2_000 * hosts;
+}
+
+/**
+ * Waits until nlbd of every host in `hostIds` runs its protocol and all of them report one
+ * converged cluster of exactly those hosts. A daemon that exits first (it refused to start: a
+ * mode the interface cannot do, a bad config) fails with its own words from its log; a cluster
+ * that does not converge in time fails with what each host said.
+ */
+export async function waitForCluster(
+  lab: LabRef,
+  hostIds: readonly number[],
+  timeoutMs = clusterReadyTimeoutMs(hostIds.length),
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const name = loadLab(lab).name;
+  const members = [...hostIds].sort((a, b) => a - b).join(',');
+  let said = new Map<number, string>();
+  while (Date.now() < deadline) {
+    const state = loadLab(lab);
+    const answers = await Promise.all(
+      hostIds.map(async (id): Promise<[number, string | true]> => {
+        const host = hostOf(state, id);
+        if (host.daemon === undefined || !isAlive(host.daemon)) {
+          throw new LabError(
+            'process-failed',
+            `nlbd of host ${id} is not running; its log says:\n${logTail(host.daemonLog)}`,
+          );
+        }
+        const answer = await controlRequest(
+          defaultSocketPath(labClusterName(name), id),
+          { verb: 'query' },
+          1_000,
+        ).catch(() => undefined);
+        if (answer === undefined || !answer.ok) return [id, 'no answer yet'];
+        const data = answer.data as QueryData;
+        return data.converged && data.members.join(',') === members
+          ? [id, true]
+          : [id, `${data.state}, members ${data.members.join(',') || 'none'}`];
+      }),
+    );
+    if (answers.every(([, a]) => a === true)) return;
+    said = new Map(answers.filter((a): a is [number, string] => a[1] !== true));
+    await sleep(100);
+  }
+  throw new LabError(
+    'process-failed',
+    `the lab's cluster did not converge on hosts ${members} within ${timeoutMs} ms: ${[...said].map(([id, s]) => `host ${id}: ${s}`).join('; ')}`,
+    "the hosts' nlbd logs are in the lab directory (h<id>-nlbd.log)",
+  );
 }
 
 /** Stops nlbd of one host the polite way (SIGTERM, then SIGKILL after `graceMs`). */

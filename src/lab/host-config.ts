@@ -9,7 +9,7 @@ import {
   formatConfigErrors,
   parseConfig,
 } from '../core/config.js';
-import { hostIp, labHttpPort, labInterface, labPrefixLength, labVip } from './naming.js';
+import { hostIp, labHttpPort, labInterface, labPrefixLength, labVip, labVip6 } from './naming.js';
 
 export interface LabClusterSettings {
   readonly labName: string;
@@ -26,6 +26,8 @@ export interface LabClusterSettings {
    * control connection on the same port over TCP, so the rule covers both protocols.
    */
   readonly extraRulePort?: number;
+  /** An IPv6 cluster IP beside the IPv4 one; the port rules then cover both ('all'). */
+  readonly ipv6?: boolean;
 }
 
 export interface RenderedHostConfig {
@@ -39,10 +41,11 @@ export function labClusterName(labName: string): string {
 }
 
 export function renderHostConfig(settings: LabClusterSettings, hostId: number): RenderedHostConfig {
+  const ruleVip = settings.ipv6 === true ? 'all' : labVip;
   const document = {
     cluster: {
       name: labClusterName(settings.labName),
-      clusterIps: [labVip],
+      clusterIps: settings.ipv6 === true ? [labVip, labVip6] : [labVip],
       mode: settings.mode,
       interface: labInterface,
       ...(settings.heartbeatPeriodMs === undefined && settings.heartbeatTolerance === undefined
@@ -60,7 +63,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
       keyFile: settings.keyFile,
       portRules: [
         {
-          vip: labVip,
+          vip: ruleVip,
           ports: labHttpPort,
           protocol: 'tcp',
           mode: 'multiple',
@@ -70,7 +73,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
           ? []
           : [
               {
-                vip: labVip,
+                vip: ruleVip,
                 ports: settings.extraRulePort,
                 protocol: 'both',
                 mode: 'multiple',

@@ -27,6 +27,7 @@ import {
   startBackends,
   startDaemonsDefault,
   startAllDaemons,
+  waitForCluster,
 } from './daemons.js';
 import { assertBuilt, assertIntegerIn, assertLabName, assertRoot } from './errors.js';
 import { labClusterName } from './host-config.js';
@@ -38,9 +39,13 @@ import {
   labHostsMax,
   labSubnet,
   labVip,
+  labVip6,
   switchNamespace,
 } from './naming.js';
 import { netnsDelete, netnsList, netnsPids } from './netns.js';
+import { steerClusterFrames } from './switch.js';
+import { parseAddress } from '../core/address.js';
+import { igmpGroup } from '../core/mac.js';
 import { backendMainPath } from './paths.js';
 import { isAlive, type ProcessRef, processRef, terminate } from './process.js';
 import {
@@ -65,6 +70,7 @@ export {
   startDaemonsDefault,
   startHostDaemon,
   stopHostDaemon,
+  waitForCluster,
 } from './daemons.js';
 export { cutLink, killHostDaemon, restoreLink } from './faults.js';
 export { type LabHostStatus, type LabStatus, labStatus } from './status.js';
@@ -96,6 +102,13 @@ export interface LabUpOptions {
   readonly heartbeatTolerance?: number;
   /** A second port rule (TCP and UDP on this port), for bench:lab's UDP comparison; default none. */
   readonly extraRulePort?: number;
+  /**
+   * An IPv6 cluster IP (2001:db8:18::100) beside the IPv4 one, and an IPv6 address on every host
+   * and client; the port rules cover both cluster IPs. Default false.
+   */
+  readonly ipv6?: boolean;
+  /** Add a bystander namespace on the switch (LabState.bystander); default: in IGMP mode. */
+  readonly bystander?: boolean;
 }
 
 /** The sizes `labUp` was asked for, checked against the lab's limits. */
@@ -108,7 +121,13 @@ function checkedSizes(options: LabUpOptions): Omit<TopologyPlan, 'cluster'> {
   const extraMax =
     clients === 0 ? 0 : Math.floor((labExtraAddressLast - labExtraAddressFirst + 1) / clients);
   assertIntegerIn('clientExtraIps', extraPerClient, 0, extraMax);
-  return { hosts, clients, extraPerClient };
+  return {
+    hosts,
+    clients,
+    extraPerClient,
+    ipv6: options.ipv6 ?? false,
+    bystander: options.bystander ?? options.clusterMode === 'igmp',
+  };
 }
 
 function newLabState(name: string, options: LabUpOptions): LabState {
@@ -127,6 +146,8 @@ function newLabState(name: string, options: LabUpOptions): LabState {
     namespaces: [],
     hosts: [],
     clients: [],
+    mode: options.clusterMode ?? 'unicast',
+    ...(options.ipv6 === true ? { vip6: labVip6 } : {}),
     complete: false,
   };
 }
@@ -159,16 +180,20 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         heartbeatPeriodMs: options.heartbeatPeriodMs,
         heartbeatTolerance: options.heartbeatTolerance,
         extraRulePort: options.extraRulePort,
+        ipv6: options.ipv6 ?? false,
       },
     });
     if (startBackendsToo) {
       await startBackends(state);
     }
     if (startDaemons) {
-      await startAllDaemons(
-        name,
-        state.hosts.map((host) => host.id),
-      );
+      const ids = state.hosts.map((host) => host.id);
+      await startAllDaemons(name, ids);
+      // `up` means a cluster that serves: every daemon runs and they agree on one map.
+      await waitForCluster(name, ids);
+      if (state.mode === 'igmp') {
+        await steerClusterFrames(state, igmpGroup(parseAddress(labVip)!).text, ids);
+      }
     }
     return await updateState(name, (current) => {
       current.complete = true;

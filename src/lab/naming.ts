@@ -9,6 +9,18 @@ export const labPrefixLength = 24;
 /** The only range lab traffic may ever be addressed to (RFC 2544 benchmarking). */
 export const labSafeRange = '198.18.0.0/15';
 export const labVip = '198.18.0.100';
+/**
+ * IPv6 labs (`--ipv6`) add a second cluster IP and an address per host and client in
+ * 2001:db8:18::/64, inside the range RFC 3849 reserves for documentation: 2001:db8::/32 is the
+ * only IPv6 range lab traffic may be addressed to.
+ */
+export const labSafeRange6 = '2001:db8::/32';
+export const labSubnet6 = '2001:db8:18::/64';
+export const labPrefixLength6 = 64;
+export const labVip6 = '2001:db8:18::100';
+/** The switch port, namespace suffix and address of the bystander (IGMP labs): on the switch, in no cluster. */
+export const bystanderSwitchPort = 'b1';
+export const bystanderIp = '198.18.0.250';
 /** NLB allows 32 hosts; host i gets 198.18.0.(10 + i), so .11 to .42. */
 export const labHostsMax = 32;
 /** Clients get 198.18.0.201 upwards; 16 leaves room and is far more than 2 cores can drive. */
@@ -66,22 +78,43 @@ export function clientIp(clientIndex: number): string {
   return `198.18.0.${200 + clientIndex}`;
 }
 
-/** True when `address` is an IPv4 address inside 198.18.0.0/15, the only range the lab uses. */
-export function isLabSafeAddress(address: string): boolean {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(address)) {
-    return false;
-  }
-  const [range, bits] = ipaddr.IPv4.parseCIDR(labSafeRange);
-  return ipaddr.IPv4.parse(address).match(range, bits);
+/** Host i's IPv6 address in an IPv6 lab: 2001:db8:18::(10 + i), written like its IPv4 one. */
+export function hostIp6(hostId: number): string {
+  return `2001:db8:18::${10 + hostId}`;
+}
+
+export function clientIp6(clientIndex: number): string {
+  return `2001:db8:18::${200 + clientIndex}`;
+}
+
+export function bystanderNamespace(labName: string): string {
+  return `${namespacePrefix(labName)}${bystanderSwitchPort}`;
 }
 
 /**
- * Network safety: throws unless `address` is inside 198.18.0.0/15 (docs/lab.md#network-safety).
+ * True when `address` is inside 198.18.0.0/15 or 2001:db8::/32, the only ranges the lab uses.
+ */
+export function isLabSafeAddress(address: string): boolean {
+  if (ipaddr.IPv4.isValidFourPartDecimal(address)) {
+    const [range, bits] = ipaddr.IPv4.parseCIDR(labSafeRange);
+    return ipaddr.IPv4.parse(address).match(range, bits);
+  }
+  if (ipaddr.IPv6.isValid(address) && !address.includes('%')) {
+    const parsed = ipaddr.IPv6.parse(address);
+    const [range, bits] = ipaddr.IPv6.parseCIDR(labSafeRange6);
+    return parsed.match(range, bits);
+  }
+  return false;
+}
+
+/**
+ * Network safety: throws unless `address` is inside 198.18.0.0/15 or 2001:db8::/32
+ * (docs/lab.md#network-safety).
  */
 export function assertLabSafeAddress(address: string, what: string): void {
   if (!isLabSafeAddress(address)) {
     throw new Error(
-      `refusing ${what} ${address}: the lab only ever talks to 198.18.0.0/15 addresses inside its own namespaces`,
+      `refusing ${what} ${address}: the lab only ever talks to 198.18.0.0/15 and 2001:db8::/32 addresses inside its own namespaces`,
     );
   }
 }

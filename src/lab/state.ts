@@ -3,6 +3,7 @@
 // removes every namespace, removes the records too), holding state.json, the cluster key, one
 // config per host and the logs of the processes the lab started. Every change to a record is a
 // read-modify-write under the lab's lock (`updateState`).
+import type { ClusterMode } from '../core/config.js';
 import { Serial } from '../core/serial.js';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -65,6 +66,12 @@ export interface LabState {
   readonly namespaces: string[];
   readonly hosts: LabHostState[];
   readonly clients: LabClientState[];
+  /** The cluster operation mode in the hosts' configs (absent in labs of older versions: unicast). */
+  readonly mode?: ClusterMode;
+  /** The IPv6 cluster IP when the lab was built with `ipv6` (every host and client has an IPv6 address too). */
+  readonly vip6?: string;
+  /** A namespace on the switch in no cluster (IGMP labs): what reaches it shows what the switch floods. */
+  bystander?: LabClientState;
   /** False while `up` is still building; a lab left incomplete is cleaned by `down`. */
   complete: boolean;
 }

@@ -12,7 +12,13 @@ import type { CommandResult } from '../dataplane/exec.js';
 import { LabError, assertLabName, assertRoot } from './errors.js';
 import { type LabClusterSettings, renderHostConfig } from './host-config.js';
 import {
+  bystanderIp,
+  bystanderNamespace,
+  bystanderSwitchPort,
   clientIp,
+  clientIp6,
+  hostIp6,
+  labPrefixLength6,
   clientNamespace,
   clientSwitchPort,
   hostIp,
@@ -32,7 +38,7 @@ const nameAttemptsMax = 20;
 /** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
 export function isNamespaceOfLab(name: string, namespace: string): boolean {
   const prefix = namespacePrefix(name);
-  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+)$/.test(namespace.slice(prefix.length));
+  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+|b1)$/.test(namespace.slice(prefix.length));
 }
 
 /** Extra source addresses of client `index` (1-based), `perClient` each, disjoint across clients. */
@@ -109,7 +115,12 @@ async function attach(
   await ipIn(sw, ['link', 'set', switchPort, 'master', state.bridge]);
   await ipIn(sw, ['link', 'set', switchPort, 'up']);
   for (const address of addresses) {
-    await ipIn(namespace, ['address', 'add', `${address}/${labPrefixLength}`, 'dev', labInterface]);
+    // IPv6 addresses skip duplicate address detection: the lab's addresses are unique by
+    // construction, and a tentative address could not be used for a second or two.
+    const prefix = address.includes(':')
+      ? [`${address}/${labPrefixLength6}`, 'nodad']
+      : [`${address}/${labPrefixLength}`];
+    await ipIn(namespace, ['address', 'add', prefix[0]!, 'dev', labInterface, ...prefix.slice(1)]);
   }
   await ipIn(namespace, ['link', 'set', labInterface, 'up']);
 }
@@ -121,6 +132,10 @@ export interface TopologyPlan {
   readonly extraPerClient: number;
   /** What every host's config says of the cluster. */
   readonly cluster: LabClusterSettings;
+  /** Give every host and client an IPv6 address too (the cluster gets an IPv6 cluster IP). */
+  readonly ipv6: boolean;
+  /** Add the bystander namespace (see LabState.bystander). */
+  readonly bystander: boolean;
 }
 
 /**
@@ -134,6 +149,21 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
   // A plain Linux bridge learns MACs and ages them (300 s) like a real switch; STP stays off
   // so ports forward at once.
   await ipIn(sw, ['link', 'add', state.bridge, 'type', 'bridge']);
+  if (plan.cluster.mode === 'igmp') {
+    // A switch that does IGMP snooping, with a querier: multicast frames go only where hosts
+    // joined (and to multicast router ports, see `steerClusterFrames`), not to every port.
+    await ipIn(sw, [
+      'link',
+      'set',
+      state.bridge,
+      'type',
+      'bridge',
+      'mcast_snooping',
+      '1',
+      'mcast_querier',
+      '1',
+    ]);
+  }
   await ipIn(sw, ['link', 'set', state.bridge, 'up']);
 
   for (let id = 1; id <= plan.hosts; id++) {
@@ -151,7 +181,10 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
       backendLog: path.join(dir, `h${id}-backend.log`),
       daemonLog: path.join(dir, `h${id}-nlbd.log`),
     });
-    await attach(state, namespace, hostSwitchPort(id), [hostIp(id)]);
+    await attach(state, namespace, hostSwitchPort(id), [
+      hostIp(id),
+      ...(plan.ipv6 ? [hostIp6(id)] : []),
+    ]);
   }
   for (let index = 1; index <= plan.clients; index++) {
     const namespace = clientNamespace(name, index);
@@ -165,7 +198,24 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
       ip: clientIp(index),
       extraIps,
     });
-    await attach(state, namespace, clientSwitchPort(index), [clientIp(index), ...extraIps]);
+    await attach(state, namespace, clientSwitchPort(index), [
+      clientIp(index),
+      ...extraIps,
+      ...(plan.ipv6 ? [clientIp6(index)] : []),
+    ]);
+  }
+  if (plan.bystander) {
+    const namespace = bystanderNamespace(name);
+    await addNamespace(state, namespace);
+    state.bystander = {
+      index: 0,
+      namespace,
+      interface: labInterface,
+      switchPort: bystanderSwitchPort,
+      ip: bystanderIp,
+      extraIps: [],
+    };
+    await attach(state, namespace, bystanderSwitchPort, [bystanderIp]);
   }
   writeState(state);
 }
@@ -174,6 +224,9 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
 export function targetNamespace(state: LabState, target: string): string {
   if (target === 'sw') {
     return state.switchNamespace;
+  }
+  if (target === 'b1' && state.bystander !== undefined) {
+    return state.bystander.namespace;
   }
   const host = /^h(\d+)$/.exec(target);
   if (host && state.hosts.some((h) => h.id === Number(host[1]))) {
@@ -188,6 +241,7 @@ export function targetNamespace(state: LabState, target: string): string {
   }
   const targets = [
     'sw',
+    ...(state.bystander === undefined ? [] : ['b1']),
     ...state.hosts.map((h) => `h${h.id}`),
     ...state.clients.map((c) => `c${c.index}`),
   ];

@@ -21,6 +21,7 @@ import type { QueryData } from '../../src/control/protocol.js';
 import { controlRequest } from '../../src/control/client.js';
 import { defaultSocketPath } from '../../src/daemon/paths.js';
 import { execIn, ipIn } from '../../src/lab/netns.js';
+import { tableNameFor } from '../../src/dataplane/dataplane-spec.js';
 import { labClusterName } from '../../src/lab/host-config.js';
 import { type LabState, type LabUpOptions, labDown, labUp } from '../../src/lab/lab.js';
 import { type ClientLoadgenOptions, runLoadgenInClient } from '../../src/lab/loadgen-client.js';
@@ -54,6 +55,8 @@ export interface ClusterLab {
   readonly sockets: ReadonlyMap<number, string>;
   readonly vip: Address;
   readonly hostIds: readonly number[];
+  /** The cluster's nftables tables in every host (`nlb_<cluster name>`). */
+  readonly tableName: string;
 }
 
 /**
@@ -87,6 +90,7 @@ export class LabSession {
       sockets,
       vip: parseAddress(state.vip)!,
       hostIds: state.hosts.map((h) => h.id),
+      tableName: tableNameFor(labClusterName(state.name)),
     };
   }
 

@@ -48,7 +48,7 @@ export async function expectNothingLeft(
 
 /** A running host as nlbd leaves it: its two tables, the VIP once, the cluster MAC, no stray. */
 export async function expectRunningClean(lab: ClusterLab, id: number): Promise<void> {
-  expect(await tablesOf(lab, id)).toEqual(['inet nlb', 'netdev nlb']);
+  expect(await tablesOf(lab, id)).toEqual([`inet ${lab.tableName}`, `netdev ${lab.tableName}`]);
   const view = await interfaceOf(lab, id);
   expect(view.addresses.sort()).toEqual(
     [`${lab.state.hosts[id - 1]!.ip}/24`, `${lab.state.vip}/32`].sort(),

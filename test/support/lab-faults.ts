@@ -31,7 +31,7 @@ import {
   clientSources,
   convergedOn,
   expectConverged,
-  hostOfMaskedMac,
+  hostOfSourceMacIn,
   liveMaps,
   mispredicted,
   startLoad,
@@ -126,6 +126,7 @@ export async function readCapture(
   lab: ClusterLab,
   unmaskedHost: number,
 ): Promise<SynAckCapture & { unmasked: number }> {
+  const hostOf = await hostOfSourceMacIn(lab);
   const { stdout } = await execIn(lab.state.clients[0]!.namespace, [
     'nft',
     '-j',
@@ -142,7 +143,7 @@ export async function readCapture(
   let unmasked = 0;
   for (const element of items.find((item) => item.set !== undefined)?.set?.elem ?? []) {
     const [ip, port, ackseq, mac] = element.concat as [string, number, number, string];
-    let host = hostOfMaskedMac(mac, lab.state.vip);
+    let host = hostOf(mac);
     if (host === undefined && mac === clusterMac) {
       host = unmaskedHost;
       unmasked++;
@@ -377,7 +378,7 @@ export async function interfaceOf(
   };
 }
 
-/** The nftables tables in a host's namespace, e.g. ['inet nlb', 'netdev nlb']. */
+/** The nftables tables in a host's namespace, e.g. ['inet nlb_web', 'netdev nlb_web']. */
 export async function tablesOf(lab: ClusterLab, hostId: number): Promise<string[]> {
   const { stdout } = await execIn(hostNamespaceOf(lab, hostId), ['nft', 'list', 'tables']);
   return stdout

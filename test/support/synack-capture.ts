@@ -1,5 +1,6 @@
 // A capture of the SYN-ACKs the cluster answers, from the client namespace: which host answered
-// each connection (by the masked source MAC), so a lab test sees double answers and misses.
+// each connection (by its source MAC: the masked one in unicast mode, the host's own in multicast
+// and IGMP modes), so a lab test sees double answers and misses.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execIn } from '../../src/lab/netns.js';
@@ -74,7 +75,41 @@ export function hostOfMaskedMac(mac: string, vip: string): number | undefined {
   return id >= 1 && id <= 32 ? id : undefined;
 }
 
+/** The own MAC of each host's cluster interface, read once per lab (multicast and IGMP modes). */
+const ownMacsOfLab = new WeakMap<ClusterLab, Map<string, number>>();
+
+async function ownMacs(lab: ClusterLab): Promise<Map<string, number>> {
+  let macs = ownMacsOfLab.get(lab);
+  if (macs === undefined) {
+    macs = new Map();
+    for (const host of lab.state.hosts) {
+      const { stdout } = await execIn(host.namespace, [
+        'cat',
+        `/sys/class/net/${host.interface}/address`,
+      ]);
+      macs.set(stdout.trim().toLowerCase(), host.id);
+    }
+    ownMacsOfLab.set(lab, macs);
+  }
+  return macs;
+}
+
+/**
+ * Tells which host sent a frame from `mac`: the masked MAC names it in unicast mode; in the
+ * other modes every host sends from its own MAC.
+ */
+export async function hostOfSourceMacIn(
+  lab: ClusterLab,
+): Promise<(mac: string) => number | undefined> {
+  if (lab.config.cluster.mode === 'unicast') {
+    return (mac) => hostOfMaskedMac(mac, lab.state.vip);
+  }
+  const macs = await ownMacs(lab);
+  return (mac) => macs.get(mac.toLowerCase());
+}
+
 export async function readSynAcks(lab: ClusterLab): Promise<SynAckCapture> {
+  const hostOf = await hostOfSourceMacIn(lab);
   const namespace = lab.state.clients[0]!.namespace;
   const { stdout } = await execIn(namespace, ['nft', '-j', 'list', 'table', 'inet', captureTable]);
   const items = (JSON.parse(stdout) as { nftables: Record<string, unknown>[] }).nftables;
@@ -89,7 +124,7 @@ export async function readSynAcks(lab: ClusterLab): Promise<SynAckCapture> {
       }
       for (const element of set.elem ?? []) {
         const [ip, port, ackseq, mac] = element.concat as [string, number, number, string];
-        const host = hostOfMaskedMac(mac, lab.state.vip);
+        const host = hostOf(mac);
         if (host === undefined) throw new Error(`SYN-ACK from an unexpected MAC ${mac}`);
         const key = `${ip}:${port}:${ackseq}`;
         answers.set(

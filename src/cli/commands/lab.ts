@@ -83,6 +83,9 @@ export interface LabUpData {
   readonly name: string;
   readonly dir: string;
   readonly vip: string;
+  /** The IPv6 cluster IP of an `--ipv6` lab, else null. */
+  readonly vip6: string | null;
+  readonly mode: 'unicast' | 'multicast' | 'igmp';
   readonly subnet: string;
   readonly switchNamespace: string;
   readonly keyFile: string;
@@ -107,6 +110,8 @@ function upData(state: LabState): LabUpData {
     name: state.name,
     dir: state.dir,
     vip: state.vip,
+    vip6: state.vip6 ?? null,
+    mode: state.mode ?? 'unicast',
     subnet: state.subnet,
     switchNamespace: state.switchNamespace,
     keyFile: state.keyFile,
@@ -131,6 +136,7 @@ interface UpOptions {
   readonly daemons: boolean;
   readonly mode: 'unicast' | 'multicast' | 'igmp';
   readonly affinity: 'none' | 'single' | 'network';
+  readonly ipv6: boolean;
 }
 
 export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> {
@@ -155,6 +161,7 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
         startDaemons: options.daemons,
         clusterMode: options.mode,
         affinity: options.affinity,
+        ipv6: options.ipv6,
         ...(options.name === undefined ? {} : { name: options.name }),
       }),
     );
@@ -198,9 +205,19 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
           ip: [c.ip, ...c.extraIps].join(' '),
           runs: '',
         })),
+        ...(state.bystander === undefined
+          ? []
+          : [
+              {
+                target: 'b1',
+                namespace: state.bystander.namespace,
+                ip: state.bystander.ip,
+                runs: 'nothing: a bystander on the switch, in no cluster',
+              },
+            ]),
       ],
       [
-        `lab '${state.name}' is up: VIP ${state.vip} on ${state.subnet}; configs and logs in ${state.dir}`,
+        `lab '${state.name}' is up in ${data.mode} mode: VIP ${state.vip}${state.vip6 === undefined ? '' : ` and ${state.vip6}`} on ${state.subnet}; configs and logs in ${state.dir}`,
         ...(data.hosts.some((h) => h.daemonPid !== null)
           ? []
           : ['nlbd is not running: the VIP answers nowhere yet; the dedicated IPs do.']),
@@ -333,6 +350,11 @@ export function register(program: Command, ctx: CliContext): void {
       new Option('--affinity <affinity>', 'affinity of the port rule (tcp 80)')
         .choices(['none', 'single', 'network'])
         .default('none'),
+    )
+    .option(
+      '--ipv6',
+      'an IPv6 cluster IP (2001:db8:18::100) beside the IPv4 one, and IPv6 on every host and client',
+      false,
     )
     .action(ctx.action((options: UpOptions) => up(options)));
 
