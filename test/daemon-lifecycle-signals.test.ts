@@ -7,6 +7,7 @@
 // (SIGTERM there, and SIGKILL there followed by a new start), which also shows that the run
 // file naming the original MAC exists before the MAC changes. Needs root; skipped visibly
 // otherwise (a failure with NLB_REQUIRE_LAB=1).
+import { tableNameFor } from '../src/dataplane/dataplane-spec.js';
 import { type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -45,6 +46,7 @@ describe.runIf(isRoot)('SIGTERM at any point of the start-up undoes it', () => {
   const namespaces = new Namespaces();
   const cluster = `nlbl${randomBytes(3).toString('hex')}`;
   const runFile = stateFilePath(cluster, 1);
+  const table = tableNameFor(cluster);
   let dir: string;
   let ns: string;
   let config: string;
@@ -124,8 +126,11 @@ describe.runIf(isRoot)('SIGTERM at any point of the start-up undoes it', () => {
         await daemon.exit;
       }
     }
-    if (tables().includes('table inet nlb')) inNs(['nft', 'delete', 'table', 'inet', 'nlb']);
-    if (tables().includes('table netdev nlb')) inNs(['nft', 'delete', 'table', 'netdev', 'nlb']);
+    for (const family of ['inet', 'netdev', 'arp']) {
+      if (tables().includes(`table ${family} ${table}\n`)) {
+        inNs(['nft', 'delete', 'table', family, table]);
+      }
+    }
     namespaces.ip(ns, ['link', 'set', 'eth0', 'address', ownMac]);
     if (addresses().includes(vip)) {
       namespaces.ip(ns, ['address', 'del', `${vip}/32`, 'dev', 'eth0']);
@@ -225,7 +230,7 @@ describe.runIf(isRoot)('SIGTERM at any point of the start-up undoes it', () => {
       phase === 'clean' || phase === 'program' || phase === 'attach' || phase === 'run';
     expect(existsSync(socket)).toBe(claimed);
     if (phase === 'attach' || phase === 'run') {
-      expect(tables()).toContain('table inet nlb');
+      expect(tables()).toContain(`table inet ${table}\n`);
     } else {
       expect(tables()).toBe('');
     }
@@ -274,7 +279,7 @@ describe.runIf(isRoot)('SIGTERM at any point of the start-up undoes it', () => {
     crashed.child.kill('SIGKILL');
     await exitOf(crashed);
     expect(mac()).toBe(clusterMac);
-    expect(tables()).toContain('table inet nlb');
+    expect(tables()).toContain(`table inet ${table}\n`);
 
     // The next start, stopped once it has cleaned: what the crash left is gone, run file too.
     // A veth has no permanent MAC: without the run file the clean phase could only warn.

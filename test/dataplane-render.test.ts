@@ -250,6 +250,7 @@ table inet nlb {
 	chain nd_rewrite {
 		type filter hook output priority 0; policy accept;
 		icmpv6 type nd-neighbor-advert @th,64,128 0x20010db8000000000000000000000100 @th,192,16 0x0201 @th,208,48 0x525400123456 @th,48,16 0x0000 @th,208,48 set 0x03bfc6120064 @th,48,16 set 0xbc86
+		icmpv6 type nd-neighbor-solicit ip6 saddr 2001:db8::100 @th,192,16 0x0101 @th,208,48 0x525400123456 @th,48,16 0x0000 @th,208,48 set 0x03bfc6120064 @th,48,16 set 0xbc86
 	}
 }
 # multicast mode: no source MAC masking

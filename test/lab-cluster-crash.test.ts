@@ -29,6 +29,7 @@ import {
   readSynAcks,
   startLoad,
   waitForHosts,
+  labVariants,
 } from './support/lab-cluster.js';
 
 declareLabRequirement('lab-cluster-crash');
@@ -47,86 +48,88 @@ const takeoverMarginMs = 300;
  */
 const resetBoundMs = 3_500;
 
-describe.runIf(isRoot)('lab cluster: a host crashes under load', () => {
-  const labOf = captureLab('lcc');
+for (const variant of labVariants()) {
+  describe.runIf(isRoot)(`lab cluster (${variant.name}): a host crashes under load`, () => {
+    const labOf = captureLab('lcc', variant);
 
-  it('survivors take the buckets within detection time, host 3 clients get resets, no double answers', async () => {
-    const lab = labOf();
-    const before = await expectConverged(lab, [1, 2, 3], 20);
-    const deadBuckets = new Set(before.answers.get(3)!.rules[0]!.owned);
-    const load = startLoad(lab, {
-      ratePerSecond: 200,
-      countMax: 1_400,
-      durationMs: 7_000,
-      sources: clientSources(lab),
-      holds: 24,
-      holdPingIntervalMs: 200,
-      // Only a reset or a close may break a held connection here, never the echo timer.
-      holdPingTimeoutMs: 10_000,
-      // Two SYN retransmissions (1 s, 3 s) fit: a SYN lost before the takeover is answered.
-      timeoutMs: 5_000,
+    it('survivors take the buckets within detection time, host 3 clients get resets, no double answers', async () => {
+      const lab = labOf();
+      const before = await expectConverged(lab, [1, 2, 3], 20);
+      const deadBuckets = new Set(before.answers.get(3)!.rules[0]!.owned);
+      const load = startLoad(lab, {
+        ratePerSecond: 200,
+        countMax: 1_400,
+        durationMs: 7_000,
+        sources: clientSources(lab),
+        holds: 24,
+        holdPingIntervalMs: 200,
+        // Only a reset or a close may break a held connection here, never the echo timer.
+        holdPingTimeoutMs: 10_000,
+        // Two SYN retransmissions (1 s, 3 s) fit: a SYN lost before the takeover is answered.
+        timeoutMs: 5_000,
+      });
+      await load.started;
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+
+      const crashAt = Date.now();
+      expect(await killHostDaemon(lab.state.name, 3)).toBe(true);
+      await cutLink(lab.state.name, 3);
+      const cutAt = Date.now();
+      const takeover = await waitForHosts(
+        lab,
+        [1, 2],
+        (d) => d.converged && d.members.join() === '1,2' && d.rules[0]!.owned.length === 30,
+        5_000,
+        10,
+      );
+      const result = await load.done;
+      const takeoverMs = takeover.atMs - crashAt;
+
+      // Client-side view of the takeover: the first connection in a dead bucket that a
+      // survivor answered, from its start and from its answer.
+      const inDead = (c: { sourceIp: string; sourcePort: number }): boolean =>
+        deadBuckets.has(bucketOf(lab, c.sourceIp, c.sourcePort));
+      const survivorAnswers = result.connections
+        .filter((c) => c.host !== undefined && c.host !== 3 && inDead(c))
+        .filter((c) => load.wallMs(c.atMs) >= crashAt);
+      const firstAnsweredMs = Math.min(
+        ...survivorAnswers.map((c) => load.wallMs(c.atMs + c.latencyMs) - crashAt),
+      );
+      const holdsOn3 = result.holds.filter((h) => h.host === 3);
+      const resetDelays = holdsOn3
+        .filter((h) => h.broken !== undefined)
+        .map((h) => load.wallMs(h.broken!.atMs) - cutAt);
+      const failed = result.connections.filter((c) => c.failure !== undefined);
+      console.log(
+        `lab-cluster-crash: survivors own host 3's ${deadBuckets.size} buckets ${takeoverMs} ms after the kill (bound ${detectionMs} + ${takeoverMarginMs}); first answer in a dead bucket ${Math.round(firstAnsweredMs)} ms after the kill; ${holdsOn3.length} held connections of host 3 reset after ${Math.round(percentile(resetDelays, 0))}..${Math.round(percentile(resetDelays, 1))} ms; ${result.started} connections, ${failed.length} failed ${JSON.stringify(result.failures)}`,
+      );
+
+      expect(takeover.ok).toBe(true);
+      expect(takeoverMs).toBeLessThanOrEqual(detectionMs + takeoverMarginMs);
+      const peers = [...(await queryHosts(lab, [1, 2])).values()];
+      for (const data of peers) expect(data?.peers.find((p) => p.id === 3)?.view).toBe('dead');
+
+      // Host 3's held connections were reset, none timed out; the others live on.
+      expect(holdsOn3.length).toBeGreaterThan(0);
+      expect(holdsOn3.map((h) => h.broken?.kind)).toEqual(holdsOn3.map(() => 'reset'));
+      for (const delay of resetDelays) expect(delay).toBeLessThanOrEqual(resetBoundMs);
+      const holdsElsewhere = result.holds.filter((h) => h.host !== 3);
+      expect(holdsElsewhere.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual(
+        [],
+      );
+
+      // A connection may only fail if host 3 had it when it crashed: in one of its buckets,
+      // started before the cut.
+      expect(failed.filter((c) => !inDead(c) || load.wallMs(c.atMs) > cutAt + 50)).toEqual([]);
+      expect(failed.length).toBeLessThanOrEqual(5);
+      // After the takeover, new connections land as the survivors' map says.
+      const later = result.connections.filter((c) => load.wallMs(c.atMs) > takeover.atMs + 100);
+      expect(later.length).toBeGreaterThan(200);
+      expect(mispredicted(lab, liveMaps(takeover.answers), later)).toEqual([]);
+
+      const capture = await readSynAcks(lab);
+      expect(capture.doubles).toEqual([]);
+      expect(captureMisses(capture, result.connections)).toEqual([]);
     });
-    await load.started;
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
-
-    const crashAt = Date.now();
-    expect(await killHostDaemon(lab.state.name, 3)).toBe(true);
-    await cutLink(lab.state.name, 3);
-    const cutAt = Date.now();
-    const takeover = await waitForHosts(
-      lab,
-      [1, 2],
-      (d) => d.converged && d.members.join() === '1,2' && d.rules[0]!.owned.length === 30,
-      5_000,
-      10,
-    );
-    const result = await load.done;
-    const takeoverMs = takeover.atMs - crashAt;
-
-    // Client-side view of the takeover: the first connection in a dead bucket that a
-    // survivor answered, from its start and from its answer.
-    const inDead = (c: { sourceIp: string; sourcePort: number }): boolean =>
-      deadBuckets.has(bucketOf(lab, c.sourceIp, c.sourcePort));
-    const survivorAnswers = result.connections
-      .filter((c) => c.host !== undefined && c.host !== 3 && inDead(c))
-      .filter((c) => load.wallMs(c.atMs) >= crashAt);
-    const firstAnsweredMs = Math.min(
-      ...survivorAnswers.map((c) => load.wallMs(c.atMs + c.latencyMs) - crashAt),
-    );
-    const holdsOn3 = result.holds.filter((h) => h.host === 3);
-    const resetDelays = holdsOn3
-      .filter((h) => h.broken !== undefined)
-      .map((h) => load.wallMs(h.broken!.atMs) - cutAt);
-    const failed = result.connections.filter((c) => c.failure !== undefined);
-    console.log(
-      `lab-cluster-crash: survivors own host 3's ${deadBuckets.size} buckets ${takeoverMs} ms after the kill (bound ${detectionMs} + ${takeoverMarginMs}); first answer in a dead bucket ${Math.round(firstAnsweredMs)} ms after the kill; ${holdsOn3.length} held connections of host 3 reset after ${Math.round(percentile(resetDelays, 0))}..${Math.round(percentile(resetDelays, 1))} ms; ${result.started} connections, ${failed.length} failed ${JSON.stringify(result.failures)}`,
-    );
-
-    expect(takeover.ok).toBe(true);
-    expect(takeoverMs).toBeLessThanOrEqual(detectionMs + takeoverMarginMs);
-    const peers = [...(await queryHosts(lab, [1, 2])).values()];
-    for (const data of peers) expect(data?.peers.find((p) => p.id === 3)?.view).toBe('dead');
-
-    // Host 3's held connections were reset, none timed out; the others live on.
-    expect(holdsOn3.length).toBeGreaterThan(0);
-    expect(holdsOn3.map((h) => h.broken?.kind)).toEqual(holdsOn3.map(() => 'reset'));
-    for (const delay of resetDelays) expect(delay).toBeLessThanOrEqual(resetBoundMs);
-    const holdsElsewhere = result.holds.filter((h) => h.host !== 3);
-    expect(holdsElsewhere.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual(
-      [],
-    );
-
-    // A connection may only fail if host 3 had it when it crashed: in one of its buckets,
-    // started before the cut.
-    expect(failed.filter((c) => !inDead(c) || load.wallMs(c.atMs) > cutAt + 50)).toEqual([]);
-    expect(failed.length).toBeLessThanOrEqual(5);
-    // After the takeover, new connections land as the survivors' map says.
-    const later = result.connections.filter((c) => load.wallMs(c.atMs) > takeover.atMs + 100);
-    expect(later.length).toBeGreaterThan(200);
-    expect(mispredicted(lab, liveMaps(takeover.answers), later)).toEqual([]);
-
-    const capture = await readSynAcks(lab);
-    expect(capture.doubles).toEqual([]);
-    expect(captureMisses(capture, result.connections)).toEqual([]);
   });
-});
+}

@@ -28,6 +28,7 @@ import {
   liveMaps,
   startLoad,
   switchFdb,
+  endpointOf,
 } from './support/lab-cluster.js';
 import { clusterMac, readCapture } from './support/lab-faults.js';
 
@@ -97,7 +98,7 @@ describe.runIf(isRoot)('lab cluster: nft flush ruleset on one host under load', 
     const foreignAfter = foreign2.filter((c) => started(c) > windowEnd);
     const byEndpoint = new Map(result.connections.map((c) => [`${c.sourceIp}:${c.sourcePort}`, c]));
     const doubleStarts = capture.doubles.map((d) => {
-      const [ip, port] = d.connection.split(':');
+      const { ip, port } = endpointOf(d.connection);
       const c = byEndpoint.get(`${ip}:${port}`);
       return c === undefined ? Number.POSITIVE_INFINITY : started(c);
     });

@@ -46,6 +46,8 @@ import {
   startLoad,
   vipConntrack,
   waitForHosts,
+  labVariants,
+  endpointOf,
 } from './support/lab-cluster.js';
 
 declareLabRequirement('lab-cluster-partition');
@@ -180,7 +182,7 @@ function doubleStarts(run: PartitionRun): number[][] {
     ]);
   }
   return run.capture.doubles.map((d) => {
-    const endpoint = d.connection.split(':').slice(0, 2).join(':');
+    const { endpoint } = endpointOf(d.connection);
     return startsOf.get(endpoint) ?? [];
   });
 }
@@ -200,68 +202,70 @@ function describeRun(run: PartitionRun): string {
   ].join('; ');
 }
 
-describe.runIf(isRoot)('lab cluster: a host cut off and reconnected', () => {
-  const session = new LabSession();
+for (const variant of labVariants()) {
+  describe.runIf(isRoot)(`lab cluster (${variant.name}): a host cut off and reconnected`, () => {
+    const session = new LabSession();
 
-  beforeAll(() => session.lock(), labSetupTimeoutMs);
-  afterAll(() => session.close());
+    beforeAll(() => session.lock(), labSetupTimeoutMs);
+    afterAll(() => session.close());
 
-  it('drops its old connections before it takes buckets again; no client sees two hosts answer', async () => {
-    const lab = await session.up('lcq', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    try {
-      await installSynAckCapture(lab);
-      const run = await partitionHost3(lab, 0);
-      console.log(`lab-cluster-partition: natural heal: ${describeRun(run)}`);
+    it('drops its old connections before it takes buckets again; no client sees two hosts answer', async () => {
+      const lab = await session.up('lcq', { hosts: 3, clients: 1, clientExtraIps: 10 }, variant);
+      try {
+        await installSynAckCapture(lab);
+        const run = await partitionHost3(lab, 0);
+        console.log(`lab-cluster-partition: natural heal: ${describeRun(run)}`);
 
-      expect(run.survivors.ok).toBe(true);
-      // Host 3 declared hosts 1 and 2 dead too (what it then owns is logged, not required).
-      expect(run.alone.ok).toBe(true);
-      // The rejoin dropped every connection host 3 held before the cut, sockets included.
-      expect(run.old.size).toBeGreaterThan(0);
-      expect(run.conntrackAfter.filter((e) => run.old.has(`${e.src}:${e.sport}`))).toEqual([]);
-      expect(run.peersAfter.filter((peer) => run.old.has(peer))).toEqual([]);
-      // Host 3's clients were reset while it was away.
-      const holdsOn3 = run.result.holds.filter((h) => h.host === 3);
-      expect(holdsOn3.length).toBeGreaterThan(0);
-      expect(holdsOn3.map((h) => h.broken?.kind)).toEqual(holdsOn3.map(() => 'reset'));
-      expect(brokenElsewhere(run)).toEqual([]);
-      // A connection may only fail if host 3 had it when it was cut off: in one of its
-      // buckets, started before the cut.
-      const failed = run.result.connections.filter((c) => c.failure !== undefined);
-      expect(
-        failed.filter(
-          (c) =>
-            !run.deadBuckets.has(bucketOf(lab, c.sourceIp, c.sourcePort)) ||
-            run.load.wallMs(c.atMs) > run.cutAt + 50,
-        ),
-      ).toEqual([]);
-      // After the rejoin, connections land as the live map says.
-      const later = run.result.connections.filter(
-        (c) => run.load.wallMs(c.atMs) > run.rejoined.atMs + windowSlackMs,
-      );
-      expect(later.length).toBeGreaterThan(100);
-      expect(mispredicted(lab, liveMaps(run.rejoined.answers), later)).toEqual([]);
-      expect(later.some((c) => c.host === 3)).toBe(true);
-      expect(captureMisses(run.capture, run.result.connections)).toEqual([]);
-      expect(run.capture.doubles).toEqual([]);
-    } finally {
-      await session.down(lab);
-    }
+        expect(run.survivors.ok).toBe(true);
+        // Host 3 declared hosts 1 and 2 dead too (what it then owns is logged, not required).
+        expect(run.alone.ok).toBe(true);
+        // The rejoin dropped every connection host 3 held before the cut, sockets included.
+        expect(run.old.size).toBeGreaterThan(0);
+        expect(run.conntrackAfter.filter((e) => run.old.has(`${e.src}:${e.sport}`))).toEqual([]);
+        expect(run.peersAfter.filter((peer) => run.old.has(peer))).toEqual([]);
+        // Host 3's clients were reset while it was away.
+        const holdsOn3 = run.result.holds.filter((h) => h.host === 3);
+        expect(holdsOn3.length).toBeGreaterThan(0);
+        expect(holdsOn3.map((h) => h.broken?.kind)).toEqual(holdsOn3.map(() => 'reset'));
+        expect(brokenElsewhere(run)).toEqual([]);
+        // A connection may only fail if host 3 had it when it was cut off: in one of its
+        // buckets, started before the cut.
+        const failed = run.result.connections.filter((c) => c.failure !== undefined);
+        expect(
+          failed.filter(
+            (c) =>
+              !run.deadBuckets.has(bucketOf(lab, c.sourceIp, c.sourcePort)) ||
+              run.load.wallMs(c.atMs) > run.cutAt + 50,
+          ),
+        ).toEqual([]);
+        // After the rejoin, connections land as the live map says.
+        const later = run.result.connections.filter(
+          (c) => run.load.wallMs(c.atMs) > run.rejoined.atMs + windowSlackMs,
+        );
+        expect(later.length).toBeGreaterThan(100);
+        expect(mispredicted(lab, liveMaps(run.rejoined.answers), later)).toEqual([]);
+        expect(later.some((c) => c.host === 3)).toBe(true);
+        expect(captureMisses(run.capture, run.result.connections)).toEqual([]);
+        expect(run.capture.doubles).toEqual([]);
+      } finally {
+        await session.down(lab);
+      }
+    });
+
+    it('with the heal window at its worst (heartbeats held back 250 ms), no client sees two hosts answer and hosts 1, 2 keep their connections', async () => {
+      const lab = await session.up('lcr', { hosts: 3, clients: 1, clientExtraIps: 10 }, variant);
+      try {
+        await installSynAckCapture(lab);
+        const run = await partitionHost3(lab, heartbeatHoldMs);
+        console.log(`lab-cluster-partition: heal window held open: ${describeRun(run)}`);
+        expect(run.rejoined.ok).toBe(true);
+        expect(run.conntrackAfter.filter((e) => run.old.has(`${e.src}:${e.sport}`))).toEqual([]);
+        expect(captureMisses(run.capture, run.result.connections)).toEqual([]);
+        expect(run.capture.doubles).toEqual([]);
+        expect(brokenElsewhere(run)).toEqual([]);
+      } finally {
+        await session.down(lab);
+      }
+    });
   });
-
-  it('with the heal window at its worst (heartbeats held back 250 ms), no client sees two hosts answer and hosts 1, 2 keep their connections', async () => {
-    const lab = await session.up('lcr', { hosts: 3, clients: 1, clientExtraIps: 10 });
-    try {
-      await installSynAckCapture(lab);
-      const run = await partitionHost3(lab, heartbeatHoldMs);
-      console.log(`lab-cluster-partition: heal window held open: ${describeRun(run)}`);
-      expect(run.rejoined.ok).toBe(true);
-      expect(run.conntrackAfter.filter((e) => run.old.has(`${e.src}:${e.sport}`))).toEqual([]);
-      expect(captureMisses(run.capture, run.result.connections)).toEqual([]);
-      expect(run.capture.doubles).toEqual([]);
-      expect(brokenElsewhere(run)).toEqual([]);
-    } finally {
-      await session.down(lab);
-    }
-  });
-});
+}

@@ -283,7 +283,7 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
             'list',
             'chain',
             'inet',
-            'nlb',
+            lab.tableName,
             'rule0',
           ]);
           const rules = (
@@ -294,7 +294,7 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
             'delete',
             'rule',
             'inet',
-            'nlb',
+            lab.tableName,
             'rule0',
             'handle',
             String(rules.at(-1)),
@@ -318,7 +318,7 @@ describe.runIf(isRoot)('lab faults: network, tables', () => {
             'add',
             'element',
             'inet',
-            'nlb',
+            lab.tableName,
             'rule0_owned',
             `{ ${owned1[0]} }`,
           ]);

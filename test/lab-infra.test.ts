@@ -269,6 +269,33 @@ describe.runIf(isRoot)('lab infrastructure (network namespaces)', () => {
     expect(existsSync(labDir(failing))).toBe(false);
   });
 
+  it("fails with the daemon's own words when nlbd refuses after start-up, and cleans up", async () => {
+    // Exits after the 300 ms a daemon gets to fail at once: what nlbd does when it refuses at
+    // its checks (a mode the interface cannot do, a cluster IP in use).
+    const failing = `${name}r`;
+    created.push(failing);
+    const error = await labUp({
+      name: failing,
+      hosts: 2,
+      clients: 0,
+      startBackends: false,
+      startDaemons: true,
+      daemonCommand: [
+        'sh',
+        '-c',
+        'sleep 0.6; echo "nlbd: multicast mode needs an interface that takes multicast"; echo "hint: turn multicast on"; exit 1',
+      ],
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LabError);
+    expect((error as LabError).code).toBe('process-failed');
+    expect((error as LabError).message).toMatch(/nlbd of host [12] is not running; its log says:/);
+    expect((error as LabError).message).toContain(
+      'nlbd: multicast mode needs an interface that takes multicast',
+    );
+    expect(await labNamespaces(failing)).toEqual([]);
+    expect(existsSync(labDir(failing))).toBe(false);
+  });
+
   it('tears down everything, and a second down is a no-op', async () => {
     const result = await labDown(name);
     expect(result.existed).toBe(true);

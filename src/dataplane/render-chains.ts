@@ -225,22 +225,28 @@ function macBytes(mac: string): Uint8Array {
 
 /**
  * Multicast and IGMP modes with IPv6 cluster IPs: the host keeps its own MAC, so the neighbour
- * advertisements the kernel sends for a cluster IP (solicited, and unsolicited ones on an
- * announce) would name it. On output, an NA whose target is a cluster IP and whose target
- * link-layer address option (bytes 24-31: type 2, length 1, the MAC) names this host's MAC
- * gets the group MAC instead, and the reserved bits the value that keeps the checksum right.
- * The match on the reserved bits being 0 makes the rewrite apply once. An NA without the option
- * (the answer to a unicast probe) needs none: the prober already has the group MAC.
+ * discovery messages the kernel sends for a cluster IP would name it, and a client would send
+ * the cluster's frames to this host alone:
+ *   - an NA whose target is a cluster IP (solicited, and unsolicited ones on an announce)
+ *     names it in its target link-layer address option;
+ *   - an NS the host sends from a cluster IP (to find a client it answers) names it in its
+ *     source link-layer address option, and the client takes that as the cluster IP's MAC.
+ * On output, such a message whose option (bytes 24-31: type 2 or 1, length 1, the MAC) names
+ * this host's MAC gets the group MAC instead, and the reserved bits (bytes 6-7 of both) the
+ * value that keeps the checksum right. The match on the reserved bits being 0 makes the
+ * rewrite apply once. An NA without the option (the answer to a unicast probe) needs none: the
+ * prober already has the group MAC.
  */
 export function ndRewriteChain(spec: DataplaneSpec): string[] {
   const own = macBytes(spec.ownMac!);
   const group = macBytes(spec.groupMac!);
-  const compensation = naChecksumCompensation(own, group);
+  const compensation = `0x${naChecksumCompensation(own, group).toString(16).padStart(4, '0')}`;
+  const rewrite = `@th,208,48 ${hex(own)} @th,48,16 0x0000 @th,208,48 set ${hex(group)} @th,48,16 set ${compensation}`;
   const lines = [`type filter hook output priority ${ndRewritePriority}; policy accept;`];
   for (const ip of spec.clusterIps.filter((a) => a.family === 6)) {
     lines.push(
-      `icmpv6 type nd-neighbor-advert @th,64,128 ${hex(ip.bytes)} @th,192,16 0x0201 @th,208,48 ${hex(own)} @th,48,16 0x0000 ` +
-        `@th,208,48 set ${hex(group)} @th,48,16 set 0x${compensation.toString(16).padStart(4, '0')}`,
+      `icmpv6 type nd-neighbor-advert @th,64,128 ${hex(ip.bytes)} @th,192,16 0x0201 ${rewrite}`,
+      `icmpv6 type nd-neighbor-solicit ip6 saddr ${ip.text} @th,192,16 0x0101 ${rewrite}`,
     );
   }
   return lines;

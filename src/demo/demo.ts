@@ -5,6 +5,7 @@
 // The load generator runs in the lab's client namespace for the whole story (bounded in count
 // and time) and reports each connection; the demo cuts the story into phases by wall-clock time
 // and attributes every connection to the phase it started in.
+import type { ClusterMode } from '../core/config.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { flowBucket } from '../core/flow.js';
 import { parseAddress } from '../core/address.js';
@@ -33,6 +34,10 @@ export interface DemoOptions {
   readonly ratePerSecond: number;
   /** Long-lived connections held open through the whole story. */
   readonly holds: number;
+  /** The lab cluster's operation mode; default unicast. */
+  readonly mode?: ClusterMode;
+  /** Clients connect to the lab's IPv6 cluster IP (2001:db8:18::100) instead of the IPv4 one. */
+  readonly ipv6?: boolean;
   readonly log: (line: string) => void;
   readonly signal?: AbortSignal;
 }
@@ -112,8 +117,19 @@ function ownedBy(view: QueryData | undefined): number[] {
 export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
   const { log, signal } = options;
   const phaseMs = options.phaseSeconds * 1000;
-  log('building a 3-host lab cluster in network namespaces (198.18.0.0/24, VIP 198.18.0.100)...');
-  const lab = await labUp({ hosts: 3, clients: 1, clientExtraIps: 6, startDaemons: true });
+  const mode = options.mode ?? 'unicast';
+  const ipv6 = options.ipv6 ?? false;
+  log(
+    `building a 3-host lab cluster in ${mode} mode in network namespaces (198.18.0.0/24, VIP 198.18.0.100${ipv6 ? ', and 2001:db8:18::/64 with VIP 2001:db8:18::100' : ''})...`,
+  );
+  const lab = await labUp({
+    hosts: 3,
+    clients: 1,
+    clientExtraIps: 6,
+    startDaemons: true,
+    clusterMode: mode,
+    ipv6,
+  });
   const notes: string[] = [];
   try {
     const convergedIn = await waitFor(
@@ -186,7 +202,11 @@ interface Load {
 function startLoad(lab: LabState, options: DemoOptions, totalMs: number): Load {
   const { log, signal } = options;
   const client = lab.clients[0]!;
-  const sources = [client.ip, ...client.extraIps];
+  const ipv6 = options.ipv6 === true && client.ip6 !== undefined;
+  const sources = ipv6
+    ? [client.ip6!, ...(client.extraIps6 ?? [])]
+    : [client.ip, ...client.extraIps];
+  const target = ipv6 ? lab.vip6! : vip;
   const connections: { record: ConnectionRecord; wallMs: number }[] = [];
   const holdBreaks: { hold: HoldRecord; wallMs: number }[] = [];
   let offsetMs: number | undefined;
@@ -207,7 +227,7 @@ function startLoad(lab: LabState, options: DemoOptions, totalMs: number): Load {
     lab,
     1,
     {
-      target: vip,
+      target,
       port: 80,
       ratePerSecond: options.ratePerSecond,
       countMax: Math.ceil((options.ratePerSecond * totalMs) / 1000),

@@ -9,6 +9,7 @@ import type { QueryData } from '../control/protocol.js';
 import { defaultSocketPath } from '../control/paths.js';
 import { stateDirEnv } from '../daemon/paths.js';
 import { labClusterName } from './host-config.js';
+import { labIgmpGroup, steerClusterFrames } from './switch.js';
 import { LabError, assertBuilt, assertRoot } from './errors.js';
 import { labHttpPort } from './naming.js';
 import { backendMainPath, daemonMainPath } from './paths.js';
@@ -109,13 +110,13 @@ async function waitForDaemonStarted(lab: LabRef, hostId: number): Promise<void> 
  */
 export async function startAllDaemons(lab: LabRef, hostIds: readonly number[]): Promise<void> {
   if (hostIds.length <= labParallelStartMax) {
-    await Promise.all(hostIds.map((id) => startHostDaemon(lab, id)));
+    await Promise.all(hostIds.map((id) => startHostDaemon(lab, id, { steer: false })));
     return;
   }
   const batch = Math.max(1, os.cpus().length);
   for (let i = 0; i < hostIds.length; i += batch) {
     const ids = hostIds.slice(i, i + batch);
-    await Promise.all(ids.map((id) => startHostDaemon(lab, id)));
+    await Promise.all(ids.map((id) => startHostDaemon(lab, id, { steer: false })));
     await Promise.all(ids.map((id) => waitForDaemonStarted(lab, id)));
   }
 }
@@ -125,6 +126,11 @@ export interface StartHostDaemonOptions {
   readonly command?: readonly string[];
   /** Report a daemon that exits within this long as failed; default 300 ms. */
   readonly settleMs?: number;
+  /**
+   * IGMP labs: wait until the host joined the cluster's group and make its switch port take
+   * the cluster's frames (switch.ts); default true. `labUp` does it for all hosts at once.
+   */
+  readonly steer?: boolean;
 }
 
 /**
@@ -167,6 +173,10 @@ export async function startHostDaemon(
       'process-failed',
       `nlbd of host ${hostId} exited at once; its log says:\n${logTail(hostOf(state, hostId).daemonLog)}`,
     );
+  }
+  const state = loadLab(lab);
+  if (state.mode === 'igmp' && (options.steer ?? true)) {
+    await steerClusterFrames(state, labIgmpGroup, [hostId]);
   }
   return ref;
 }

@@ -43,9 +43,7 @@ import {
   switchNamespace,
 } from './naming.js';
 import { netnsDelete, netnsList, netnsPids } from './netns.js';
-import { steerClusterFrames } from './switch.js';
-import { parseAddress } from '../core/address.js';
-import { igmpGroup } from '../core/mac.js';
+import { labIgmpGroup, steerClusterFrames } from './switch.js';
 import { backendMainPath } from './paths.js';
 import { isAlive, type ProcessRef, processRef, terminate } from './process.js';
 import {
@@ -192,7 +190,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       // `up` means a cluster that serves: every daemon runs and they agree on one map.
       await waitForCluster(name, ids);
       if (state.mode === 'igmp') {
-        await steerClusterFrames(state, igmpGroup(parseAddress(labVip)!).text, ids);
+        await steerClusterFrames(state, labIgmpGroup, ids);
       }
     }
     return await updateState(name, (current) => {

@@ -48,6 +48,9 @@ export interface LabClientState {
   readonly ip: string;
   /** Further source addresses on the client's interface, for spreading flows by client IP. */
   readonly extraIps: string[];
+  /** IPv6 labs: the client's IPv6 address and its extras (2001:db8:18::<the IPv4 last byte>). */
+  readonly ip6?: string;
+  readonly extraIps6?: string[];
 }
 
 export interface LabState {

@@ -30,6 +30,7 @@ import {
   namespacePrefix,
 } from './naming.js';
 import { execIn, ipIn, netnsAdd, netnsList } from './netns.js';
+import { buildSwitch } from './switch.js';
 import { type LabRef, type LabState, claimLabDir, labDir, loadLab, writeState } from './state.js';
 
 /** Random names are retried this often before `up` gives up (2 hex bytes: 65,536 names). */
@@ -45,6 +46,11 @@ export function isNamespaceOfLab(name: string, namespace: string): boolean {
 export function clientExtraIps(index: number, perClient: number): string[] {
   const first = labExtraAddressFirst + (index - 1) * perClient;
   return Array.from({ length: perClient }, (_, k) => `198.18.0.${first + k}`);
+}
+
+/** The IPv6 address of the lab's IPv4 address `ip`: 2001:db8:18:: and its last byte, as written. */
+function ip6Twin(ip: string): string {
+  return `2001:db8:18::${ip.split('.').at(-1)!}`;
 }
 
 function randomLabName(): string {
@@ -148,23 +154,7 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
   await addNamespace(state, sw);
   // A plain Linux bridge learns MACs and ages them (300 s) like a real switch; STP stays off
   // so ports forward at once.
-  await ipIn(sw, ['link', 'add', state.bridge, 'type', 'bridge']);
-  if (plan.cluster.mode === 'igmp') {
-    // A switch that does IGMP snooping, with a querier: multicast frames go only where hosts
-    // joined (and to multicast router ports, see `steerClusterFrames`), not to every port.
-    await ipIn(sw, [
-      'link',
-      'set',
-      state.bridge,
-      'type',
-      'bridge',
-      'mcast_snooping',
-      '1',
-      'mcast_querier',
-      '1',
-    ]);
-  }
-  await ipIn(sw, ['link', 'set', state.bridge, 'up']);
+  await buildSwitch(sw, state.bridge, plan.cluster.mode);
 
   for (let id = 1; id <= plan.hosts; id++) {
     const namespace = hostNamespace(name, id);
@@ -190,6 +180,7 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
     const namespace = clientNamespace(name, index);
     const extraIps = clientExtraIps(index, plan.extraPerClient);
     await addNamespace(state, namespace);
+    const extraIps6 = extraIps.map(ip6Twin);
     state.clients.push({
       index,
       namespace,
@@ -197,11 +188,12 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
       switchPort: clientSwitchPort(index),
       ip: clientIp(index),
       extraIps,
+      ...(plan.ipv6 ? { ip6: clientIp6(index), extraIps6 } : {}),
     });
     await attach(state, namespace, clientSwitchPort(index), [
       clientIp(index),
       ...extraIps,
-      ...(plan.ipv6 ? [clientIp6(index)] : []),
+      ...(plan.ipv6 ? [clientIp6(index), ...extraIps6] : []),
     ]);
   }
   if (plan.bystander) {

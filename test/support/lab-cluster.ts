@@ -20,17 +20,18 @@ import { type BucketMaps, predictOwner } from '../../src/core/predict.js';
 import type { QueryData } from '../../src/control/protocol.js';
 import { controlRequest } from '../../src/control/client.js';
 import { defaultSocketPath } from '../../src/daemon/paths.js';
-import { execIn, ipIn } from '../../src/lab/netns.js';
+import { execIn } from '../../src/lab/netns.js';
 import { tableNameFor } from '../../src/dataplane/dataplane-spec.js';
 import { labClusterName } from '../../src/lab/host-config.js';
 import { type LabState, type LabUpOptions, labDown, labUp } from '../../src/lab/lab.js';
 import { type ClientLoadgenOptions, runLoadgenInClient } from '../../src/lab/loadgen-client.js';
 import type { ConnectionRecord, HoldRecord, LoadgenSummary } from '../../src/lab/loadgen.js';
 import { acquireLabTestLock, labTestLockWaitMs } from '../../src/lab/lock.js';
-import { isLabSafeAddress, labHttpPort } from '../../src/lab/naming.js';
+import { labHttpPort } from '../../src/lab/naming.js';
 import { loadConfigFile } from '../../src/node/config-file.js';
 import { declareRootRequirement } from './root.js';
 import { installSynAckCapture } from './synack-capture.js';
+import { type LabVariant, unicastV4 } from './lab-variants.js';
 
 export { isRoot, labRequired } from './root.js';
 
@@ -53,8 +54,13 @@ export interface ClusterLab {
   readonly config: Config;
   /** Control socket of every host's nlbd, by host id. */
   readonly sockets: ReadonlyMap<number, string>;
+  /** The cluster IP the clients connect to: the IPv4 one, or the IPv6 one in a `-v6` variant. */
   readonly vip: Address;
   readonly hostIds: readonly number[];
+  /** The mode and family the lab was built for. */
+  readonly variant: LabVariant;
+  /** Client c1's source addresses in the variant's family: its own, then its extras. */
+  readonly sources: readonly string[];
   /** The cluster's nftables tables in every host (`nlb_<cluster name>`). */
   readonly tableName: string;
 }
@@ -72,10 +78,21 @@ export class LabSession {
     this.release ??= await acquireLabTestLock();
   }
 
-  async up(prefix: string, options: Omit<LabUpOptions, 'name'>): Promise<ClusterLab> {
+  async up(
+    prefix: string,
+    options: Omit<LabUpOptions, 'name' | 'clusterMode' | 'ipv6'>,
+    variant: LabVariant = unicastV4,
+  ): Promise<ClusterLab> {
     const name = `${prefix}${randomBytes(2).toString('hex')}`;
     this.names.add(name);
-    const state = await labUp({ ...options, name });
+    const state = await labUp({
+      ...options,
+      name,
+      clusterMode: variant.mode,
+      ipv6: variant.family === 6,
+      // Every variant gets the bystander: what reaches it shows what the switch floods.
+      bystander: options.bystander ?? true,
+    });
     const sockets = new Map<number, string>();
     let config: Config | undefined;
     for (const host of state.hosts) {
@@ -84,13 +101,20 @@ export class LabSession {
       config ??= loaded.config;
       sockets.set(host.id, defaultSocketPath(labClusterName(state.name), host.id));
     }
+    const client = state.clients[0];
+    let sources = client === undefined ? [] : [client.ip, ...client.extraIps];
+    if (variant.family === 6 && client !== undefined) {
+      sources = [client.ip6!, ...(client.extraIps6 ?? [])];
+    }
     return {
       state,
       config: config!,
       sockets,
-      vip: parseAddress(state.vip)!,
+      vip: parseAddress(variant.family === 6 ? state.vip6! : state.vip)!,
       hostIds: state.hosts.map((h) => h.id),
       tableName: tableNameFor(labClusterName(state.name)),
+      variant,
+      sources,
     };
   }
 
@@ -119,12 +143,12 @@ export class LabSession {
  * capture installed, built once before the file's tests (under the lab test lock) and removed
  * after them whatever failed. Call it in a `describe`; the getter returns the lab.
  */
-export function captureLab(prefix: string): () => ClusterLab {
+export function captureLab(prefix: string, variant: LabVariant = unicastV4): () => ClusterLab {
   const session = new LabSession();
   let lab: ClusterLab | undefined;
   beforeAll(async () => {
     await session.lock();
-    lab = await session.up(prefix, { hosts: 3, clients: 1, clientExtraIps: 10 });
+    lab = await session.up(prefix, { hosts: 3, clients: 1, clientExtraIps: 10 }, variant);
     await installSynAckCapture(lab);
   }, labSetupTimeoutMs);
   afterAll(() => session.close());
@@ -288,44 +312,9 @@ export function mispredicted(
   return wrong;
 }
 
-// ------------------------------------------------------------------------------ sources
-
-/**
- * Adds `count` client addresses in as many other /24s (198.19.k.7/32 on client c1's eth0) and a
- * route back to them through c1 in every host namespace, so the hosts' replies reach them. The
- * lab itself is one /24, where `network` affinity would see a single client network.
- */
-export async function addForeignSubnetSources(lab: ClusterLab, count: number): Promise<string[]> {
-  if (!Number.isInteger(count) || count < 1 || count > 256) {
-    throw new RangeError(`foreign subnet sources: 1..256, got ${count}`);
-  }
-  const client = lab.state.clients[0]!;
-  const addresses = Array.from({ length: count }, (_, k) => `198.19.${k}.7`);
-  for (const address of addresses) {
-    if (!isLabSafeAddress(address)) throw new Error(`not a lab address: ${address}`);
-    await ipIn(client.namespace, ['address', 'add', `${address}/32`, 'dev', client.interface]);
-  }
-  for (const host of lab.state.hosts) {
-    await ipIn(host.namespace, [
-      'route',
-      'add',
-      '198.19.0.0/16',
-      'via',
-      client.ip,
-      'dev',
-      host.interface,
-    ]);
-  }
-  return addresses;
-}
-
-/** Every source address of client c1: its own, its lab extras, and `extra` given. */
-export function clientSources(lab: ClusterLab, extra: readonly string[] = []): string[] {
-  const client = lab.state.clients[0]!;
-  return [client.ip, ...client.extraIps, ...extra];
-}
-
+export * from './lab-sources.js';
 export * from './synack-capture.js';
+export * from './lab-variants.js';
 
 // ------------------------------------------------------------------------------ load
 
@@ -365,7 +354,7 @@ export function startLoad(lab: ClusterLab, options: ClientLoadgenOptions): Timed
   const done = runLoadgenInClient(
     lab.state,
     1,
-    { progressIntervalMs: 100, ...options, signal: abort.signal },
+    { progressIntervalMs: 100, target: lab.vip.text, ...options, signal: abort.signal },
     {
       onProgress: (p) => {
         observe(p.atMs);
@@ -419,7 +408,7 @@ export interface ConntrackEntry {
   readonly sport: number;
 }
 
-/** TCP connections to the VIP in a host's conntrack table (`conntrack -L` in its namespace). */
+/** TCP connections to the lab's cluster IP (`lab.vip`) in a host's conntrack table (`conntrack -L`). */
 export async function vipConntrack(lab: ClusterLab, hostId: number): Promise<ConntrackEntry[]> {
   const host = lab.state.hosts.find((h) => h.id === hostId)!;
   const { stdout } = await execIn(host.namespace, [
@@ -428,7 +417,7 @@ export async function vipConntrack(lab: ClusterLab, hostId: number): Promise<Con
     '-p',
     'tcp',
     '-d',
-    lab.state.vip,
+    lab.vip.text,
   ]);
   const entries: ConntrackEntry[] = [];
   for (const line of stdout.split('\n')) {
@@ -464,7 +453,7 @@ export async function nlbCounter(lab: ClusterLab, hostId: number, name: string):
     'list',
     'counter',
     'inet',
-    'nlb',
+    lab.tableName,
     name,
   ]);
   const items = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables;

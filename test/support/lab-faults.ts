@@ -31,6 +31,7 @@ import {
   clientSources,
   convergedOn,
   expectConverged,
+  endpointOf,
   hostOfSourceMacIn,
   liveMaps,
   mispredicted,
@@ -230,13 +231,11 @@ export async function runFault(lab: ClusterLab, fault: Fault): Promise<FaultRepo
   // from that address and port must fall in the window.
   const window = fault.expect.doubles;
   const startsOf = (connection: string): ConnectionRecord[] => {
-    const all = byEndpoint.get(connection.split(':').slice(0, 2).join(':')) ?? [];
+    const all = byEndpoint.get(endpointOf(connection).endpoint) ?? [];
     const reset = all.filter((c) => c.failure === 'reset');
     return all.length > 1 && reset.length > 0 ? reset : all;
   };
-  const doubleEndpoints = new Set(
-    capture.doubles.map((d) => d.connection.split(':').slice(0, 2).join(':')),
-  );
+  const doubleEndpoints = new Set(capture.doubles.map((d) => endpointOf(d.connection).endpoint));
   const doublesOutsideWindow = capture.doubles
     .filter((d) => {
       const starts = startsOf(d.connection).map((c) => started(c) - injectAt);
@@ -247,8 +246,8 @@ export async function runFault(lab: ClusterLab, fault: Fault): Promise<FaultRepo
       );
     })
     .map((d) => {
-      const starts = (byEndpoint.get(d.connection.split(':').slice(0, 2).join(':')) ?? []).map(
-        (c) => Math.round(started(c) - healAt),
+      const starts = (byEndpoint.get(endpointOf(d.connection).endpoint) ?? []).map((c) =>
+        Math.round(started(c) - healAt),
       );
       return `${d.connection} answered by ${d.hosts.join(' and ')}, started ${starts.join(' or ')} ms after the fault ended`;
     });

@@ -23,16 +23,18 @@ const captureElementsMax = 65_535;
  */
 export async function installSynAckCapture(lab: ClusterLab): Promise<void> {
   const client = lab.state.clients[0]!;
+  // The cluster IP the lab's clients use: its family decides the set's address type.
+  const ip = lab.vip.family === 6 ? 'ip6' : 'ip';
   const script = [
     `table inet ${captureTable} {`,
     `  set ${captureSet} {`,
-    '    type ipv4_addr . inet_service . mark . ether_addr',
+    `    type ${lab.vip.family === 6 ? 'ipv6_addr' : 'ipv4_addr'} . inet_service . mark . ether_addr`,
     '    flags dynamic',
     `    size ${captureElementsMax}`,
     '  }',
     '  chain pre {',
     '    type filter hook prerouting priority raw; policy accept;',
-    `    ip saddr ${lab.state.vip} tcp sport ${labHttpPort} tcp flags & (syn | ack) == syn | ack meta mark set tcp ackseq add @${captureSet} { ip daddr . tcp dport . meta mark . ether saddr } counter meta mark set 0`,
+    `    ${ip} saddr ${lab.vip.text} tcp sport ${labHttpPort} tcp flags & (syn | ack) == syn | ack meta mark set tcp ackseq add @${captureSet} { ${ip} daddr . tcp dport . meta mark . ether saddr } counter meta mark set 0`,
     '  }',
     '}',
     '',
@@ -73,6 +75,17 @@ export function hostOfMaskedMac(mac: string, vip: string): number | undefined {
   }
   const id = parseInt(octets[1]!, 16);
   return id >= 1 && id <= 32 ? id : undefined;
+}
+
+/**
+ * The client end of a capture key `ip:port:ackseq` (an IPv6 address holds ':' too): its
+ * address, port, and `ip:port` as `answersByEndpoint` keys it.
+ */
+export function endpointOf(connection: string): { ip: string; port: number; endpoint: string } {
+  const parts = connection.split(':');
+  const ip = parts.slice(0, -2).join(':');
+  const port = Number(parts.at(-2));
+  return { ip, port, endpoint: `${ip}:${port}` };
 }
 
 /** The own MAC of each host's cluster interface, read once per lab (multicast and IGMP modes). */

@@ -1,7 +1,7 @@
 // `nlb demo`: the README's first command. A 3-host lab cluster under load; host 2 crashes and
 // rejoins; host 3 drainstops; then a summary per phase. Live counters go to stderr as they
 // happen; the summary is the verb's output (a table, or one JSON document with --json).
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { type DemoPhase, type DemoResult, runLabDemo, runSimulatorDemo } from '../../demo/demo.js';
 import { badArgument } from '../errors.js';
 import type { CliContext } from '../program.js';
@@ -11,6 +11,8 @@ interface DemoOptions {
   readonly phaseSeconds: string;
   readonly rate: string;
   readonly holds: string;
+  readonly mode: 'unicast' | 'multicast' | 'igmp';
+  readonly ipv6: boolean;
 }
 
 function bounded(name: string, text: string, min: number, max: number): number {
@@ -51,7 +53,15 @@ export async function demo(
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
-      result = await runLabDemo({ phaseSeconds, ratePerSecond, holds, log, signal: abort.signal });
+      result = await runLabDemo({
+        phaseSeconds,
+        ratePerSecond,
+        holds,
+        mode: options.mode,
+        ipv6: options.ipv6,
+        log,
+        signal: abort.signal,
+      });
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -104,5 +114,11 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--phase-seconds <n>', 'length of each of the four phases', '8')
     .option('--rate <n>', 'new connections per second', '200')
     .option('--holds <n>', 'long-lived connections held open through the demo', '12')
+    .addOption(
+      new Option('--mode <mode>', "the lab cluster's operation mode")
+        .choices(['unicast', 'multicast', 'igmp'])
+        .default('unicast'),
+    )
+    .option('--ipv6', 'clients connect to the IPv6 cluster IP (2001:db8:18::100)', false)
     .action(ctx.action((options: DemoOptions) => demo(options, ctx)));
 }
