@@ -299,6 +299,62 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     }
   }
 
+  it('refuses a mode the interface cannot do and a cluster IP in use elsewhere, changing nothing', async () => {
+    namespaces.ip(ns, ['address', 'add', '198.18.9.11/24', 'dev', 'eth0']);
+    const macBefore = inNs(['cat', '/sys/class/net/eth0/address']).trim();
+    const refused = async (file: string): Promise<string> => {
+      const result = await runDaemon(
+        ['--config', file, '--socket', socket],
+        ['ip', 'netns', 'exec', ns],
+      );
+      expect(result.code, result.stderr).toBe(1);
+      // Nothing was changed by the refusal.
+      expect(inNs(['nft', 'list', 'tables'])).toBe('');
+      expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe(macBefore);
+      return result.stderr;
+    };
+    try {
+      const igmp = path.join(dir, 'igmp.yaml');
+      writeFileSync(
+        igmp,
+        configText({ cluster, keyFile }).replace('  interface:', '  mode: igmp\n  interface:'),
+      );
+      namespaces.ip(ns, ['link', 'set', 'eth0', 'multicast', 'off']);
+      try {
+        const stderr = await refused(igmp);
+        expect(stderr).toContain(
+          'nlbd: igmp mode needs an interface that takes multicast, and eth0 does not (no MULTICAST flag)',
+        );
+        expect(stderr).toContain(
+          'hint: turn multicast on (`ip link set dev eth0 multicast on`), or use mode: unicast',
+        );
+      } finally {
+        namespaces.ip(ns, ['link', 'set', 'eth0', 'multicast', 'on']);
+      }
+      for (const [prefix, iface] of [
+        ['198.18.9.100/32', 'wire0'],
+        ['198.18.9.100/24', 'eth0'],
+      ] as const) {
+        namespaces.ip(ns, ['address', 'add', prefix, 'dev', iface]);
+        try {
+          const stderr = await refused(config);
+          expect(stderr).toContain(
+            `nlbd: cluster IP 198.18.9.100 is already configured on this host (${prefix} on ${iface})`,
+          );
+          expect(stderr).toContain(
+            `hint: nlbd adds the cluster IPs to eth0 itself: remove it (\`ip addr del ${prefix} dev ${iface}\`) or choose another cluster IP`,
+          );
+          // The operator's address is still there.
+          expect(inNs(['ip', '-br', 'addr', 'show', iface])).toContain(prefix);
+        } finally {
+          namespaces.ip(ns, ['address', 'del', prefix, 'dev', iface]);
+        }
+      }
+    } finally {
+      namespaces.ip(ns, ['address', 'del', '198.18.9.11/24', 'dev', 'eth0']);
+    }
+  });
+
   it('runs a one-host cluster, and SIGTERM leaves nothing behind', async () => {
     namespaces.ip(ns, ['address', 'add', '198.18.9.11/24', 'dev', 'eth0']);
     const macBefore = inNs(['cat', '/sys/class/net/eth0/address']).trim();
