@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { daemonMainPath, labDown, repoRoot } from '../src/lab/lab.js';
-import { failoverSettings, runFailoverRepeats } from './lab/failover.js';
+import { failoverSettings, judgeFailover, runFailoverRepeats } from './lab/failover.js';
 import { plannedChangeCount, runPlanned } from './lab/planned.js';
 import { type LabReport, renderMarkdown, type Target } from './lab/report.js';
 import {
@@ -33,13 +33,13 @@ import {
   labsUp,
   machineInfo,
   maxOf,
-  median,
   type ProgramSample,
   quantile,
   round,
   withLab,
 } from './lab/support.js';
 import { runFilterOverhead, runProxyComparison } from './lab/throughput.js';
+import { type FilterModeResult, filterVariants, judgeFilterModes } from './lab/filter-modes.js';
 import { judgeUdp, runUdpOverhead, udpPort } from './lab/udp.js';
 import { type SteadyResult, judgeSteady, steadyParts } from './lab/steady.js';
 
@@ -105,6 +105,7 @@ async function main(): Promise<void> {
   const failover: LabReport['failover'] = [];
   let planned: LabReport['planned'] = null;
   let filter: LabReport['filter'] = null;
+  const filterModes: FilterModeResult[] = [];
   let udp: LabReport['udp'] = null;
   let proxy: LabReport['proxy'] = null;
   const steady: SteadyResult[] = [];
@@ -133,6 +134,8 @@ async function main(): Promise<void> {
             clients: 1,
             heartbeatPeriodMs: setting.periodMs,
             heartbeatTolerance: setting.tolerance,
+            clusterMode: setting.mode ?? 'unicast',
+            ipv6: setting.ipv6 ?? false,
           },
           (lab) => runFailoverRepeats(lab, setting, repeats, log, abort.signal),
           log,
@@ -173,6 +176,26 @@ async function main(): Promise<void> {
       filter = { ...out.value, lab: out.labName };
       program.push({ lab: out.labName, samples: out.program, driver: out.driverProgram });
     });
+    for (const variant of filterVariants) {
+      await part(`filter ${variant.label}`, async () => {
+        log(`filter overhead in ${variant.label}: iperf3 to host 1, own address vs VIP`);
+        const out = await withLab(
+          {
+            name: labName(`if${variant.mode.slice(0, 2)}${variant.family}`),
+            hosts: 3,
+            clients: 1,
+            startBackends: false,
+            clusterMode: variant.mode,
+            ipv6: variant.family === 6,
+          },
+          (lab) =>
+            runFilterOverhead(lab, quick ? 3 : 5, quick ? 1 : 4, log, abort.signal, variant.family),
+          log,
+        );
+        filterModes.push({ ...variant, lab: out.labName, result: out.value });
+        program.push({ lab: out.labName, samples: out.program, driver: out.driverProgram });
+      });
+    }
   }
   if (parts.includes('udp')) {
     await part('udp', async () => {
@@ -274,6 +297,13 @@ async function main(): Promise<void> {
     },
     targets: [
       ...judge(failover, planned, programming, filter, proxy, errors),
+      ...(parts.includes('filter')
+        ? judgeFilterModes(
+            filterModes,
+            filterRatioMin,
+            (label) => errors.find((e) => e.part === `filter ${label}`)?.error,
+          )
+        : []),
       ...(parts.includes('udp')
         ? judgeUdp(udp, filterRatioMin, errors.find((e) => e.part === 'udp')?.error)
         : []),
@@ -285,6 +315,7 @@ async function main(): Promise<void> {
     planned,
     programming,
     filter,
+    filterModes,
     udp,
     proxy,
     steady,
@@ -320,46 +351,12 @@ function judge(
   const failed = (name: string): string | undefined =>
     errors.find((e) => e.part.startsWith(name))?.error;
   if (parts.includes('failover')) {
-    for (const setting of failoverSettings) {
-      const detectionMs = setting.periodMs * setting.tolerance;
-      const entry = failover.find((f) => f.setting.label === setting.label);
-      const runs = entry?.runs ?? [];
-      const times = runs.map((r) => r.failoverMs);
-      const complete = runs.length > 0 && times.every((t) => t !== null);
-      const worst = complete ? maxOf(times as number[]) : null;
-      const measured =
-        runs.length === 0
-          ? `not measured: ${failed(`failover ${setting.label}`) ?? 'no run'}`
-          : `median ${fmt(median(times.filter((t): t is number => t !== null)))} ms, max ${fmt(worst)} ms over ${runs.length} crash(es)` +
-            (complete ? '' : `; ${times.filter((t) => t === null).length} never completed`);
-      targets.push({
-        id: `failover-${setting.periodMs}x${setting.tolerance}`,
-        target: `failover ≤ detection + ${failoverMarginMaxMs} ms = ${detectionMs + failoverMarginMaxMs} ms at ${setting.label}`,
-        pass: complete && worst !== null && worst <= detectionMs + failoverMarginMaxMs,
-        measured,
-      });
-      if (setting.boundMs !== undefined) {
-        targets.push({
-          id: `failover-bound-${setting.periodMs}x${setting.tolerance}`,
-          target: `failover ≤ ${setting.boundMs} ms at ${setting.label}`,
-          pass: complete && worst !== null && worst <= setting.boundMs,
-          measured,
-        });
-      }
-      const kernel = runs.map((r) => r.kernelMarginFromLastHeardMs);
-      const kernelComplete = runs.length > 0 && kernel.every((m) => m !== null);
-      const kernelP99 = kernelComplete ? quantile(kernel as number[], 0.99) : null;
-      const fromHeard = runs.map((r) => r.marginFromLastHeardMs).filter((m) => m !== null);
-      targets.push({
-        id: `failover-last-heard-${setting.periodMs}x${setting.tolerance}`,
-        target: `failover from the victim's last heartbeat heard ≤ detection + ${failoverFromLastHeardMarginMs} ms at ${setting.label} (p99 over the crashes; the last survivor's kernel holding its share)`,
-        pass: kernelP99 !== null && kernelP99 <= failoverFromLastHeardMarginMs,
-        measured:
-          runs.length === 0
-            ? 'not measured'
-            : `margin over detection in the kernels: p50 ${fmt(kernelComplete ? quantile(kernel as number[], 0.5) : null)} ms, p99 ${fmt(kernelP99)} ms over ${runs.length} crashes; seen by the prober (5 ms spacing): max ${fmt(maxOf(fromHeard))} ms`,
-      });
-    }
+    targets.push(
+      ...judgeFailover(failover, failed, {
+        marginMaxMs: failoverMarginMaxMs,
+        fromLastHeardMarginMs: failoverFromLastHeardMarginMs,
+      }),
+    );
   }
   if (parts.includes('planned')) {
     const changes = planned?.changes ?? [];

@@ -14,11 +14,15 @@ import {
   restoreLink,
   startHostDaemon,
 } from '../../src/lab/lab.js';
+import type { ClusterMode } from '../../src/core/config.js';
 import { labVip } from '../../src/lab/naming.js';
 import type { Attempt, ProberConfig, ProberResult } from './prober.js';
+import type { LabReport, Target } from './report.js';
 import {
   daemonLog,
   flowConfigOf,
+  fmt,
+  quantile,
   maxOf,
   median,
   nowEpochMs,
@@ -40,6 +44,10 @@ export interface FailoverSetting {
   readonly repeats?: number;
   /** A bound on every failover, judged besides the margin over the detection time. */
   readonly boundMs?: number;
+  /** The lab's cluster mode; default unicast. */
+  readonly mode?: ClusterMode;
+  /** Probe the lab's IPv6 cluster IP from the client's IPv6 address; default IPv4. */
+  readonly ipv6?: boolean;
 }
 
 /**
@@ -60,7 +68,33 @@ export const failoverSettings: readonly FailoverSetting[] = [
     hosts: 32,
     repeats: 3,
   },
+  // Issue 12: the default profile in every mode and family, beside unicast IPv4 above.
+  ...(['multicast', 'igmp'] as const).map((mode) => ({
+    periodMs: 200,
+    tolerance: 5,
+    label: `200 ms × 5, ${mode}`,
+    boundMs: 1100,
+    mode,
+  })),
+  ...(['unicast', 'multicast', 'igmp'] as const).map((mode) => ({
+    periodMs: 200,
+    tolerance: 5,
+    label: `200 ms × 5, ${mode}, IPv6`,
+    boundMs: 1100,
+    mode,
+    ipv6: true,
+  })),
 ];
+
+/** A setting's part of its targets' ids: `200x5`, `200x5-32h`, `200x5-igmp-v6`. */
+export function settingSlug(setting: FailoverSetting): string {
+  return [
+    `${setting.periodMs}x${setting.tolerance}`,
+    ...(setting.hosts === undefined || setting.hosts === 3 ? [] : [`${setting.hosts}h`]),
+    ...(setting.mode === undefined || setting.mode === 'unicast' ? [] : [setting.mode]),
+    ...(setting.ipv6 === true ? ['v6'] : []),
+  ].join('-');
+}
 
 export interface FailoverRun {
   readonly repeat: number;
@@ -133,7 +167,8 @@ export async function runFailoverRepeats(
   await waitConverged(lab, hostIds, convergeTimeoutMs, signal, pollMs);
   const flow = await flowConfigOf(lab);
   const client = lab.clients[0]!;
-  const ports = portsByBucket(client.ip, flow);
+  const sourceIp = setting.ipv6 === true ? client.ip6! : client.ip;
+  const ports = portsByBucket(sourceIp, flow);
   const runs: FailoverRun[] = [];
 
   for (let repeat = 0; repeat < repeats; repeat++) {
@@ -146,9 +181,9 @@ export async function runFailoverRepeats(
     // just before a heartbeat was due); probe finely from a little before that.
     const fastFromMs = Math.max(0, detectionMs - setting.periodMs - 100);
     const config: ProberConfig = {
-      target: labVip,
+      target: setting.ipv6 === true ? lab.vip6! : labVip,
       port: 80,
-      sourceIp: client.ip,
+      sourceIp,
       buckets: dead.map((bucket) => ({ bucket, ports: ports[bucket]! })),
       intervalMs: fastFromMs > 0 ? slowIntervalMs : fastIntervalMs,
       timeoutMs: probeTimeoutMs,
@@ -311,4 +346,54 @@ export async function runFailoverRepeats(
     await sleep(Math.max(500, 2 * setting.periodMs), undefined, { signal });
   }
   return runs;
+}
+
+/** The failover targets of every setting measured (bench/lab-bench.ts writes them out). */
+export function judgeFailover(
+  failover: LabReport['failover'],
+  failed: (part: string) => string | undefined,
+  limits: { readonly marginMaxMs: number; readonly fromLastHeardMarginMs: number },
+): Target[] {
+  const targets: Target[] = [];
+  for (const setting of failoverSettings) {
+    const detectionMs = setting.periodMs * setting.tolerance;
+    const entry = failover.find((f) => f.setting.label === setting.label);
+    const runs = entry?.runs ?? [];
+    const times = runs.map((r) => r.failoverMs);
+    const complete = runs.length > 0 && times.every((t) => t !== null);
+    const worst = complete ? maxOf(times as number[]) : null;
+    const measured =
+      runs.length === 0
+        ? `not measured: ${failed(`failover ${setting.label}`) ?? 'no run'}`
+        : `median ${fmt(median(times.filter((t): t is number => t !== null)))} ms, max ${fmt(worst)} ms over ${runs.length} crash(es)` +
+          (complete ? '' : `; ${times.filter((t) => t === null).length} never completed`);
+    targets.push({
+      id: `failover-${settingSlug(setting)}`,
+      target: `failover ≤ detection + ${limits.marginMaxMs} ms = ${detectionMs + limits.marginMaxMs} ms at ${setting.label}`,
+      pass: complete && worst !== null && worst <= detectionMs + limits.marginMaxMs,
+      measured,
+    });
+    if (setting.boundMs !== undefined) {
+      targets.push({
+        id: `failover-bound-${settingSlug(setting)}`,
+        target: `failover ≤ ${setting.boundMs} ms at ${setting.label}`,
+        pass: complete && worst !== null && worst <= setting.boundMs,
+        measured,
+      });
+    }
+    const kernel = runs.map((r) => r.kernelMarginFromLastHeardMs);
+    const kernelComplete = runs.length > 0 && kernel.every((m) => m !== null);
+    const kernelP99 = kernelComplete ? quantile(kernel as number[], 0.99) : null;
+    const fromHeard = runs.map((r) => r.marginFromLastHeardMs).filter((m) => m !== null);
+    targets.push({
+      id: `failover-last-heard-${settingSlug(setting)}`,
+      target: `failover from the victim's last heartbeat heard ≤ detection + ${limits.fromLastHeardMarginMs} ms at ${setting.label} (p99 over the crashes; the last survivor's kernel holding its share)`,
+      pass: kernelP99 !== null && kernelP99 <= limits.fromLastHeardMarginMs,
+      measured:
+        runs.length === 0
+          ? 'not measured'
+          : `margin over detection in the kernels: p50 ${fmt(kernelComplete ? quantile(kernel as number[], 0.5) : null)} ms, p99 ${fmt(kernelP99)} ms over ${runs.length} crashes; seen by the prober (5 ms spacing): max ${fmt(maxOf(fromHeard))} ms`,
+    });
+  }
+  return targets;
 }

@@ -1,4 +1,5 @@
 // The lab benchmark's report: its shape (lab.json) and its rendering for people (lab.md).
+import { type FilterModeResult, renderFilterModes } from './filter-modes.js';
 import type { FailoverRun, FailoverSetting } from './failover.js';
 import type { PlannedResult } from './planned.js';
 import { type SteadyResult, renderSteady } from './steady.js';
@@ -52,6 +53,8 @@ export interface LabReport {
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
   readonly filter: (FilterResult & { lab: string }) | null;
+  /** The filter's overhead in the other modes and families (filter-modes.ts). */
+  readonly filterModes: readonly FilterModeResult[];
   readonly udp: (UdpResult & { lab: string }) | null;
   readonly proxy: (ProxyResult & { lab: string }) | null;
   readonly steady: readonly SteadyResult[];
@@ -276,6 +279,7 @@ export function renderMarkdown(report: LabReport): string {
     );
   }
 
+  out.push(...renderFilterModes(report.filterModes ?? [], report.filter));
   if (report.udp !== null) out.push(...renderUdp(report.udp));
   if (report.proxy !== null) out.push(...renderProxy(report.proxy));
   out.push(...renderSteady(report.steady));

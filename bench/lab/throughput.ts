@@ -24,7 +24,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LabState } from '../../src/lab/lab.js';
-import { assertLabSafeAddress, labVip } from '../../src/lab/naming.js';
+import { assertLabSafeAddress, hostIp6, labVip } from '../../src/lab/naming.js';
 import type { HttpClientConfig, HttpClientResult } from './http-client.js';
 import {
   type DirectorKind,
@@ -94,6 +94,7 @@ export async function runFilterOverhead(
   rounds: number,
   log: (line: string) => void,
   signal: AbortSignal,
+  family: 4 | 6 = 4,
 ): Promise<FilterResult> {
   const order = abbaOrder(rounds, 'dedicated' as const, 'vip' as const);
   const hostIds = lab.hosts.map((h) => h.id);
@@ -101,9 +102,13 @@ export async function runFilterOverhead(
   const flow = await flowConfigOf(lab);
   const client = lab.clients[0]!;
   const host = lab.hosts[0]!;
-  assertLabSafeAddress(host.ip, 'iperf3 target');
+  // IPv6: the lab's IPv6 cluster IP, and host 1's IPv6 address beside it.
+  const vipTarget = family === 6 ? lab.vip6! : labVip;
+  const hostTarget = family === 6 ? hostIp6(host.id) : host.ip;
+  assertLabSafeAddress(hostTarget, 'iperf3 target');
+  assertLabSafeAddress(vipTarget, 'iperf3 target');
   const owners = await ownersNow(lab, hostIds, flow.buckets);
-  const ports = portsByBucket(client.ip, flow);
+  const ports = portsByBucket(family === 6 ? client.ip6! : client.ip, flow);
   const hostPorts = ports
     .flatMap((list, bucket) => (owners[bucket] === host.id ? list : []))
     .sort((a, b) => a - b);
@@ -126,7 +131,7 @@ export async function runFilterOverhead(
         5_000,
       );
       if (range.code !== 0) throw new Error(`sysctl in c1 failed: ${range.stderr.trim()}`);
-      const target = kind === 'vip' ? labVip : host.ip;
+      const target = kind === 'vip' ? vipTarget : hostTarget;
       const out = await execNs(
         lab,
         'c1',
