@@ -226,7 +226,9 @@ export async function waitForCluster(
     );
     if (answers.every(([, a]) => a === true)) return;
     said = new Map(answers.filter((a): a is [number, string] => a[1] !== true));
-    await sleep(100);
+    // Each query costs every daemon a little CPU; a large lab on 2 cores converges slower
+    // for being asked too often (32 hosts every 100 ms took the lab minutes to come up).
+    await sleep(Math.max(100, 30 * hostIds.length));
   }
   throw new LabError(
     'process-failed',
