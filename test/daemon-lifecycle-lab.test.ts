@@ -9,7 +9,6 @@
 // Everything runs inside the namespaces of a lab this file creates (198.18.0.0/24, the second
 // cluster's IP 198.18.0.150 included) and always removes. Needs root; skipped visibly
 // otherwise, failing instead when NLB_REQUIRE_LAB=1.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,7 +18,6 @@ import { readRetainedState } from '../src/daemon/retained-state.js';
 import { execIn } from '../src/lab/netns.js';
 import { labClusterName } from '../src/lab/host-config.js';
 import {
-  daemonMainPath,
   killHostDaemon,
   labStateDir,
   loadLab,
@@ -37,56 +35,12 @@ import {
   query,
   waitForHosts,
 } from './support/lab-cluster.js';
+import { runDaemonIn } from './support/lab-hosts.js';
 
 declareLabRequirement('daemon-lifecycle-lab');
 
 /** More than the detection window (5 × 200 ms): a host that would join has done so by then. */
 const settleMs = 1_500;
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/**
- * Runs nlbd in `namespace` with its state directory in `stateDir`; one still running after
- * `waitMs` gets SIGTERM (what happened before nlbd refused a second daemon).
- */
-function runDaemonIn(
-  namespace: string,
-  stateDir: string,
-  args: readonly string[],
-  waitMs: number,
-): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        namespace,
-        'env',
-        `NLBD_STATE_DIR=${stateDir}`,
-        process.execPath,
-        daemonMainPath,
-        ...args,
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += String(d)));
-    child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
-    const timer = setTimeout(() => child.kill('SIGTERM'), waitMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe.runIf(isRoot)('nlbd life cycle in a two-host lab', () => {
   const session = new LabSession();

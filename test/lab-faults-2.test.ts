@@ -22,7 +22,6 @@
 // (A suspended host stays suspended across SIGTERM and SIGKILL restarts:
 // test/daemon-lifecycle-lab.test.ts.)
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -62,6 +61,7 @@ import {
   runScriptIn,
   sampleHosts,
 } from './support/lab-faults.js';
+import { type DaemonRun, runDaemonIn } from './support/lab-hosts.js';
 import {
   type StartupPoint,
   type StopSignal,
@@ -231,36 +231,13 @@ describe.runIf(isRoot)('lab faults: nlbd itself', () => {
   });
 
   /** nlbd with `config` in `namespace`, its own socket and state directory; SIGTERM after 8 s. */
-  function runSecondDaemon(
-    namespace: string,
-    config: string,
-  ): Promise<{ code: number | null; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(
-        'ip',
-        [
-          'netns',
-          'exec',
-          namespace,
-          'env',
-          `NLBD_STATE_DIR=${path.join(lab.state.dir, 'second-state')}`,
-          process.execPath,
-          daemonMainPath,
-          '--config',
-          config,
-          '--socket',
-          path.join(lab.state.dir, 'second.sock'),
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe'] },
-      );
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
-      const timer = setTimeout(() => child.kill('SIGTERM'), 8_000);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stderr });
-      });
-    });
+  function runSecondDaemon(namespace: string, config: string): Promise<DaemonRun> {
+    return runDaemonIn(namespace, path.join(lab.state.dir, 'second-state'), [
+      '--config',
+      config,
+      '--socket',
+      path.join(lab.state.dir, 'second.sock'),
+    ]);
   }
 
   it('slow clients on remote control and metrics: an operator with the token is answered within a second', async () => {

@@ -10,7 +10,6 @@
 //     and leaves the first cluster converged, with its table, cluster IP and cluster MAC.
 // Everything runs inside the namespaces of a lab this file creates and always removes. Needs
 // root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +33,7 @@ import {
   startLoad,
   waitForHosts,
 } from './support/lab-cluster.js';
+import { runDaemonIn } from './support/lab-hosts.js';
 
 declareLabRequirement('lab-multi-cluster');
 
@@ -160,30 +160,12 @@ describe.runIf(isRoot)('two clusters on the same hosts and interface', () => {
 
   it('refuses a second nlbd of the same cluster on a host, naming the one that runs', async () => {
     const host = lab.state.hosts[0]!;
-    const run = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(
-        'ip',
-        [
-          'netns',
-          'exec',
-          host.namespace,
-          process.execPath,
-          daemonMainPath,
-          '--config',
-          configs.get(1)!,
-          '--socket',
-          path.join(lab.state.dir, 'third.sock'),
-        ],
-        { stdio: ['ignore', 'ignore', 'pipe'] },
-      );
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
-      const timer = setTimeout(() => child.kill('SIGTERM'), 8_000);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stderr });
-      });
-    });
+    const run = await runDaemonIn(host.namespace, path.join(lab.state.dir, 'third-state'), [
+      '--config',
+      configs.get(1)!,
+      '--socket',
+      path.join(lab.state.dir, 'third.sock'),
+    ]);
     expect(run.code, run.stderr).toBe(1);
     expect(run.stderr).toContain(
       `nlbd: another nlbd (pid ${daemons.get(1)!.pid}) already answers on @nlbd-cluster-${second.name} in this network namespace: cluster '${second.name}', host 1`,

@@ -1,5 +1,6 @@
 // Looking into a lab's hosts for the fault tests (test/lab-faults*.test.ts): stray processes,
 // the daemons' logs, scripts run in a namespace, daemons revived or restarted.
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,7 +8,7 @@ import ts from 'typescript';
 import { expect } from 'vitest';
 import type { QueryData } from '../../src/control/protocol.js';
 import { execIn, netnsPids } from '../../src/lab/netns.js';
-import { loadLab, startHostDaemon, stopHostDaemon } from '../../src/lab/lab.js';
+import { daemonMainPath, loadLab, startHostDaemon, stopHostDaemon } from '../../src/lab/lab.js';
 import { isAlive } from '../../src/lab/process.js';
 import { type ClusterLab, query, queryHosts } from './lab-cluster.js';
 
@@ -189,4 +190,49 @@ export async function restartDaemon(
 ): Promise<void> {
   expect(await stopHostDaemon(lab.state.name, hostId)).toBe(true);
   await startHostDaemon(lab.state.name, hostId, command === undefined ? {} : { command });
+}
+
+/** How a one-off nlbd run ended (`runDaemonIn`). */
+export interface DaemonRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs nlbd with `args` in `namespace`, its retained state in `stateDir`, and collects its
+ * output; one still running after `waitMs` gets SIGTERM. For the nlbd a test expects refused
+ * (a second one, a bad config), which must not change anything.
+ */
+export function runDaemonIn(
+  namespace: string,
+  stateDir: string,
+  args: readonly string[],
+  waitMs = 8_000,
+): Promise<DaemonRun> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        namespace,
+        'env',
+        `NLBD_STATE_DIR=${stateDir}`,
+        process.execPath,
+        daemonMainPath,
+        ...args,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += String(d)));
+    child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
+    const timer = setTimeout(() => child.kill('SIGTERM'), waitMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
