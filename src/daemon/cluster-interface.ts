@@ -181,6 +181,9 @@ export class ClusterInterface {
       for (const ip of gone.ips) {
         await this.ipRoute.addAddress(setup.interface, clusterIpPrefix(ip));
       }
+      // Neighbours may have cached something else meanwhile: announce again (attach said
+      // already if announcing does not work here).
+      await setup.announcer?.announce(setup.interface).catch(() => undefined);
       return this.describe(gone);
     });
   }
