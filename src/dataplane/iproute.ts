@@ -173,10 +173,7 @@ export class IpRoute {
   }
 
   async setMac(name: string, mac: string): Promise<void> {
-    if (parseMac(mac) === undefined) {
-      throw new Error(`setMac: '${mac}' is not a MAC address`);
-    }
-    const args = ['link', 'set', 'dev', name, 'address', mac.toLowerCase()];
+    const args = ['link', 'set', 'dev', name, 'address', checkedMac('setMac', mac)];
     const result = await this.ip(args);
     if (result.code !== 0) {
       this.fail(args, result, 'some drivers only change the MAC while the link is down');

@@ -3,6 +3,7 @@
 // hashes the flow into its bucket, and one for the traffic no port rule covers.
 import { type Address, addressesEqual, maskBytes } from '../core/address.js';
 import type { PortRule } from '../core/config.js';
+import { parseMac } from '../core/mac.js';
 import { networkAffinityPrefix } from '../core/flow.js';
 import type { DataplaneSpec } from './dataplane-spec.js';
 import { ctMarkBase, formatMark } from './mark.js';
@@ -219,10 +220,6 @@ function hex(bytes: Uint8Array): string {
   return `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
-function macBytes(mac: string): Uint8Array {
-  return Uint8Array.from(mac.split(':'), (octet) => parseInt(octet, 16));
-}
-
 /**
  * Multicast and IGMP modes with IPv6 cluster IPs: the host keeps its own MAC, so the neighbour
  * discovery messages the kernel sends for a cluster IP would name it, and a client would send
@@ -238,8 +235,9 @@ function macBytes(mac: string): Uint8Array {
  * prober already has the group MAC.
  */
 export function ndRewriteChain(spec: DataplaneSpec): string[] {
-  const own = macBytes(spec.ownMac!);
-  const group = macBytes(spec.groupMac!);
+  // Both checked by dataplaneSpecProblems before any rendering.
+  const own = parseMac(spec.ownMac!)!;
+  const group = parseMac(spec.groupMac!)!;
   const compensation = `0x${naChecksumCompensation(own, group).toString(16).padStart(4, '0')}`;
   const rewrite = `@th,208,48 ${hex(own)} @th,48,16 0x0000 @th,208,48 set ${hex(group)} @th,48,16 set ${compensation}`;
   const lines = [`type filter hook output priority ${ndRewritePriority}; policy accept;`];
