@@ -8,7 +8,7 @@
 // Protocol: one request per connection, one JSON object on one line, e.g. `{"verb":"query"}`;
 // one JSON line back, then the server closes:
 //   {"ok":true,"data":...}   or   {"ok":false,"error":{"code","message","hint"}}
-// Verbs: identity, query, params, display, queryport, events, metrics; the commands start,
+// Verbs: identity, query, params, display, queryport, map, events, metrics; the commands start,
 // stop, drainstop, suspend, resume, reload, and enable/disable/drain with `"rules": [0, 2]` or
 // `"rules": "all"` (indexes into cluster.portRules) or `"spec": "198.18.0.100:80"` (vip:port,
 // vip:all, all:port, all:all; rule-spec.ts). A command's data is the host machine's reply
@@ -116,6 +116,9 @@ export interface QueryRule extends PortRuleView {
   /** Buckets this host takes new flows for (what its data plane was told). */
   readonly owned: readonly number[];
   readonly orphan: readonly number[];
+  /** This host's settings for the rule now (after any reload). */
+  readonly loadWeight: number;
+  readonly handlingPriority: number;
 }
 
 export interface QueryPeer {
@@ -127,6 +130,8 @@ export interface QueryPeer {
   readonly lastHeardAgoMs: number;
   readonly members: readonly number[];
   readonly mismatch: string | null;
+  /** The address its last accepted heartbeat came from (its dedicated IP), or null. */
+  readonly address: string | null;
 }
 
 export interface QueryData {
@@ -284,6 +289,18 @@ export interface QueryportBucket {
   readonly orphan: boolean;
   /** Connections this host holds in it (conntrack), or null when unknown. */
   readonly connections: number | null;
+  /**
+   * The hosts that claim it now, sorted: this host if it takes new flows for it, and every
+   * heard peer whose last heartbeat says it does. Once converged, exactly `[owner]`.
+   */
+  readonly claimedBy: readonly number[];
+  /**
+   * The claims do not match the target: two hosts claim it, or (converged) the claimant is
+   * not the owner. While converging a bucket in flight is not a disagreement (see inFlight).
+   */
+  readonly disagreement: boolean;
+  /** Converging, and this bucket's claims are not yet `[owner]`. */
+  readonly inFlight: boolean;
 }
 
 export interface QueryportRule extends PortRuleView {
@@ -295,6 +312,8 @@ export interface QueryportRule extends PortRuleView {
   readonly owners: Readonly<Record<string, number>>;
   readonly ownedHere: number;
   readonly connections: number | null;
+  /** Buckets with a disagreement (see QueryportBucket). */
+  readonly disagreements: number;
 }
 
 export interface QueryportData {
@@ -305,6 +324,42 @@ export interface QueryportData {
   readonly converged: boolean;
   readonly rules: readonly QueryportRule[];
   readonly connectionsError: string | null;
+}
+
+/** One port rule of the live map (the `map` verb). */
+export interface MapRuleData extends PortRuleView {
+  readonly rule: number;
+  /** The rule's ports as numbers (`ports` is their text), for matching a client's traffic. */
+  readonly portStart: number;
+  readonly portEnd: number;
+  readonly buckets: number;
+  /** enabled | draining | disabled on this host */
+  readonly state: string;
+  /** Per bucket, the owner in the target map this host works towards (the agreed map once converged). */
+  readonly owners: readonly (number | null)[];
+  /** Per bucket, the hosts that claim it now (QueryportBucket.claimedBy). */
+  readonly claims: readonly (readonly number[])[];
+  /** Buckets whose claims are not exactly `[owner]`: in flight while converging. */
+  readonly inFlight: readonly number[];
+}
+
+/**
+ * The cluster's map as one host holds it: what `nlb map` predicts from, and what the dashboard
+ * draws. With what a prediction needs (cluster IPs, hash seed, the rules' matching fields), so
+ * no config file is needed beside it.
+ */
+export interface MapData {
+  readonly cluster: string;
+  readonly hostId: number;
+  readonly converged: boolean;
+  readonly mapDigest: string;
+  /** ISO time the last convergence ended, or null (never converged, or converging now). */
+  readonly convergedAt: string | null;
+  readonly members: readonly number[];
+  readonly defaultHost: number | null;
+  readonly clusterIps: readonly string[];
+  readonly hashSeed: number;
+  readonly rules: readonly MapRuleData[];
 }
 
 export interface MetricsData {
@@ -325,6 +380,7 @@ export const requestSchema = z.discriminatedUnion('verb', [
   z.object({ verb: z.literal('params') }).strict(),
   z.object({ verb: z.literal('display'), events: eventsLimit.optional() }).strict(),
   z.object({ verb: z.literal('queryport'), spec: ruleSpecText }).strict(),
+  z.object({ verb: z.literal('map') }).strict(),
   z
     .object({
       verb: z.literal('events'),
@@ -386,6 +442,7 @@ export interface VerbData {
   readonly params: ParamsData;
   readonly display: DisplayData;
   readonly queryport: QueryportData;
+  readonly map: MapData;
   readonly events: EventsData;
   readonly metrics: MetricsData;
   readonly reload: ReloadReply;

@@ -262,6 +262,7 @@ export function reviewConvergence(s: MachineState, now: number, agreedAndSteady:
     s.lastConvergedTargets = s.targets.map((t) => [...t]);
     s.counters.convergences += 1;
     s.counters.lastConvergenceMs = now - s.convergingSinceMs;
+    s.counters.lastConvergedAtMs = now;
     s.emit(now, 'converged', {
       members,
       defaultHost: defaultHost(s),

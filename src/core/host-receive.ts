@@ -34,7 +34,12 @@ export function countBad(s: MachineState, reason: DecodeFailure): void {
  * 'taken': something may have changed; 'routine': a heard peer announced again what it did
  * before (ReceiveOutcome); 'dropped': nothing did but a counter.
  */
-export function receive(s: MachineState, now: number, bytes: Uint8Array): ReceiveOutcome {
+export function receive(
+  s: MachineState,
+  now: number,
+  bytes: Uint8Array,
+  from?: string,
+): ReceiveOutcome {
   const decoded = decodeHeartbeat(bytes, s.key, s.clusterId);
   if (!decoded.ok) {
     countBad(s, decoded.reason);
@@ -83,7 +88,7 @@ export function receive(s: MachineState, now: number, bytes: Uint8Array): Receiv
     peer.incarnation === hb.incarnation &&
     sameAnnouncement(peer.heartbeat, hb);
   const events = s.events.length;
-  if (receivePeer(s, now, hb, known)) return 'answer';
+  if (receivePeer(s, now, hb, known, from)) return 'answer';
   return routine && s.events.length === events ? 'routine' : 'taken';
 }
 
@@ -125,6 +130,7 @@ export function receivePeer(
   now: number,
   hb: Heartbeat,
   known: IncarnationEntry | undefined,
+  from?: string,
 ): boolean {
   let peer = s.peers.get(hb.hostId);
   if (peer === undefined) {
@@ -139,6 +145,7 @@ export function receivePeer(
       mismatch: undefined,
       mismatchReportedAtMs: -Infinity,
       reportKey: '',
+      address: undefined,
       incarnations: new Map(),
     };
     s.peers.set(hb.hostId, peer);
@@ -189,6 +196,7 @@ export function receivePeer(
   peer.lastSequence = hb.sequence;
   peer.lastHeardMs = now;
   peer.heartbeat = hb;
+  if (from !== undefined) peer.address = from;
   if (!peer.heard) {
     peer.heard = true;
     if (peer.declaredDeadAtMs !== undefined) {

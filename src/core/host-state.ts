@@ -47,6 +47,8 @@ export interface PeerRecord {
   mismatchReportedAtMs: number;
   /** The (members, map digest) the peer last reported, to answer a changed report once. */
   reportKey: string;
+  /** The address its last accepted heartbeat came from (the transport's), if it said. */
+  address: string | undefined;
   /** Every incarnation recently heard for this id (normally one; two around a restart). */
   readonly incarnations: Map<number, IncarnationEntry>;
 }
@@ -274,6 +276,8 @@ export class MachineState {
     decisionsSkipped: 0,
     convergences: 0,
     lastConvergenceMs: 0,
+    /** When the last convergence ended (the step's time), or -1 before the first. */
+    lastConvergedAtMs: -1,
   };
 
   // Per-step output being collected; events raised outside a step wait for the next one.

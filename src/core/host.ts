@@ -54,7 +54,12 @@ import type {
   ReportedState,
   CommandReply,
 } from './protocol.js';
-import { type AnnouncedState, type RuleState, decodeFailures } from './heartbeat.js';
+import {
+  type AnnouncedState,
+  type HeartbeatRule,
+  type RuleState,
+  decodeFailures,
+} from './heartbeat.js';
 import { command, reportInitialState } from './host-commands.js';
 import { decide, defaultHost } from './host-decision.js';
 import {
@@ -83,6 +88,13 @@ export interface HostDetails {
     lastHeardMs: number;
     mismatch: string | undefined;
     members: readonly number[];
+    /** Where its last accepted heartbeat came from, when the driver said. */
+    address: string | undefined;
+    /**
+     * Per port rule, what its last heartbeat announced: weight, priority, rule state and the
+     * buckets it claims (accepts new flows for). Empty for a peer whose config differs.
+     */
+    rules: readonly HeartbeatRule[];
   }[];
   counters: {
     heartbeatsSent: number;
@@ -90,6 +102,7 @@ export interface HostDetails {
     decisionsSkipped: number;
     convergences: number;
     lastConvergenceMs: number;
+    lastConvergedAtMs: number;
   };
   heartbeatsRejected: Record<string, number>;
 }
@@ -138,7 +151,7 @@ export class HostMachine {
       case 'tick':
         break;
       case 'datagram': {
-        const outcome = receive(s, now, input.bytes);
+        const outcome = receive(s, now, input.bytes, input.from);
         if (outcome === 'dropped') {
           // Nothing but a counter changed: the decision is not run again. A flood of forged or
           // replayed datagrams then costs little more than its HMAC, and whatever falls due
@@ -228,6 +241,8 @@ export class HostMachine {
           lastHeardMs: p.lastHeardMs,
           mismatch: p.mismatch,
           members: p.heartbeat.members,
+          address: p.address,
+          rules: p.mismatch === undefined ? p.heartbeat.rules : [],
         })),
       counters: { ...s.counters },
       heartbeatsRejected: Object.fromEntries(

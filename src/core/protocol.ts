@@ -42,6 +42,8 @@ export type Input =
       readonly bytes: Uint8Array;
       /** How long it waited after it arrived before it was stepped (a busy or stalled host). */
       readonly waitedMs?: number;
+      /** The sender's address as the transport saw it (text), kept per peer for the operator. */
+      readonly from?: string;
     }
   | { readonly kind: 'command'; readonly nowMs: number; readonly command: Command };
 

@@ -4,7 +4,14 @@
 import type { Config, PortRule } from '../core/config.js';
 import type { HostDetails } from '../core/host.js';
 import type { HostStatus } from '../core/protocol.js';
-import type { ConfigView, PeerView, PortRuleView, QueryData } from '../control/protocol.js';
+import type {
+  ConfigView,
+  MapData,
+  MapRuleData,
+  PeerView,
+  PortRuleView,
+  QueryData,
+} from '../control/protocol.js';
 
 /** What the views read of a running host (a part of the daemon's ControlTarget). */
 export interface HostView {
@@ -66,6 +73,8 @@ export function queryData(target: HostView, dataplaneInSync: boolean): QueryData
       state: details.ruleStates[i] ?? 'enabled',
       owned: status.ownership.rules[i]?.owned ?? [],
       orphan: status.ownership.rules[i]?.orphan ?? [],
+      loadWeight: target.config.host.rules[i]?.loadWeight ?? 0,
+      handlingPriority: target.config.host.rules[i]?.handlingPriority ?? 0,
     })),
     peers: details.peers.map((peer) => ({
       id: peer.id,
@@ -75,6 +84,7 @@ export function queryData(target: HostView, dataplaneInSync: boolean): QueryData
       lastHeardAgoMs: Math.max(0, Math.round(now - peer.lastHeardMs)),
       members: peer.members,
       mismatch: peer.mismatch ?? null,
+      address: peer.address ?? null,
     })),
   };
 }
@@ -103,5 +113,73 @@ export function configView(config: Config): ConfigView {
       initialState: config.host.initialState,
       rules: config.host.rules,
     },
+  };
+}
+
+/**
+ * Per port rule and bucket, the hosts that claim it now, sorted: this host where it takes new
+ * flows, and every heard peer of the same config whose last heartbeat says it does. A peer
+ * declared dead claims nothing (its buckets are orphans of whoever took them).
+ */
+export function bucketClaims(target: HostView): number[][][] {
+  const status = target.status();
+  const claims = target.config.cluster.portRules.map((rule) =>
+    Array.from({ length: rule.buckets }, (): number[] => []),
+  );
+  const add = (host: number, rule: number, buckets: readonly number[]): void => {
+    const perBucket = claims[rule];
+    if (perBucket === undefined) return;
+    for (const b of buckets) perBucket[b]?.push(host);
+  };
+  status.ownership.rules.forEach((r, i) => add(status.hostId, i, r.owned));
+  for (const peer of target.details().peers) {
+    if (!peer.heard || peer.mismatch !== undefined) continue;
+    peer.rules.forEach((r, i) => add(peer.id, i, r.owned));
+  }
+  for (const perBucket of claims) for (const hosts of perBucket) hosts.sort((a, b) => a - b);
+  return claims;
+}
+
+/** Whether a bucket's claims are exactly its owner (nobody, for an unowned bucket). */
+export function claimsMatch(claims: readonly number[], owner: number | null): boolean {
+  return owner === null ? claims.length === 0 : claims.length === 1 && claims[0] === owner;
+}
+
+/** The `map` verb: the target map, the claims, and what a prediction needs. */
+export function mapData(target: HostView, wallNowMs: number): MapData {
+  const status = target.status();
+  const details = target.details();
+  const cluster = target.config.cluster;
+  const claims = bucketClaims(target);
+  const convergedAtMs = details.counters.lastConvergedAtMs;
+  const rules = cluster.portRules.map((rule, i): MapRuleData => {
+    const owners = Array.from({ length: rule.buckets }, (_, b) => status.target[i]?.[b] ?? null);
+    const ruleClaims = claims[i]!;
+    return {
+      rule: i,
+      ...portRuleView(rule),
+      portStart: rule.portStart,
+      portEnd: rule.portEnd,
+      buckets: rule.buckets,
+      state: details.ruleStates[i] ?? 'enabled',
+      owners,
+      claims: ruleClaims,
+      inFlight: owners.flatMap((owner, b) => (claimsMatch(ruleClaims[b]!, owner) ? [] : [b])),
+    };
+  });
+  return {
+    cluster: cluster.name,
+    hostId: status.hostId,
+    converged: status.converged,
+    mapDigest: status.mapDigest,
+    convergedAt:
+      status.converged && convergedAtMs >= 0
+        ? new Date(wallNowMs - (target.nowMs() - convergedAtMs)).toISOString()
+        : null,
+    members: status.members,
+    defaultHost: status.defaultHost,
+    clusterIps: cluster.clusterIps.map((ip) => ip.text),
+    hashSeed: cluster.hashSeed,
+    rules,
   };
 }

@@ -28,7 +28,15 @@ import { parseRuleSpec, resolveRuleSpec, ruleSpecExamples } from '../control/rul
 import type { EventJournal, JournalEntry } from './events.js';
 import type { DriverStats } from './host-driver.js';
 import type { TransportStats } from './transport.js';
-import { type HostView, configView, portRuleView, queryData } from './control-views.js';
+import {
+  type HostView,
+  bucketClaims,
+  claimsMatch,
+  configView,
+  mapData,
+  portRuleView,
+  queryData,
+} from './control-views.js';
 import { errorText } from '../core/error-text.js';
 
 /** What the handler needs of a running daemon; tests pass a fake. */
@@ -106,6 +114,7 @@ export const controlHandlers: ControlHandlers<ControlContext> = {
   params: (_request, context) => params(context),
   display: (request, context) => display(request, context),
   queryport: (request, context) => queryport(request, context),
+  map: (_request, { target }) => Promise.resolve(mapData(target, Date.now())),
   events: (request, context) => Promise.resolve(recentEvents(request, context)),
   metrics: async (_request, { target }) => {
     if (target.metrics === undefined) {
@@ -240,6 +249,7 @@ async function queryport(
     'this nlbd does not count connections',
   );
   const details = target.details();
+  const claims = bucketClaims(target);
   const rules = resolved.rules.map((r): QueryportRule => {
     const rule = cluster.portRules[r]!;
     const owned = new Set(status.ownership.rules[r]?.owned ?? []);
@@ -249,13 +259,21 @@ async function queryport(
     for (const entry of connections ?? []) {
       if (entry.rule === r) perBucket.set(entry.bucket, entry.connections);
     }
-    const buckets = Array.from({ length: rule.buckets }, (_, b): QueryportBucket => ({
-      bucket: b,
-      owner: targetMap[b] ?? null,
-      ownedHere: owned.has(b),
-      orphan: orphan.has(b),
-      connections: connections === undefined ? null : (perBucket.get(b) ?? 0),
-    }));
+    const buckets = Array.from({ length: rule.buckets }, (_, b): QueryportBucket => {
+      const owner = targetMap[b] ?? null;
+      const claimedBy = claims[r]?.[b] ?? [];
+      const matches = claimsMatch(claimedBy, owner);
+      return {
+        bucket: b,
+        owner,
+        ownedHere: owned.has(b),
+        orphan: orphan.has(b),
+        connections: connections === undefined ? null : (perBucket.get(b) ?? 0),
+        claimedBy,
+        disagreement: claimedBy.length > 1 || (status.converged && !matches),
+        inFlight: !status.converged && !matches,
+      };
+    });
     const owners: Record<string, number> = {};
     for (const bucket of buckets) {
       const key = bucket.owner === null ? 'none' : String(bucket.owner);
@@ -268,6 +286,7 @@ async function queryport(
       buckets,
       owners,
       ownedHere: owned.size,
+      disagreements: buckets.filter((bucket) => bucket.disagreement).length,
       connections:
         connections === undefined ? null : [...perBucket.values()].reduce((a, b) => a + b, 0),
     };

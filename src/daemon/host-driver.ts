@@ -54,7 +54,7 @@ import {
   restoreRetryMsDefault,
 } from './host-driver-port.js';
 import { Outage } from './host-outage.js';
-import { InputQueue, type Job } from './input-queue.js';
+import { InputQueue, type Job, datagramInput } from './input-queue.js';
 import type { DatagramSource, Transport } from './transport.js';
 
 export * from './host-driver-port.js';
@@ -151,7 +151,7 @@ export class HostDriver {
   }
 
   /** The datagram handler to give the transport; datagrams queue until `start`. */
-  readonly onDatagram = (bytes: Uint8Array, _from: DatagramSource): void => {
+  readonly onDatagram = (bytes: Uint8Array, from: DatagramSource): void => {
     if (this.closing) {
       return;
     }
@@ -159,7 +159,8 @@ export class HostDriver {
       this.counts.datagramsDropped++;
       return;
     }
-    this.queue.push({ kind: 'datagram', bytes, queuedAtMs: this.clock.nowMs() });
+    const queuedAtMs = this.clock.nowMs();
+    this.queue.push({ kind: 'datagram', bytes, from: from.address, queuedAtMs });
   };
 
   /** Starts stepping: a first tick now, then whenever the machine asks to be woken. */
@@ -268,7 +269,7 @@ export class HostDriver {
       case 'datagram':
         this.counts.datagrams++;
         this.queueWait.add(this.inputWaitMs);
-        input = { kind: 'datagram', nowMs, bytes: job.bytes, waitedMs: this.inputWaitMs };
+        input = datagramInput(job, nowMs, this.inputWaitMs);
         break;
       case 'command':
         this.counts.commands++;

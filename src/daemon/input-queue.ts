@@ -1,7 +1,7 @@
 // HostDriver's inputs, queued: the machine steps one at a time, and each Ready is carried out
 // completely before the next input is stepped. Ticks coalesce (one queued at most); the driver's
 // own urgent work (a lost data plane, its side of `link`) goes first.
-import type { Command, CommandReply } from '../core/protocol.js';
+import type { Command, CommandReply, Input } from '../core/protocol.js';
 
 export type Job =
   | { readonly kind: 'tick' }
@@ -9,7 +9,12 @@ export type Job =
   | { readonly kind: 'internal'; readonly command: Command }
   /** The data plane reported itself lost between steps: fail closed before anything else. */
   | { readonly kind: 'lost'; readonly reason: string }
-  | { readonly kind: 'datagram'; readonly bytes: Uint8Array; readonly queuedAtMs: number }
+  | {
+      readonly kind: 'datagram';
+      readonly bytes: Uint8Array;
+      readonly from: string;
+      readonly queuedAtMs: number;
+    }
   | {
       readonly kind: 'command';
       readonly command: Command;
@@ -99,4 +104,13 @@ export class InputQueue {
       }
     }
   }
+}
+
+/** The machine's input for a queued datagram, stepped at `nowMs` after waiting `waitedMs`. */
+export function datagramInput(
+  job: Extract<Job, { kind: 'datagram' }>,
+  nowMs: number,
+  waitedMs: number,
+): Input {
+  return { kind: 'datagram', nowMs, bytes: job.bytes, from: job.from, waitedMs };
 }

@@ -70,6 +70,7 @@ export function addPeer(s: MachineState, hb: Heartbeat, nowMs: number): PeerReco
     mismatch: undefined,
     mismatchReportedAtMs: -Infinity,
     reportKey: '',
+    address: undefined,
     incarnations: new Map([
       [
         hb.incarnation,
