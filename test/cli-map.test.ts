@@ -78,11 +78,24 @@ function clientArgs(clients: readonly string[]): string[] {
   return clients.flatMap((c) => ['--client', c]);
 }
 
-async function mapJson(args: readonly string[], stdin?: string): Promise<Row[]> {
+interface Output {
+  source: string;
+  note: string | null;
+  hosts: number[];
+  clients: Row[];
+}
+
+async function mapOutput(args: readonly string[], stdin?: string): Promise<Output> {
   const run = await runNlbInProcess(['map', '--config', configPath, '--json', ...args], stdin);
   expect(run.stderr).toBe('');
   expect(run.code).toBe(0);
-  return JSON.parse(run.stdout) as Row[];
+  return JSON.parse(run.stdout) as Output;
+}
+
+async function mapJson(args: readonly string[], stdin?: string): Promise<Row[]> {
+  const output = await mapOutput(args, stdin);
+  expect(output.source).toBe('model');
+  return output.clients;
 }
 
 /**
@@ -124,6 +137,8 @@ function checkRows(
       bucket,
       host: owners[bucket],
       reason: 'owner',
+      inFlight: false,
+      claimedBy: null,
     });
   });
 }
@@ -191,9 +206,35 @@ describe('nlb map', () => {
     expect(rows.every((r) => r.host === 1)).toBe(true);
   });
 
-  it('defaults to the config host alone, on the first cluster IP, port 80, tcp', async () => {
-    const rows = await mapJson(clientArgs(clientsV4));
-    expect(rows.every((r) => r.rule === 0 && r.host === 2)).toBe(true);
+  it('with --config alone and no nlbd running for it: the model for the config host alone, saying so', async () => {
+    const output = await mapOutput(clientArgs(clientsV4));
+    expect(output.source).toBe('model');
+    expect(output.hosts).toEqual([2]);
+    expect(output.note).toMatch(
+      /no live map \(no nlbd answers on .*nlbd-maptest-2\.sock.*host 2 alone; give --hosts/,
+    );
+    expect(output.clients.every((r) => r.rule === 0 && r.host === 2)).toBe(true);
+  });
+
+  it('--hosts with a daemon option, or without --config, is refused naming the fix', async () => {
+    const both = await runNlbInProcess([
+      'map',
+      '--config',
+      configPath,
+      '--hosts',
+      '1,2',
+      '--lab',
+      'x',
+      '--client',
+      clientsV4[0]!,
+    ]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain(
+      '--hosts: predicts from scratch; --socket, --lab, --host and --token-file ask a live nlbd',
+    );
+    const noConfig = await runNlbInProcess(['map', '--hosts', '1,2', '--client', clientsV4[0]!]);
+    expect(noConfig.code).toBe(2);
+    expect(noConfig.stderr).toContain('needs the cluster config');
   });
 
   it('traffic no rule covers goes to the default host; a disabled rule drops it', async () => {
@@ -218,6 +259,7 @@ describe('nlb map', () => {
     expect(run.code).toBe(0);
     const lines = run.stdout.split('\n');
     expect(lines[0]).toMatch(/^CLIENT\s+BUCKET\s+HOST$/);
+    expect(run.stdout).toContain('model: the map hosts 1,2,3 reach from scratch');
     expect(lines[1]).toMatch(/^198\.18\.0\.50:40000\s+\d+\s+[123]$/);
     expect(run.stdout).toContain(
       '198.18.0.100:80/tcp: rule 0 (198.18.0.100 port 80 tcp, multiple, affinity none',
@@ -270,7 +312,7 @@ describe('nlb map', () => {
     console.log(`nlb map, 100,000 clients, --json: ${run.elapsedMs.toFixed(0)} ms`);
     expect(run.code).toBe(0);
     expect(run.elapsedMs).toBeLessThan(20_000);
-    const rows = JSON.parse(run.stdout) as Row[];
+    const rows = (JSON.parse(run.stdout) as Output).clients;
     expect(rows).toHaveLength(100_000);
     // Spot-check every 997th client against the core.
     const owners = expectedOwners(0);

@@ -41,9 +41,9 @@ describe('nlb usage', () => {
   it('exits 2 on an unknown verb, on no verb, and on a missing required option', async () => {
     expect((await runNlbInProcess(['frobnicate'])).code).toBe(2);
     expect((await runNlbInProcess([])).code).toBe(2);
-    const run = await runNlbInProcess(['map', '--client', '198.18.0.1:1']);
+    const run = await runNlbInProcess(['simulate']);
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain("required option '--config <file>' not specified");
+    expect(run.stderr).toContain("required option '--hosts <n>' not specified");
   });
 
   it('keeps stdout one JSON document for usage errors under --json', async () => {

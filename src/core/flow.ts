@@ -85,7 +85,7 @@ export type PacketProtocol = 'tcp' | 'udp';
  * does (that traffic goes to the default host). A rule naming the VIP beats an 'all' rule.
  */
 export function matchPortRule(
-  cluster: ClusterConfig,
+  cluster: Pick<ClusterConfig, 'portRules'>,
   vip: Address,
   port: number,
   protocol: PacketProtocol,

@@ -8,6 +8,12 @@ import { assign } from './assign.js';
 import type { Affinity, ClusterConfig, FilteringMode, HostRuleSettings } from './config.js';
 import { type PacketProtocol, flowBucket, matchPortRule } from './flow.js';
 
+/**
+ * What a prediction reads of a cluster's config: its cluster IPs, hash seed and port rules. A
+ * ClusterConfig is one; so is what a running nlbd reports with its live map.
+ */
+export type PredictionCluster = Pick<ClusterConfig, 'clusterIps' | 'hashSeed' | 'portRules'>;
+
 /** A live host as the planner sees it. */
 export interface PlannedHost {
   readonly id: number;
@@ -78,7 +84,7 @@ export interface Prediction {
 
 /** The host that takes a new flow from `client` to `vip`:`port`/`protocol`. */
 export function predictOwner(
-  cluster: ClusterConfig,
+  cluster: PredictionCluster,
   maps: BucketMaps,
   client: Endpoint,
   vip: Address,

@@ -15,9 +15,13 @@ import * as query from './query.js';
 import * as reload from './reload.js';
 import * as simulate from './simulate.js';
 
-/** The verbs that ask nlbd (through src/control): one per control verb but `identity`. */
+/**
+ * The verbs that ask nlbd (through src/control): one per control verb but `identity`. (`map`
+ * predicts from scratch too, with --hosts.)
+ */
 // prettier-ignore
 export const daemonCommands: readonly CliCommand[] = [
+  map,
   query,
   hostState.start,
   hostState.stop,
@@ -38,7 +42,6 @@ export const daemonCommands: readonly CliCommand[] = [
 /** Every verb: the pure ones first, then the daemon's, then the tools. */
 export const commands: readonly CliCommand[] = [
   ip2mac,
-  map,
   ...daemonCommands,
   lab,
   simulate,
