@@ -5,7 +5,12 @@
 import { describe, expect, it } from 'vitest';
 import { parseAddress } from '../src/core/address.js';
 import { type Config, parseConfig } from '../src/core/config.js';
-import { type DisplayData, type EventsData, type QueryportData } from '../src/control/protocol.js';
+import {
+  type DisplayData,
+  type EventsData,
+  type MapData,
+  type QueryportData,
+} from '../src/control/protocol.js';
 import { answerControl, handleControl } from '../src/daemon/control.js';
 import { checkReload } from '../src/daemon/control-reload.js';
 import { parseRuleSpec, resolveRuleSpec } from '../src/control/rule-spec.js';
@@ -121,6 +126,28 @@ describe('control verbs (handler)', () => {
     expect(data.rules[1]!.connections).toBe(0);
     const owners = Object.values(data.rules[0]!.owners).reduce((a, b) => a + b, 0);
     expect(owners).toBe(60);
+    // Claims: this host is a claimant exactly where it takes new flows.
+    for (const bucket of data.rules[1]!.buckets) {
+      expect(bucket.claimedBy.includes(2)).toBe(bucket.ownedHere);
+    }
+    expect(data.rules[1]!.disagreements).toBe(
+      data.rules[1]!.buckets.filter((b) => b.disagreement).length,
+    );
+    const map = await handleControl({ verb: 'map' }, t.context);
+    expect(map).toMatchObject({
+      ok: true,
+      data: { hostId: 2, hashSeed: t.target.config.cluster.hashSeed },
+    });
+    const mapRules = (map as { data: MapData }).data.rules;
+    expect(mapRules.map((r) => [r.rule, r.vip, r.portStart, r.portEnd, r.buckets])).toEqual(
+      t.target.config.cluster.portRules.map((r, i) => [
+        i,
+        r.vip === 'all' ? 'all' : r.vip.text,
+        r.portStart,
+        r.portEnd,
+        r.buckets,
+      ]),
+    );
     expect(await handleControl({ verb: 'queryport', spec: 'all:9' }, t.context)).toMatchObject({
       ok: true,
       data: { code: 'not found', rules: [] },
