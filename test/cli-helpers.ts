@@ -71,9 +71,18 @@ function withoutSlash(dir: string): string {
 
 /** Runs the built `nlb ...args` from the repository root, feeding `stdin` if given; 30 s at most. */
 export function runNlb(args: readonly string[], stdin?: string): Promise<NlbRun> {
+  return runBuilt([process.execPath, nlbMain, ...args], stdin);
+}
+
+/** Runs the built `nlb ...args` inside a lab's network namespace (e.g. the client's, for remote control). */
+export function runNlbIn(namespace: string, args: readonly string[]): Promise<NlbRun> {
+  return runBuilt(['ip', 'netns', 'exec', namespace, process.execPath, nlbMain, ...args]);
+}
+
+function runBuilt(command: readonly string[], stdin?: string): Promise<NlbRun> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [nlbMain, ...args], {
+    const child = spawn(command[0]!, command.slice(1), {
       cwd: repoRoot,
       stdio: ['pipe', 'pipe', 'pipe'],
       timeout: 30_000,

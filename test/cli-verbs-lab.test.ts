@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { daemonMainPath, loadLab, startHostDaemon } from '../src/lab/lab.js';
 import { hostIp } from '../src/lab/naming.js';
-import { type NlbRun, nlbMain, runNlbInProcess } from './cli-helpers.js';
+import { type NlbRun, nlbMain, runNlbIn, runNlbInProcess } from './cli-helpers.js';
 import {
   type ClusterLab,
   LabSession,
@@ -41,25 +41,6 @@ const load = {
   holdPingTimeoutMs: 1_500,
   timeoutMs: 3_000,
 } as const;
-
-/** Runs `nlb` inside a lab namespace (the client's, for remote control). */
-function runNlbIn(namespace: string, args: readonly string[]): Promise<NlbRun> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', namespace, process.execPath, nlbMain, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 30_000,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code, stdout, stderr, elapsedMs: performance.now() - started }),
-    );
-  });
-}
 
 /** Runs a small node script inside a lab namespace and returns what it printed. */
 async function nodeIn(namespace: string, script: string): Promise<string> {

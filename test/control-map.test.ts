@@ -71,7 +71,12 @@ function view(options: {
     converged: options.converged,
     mapDigest: 'ab'.repeat(16),
     target: [options.target],
-    ownership: { rules: [{ owned: options.owned, orphan: [], disabled: false }] },
+    ownership: {
+      rules: [{ owned: options.owned, orphan: [], disabled: false }],
+      isDefault: true,
+      active: true,
+      dropEstablished: false,
+    },
   };
   const details: HostDetails = {
     keptOut: undefined,

@@ -1,17 +1,22 @@
 // Issue 13 item 1 and its "done when": in a real three-host lab whose hosts joined one at a
-// time (hosts 2 and 3 stopped, then started one after the other), the live `nlb map` agrees
+// time (nlbd started on host 1, then 2, then 3; then 2 and 3 stopped and started again one
+// after the other), the live `nlb map` agrees
 // with the host that answers for every one of 300 connections from 20 client addresses, while
 // the from-scratch model (`--hosts 1,2,3`) differs from the live map in some buckets: the
 // case the issue was filed for. Also: every host's `map` answer is the same map, `queryport`
 // shows one claimant per bucket (the owner) and no disagreement, and the output names its
-// source, the digest and when the cluster converged. Needs root; skipped visibly otherwise,
+// source, the digest and when the cluster converged; and remote control: `nlb map --host ADDR
+// --token-file F` from the client's namespace, and each peer's heartbeat address in `query`.
+// Needs root; skipped visibly otherwise,
 // failing instead when NLB_REQUIRE_LAB=1.
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MapData, QueryportData } from '../src/control/protocol.js';
+import type { MapData, QueryData, QueryportData } from '../src/control/protocol.js';
+import { daemonMainPath, startHostDaemon } from '../src/lab/lab.js';
+import { hostIp } from '../src/lab/naming.js';
 import { controlRequest } from '../src/control/client.js';
-import { runNlbInProcess } from './cli-helpers.js';
+import { runNlbIn, runNlbInProcess } from './cli-helpers.js';
 import {
   type ClusterLab,
   LabSession,
@@ -65,16 +70,39 @@ async function nlbMap(args: readonly string[]): Promise<MapOutput> {
 describe.runIf(isRoot)('lab: nlb map from the live map', () => {
   const session = new LabSession();
   let lab: ClusterLab;
+  let tokenFile: string;
 
   beforeAll(async () => {
     await session.lock();
-    lab = await session.up('lml', { hosts: 3, clients: 1, clientExtraIps: clientAddresses - 1 });
+    lab = await session.up('lml', {
+      hosts: 3,
+      clients: 1,
+      clientExtraIps: clientAddresses - 1,
+      startDaemons: false,
+    });
+    tokenFile = path.join(lab.state.dir, 'control.token');
+    writeFileSync(tokenFile, `${'5a'.repeat(32)}\n`, { mode: 0o600 });
+    for (const host of lab.state.hosts) {
+      await startHostDaemon(lab.state.name, host.id, {
+        command: [
+          process.execPath,
+          daemonMainPath,
+          '--config',
+          '{config}',
+          '--control-listen',
+          hostIp(host.id),
+          '--token-file',
+          tokenFile,
+        ],
+      });
+      const members = lab.hostIds.filter((id) => id <= host.id);
+      await expectConverged(lab, members, 60 / members.length);
+    }
   }, labSetupTimeoutMs);
   afterAll(() => session.close());
 
   it('hosts that joined one at a time: nlb map (live) names the answering host of all 300 connections', async () => {
-    await expectConverged(lab, [1, 2, 3], 20);
-    // The history: host 1 alone, then 2 joins, then 3.
+    // More history: host 1 alone again, then 2 joins, then 3.
     await command(lab, 3, 'stop');
     await command(lab, 2, 'stop');
     await expectConverged(lab, [1], 60);
@@ -115,7 +143,9 @@ describe.runIf(isRoot)('lab: nlb map from the live map', () => {
     const differ = new Set(
       live.clients.filter((r, i) => r.host !== model.clients[i]!.host).map((r) => r.bucket),
     );
-    console.log(`lab-map-live: the model differs from the live map in ${differ.size} of 60 buckets`);
+    console.log(
+      `lab-map-live: the model differs from the live map in ${differ.size} of 60 buckets`,
+    );
     expect(differ.size).toBeGreaterThan(0);
 
     const result = await startLoad(lab, {
@@ -170,6 +200,29 @@ describe.runIf(isRoot)('lab: nlb map from the live map', () => {
         expect(bucket.inFlight).toBe(false);
       }
     }
+
+    // Remote control from the client's namespace: the same map, and `query` names each peer's
+    // heartbeat address (its dedicated IP), which is how the cluster view finds the others.
+    const remote = await runNlbIn(lab.state.clients[0]!.namespace, [
+      'map',
+      '--json',
+      '--host',
+      hostIp(2),
+      '--token-file',
+      tokenFile,
+      '--clients-file',
+      clientsFile,
+    ]);
+    expect(remote.stderr).toBe('');
+    const remoteOutput = JSON.parse(remote.stdout) as MapOutput;
+    expect(remoteOutput).toMatchObject({ source: 'live', mapDigest: digest });
+    expect(remoteOutput.from).toEqual({ hostId: 2, where: `${hostIp(2)}:2504` });
+    expect(remoteOutput.clients.map((r) => r.host)).toEqual(result.connections.map((c) => c.host));
+    const query = await ask<QueryData>(lab, 1, { verb: 'query' });
+    expect(query.peers.map((p) => [p.id, p.address])).toEqual([
+      [2, hostIp(2)],
+      [3, hostIp(3)],
+    ]);
 
     // The human output says where the map came from.
     const human = await runNlbInProcess([
