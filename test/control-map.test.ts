@@ -33,6 +33,7 @@ function rule(owned: number[]): HeartbeatRule {
     loadWeight: 50,
     handlingPriority: 1,
     state: 'enabled',
+    healthy: true,
     owned,
   };
 }
@@ -81,6 +82,7 @@ function view(options: {
   const details: HostDetails = {
     keptOut: undefined,
     ruleStates: ['enabled'],
+    ruleHealth: [{ healthy: true, reportedWeight: null, loadWeight: 50, failingOpen: false }],
     peers: options.peers,
     counters: {
       heartbeatsSent: 0,

@@ -57,6 +57,7 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
           loadWeight: fc.integer({ min: 0, max: 100 }),
           handlingPriority: fc.integer({ min: 1, max: 32 }),
           state: fc.constantFrom('enabled', 'draining', 'disabled'),
+          healthy: fc.boolean(),
           owned: fc
             .uniqueArray(fc.integer({ min: 0, max: buckets - 1 }))
             .map((a) => a.sort((x, y) => x - y)),
@@ -126,6 +127,7 @@ describe('heartbeat codec', () => {
               loadWeight: 50,
               handlingPriority: 1,
               state: 'enabled',
+              healthy: true,
               owned: [0, 59],
             },
           ],

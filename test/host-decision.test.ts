@@ -36,9 +36,9 @@ describe('host-decision: targets, release and acquisition', () => {
   it('gives a lone member every bucket, and a host that does not take part none', () => {
     const s = machineState(1);
     const buckets = s.config.cluster.portRules[0]!.buckets;
-    expect(computeTargets(s, [1])).toEqual([Array.from({ length: buckets }, () => 1)]);
+    expect(computeTargets(s, 0, [1])).toEqual([Array.from({ length: buckets }, () => 1)]);
     s.adminState = 'stopped';
-    expect(computeTargets(s, [])).toEqual([Array.from({ length: buckets }, () => null)]);
+    expect(computeTargets(s, 0, [])).toEqual([Array.from({ length: buckets }, () => null)]);
   });
 
   it('releases what the target does not give us, with its orphan mark', () => {

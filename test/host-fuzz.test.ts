@@ -69,6 +69,7 @@ describe('authenticated heartbeats through the core', () => {
       loadWeight: fc.integer({ min: 0, max: 100 }),
       handlingPriority: fc.integer({ min: 1, max: 32 }),
       state: fc.constantFrom('enabled' as const, 'draining' as const, 'disabled' as const),
+      healthy: fc.boolean(),
       owned: fc
         .uniqueArray(fc.integer({ min: 0, max: buckets - 1 }), { maxLength: buckets })
         .map((a) => a.sort((x, y) => x - y)),

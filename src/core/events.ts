@@ -16,6 +16,11 @@ export interface ProtocolEventFields {
   'rule enabled': { readonly rule: number };
   'rule disabled': { readonly rule: number };
   'rule drained': { readonly rule: number };
+  'service unhealthy': { readonly rule: number; readonly detail: string };
+  'service healthy': { readonly rule: number; readonly detail: string };
+  'weight reported': { readonly rule: number; readonly weight: number; readonly previous: number };
+  'all hosts unhealthy: failing open': { readonly rule: number; readonly hosts: readonly number[] };
+  'failing open ended': { readonly rule: number; readonly healthy: readonly number[] };
   converging: { readonly reason: string; readonly members: readonly number[] };
   converged: {
     readonly members: readonly number[];
@@ -96,6 +101,26 @@ export const protocolEvents: { readonly [N in ProtocolEventName]: EventInfo } = 
   'rule enabled': { level: 'info', about: '`nlb enable`: the rule takes new flows again' },
   'rule disabled': { level: 'info', about: "`nlb disable`: the rule's connections are dropped" },
   'rule drained': { level: 'info', about: '`nlb drain`: the rule takes no new flows' },
+  'service unhealthy': {
+    level: 'warn',
+    about: "the rule's health check failed `fall` times in a row: the host yields its buckets",
+  },
+  'service healthy': {
+    level: 'info',
+    about: "the rule's health check passed `rise` times in a row: the host takes its share back",
+  },
+  'weight reported': {
+    level: 'info',
+    about: "the rule's agent check changed this host's load weight (after its hysteresis)",
+  },
+  'all hosts unhealthy: failing open': {
+    level: 'warn',
+    about: 'every host taking part is unhealthy for the rule: it serves as if all were healthy',
+  },
+  'failing open ended': {
+    level: 'info',
+    about: 'a host is healthy for the rule again: unhealthy hosts yield their buckets again',
+  },
   converging: { level: 'info', about: 'the membership or the map changed; with the reason' },
   converged: {
     level: 'info',

@@ -50,9 +50,18 @@ export interface HeartbeatRule {
   readonly loadWeight: number;
   readonly handlingPriority: number;
   readonly state: RuleState;
+  /**
+   * The sender's service for this rule passes its health check (always true without one). An
+   * unhealthy host yields the rule's buckets as a draining one does, unless every host is
+   * unhealthy (fail open). Carried in the top bit of the state byte.
+   */
+  readonly healthy: boolean;
   /** Buckets the sender accepts new flows for (sorted ascending). */
   readonly owned: readonly number[];
 }
+
+/** The state byte's top bit: the rule's health check fails on the sender. */
+const unhealthyBit = 0x80;
 
 export interface Heartbeat {
   readonly hostId: number;
@@ -136,6 +145,7 @@ function sameRule(a: HeartbeatRule, b: HeartbeatRule): boolean {
     a.loadWeight === b.loadWeight &&
     a.handlingPriority === b.handlingPriority &&
     a.state === b.state &&
+    a.healthy === b.healthy &&
     sameNumbers(a.owned, b.owned)
   );
 }
@@ -262,7 +272,7 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
     view.setUint32(offset + 2, rule.ruleDigest >>> 0);
     view.setUint8(offset + 6, rule.loadWeight);
     view.setUint8(offset + 7, rule.handlingPriority);
-    view.setUint8(offset + 8, ruleStates.indexOf(rule.state));
+    view.setUint8(offset + 8, ruleStates.indexOf(rule.state) | (rule.healthy ? 0 : unhealthyBit));
     offset += heartbeatRuleHeaderBytes;
     for (const bucket of rule.owned) {
       bytes[offset + (bucket >> 3)]! |= 1 << (bucket & 7);
@@ -426,7 +436,8 @@ function decodeRules(
     const buckets = view.getUint16(offset);
     const loadWeight = view.getUint8(offset + 6);
     const handlingPriority = view.getUint8(offset + 7);
-    const ruleState = ruleStates[view.getUint8(offset + 8)];
+    const stateByte = view.getUint8(offset + 8);
+    const ruleState = ruleStates[stateByte & ~unhealthyBit];
     if (
       buckets < 1 ||
       buckets > 1024 ||
@@ -455,6 +466,7 @@ function decodeRules(
       loadWeight,
       handlingPriority,
       state: ruleState,
+      healthy: (stateByte & unhealthyBit) === 0,
       owned,
     });
     offset += Math.ceil(buckets / 8);

@@ -8,6 +8,7 @@ import {
   type DeadClaim,
   type AdminState,
   hex,
+  ownLoadWeight,
   ruleDigestOf,
 } from './host-state.js';
 import { checkCompatible } from './host-keepout.js';
@@ -15,6 +16,10 @@ import { rejoin } from './host-peers.js';
 
 export function command(s: MachineState, now: number, command: Command): CommandReply {
   if (command.verb === 'link') return link(s, now, command.up, command.silentSinceMs);
+  // The service's reports are facts about this host, not operator commands: taken in any state.
+  if (command.verb === 'health')
+    return setHealth(s, now, command.rule, command.healthy, command.detail);
+  if (command.verb === 'weight') return setReportedWeight(s, now, command.rule, command.weight);
   if (s.adminState === 'suspended' && command.verb !== 'resume') {
     return {
       code: 'suspended',
@@ -57,6 +62,53 @@ export function command(s: MachineState, now: number, command: Command): Command
     case 'reload':
       return reload(s, now, command.config);
   }
+}
+
+/** A health check's verdict for one rule. */
+function setHealth(
+  s: MachineState,
+  now: number,
+  rule: number,
+  healthy: boolean,
+  detail: string,
+): CommandReply {
+  if (rule < 0 || rule >= s.ruleHealth.length) {
+    return { code: 'not found', message: `no port rule ${rule}` };
+  }
+  if (s.ruleHealth[rule] === healthy) {
+    return {
+      code: 'already',
+      message: `rule ${rule} already ${healthy ? 'healthy' : 'unhealthy'}`,
+    };
+  }
+  s.ruleHealth[rule] = healthy;
+  s.emit(now, healthy ? 'service healthy' : 'service unhealthy', { rule, detail });
+  s.convergingReason = `rule ${rule} ${healthy ? 'healthy' : 'unhealthy'} on host ${s.hostId}`;
+  return { code: 'ok', message: `rule ${rule} ${healthy ? 'healthy' : 'unhealthy'}` };
+}
+
+/** A load weight the rule's service reported (or null: the config's again). */
+function setReportedWeight(
+  s: MachineState,
+  now: number,
+  rule: number,
+  weight: number | null,
+): CommandReply {
+  if (rule < 0 || rule >= s.reportedWeights.length) {
+    return { code: 'not found', message: `no port rule ${rule}` };
+  }
+  if (weight !== null && !(Number.isInteger(weight) && weight >= 0 && weight <= 100)) {
+    return { code: 'refused', message: `a load weight is 0..100, not ${weight}` };
+  }
+  const previous = ownLoadWeight(s, rule);
+  s.reportedWeights[rule] = weight ?? undefined;
+  const current = ownLoadWeight(s, rule);
+  if (current === previous) {
+    return { code: 'already', message: `rule ${rule} already weighs ${current}` };
+  }
+  s.emit(now, 'weight reported', { rule, weight: current, previous });
+  s.convergingReason = `rule ${rule} weight ${previous} -> ${current} on host ${s.hostId}`;
+  return { code: 'ok', message: `rule ${rule} weight ${current}` };
 }
 
 /** enable, disable or drain port rules (by index). */
@@ -140,6 +192,9 @@ export function reload(s: MachineState, now: number, config: Config): CommandRep
     // kernel keeps established connections; new flows wait for the new map.
     if (ruleCount !== previousRuleCount) {
       s.ruleStates = Array.from({ length: ruleCount }, () => 'enabled' as RuleState);
+      s.ruleHealth = Array.from({ length: ruleCount }, () => true);
+      s.reportedWeights = Array.from({ length: ruleCount }, (): number | undefined => undefined);
+      s.failingOpen = Array.from({ length: ruleCount }, () => false);
     }
     s.owned = Array.from({ length: ruleCount }, () => new Set<number>());
     s.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { assign, type AssignMember } from './assign.js';
 import { ackFor } from './heartbeat.js';
-import { type MachineState, takesPart, hex, sameList } from './host-state.js';
+import { type MachineState, takesPart, hex, ownLoadWeight, sameList } from './host-state.js';
 import { reportCounts } from './host-announcements.js';
 import { reviewConfigKeepOut, reviewDuplicateKeepOut } from './host-keepout.js';
 
@@ -23,7 +23,7 @@ export function decide(s: MachineState, now: number): void {
   const membersChanged = updateMembership(s, now);
   const members = s.members;
   yieldToLowerIds(s);
-  const targets = computeTargets(s, members);
+  const targets = computeTargets(s, now, members);
   const digest = digestOf(s, members, targets);
   const targetChanged = hex(digest) !== hex(s.mapDigest);
   s.targets = targets;
@@ -58,6 +58,8 @@ export function advanceGeneration(s: MachineState, now: number): void {
   const inputsKey = JSON.stringify([
     s.adminState,
     s.ruleStates,
+    s.ruleHealth,
+    s.reportedWeights,
     s.config.host.rules,
     hex(s.configDigest),
   ]);
@@ -282,11 +284,16 @@ export function reviewConvergence(s: MachineState, now: number, agreedAndSteady:
  * The target map, per port rule: `assign` applied to the claims (for each bucket, the member
  * that announces owning it; the lowest id when several do) and the members with their weights.
  */
-export function computeTargets(s: MachineState, members: readonly number[]): (number | null)[][] {
+export function computeTargets(
+  s: MachineState,
+  now: number,
+  members: readonly number[],
+): (number | null)[][] {
   return s.config.cluster.portRules.map((rule, r) => {
     if (!s.participating) return Array.from({ length: rule.buckets }, () => null);
     const owners: (number | null)[] = Array.from({ length: rule.buckets }, () => null);
     const infos: AssignMember[] = [];
+    const unhealthy = new Set<number>();
     for (const id of members) {
       let claimed: Iterable<number>;
       let info: AssignMember;
@@ -294,10 +301,11 @@ export function computeTargets(s: MachineState, members: readonly number[]): (nu
         claimed = s.owned[r]!;
         info = {
           id,
-          loadWeight: s.config.host.rules[r]?.loadWeight ?? 0,
+          loadWeight: ownLoadWeight(s, r),
           handlingPriority: s.config.host.rules[r]?.handlingPriority ?? id,
           draining: s.adminState === 'draining' || s.ruleStates[r] !== 'enabled',
         };
+        if (!(s.ruleHealth[r] ?? true)) unhealthy.add(id);
       } else {
         const hb = s.peers.get(id)!.heartbeat;
         const ruleHb = hb.rules[r]!;
@@ -308,6 +316,7 @@ export function computeTargets(s: MachineState, members: readonly number[]): (nu
           handlingPriority: ruleHb.handlingPriority,
           draining: hb.state === 'draining' || ruleHb.state !== 'enabled',
         };
+        if (!ruleHb.healthy) unhealthy.add(id);
       }
       infos.push(info);
       for (const b of claimed) {
@@ -317,6 +326,7 @@ export function computeTargets(s: MachineState, members: readonly number[]): (nu
         }
       }
     }
+    applyHealth(s, now, r, infos, unhealthy);
     // The same claims and members give the same target: most decisions at scale see the same
     // inputs as the one before (a heartbeat that changed something else), so reuse it.
     const key = `${rule.mode}/${rule.buckets}/${owners.join(',')}/${infos
@@ -328,6 +338,38 @@ export function computeTargets(s: MachineState, members: readonly number[]): (nu
     s.targetMemo[r] = { key, target: [...target] };
     return target;
   });
+}
+
+/**
+ * Health (issue 14): a member whose service fails the rule's health check yields the rule's
+ * buckets as a draining member does (the same minimal movement; its connections go on), unless
+ * no member that takes the rule is healthy: then the rule serves as if all were (fail open: a
+ * dead check must not turn a degraded service into none). Every host sees the same flags in
+ * the heartbeats, so every host computes the same map. Marks `infos` in place.
+ */
+function applyHealth(
+  s: MachineState,
+  now: number,
+  r: number,
+  infos: AssignMember[],
+  unhealthy: ReadonlySet<number>,
+): void {
+  const taking = infos.filter((info) => !info.draining);
+  const failOpen = taking.length > 0 && taking.every((info) => unhealthy.has(info.id));
+  if (failOpen !== (s.failingOpen[r] ?? false)) {
+    s.failingOpen[r] = failOpen;
+    if (failOpen) {
+      s.emit(now, 'all hosts unhealthy: failing open', { rule: r, hosts: taking.map((i) => i.id) });
+    } else {
+      const healthy = taking.filter((info) => !unhealthy.has(info.id)).map((info) => info.id);
+      s.emit(now, 'failing open ended', { rule: r, healthy });
+    }
+  }
+  if (failOpen) return;
+  for (let i = 0; i < infos.length; i++) {
+    const info = infos[i]!;
+    if (unhealthy.has(info.id) && !info.draining) infos[i] = { ...info, draining: true };
+  }
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   hex,
   badHeartbeatReportMs,
   immediateBurst,
+  ownLoadWeight,
 } from './host-state.js';
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
@@ -92,9 +93,10 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
         rules: s.config.cluster.portRules.map((rule, r) => ({
           buckets: rule.buckets,
           ruleDigest: s.ruleDigests[r]!,
-          loadWeight: s.config.host.rules[r]?.loadWeight ?? 0,
+          loadWeight: ownLoadWeight(s, r),
           handlingPriority: s.config.host.rules[r]?.handlingPriority ?? s.hostId,
           state: s.ruleStates[r]!,
+          healthy: s.ruleHealth[r] ?? true,
           owned: [...s.owned[r]!].sort((a, b) => a - b),
         })),
       },

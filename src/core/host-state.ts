@@ -176,6 +176,12 @@ export class MachineState {
   /** Why this host may not take part (duplicate id, config mismatch), or undefined. */
   keptOut: string | undefined;
   ruleStates: RuleState[];
+  /** Per rule: this host's service passes its health check (true without a check). */
+  ruleHealth: boolean[];
+  /** Per rule: the load weight the service reported (agent check); undefined: the config's. */
+  reportedWeights: (number | undefined)[];
+  /** Per rule: every enabled member was unhealthy at the last decision, so health is ignored. */
+  failingOpen: boolean[];
   sequence = 0;
   /** See Heartbeat.generation. */
   generation = 0;
@@ -304,6 +310,9 @@ export class MachineState {
     this.keptOut = undefined;
     const ruleCount = options.config.cluster.portRules.length;
     this.ruleStates = Array.from({ length: ruleCount }, () => 'enabled' as RuleState);
+    this.ruleHealth = Array.from({ length: ruleCount }, () => true);
+    this.reportedWeights = Array.from({ length: ruleCount }, (): number | undefined => undefined);
+    this.failingOpen = Array.from({ length: ruleCount }, () => false);
     this.owned = Array.from({ length: ruleCount }, () => new Set<number>());
     this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
@@ -370,4 +379,9 @@ export class MachineState {
   emit<N extends ProtocolEventName>(now: number, event: N, fields: ProtocolEventFields[N]): void {
     this.events.push(protocolEvent(event, now, this.hostId, fields));
   }
+}
+
+/** This host's load weight for rule `r` now: the one its service reported, else the config's. */
+export function ownLoadWeight(s: MachineState, r: number): number {
+  return s.reportedWeights[r] ?? s.config.host.rules[r]?.loadWeight ?? 0;
 }

@@ -72,7 +72,7 @@ import {
 } from './host-output.js';
 import { expireOrphans, expirePeers, noteLateness, resumeIfPaused } from './host-peers.js';
 import { receive } from './host-receive.js';
-import { MachineState, hex } from './host-state.js';
+import { MachineState, hex, ownLoadWeight } from './host-state.js';
 
 export { badHeartbeatReportMs, mismatchReportMs, orphanHoldMs } from './host-state.js';
 
@@ -80,6 +80,16 @@ export { badHeartbeatReportMs, mismatchReportMs, orphanHoldMs } from './host-sta
 export interface HostDetails {
   keptOut: string | undefined;
   ruleStates: readonly RuleState[];
+  /**
+   * Per port rule: this host's service health (true without a check), the load weight its
+   * service reported (null: the config's), and whether the rule fails open (no member healthy).
+   */
+  ruleHealth: readonly {
+    healthy: boolean;
+    reportedWeight: number | null;
+    loadWeight: number;
+    failingOpen: boolean;
+  }[];
   peers: {
     id: number;
     incarnation: number;
@@ -231,6 +241,12 @@ export class HostMachine {
     return {
       keptOut: s.keptOut,
       ruleStates: [...s.ruleStates],
+      ruleHealth: s.ruleHealth.map((healthy, r) => ({
+        healthy,
+        reportedWeight: s.reportedWeights[r] ?? null,
+        loadWeight: ownLoadWeight(s, r),
+        failingOpen: s.failingOpen[r] ?? false,
+      })),
       peers: [...s.peers.values()]
         .sort((a, b) => a.id - b.id)
         .map((p) => ({

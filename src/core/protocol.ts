@@ -18,6 +18,22 @@ export type Command =
   /** The daemon reports that a draining host has no established connections left. */
   | { readonly verb: 'connectionsEnded' }
   /**
+   * The daemon's health check of port rule `rule` reached a verdict (after `fall` failures or
+   * `rise` successes in a row): an unhealthy host yields the rule's buckets as a draining one
+   * does, keeping its connections. `detail` says why (the last probe's result).
+   */
+  | {
+      readonly verb: 'health';
+      readonly rule: number;
+      readonly healthy: boolean;
+      readonly detail: string;
+    }
+  /**
+   * The rule's agent check reported a load weight (0..100; the daemon has filtered it), or
+   * null: back to the config's weight.
+   */
+  | { readonly verb: 'weight'; readonly rule: number; readonly weight: number | null }
+  /**
    * The daemon reports the cluster interface's carrier: a host whose link is down cannot
    * serve, so it takes no buckets instead of claiming them all as a partition of one (which
    * would answer clients twice in the moment the link comes back).

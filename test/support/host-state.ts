@@ -51,6 +51,7 @@ export function heartbeatFor(
       loadWeight: 50,
       handlingPriority: id,
       state: 'enabled',
+      healthy: true,
       owned: [],
     })),
     ...fields,
