@@ -133,6 +133,19 @@ function ownerText(owner: number | null): string {
   return owner === null ? '-' : String(owner);
 }
 
+/** What the hosts' claims say against the target: all agree, in flight, or a disagreement. */
+function claimsText(rule: QueryportRule): string {
+  const list = (pick: (b: QueryportRule['buckets'][number]) => boolean): string =>
+    bucketRanges(rule.buckets.filter(pick).map((b) => b.bucket));
+  if (rule.disagreements > 0) {
+    return `DISAGREEMENT in ${rule.disagreements} bucket(s): ${list((b) => b.disagreement)}`;
+  }
+  const moving = rule.buckets.filter((b) => b.inFlight).length;
+  return moving === 0
+    ? 'every bucket claimed by its owner alone'
+    : `${moving} bucket(s) in flight (converging): ${list((b) => b.inFlight)}`;
+}
+
 function renderRule(rule: QueryportRule, hostId: number): string {
   const summary = renderHuman(
     fields([
@@ -143,6 +156,7 @@ function renderRule(rule: QueryportRule, hostId: number): string {
       ['state', rule.state],
       ['owned here', `${rule.ownedHere}/${rule.buckets.length} buckets (host ${hostId})`],
       ['connections', rule.connections === null ? 'unknown' : String(rule.connections)],
+      ['claims', claimsText(rule)],
     ]),
   );
   const byOwner = new Map<string, number[]>();
@@ -168,6 +182,11 @@ function renderRule(rule: QueryportRule, hostId: number): string {
         {
           header: 'here',
           cell: (b) => (b.orphan ? 'orphan' : b.ownedHere ? 'yes' : '-'),
+        },
+        {
+          header: 'claimed by',
+          cell: (b) =>
+            `${b.claimedBy.join(',') || 'nobody'}${b.disagreement ? ' DISAGREE' : b.inFlight ? ' (in flight)' : ''}`,
         },
         {
           header: 'connections',
@@ -199,7 +218,7 @@ export async function queryport(
   const notes = [
     data.converged
       ? ''
-      : 'note: the cluster is converging; owners are the map this host works towards',
+      : 'note: the cluster is converging; owners are the map this host works towards, claims what each host takes now',
     data.connectionsError === null ? '' : `note: connections unknown: ${data.connectionsError}`,
   ].filter((line) => line !== '');
   const body = data.rules.map((rule) => renderRule(rule, data.hostId)).join('\n');
