@@ -88,7 +88,10 @@ describe('nlb control verbs against a control socket', () => {
       'rule         3: 198.18.0.101:443 tcp, multiple, affinity network',
     );
     expect(shown.stdout).toContain('connections  5');
-    expect(shown.stdout).toMatch(/BUCKET\s+OWNER\s+HERE\s+CONNECTIONS/);
+    expect(shown.stdout).toMatch(/BUCKET\s+OWNER\s+HERE\s+CLAIMED BY\s+CONNECTIONS/);
+    // The fake host has not converged: its target is its own, claimed by nobody yet.
+    expect(shown.stdout).toContain('claims       60 bucket(s) in flight (converging): 0-59');
+    expect(shown.stdout).toMatch(/^\s+0\s+2\s+-\s+nobody \(in flight\)\s+5$/m);
     const json = JSON.parse((await nlb('queryport', '198.18.0.101:443', '--json')).stdout);
     expect(json.rules[0].buckets).toHaveLength(60);
     expect(json.rules[0].buckets[0]).toMatchObject({ bucket: 0, connections: 5 });

@@ -13,10 +13,24 @@
 // So no list of members is configured anywhere: the hosts the cluster itself has heard are
 // the hosts shown. A host heard once and silent since (dead, or nlbd stopped) stays listed at
 // its last address, and shows as unreachable when nothing answers there.
+//
+// `--host ID` (a lab host) names one host and `--cluster` all of them: the two are refused
+// together, as is a remote seed without its token (the peers need it too).
+//
+// Asking: `asker(link)` asks one host as `askLink` does, except that a host nothing answers
+// for throws `HostUnreachable`, so a cluster-wide verb tells "unreachable" from "refused";
+// `askCluster` asks every host at once and turns each failure into an answer.
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { defaultSocketPath, runDirDefault } from '../control/paths.js';
-import { ControlUnreachable, endpointText, type ControlEndpoint } from '../control/client.js';
+import {
+  ControlBadResponse,
+  ControlUnreachable,
+  controlAsk,
+  controlTimeoutMsDefault,
+  endpointText,
+  type ControlEndpoint,
+} from '../control/client.js';
 import {
   parseListenAddress,
   readTokenFile,
@@ -30,8 +44,10 @@ import { exitCodes } from './exit-codes.js';
 import {
   type ControlOptions,
   type DaemonLink,
-  askLink,
   resolveDaemon,
+  responseError,
+  unreachableError,
+  withToken,
 } from './commands/control.js';
 
 /** One host of the cluster and how to reach its nlbd, or why it cannot be reached. */
@@ -49,8 +65,47 @@ export interface ClusterLinks {
   readonly hosts: readonly ClusterHost[];
 }
 
-/** How long one host may take to answer before it counts as unreachable. */
+/** How long one host may take to answer a query before it counts as unreachable. */
 export const clusterAskTimeoutMs = 1_500;
+
+/** Asks one daemon one verb, typed by the verb; every failure is an NlbError. */
+export type Ask = <V extends Verb>(request: RequestOf<V>) => Promise<VerbData[V]>;
+
+/**
+ * Nothing answers for the host (no socket, nobody listening, no answer in time): unlike an
+ * answer that refuses, a cluster-wide verb reports the host as unreachable. Printed like any
+ * NlbError when one host was asked.
+ */
+export class HostUnreachable extends NlbError {
+  constructor(error: NlbError) {
+    super(error.code, error.message, error.hint, error.exitCode);
+  }
+}
+
+/** `askLink` with HostUnreachable for a host nothing answers for. */
+export async function askHost<V extends Verb>(
+  link: DaemonLink,
+  request: RequestOf<V>,
+  timeoutMs = controlTimeoutMsDefault,
+): Promise<VerbData[V]> {
+  let response;
+  try {
+    response = await controlAsk<V>(link.endpoint, withToken(link, request), timeoutMs);
+  } catch (error) {
+    if (error instanceof ControlBadResponse) throw unreachableError(link, error);
+    if (error instanceof ControlUnreachable) {
+      throw new HostUnreachable(unreachableError(link, error));
+    }
+    throw error;
+  }
+  if (!response.ok) throw responseError(link, response);
+  return response.data;
+}
+
+/** An `Ask` for one link. */
+export function asker(link: DaemonLink, timeoutMs?: number): Ask {
+  return <V extends Verb>(request: RequestOf<V>) => askHost<V>(link, request, timeoutMs);
+}
 
 function labHosts(lab: string): ClusterLinks {
   let state;
@@ -109,11 +164,43 @@ function remoteLink(address: string, port: number, token: string): DaemonLink {
   return { endpoint, token, where: endpointText(endpoint) };
 }
 
+/** Refuses what cannot name a whole cluster; `verb` is for the examples in the hints. */
+function checkClusterOptions(options: ControlOptions, verb: string): void {
+  const host = options.host?.trim();
+  if (host !== undefined && /^\d+$/.test(host)) {
+    throw badArgument(
+      '--cluster',
+      `acts on every host, and --host ${host} names one host`,
+      options.lab === undefined
+        ? `drop one of them: --host takes an address with --cluster (e.g. nlb ${verb} --cluster --host 10.0.0.12 --token-file F)`
+        : `drop --host ${host} for the whole lab (nlb ${verb} --cluster --lab ${options.lab}), or --cluster for host ${host} alone`,
+    );
+  }
+  if (options.lab !== undefined && options.tokenFile !== undefined) {
+    throw badArgument(
+      '--token-file',
+      "a lab's hosts answer on their local sockets and need no token",
+      `drop --token-file: nlb ${verb} --cluster --lab ${options.lab}`,
+    );
+  }
+  if (host !== undefined && options.tokenFile === undefined) {
+    throw badArgument(
+      '--host',
+      `'${host}' is a remote nlbd: reaching it and every host it has heard needs --token-file <path>`,
+      `pass the token nlbd was started with, e.g. nlb ${verb} --cluster --host ${host} --token-file /etc/nlb/control.token; or --lab NAME for a lab`,
+    );
+  }
+}
+
 /**
  * Every host of the cluster the options name (see the header comment). The seed daemon must
  * answer: without it nothing names the cluster.
  */
-export async function resolveCluster(options: ControlOptions): Promise<ClusterLinks> {
+export async function resolveCluster(
+  options: ControlOptions,
+  verb = 'query',
+): Promise<ClusterLinks> {
+  checkClusterOptions(options, verb);
   if (options.lab !== undefined && options.host === undefined) {
     if (options.socket !== undefined || options.config !== undefined) {
       throw badArgument(
@@ -141,7 +228,7 @@ export async function resolveCluster(options: ControlOptions): Promise<ClusterLi
     options = { ...options, tokenFile: undefined };
   }
   const seed = await resolveDaemon(options);
-  const query = await askLink(seed, { verb: 'query' }, clusterAskTimeoutMs);
+  const query = await askHost(seed, { verb: 'query' }, clusterAskTimeoutMs);
   const token = seed.token ?? tokenForPeers;
   const hosts = new Map<number, ClusterHost>();
   hosts.set(query.hostId, { hostId: query.hostId, link: seed, unreachable: null });
@@ -194,6 +281,8 @@ export type HostAnswer<V extends Verb> =
       readonly hostId: number;
       readonly where: string | null;
       readonly ok: false;
+      /** Nothing answered (or no way to reach it is known), as opposed to a refusal. */
+      readonly unreachable: boolean;
       readonly error: string;
       readonly hint: string;
     };
@@ -211,33 +300,24 @@ export async function askCluster<V extends Verb>(
           hostId: host.hostId,
           where: null,
           ok: false,
+          unreachable: true,
           error: host.unreachable ?? 'unreachable',
           hint: '',
         };
       }
       try {
-        const data = await askLink<V>(host.link, request, timeoutMs);
+        const data = await askHost<V>(host.link, request, timeoutMs);
         return { hostId: host.hostId, where: host.link.where, ok: true, data };
       } catch (error) {
-        if (error instanceof NlbError) {
-          return {
-            hostId: host.hostId,
-            where: host.link.where,
-            ok: false,
-            error: error.message,
-            hint: error.hint,
-          };
-        }
-        if (error instanceof ControlUnreachable) {
-          return {
-            hostId: host.hostId,
-            where: host.link.where,
-            ok: false,
-            error: error.reason,
-            hint: '',
-          };
-        }
-        throw error;
+        if (!(error instanceof NlbError)) throw error;
+        return {
+          hostId: host.hostId,
+          where: host.link.where,
+          ok: false,
+          unreachable: error instanceof HostUnreachable,
+          error: error.message,
+          hint: error.hint,
+        };
       }
     }),
   );
@@ -251,6 +331,7 @@ export function checkIdentity(answer: HostAnswer<'query'>): HostAnswer<'query'> 
     hostId: answer.hostId,
     where: answer.where,
     ok: false,
+    unreachable: false,
     error: `host ${data.hostId} of cluster ${data.cluster} answers there, not host ${answer.hostId}`,
     hint: 'its address changed, or two hosts share one; see `nlb query` on it',
   };

@@ -6,16 +6,18 @@
 //   nlb suspend     leave the cluster and ignore every command but resume (and query)
 //   nlb resume      leave suspended: the host is then stopped; `nlb start` takes traffic again
 // Each prints nlbd's answer; exit codes: 0 ok, 3 already in that state, 1 suspended or failed.
+// With --cluster, every host of the cluster at once (cluster-verbs.ts), each asked by the same
+// `...On(ask)` function as one host is; `drainstop --cluster --timeout S` drains every host in
+// parallel, each waiting at most S seconds.
 import type { Command } from 'commander';
+import { type Ask, asker } from '../cluster.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
-import { type CommandOutput, text } from '../render.js';
+import { type CommandOutput, type VerbOutput, text } from '../render.js';
+import { type ClusterOptions, addClusterOption, clusterHelp, onCluster } from './cluster-verbs.js';
 import {
-  type ControlOptions,
-  type DaemonLink,
   addDaemonOptions,
-  askLink,
   daemonOptionsHelp,
   replyExitCode,
   resolveDaemon,
@@ -30,15 +32,17 @@ export interface StateCommandData {
   readonly message: string;
 }
 
-export async function stateCommand(
-  verb: StateVerb,
-  options: ControlOptions,
-): Promise<CommandOutput<StateCommandData>> {
-  const link = await resolveDaemon(options);
-  const reply = await askLink(link, { verb });
+/** One host's state verb; throws what a failed reply stands for. */
+export async function stateOn(ask: Ask, verb: StateVerb): Promise<CommandOutput<StateCommandData>> {
+  const reply = await ask({ verb });
   throwIfFailed(reply, verb);
   const data: StateCommandData = { verb, code: reply.code, message: reply.message };
   return { data, human: text(`${verb}: ${reply.message}`), exitCode: replyExitCode(reply.code) };
+}
+
+export async function stateCommand(verb: StateVerb, options: ClusterOptions): Promise<VerbOutput> {
+  if (options.cluster === true) return onCluster(options, verb, (ask) => stateOn(ask, verb));
+  return stateOn(asker(await resolveDaemon(options)), verb);
 }
 
 // ------------------------------------------------------------------------------- drainstop
@@ -68,10 +72,10 @@ function parseTimeoutSeconds(value: string): number {
 }
 
 /** 'stopped', 'timeout', or the state the host went to instead (someone started it again). */
-async function waitStopped(link: DaemonLink, timeoutMs: number): Promise<string> {
+async function waitStopped(ask: Ask, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const data = await askLink(link, { verb: 'query' });
+    const data = await ask({ verb: 'query' });
     if (data.state !== 'draining') return data.state;
     const left = deadline - Date.now();
     if (left <= 0) return 'timeout';
@@ -79,13 +83,13 @@ async function waitStopped(link: DaemonLink, timeoutMs: number): Promise<string>
   }
 }
 
-export async function drainstop(
-  options: ControlOptions & { readonly timeout?: string },
+/** One host's drainstop, waiting `timeoutText` seconds when given; throws a failed reply. */
+export async function drainstopOn(
+  ask: Ask,
+  timeoutText: string | undefined,
 ): Promise<CommandOutput<DrainstopData>> {
-  const timeoutMs =
-    options.timeout === undefined ? undefined : parseTimeoutSeconds(options.timeout) * 1000;
-  const link = await resolveDaemon(options);
-  const reply = await askLink(link, { verb: 'drainstop' });
+  const timeoutMs = timeoutText === undefined ? undefined : parseTimeoutSeconds(timeoutText) * 1000;
+  const reply = await ask({ verb: 'drainstop' });
   throwIfFailed(reply, 'drainstop');
   const stoppedAlready = reply.code === 'already' && /stopped/.test(reply.message);
   if (timeoutMs === undefined || stoppedAlready) {
@@ -102,7 +106,7 @@ export async function drainstop(
     };
   }
   const started = Date.now();
-  const ended = await waitStopped(link, timeoutMs);
+  const ended = await waitStopped(ask, timeoutMs);
   const waitedMs = Date.now() - started;
   if (ended !== 'stopped' && ended !== 'timeout') {
     throw new NlbError(
@@ -124,13 +128,24 @@ export async function drainstop(
       human: text(`drainstop: the existing connections ended after ${waitedMs} ms; stopped`),
     };
   }
-  const stop = await askLink(link, { verb: 'stop' });
+  const stop = await ask({ verb: 'stop' });
   throwIfFailed(stop, 'stop after the drain timeout');
-  const message = `connections were still open after ${options.timeout} s: stopped anyway (${stop.message})`;
+  const message = `connections were still open after ${timeoutText} s: stopped anyway (${stop.message})`;
   return {
     data: { verb: 'drainstop', code: 'ok', message, outcome: 'forced', waitedMs },
     human: text(`drainstop: ${message}`),
   };
+}
+
+export async function drainstop(
+  options: ClusterOptions & { readonly timeout?: string },
+): Promise<VerbOutput> {
+  // A bad --timeout is a usage error before any host is asked.
+  if (options.timeout !== undefined) parseTimeoutSeconds(options.timeout);
+  if (options.cluster === true) {
+    return onCluster(options, 'drainstop', (ask) => drainstopOn(ask, options.timeout));
+  }
+  return drainstopOn(asker(await resolveDaemon(options)), options.timeout);
 }
 
 // -------------------------------------------------------------------------------- the verbs
@@ -147,9 +162,16 @@ const descriptions: Record<StateVerb, string> = {
 function stateVerb(verb: Exclude<StateVerb, 'drainstop'>): CliCommand {
   return {
     register(program: Command, ctx: CliContext): void {
-      addDaemonOptions(program.command(verb).description(descriptions[verb]))
-        .addHelpText('after', `${daemonOptionsHelp}\nExample:\n  nlb ${verb} --lab demo --host 2\n`)
-        .action(ctx.action((options: ControlOptions) => stateCommand(verb, options)));
+      addClusterOption(addDaemonOptions(program.command(verb).description(descriptions[verb])))
+        .addHelpText(
+          'after',
+          `${daemonOptionsHelp}\nExample:\n  nlb ${verb} --lab demo --host 2\n` +
+            clusterHelp([
+              `nlb ${verb} --cluster --lab demo`,
+              `nlb ${verb} --cluster --token-file /etc/nlb/control.token`,
+            ]),
+        )
+        .action(ctx.action((options: ClusterOptions) => stateCommand(verb, options)));
     },
   };
 }
@@ -161,7 +183,9 @@ export const resume = stateVerb('resume');
 
 export const drainstopVerb: CliCommand = {
   register(program: Command, ctx: CliContext): void {
-    addDaemonOptions(program.command('drainstop').description(descriptions.drainstop))
+    addClusterOption(
+      addDaemonOptions(program.command('drainstop').description(descriptions.drainstop)),
+    )
       .option(
         '--timeout <seconds>',
         'wait at most this long for the existing connections to end, then stop anyway',
@@ -169,8 +193,12 @@ export const drainstopVerb: CliCommand = {
       .addHelpText(
         'after',
         `${daemonOptionsHelp}\nWithout --timeout nlb returns at once; the host stops by itself when its last\n` +
-          'connection ends (see nlb query). Examples:\n  nlb drainstop\n  nlb drainstop --timeout 30\n',
+          'connection ends (see nlb query). Examples:\n  nlb drainstop\n  nlb drainstop --timeout 30\n' +
+          clusterHelp([
+            'nlb drainstop --cluster --lab demo --timeout 30   (every host drains at once)',
+            'nlb drainstop --cluster --host 10.0.0.12 --token-file /etc/nlb/control.token',
+          ]),
       )
-      .action(ctx.action((options: ControlOptions & { timeout?: string }) => drainstop(options)));
+      .action(ctx.action((options: ClusterOptions & { timeout?: string }) => drainstop(options)));
   },
 };

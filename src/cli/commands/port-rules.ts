@@ -4,14 +4,24 @@
 // enable: take new flows again; disable: drop the rule's traffic, its existing connections
 // too; drain: no new flows on this host, existing connections go on. The spec is checked here
 // (bad syntax: exit 2) and resolved to rules by nlbd against the config it runs
-// (src/control/rule-spec.ts); no rule for it: exit 4.
+// (src/control/rule-spec.ts); no rule for it: exit 4. enable/disable/drain take --cluster: every
+// host of the cluster at once (cluster-verbs.ts), each asked by the same `ruleOn`.
 import type { Command } from 'commander';
+import { type Ask, asker } from '../cluster.js';
 import type { QueryportData, QueryportRule } from '../../control/protocol.js';
 import { parseRuleSpec, ruleSpecExamples } from '../../control/rule-spec.js';
 import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliCommand, CliContext } from '../program.js';
-import { type CommandOutput, fields, renderHuman, table, text } from '../render.js';
+import {
+  type CommandOutput,
+  type VerbOutput,
+  fields,
+  renderHuman,
+  table,
+  text,
+} from '../render.js';
+import { type ClusterOptions, addClusterOption, clusterHelp, onCluster } from './cluster-verbs.js';
 import {
   type ControlOptions,
   addDaemonOptions,
@@ -41,14 +51,13 @@ export interface RuleCommandData {
   readonly rules: readonly number[];
 }
 
-export async function ruleCommand(
+/** One host's rule verb on a checked spec; throws what a failed reply stands for. */
+export async function ruleOn(
+  ask: Ask,
   verb: RuleVerb,
-  specText: string,
-  options: ControlOptions,
+  spec: string,
 ): Promise<CommandOutput<RuleCommandData>> {
-  const spec = checkSpec('<vip:port>', specText);
-  const link = await resolveDaemon(options);
-  const reply = await askLink(link, { verb, spec });
+  const reply = await ask({ verb, spec });
   throwIfFailed(reply, `${verb} ${spec}`);
   const data: RuleCommandData = {
     verb,
@@ -66,6 +75,18 @@ export async function ruleCommand(
   };
 }
 
+export async function ruleCommand(
+  verb: RuleVerb,
+  specText: string,
+  options: ClusterOptions,
+): Promise<VerbOutput> {
+  const spec = checkSpec('<vip:port>', specText);
+  if (options.cluster === true) {
+    return onCluster(options, `${verb} ${spec}`, (ask) => ruleOn(ask, verb, spec));
+  }
+  return ruleOn(asker(await resolveDaemon(options)), verb, spec);
+}
+
 const descriptions: Record<RuleVerb, string> = {
   enable: 'enable the port rule(s) that carry this traffic: take new flows again',
   disable:
@@ -76,21 +97,27 @@ const descriptions: Record<RuleVerb, string> = {
 function ruleVerb(verb: RuleVerb): CliCommand {
   return {
     register(program: Command, ctx: CliContext): void {
-      addDaemonOptions(
-        program
-          .command(verb)
-          .description(descriptions[verb])
-          .argument('<vip:port>', 'vip:port, vip:all, all:port or all:all'),
+      addClusterOption(
+        addDaemonOptions(
+          program
+            .command(verb)
+            .description(descriptions[verb])
+            .argument('<vip:port>', 'vip:port, vip:all, all:port or all:all'),
+        ),
       )
         .addHelpText(
           'after',
           '\nvip:port names the rule that takes that traffic (TCP and UDP); all:port every rule\n' +
             "covering the port; vip:all the rules of that cluster IP (the 'all' rules when it has\n" +
             `none of its own); all:all every rule.\n${daemonOptionsHelp}\nExamples:\n` +
-            `  nlb ${verb} 198.18.0.100:80\n  nlb ${verb} all:all --lab demo --host 2\n`,
+            `  nlb ${verb} 198.18.0.100:80\n  nlb ${verb} all:all --lab demo --host 2\n` +
+            clusterHelp([
+              `nlb ${verb} 198.18.0.100:80 --cluster --lab demo`,
+              `nlb ${verb} all:all --cluster --token-file /etc/nlb/control.token`,
+            ]),
         )
         .action(
-          ctx.action((spec: string, options: ControlOptions) => ruleCommand(verb, spec, options)),
+          ctx.action((spec: string, options: ClusterOptions) => ruleCommand(verb, spec, options)),
         );
     },
   };
@@ -106,6 +133,19 @@ function ownerText(owner: number | null): string {
   return owner === null ? '-' : String(owner);
 }
 
+/** What the hosts' claims say against the target: all agree, in flight, or a disagreement. */
+function claimsText(rule: QueryportRule): string {
+  const list = (pick: (b: QueryportRule['buckets'][number]) => boolean): string =>
+    bucketRanges(rule.buckets.filter(pick).map((b) => b.bucket));
+  if (rule.disagreements > 0) {
+    return `DISAGREEMENT in ${rule.disagreements} bucket(s): ${list((b) => b.disagreement)}`;
+  }
+  const moving = rule.buckets.filter((b) => b.inFlight).length;
+  return moving === 0
+    ? 'every bucket claimed by its owner alone'
+    : `${moving} bucket(s) in flight (converging): ${list((b) => b.inFlight)}`;
+}
+
 function renderRule(rule: QueryportRule, hostId: number): string {
   const summary = renderHuman(
     fields([
@@ -116,6 +156,7 @@ function renderRule(rule: QueryportRule, hostId: number): string {
       ['state', rule.state],
       ['owned here', `${rule.ownedHere}/${rule.buckets.length} buckets (host ${hostId})`],
       ['connections', rule.connections === null ? 'unknown' : String(rule.connections)],
+      ['claims', claimsText(rule)],
     ]),
   );
   const byOwner = new Map<string, number[]>();
@@ -141,6 +182,11 @@ function renderRule(rule: QueryportRule, hostId: number): string {
         {
           header: 'here',
           cell: (b) => (b.orphan ? 'orphan' : b.ownedHere ? 'yes' : '-'),
+        },
+        {
+          header: 'claimed by',
+          cell: (b) =>
+            `${b.claimedBy.join(',') || 'nobody'}${b.disagreement ? ' DISAGREE' : b.inFlight ? ' (in flight)' : ''}`,
         },
         {
           header: 'connections',
@@ -172,7 +218,7 @@ export async function queryport(
   const notes = [
     data.converged
       ? ''
-      : 'note: the cluster is converging; owners are the map this host works towards',
+      : 'note: the cluster is converging; owners are the map this host works towards, claims what each host takes now',
     data.connectionsError === null ? '' : `note: connections unknown: ${data.connectionsError}`,
   ].filter((line) => line !== '');
   const body = data.rules.map((rule) => renderRule(rule, data.hostId)).join('\n');

@@ -1,11 +1,15 @@
 // `nlb query`: this host's view of the cluster, from its nlbd over the control socket
 // (src/control/protocol.ts): state, members, default host, convergence, the buckets it owns per
 // port rule, and its peers as it sees them. Which daemon: see ../local-socket.ts and control.ts.
+// `nlb query --cluster`: every host of the cluster in one table (cluster-query.ts).
 import type { Command } from 'commander';
 import type { QueryData, QueryPeer, QueryRule } from '../../control/protocol.js';
+import { resolveCluster } from '../cluster.js';
 import type { CliContext } from '../program.js';
-import { type CommandOutput, fields, renderHuman, table } from '../render.js';
-import { type ControlOptions, addDaemonOptions, askLink, resolveDaemon } from './control.js';
+import { type CommandOutput, type VerbOutput, fields, renderHuman, table } from '../render.js';
+import { queryCluster } from './cluster-query.js';
+import { type ClusterOptions, addClusterOption } from './cluster-verbs.js';
+import { addDaemonOptions, askLink, resolveDaemon } from './control.js';
 
 /** `0-19, 40-49` for a sorted bucket list. */
 export function bucketRanges(buckets: readonly number[]): string {
@@ -83,7 +87,8 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
   return { data, human: fields(entries, [rules, '', peers]) };
 }
 
-export async function query(options: ControlOptions): Promise<CommandOutput<QueryOutputData>> {
+export async function query(options: ClusterOptions): Promise<VerbOutput> {
+  if (options.cluster === true) return queryCluster(await resolveCluster(options, 'query'));
   // Local or remote (--host ADDR --token-file FILE): see control.ts.
   const link = await resolveDaemon(options);
   const data = await askLink(link, { verb: 'query' });
@@ -91,17 +96,26 @@ export async function query(options: ControlOptions): Promise<CommandOutput<Quer
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  addDaemonOptions(
-    program
-      .command('query')
-      .description("show this host's view of the cluster: state, members, buckets, peers"),
+  addClusterOption(
+    addDaemonOptions(
+      program
+        .command('query')
+        .description("show this host's view of the cluster: state, members, buckets, peers"),
+    ),
   )
     .addHelpText(
       'after',
       '\nWithout options: the nlbd socket in /run/nlb (in a lab, the daemon of this network\n' +
         'namespace). Examples:\n  nlb query\n  nlb query --lab demo --host 2 --json\n' +
         '  nlb lab exec h1 -- nlb query\n' +
-        '  nlb query --host 10.0.0.12 --token-file /etc/nlb/control.token (remote control)\n',
+        '  nlb query --host 10.0.0.12 --token-file /etc/nlb/control.token (remote control)\n' +
+        '\nWith --cluster: one row per host of the cluster (state, weight and owned buckets per\n' +
+        'rule, connections, members, map digest, converged), every nlbd asked at once; a host\n' +
+        'that does not answer is a row saying why, and the exit code is then 1. Examples:\n' +
+        '  nlb query --cluster --lab demo\n' +
+        '  nlb query --cluster                  (this host, the local hosts of its cluster)\n' +
+        '  nlb query --cluster --token-file /etc/nlb/control.token   (and its peers, remotely)\n' +
+        '  nlb query --cluster --host 10.0.0.12 --token-file /etc/nlb/control.token\n',
     )
-    .action(ctx.action((options: ControlOptions) => query(options)));
+    .action(ctx.action((options: ClusterOptions) => query(options)));
 }
