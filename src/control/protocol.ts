@@ -19,9 +19,12 @@
 // remote listener a request also carries `"token"`, checked and removed before it reaches the
 // handlers.
 import { z } from 'zod';
-import type { PortRule } from '../core/config.js';
+import type { AgentCheck, HealthCheck, PortRule } from '../core/config.js';
 import type { HostDetails } from '../core/host.js';
 import type { CommandReply, ReportedState } from '../core/protocol.js';
+import type { RuleHealth, RuleHealthView } from './protocol-health.js';
+
+export type { ProbeView, RuleHealth, RuleHealthView } from './protocol-health.js';
 
 /** A request line larger than this is not a control request. */
 export const requestBytesMax = 64 * 1024;
@@ -116,9 +119,10 @@ export interface QueryRule extends PortRuleView {
   /** Buckets this host takes new flows for (what its data plane was told). */
   readonly owned: readonly number[];
   readonly orphan: readonly number[];
-  /** This host's settings for the rule now (after any reload). */
+  /** This host's settings for the rule now (after any reload; a reported weight wins). */
   readonly loadWeight: number;
   readonly handlingPriority: number;
+  readonly health: RuleHealth;
 }
 
 export interface QueryPeer {
@@ -167,7 +171,11 @@ export interface ConfigView {
     readonly buckets: number;
     readonly hashSeed: number;
     readonly keyFile: string | undefined;
-    readonly portRules: readonly (PortRuleView & { readonly buckets: number })[];
+    readonly portRules: readonly (PortRuleView & {
+      readonly buckets: number;
+      readonly health: HealthCheck | null;
+      readonly agent: AgentCheck | null;
+    })[];
   };
   readonly host: {
     readonly id: number;
@@ -249,6 +257,8 @@ export interface ParamsData {
   readonly protocol: ProtocolView;
   readonly driver: DriverView;
   readonly transport: TransportView;
+  /** The port rules' health and agent checks as nlbd runs them. */
+  readonly health: readonly RuleHealthView[];
 }
 
 /** One logged event as `nlb events` shows it (the daemon's journal entry). */
@@ -314,6 +324,7 @@ export interface QueryportRule extends PortRuleView {
   readonly connections: number | null;
   /** Buckets with a disagreement (see QueryportBucket). */
   readonly disagreements: number;
+  readonly health: RuleHealth;
 }
 
 export interface QueryportData {

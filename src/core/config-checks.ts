@@ -23,6 +23,7 @@ import {
   equalLoadWeight,
 } from './config-model.js';
 import type { RawConfig } from './config-schema.js';
+import { withChecks } from './config-health.js';
 import { datagramBytesMax, heartbeatBytes, heartbeatRuleHeaderBytes } from './heartbeat-size.js';
 
 /** What a cluster IP or a dedicated IP must be, after saying what it is not. */
@@ -244,7 +245,10 @@ function hostErrors(
  */
 export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undefined {
   const c = raw.cluster;
-  const portRules = portRulesOf(c);
+  const plainRules = portRulesOf(c);
+  const portRules = plainRules.map((rule, i) =>
+    withChecks(rule, c.portRules?.[i] ?? {}, i, plainRules, errors),
+  );
   errors.push(
     ...clusterIpErrors(c.clusterIps),
     ...heartbeatGroupErrors(c.heartbeat.group),

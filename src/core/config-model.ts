@@ -44,7 +44,58 @@ export interface PortRule {
   readonly mode: FilteringMode;
   readonly affinity: Affinity;
   readonly buckets: number;
+  /** The health check of the rule's service on each host (config-health.ts), if any. */
+  readonly health?: HealthCheck;
+  /** The agent check: a load weight the service reports, if any. */
+  readonly agent?: AgentCheck;
 }
+
+/** How a check asks the local service (issue 14). */
+export type Probe =
+  /** Connect to address:port; connected is healthy. */
+  | { readonly type: 'tcp'; readonly address: string; readonly port: number }
+  /** GET path; a status in [statusMin, statusMax] (and the body substring, if set) is healthy. */
+  | {
+      readonly type: 'http';
+      readonly address: string;
+      readonly port: number;
+      readonly path: string;
+      readonly statusMin: number;
+      readonly statusMax: number;
+      readonly body: string | undefined;
+    }
+  /** Run the command (no shell); exit 0 within the timeout is healthy. */
+  | { readonly type: 'exec'; readonly command: readonly string[] };
+
+export interface HealthCheck {
+  readonly probe: Probe;
+  readonly intervalMs: number;
+  /** At most intervalMs: one probe per rule in flight. */
+  readonly timeoutMs: number;
+  /** Failures in a row that make a healthy service unhealthy. */
+  readonly fall: number;
+  /** Successes in a row that make an unhealthy service healthy again. */
+  readonly rise: number;
+}
+
+export interface AgentCheck {
+  /** An http or exec probe whose answer (body or output) holds the weight, 0..100. */
+  readonly probe: Exclude<Probe, { readonly type: 'tcp' }>;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** A reading this close to the weight in force is ignored (0 and 100 always count). */
+  readonly hysteresis: number;
+  /** The weight in force changes at most once per holdMs. */
+  readonly holdMs: number;
+}
+
+export const healthIntervalMsDefault = 1_000;
+export const healthTimeoutMsDefault = 500;
+export const healthFallDefault = 2;
+export const healthRiseDefault = 2;
+export const agentIntervalMsDefault = 2_000;
+export const agentHysteresisDefault = 10;
+export const agentHoldMsDefault = 10_000;
 
 export interface ClusterConfig {
   readonly name: string;

@@ -6,7 +6,13 @@ import { z } from 'zod';
 import { type Address, addressSyntaxProblem, parseAddress } from './address.js';
 import {
   type ConfigError,
+  agentHoldMsDefault,
+  agentHysteresisDefault,
+  agentIntervalMsDefault,
   bucketsDefault,
+  healthFallDefault,
+  healthIntervalMsDefault,
+  healthRiseDefault,
   bucketsMax,
   clusterIpsMax,
   hashSeedDefault,
@@ -56,6 +62,50 @@ const portRange = z
     return { portStart, portEnd };
   });
 
+/** What the health and agent checks share (config-health.ts checks the combinations). */
+const probeFields = {
+  address: z
+    .string()
+    .refine((s) => parseAddress(s) !== undefined, 'expected an address, e.g. 127.0.0.1')
+    .default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535).optional(),
+  path: z
+    .string()
+    .regex(/^\/[\x21-\x7e]*$/, "expected an absolute path without spaces, e.g. '/health'")
+    .max(1024)
+    .optional(),
+  command: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
+  timeoutMs: z.number().int().min(10).max(60_000).optional(),
+};
+
+const healthSchema = z
+  .object({
+    type: z.enum(['tcp', 'http', 'exec']).default('http'),
+    ...probeFields,
+    status: z
+      .string()
+      .regex(/^[1-5]\d\d(-[1-5]\d\d)?$/, "expected a status or a range, e.g. '200-399'")
+      .optional(),
+    body: z.string().min(1).max(1024).optional(),
+    intervalMs: z.number().int().min(50).max(600_000).default(healthIntervalMsDefault),
+    fall: z.number().int().min(1).max(100).default(healthFallDefault),
+    rise: z.number().int().min(1).max(100).default(healthRiseDefault),
+  })
+  .strict();
+
+const agentSchema = z
+  .object({
+    type: z.enum(['http', 'exec']).default('http'),
+    ...probeFields,
+    intervalMs: z.number().int().min(50).max(600_000).default(agentIntervalMsDefault),
+    hysteresis: z.number().int().min(0).max(100).default(agentHysteresisDefault),
+    holdMs: z.number().int().min(0).max(3_600_000).default(agentHoldMsDefault),
+  })
+  .strict();
+
+export type RawHealth = z.output<typeof healthSchema>;
+export type RawAgent = z.output<typeof agentSchema>;
+
 const portRuleSchema = z
   .object({
     vip: z.union([z.literal('all'), address]).default('all'),
@@ -64,6 +114,8 @@ const portRuleSchema = z
     mode: z.enum(['multiple', 'single', 'disabled']).default('multiple'),
     affinity: z.enum(['none', 'single', 'network']).default('single'),
     buckets: z.number().int().min(1).max(bucketsMax).optional(),
+    health: healthSchema.optional(),
+    agent: agentSchema.optional(),
   })
   .strict();
 

@@ -11,6 +11,8 @@ import type {
   PeerView,
   PortRuleView,
   QueryData,
+  RuleHealth,
+  RuleHealthView,
 } from '../control/protocol.js';
 
 /** What the views read of a running host (a part of the daemon's ControlTarget). */
@@ -19,6 +21,24 @@ export interface HostView {
   nowMs(): number;
   status(): HostStatus;
   details(): HostDetails;
+  /** The port rules' health and agent checks as nlbd runs them (none in some test targets). */
+  health?(): readonly RuleHealthView[];
+}
+
+/** Rule `r`'s health: the checks' state beside what the host machine does with it. */
+export function ruleHealth(target: HostView, details: HostDetails, r: number): RuleHealth {
+  const checks = target.health?.()[r];
+  const machine = details.ruleHealth[r];
+  return {
+    check: checks?.check ?? null,
+    healthy: machine?.healthy ?? true,
+    successes: checks?.successes ?? 0,
+    failures: checks?.failures ?? 0,
+    last: checks?.last ?? null,
+    agent: checks?.agent ?? null,
+    failingOpen: machine?.failingOpen ?? false,
+    reportedWeight: machine?.reportedWeight ?? null,
+  };
 }
 
 export function portsText(rule: PortRule): string {
@@ -73,8 +93,9 @@ export function queryData(target: HostView, dataplaneInSync: boolean): QueryData
       state: details.ruleStates[i] ?? 'enabled',
       owned: status.ownership.rules[i]?.owned ?? [],
       orphan: status.ownership.rules[i]?.orphan ?? [],
-      loadWeight: target.config.host.rules[i]?.loadWeight ?? 0,
+      loadWeight: details.ruleHealth[i]?.loadWeight ?? target.config.host.rules[i]?.loadWeight ?? 0,
       handlingPriority: target.config.host.rules[i]?.handlingPriority ?? 0,
+      health: ruleHealth(target, details, i),
     })),
     peers: details.peers.map((peer) => ({
       id: peer.id,
@@ -105,6 +126,8 @@ export function configView(config: Config): ConfigView {
       portRules: c.portRules.map((rule) => ({
         ...portRuleView(rule),
         buckets: rule.buckets,
+        health: rule.health ?? null,
+        agent: rule.agent ?? null,
       })),
     },
     host: {

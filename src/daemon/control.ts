@@ -36,6 +36,7 @@ import {
   mapData,
   portRuleView,
   queryData,
+  ruleHealth,
 } from './control-views.js';
 import { errorText } from '../core/error-text.js';
 
@@ -104,6 +105,7 @@ async function params(context: ControlContext): Promise<ParamsData> {
     },
     driver: target.driverStats(),
     transport: target.transportStats(),
+    health: target.health?.() ?? [],
   };
 }
 
@@ -287,6 +289,7 @@ async function queryport(
       owners,
       ownedHere: owned.size,
       disagreements: buckets.filter((bucket) => bucket.disagreement).length,
+      health: ruleHealth(target, details, r),
       connections:
         connections === undefined ? null : [...perBucket.values()].reduce((a, b) => a + b, 0),
     };

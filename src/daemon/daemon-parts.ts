@@ -24,6 +24,8 @@ import { createReload } from './daemon-reload.js';
 import type { EventJournal } from './events.js';
 import type { EventSink } from './event-names.js';
 import { HostDriver } from './host-driver.js';
+import { HealthChecks } from './health.js';
+import { errorText } from '../core/error-text.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { remoteHandler, tokenDigest } from './remote.js';
 import type { DaemonInputs, DaemonOptions } from './start-checks.js';
@@ -63,6 +65,8 @@ export interface DaemonParts {
   readonly clusterInterface: ClusterInterface;
   readonly metrics: Metrics;
   readonly reload: () => Promise<ReloadReply>;
+  /** The port rules' health and agent checks (started once nlbd serves). */
+  readonly health: HealthChecks;
   /** The local control socket's server. */
   readonly server: ControlServer;
   /** Remote control over TCP, when --control-listen is given. */
@@ -94,6 +98,11 @@ export function buildParts(input: PartsInput): DaemonParts {
     port: config.cluster.heartbeat.port,
   });
   const clusterInterface = clusterInterfaceFor(input, config);
+  // Reports go through the driver's queue like any command; a check's report never blocks it.
+  const health = new HealthChecks(
+    (command) => driver.command(command),
+    (error) => log({ event: 'health report failed', error: errorText(error) }),
+  );
   const driver = new HostDriver({
     machine,
     clock,
@@ -111,6 +120,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     log,
     onReload: (command) => {
       config = command.config;
+      health.reload(config);
     },
     onFatal: input.onFatal,
     onReply: input.onReply,
@@ -130,6 +140,7 @@ export function buildParts(input: PartsInput): DaemonParts {
   });
   const control = controlParts(input, {
     config: () => config,
+    health,
     driver,
     dataplane,
     transport,
@@ -144,6 +155,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     transport,
     clusterInterface,
     reload,
+    health,
     ...control,
   };
 }
@@ -188,6 +200,7 @@ function clusterInterfaceFor(input: PartsInput, config: Config): ClusterInterfac
 /** What `controlParts` needs of the parts built before it. */
 interface ControlInputs {
   readonly config: () => Config;
+  readonly health: HealthChecks;
   readonly driver: HostDriver;
   readonly dataplane: Dataplane;
   readonly transport: UdpTransport;
@@ -223,6 +236,7 @@ function controlParts(
     driverStats: () => parts.driver.stats(),
     transportStats: () => parts.transport.stats(),
     connections: () => parts.dataplane.connections(),
+    health: () => parts.health.views(),
     addresses: async () => {
       const name = parts.config().cluster.interface;
       const [link, prefixes] = await Promise.all([ipRoute.link(name), ipRoute.addresses(name)]);

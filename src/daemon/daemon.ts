@@ -323,6 +323,9 @@ class Daemon {
       ),
     );
     const config = parts.config();
+    // The port rules' health checks (health.ts): reports reach peers with the next heartbeat.
+    parts.health.start(config);
+    this.resources.push('stop the health checks', () => parts.health.stop());
     const { controlListen, metricsListen } = this.options;
     this.logEvent({
       event: 'nlbd started',

@@ -77,6 +77,10 @@ export const daemonEvents = {
     about: 'someone removed a cluster IP or the cluster MAC; nlbd put it back',
   },
   'interface repair failed': { level: 'warn', about: 'putting the interface back failed' },
+  'health report failed': {
+    level: 'warn',
+    about: "a health check's verdict could not be handed to the host machine (nlbd stopping)",
+  },
   'announce failed': {
     level: 'warn',
     about:

@@ -226,6 +226,30 @@ function defineRuleMetrics(registers: Registry[]) {
       help: 'Packets dropped because the kernel lease ran out (nlbd stopped refreshing it)',
       registers,
     }),
+    healthy: new Gauge({
+      name: 'nlb_rule_healthy',
+      help: "The port rule's health check passes on this host (1; also 1 without a check), 0 when it fails",
+      labelNames: ruleLabels,
+      registers,
+    }),
+    failingOpen: new Gauge({
+      name: 'nlb_rule_failing_open',
+      help: 'Every host taking the port rule is unhealthy, so it serves as if all were healthy (1)',
+      labelNames: ruleLabels,
+      registers,
+    }),
+    loadWeight: new Gauge({
+      name: 'nlb_rule_load_weight',
+      help: "This host's load weight for the port rule now: the reported one (agent check), else the config's",
+      labelNames: ruleLabels,
+      registers,
+    }),
+    probeLatency: new Gauge({
+      name: 'nlb_health_probe_latency_seconds',
+      help: "The last health probe's duration for the port rule (absent without a check)",
+      labelNames: [...ruleLabels, 'result'],
+      registers,
+    }),
     connections: new Gauge({
       name: 'nlb_connections',
       help: 'Established connections this host holds for the port rule (conntrack)',
@@ -292,6 +316,15 @@ function fillRules(
     const ruleState = details.ruleStates[i] ?? 'enabled';
     for (const name of ['enabled', 'draining', 'disabled']) {
       m.ruleEnabled.set({ ...labels, state: name }, ruleState === name ? 1 : 0);
+    }
+    const health = details.ruleHealth[i];
+    m.healthy.set(labels, health?.healthy === false ? 0 : 1);
+    m.failingOpen.set(labels, health?.failingOpen === true ? 1 : 0);
+    m.loadWeight.set(labels, health?.loadWeight ?? target.config.host.rules[i]?.loadWeight ?? 0);
+    const last = target.health?.()[i]?.last;
+    if (last !== undefined && last !== null) {
+      const result = last.ok ? 'ok' : 'failed';
+      m.probeLatency.set({ ...labels, result }, last.latencyMs / 1000);
     }
     const ruleCounters = counters?.rules[i];
     if (ruleCounters !== undefined) {
