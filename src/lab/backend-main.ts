@@ -3,6 +3,7 @@
 // `nlb lab up` starts one in every host namespace; its output goes to the lab's log directory.
 import { Command, InvalidArgumentError } from 'commander';
 import { startBackend } from './backend.js';
+import { serviceReader } from './service.js';
 
 function integer(min: number, max: number) {
   return (text: string): number => {
@@ -19,13 +20,23 @@ const program = new Command('nlb-lab-backend')
   .requiredOption('--host-id <n>', 'host id to answer with (1-32)', integer(1, 32))
   .option('--port <n>', 'TCP port', integer(1, 65535), 80)
   .option('--bind <address>', 'address to listen on (:: takes IPv4 and IPv6)', '::')
+  .option(
+    '--service-file <path>',
+    'how the service behaves (ok, refuse, hang, 503, slow; service.ts)',
+  )
   .parse();
 
-const options = program.opts<{ hostId: number; port: number; bind: string }>();
+const options = program.opts<{
+  hostId: number;
+  port: number;
+  bind: string;
+  serviceFile?: string;
+}>();
 const backend = await startBackend({
   hostId: options.hostId,
   port: options.port,
   bindAddress: options.bind,
+  service: serviceReader(options.serviceFile),
 });
 // The lab waits for this line in the log before it reports the host ready.
 console.log(

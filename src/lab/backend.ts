@@ -5,8 +5,13 @@
 //   `HOLD`           → `host <id>`, then echo every line back until the client leaves
 //                      (a long-lived connection, to prove it survives convergence);
 //   `GET /… HTTP/1.x`→ a minimal HTTP response with the same body, so curl, wrk and haproxy
-//                      work too (HTTP/1.1 keep-alive honoured, HTTP/1.0 closes).
+//                      work too (HTTP/1.1 keep-alive honoured, HTTP/1.0 closes); `/health`
+//                      answers `ok` (nlbd's health check in the lab), `/weight` the weight set
+//                      for the agent check (404 without one).
+// How it behaves is set per host in its service file (service.ts: ok, refuse, hang, 503, slow),
+// read again whenever it changes, so a test can break the service and mend it.
 import net from 'node:net';
+import { type ServiceState, serviceDefault } from './service.js';
 
 /** A request line or header block longer than this is not one of ours: close. */
 export const requestBytesMax = 16 * 1024;
@@ -29,6 +34,8 @@ export interface BackendOptions {
   readonly port: number;
   /** 0.0.0.0 by default so the VIP is served as well as the dedicated IP. */
   readonly bindAddress?: string;
+  /** How the service behaves now (service.ts); always `ok` when not given. */
+  readonly service?: () => ServiceState;
 }
 
 export interface Backend {
@@ -45,10 +52,15 @@ export interface BackendCounters {
   rejected: number;
 }
 
-function httpResponse(hostId: number, keepAlive: boolean, head: boolean): string {
-  const body = hostReply(hostId);
+function httpResponse(
+  hostId: number,
+  keepAlive: boolean,
+  head: boolean,
+  status = '200 OK',
+  body = hostReply(hostId),
+): string {
   return (
-    'HTTP/1.1 200 OK\r\n' +
+    `HTTP/1.1 ${status}\r\n` +
     'Content-Type: text/plain\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     `X-Nlb-Host: ${hostId}\r\n` +
@@ -58,15 +70,67 @@ function httpResponse(hostId: number, keepAlive: boolean, head: boolean): string
   );
 }
 
+/** The answer to an HTTP request for `target` while the service is in `state`. */
+function httpAnswer(
+  hostId: number,
+  target: string,
+  state: ServiceState,
+  keepAlive: boolean,
+  head: boolean,
+): string {
+  if (state.mode === '503') {
+    return httpResponse(hostId, keepAlive, head, '503 Service Unavailable', 'unavailable\n');
+  }
+  if (target === '/health') return httpResponse(hostId, keepAlive, head, '200 OK', 'ok\n');
+  if (target === '/weight') {
+    return state.weight === null
+      ? httpResponse(hostId, keepAlive, head, '404 Not Found', 'no weight set\n')
+      : httpResponse(hostId, keepAlive, head, '200 OK', `${state.weight}\n`);
+  }
+  return httpResponse(hostId, keepAlive, head);
+}
+
 /** What the backend needs of an HTTP request's head: whether to keep the connection, and HEAD. */
-function parseHttpRequest(request: string): { keepAlive: boolean; head: boolean } {
+function parseHttpRequest(request: string): { keepAlive: boolean; head: boolean; target: string } {
   const [requestLine = '', ...headers] = request.split(/\r?\n/);
-  const [method = '', , version = ''] = requestLine.split(' ');
+  const [method = '', target = '/', version = ''] = requestLine.split(' ');
   const connection = headers
     .map((h) => /^connection:\s*(.*)$/i.exec(h)?.[1]?.trim().toLowerCase())
     .find((v) => v !== undefined);
   const keepAlive = version === 'HTTP/1.1' ? connection !== 'close' : connection === 'keep-alive';
-  return { keepAlive, head: method === 'HEAD' };
+  return { keepAlive, head: method === 'HEAD', target };
+}
+
+/**
+ * Echoes the whole lines of `buffered` (a HOLD connection's pings) and returns the rest: whole
+ * lines only, so a ping split over two segments comes back as one line.
+ */
+function echoLines(socket: net.Socket, buffered: string): string {
+  const last = buffered.lastIndexOf('\n');
+  if (last < 0) return buffered;
+  socket.write(buffered.slice(0, last + 1));
+  return buffered.slice(last + 1);
+}
+
+/** A `refuse` service resets the connection, a `hang` one never answers: true when so. */
+function refusedOrHung(
+  socket: net.Socket,
+  state: ServiceState,
+  counters: BackendCounters,
+): boolean {
+  if (state.mode === 'refuse') {
+    counters.rejected++;
+    socket.resetAndDestroy();
+    return true;
+  }
+  if (state.mode === 'hang') {
+    // Accepted, never answered: the client times out (or gives up after firstLineTimeoutMs).
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(firstLineTimeoutMs, () => socket.destroy());
+    socket.resume();
+    return true;
+  }
+  return false;
 }
 
 /** Serves one connection; exported so tests can drive it over any duplex socket. */
@@ -74,7 +138,15 @@ export function serveConnection(
   socket: net.Socket,
   hostId: number,
   counters: BackendCounters,
+  service: () => ServiceState = () => serviceDefault,
 ): void {
+  const state = service();
+  if (refusedOrHung(socket, state, counters)) return;
+  // `slow` answers late: every write waits slowMs.
+  const later = (write: () => void): void => {
+    if (state.mode === 'slow') setTimeout(write, state.slowMs);
+    else write();
+  };
   let buffered = '';
   let mode: 'first' | 'hold' | 'http' = 'first';
   socket.setEncoding('utf8');
@@ -105,15 +177,15 @@ export function serveConnection(
       const headerEnd = end + blank[0].length;
       const request = buffered.slice(0, end);
       buffered = buffered.slice(headerEnd);
-      const { keepAlive, head } = parseHttpRequest(request);
+      const { keepAlive, head, target } = parseHttpRequest(request);
       counters.http++;
-      const response = httpResponse(hostId, keepAlive, head);
+      const response = httpAnswer(hostId, target, service(), keepAlive, head);
       if (!keepAlive) {
-        socket.end(response);
+        later(() => socket.end(response));
         socket.removeAllListeners('data');
         return;
       }
-      socket.write(response);
+      later(() => socket.write(response));
       // Between keep-alive requests the same idle limit applies as before the first one.
       socket.setTimeout(firstLineTimeoutMs);
     }
@@ -122,14 +194,8 @@ export function serveConnection(
   socket.on('data', (chunk: string) => {
     buffered += chunk;
     if (mode === 'hold') {
-      // Echo whole lines only, so a ping split over two segments comes back as one line.
-      const last = buffered.lastIndexOf('\n');
-      if (last >= 0) {
-        socket.write(buffered.slice(0, last + 1));
-        buffered = buffered.slice(last + 1);
-      } else if (buffered.length > requestBytesMax) {
-        reject('line too long');
-      }
+      buffered = echoLines(socket, buffered);
+      if (buffered.length > requestBytesMax) reject('line too long');
       return;
     }
     if (mode === 'http') {
@@ -146,19 +212,15 @@ export function serveConnection(
     const line = buffered.slice(0, newline).replace(/\r$/, '');
     if (line === 'GET') {
       counters.short++;
-      socket.end(hostReply(hostId));
+      const reply = state.mode === '503' ? 'error 503\n' : hostReply(hostId);
+      later(() => socket.end(reply));
       socket.removeAllListeners('data');
     } else if (line === 'HOLD') {
       counters.hold++;
       mode = 'hold';
       socket.setTimeout(0);
-      buffered = buffered.slice(newline + 1);
       socket.write(hostReply(hostId));
-      if (buffered.includes('\n')) {
-        const last = buffered.lastIndexOf('\n');
-        socket.write(buffered.slice(0, last + 1));
-        buffered = buffered.slice(last + 1);
-      }
+      buffered = echoLines(socket, buffered.slice(newline + 1));
     } else if (/^(GET|HEAD) \S+ HTTP\/1\.[01]$/.test(line)) {
       mode = 'http';
       serveHttp();
@@ -174,7 +236,7 @@ export function startBackend(options: BackendOptions): Promise<Backend> {
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    serveConnection(socket, options.hostId, counters);
+    serveConnection(socket, options.hostId, counters, options.service);
   });
   // Load tests open connections in bursts; the default backlog (511) is capped by somaxconn.
   return new Promise((resolve, reject) => {

@@ -13,6 +13,7 @@ import { labIgmpGroup, steerClusterFrames } from './switch.js';
 import { LabError, assertBuilt, assertRoot } from './errors.js';
 import { labHttpPort } from './naming.js';
 import { backendMainPath, daemonMainPath } from './paths.js';
+import { serviceFile } from './service.js';
 import {
   isAlive,
   logTail,
@@ -58,6 +59,8 @@ export async function startBackends(state: LabState): Promise<void> {
         String(host.id),
         '--port',
         String(labHttpPort),
+        '--service-file',
+        serviceFile(state.dir, host.id),
       ],
       host.backendLog,
     );

@@ -28,7 +28,30 @@ export interface LabClusterSettings {
   readonly extraRulePort?: number;
   /** An IPv6 cluster IP beside the IPv4 one; the port rules then cover both ('all'). */
   readonly ipv6?: boolean;
+  /** The http health check and the agent check of the backend on the web rule; default none. */
+  readonly health?: boolean;
 }
+
+/**
+ * The lab's checks of its backend (backend.ts): /health every 500 ms, out after 2 failures
+ * (1 s), back after 2 successes; the weight at /weight read as often, held 1 s.
+ */
+export const labHealthCheck = {
+  type: 'http',
+  path: '/health',
+  intervalMs: 500,
+  timeoutMs: 400,
+  fall: 2,
+  rise: 2,
+} as const;
+export const labAgentCheck = {
+  type: 'http',
+  path: '/weight',
+  intervalMs: 500,
+  timeoutMs: 400,
+  hysteresis: 10,
+  holdMs: 1_000,
+} as const;
 
 export interface RenderedHostConfig {
   readonly text: string;
@@ -68,6 +91,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
           protocol: 'tcp',
           mode: 'multiple',
           affinity: settings.affinity,
+          ...(settings.health === true ? { health: labHealthCheck, agent: labAgentCheck } : {}),
         },
         ...(settings.extraRulePort === undefined
           ? []

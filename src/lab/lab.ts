@@ -107,6 +107,11 @@ export interface LabUpOptions {
   readonly ipv6?: boolean;
   /** Add a bystander namespace on the switch (LabState.bystander); default: in IGMP mode. */
   readonly bystander?: boolean;
+  /**
+   * Give the port rule an http health check of the backend (/health) and an agent check
+   * (/weight), so a broken service takes its host out of the rule; default true.
+   */
+  readonly health?: boolean;
 }
 
 /** The sizes `labUp` was asked for, checked against the lab's limits. */
@@ -178,6 +183,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         heartbeatPeriodMs: options.heartbeatPeriodMs,
         heartbeatTolerance: options.heartbeatTolerance,
         extraRulePort: options.extraRulePort,
+        health: options.health ?? true,
         ipv6: options.ipv6 ?? false,
       },
     });

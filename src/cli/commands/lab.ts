@@ -17,6 +17,7 @@ import { listLabNames } from '../../lab/state.js';
 import { badArgument, NlbError } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliContext } from '../program.js';
+import { labService } from './lab-service.js';
 import { type CommandOutput, fields, table } from '../render.js';
 
 /** Turns the lab's operating errors into the CLI's one error type, keeping message and hint. */
@@ -137,6 +138,7 @@ interface UpOptions {
   readonly mode: 'unicast' | 'multicast' | 'igmp';
   readonly affinity: 'none' | 'single' | 'network';
   readonly ipv6: boolean;
+  readonly health: boolean;
 }
 
 export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> {
@@ -162,6 +164,7 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
         clusterMode: options.mode,
         affinity: options.affinity,
         ipv6: options.ipv6,
+        health: options.health,
         ...(options.name === undefined ? {} : { name: options.name }),
       }),
     );
@@ -356,7 +359,38 @@ export function register(program: Command, ctx: CliContext): void {
       'an IPv6 cluster IP (2001:db8:18::100) beside the IPv4 one, and IPv6 on every host and client',
       false,
     )
+    .option('--no-health', 'no health or agent check of the backend in the generated configs')
     .action(ctx.action((options: UpOptions) => up(options)));
+
+  labCommand
+    .command('service')
+    .description("break or mend a lab host's service: ok, refuse, hang, 503 or slow")
+    .argument('<host>', 'the host id, e.g. 2 or h2')
+    .argument('<mode>', 'ok, refuse (reset), hang (never answer), 503, slow')
+    .option('--name <name>', 'the lab (default: the only one)')
+    .option(
+      '--weight <n|none>',
+      'the weight its /weight reports to the agent check (kept if not given)',
+    )
+    .option('--slow-ms <ms>', 'how late `slow` answers (default 2000)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  nlb lab service 2 503\n  nlb lab service 2 ok --weight 25\n',
+    )
+    .action(
+      ctx.action(
+        (
+          host: string,
+          mode: string,
+          options: { name?: string; weight?: string; slowMs?: string },
+        ) =>
+          lab(() =>
+            Promise.resolve(
+              labService(host, mode, { ...options, name: resolveName(options.name) }),
+            ),
+          ),
+      ),
+    );
 
   labCommand
     .command('down')
