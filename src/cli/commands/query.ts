@@ -32,6 +32,20 @@ export function bucketRanges(buckets: readonly number[]): string {
 
 export type QueryOutputData = QueryData & { readonly socket: string };
 
+/** `50`, or `80 (reported)` when the service's agent check set it. */
+function weightText(rule: QueryRule): string {
+  return rule.health.reportedWeight === null
+    ? String(rule.loadWeight)
+    : `${rule.loadWeight} (reported)`;
+}
+
+/** `-` without a check, `ok`, `UNHEALTHY`, with `failing open` when every host is unhealthy. */
+function healthText(rule: QueryRule): string {
+  const h = rule.health;
+  const verdict = h.check === null && h.healthy ? '-' : h.healthy ? 'ok' : 'UNHEALTHY';
+  return h.failingOpen ? `${verdict}, failing open` : verdict;
+}
+
 export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputData> {
   const rules = renderHuman(
     table<QueryRule>(
@@ -42,6 +56,8 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
         { header: 'protocol', cell: (r) => r.protocol },
         { header: 'mode', cell: (r) => r.mode },
         { header: 'state', cell: (r) => r.state },
+        { header: 'weight', cell: weightText, align: 'right' },
+        { header: 'health', cell: healthText },
         { header: 'owned', cell: (r) => `${r.owned.length}/${r.buckets}`, align: 'right' },
         { header: 'buckets', cell: (r) => bucketRanges(r.owned) },
         { header: 'orphan', cell: (r) => bucketRanges(r.orphan) },
@@ -49,6 +65,22 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
       data.rules,
     ),
   ).trimEnd();
+  const checks = data.rules
+    .filter((r) => r.health.check !== null || r.health.agent !== null)
+    .map((r) => {
+      const last = r.health.last;
+      const agent = r.health.agent;
+      return [
+        `rule ${r.rule} health: ${r.health.check ?? 'none'}`,
+        last === null
+          ? ''
+          : `; last ${last.ok ? 'ok' : 'FAILED'}: ${last.detail} in ${last.latencyMs} ms`,
+        `; ${r.health.successes} ok / ${r.health.failures} failed in a row`,
+        agent === null
+          ? ''
+          : `\nrule ${r.rule} agent: ${agent.check}; read ${agent.reading ?? '-'}, in force ${agent.inForce ?? '-'}`,
+      ].join('');
+    });
   const peers =
     data.peers.length === 0
       ? 'no peer heard since nlbd started'
@@ -84,7 +116,10 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
   if (data.keptOut !== null) {
     entries.push(['kept out', data.keptOut]);
   }
-  return { data, human: fields(entries, [rules, '', peers]) };
+  return {
+    data,
+    human: fields(entries, [rules, ...(checks.length === 0 ? [] : ['', ...checks]), '', peers]),
+  };
 }
 
 export async function query(options: ClusterOptions): Promise<VerbOutput> {
