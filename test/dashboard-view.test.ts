@@ -213,7 +213,10 @@ describe('the event history', () => {
     expect(
       history.add(
         1,
-        entry(7, '2026-01-01T12:00:01.000Z', 'host declared dead', { host: 3, silentMs: 1000 }),
+        entry(7, '2026-01-01T12:00:01.000Z', 'host declared dead', {
+          host: 3,
+          silentMs: 1000.730224,
+        }),
       ),
     ).toBe(true);
     history.add(
@@ -268,6 +271,6 @@ describe('the event history', () => {
       [1, 8, 'converged', false],
       [1, 7, 'host declared dead', true],
     ]);
-    expect(events[3]!.details).toBe('host=3 silentMs=1000');
+    expect(events[3]!.details).toBe('host=3 silentMs=1000.7');
   });
 });

@@ -20,11 +20,19 @@ const seenKeptMax = 4_096;
 
 const hiddenFields = new Set(['seq', 'time', 'event', 'atMs', 'by']);
 
+/** A value as the page shows it: times to a tenth of a millisecond are precise enough. */
+function valueText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && !Number.isInteger(value))
+    return String(Math.round(value * 10) / 10);
+  return JSON.stringify(value);
+}
+
 /** An event's fields after its name, `key=value`, values as compact JSON. */
 export function eventDetails(entry: EventEntry): string {
   return Object.entries(entry)
     .filter(([key]) => !hiddenFields.has(key))
-    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+    .map(([key, value]) => `${key}=${valueText(value)}`)
     .join(' ');
 }
 
