@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlRequest } from '../src/control/client.js';
 import type { MapData } from '../src/control/protocol.js';
 import { killHostDaemon } from '../src/lab/lab.js';
+import { execIn } from '../src/lab/netns.js';
 import {
   type ClusterLab,
   LabSession,
@@ -56,6 +57,27 @@ async function untilGrid(
     owners = await gridOwners(open.page);
   }
   return { ms: performance.now() - start, owners };
+}
+
+/**
+ * Cuts host 3 off from the others' heartbeats (a bridge-family table in the lab's switch drops
+ * them on host 3's port, both ways), leaving its link up; returns the heal.
+ */
+async function partitionHost3(lab: ClusterLab): Promise<() => Promise<void>> {
+  const table = 'nlbtest_dashboard';
+  const port = lab.state.hosts.find((h) => h.id === 3)!.switchPort;
+  const heartbeat = lab.config.cluster.heartbeat.port;
+  const file = path.join(lab.state.dir, 'partition-host3.nft');
+  writeFileSync(
+    file,
+    `table bridge ${table} {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n` +
+      `    iifname "${port}" udp dport ${heartbeat} drop\n    oifname "${port}" udp dport ${heartbeat} drop\n  }\n}\n`,
+    { mode: 0o600 },
+  );
+  await execIn(lab.state.switchNamespace, ['nft', '-f', file]);
+  return async () => {
+    await execIn(lab.state.switchNamespace, ['nft', 'delete', 'table', 'bridge', table]);
+  };
 }
 
 describe.runIf(isRoot)('the dashboard in a browser, against a real lab', () => {
@@ -155,6 +177,32 @@ describe.runIf(isRoot)('the dashboard in a browser, against a real lab', () => {
     await expectConverged(lab, [1, 2, 3], 20);
     const back = await untilGrid(open!, (o) => o.filter((x) => x === '2').length === 20, 3_000);
     expect(back.owners).toEqual(await mapOwners(lab, 1));
+  });
+
+  it('shows the disagreement of a partition instead of hiding it, and its end', async () => {
+    const { page } = open!;
+    const heal = await partitionHost3(lab);
+    try {
+      // Each side converges on its own: hosts 1 and 2 on [1, 2], host 3 alone on [3].
+      await expectConverged(lab, [1, 2], 30);
+      const banner = page.locator('[data-testid=disagreement]');
+      await banner.waitFor({ timeout: 5_000 });
+      const text = await banner.innerText();
+      expect(text).toContain('hosts 1, 2 hold map');
+      expect(text).toContain('host 3 holds map');
+      expect(await page.getAttribute('[data-testid=cluster-status]', 'data-status')).toBe(
+        'disagreement',
+      );
+      expect(
+        await page.locator('[data-testid=bucket][data-disagreement=true]').count(),
+      ).toBeGreaterThan(0);
+      expect((await hostHealth(page))[3]).toBe('problem');
+    } finally {
+      await heal();
+    }
+    await expectConverged(lab, [1, 2, 3], 20);
+    await page.locator('[data-testid=disagreement]').waitFor({ state: 'detached', timeout: 5_000 });
+    expect(await gridOwners(page)).toEqual(await mapOwners(lab, 1));
   });
 
   it('marks a crashed host dead and recolours its buckets to the survivors', async () => {

@@ -58,6 +58,7 @@ function HostRow(props: { host: HostView; onAction: (action: ActionName, host: n
       <td class="actions">
         {hostActions.map((action) => (
           <button
+            key={action}
             type="button"
             data-testid={`action-${action}`}
             data-host={host.hostId}

@@ -76,7 +76,9 @@ function DrainControl(props: {
       >
         <option value="every">every host</option>
         {reachable.map((h) => (
-          <option value={String(h.hostId)}>host {h.hostId}</option>
+          <option key={h.hostId} value={String(h.hostId)}>
+            host {h.hostId}
+          </option>
         ))}
       </select>
       <button type="button" data-testid="action-drain" data-rule={props.rule.rule} onClick={drain}>
@@ -103,7 +105,7 @@ export function RuleGrid(props: {
       <div class="rule-facts">
         <span>{rule.buckets} buckets</span>
         {owners.map(([host, count]) => (
-          <span class="owner-count" data-host={host}>
+          <span key={host} class="owner-count" data-host={host}>
             <Swatch hostId={Number(host)} /> host {host}: {count}
           </span>
         ))}
@@ -111,7 +113,7 @@ export function RuleGrid(props: {
         {Object.entries(rule.states)
           .filter(([, state]) => state !== 'enabled')
           .map(([host, state]) => (
-            <span class="badge draining">
+            <span key={host} class="badge draining">
               {state} on host {host}
             </span>
           ))}
