@@ -119,6 +119,7 @@ describe('the dashboard view', () => {
     expect(d.text).toContain('host 4 holds map bbbbbbbb (members 4)');
     // Buckets 0, 1, 3, 4 of rule 0 differ (2 and 5 are host 4's in both maps).
     expect(d.buckets).toEqual([{ rule: 0, buckets: [0, 1, 3, 4] }]);
+    expect(d.text).toContain('owners differ in rule 0 buckets 0-1, 3-4');
     const cells = v.rules[0]!.cells;
     expect(cells[0]!.disagreement).toBe('host 4 says owner 4');
     expect(cells[2]!.disagreement).toBeNull();

@@ -192,10 +192,10 @@ export class Aggregator {
   private schedule(): void {
     clearTimeout(this.timer);
     if (this.abort.signal.aborted) return;
-    const every =
-      this.view?.converged === false
-        ? (this.options.gatherConvergingEveryMs ?? gatherConvergingEveryMs)
-        : (this.options.gatherEveryMs ?? gatherEveryMs);
+    const converging = this.view?.hosts.some((h) => h.health === 'converging') === true;
+    const every = converging
+      ? (this.options.gatherConvergingEveryMs ?? gatherConvergingEveryMs)
+      : (this.options.gatherEveryMs ?? gatherEveryMs);
     this.timer = setTimeout(() => this.requestGather(), every);
     this.timer.unref();
   }

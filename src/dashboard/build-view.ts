@@ -67,6 +67,18 @@ function hostList(ids: readonly number[]): string {
   return `${sorted.length === 1 ? 'host' : 'hosts'} ${sorted.join(', ')}`;
 }
 
+/** Sorted bucket numbers as ranges: `0-5, 9, 12-14`. */
+export function rangesText(buckets: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < buckets.length;) {
+    let j = i;
+    while (j + 1 < buckets.length && buckets[j + 1] === buckets[j]! + 1) j++;
+    parts.push(j === i ? `${buckets[i]}` : `${buckets[i]}-${buckets[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
 /** The host whose map the grid draws (see the header comment). */
 export function mapSource(answers: readonly HostAnswers[]): Answered | undefined {
   const withMap = answered(answers)
@@ -225,9 +237,10 @@ function mapDisagreements(
       if (differ.length > 0) buckets.push({ rule: i, buckets: differ });
     });
   }
+  const differing = buckets.map((r) => `rule ${r.rule} buckets ${rangesText(r.buckets)}`);
   return [
     {
-      text: `the hosts do not hold the same map: ${[...groups.values()].map(describe).join('; ')}`,
+      text: `the hosts do not hold the same map: ${[...groups.values()].map(describe).join('; ')}${differing.length === 0 ? '' : `; owners differ in ${differing.join(', ')}`}`,
       hosts: converged.map((a) => a.hostId),
       buckets,
     },
