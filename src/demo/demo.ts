@@ -40,6 +40,11 @@ export interface DemoOptions {
   readonly ipv6?: boolean;
   readonly log: (line: string) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Started once the lab is up, before its hosts converge (so it sees them do so), and stopped
+   * before the lab is torn down: `nlb demo --dashboard` serves the dashboard of the lab with it.
+   */
+  readonly onLabUp?: (lab: LabState) => Promise<() => Promise<void>>;
 }
 
 export interface DemoPhase {
@@ -131,7 +136,9 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
     ipv6,
   });
   const notes: string[] = [];
+  let stopCompanion: (() => Promise<void>) | undefined;
   try {
+    stopCompanion = await options.onLabUp?.(lab);
     const convergedIn = await waitFor(
       'hosts 1, 2, 3 to converge',
       () => convergedOn(lab, hostIds),
@@ -178,6 +185,9 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
       notes,
     };
   } finally {
+    await stopCompanion?.().catch((error: unknown) =>
+      log(`stopping the dashboard: ${String(error)}`),
+    );
     log(`tearing down lab ${lab.name}...`);
     await labDown(lab);
   }

@@ -3,7 +3,9 @@
 // happen; the summary is the verb's output (a table, or one JSON document with --json).
 import { type Command, Option } from 'commander';
 import { type DemoPhase, type DemoResult, runLabDemo, runSimulatorDemo } from '../../demo/demo.js';
-import { badArgument } from '../errors.js';
+import { NlbError, badArgument } from '../errors.js';
+import { exitCodes } from '../exit-codes.js';
+import { type Listen, listenDefault, parseListen, startClusterDashboard } from './dashboard.js';
 import type { CliContext } from '../program.js';
 import { type CommandOutput, table } from '../render.js';
 
@@ -13,6 +15,8 @@ interface DemoOptions {
   readonly holds: string;
   readonly mode: 'unicast' | 'multicast' | 'igmp';
   readonly ipv6: boolean;
+  /** `--dashboard` alone: true; with an address: that address. */
+  readonly dashboard?: boolean | string;
 }
 
 function bounded(name: string, text: string, min: number, max: number): number {
@@ -38,11 +42,17 @@ export async function demo(
   const phaseSeconds = bounded('--phase-seconds', options.phaseSeconds, 3, 60);
   const ratePerSecond = bounded('--rate', options.rate, 10, 2000);
   const holds = bounded('--holds', options.holds, 0, 200);
+  const dashboard: Listen | undefined =
+    options.dashboard === undefined || options.dashboard === false
+      ? undefined
+      : parseListen(options.dashboard === true ? listenDefault : options.dashboard, '--dashboard');
   const log = (line: string): void => {
     ctx.io.stderr.write(`${line}\n`);
   };
   let result: DemoResult;
   if (process.getuid?.() !== 0) {
+    if (dashboard !== undefined)
+      log('--dashboard: the dashboard shows a lab, and the lab needs root');
     result = runSimulatorDemo(log);
   } else {
     const abort = new AbortController();
@@ -61,7 +71,28 @@ export async function demo(
         ipv6: options.ipv6,
         log,
         signal: abort.signal,
+        onLabUp:
+          dashboard === undefined
+            ? undefined
+            : async (lab) => {
+                const running = await startClusterDashboard({ lab: lab.name }, dashboard, log);
+                log(
+                  `dashboard: ${running.url} (control token for actions in ${running.tokenFile})`,
+                );
+                return () => running.close();
+              },
       });
+    } catch (error) {
+      // Ctrl-C stops the phase that waits with an AbortError; the lab is down by now.
+      if (abort.signal.aborted) {
+        throw new NlbError(
+          'failed',
+          'the demo was interrupted; its lab is torn down',
+          '',
+          exitCodes.failed,
+        );
+      }
+      throw error;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -120,5 +151,9 @@ export function register(program: Command, ctx: CliContext): void {
         .default('unicast'),
     )
     .option('--ipv6', 'clients connect to the IPv6 cluster IP (2001:db8:18::100)', false)
+    .option(
+      '--dashboard [addr:port]',
+      `serve the live dashboard of the demo's lab while it runs (default ${listenDefault})`,
+    )
     .action(ctx.action((options: DemoOptions) => demo(options, ctx)));
 }

@@ -4,6 +4,7 @@
 // To add a verb: create src/cli/commands/<verb>.ts exporting `register(program, ctx)` (see
 // ip2mac.ts for the pattern), import it here, and add it to one of the lists below.
 import type { CliCommand } from '../program.js';
+import * as dashboard from './dashboard.js';
 import * as demo from './demo.js';
 import * as hostState from './host-state.js';
 import * as inspect from './inspect.js';
@@ -43,6 +44,7 @@ export const daemonCommands: readonly CliCommand[] = [
 export const commands: readonly CliCommand[] = [
   ip2mac,
   ...daemonCommands,
+  dashboard,
   lab,
   simulate,
   demo,
