@@ -343,7 +343,8 @@ export function computeTargets(
 /**
  * Health (issue 14): a member whose service fails the rule's health check yields the rule's
  * buckets as a draining member does (the same minimal movement; its connections go on), unless
- * no member that takes the rule is healthy: then the rule serves as if all were (fail open: a
+ * no member that could take the rule's buckets (not draining, and a weight above 0 in a
+ * `multiple` rule) is healthy: then the rule serves as if all were (fail open: a
  * dead check must not turn a degraded service into none). Every host sees the same flags in
  * the heartbeats, so every host computes the same map. Marks `infos` in place.
  */
@@ -354,7 +355,11 @@ function applyHealth(
   infos: AssignMember[],
   unhealthy: ReadonlySet<number>,
 ): void {
-  const taking = infos.filter((info) => !info.draining);
+  // The members that could take buckets of the rule (in a `multiple` rule, weight 0 takes none).
+  const taking = infos.filter(
+    (info) =>
+      !info.draining && (s.config.cluster.portRules[r]?.mode === 'single' || info.loadWeight > 0),
+  );
   const failOpen = taking.length > 0 && taking.every((info) => unhealthy.has(info.id));
   if (failOpen !== (s.failingOpen[r] ?? false)) {
     s.failingOpen[r] = failOpen;

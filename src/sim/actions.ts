@@ -109,6 +109,8 @@ export class ActionApplier {
       expect: action.expect ?? 'member',
       status,
       ruleStates: config.cluster.portRules.map(() => 'enabled' as const),
+      health: config.cluster.portRules.map(() => true),
+      weights: config.host.rules.map((r) => r.loadWeight),
       signature: signatureOf(status),
       owned: [],
       pendingWakeMs: Infinity,
@@ -189,6 +191,10 @@ export class ActionApplier {
       const wanted: RuleState =
         c.verb === 'enable' ? 'enabled' : c.verb === 'disable' ? 'disabled' : 'draining';
       for (const r of c.rules) node.ruleStates[r] = wanted;
+    }
+    if (reply?.code === 'ok' && c.verb === 'health') node.health[c.rule] = c.healthy;
+    if (reply?.code === 'ok' && c.verb === 'weight') {
+      node.weights[c.rule] = c.weight ?? node.config.host.rules[c.rule]?.loadWeight ?? 0;
     }
     this.sim.note(
       `sim command h${node.hostId} ${describeCommand(action.command)} -> ${reply === undefined ? 'no reply' : `${reply.code}: ${reply.message}`}`,

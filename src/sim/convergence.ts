@@ -15,6 +15,10 @@ export interface ObservedHost {
   readonly status: HostStatus;
   /** Per rule: enabled, or drained or disabled on this host by the operator. */
   readonly ruleStates: readonly RuleState[];
+  /** Per rule: the service's health as reported (absent: healthy). */
+  readonly health?: readonly boolean[];
+  /** Per rule: the load weight in force (absent: the config's). */
+  readonly weights?: readonly number[];
   /** Per rule, the buckets its data plane accepts new flows for (empty when inactive). */
   readonly owned: readonly (readonly number[])[];
 }
@@ -123,11 +127,19 @@ export function coverageProblem(group: AgreedGroup): string | undefined {
     const rule = rules[r]!;
     if (rule.mode === 'disabled') continue;
     const row = target[r] ?? [];
-    const eligible = group.hosts.some((h) => {
+    // The hosts that could take the rule's buckets (at the weight in force, whatever their
+    // health: an unhealthy one yields only to a healthy one; with none healthy it fails open).
+    const able = group.hosts.filter((h) => {
       const draining = h.status.state === 'draining' || h.ruleStates[r] !== 'enabled';
-      const weight = h.config.host.rules[r]?.loadWeight ?? 0;
+      const weight = h.weights?.[r] ?? h.config.host.rules[r]?.loadWeight ?? 0;
       return !draining && (rule.mode === 'single' || weight > 0);
     });
+    const eligible = able.length > 0;
+    const healthy = able.find((h) => h.health?.[r] ?? true);
+    const sick = group.hosts.find((h) => !(h.health?.[r] ?? true) && (h.owned[r]?.length ?? 0) > 0);
+    if (healthy !== undefined && sick !== undefined) {
+      return `rule ${r}: h${sick.hostId} is unhealthy but owns ${sick.owned[r]!.length} bucket(s) while h${healthy.hostId} is healthy (members ${group.members.join(',')})`;
+    }
     const ownersOf = new Map<number, number[]>();
     for (const host of group.hosts) {
       for (const bucket of host.owned[r] ?? []) {

@@ -13,7 +13,14 @@ export function runSimulation(options: SimulationOptions): SimResult {
 export { convergenceBoundPeriods, convergenceSlackPeriods } from './bounds.js';
 export { fakeHostFactory } from './fake-host.js';
 export { defaultHostFactory } from './default-host.js';
-export { buildPlan, drawHosts, faultProfiles, randomPlan, scenarioKinds } from './scenarios.js';
+export {
+  buildPlan,
+  drawHosts,
+  faultProfiles,
+  namedOnlyProfiles,
+  randomPlan,
+  scenarioKinds,
+} from './scenarios.js';
 export type { FaultProfile, PlanOptions, ScenarioKind } from './scenarios.js';
 export { formatFailure, runPlan } from './simulator.js';
 export type { RunOptions } from './simulator.js';

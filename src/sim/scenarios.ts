@@ -14,6 +14,7 @@ export {
   type PlanOptions,
   type ScenarioKind,
   faultProfiles,
+  namedOnlyProfiles,
   hostsMaxSim,
   hostsMin,
   scenarioKinds,

@@ -20,6 +20,10 @@ export interface Node {
   status: HostStatus;
   /** Per port rule, as the operator's accepted enable / disable / drain commands left it. */
   ruleStates: RuleState[];
+  /** Per port rule, as the accepted `health` reports left it (true until one says otherwise). */
+  health: boolean[];
+  /** Per port rule, the load weight in force: the accepted `weight` report, else the config's. */
+  weights: number[];
   signature: string;
   owned: readonly (readonly number[])[];
   pendingWakeMs: number;

@@ -6,10 +6,13 @@ import { randomInt } from 'node:crypto';
 import { type Command, Option } from 'commander';
 import {
   type ChangeReport,
+  type FaultProfile,
   type ScenarioKind,
   type SimResult,
   convergenceBoundPeriods,
   runSimulation,
+  faultProfiles,
+  namedOnlyProfiles,
   scenarioKinds,
 } from '../../sim/index.js';
 import { badArgument } from '../errors.js';
@@ -26,6 +29,7 @@ export interface SimulateOptions {
   readonly tolerance?: string;
   readonly durationMs?: string;
   readonly lossPercent?: string;
+  readonly profile?: FaultProfile;
 }
 
 /** One membership change, with null where nothing was measured (JSON keeps every key). */
@@ -94,6 +98,13 @@ export function simulate(options: SimulateOptions): CommandOutput<SimulateData> 
   const tolerance = integer('--tolerance', options.tolerance, 2, 100);
   const durationMs = integer('--duration-ms', options.durationMs, 1, 24 * 3600 * 1000);
   const lossPercent = integer('--loss-percent', options.lossPercent, 0, 100);
+  if (options.profile !== undefined && options.scenario !== 'random') {
+    throw badArgument(
+      '--profile',
+      `is for --scenario random, not ${options.scenario}`,
+      'drop --profile, or use --scenario random',
+    );
+  }
   let result: SimResult;
   try {
     result = runSimulation({
@@ -104,6 +115,7 @@ export function simulate(options: SimulateOptions): CommandOutput<SimulateData> 
       tolerance,
       durationMs,
       lossRate: lossPercent === undefined ? undefined : lossPercent / 100,
+      ...(options.profile === undefined ? {} : { profile: options.profile }),
       transcriptLinesMax: timelineLinesMax,
     });
   } catch (error) {
@@ -230,11 +242,18 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--tolerance <t>', 'heartbeats missed before a host is declared dead (default 5)')
     .option('--duration-ms <d>', 'simulated time in ms (default: long enough for the scenario)')
     .option('--loss-percent <l>', 'heartbeat loss in percent (default 5 for loss, else 0)')
+    .addOption(
+      new Option(
+        '--profile <profile>',
+        'with --scenario random: the fault profile (default: the seed picks one)',
+      ).choices([...faultProfiles, ...namedOnlyProfiles]),
+    )
     .addHelpText(
       'after',
       '\nScenarios: crash, join, leave (stop), drainstop, partition (and heal), loss (5% with a\n' +
         'crash), restart (new incarnation), duplicate-id and config-mismatch (kept out), random\n' +
-        '(the seed picks a fault profile and a whole fault schedule).\n' +
+        '(the seed picks a fault profile and a whole fault schedule; --profile service adds\n' +
+        'services that fail, flap and report weights, which the seed never picks by itself).\n' +
         'Exit code 1 when an invariant broke; the seed replays the run.\n\n' +
         'Examples:\n  nlb simulate --hosts 4 --scenario crash\n' +
         '  nlb simulate --hosts 8 --scenario random --seed 42 --json\n',

@@ -19,8 +19,11 @@ export const scenarioKinds = [
 ] as const;
 export type ScenarioKind = (typeof scenarioKinds)[number];
 
+/** The profiles a random plan draws from (the seeds stored in tests depend on this list). */
 export const faultProfiles = ['calm', 'lossy', 'partitions', 'churn', 'chaos', 'flap'] as const;
-export type FaultProfile = (typeof faultProfiles)[number];
+/** Profiles run only when asked for by name (`profile`): `service` (plans/service.ts). */
+export const namedOnlyProfiles = ['service'] as const;
+export type FaultProfile = (typeof faultProfiles)[number] | (typeof namedOnlyProfiles)[number];
 
 export interface PlanOptions {
   readonly seed: number;

@@ -16,6 +16,7 @@ import type { ScheduledAction, SimPlan } from '../types.js';
 import { checkDelay, checkRange, round, sortSchedule, validateShape, warmupMs } from './common.js';
 import { type RandomDraft, type SlotState, startDraft } from './draft.js';
 import { planFlaps } from './flap.js';
+import { planServiceFaults } from './service.js';
 import { planIntruder } from './intruders.js';
 import { planConditions, planCut, planLink, planPartition } from './network-faults.js';
 import {
@@ -69,7 +70,10 @@ type FaultKind = keyof typeof faultPlanners;
 
 const nodeEvents = ['crash', 'restart', 'join', 'stop', 'start', 'drainstop'] as const;
 /** Each profile's faults and their weights; `flap` plans its bursts itself (flap.ts). */
-const menu: Record<Exclude<FaultProfile, 'flap'>, readonly (readonly [FaultKind, number])[]> = {
+const menu: Record<
+  Exclude<FaultProfile, 'flap' | 'service'>,
+  readonly (readonly [FaultKind, number])[]
+> = {
   calm: nodeEvents.map((e) => [e, 1] as const),
   lossy: [['conditions', 4], ['link', 2], ...nodeEvents.map((e) => [e, 0.5] as const)],
   partitions: [
@@ -139,6 +143,8 @@ export function randomPlan(options: PlanOptions): SimPlan {
   });
   if (profile === 'flap') {
     planFlaps(draft, times);
+  } else if (profile === 'service') {
+    planServiceFaults(draft, times);
   } else {
     for (const at of times) {
       faultPlanners[prng.weighted(menu[profile])](draft, at);
@@ -177,7 +183,7 @@ function drawInitialBoots(
 function drawEventCount(prng: Prng, profile: FaultProfile): number {
   // Every profile's count is drawn, in this order, whichever profile applies: the seeds stored
   // in tests and notes depend on these six draws.
-  const counts: Record<FaultProfile, number> = {
+  const counts: Record<(typeof faultProfiles)[number], number> = {
     calm: prng.int(1, 3),
     lossy: prng.int(2, 5),
     partitions: prng.int(1, 4),
@@ -185,7 +191,8 @@ function drawEventCount(prng: Prng, profile: FaultProfile): number {
     chaos: prng.int(3, 10),
     flap: prng.int(2, 5),
   };
-  return counts[profile];
+  // Drawn after the six, so that they stay as they were.
+  return profile === 'service' ? prng.int(3, 8) : counts[profile];
 }
 
 /** Everything heals at the end of the window: I3's clock starts at the last action. */
