@@ -12,7 +12,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { daemonMainPath, loadLab, startHostDaemon } from '../src/lab/lab.js';
+import { loadLab, startHostDaemon } from '../src/lab/lab.js';
+import { remoteControlCommand } from './support/lab-hosts.js';
 import { hostIp } from '../src/lab/naming.js';
 import { type NlbRun, nlbMain, runNlbIn, runNlbInProcess } from './cli-helpers.js';
 import {
@@ -104,18 +105,10 @@ describe.runIf(isRoot)('nlb control verbs against a three-host lab', () => {
     for (const host of lab.state.hosts) {
       configText.set(host.id, readFileSync(host.config, 'utf8'));
       await startHostDaemon(labName, host.id, {
-        command: [
-          process.execPath,
-          daemonMainPath,
-          '--config',
-          '{config}',
-          '--control-listen',
-          hostIp(host.id),
-          '--token-file',
-          tokenFile,
+        command: remoteControlCommand(host.id, tokenFile, [
           '--metrics-listen',
           `${hostIp(host.id)}:${metricsPort}`,
-        ],
+        ]),
       });
     }
     await expectConverged(lab, [1, 2, 3], 20);

@@ -4,7 +4,6 @@
 // a host that stops answering, and the real listener with a generated token file.
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -209,8 +208,6 @@ describe('the dashboard server', () => {
 
 describe('the dashboard listener', () => {
   it('serves on a port of its own with a token file it writes 0600 and removes', async () => {
-    if (!existsSync('dist/web/dashboard.js'))
-      execFileSync(process.execPath, ['scripts/build-web.mjs']);
     const runDir = await mkdtemp(path.join(tmpdir(), 'nlb-dashboard-'));
     const fake = fakeHost(2);
     try {

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterQueryData } from '../src/cli/commands/cluster-query.js';
 import type { ClusterVerbData } from '../src/cli/commands/cluster-verbs.js';
-import { daemonMainPath, killHostDaemon, startHostDaemon } from '../src/lab/lab.js';
+import { killHostDaemon, startHostDaemon } from '../src/lab/lab.js';
+import { remoteControlCommand } from './support/lab-hosts.js';
 import { hostIp } from '../src/lab/naming.js';
 import { type NlbRun, nlbMain, runNlbInProcess } from './cli-helpers.js';
 import {
@@ -83,16 +84,7 @@ describe.runIf(isRoot)('nlb --cluster against a three-host lab', () => {
     writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
     for (const host of lab.state.hosts) {
       await startHostDaemon(labName, host.id, {
-        command: [
-          process.execPath,
-          daemonMainPath,
-          '--config',
-          '{config}',
-          '--control-listen',
-          hostIp(host.id),
-          '--token-file',
-          tokenFile,
-        ],
+        command: remoteControlCommand(host.id, tokenFile),
       });
     }
     await expectConverged(lab, [1, 2, 3], 20);

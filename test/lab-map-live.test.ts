@@ -13,7 +13,8 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MapData, QueryData, QueryportData } from '../src/control/protocol.js';
-import { daemonMainPath, startHostDaemon } from '../src/lab/lab.js';
+import { startHostDaemon } from '../src/lab/lab.js';
+import { remoteControlCommand } from './support/lab-hosts.js';
 import { hostIp } from '../src/lab/naming.js';
 import { controlRequest } from '../src/control/client.js';
 import { runNlbIn, runNlbInProcess } from './cli-helpers.js';
@@ -84,16 +85,7 @@ describe.runIf(isRoot)('lab: nlb map from the live map', () => {
     writeFileSync(tokenFile, `${'5a'.repeat(32)}\n`, { mode: 0o600 });
     for (const host of lab.state.hosts) {
       await startHostDaemon(lab.state.name, host.id, {
-        command: [
-          process.execPath,
-          daemonMainPath,
-          '--config',
-          '{config}',
-          '--control-listen',
-          hostIp(host.id),
-          '--token-file',
-          tokenFile,
-        ],
+        command: remoteControlCommand(host.id, tokenFile),
       });
       const members = lab.hostIds.filter((id) => id <= host.id);
       await expectConverged(lab, members, 60 / members.length);

@@ -167,7 +167,10 @@ describe('the npm package', () => {
         expect(JSON.parse(map.stdout)).toEqual(
           JSON.parse((await runNlb(mapArgs('examples/web/host1.yaml'))).stdout),
         );
-        expect(JSON.parse(map.stdout)).toMatchObject([{ client: '198.18.0.50:40000', bucket: 5 }]);
+        expect(JSON.parse(map.stdout)).toMatchObject({
+          source: 'model',
+          clients: [{ client: '198.18.0.50:40000', bucket: 5 }],
+        });
         expect((await bin('nlbd', ['--help'])).stdout).toContain('--config <file>');
       } finally {
         await rm(dir, { recursive: true, force: true });

@@ -31,11 +31,7 @@ import {
   endpointText,
   type ControlEndpoint,
 } from '../control/client.js';
-import {
-  parseListenAddress,
-  readTokenFile,
-  remoteControlPortDefault,
-} from '../control/remote-target.js';
+import { parseListenAddress, remoteControlPortDefault } from '../control/remote-target.js';
 import type { QueryData, RequestOf, Verb, VerbData } from '../control/protocol.js';
 import { labClusterName } from '../lab/host-config.js';
 import { LabError, loadLab } from '../lab/lab.js';
@@ -44,6 +40,7 @@ import { exitCodes } from './exit-codes.js';
 import {
   type ControlOptions,
   type DaemonLink,
+  readTokenArgument,
   resolveDaemon,
   responseError,
   unreachableError,
@@ -215,16 +212,7 @@ export async function resolveCluster(
   // over its socket, the others by remote control).
   let tokenForPeers: string | undefined;
   if (options.tokenFile !== undefined && options.host === undefined) {
-    const read = await readTokenFile(options.tokenFile);
-    if (!read.ok) {
-      throw new NlbError(
-        'bad-argument',
-        `--token-file: ${read.message}`,
-        read.hint,
-        exitCodes.usage,
-      );
-    }
-    tokenForPeers = read.token;
+    tokenForPeers = await readTokenArgument(options.tokenFile);
     options = { ...options, tokenFile: undefined };
   }
   const seed = await resolveDaemon(options);

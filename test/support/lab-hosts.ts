@@ -9,6 +9,7 @@ import { expect } from 'vitest';
 import type { QueryData } from '../../src/control/protocol.js';
 import { execIn, netnsPids } from '../../src/lab/netns.js';
 import { daemonMainPath, loadLab, startHostDaemon, stopHostDaemon } from '../../src/lab/lab.js';
+import { hostIp } from '../../src/lab/naming.js';
 import { isAlive } from '../../src/lab/process.js';
 import { type ClusterLab, query, queryHosts } from './lab-cluster.js';
 
@@ -235,4 +236,26 @@ export function runDaemonIn(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * The nlbd command line (for startHostDaemon) of lab host `hostId` with remote control on its
+ * dedicated IP (port 2504) behind `tokenFile`, then `extra` options.
+ */
+export function remoteControlCommand(
+  hostId: number,
+  tokenFile: string,
+  extra: readonly string[] = [],
+): string[] {
+  return [
+    process.execPath,
+    daemonMainPath,
+    '--config',
+    '{config}',
+    '--control-listen',
+    hostIp(hostId),
+    '--token-file',
+    tokenFile,
+    ...extra,
+  ];
 }

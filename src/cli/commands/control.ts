@@ -174,17 +174,18 @@ export async function resolveDaemon(options: ControlOptions): Promise<DaemonLink
       'pass the token file nlbd was started with (nlbd --token-file), or --lab NAME for a lab host id',
     );
   }
-  const token = await readTokenFile(options.tokenFile);
-  if (!token.ok) {
-    throw new NlbError(
-      'bad-argument',
-      `--token-file: ${token.message}`,
-      token.hint,
-      exitCodes.usage,
-    );
-  }
+  const token = await readTokenArgument(options.tokenFile);
   const endpoint = { host: parsed.address.text, port: parsed.port };
-  return { endpoint, token: token.token, where: endpointText(endpoint) };
+  return { endpoint, token, where: endpointText(endpoint) };
+}
+
+/** The token in the file `--token-file` names; a bad file is a usage error with its fix. */
+export async function readTokenArgument(file: string): Promise<string> {
+  const read = await readTokenFile(file);
+  if (!read.ok) {
+    throw new NlbError('bad-argument', `--token-file: ${read.message}`, read.hint, exitCodes.usage);
+  }
+  return read.token;
 }
 
 export function unreachableError(link: DaemonLink, error: ControlUnreachable): NlbError {

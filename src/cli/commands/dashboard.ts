@@ -3,7 +3,6 @@
 // with the control token. It finds the hosts as the cluster-wide verbs do (../cluster.ts) and
 // serves the page until Ctrl-C (src/dashboard/run.ts).
 import type { Command } from 'commander';
-import { readTokenFile } from '../../control/remote-target.js';
 import { parseListenAddress } from '../../control/remote-target.js';
 import { type DashboardHost, controlHost, unreachableHost } from '../../dashboard/hosts.js';
 import {
@@ -18,7 +17,7 @@ import { NlbError, badArgument } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliContext } from '../program.js';
 import type { StreamedOutput } from '../render.js';
-import { type ControlOptions, addDaemonOptions } from './control.js';
+import { type ControlOptions, addDaemonOptions, readTokenArgument } from './control.js';
 
 export const listenDefault = `127.0.0.1:${dashboardPortDefault}`;
 
@@ -73,16 +72,8 @@ export async function startClusterDashboard(
   const links = await resolveCluster(clusterOptions, 'dashboard');
   let token: TokenSource = { kind: 'generate', cluster: links.cluster };
   if (options.tokenFile !== undefined) {
-    const read = await readTokenFile(options.tokenFile);
-    if (!read.ok) {
-      throw new NlbError(
-        'bad-argument',
-        `--token-file: ${read.message}`,
-        read.hint,
-        exitCodes.usage,
-      );
-    }
-    token = { kind: 'given', token: read.token, file: options.tokenFile };
+    const given = await readTokenArgument(options.tokenFile);
+    token = { kind: 'given', token: given, file: options.tokenFile };
   }
   if (!isLoopback(listen.address)) {
     log(
