@@ -61,6 +61,8 @@ describe('control handler (no socket)', () => {
         state: 'enabled',
         owned: [],
         orphan: [],
+        loadWeight: 50,
+        handlingPriority: 2,
       },
       expect.objectContaining({ rule: 1, ports: '1000-2000', protocol: 'udp', mode: 'single' }),
     ]);
