@@ -63,6 +63,16 @@ describe('control handler (no socket)', () => {
         orphan: [],
         loadWeight: 50,
         handlingPriority: 2,
+        health: {
+          check: null,
+          healthy: true,
+          successes: 0,
+          failures: 0,
+          last: null,
+          agent: null,
+          failingOpen: false,
+          reportedWeight: null,
+        },
       },
       expect.objectContaining({ rule: 1, ports: '1000-2000', protocol: 'udp', mode: 'single' }),
     ]);
@@ -287,7 +297,7 @@ describe('nlb query rendering', () => {
     expect(text).toContain('host          2 (cluster test)');
     expect(text).toContain('state         converging');
     expect(text).toMatch(/RULE\s+CLUSTER IP\s+PORTS/);
-    expect(text).toMatch(/0\s+all\s+80\s+tcp\s+multiple\s+enabled\s+0\/60/);
+    expect(text).toMatch(/0\s+all\s+80\s+tcp\s+multiple\s+enabled\s+50\s+-\s+0\/60/);
     expect(text).toMatch(/PEER\s+VIEW\s+ANNOUNCED/);
   });
 });

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventsData, QueryData } from '../src/control/protocol.js';
 import { controlRequest } from '../src/control/client.js';
 import { labHealthCheck } from '../src/lab/host-config.js';
+import { runNlbInProcess } from './cli-helpers.js';
 import {
   type ServiceState,
   serviceDefault,
@@ -99,6 +100,11 @@ describe.runIf(isRoot)('lab: application health', () => {
       healthy: false,
       last: { ok: false, detail: '503 Service Unavailable (expected 200-399)' },
     });
+    const shown = await runNlbInProcess(['query', '--lab', lab.state.name, '--host', '2']);
+    expect(shown.stdout).toMatch(
+      /^\s+0\s+198\.18\.0\.100\s+80\s+tcp\s+multiple\s+enabled\s+50\s+UNHEALTHY\s+0\/60/m,
+    );
+    expect(shown.stdout).toContain('last FAILED: 503 Service Unavailable (expected 200-399)');
     await sleep(2_500);
     const mendedAt = Date.now();
     setService(lab, 2, { mode: 'ok' });
