@@ -68,6 +68,43 @@ function view(answers: HostAnswers[]) {
 }
 
 describe('the dashboard view', () => {
+  it("marks a host whose service fails a rule's health check, and says when the rule fails open", async () => {
+    const answers = await Promise.all(
+      [2, 3, 4].map((id) => convergedHost(id, [2, 3, 4], byThirds)),
+    );
+    const sickHost = (failingOpen: boolean): HostAnswers => {
+      const q = answers[1]!.query!;
+      const rules = q.rules.map((r, i) =>
+        i === 0
+          ? {
+              ...r,
+              health: {
+                ...r.health,
+                check: 'http 127.0.0.1:80/health every 500 ms',
+                healthy: false,
+                failures: 2,
+                failingOpen,
+                last: { ok: false, detail: '503 Service Unavailable', latencyMs: 1, at: '' },
+              },
+            }
+          : r,
+      );
+      return { ...answers[1]!, query: { ...q, rules } };
+    };
+    const v = view([answers[0]!, sickHost(false), answers[2]!]);
+    expect(v.hosts.map((h) => [h.hostId, h.health])).toEqual([
+      [2, 'ok'],
+      [3, 'problem'],
+      [4, 'ok'],
+    ]);
+    expect(v.hosts[1]!.healthText).toBe(
+      'service unhealthy: rule 0 (503 Service Unavailable); its buckets went to the healthy hosts',
+    );
+    expect(view([answers[0]!, sickHost(true), answers[2]!]).hosts[1]!.healthText).toMatch(
+      /every host is, so the rule fails open$/,
+    );
+  });
+
   it('draws the agreed map with every host connections and counters', async () => {
     const v = view(
       await Promise.all([2, 3, 4].map((id) => convergedHost(id, [2, 3, 4], byThirds))),

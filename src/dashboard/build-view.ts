@@ -134,6 +134,18 @@ function health(
       healthText: `answers, but ${hostList(deadBy)} took it for dead (a partition?)`,
     };
   }
+  const sick = q.rules.filter((r) => !r.health.healthy);
+  if (sick.length > 0 && q.state !== 'stopped' && q.state !== 'suspended') {
+    const rules = sick
+      .map((r) => `rule ${r.rule}${r.health.last === null ? '' : ` (${r.health.last.detail})`}`)
+      .join(', ');
+    return {
+      health: 'problem',
+      healthText: sick.some((r) => r.health.failingOpen)
+        ? `service unhealthy: ${rules}; every host is, so the rule fails open`
+        : `service unhealthy: ${rules}; its buckets went to the healthy hosts`,
+    };
+  }
   switch (q.state) {
     case 'stopped':
     case 'suspended':
