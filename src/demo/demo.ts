@@ -1,5 +1,6 @@
-// The demo of the README's quick start: a real 3-host lab cluster under load, host 2 crashing
-// (daemon killed, link cut) and rejoining, host 3 draining, with live per-host counters and a
+// The demo of the README's quick start: a real 3-host lab cluster under load, host 1's service
+// failing and mended (service-phase.ts), host 2 crashing (daemon killed, link cut) and
+// rejoining, host 3 draining, with live per-host counters and a
 // closing summary per phase. Without root it tells so and runs the simulator's version.
 //
 // The load generator runs in the lab's client namespace for the whole story (bounded in count
@@ -10,7 +11,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { flowBucket } from '../core/flow.js';
 import { parseAddress } from '../core/address.js';
 import { controlRequest } from '../control/client.js';
-import type { QueryData } from '../control/protocol.js';
 import { defaultSocketPath } from '../daemon/paths.js';
 import {
   type LabState,
@@ -26,9 +26,19 @@ import { loadConfigFile } from '../node/config-file.js';
 import { runLoadgenInClient } from '../lab/loadgen-client.js';
 import type { ConnectionRecord, HoldRecord, ProgressRecord } from '../lab/loadgen.js';
 import { runSimulation } from '../sim/index.js';
+import { servicePhase } from './service-phase.js';
+import {
+  convergeTimeoutMs,
+  convergedOn,
+  hostIds,
+  ownedBy,
+  query,
+  vip,
+  waitFor,
+} from './demo-lab.js';
 
 export interface DemoOptions {
-  /** Seconds of each phase; the whole story lasts about 4 × this. */
+  /** Seconds of each phase; the whole story lasts about 5 × this. */
   readonly phaseSeconds: number;
   /** New connections per second (bounded by the load generator's own limits). */
   readonly ratePerSecond: number;
@@ -73,51 +83,6 @@ export interface DemoResult {
   readonly notes: readonly string[];
 }
 
-const vip = '198.18.0.100';
-const hostIds = [1, 2, 3] as const;
-/** Every wait for the cluster is bounded; a demo that hangs teaches nothing. */
-const convergeTimeoutMs = 15_000;
-const pollMs = 20;
-
-async function query(lab: LabState, hostId: number): Promise<QueryData | undefined> {
-  try {
-    const response = await controlRequest(
-      defaultSocketPath(clusterNameFor(lab.name), hostId),
-      { verb: 'query' },
-      1_000,
-    );
-    return response.ok ? (response.data as QueryData) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitFor(
-  what: string,
-  predicate: () => Promise<boolean>,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<number> {
-  const start = Date.now();
-  while (Date.now() - start < timeoutMs) {
-    signal?.throwIfAborted();
-    if (await predicate()) return Date.now() - start;
-    await sleep(pollMs);
-  }
-  throw new Error(`the demo waited ${timeoutMs} ms for ${what}; see the nlbd logs in the lab dir`);
-}
-
-async function convergedOn(lab: LabState, members: readonly number[]): Promise<boolean> {
-  const views = await Promise.all(members.map((id) => query(lab, id)));
-  return views.every(
-    (v) => v !== undefined && v.converged && v.members.join(',') === members.join(','),
-  );
-}
-
-function ownedBy(view: QueryData | undefined): number[] {
-  return view?.rules[0]?.owned.slice() ?? [];
-}
-
 /** Runs the lab demo; the caller checks for root first. Always tears the lab down. */
 export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
   const { log, signal } = options;
@@ -147,7 +112,7 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
     );
     log(`lab ${lab.name}: hosts 1, 2, 3 converged (${convergedIn} ms after the daemons started)`);
     const seed = await hashSeedOf(lab);
-    const load = startLoad(lab, options, phaseMs * 4 + 2_000);
+    const load = startLoad(lab, options, phaseMs * 5 + 2_000);
     const marks: Mark[] = [];
     const mark = (name: string, description: string): void => {
       marks.push({ name, description, atMs: Date.now() });
@@ -156,6 +121,7 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
 
     mark('steady', 'phase 1: all three hosts serve');
     await sleep(phaseMs, undefined, { signal });
+    await servicePhase(lab, options, mark, notes);
     const crash = await crashPhase(lab, options, mark, notes);
     await rejoinPhase(lab, options, mark, notes);
     await drainstopPhase(lab, options, mark, notes);
@@ -278,7 +244,7 @@ interface Crash {
 
 type MarkPhase = (name: string, description: string) => void;
 
-/** Phase 2: host 2 crashes; waits for the survivors to own its buckets, then to the phase end. */
+/** Phase 3: host 2 crashes; waits for the survivors to own its buckets, then to the phase end. */
 async function crashPhase(
   lab: LabState,
   { log, signal, phaseSeconds }: DemoOptions,
@@ -289,7 +255,7 @@ async function crashPhase(
   const deadBuckets = ownedBy(before[1]);
   mark(
     'crash',
-    `phase 2: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`,
+    `phase 3: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`,
   );
   const crashAt = Date.now();
   await killHostDaemon(lab, 2);
@@ -315,14 +281,14 @@ async function crashPhase(
   return { atMs: crashAt, deadBuckets, takeoverMs };
 }
 
-/** Phase 3: host 2 comes back and the three converge again. */
+/** Phase 4: host 2 comes back and the three converge again. */
 async function rejoinPhase(
   lab: LabState,
   { log, signal, phaseSeconds }: DemoOptions,
   mark: MarkPhase,
   notes: string[],
 ): Promise<void> {
-  mark('rejoin', 'phase 3: host 2 comes back (link up, nlbd restarted) and rejoins');
+  mark('rejoin', 'phase 4: host 2 comes back (link up, nlbd restarted) and rejoins');
   await restoreLink(lab, 2);
   await startHostDaemon(lab, 2);
   const rejoinAt = Date.now();
@@ -340,14 +306,14 @@ async function rejoinPhase(
   await sleep(Math.max(0, phaseSeconds * 1000 - (Date.now() - rejoinAt)), undefined, { signal });
 }
 
-/** Phase 4: host 3 drainstops; its open connections stay while it takes no new ones. */
+/** Phase 5: host 3 drainstops; its open connections stay while it takes no new ones. */
 async function drainstopPhase(
   lab: LabState,
   { log, signal, phaseSeconds }: DemoOptions,
   mark: MarkPhase,
   notes: string[],
 ): Promise<void> {
-  mark('drainstop', 'phase 4: host 3 drainstops: no new connections, its open ones stay');
+  mark('drainstop', 'phase 5: host 3 drainstops: no new connections, its open ones stay');
   const reply = await controlRequest(defaultSocketPath(clusterNameFor(lab.name), 3), {
     verb: 'drainstop',
   });

@@ -1,5 +1,5 @@
-// `nlb demo`: the README's first command. A 3-host lab cluster under load; host 2 crashes and
-// rejoins; host 3 drainstops; then a summary per phase. Live counters go to stderr as they
+// `nlb demo`: the README's first command. A 3-host lab cluster under load; host 1's service
+// fails and is mended; host 2 crashes and rejoins; host 3 drainstops; then a summary per phase. Live counters go to stderr as they
 // happen; the summary is the verb's output (a table, or one JSON document with --json).
 import { type Command, Option } from 'commander';
 import { type DemoPhase, type DemoResult, runLabDemo, runSimulatorDemo } from '../../demo/demo.js';
@@ -142,7 +142,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description(
       'the demo: a 3-host lab cluster under load, a crash and rejoin, a drainstop, a summary',
     )
-    .option('--phase-seconds <n>', 'length of each of the four phases', '8')
+    .option('--phase-seconds <n>', 'length of each of the five phases', '8')
     .option('--rate <n>', 'new connections per second', '200')
     .option('--holds <n>', 'long-lived connections held open through the demo', '12')
     .addOption(
