@@ -9,7 +9,9 @@
 //   - the agent's weight 100 -> 50 -> 0 moves exactly the buckets assign gives, and 0 drains;
 //   - query shows the check, its last probe and the reported weight.
 // Needs root; skipped visibly otherwise, failing instead when NLB_REQUIRE_LAB=1.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventsData, QueryData } from '../src/control/protocol.js';
 import { controlRequest } from '../src/control/client.js';
@@ -105,6 +107,24 @@ describe.runIf(isRoot)('lab: application health', () => {
       /^\s+0\s+198\.18\.0\.100\s+80\s+tcp\s+multiple\s+enabled\s+50\s+UNHEALTHY\s+0\/60/m,
     );
     expect(shown.stdout).toContain('last FAILED: 503 Service Unavailable (expected 200-399)');
+    const port = await runNlbInProcess([
+      'queryport',
+      '198.18.0.100:80',
+      '--lab',
+      lab.state.name,
+      '--host',
+      '2',
+    ]);
+    expect(port.stdout).toMatch(
+      /^health\s+UNHEALTHY; http 127\.0\.0\.1:80\/health every 500 ms.*; last: 503 Service Unavailable/m,
+    );
+    const params = await runNlbInProcess(['params', '--lab', lab.state.name, '--host', '2']);
+    expect(params.stdout).toMatch(
+      /^\s+0\s+198\.18\.0\.100\s+80\s+tcp\s+multiple\s+none\s+enabled\s+50\s+UNHEALTHY/m,
+    );
+    expect(params.stdout).toMatch(
+      /^rule 0 health: http 127\.0\.0\.1:80\/health .*; last FAILED: 503/m,
+    );
     await sleep(2_500);
     const mendedAt = Date.now();
     setService(lab, 2, { mode: 'ok' });
@@ -178,5 +198,31 @@ describe.runIf(isRoot)('lab: application health', () => {
     expect(await ownedCounts(lab)).toEqual([30, 0, 30]);
     setService(lab, 2, { weight: 50 });
     await expectCounts(lab, [20, 20, 20]);
+  }, 60_000);
+
+  it('a reload that removes the checks takes them away at once, keeping the map', async () => {
+    await expectCounts(lab, [20, 20, 20]);
+    const file = lab.state.hosts[1]!.config;
+    const doc = parse(readFileSync(file, 'utf8')) as {
+      cluster: { portRules: Record<string, unknown>[] };
+    };
+    const original = stringify(doc);
+    delete doc.cluster.portRules[0]!['health'];
+    delete doc.cluster.portRules[0]!['agent'];
+    writeFileSync(file, stringify(doc));
+    try {
+      const reload = await runNlbInProcess(['reload', '--lab', lab.state.name, '--host', '2']);
+      expect(reload.code).toBe(0);
+      expect(reload.stdout).toContain('cluster.portRules[0].health');
+      const q = (await queryHosts(lab, [2])).get(2)!;
+      expect(q.rules[0]!.health).toMatchObject({ check: null, agent: null, healthy: true });
+      // Host 2's service may fail now: nothing checks it, so it keeps its share.
+      setService(lab, 2, { mode: '503' });
+      await sleep(1_500);
+      expect(await ownedCounts(lab)).toEqual([20, 20, 20]);
+    } finally {
+      setService(lab, 2, { mode: 'ok' });
+      writeFileSync(file, original);
+    }
   }, 60_000);
 });

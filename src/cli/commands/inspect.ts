@@ -43,6 +43,87 @@ function ms(value: number | null): string {
   return value === null ? '-' : `${value} ms`;
 }
 
+/** `params`' table of the port rules: state, weight, health and the filter's counters. */
+function paramsRules(data: ParamsData): string {
+  const { config, protocol } = data;
+  const c = config.cluster;
+  const counters = data.counters;
+  return renderHuman(
+    table(
+      [
+        { header: 'rule', cell: (i: number) => String(i), align: 'right' },
+        { header: 'cluster ip', cell: (i: number) => c.portRules[i]!.vip },
+        { header: 'ports', cell: (i: number) => c.portRules[i]!.ports },
+        { header: 'protocol', cell: (i: number) => c.portRules[i]!.protocol },
+        { header: 'mode', cell: (i: number) => c.portRules[i]!.mode },
+        { header: 'affinity', cell: (i: number) => c.portRules[i]!.affinity },
+        { header: 'state', cell: (i: number) => protocol.ruleStates[i] ?? 'enabled' },
+        {
+          header: 'weight',
+          cell: (i: number) => {
+            const machine = protocol.ruleHealth[i];
+            return machine?.reportedWeight === null || machine === undefined
+              ? String(config.host.rules[i]?.loadWeight ?? '-')
+              : `${machine.reportedWeight} (reported)`;
+          },
+          align: 'right',
+        },
+        {
+          header: 'health',
+          cell: (i: number) => {
+            const machine = protocol.ruleHealth[i];
+            const verdict =
+              data.health[i]?.check == null && machine?.healthy !== false
+                ? '-'
+                : machine?.healthy === false
+                  ? 'UNHEALTHY'
+                  : 'ok';
+            return machine?.failingOpen === true ? `${verdict}, failing open` : verdict;
+          },
+        },
+        {
+          header: 'priority',
+          cell: (i: number) => String(config.host.rules[i]?.handlingPriority ?? '-'),
+          align: 'right',
+        },
+        {
+          header: 'accepted',
+          cell: (i: number) =>
+            counters === null
+              ? '?'
+              : `${counters.rules[i]!.accepted.packets} pkts ${counters.rules[i]!.accepted.bytes} B`,
+          align: 'right',
+        },
+        {
+          header: 'dropped',
+          cell: (i: number) =>
+            counters === null ? '?' : String(counters.rules[i]!.dropped.packets),
+          align: 'right',
+        },
+        {
+          header: 'reset',
+          cell: (i: number) => (counters === null ? '?' : String(counters.rules[i]!.reset.packets)),
+          align: 'right',
+        },
+      ],
+      c.portRules.map((_, i) => i),
+    ),
+  ).trimEnd();
+}
+
+/** One line per rule with a health check: the check and its last probe. */
+function healthLines(data: ParamsData): string[] {
+  const notes: string[] = [];
+  for (const check of data.health) {
+    if (check.check === null) continue;
+    const last = check.last;
+    notes.push(
+      `rule ${check.rule} health: ${check.check}; ${last === null ? 'not probed yet' : `last ${last.ok ? 'ok' : 'FAILED'}: ${last.detail} in ${last.latencyMs} ms at ${last.at}`}`,
+    );
+  }
+  return notes;
+}
+
 export function renderParams(data: ParamsData): CommandOutput<ParamsData> {
   const { identity, config, protocol, driver } = data;
   const c = config.cluster;
@@ -86,51 +167,9 @@ export function renderParams(data: ParamsData): CommandOutput<ParamsData> {
       `accepted ${u.accepted.packets} packets, dropped ${u.dropped.packets}; lease expired drops ${data.counters.leaseExpired.packets}`,
     ]);
   }
-  const counters = data.counters;
-  const rules = renderHuman(
-    table(
-      [
-        { header: 'rule', cell: (i: number) => String(i), align: 'right' },
-        { header: 'cluster ip', cell: (i: number) => c.portRules[i]!.vip },
-        { header: 'ports', cell: (i: number) => c.portRules[i]!.ports },
-        { header: 'protocol', cell: (i: number) => c.portRules[i]!.protocol },
-        { header: 'mode', cell: (i: number) => c.portRules[i]!.mode },
-        { header: 'affinity', cell: (i: number) => c.portRules[i]!.affinity },
-        { header: 'state', cell: (i: number) => protocol.ruleStates[i] ?? 'enabled' },
-        {
-          header: 'weight',
-          cell: (i: number) => String(config.host.rules[i]?.loadWeight ?? '-'),
-          align: 'right',
-        },
-        {
-          header: 'priority',
-          cell: (i: number) => String(config.host.rules[i]?.handlingPriority ?? '-'),
-          align: 'right',
-        },
-        {
-          header: 'accepted',
-          cell: (i: number) =>
-            counters === null
-              ? '?'
-              : `${counters.rules[i]!.accepted.packets} pkts ${counters.rules[i]!.accepted.bytes} B`,
-          align: 'right',
-        },
-        {
-          header: 'dropped',
-          cell: (i: number) =>
-            counters === null ? '?' : String(counters.rules[i]!.dropped.packets),
-          align: 'right',
-        },
-        {
-          header: 'reset',
-          cell: (i: number) => (counters === null ? '?' : String(counters.rules[i]!.reset.packets)),
-          align: 'right',
-        },
-      ],
-      c.portRules.map((_, i) => i),
-    ),
-  ).trimEnd();
+  const rules = paramsRules(data);
   const notes = [rules];
+  notes.push(...healthLines(data));
   if (data.countersError !== null) notes.push(`note: counters unknown: ${data.countersError}`);
   return { data, human: fields(entries, notes) };
 }

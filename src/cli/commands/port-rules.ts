@@ -157,6 +157,12 @@ function renderRule(rule: QueryportRule, hostId: number): string {
       ['owned here', `${rule.ownedHere}/${rule.buckets.length} buckets (host ${hostId})`],
       ['connections', rule.connections === null ? 'unknown' : String(rule.connections)],
       ['claims', claimsText(rule)],
+      [
+        'health',
+        rule.health.check === null && rule.health.healthy
+          ? 'no check'
+          : `${rule.health.healthy ? 'ok' : 'UNHEALTHY'}${rule.health.failingOpen ? ' (every host is: failing open)' : ''}; ${rule.health.check ?? ''}${rule.health.last === null ? '' : `; last: ${rule.health.last.detail}`}`,
+      ],
     ]),
   );
   const byOwner = new Map<string, number[]>();
