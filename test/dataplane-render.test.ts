@@ -321,6 +321,15 @@ table arp nlb {
     }
   });
 
+  it('refreshes the lease from unicast heartbeats to the peers when cluster.heartbeat.peers is set', () => {
+    const peers = ['198.18.0.11', '198.18.0.12', '198.18.0.13'].map((p) => address(p));
+    const text = renderTable({ ...labSpec, heartbeat: { ...labSpec.heartbeat, peers } });
+    expect(text).toContain(
+      '\t\tip daddr { 198.18.0.11, 198.18.0.12, 198.18.0.13 } udp dport 2505 meta mark set 0xffffffff update @lease { meta mark timeout 800ms } meta mark set 0x00000000',
+    );
+    expect(text).not.toContain('ip daddr 239.255.78.76');
+  });
+
   it('depends on values only, not on object identity', () => {
     const copy: DataplaneSpec = {
       ...labSpec,

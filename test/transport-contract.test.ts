@@ -87,11 +87,16 @@ const group = '239.255.78.76';
 const port = 2505;
 const answerWaitMs = 5_000;
 
-/** The endpoint side: a UdpTransport driven by one JSON command per stdin line. */
+/**
+ * The endpoint side: a UdpTransport (multicast to the group) or a UnicastTransport (to the
+ * peers, comma-separated) driven by one JSON command per stdin line.
+ */
 const endpointScript = `
-const [modulePath, dedicatedIp, group, port] = process.argv.slice(1);
-const { UdpTransport } = await import(modulePath);
-const t = new UdpTransport({ dedicatedIp, group, port: Number(port) });
+const [modulePath, dedicatedIp, group, port, peers] = process.argv.slice(1);
+const { UdpTransport, UnicastTransport } = await import(modulePath);
+const t = peers === 'multicast'
+  ? new UdpTransport({ dedicatedIp, group, port: Number(port) })
+  : new UnicastTransport({ dedicatedIp, port: Number(port), peers: peers.split(',') });
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 const readline = await import('node:readline');
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
@@ -195,7 +200,7 @@ class RemoteTransport implements Transport {
   }
 }
 
-describe.runIf(isRoot)('UDP multicast transport between network namespaces', () => {
+describe.runIf(isRoot)('UDP transports (multicast, unicast) between network namespaces', () => {
   const namespaces = new Namespaces();
   const endpointsMax = 3;
   const hosts: string[] = [];
@@ -241,7 +246,8 @@ describe.runIf(isRoot)('UDP multicast transport between network namespaces', () 
     expect(hosts).toHaveLength(endpointsMax);
   });
 
-  transportContract('udp multicast', (): TransportHarness => {
+  /** Endpoints in the namespaces: multicast, or unicast to every endpoint's address. */
+  const udpHarness = (kind: 'multicast' | 'unicast') => (): TransportHarness => {
     let open: { transport: RemoteTransport; child: ChildProcessWithoutNullStreams }[] = [];
     return {
       deliveryWaitMs: 2_000,
@@ -249,8 +255,9 @@ describe.runIf(isRoot)('UDP multicast transport between network namespaces', () 
       async create(count): Promise<Endpoint[]> {
         if (count > endpointsMax) throw new Error(`at most ${endpointsMax} endpoints`);
         const endpoints: Endpoint[] = [];
+        const addresses = Array.from({ length: count }, (_, i) => `198.18.7.${11 + i}`);
         for (let i = 0; i < count; i++) {
-          const address = `198.18.7.${11 + i}`;
+          const address = addresses[i]!;
           const child = namespaces.spawn(hosts[i]!, [
             process.execPath,
             '--input-type=module',
@@ -260,6 +267,7 @@ describe.runIf(isRoot)('UDP multicast transport between network namespaces', () 
             address,
             group,
             String(port),
+            kind === 'multicast' ? 'multicast' : addresses.join(','),
           ]);
           const transport = new RemoteTransport(child);
           open.push({ transport, child });
@@ -279,5 +287,8 @@ describe.runIf(isRoot)('UDP multicast transport between network namespaces', () 
         open = [];
       },
     };
-  });
+  };
+
+  transportContract('udp multicast', udpHarness('multicast'));
+  transportContract('udp unicast to the peers', udpHarness('unicast'));
 });

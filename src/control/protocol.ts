@@ -23,7 +23,6 @@ import type { AgentCheck, HealthCheck, PortRule } from '../core/config.js';
 import type { HostDetails } from '../core/host.js';
 import type { CommandReply, ReportedState } from '../core/protocol.js';
 import type { RuleHealth, RuleHealthView } from './protocol-health.js';
-
 export type { ProbeView, RuleHealth, RuleHealthView } from './protocol-health.js';
 
 /** A request line larger than this is not a control request. */
@@ -167,6 +166,8 @@ export interface ConfigView {
       readonly tolerance: number;
       readonly port: number;
       readonly group: string;
+      /** Unicast heartbeat peers, or null: multicast to the group. */
+      readonly peers: readonly string[] | null;
     };
     readonly buckets: number;
     readonly hashSeed: number;

@@ -153,6 +153,41 @@ function clusterIpErrors(clusterIps: readonly Address[]): ConfigError[] {
   return errors;
 }
 
+/**
+ * Unicast heartbeat peers: IPv4 unicast addresses, each once, this host's dedicated IP among
+ * them (the list is the same on every host).
+ */
+function heartbeatPeerErrors(
+  peers: readonly Address[] | undefined,
+  dedicatedIp: Prefix | undefined,
+): ConfigError[] {
+  if (peers === undefined) return [];
+  const errors: ConfigError[] = [];
+  peers.forEach((peer, i) => {
+    const problem =
+      peer.family !== 4
+        ? "heartbeats are IPv4: expected a host's IPv4 dedicated IP"
+        : unicastProblem(peer);
+    if (problem !== undefined) {
+      errors.push({ path: `cluster.heartbeat.peers[${i}]`, value: peer.text, message: problem });
+    } else if (peers.findIndex((p) => addressesEqual(p, peer)) < i) {
+      errors.push({
+        path: `cluster.heartbeat.peers[${i}]`,
+        value: peer.text,
+        message: "listed twice; list each host's dedicated IP once",
+      });
+    }
+  });
+  if (dedicatedIp !== undefined && !peers.some((p) => addressesEqual(p, dedicatedIp.address))) {
+    errors.push({
+      path: 'cluster.heartbeat.peers',
+      value: peers.map((p) => p.text),
+      message: `does not list this host's dedicated IP ${dedicatedIp.address.text}; list every host's, this one's included (the list is the same on every host)`,
+    });
+  }
+  return errors;
+}
+
 /** The heartbeat group must be an IPv4 multicast group outside the local control block. */
 function heartbeatGroupErrors(group: Address): ConfigError[] {
   if (group.family !== 4 || (group.bytes[0] ?? 0) < 224 || (group.bytes[0] ?? 0) > 239) {
@@ -257,6 +292,7 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
   const h = raw.host;
   const dedicatedIp = parsePrefix(h.dedicatedIp, { 4: 24, 6: 64 });
   errors.push(...hostErrors(h, dedicatedIp, c.clusterIps, portRules.length));
+  errors.push(...heartbeatPeerErrors(c.heartbeat.peers, dedicatedIp));
   const weightOf = (w: number | 'equal'): number => (w === 'equal' ? equalLoadWeight : w);
   const rules: HostRuleSettings[] = portRules.map((_, i) => ({
     loadWeight: weightOf(h.rules[i]?.loadWeight ?? h.loadWeight),

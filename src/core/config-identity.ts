@@ -19,6 +19,10 @@ export function clusterIdentity(cluster: ClusterConfig): unknown {
       tolerance: cluster.heartbeat.tolerance,
       port: cluster.heartbeat.port,
       group: cluster.heartbeat.group.text,
+      // Only when set, so that clusters without it keep the digest they had.
+      ...(cluster.heartbeat.peers === undefined
+        ? {}
+        : { peers: cluster.heartbeat.peers.map((p) => p.text).sort() }),
     },
     hashSeed: cluster.hashSeed,
     portRules: cluster.portRules.map(portRuleIdentity),

@@ -107,6 +107,12 @@ export interface ClusterConfig {
     readonly tolerance: number;
     readonly port: number;
     readonly group: Address;
+    /**
+     * The dedicated IPs of every host: heartbeats go to each by unicast instead of to the
+     * group (networks without multicast between the hosts, such as a routed cluster). The same
+     * list on every host, this host's included; absent: multicast.
+     */
+    readonly peers?: readonly Address[];
   };
   readonly buckets: number;
   readonly hashSeed: number;

@@ -140,6 +140,7 @@ const schema = z
             tolerance: z.number().int().min(2).max(100).default(heartbeatToleranceDefault),
             port: z.number().int().min(1).max(65535).default(heartbeatPortDefault),
             group: address.default(parseAddress(heartbeatGroupDefault) as Address),
+            peers: z.array(address).min(1).max(hostsMax).optional(),
           })
           .strict()
           .prefault({}),

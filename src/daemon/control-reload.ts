@@ -38,6 +38,10 @@ const restartOnly: readonly { readonly path: RegExp; readonly why: string }[] = 
   { path: /^cluster\.mode$/, why: 'the interface MAC and the filter depend on it' },
   { path: /^cluster\.interface$/, why: 'nlbd set the interface up at start' },
   { path: /^cluster\.heartbeat\.(port|group)$/, why: 'the heartbeat socket is bound to it' },
+  {
+    path: /^cluster\.heartbeat\.peers/,
+    why: 'the heartbeat transport (unicast to these peers, or multicast) is chosen at start',
+  },
   { path: /^cluster\.keyFile$/, why: 'the cluster key is read at start' },
   { path: /^host\.id$/, why: 'it is who this host is to its peers' },
   { path: /^host\.dedicatedIp$/, why: 'heartbeats are sent from it' },

@@ -119,7 +119,11 @@ export function configView(config: Config): ConfigView {
       clusterIps: c.clusterIps.map((ip) => ip.text),
       mode: c.mode,
       interface: c.interface,
-      heartbeat: { ...c.heartbeat, group: c.heartbeat.group.text },
+      heartbeat: {
+        ...c.heartbeat,
+        group: c.heartbeat.group.text,
+        peers: c.heartbeat.peers?.map((p) => p.text) ?? null,
+      },
       buckets: c.buckets,
       hashSeed: c.hashSeed,
       keyFile: c.keyFile,

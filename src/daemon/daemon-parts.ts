@@ -29,7 +29,7 @@ import { errorText } from '../core/error-text.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { remoteHandler, tokenDigest } from './remote.js';
 import type { DaemonInputs, DaemonOptions } from './start-checks.js';
-import { UdpTransport } from './transport.js';
+import { type Transport, UdpTransport, UnicastTransport } from './transport.js';
 
 export interface PartsInput {
   readonly options: DaemonOptions;
@@ -60,7 +60,7 @@ export interface DaemonParts {
   readonly driver: HostDriver;
   readonly nft: NftCli;
   readonly dataplane: Dataplane;
-  readonly transport: UdpTransport;
+  readonly transport: Transport;
   /** Attach and detach the cluster MAC and cluster IPs (its `setup`); both may run more than once. */
   readonly clusterInterface: ClusterInterface;
   readonly metrics: Metrics;
@@ -92,11 +92,14 @@ export function buildParts(input: PartsInput): DaemonParts {
   });
   const nft = new NftCli({ runner });
   const dataplane = new Dataplane(nft, new ConntrackCli(runner), ipRoute);
-  const transport = new UdpTransport({
-    dedicatedIp: config.host.dedicatedIp.address.text,
-    group: config.cluster.heartbeat.group.text,
-    port: config.cluster.heartbeat.port,
-  });
+  // Multicast to the group, or unicast to the configured peers (a reload cannot switch).
+  const peers = config.cluster.heartbeat.peers;
+  const dedicatedIp = config.host.dedicatedIp.address.text;
+  const port = config.cluster.heartbeat.port;
+  const transport =
+    peers === undefined
+      ? new UdpTransport({ dedicatedIp, group: config.cluster.heartbeat.group.text, port })
+      : new UnicastTransport({ dedicatedIp, port, peers: peers.map((p) => p.text) });
   const clusterInterface = clusterInterfaceFor(input, config);
   // Reports go through the driver's queue like any command; a check's report never blocks it.
   const health = new HealthChecks(
@@ -203,7 +206,7 @@ interface ControlInputs {
   readonly health: HealthChecks;
   readonly driver: HostDriver;
   readonly dataplane: Dataplane;
-  readonly transport: UdpTransport;
+  readonly transport: Transport;
   readonly reload: () => Promise<ReloadReply>;
 }
 

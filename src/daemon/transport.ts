@@ -1,6 +1,8 @@
 // The heartbeat transport: how one host's datagrams reach every other host of the cluster and
-// theirs reach it. Two implementations pass one contract suite (test/transport-contract.ts):
+// theirs reach it. The implementations pass one contract suite (test/transport-contract.ts):
 //   UdpTransport     UDP multicast on the cluster interface (node:dgram), what nlbd uses;
+//   UnicastTransport UDP unicast to the configured peers (cluster.heartbeat.peers), for networks
+//                    that carry no multicast between the hosts;
 //   MemoryTransport  an in-process segment (MemoryNetwork), for daemon unit tests.
 // The contract (docs/protocol.md#transport): a datagram one endpoint sends reaches every
 // other started endpoint of its segment byte for byte, never the sender itself; nothing is
@@ -257,6 +259,119 @@ export class UdpTransport implements Transport {
     if (socket === undefined) {
       return Promise.resolve();
     }
+    return new Promise((resolve) => socket.close(() => resolve()));
+  }
+
+  stats(): TransportStats {
+    return { ...this.counts };
+  }
+}
+
+// ----------------------------------------------------------------------------------- unicast
+
+export interface UnicastTransportOptions {
+  /** The host's dedicated IP: the socket is bound to it, so heartbeats leave from it. */
+  readonly dedicatedIp: string;
+  /** The heartbeat port, from cluster.heartbeat. */
+  readonly port: number;
+  /** The dedicated IPs of the cluster's hosts (cluster.heartbeat.peers); this host's is skipped. */
+  readonly peers: readonly string[];
+}
+
+/**
+ * UDP unicast to a configured list of peers (cluster.heartbeat.peers): for networks that do not
+ * carry multicast between the hosts, such as a routed cluster whose hosts sit in different
+ * subnets (a TTL-1 multicast heartbeat cannot cross a router). Each heartbeat is one datagram
+ * per peer. The socket is bound to the dedicated IP and the heartbeat port: heartbeats leave
+ * from the dedicated IP and arrive only there. Authentication and replay protection are the
+ * protocol's, as with multicast (a unicast socket hears whoever sends to it).
+ */
+export class UnicastTransport implements Transport {
+  private socket: dgram.Socket | undefined;
+  private closed = false;
+  private counts = { sent: 0, received: 0, sendErrors: 0, oversize: 0 };
+  private readonly peers: readonly string[];
+
+  constructor(private readonly options: UnicastTransportOptions) {
+    this.peers = [...new Set(options.peers)].filter((peer) => peer !== options.dedicatedIp);
+  }
+
+  async start(onDatagram: DatagramHandler): Promise<void> {
+    if (this.socket !== undefined || this.closed) {
+      throw new Error('UnicastTransport.start: already started or closed');
+    }
+    const { dedicatedIp, port } = this.options;
+    const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
+    this.socket = socket;
+    await new Promise<void>((resolve, reject) => {
+      const fail = (error: NodeJS.ErrnoException): void => {
+        socket.close();
+        reject(
+          error.code === 'EADDRINUSE'
+            ? new TransportError(
+                `heartbeat port ${dedicatedIp}:${port} is already in use in this network namespace`,
+                'is another nlbd running here? stop it, or give this cluster another heartbeat.port',
+              )
+            : new TransportError(
+                `cannot bind the heartbeat socket to ${dedicatedIp}:${port}: ${error.message}`,
+                `host.dedicatedIp (${dedicatedIp}) must be an address of this host, and the port free`,
+              ),
+        );
+      };
+      socket.once('error', fail);
+      socket.bind({ address: dedicatedIp, port }, () => {
+        socket.off('error', fail);
+        resolve();
+      });
+    });
+    socket.on('message', (message, rinfo) => {
+      if (this.closed) return;
+      if (message.length > datagramBytesMax) {
+        this.counts.oversize++;
+        return;
+      }
+      this.counts.received++;
+      onDatagram(new Uint8Array(message), { address: rinfo.address, port: rinfo.port });
+    });
+    // After start, socket errors are per-datagram (ICMP feedback) and never fatal.
+    socket.on('error', () => {
+      this.counts.sendErrors++;
+    });
+  }
+
+  /** One datagram to every peer; resolves once the kernel took them all, rejects if any failed. */
+  async send(bytes: Uint8Array): Promise<void> {
+    const problem = sendableProblem(bytes);
+    if (problem !== undefined) throw problem;
+    const socket = this.socket;
+    if (socket === undefined || this.closed) {
+      throw new Error('UnicastTransport.send: not started, or closed');
+    }
+    const results = await Promise.allSettled(
+      this.peers.map(
+        (peer) =>
+          new Promise<void>((resolve, reject) => {
+            socket.send(bytes, this.options.port, peer, (error) => {
+              if (error) {
+                this.counts.sendErrors++;
+                reject(error);
+              } else {
+                resolve();
+              }
+            });
+          }),
+      ),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason as Error;
+    this.counts.sent++;
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    const socket = this.socket;
+    if (socket === undefined) return Promise.resolve();
     return new Promise((resolve) => socket.close(() => resolve()));
   }
 

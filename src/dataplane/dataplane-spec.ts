@@ -26,10 +26,15 @@ export interface DataplaneSpec {
   /** How long the kernel keeps taking new flows without a heartbeat leaving this host. */
   readonly leaseTimeoutMs: number;
   /**
-   * Where nlbd's heartbeats go (the cluster's IPv4 group and UDP port): each one that leaves
-   * this host refreshes the lease in the kernel as it passes the output hook, with no nft call.
+   * Where nlbd's heartbeats go (the cluster's IPv4 group and UDP port, or with `peers` the other
+   * hosts' dedicated IPs by unicast): each one that leaves this host refreshes the lease in the
+   * kernel as it passes the output hook, with no nft call.
    */
-  readonly heartbeat: { readonly group: Address; readonly port: number };
+  readonly heartbeat: {
+    readonly group: Address;
+    readonly port: number;
+    readonly peers?: readonly Address[];
+  };
   readonly mode: ClusterMode;
   /** The cluster interface. */
   readonly interface: string;

@@ -171,17 +171,21 @@ export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
 }
 
 /**
- * The lease refresh, in the kernel: each heartbeat nlbd sends (to the cluster's group and port)
- * sets the lease element's timeout again as it passes the output hook, so a steady heartbeat
- * costs no nft call, and the lease runs out exactly when heartbeats stop leaving (nlbd hung,
+ * The lease refresh, in the kernel: each heartbeat nlbd sends (to the cluster's group and port,
+ * or to each peer's dedicated IP with cluster.heartbeat.peers) sets the lease element's timeout
+ * again as it passes the output hook, so a steady heartbeat costs no nft call, and the lease runs out exactly when heartbeats stop leaving (nlbd hung,
  * killed, or its sends failing before the output hook). The packet mark is the register for the
  * constant key, as on the way in; heartbeats carry no mark of their own, so it goes back to 0.
  */
 export function leaseRefreshChain(spec: DataplaneSpec): string[] {
   const key = formatMark(leaseKey);
+  // Unicast heartbeats (cluster.heartbeat.peers) go to the peers' dedicated IPs, one each.
+  const peers = spec.heartbeat.peers;
+  const daddr =
+    peers === undefined ? spec.heartbeat.group.text : `{ ${peers.map((p) => p.text).join(', ')} }`;
   return [
     `type filter hook output priority ${leaseRefreshPriority}; policy accept;`,
-    `ip daddr ${spec.heartbeat.group.text} udp dport ${spec.heartbeat.port} meta mark set ${key} ` +
+    `ip daddr ${daddr} udp dport ${spec.heartbeat.port} meta mark set ${key} ` +
       `update @${names.lease} { meta mark timeout ${spec.leaseTimeoutMs}ms } meta mark set 0x00000000`,
   ];
 }

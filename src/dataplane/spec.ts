@@ -75,7 +75,11 @@ export function dataplaneSpecFor(
     hashSeed: cluster.hashSeed,
     ownership,
     leaseTimeoutMs: options.leaseTimeoutMs ?? leaseTimeoutMsFor(cluster.heartbeat),
-    heartbeat: { group: cluster.heartbeat.group, port: cluster.heartbeat.port },
+    heartbeat: {
+      group: cluster.heartbeat.group,
+      port: cluster.heartbeat.port,
+      ...(cluster.heartbeat.peers === undefined ? {} : { peers: cluster.heartbeat.peers }),
+    },
     mode: cluster.mode,
     interface: cluster.interface,
     ...macs,

@@ -30,6 +30,8 @@ export interface LabClusterSettings {
   readonly ipv6?: boolean;
   /** The http health check and the agent check of the backend on the web rule; default none. */
   readonly health?: boolean;
+  /** Heartbeats by unicast to every host's dedicated IP (cluster.heartbeat.peers): the hosts. */
+  readonly heartbeatPeers?: readonly number[];
 }
 
 /**
@@ -71,7 +73,9 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
       clusterIps: settings.ipv6 === true ? [labVip, labVip6] : [labVip],
       mode: settings.mode,
       interface: labInterface,
-      ...(settings.heartbeatPeriodMs === undefined && settings.heartbeatTolerance === undefined
+      ...(settings.heartbeatPeriodMs === undefined &&
+      settings.heartbeatTolerance === undefined &&
+      settings.heartbeatPeers === undefined
         ? {}
         : {
             heartbeat: {
@@ -81,6 +85,9 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
               ...(settings.heartbeatTolerance === undefined
                 ? {}
                 : { tolerance: settings.heartbeatTolerance }),
+              ...(settings.heartbeatPeers === undefined
+                ? {}
+                : { peers: settings.heartbeatPeers.map((id) => hostIp(id)) }),
             },
           }),
       keyFile: settings.keyFile,

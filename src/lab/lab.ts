@@ -112,6 +112,8 @@ export interface LabUpOptions {
    * (/weight), so a broken service takes its host out of the rule; default true.
    */
   readonly health?: boolean;
+  /** Heartbeats by unicast to every host's dedicated IP instead of multicast; default false. */
+  readonly unicastHeartbeats?: boolean;
 }
 
 /** The sizes `labUp` was asked for, checked against the lab's limits. */
@@ -184,6 +186,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         heartbeatTolerance: options.heartbeatTolerance,
         extraRulePort: options.extraRulePort,
         health: options.health ?? true,
+        ...(options.unicastHeartbeats === true
+          ? { heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1) }
+          : {}),
         ipv6: options.ipv6 ?? false,
       },
     });
