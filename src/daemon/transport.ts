@@ -134,6 +134,63 @@ export class MemoryTransport implements Transport {
   }
 }
 
+/** What a transport counts, as it counts it. */
+type Counts = { -readonly [K in keyof TransportStats]: TransportStats[K] };
+
+/** Binds `socket` to address:port; a port in use or a bad address is a TransportError with its fix. */
+function bindHeartbeatSocket(
+  socket: dgram.Socket,
+  address: string,
+  port: number,
+  badAddressHint: string,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const fail = (error: NodeJS.ErrnoException): void => {
+      socket.close();
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new TransportError(
+              `heartbeat port ${address}:${port} is already in use in this network namespace`,
+              'is another nlbd running here? stop it, or give this cluster another heartbeat.port',
+            )
+          : new TransportError(
+              `cannot bind the heartbeat socket to ${address}:${port}: ${error.message}`,
+              badAddressHint,
+            ),
+      );
+    };
+    socket.once('error', fail);
+    socket.bind({ address, port }, () => {
+      socket.off('error', fail);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Hands every datagram of `socket` to `onDatagram` (none once `closed()`; an oversize one only
+ * counted). After start, socket errors are per-datagram (ICMP feedback) and never fatal.
+ */
+function receiveHeartbeats(
+  socket: dgram.Socket,
+  counts: Counts,
+  closed: () => boolean,
+  onDatagram: DatagramHandler,
+): void {
+  socket.on('message', (message, rinfo) => {
+    if (closed()) return;
+    if (message.length > datagramBytesMax) {
+      counts.oversize++;
+      return;
+    }
+    counts.received++;
+    onDatagram(new Uint8Array(message), { address: rinfo.address, port: rinfo.port });
+  });
+  socket.on('error', () => {
+    counts.sendErrors++;
+  });
+}
+
 // --------------------------------------------------------------------------------------- UDP
 
 export interface UdpTransportOptions {
@@ -178,27 +235,7 @@ export class UdpTransport implements Transport {
     const { dedicatedIp, group, port } = this.options;
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
     this.socket = socket;
-    await new Promise<void>((resolve, reject) => {
-      const fail = (error: NodeJS.ErrnoException): void => {
-        socket.close();
-        reject(
-          error.code === 'EADDRINUSE'
-            ? new TransportError(
-                `heartbeat port ${group}:${port} is already in use in this network namespace`,
-                'is another nlbd running here? stop it, or give this cluster another heartbeat.port',
-              )
-            : new TransportError(
-                `cannot bind the heartbeat socket to ${group}:${port}: ${error.message}`,
-                'check cluster.heartbeat.group and port',
-              ),
-        );
-      };
-      socket.once('error', fail);
-      socket.bind({ address: group, port }, () => {
-        socket.off('error', fail);
-        resolve();
-      });
-    });
+    await bindHeartbeatSocket(socket, group, port, 'check cluster.heartbeat.group and port');
     try {
       socket.addMembership(group, dedicatedIp);
       socket.setMulticastInterface(dedicatedIp);
@@ -211,21 +248,7 @@ export class UdpTransport implements Transport {
         `host.dedicatedIp (${dedicatedIp}) must be an address of the cluster interface, and the interface must be up`,
       );
     }
-    socket.on('message', (message, rinfo) => {
-      if (this.closed) {
-        return;
-      }
-      if (message.length > datagramBytesMax) {
-        this.counts.oversize++;
-        return;
-      }
-      this.counts.received++;
-      onDatagram(new Uint8Array(message), { address: rinfo.address, port: rinfo.port });
-    });
-    // After start, socket errors are per-datagram (ICMP feedback) and never fatal.
-    socket.on('error', () => {
-      this.counts.sendErrors++;
-    });
+    receiveHeartbeats(socket, this.counts, () => this.closed, onDatagram);
   }
 
   send(bytes: Uint8Array): Promise<void> {
@@ -303,40 +326,13 @@ export class UnicastTransport implements Transport {
     const { dedicatedIp, port } = this.options;
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: false });
     this.socket = socket;
-    await new Promise<void>((resolve, reject) => {
-      const fail = (error: NodeJS.ErrnoException): void => {
-        socket.close();
-        reject(
-          error.code === 'EADDRINUSE'
-            ? new TransportError(
-                `heartbeat port ${dedicatedIp}:${port} is already in use in this network namespace`,
-                'is another nlbd running here? stop it, or give this cluster another heartbeat.port',
-              )
-            : new TransportError(
-                `cannot bind the heartbeat socket to ${dedicatedIp}:${port}: ${error.message}`,
-                `host.dedicatedIp (${dedicatedIp}) must be an address of this host, and the port free`,
-              ),
-        );
-      };
-      socket.once('error', fail);
-      socket.bind({ address: dedicatedIp, port }, () => {
-        socket.off('error', fail);
-        resolve();
-      });
-    });
-    socket.on('message', (message, rinfo) => {
-      if (this.closed) return;
-      if (message.length > datagramBytesMax) {
-        this.counts.oversize++;
-        return;
-      }
-      this.counts.received++;
-      onDatagram(new Uint8Array(message), { address: rinfo.address, port: rinfo.port });
-    });
-    // After start, socket errors are per-datagram (ICMP feedback) and never fatal.
-    socket.on('error', () => {
-      this.counts.sendErrors++;
-    });
+    await bindHeartbeatSocket(
+      socket,
+      dedicatedIp,
+      port,
+      `host.dedicatedIp (${dedicatedIp}) must be an address of this host, and the port free`,
+    );
+    receiveHeartbeats(socket, this.counts, () => this.closed, onDatagram);
   }
 
   /** One datagram to every peer; resolves once the kernel took them all, rejects if any failed. */
