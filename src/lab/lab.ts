@@ -109,7 +109,8 @@ export interface LabUpOptions {
   readonly bystander?: boolean;
   /**
    * Give the port rule an http health check of the backend (/health) and an agent check
-   * (/weight), so a broken service takes its host out of the rule; default true.
+   * (/weight), so a broken service takes its host out of the rule; default: when the backends
+   * start (`startBackends`).
    */
   readonly health?: boolean;
   /** Heartbeats by unicast to every host's dedicated IP instead of multicast; default false. */
@@ -185,7 +186,8 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         heartbeatPeriodMs: options.heartbeatPeriodMs,
         heartbeatTolerance: options.heartbeatTolerance,
         extraRulePort: options.extraRulePort,
-        health: options.health ?? true,
+        // Without backends every check would fail (and the rule fail open): no checks then.
+        health: options.health ?? startBackendsToo,
         ...(options.unicastHeartbeats === true
           ? { heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1) }
           : {}),
