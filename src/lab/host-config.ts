@@ -32,6 +32,18 @@ export interface LabClusterSettings {
   readonly health?: boolean;
   /** Heartbeats by unicast to every host's dedicated IP (cluster.heartbeat.peers): the hosts. */
   readonly heartbeatPeers?: readonly number[];
+  /**
+   * Host i's dedicated IP and prefix length; default 198.18.0.(10 + i)/24 on the switch. A
+   * routed lab puts each host in a subnet of its own.
+   */
+  readonly dedicatedIp?: (hostId: number) => { readonly ip: string; readonly prefixLength: number };
+}
+
+function dedicatedIpOf(
+  settings: LabClusterSettings,
+  hostId: number,
+): { readonly ip: string; readonly prefixLength: number } {
+  return settings.dedicatedIp?.(hostId) ?? { ip: hostIp(hostId), prefixLength: labPrefixLength };
 }
 
 /**
@@ -67,6 +79,7 @@ export function labClusterName(labName: string): string {
 
 export function renderHostConfig(settings: LabClusterSettings, hostId: number): RenderedHostConfig {
   const ruleVip = settings.ipv6 === true ? 'all' : labVip;
+  const dedicated = dedicatedIpOf(settings, hostId);
   const document = {
     cluster: {
       name: labClusterName(settings.labName),
@@ -87,7 +100,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
                 : { tolerance: settings.heartbeatTolerance }),
               ...(settings.heartbeatPeers === undefined
                 ? {}
-                : { peers: settings.heartbeatPeers.map((id) => hostIp(id)) }),
+                : { peers: settings.heartbeatPeers.map((id) => dedicatedIpOf(settings, id).ip) }),
             },
           }),
       keyFile: settings.keyFile,
@@ -115,7 +128,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
     },
     host: {
       id: hostId,
-      dedicatedIp: `${hostIp(hostId)}/${labPrefixLength}`,
+      dedicatedIp: `${dedicated.ip}/${dedicated.prefixLength}`,
     },
   };
   const text = `# nlbd config for host ${hostId} of lab '${settings.labName}', written by nlb lab up.\n${stringify(document)}`;

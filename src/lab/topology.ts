@@ -36,10 +36,15 @@ import { type LabRef, type LabState, claimLabDir, labDir, loadLab, writeState } 
 /** Random names are retried this often before `up` gives up (2 hex bytes: 65,536 names). */
 const nameAttemptsMax = 20;
 
-/** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
+/**
+ * True when `namespace` has the form of a namespace of lab `name` (its switch or router, a host,
+ * a client).
+ */
 export function isNamespaceOfLab(name: string, namespace: string): boolean {
   const prefix = namespacePrefix(name);
-  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+|b1)$/.test(namespace.slice(prefix.length));
+  return (
+    namespace.startsWith(prefix) && /^(sw|rt|h\d+|c\d+|b1)$/.test(namespace.slice(prefix.length))
+  );
 }
 
 /** Extra source addresses of client `index` (1-based), `perClient` each, disjoint across clients. */
@@ -87,7 +92,8 @@ export async function claimLabName(wanted: string | undefined): Promise<string> 
   }
 }
 
-async function addNamespace(state: LabState, namespace: string): Promise<void> {
+/** Creates a namespace of the lab, records it at once, and brings its loopback up. */
+export async function addNamespace(state: LabState, namespace: string): Promise<void> {
   await netnsAdd(namespace);
   // Recorded at once, so a failure from here on is cleaned by `labDown`.
   state.namespaces.push(namespace);
