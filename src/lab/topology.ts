@@ -218,9 +218,12 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
   writeState(state);
 }
 
-/** The namespace of `target`: 'sw', 'h<id>', 'c<index>', or a full namespace name of the lab. */
+/**
+ * The namespace of `target`: 'sw' (in a routed lab also 'rt', the router), 'h<id>', 'c<index>',
+ * or a full namespace name of the lab.
+ */
 export function targetNamespace(state: LabState, target: string): string {
-  if (target === 'sw') {
+  if (target === 'sw' || (target === 'rt' && state.routed !== undefined)) {
     return state.switchNamespace;
   }
   if (target === 'b1' && state.bystander !== undefined) {
@@ -239,6 +242,7 @@ export function targetNamespace(state: LabState, target: string): string {
   }
   const targets = [
     'sw',
+    ...(state.routed === undefined ? [] : ['rt']),
     ...(state.bystander === undefined ? [] : ['b1']),
     ...state.hosts.map((h) => `h${h.id}`),
     ...state.clients.map((c) => `c${c.index}`),
