@@ -3,6 +3,7 @@
 // sets aside for benchmarking, so lab traffic can never be mistaken for, or routed to, a real
 // network (docs/lab.md#network-safety).
 import ipaddr from 'ipaddr.js';
+import { markerRouteProtocol } from '../core/bgp.js';
 
 export const labSubnet = '198.18.0.0/24';
 export const labPrefixLength = 24;
@@ -131,7 +132,7 @@ export const routedRouterClientIp = '198.18.100.1';
 export const routedRouterAs = 65000;
 export const routedHostAs = 65001;
 /** The protocol number of the lab's marker routes (`ip route … proto 250`), as nlbd's will be. */
-export const routedMarkerProtocol = 250;
+export const routedMarkerProtocol = markerRouteProtocol;
 
 export function routerNamespace(labName: string): string {
   return `${namespacePrefix(labName)}rt`;
