@@ -4,9 +4,11 @@
 // marker route `198.18.0.100/32 dev lo proto 250` that FRR redistributes. Checked: every BGP
 // session establishes, the router's FIB holds the cluster IP with one nexthop per host and
 // spreads TCP connections over all of them, a withdrawn marker takes its nexthop out within a
-// second, and a hung host (its bgpd and bfdd stopped) is out within BFD's detection time. Needs
+// second, and a hung host (its bgpd and bfdd stopped) is out within BFD's detection time; each
+// host runs the files `nlb frr-config` writes from its config; `lab down` leaves nothing. Needs
 // root and FRR; skipped visibly without root, failing instead when NLB_REQUIRE_LAB=1.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +20,7 @@ import { labVip } from '../src/lab/naming.js';
 import { execIn, netnsList } from '../src/lab/netns.js';
 import { isAlive, type ProcessRef, signalProcess } from '../src/lab/process.js';
 import { bgpPeerStates, routedLabUp } from '../src/lab/router.js';
+import { runNlbInProcess } from './cli-helpers.js';
 import { declareLabRequirement, isRoot, labSetupTimeoutMs } from './support/lab-cluster.js';
 
 declareLabRequirement('lab-routed-frr');
@@ -164,6 +167,17 @@ describe.runIf(isRoot)('lab: routed, FRR with ECMP over the hosts', () => {
     console.log(`lab-routed-frr: h3 hung, router FIB without it after ${ms} ms`);
     expect(gateways).toEqual(['198.18.1.2']);
     expect(ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it("runs on each host the files `nlb frr-config` writes from the host's config", async () => {
+    for (const host of lab.hosts) {
+      const run = await runNlbInProcess(['frr-config', '--config', host.config, '--json']);
+      expect(run.code).toBe(0);
+      const { files } = JSON.parse(run.stdout) as { files: { name: string; text: string }[] };
+      for (const file of files) {
+        expect(readFileSync(path.join(frrDir(host.namespace), file.name), 'utf8')).toBe(file.text);
+      }
+    }
   });
 
   it('lab down removes every namespace, FRR process and FRR directory', async () => {

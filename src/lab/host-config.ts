@@ -2,6 +2,7 @@
 // carries its id and dedicated IP. Rendered as YAML and validated with the real parser before it
 // is written, so a lab never hands a daemon a config the daemon would refuse.
 import { stringify } from 'yaml';
+import type { BgpPeer } from '../core/bgp.js';
 import {
   type Affinity,
   type ClusterMode,
@@ -37,6 +38,11 @@ export interface LabClusterSettings {
    * routed lab puts each host in a subnet of its own.
    */
   readonly dedicatedIp?: (hostId: number) => { readonly ip: string; readonly prefixLength: number };
+  /** Routed mode's BGP settings (a routed lab): the hosts' AS and each host's peers. */
+  readonly routed?: {
+    readonly as: number;
+    readonly peers: (hostId: number) => readonly BgpPeer[];
+  };
 }
 
 function dedicatedIpOf(
@@ -125,10 +131,14 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
               },
             ]),
       ],
+      ...(settings.routed === undefined ? {} : { routed: { as: settings.routed.as } }),
     },
     host: {
       id: hostId,
       dedicatedIp: `${dedicated.ip}/${dedicated.prefixLength}`,
+      ...(settings.routed === undefined
+        ? {}
+        : { routed: { peers: settings.routed.peers(hostId) } }),
     },
   };
   const text = `# nlbd config for host ${hostId} of lab '${settings.labName}', written by nlb lab up.\n${stringify(document)}`;

@@ -15,8 +15,9 @@
 // Like the switch lab, every link is made inside the lab's namespaces (`ip -n`), each namespace
 // is recorded before anything is put in it, and `labDown` removes it all, FRR's processes and
 // its directories under /run/frr included. The hosts get nlbd configs (unicast heartbeats to
-// every host's address, since multicast does not cross the router), but no daemon is started:
-// nlbd does not drive the marker route yet.
+// every host's address, since multicast does not cross the router, and cluster.routed and
+// host.routed, from which each host's FRR files are written as `nlb frr-config` writes them),
+// but no daemon is started: nlbd does not drive the marker route yet.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -29,6 +30,8 @@ import {
   renderHostFrr,
   renderRouterFrr,
 } from '../routed/frr-config.js';
+import { hostFrrSettingsOf } from '../routed/host-settings.js';
+import type { Config } from '../core/config.js';
 import { startBackends } from './daemons.js';
 import { assertBuilt, assertIntegerIn, assertRoot, LabError } from './errors.js';
 import { frrMissingProblem, startFrr, vtysh } from './frr.js';
@@ -123,8 +126,9 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
     writeState(state);
     writeFileSync(state.keyFile, randomBytes(32), { mode: 0o600 });
     await buildRouter(state);
+    const configs: Config[] = [];
     for (let id = 1; id <= options.hosts; id++) {
-      await addRoutedHost(state, id, options.hosts);
+      configs.push(await addRoutedHost(state, id, options.hosts));
     }
     for (let index = 1; index <= clients; index++) {
       await addRoutedClient(state, index);
@@ -132,8 +136,8 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
     writeState(state);
     // The router's FRR first: each host's bgpd then finds it listening and connects at once.
     await startFrr(state.switchNamespace, routerFrrFiles(state.hosts.map((h) => h.id)));
-    for (const host of state.hosts) {
-      await startFrr(host.namespace, hostFrrFiles(host.id));
+    for (const [i, host] of state.hosts.entries()) {
+      await startFrr(host.namespace, hostFrrFiles(configs[i]!));
     }
     await waitForSessions(state);
     if (startBackendsToo) await startBackends(state);
@@ -191,13 +195,13 @@ async function link(rt: string, port: string, namespace: string): Promise<void> 
   await ipIn(namespace, ['link', 'set', labInterface, 'up']);
 }
 
-async function addRoutedHost(state: LabState, id: number, hosts: number): Promise<void> {
+/** Adds host `id`: its nlbd config (returned), namespace, link and addresses. */
+async function addRoutedHost(state: LabState, id: number, hosts: number): Promise<Config> {
   const rt = state.switchNamespace;
   const namespace = hostNamespace(state.name, id);
   const config = path.join(state.dir, `h${id}.yaml`);
-  writeFileSync(config, renderHostConfig(routedClusterSettings(state, hosts), id).text, {
-    mode: 0o644,
-  });
+  const rendered = renderHostConfig(routedClusterSettings(state, hosts), id);
+  writeFileSync(config, rendered.text, { mode: 0o644 });
   await addNamespace(state, namespace);
   state.hosts.push({
     id,
@@ -215,6 +219,7 @@ async function addRoutedHost(state: LabState, id: number, hosts: number): Promis
   await ipIn(rt, ['address', 'add', `${routedRouterIp(id)}/${len}`, 'dev', hostSwitchPort(id)]);
   await ipIn(namespace, ['address', 'add', `${routedHostIp(id)}/${len}`, 'dev', labInterface]);
   await ipIn(namespace, ['route', 'add', 'default', 'via', routedRouterIp(id)]);
+  return rendered.config;
 }
 
 async function addRoutedClient(state: LabState, index: number): Promise<void> {
@@ -236,7 +241,10 @@ async function addRoutedClient(state: LabState, index: number): Promise<void> {
   await ipIn(namespace, ['route', 'add', 'default', 'via', routedRouterClientIp]);
 }
 
-/** What the hosts' nlbd configs say: unicast heartbeats to every host, each in its subnet. */
+/**
+ * What the hosts' nlbd configs say: unicast heartbeats to every host, each in its subnet, and
+ * the BGP settings their FRR files are written from (as `nlb frr-config` writes them).
+ */
 function routedClusterSettings(state: LabState, hosts: number): LabClusterSettings {
   return {
     labName: state.name,
@@ -246,6 +254,10 @@ function routedClusterSettings(state: LabState, hosts: number): LabClusterSettin
     health: true,
     heartbeatPeers: Array.from({ length: hosts }, (_, i) => i + 1),
     dedicatedIp: (id) => ({ ip: routedHostIp(id), prefixLength: routedHostLinkPrefixLength }),
+    routed: {
+      as: routedHostAs,
+      peers: (id) => [{ address: routedRouterIp(id), as: routedRouterAs }],
+    },
   };
 }
 
@@ -273,18 +285,16 @@ export function routerFrrFiles(hostIds: readonly number[]): FrrFiles {
   return filesOrThrow(result, 'router');
 }
 
-/** Host `id`'s FRR: announces the lab's cluster IP while its marker route is there. */
-export function hostFrrFiles(id: number): FrrFiles {
-  const result = renderHostFrr({
-    hostname: `h${id}`,
-    localAs: routedHostAs,
-    routerId: routedHostIp(id),
-    peers: [{ address: routedRouterIp(id), as: routedRouterAs }],
-    timers: bgpTimersDefault,
-    bfd: bfdTimersDefault,
-    clusterIps: [labVip],
-  });
-  return filesOrThrow(result, `host ${id}`);
+/**
+ * A host's FRR, from its nlbd config exactly as `nlb frr-config` takes it: announces the lab's
+ * cluster IP while the marker route is there.
+ */
+export function hostFrrFiles(config: Config): FrrFiles {
+  const settings = hostFrrSettingsOf(config);
+  if (settings === undefined) {
+    throw new Error(`host ${config.host.id}'s config has no routed settings`);
+  }
+  return filesOrThrow(renderHostFrr(settings), `host ${config.host.id}`);
 }
 
 interface BgpSummary {
