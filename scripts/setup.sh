@@ -16,6 +16,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # libfaketime moves one process's wall clock (the lab's clock-step faults, test/lab-faults.test.ts).
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+# FRR (zebra, bfdd, bgpd) runs in the routed lab's namespaces only (src/lab/frr.ts), started by
+# the lab from /usr/lib/frr; its system service is never wanted (see below).
+[ -x /usr/lib/frr/bgpd ] || need_apt+=(frr)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need_apt[*]}; run as root (or install them) to enable the lab tests" >&2
@@ -26,6 +29,12 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     # iperf3 asks whether to start a daemon; never.
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Where systemd runs, installing frr enables and starts frr.service (zebra in the machine's
+    # own namespace); the lab needs none of it. Only when this script installed frr just now,
+    # so an FRR someone runs on purpose is never stopped.
+    if [[ " ${need_apt[*]} " == *" frr "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now frr.service >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

@@ -1,8 +1,9 @@
 // The checks that span several fields of the configuration, after the schema accepted each
 // field alone (config-schema.ts): cluster IPs that are unicast and listed once, a heartbeat
 // group of the cluster's own, port rules on known cluster IPs that do not overlap, a dedicated
-// IP that is this host's own, one host rule setting per port rule at most, and a heartbeat that
-// fits in one datagram. `normalise` also fills in what the document left out.
+// IP that is this host's own, one host rule setting per port rule at most, routed mode's BGP
+// settings (config-routed.ts), and a heartbeat that fits in one datagram. `normalise` also
+// fills in what the document left out.
 import {
   type Address,
   type Prefix,
@@ -24,6 +25,7 @@ import {
 } from './config-model.js';
 import type { RawConfig } from './config-schema.js';
 import { withChecks } from './config-health.js';
+import { routedErrors } from './config-routed.js';
 import { datagramBytesMax, heartbeatBytes, heartbeatRuleHeaderBytes } from './heartbeat-size.js';
 
 /** What a cluster IP or a dedicated IP must be, after saying what it is not. */
@@ -293,6 +295,7 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
   const dedicatedIp = parsePrefix(h.dedicatedIp, { 4: 24, 6: 64 });
   errors.push(...hostErrors(h, dedicatedIp, c.clusterIps, portRules.length));
   errors.push(...heartbeatPeerErrors(c.heartbeat.peers, dedicatedIp));
+  errors.push(...routedErrors({ cluster: c.routed, host: h.routed }, c.clusterIps, dedicatedIp));
   const weightOf = (w: number | 'equal'): number => (w === 'equal' ? equalLoadWeight : w);
   const rules: HostRuleSettings[] = portRules.map((_, i) => ({
     loadWeight: weightOf(h.rules[i]?.loadWeight ?? h.loadWeight),
@@ -312,8 +315,15 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
       hashSeed: c.hashSeed,
       keyFile: c.keyFile,
       portRules,
+      ...(c.routed === undefined ? {} : { routed: c.routed }),
     },
-    host: { id: h.id, dedicatedIp, initialState: h.initialState, rules },
+    host: {
+      id: h.id,
+      dedicatedIp,
+      initialState: h.initialState,
+      rules,
+      ...(h.routed === undefined ? {} : { routed: h.routed }),
+    },
   };
 }
 

@@ -7,7 +7,9 @@ import type { ClusterConfig, PortRule } from './config-model.js';
 /**
  * What two hosts must agree on to form one cluster. The interface name and the key file path
  * are left out on purpose: they are local facts that may differ between machines; a different
- * key shows up as heartbeats that fail authentication.
+ * key shows up as heartbeats that fail authentication. `cluster.routed` is left out too: it
+ * configures each host's FRR, not the bucket protocol, and hosts may move to new BGP timers one
+ * at a time.
  */
 export function clusterIdentity(cluster: ClusterConfig): unknown {
   return {

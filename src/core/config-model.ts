@@ -2,6 +2,7 @@
 // and the validated, normalised `Config` that `parseConfig` (config.ts) returns, with the error
 // values it returns instead when the document is wrong.
 import type { Address, Prefix } from './address.js';
+import type { BfdTimers, BgpPeer, BgpTimers } from './bgp.js';
 
 /** NLB allows 32 hosts; host ids double as host priorities, 1 is the best. */
 export const hostsMax = 32;
@@ -118,6 +119,24 @@ export interface ClusterConfig {
   readonly hashSeed: number;
   readonly keyFile: string;
   readonly portRules: readonly PortRule[];
+  /** Routed mode's BGP settings (`nlb frr-config` writes FRR's files from them); absent: none. */
+  readonly routed?: ClusterRoutedConfig;
+}
+
+/**
+ * What every host of a routed cluster says to its routers over BGP (docs/routed.md): the AS the
+ * hosts announce the cluster IPs from, and the timers of their sessions. nlbd does not act on it
+ * yet, and `cluster.mode` has no routed mode yet.
+ */
+export interface ClusterRoutedConfig {
+  readonly as: number;
+  readonly timers: BgpTimers;
+  readonly bfd: BfdTimers;
+}
+
+/** This host's BGP peers: the router(s) on its own link, which differ from host to host. */
+export interface HostRoutedConfig {
+  readonly peers: readonly BgpPeer[];
 }
 
 export interface HostRuleSettings {
@@ -133,6 +152,8 @@ export interface HostConfig {
   readonly initialState: HostState;
   /** One entry per cluster port rule, in the same order. */
   readonly rules: readonly HostRuleSettings[];
+  /** Set exactly when `cluster.routed` is. */
+  readonly routed?: HostRoutedConfig;
 }
 
 export interface Config {

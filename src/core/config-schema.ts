@@ -4,6 +4,7 @@
 // several fields come after it (config-checks.ts).
 import { z } from 'zod';
 import { type Address, addressSyntaxProblem, parseAddress } from './address.js';
+import { bfdTimersDefault, bgpPeersMax, bgpTimersDefault } from './bgp.js';
 import {
   type ConfigError,
   agentHoldMsDefault,
@@ -119,6 +120,33 @@ const portRuleSchema = z
   })
   .strict();
 
+/** The ranges of these are checked with the fix in config-routed.ts (and src/routed/ shares them). */
+const clusterRoutedSchema = z
+  .object({
+    as: z.number(),
+    timers: z
+      .object({
+        keepaliveS: z.number().default(bgpTimersDefault.keepaliveS),
+        holdS: z.number().default(bgpTimersDefault.holdS),
+      })
+      .strict()
+      .prefault({}),
+    bfd: z
+      .object({
+        intervalMs: z.number().default(bfdTimersDefault.intervalMs),
+        multiplier: z.number().default(bfdTimersDefault.multiplier),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+const hostRoutedSchema = z
+  .object({
+    peers: z.array(z.object({ address: z.string(), as: z.number() }).strict()).max(bgpPeersMax),
+  })
+  .strict();
+
 const loadWeight = z.union([z.literal('equal'), z.number().int().min(0).max(100)]);
 const handlingPriority = z.number().int().min(1).max(hostsMax);
 
@@ -148,6 +176,7 @@ const schema = z
         hashSeed: u32.default(hashSeedDefault),
         keyFile: z.string().min(1),
         portRules: z.array(portRuleSchema).max(portRulesMax).optional(),
+        routed: clusterRoutedSchema.optional(),
       })
       .strict(),
     host: z
@@ -168,6 +197,7 @@ const schema = z
           )
           .max(portRulesMax)
           .default([]),
+        routed: hostRoutedSchema.optional(),
       })
       .strict(),
   })

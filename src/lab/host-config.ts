@@ -2,6 +2,7 @@
 // carries its id and dedicated IP. Rendered as YAML and validated with the real parser before it
 // is written, so a lab never hands a daemon a config the daemon would refuse.
 import { stringify } from 'yaml';
+import type { BgpPeer } from '../core/bgp.js';
 import {
   type Affinity,
   type ClusterMode,
@@ -32,6 +33,23 @@ export interface LabClusterSettings {
   readonly health?: boolean;
   /** Heartbeats by unicast to every host's dedicated IP (cluster.heartbeat.peers): the hosts. */
   readonly heartbeatPeers?: readonly number[];
+  /**
+   * Host i's dedicated IP and prefix length; default 198.18.0.(10 + i)/24 on the switch. A
+   * routed lab puts each host in a subnet of its own.
+   */
+  readonly dedicatedIp?: (hostId: number) => { readonly ip: string; readonly prefixLength: number };
+  /** Routed mode's BGP settings (a routed lab): the hosts' AS and each host's peers. */
+  readonly routed?: {
+    readonly as: number;
+    readonly peers: (hostId: number) => readonly BgpPeer[];
+  };
+}
+
+function dedicatedIpOf(
+  settings: LabClusterSettings,
+  hostId: number,
+): { readonly ip: string; readonly prefixLength: number } {
+  return settings.dedicatedIp?.(hostId) ?? { ip: hostIp(hostId), prefixLength: labPrefixLength };
 }
 
 /**
@@ -67,6 +85,7 @@ export function labClusterName(labName: string): string {
 
 export function renderHostConfig(settings: LabClusterSettings, hostId: number): RenderedHostConfig {
   const ruleVip = settings.ipv6 === true ? 'all' : labVip;
+  const dedicated = dedicatedIpOf(settings, hostId);
   const document = {
     cluster: {
       name: labClusterName(settings.labName),
@@ -87,7 +106,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
                 : { tolerance: settings.heartbeatTolerance }),
               ...(settings.heartbeatPeers === undefined
                 ? {}
-                : { peers: settings.heartbeatPeers.map((id) => hostIp(id)) }),
+                : { peers: settings.heartbeatPeers.map((id) => dedicatedIpOf(settings, id).ip) }),
             },
           }),
       keyFile: settings.keyFile,
@@ -112,10 +131,14 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
               },
             ]),
       ],
+      ...(settings.routed === undefined ? {} : { routed: { as: settings.routed.as } }),
     },
     host: {
       id: hostId,
-      dedicatedIp: `${hostIp(hostId)}/${labPrefixLength}`,
+      dedicatedIp: `${dedicated.ip}/${dedicated.prefixLength}`,
+      ...(settings.routed === undefined
+        ? {}
+        : { routed: { peers: settings.routed.peers(hostId) } }),
     },
   };
   const text = `# nlbd config for host ${hostId} of lab '${settings.labName}', written by nlb lab up.\n${stringify(document)}`;

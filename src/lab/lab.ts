@@ -44,6 +44,7 @@ import {
 } from './naming.js';
 import { netnsDelete, netnsList, netnsPids } from './netns.js';
 import { labIgmpGroup, steerClusterFrames } from './switch.js';
+import { removeFrrDir } from './frr.js';
 import { backendMainPath } from './paths.js';
 import { isAlive, type ProcessRef, processRef, terminate } from './process.js';
 import {
@@ -249,6 +250,12 @@ export async function labDown(lab: LabRef): Promise<LabDownResult> {
 
   for (const namespace of namespaces) {
     await netnsDelete(namespace);
+  }
+  // FRR's directory of each namespace (a routed lab's, router.ts): its daemons were stopped
+  // with everything else running in the namespace. Every namespace the lab recorded, deleted
+  // now or before, so a directory left by an earlier failed `down` goes too.
+  for (const namespace of new Set([...(state?.namespaces ?? []), ...namespaces])) {
+    removeFrrDir(namespace);
   }
   // A daemon killed with SIGKILL (killHostDaemon, a crash test) leaves its control socket and
   // run file in the shared /run/nlb; they belong to the lab's hosts, so they go with it. Their

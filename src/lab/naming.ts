@@ -3,6 +3,7 @@
 // sets aside for benchmarking, so lab traffic can never be mistaken for, or routed to, a real
 // network (docs/lab.md#network-safety).
 import ipaddr from 'ipaddr.js';
+import { markerRouteProtocol } from '../core/bgp.js';
 
 export const labSubnet = '198.18.0.0/24';
 export const labPrefixLength = 24;
@@ -117,4 +118,36 @@ export function assertLabSafeAddress(address: string, what: string): void {
       `refusing ${what} ${address}: the lab only ever talks to 198.18.0.0/15 and 2001:db8::/32 addresses inside its own namespaces`,
     );
   }
+}
+
+// The routed lab (`routedLabUp`, router.ts): a router namespace instead of the switch, each
+// host on a link of its own, the clients on a segment behind the router. Every link is a /24 of
+// 198.18.0.0/15 (host i's is 198.18.i.0/24: the router .1, the host .2), and the cluster IP
+// 198.18.0.100 lies on none of them: the router learns it from the hosts by BGP.
+export const routedHostLinkPrefixLength = 24;
+/** The clients' segment behind the router: the router is .1 on it, client j is .(200 + j). */
+export const routedClientSubnet = '198.18.100.0/24';
+export const routedRouterClientIp = '198.18.100.1';
+/** Private ASes (RFC 6996): the router's, and the one every host of the lab's cluster shares. */
+export const routedRouterAs = 65000;
+export const routedHostAs = 65001;
+/** The protocol number of the lab's marker routes (`ip route … proto 250`), as nlbd's will be. */
+export const routedMarkerProtocol = markerRouteProtocol;
+
+export function routerNamespace(labName: string): string {
+  return `${namespacePrefix(labName)}rt`;
+}
+
+/** The router's end of host i's link. */
+export function routedRouterIp(hostId: number): string {
+  return `198.18.${hostId}.1`;
+}
+
+/** Host i's address in a routed lab (its dedicated IP), on its own link to the router. */
+export function routedHostIp(hostId: number): string {
+  return `198.18.${hostId}.2`;
+}
+
+export function routedClientIp(clientIndex: number): string {
+  return `198.18.100.${200 + clientIndex}`;
 }

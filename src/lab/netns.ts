@@ -9,7 +9,7 @@ const labCommandHint = 'the lab needs root and iproute2 (ip netns)';
 
 /** Guards every namespaced command: the lab only ever configures namespaces it named `nlb-…`. */
 export function assertLabNamespace(namespace: string): void {
-  if (!/^nlb-[A-Za-z0-9_]+-(sw|h\d+|c\d+|b1)$/.test(namespace)) {
+  if (!/^nlb-[A-Za-z0-9_]+-(sw|rt|h\d+|c\d+|b1)$/.test(namespace)) {
     throw new Error(`refusing to touch namespace '${namespace}': not a lab namespace`);
   }
 }

@@ -75,8 +75,23 @@ export interface LabState {
   readonly vip6?: string;
   /** A namespace on the switch in no cluster (IGMP labs): what reaches it shows what the switch floods. */
   bystander?: LabClientState;
+  /**
+   * A routed lab (router.ts): a router running FRR in place of the switch. `switchNamespace` is
+   * then the router's namespace (each host's link ends there on port h<id>, as on a switch) and
+   * `bridge` the clients' segment behind it. Absent in a switch lab.
+   */
+  readonly routed?: LabRoutedState;
   /** False while `up` is still building; a lab left incomplete is cleaned by `down`. */
   complete: boolean;
+}
+
+export interface LabRoutedState {
+  readonly routerNamespace: string;
+  readonly routerAs: number;
+  /** The AS every host of the lab's cluster announces the cluster IP from. */
+  readonly hostAs: number;
+  /** `proto` of the marker routes FRR redistributes (`VIP/32 dev lo proto <n>`). */
+  readonly markerProtocol: number;
 }
 
 export function statePath(dir: string): string {

@@ -36,10 +36,15 @@ import { type LabRef, type LabState, claimLabDir, labDir, loadLab, writeState } 
 /** Random names are retried this often before `up` gives up (2 hex bytes: 65,536 names). */
 const nameAttemptsMax = 20;
 
-/** True when `namespace` has the form of a namespace of lab `name` (its switch, a host, a client). */
+/**
+ * True when `namespace` has the form of a namespace of lab `name` (its switch or router, a host,
+ * a client).
+ */
 export function isNamespaceOfLab(name: string, namespace: string): boolean {
   const prefix = namespacePrefix(name);
-  return namespace.startsWith(prefix) && /^(sw|h\d+|c\d+|b1)$/.test(namespace.slice(prefix.length));
+  return (
+    namespace.startsWith(prefix) && /^(sw|rt|h\d+|c\d+|b1)$/.test(namespace.slice(prefix.length))
+  );
 }
 
 /** Extra source addresses of client `index` (1-based), `perClient` each, disjoint across clients. */
@@ -87,7 +92,8 @@ export async function claimLabName(wanted: string | undefined): Promise<string> 
   }
 }
 
-async function addNamespace(state: LabState, namespace: string): Promise<void> {
+/** Creates a namespace of the lab, records it at once, and brings its loopback up. */
+export async function addNamespace(state: LabState, namespace: string): Promise<void> {
   await netnsAdd(namespace);
   // Recorded at once, so a failure from here on is cleaned by `labDown`.
   state.namespaces.push(namespace);
@@ -212,9 +218,12 @@ export async function buildTopology(state: LabState, plan: TopologyPlan): Promis
   writeState(state);
 }
 
-/** The namespace of `target`: 'sw', 'h<id>', 'c<index>', or a full namespace name of the lab. */
+/**
+ * The namespace of `target`: 'sw' (in a routed lab also 'rt', the router), 'h<id>', 'c<index>',
+ * or a full namespace name of the lab.
+ */
 export function targetNamespace(state: LabState, target: string): string {
-  if (target === 'sw') {
+  if (target === 'sw' || (target === 'rt' && state.routed !== undefined)) {
     return state.switchNamespace;
   }
   if (target === 'b1' && state.bystander !== undefined) {
@@ -233,6 +242,7 @@ export function targetNamespace(state: LabState, target: string): string {
   }
   const targets = [
     'sw',
+    ...(state.routed === undefined ? [] : ['rt']),
     ...(state.bystander === undefined ? [] : ['b1']),
     ...state.hosts.map((h) => `h${h.id}`),
     ...state.clients.map((c) => `c${c.index}`),

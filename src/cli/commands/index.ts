@@ -6,6 +6,7 @@
 import type { CliCommand } from '../program.js';
 import * as dashboard from './dashboard.js';
 import * as demo from './demo.js';
+import * as frrConfig from './frr-config.js';
 import * as hostState from './host-state.js';
 import * as inspect from './inspect.js';
 import * as ip2mac from './ip2mac.js';
@@ -43,6 +44,7 @@ export const daemonCommands: readonly CliCommand[] = [
 /** Every verb: the pure ones first, then the daemon's, then the tools. */
 export const commands: readonly CliCommand[] = [
   ip2mac,
+  frrConfig,
   ...daemonCommands,
   dashboard,
   lab,

@@ -13,12 +13,13 @@ import {
   startDaemonsDefault,
 } from '../../lab/lab.js';
 import { labClientsMax } from '../../lab/naming.js';
+import { type RoutedLabUpOptions, routedLabUp } from '../../lab/router.js';
 import { listLabNames } from '../../lab/state.js';
 import { badArgument, NlbError } from '../errors.js';
 import { exitCodes } from '../exit-codes.js';
 import type { CliContext } from '../program.js';
 import { labService } from './lab-service.js';
-import { type CommandOutput, fields, table } from '../render.js';
+import { type CommandOutput, type HumanView, fields, table } from '../render.js';
 
 /** Turns the lab's operating errors into the CLI's one error type, keeping message and hint. */
 function toCliError(error: unknown): unknown {
@@ -86,7 +87,8 @@ export interface LabUpData {
   readonly vip: string;
   /** The IPv6 cluster IP of an `--ipv6` lab, else null. */
   readonly vip6: string | null;
-  readonly mode: 'unicast' | 'multicast' | 'igmp';
+  /** `routed`: a routed lab (src/lab/router.ts), whose hosts' configs say unicast for now. */
+  readonly mode: 'unicast' | 'multicast' | 'igmp' | 'routed';
   readonly subnet: string;
   readonly switchNamespace: string;
   readonly keyFile: string;
@@ -112,7 +114,7 @@ function upData(state: LabState): LabUpData {
     dir: state.dir,
     vip: state.vip,
     vip6: state.vip6 ?? null,
-    mode: state.mode ?? 'unicast',
+    mode: state.routed === undefined ? (state.mode ?? 'unicast') : 'routed',
     subnet: state.subnet,
     switchNamespace: state.switchNamespace,
     keyFile: state.keyFile,
@@ -135,10 +137,27 @@ interface UpOptions {
   readonly name?: string;
   readonly clientIps: string;
   readonly daemons: boolean;
-  readonly mode: 'unicast' | 'multicast' | 'igmp';
+  readonly mode: 'unicast' | 'multicast' | 'igmp' | 'routed';
   readonly affinity: 'none' | 'single' | 'network';
   readonly ipv6: boolean;
   readonly health: boolean;
+}
+
+/** A routed lab has no extra client addresses, no IPv6 and no nlbd yet: refused, not ignored. */
+function routedUpOptions(
+  options: UpOptions,
+  hosts: number,
+  clients: number,
+  clientExtraIps: number,
+): RoutedLabUpOptions {
+  if (options.ipv6 || clientExtraIps > 0) {
+    throw badArgument(
+      options.ipv6 ? '--ipv6' : '--client-ips',
+      'is not available with --mode routed yet',
+      'leave it out',
+    );
+  }
+  return { hosts, clients, ...(options.name === undefined ? {} : { name: options.name }) };
 }
 
 export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> {
@@ -156,17 +175,19 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
   let state: LabState;
   try {
     state = await lab(() =>
-      labUp({
-        hosts,
-        clients,
-        clientExtraIps,
-        startDaemons: options.daemons,
-        clusterMode: options.mode,
-        affinity: options.affinity,
-        ipv6: options.ipv6,
-        health: options.health,
-        ...(options.name === undefined ? {} : { name: options.name }),
-      }),
+      options.mode === 'routed'
+        ? routedLabUp(routedUpOptions(options, hosts, clients, clientExtraIps))
+        : labUp({
+            hosts,
+            clients,
+            clientExtraIps,
+            startDaemons: options.daemons,
+            clusterMode: options.mode,
+            affinity: options.affinity,
+            ipv6: options.ipv6,
+            health: options.health,
+            ...(options.name === undefined ? {} : { name: options.name }),
+          }),
     );
   } finally {
     process.off('SIGINT', onInterrupt);
@@ -177,58 +198,77 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
     throw new NlbError('failed', 'interrupted; the lab was removed again', '', exitCodes.failed);
   }
   const data = upData(state);
+  return { data, human: upHuman(state, data) };
+}
+
+/** What `nlb lab up` prints for people: every namespace, its address and what runs there. */
+function upHuman(state: LabState, data: LabUpData): HumanView {
   interface Row {
     readonly target: string;
     readonly namespace: string;
     readonly ip: string;
     readonly runs: string;
   }
-  return {
-    data,
-    human: table<Row>(
-      [
-        { header: 'target', cell: (r) => r.target },
-        { header: 'namespace', cell: (r) => r.namespace },
-        { header: 'address', cell: (r) => r.ip },
-        { header: 'runs', cell: (r) => r.runs },
-      ],
-      [
-        { target: 'sw', namespace: state.switchNamespace, ip: '-', runs: `bridge ${state.bridge}` },
-        ...data.hosts.map((h) => ({
-          target: `h${h.id}`,
-          namespace: h.namespace,
-          ip: h.ip,
-          runs: [h.backendPid !== null ? 'backend :80' : '', h.daemonPid !== null ? 'nlbd' : '']
-            .filter((s) => s !== '')
-            .join(', '),
-        })),
-        ...data.clients.map((c, i) => ({
-          target: `c${i + 1}`,
-          namespace: c.namespace,
-          ip: [c.ip, ...c.extraIps].join(' '),
-          runs: '',
-        })),
-        ...(state.bystander === undefined
-          ? []
-          : [
-              {
-                target: 'b1',
-                namespace: state.bystander.namespace,
-                ip: state.bystander.ip,
-                runs: 'nothing: a bystander on the switch, in no cluster',
-              },
-            ]),
-      ],
-      [
-        `lab '${state.name}' is up in ${data.mode} mode: VIP ${state.vip}${state.vip6 === undefined ? '' : ` and ${state.vip6}`} on ${state.subnet}; configs and logs in ${state.dir}`,
-        ...(data.hosts.some((h) => h.daemonPid !== null)
-          ? []
-          : ['nlbd is not running: the VIP answers nowhere yet; the dedicated IPs do.']),
-        `try: nlb lab exec c1 --name ${state.name} -- curl -s http://${data.hosts[0]?.ip ?? state.vip}/`,
-        `remove it with: nlb lab down --name ${state.name}`,
-      ],
-    ),
-  };
+  return table<Row>(
+    [
+      { header: 'target', cell: (r) => r.target },
+      { header: 'namespace', cell: (r) => r.namespace },
+      { header: 'address', cell: (r) => r.ip },
+      { header: 'runs', cell: (r) => r.runs },
+    ],
+    [
+      {
+        target: 'sw',
+        namespace: state.switchNamespace,
+        ip: '-',
+        runs:
+          state.routed === undefined
+            ? `bridge ${state.bridge}`
+            : `router: FRR, ECMP over the hosts; the clients' bridge ${state.bridge}`,
+      },
+      ...data.hosts.map((h) => ({
+        target: `h${h.id}`,
+        namespace: h.namespace,
+        ip: h.ip,
+        runs: [
+          h.backendPid !== null ? 'backend :80' : '',
+          h.daemonPid !== null ? 'nlbd' : '',
+          state.routed !== undefined ? 'FRR' : '',
+        ]
+          .filter((s) => s !== '')
+          .join(', '),
+      })),
+      ...data.clients.map((c, i) => ({
+        target: `c${i + 1}`,
+        namespace: c.namespace,
+        ip: [c.ip, ...c.extraIps].join(' '),
+        runs: '',
+      })),
+      ...(state.bystander === undefined
+        ? []
+        : [
+            {
+              target: 'b1',
+              namespace: state.bystander.namespace,
+              ip: state.bystander.ip,
+              runs: 'nothing: a bystander on the switch, in no cluster',
+            },
+          ]),
+    ],
+    [
+      `lab '${state.name}' is up in ${data.mode} mode: VIP ${state.vip}${state.vip6 === undefined ? '' : ` and ${state.vip6}`} on ${state.subnet}; configs and logs in ${state.dir}`,
+      ...(data.hosts.some((h) => h.daemonPid !== null)
+        ? []
+        : ['nlbd is not running: the VIP answers nowhere yet; the dedicated IPs do.']),
+      ...(state.routed === undefined
+        ? []
+        : [
+            `a host announces the VIP while it holds the marker route: nlb lab exec h1 --name ${state.name} -- ip route add ${state.vip}/32 dev lo proto ${state.routed.markerProtocol} (and ip route add local ${state.vip}/32 dev lo)`,
+          ]),
+      `try: nlb lab exec c1 --name ${state.name} -- curl -s http://${data.hosts[0]?.ip ?? state.vip}/`,
+      `remove it with: nlb lab down --name ${state.name}`,
+    ],
+  );
 }
 
 export interface LabDownData {
@@ -345,8 +385,11 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--daemons', 'start nlbd in every host', startDaemonsDefault)
     .option('--no-daemons', 'do not start nlbd (the backends still run)')
     .addOption(
-      new Option('--mode <mode>', 'cluster operation mode in the generated configs')
-        .choices(['unicast', 'multicast', 'igmp'])
+      new Option(
+        '--mode <mode>',
+        'cluster operation mode in the generated configs; routed: a router running FRR with ECMP over hosts in subnets of their own, no nlbd yet (docs/routed.md)',
+      )
+        .choices(['unicast', 'multicast', 'igmp', 'routed'])
         .default('unicast'),
     )
     .addOption(

@@ -1,0 +1,149 @@
+// Routed mode's BGP settings in the config (cluster.routed, host.routed; docs/routed.md) and
+// `nlb frr-config`, which writes a host's FRR files from them. The cluster part (the AS and the
+// timers) is the same on every host, the peers are this host's routers; both sections or neither,
+// each bad value refused with its path and the fix; the cluster's identity does not change.
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { clusterDigestHex, parseConfig } from '../src/core/config.js';
+import { renderHostFrr } from '../src/routed/frr-config.js';
+import { hostFrrSettingsOf } from '../src/routed/host-settings.js';
+import { runNlbInProcess } from './cli-helpers.js';
+
+const example = 'examples/routed/host1.yaml';
+const text = readFileSync(example, 'utf8');
+const clusterRouted = `  routed:
+    as: 65001
+    timers: { keepaliveS: 1, holdS: 3 }
+    bfd: { intervalMs: 100, multiplier: 3 }
+`;
+const hostRouted = `  routed:
+    peers:
+      - { address: 198.18.1.1, as: 65000 }
+`;
+
+function errorsOf(document: string): string[] {
+  const result = parseConfig(document);
+  expect(result.ok).toBe(false);
+  return result.ok ? [] : result.errors.map((e) => `${e.path}: ${e.message}`);
+}
+
+describe('config: routed mode settings', () => {
+  it('takes the example, fills in the timers, and leaves the cluster identity alone', () => {
+    expect(text).toContain(clusterRouted);
+    expect(text).toContain(hostRouted);
+    const result = parseConfig(text);
+    if (!result.ok) expect.fail(JSON.stringify(result.errors));
+    expect(result.config.cluster.routed).toEqual({
+      as: 65001,
+      timers: { keepaliveS: 1, holdS: 3 },
+      bfd: { intervalMs: 100, multiplier: 3 },
+    });
+    expect(result.config.host.routed).toEqual({ peers: [{ address: '198.18.1.1', as: 65000 }] });
+    const defaults = parseConfig(text.replace(clusterRouted, '  routed: { as: 65001 }\n'));
+    expect(defaults.ok && defaults.config.cluster.routed).toEqual(result.config.cluster.routed);
+    const plain = parseConfig(text.replace(clusterRouted, '').replace(hostRouted, ''));
+    if (!plain.ok) expect.fail(JSON.stringify(plain.errors));
+    expect(plain.config.cluster.routed).toBeUndefined();
+    expect(clusterDigestHex(plain.config.cluster)).toBe(clusterDigestHex(result.config.cluster));
+  });
+
+  it('refuses one section without the other, and every bad value, with its path', () => {
+    expect(errorsOf(text.replace(hostRouted, ''))).toEqual([
+      "host.routed: missing; cluster.routed needs this host's BGP peers, e.g. host.routed.peers: [{ address: 198.18.1.1, as: 65000 }] (its router on its own link)",
+    ]);
+    expect(errorsOf(text.replace(clusterRouted, ''))[0]).toMatch(
+      /^cluster\.routed: missing; host\.routed needs the cluster's BGP settings/,
+    );
+    const withCluster = (routed: string) => text.replace(clusterRouted, `  routed: ${routed}\n`);
+    expect(errorsOf(withCluster('{ as: 0 }'))[0]).toMatch(
+      /^cluster\.routed\.as: an AS number is an integer from 1 to 4294967295 \(0 is reserved\)/,
+    );
+    expect(errorsOf(withCluster('{ as: 4294967296 }'))[0]).toMatch(/^cluster\.routed\.as: /);
+    expect(errorsOf(withCluster('{ as: 65001, bfd: { intervalMs: 0 } }'))).toEqual([
+      "cluster.routed.bfd.intervalMs: expected whole milliseconds from 10 to 60000 (bfdd's range), e.g. 100",
+    ]);
+    expect(errorsOf(withCluster('{ as: 65001, timers: { keepaliveS: 3 } }'))[0]).toMatch(
+      /^cluster\.routed\.timers\.keepaliveS: expected whole seconds from 1 to a third of the hold time \(1\)/,
+    );
+    expect(errorsOf(withCluster('{ as: 65001, asn: 1 }'))[0]).toMatch(
+      /^cluster\.routed: unknown key\(s\) 'asn'/,
+    );
+    const withPeer = (peer: string) =>
+      text.replace(hostRouted, `  routed:\n    peers:\n      - ${peer}\n`);
+    expect(errorsOf(withPeer('{ address: 224.0.0.5, as: 65000 }'))).toEqual([
+      'host.routed.peers[0].address: a multicast address (224.0.0.0/4): it names a group of receivers, not a host',
+    ]);
+    expect(errorsOf(withPeer('{ address: 2001:db8::1, as: 65000 }'))[0]).toMatch(
+      /^host\.routed\.peers\[0\]\.address: expected an IPv4 unicast address/,
+    );
+    expect(errorsOf(text.replace('    peers:\n      - ', '    peers: []\n      # '))).toEqual([
+      'host.routed.peers: expected 1 to 64 BGP peers',
+    ]);
+    expect(
+      errorsOf(
+        text.replace('clusterIps: [198.18.0.100]', 'clusterIps: [198.18.0.100, 2001:db8::100]'),
+      ),
+    ).toContain(
+      'cluster.routed: routed mode announces IPv4 cluster IPs only for now: remove the IPv6 cluster IPs, or cluster.routed',
+    );
+  });
+
+  it('keeps routed out of cluster.mode: the data plane has no such mode yet', () => {
+    expect(
+      errorsOf(text.replace('  interface: eth0\n', '  interface: eth0\n  mode: routed\n'))[0],
+    ).toMatch(/^cluster\.mode: /);
+  });
+});
+
+describe('nlb frr-config', () => {
+  it("prints the host's files, the same as renderHostFrr from the config", async () => {
+    const parsed = parseConfig(text);
+    if (!parsed.ok) expect.fail('the example does not parse');
+    const expected = renderHostFrr(hostFrrSettingsOf(parsed.config)!);
+    if (!expected.ok) expect.fail('the example does not render');
+    const run = await runNlbInProcess(['frr-config', '--config', example, '--json']);
+    expect(run.code).toBe(0);
+    const data = JSON.parse(run.stdout) as {
+      dir: null;
+      files: { name: string; path: null; text: string }[];
+      markerRoute: string;
+    };
+    expect(data.dir).toBeNull();
+    expect(data.markerRoute).toBe('<cluster-ip>/32 dev lo proto 250');
+    expect(data.files).toEqual([
+      { name: 'zebra.conf', path: null, text: expected.files.zebra },
+      { name: 'bfdd.conf', path: null, text: expected.files.bfdd },
+      { name: 'bgpd.conf', path: null, text: expected.files.bgpd },
+    ]);
+    expect(expected.files.bgpd).toContain(' bgp router-id 198.18.1.2\n');
+    expect(expected.files.bgpd).toContain('hostname routed-h1\n');
+    const human = await runNlbInProcess(['frr-config', '--config', example]);
+    expect(human.stdout).toContain(`! ---- bgpd.conf ----\n${expected.files.bgpd}`);
+  });
+
+  it('writes them to --dir, readable by the frr user FRR drops to', async () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'nlb-frr-')), 'frr');
+    try {
+      const run = await runNlbInProcess(['frr-config', '--config', example, '--dir', dir]);
+      expect(run.code).toBe(0);
+      for (const name of ['zebra.conf', 'bfdd.conf', 'bgpd.conf']) {
+        expect(run.stdout).toContain(path.join(dir, name));
+        expect(statSync(path.join(dir, name)).mode & 0o777).toBe(0o644);
+      }
+      expect(readFileSync(path.join(dir, 'bfdd.conf'), 'utf8')).toContain(
+        '  receive-interval 100\n',
+      );
+    } finally {
+      rmSync(path.dirname(dir), { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a config without routed settings, with exit code 2 and the fix', async () => {
+    const run = await runNlbInProcess(['frr-config', '--config', 'examples/minimal.yaml']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/has no routed mode settings \(cluster\.routed, host\.routed\)/);
+    expect(run.stderr).toMatch(/hint: add cluster\.routed/);
+  });
+});
