@@ -61,7 +61,7 @@ import {
 import { execIn, ipIn } from './netns.js';
 import { backendMainPath } from './paths.js';
 import { type LabState, labDir, stateVersion, updateState, writeState } from './state.js';
-import { addNamespace, claimLabName } from './topology.js';
+import { addNamespace, addVeth, claimLabName } from './topology.js';
 
 /**
  * Sessions come up within a second or two of the hosts' bgpd starting (they connect to the
@@ -179,18 +179,7 @@ async function buildRouter(state: LabState): Promise<void> {
  * creation, so the root namespace never holds it), both ends up.
  */
 async function link(rt: string, port: string, namespace: string): Promise<void> {
-  await ipIn(rt, [
-    'link',
-    'add',
-    port,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    labInterface,
-    'netns',
-    namespace,
-  ]);
+  await addVeth(rt, port, namespace);
   await ipIn(rt, ['link', 'set', port, 'up']);
   await ipIn(namespace, ['link', 'set', labInterface, 'up']);
 }

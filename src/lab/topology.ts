@@ -105,17 +105,15 @@ export async function addNamespace(state: LabState, namespace: string): Promise<
  * Connects `namespace` to the switch: the veth is created in the switch namespace and its far
  * end moved straight into `namespace`, then addressed and brought up there.
  */
-async function attach(
-  state: LabState,
-  namespace: string,
-  switchPort: string,
-  addresses: readonly string[],
-): Promise<void> {
-  const sw = state.switchNamespace;
-  await ipIn(sw, [
+/**
+ * A veth from namespace `from` (end `port`) into `namespace` (end eth0, created there, so the
+ * root namespace never holds it).
+ */
+export async function addVeth(from: string, port: string, namespace: string): Promise<void> {
+  await ipIn(from, [
     'link',
     'add',
-    switchPort,
+    port,
     'type',
     'veth',
     'peer',
@@ -124,6 +122,16 @@ async function attach(
     'netns',
     namespace,
   ]);
+}
+
+async function attach(
+  state: LabState,
+  namespace: string,
+  switchPort: string,
+  addresses: readonly string[],
+): Promise<void> {
+  const sw = state.switchNamespace;
+  await addVeth(sw, switchPort, namespace);
   await ipIn(sw, ['link', 'set', switchPort, 'master', state.bridge]);
   await ipIn(sw, ['link', 'set', switchPort, 'up']);
   for (const address of addresses) {
