@@ -15,6 +15,8 @@ export const labTestFiles = [
   'test/dataplane-kernel-nft.test.ts',
   'test/dataplane-heal-kernel.test.ts',
   'test/transport-contract.test.ts',
+  'test/dataplane-render-routed.test.ts',
+  'test/routed-net-netns.test.ts',
 ];
 
 /**

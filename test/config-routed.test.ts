@@ -17,7 +17,13 @@ const clusterRouted = `  routed:
     as: 65001
     timers: { keepaliveS: 1, holdS: 3 }
     bfd: { intervalMs: 100, multiplier: 3 }
+    # How a host sends a packet to its bucket's owner: VXLAN on UDP 4789 (the defaults). A
+    # connection that moved keeps its previous owner for up to secondChanceMs (default 2 min).
+    forward: vxlan
+    vxlanPort: 4789
+    secondChanceMs: 120000
 `;
+const routedMode = '  mode: routed\n';
 const hostRouted = `  routed:
     peers:
       - { address: 198.18.1.1, as: 65000 }
@@ -30,7 +36,7 @@ function errorsOf(document: string): string[] {
 }
 
 describe('config: routed mode settings', () => {
-  it('takes the example, fills in the timers, and leaves the cluster identity alone', () => {
+  it('takes the example, fills in the defaults; the BGP timers are not in the identity', () => {
     expect(text).toContain(clusterRouted);
     expect(text).toContain(hostRouted);
     const result = parseConfig(text);
@@ -39,14 +45,36 @@ describe('config: routed mode settings', () => {
       as: 65001,
       timers: { keepaliveS: 1, holdS: 3 },
       bfd: { intervalMs: 100, multiplier: 3 },
+      forward: 'vxlan',
+      vxlanPort: 4789,
+      secondChanceMs: 120_000,
     });
+    expect(result.config.cluster.mode).toBe('routed');
     expect(result.config.host.routed).toEqual({ peers: [{ address: '198.18.1.1', as: 65000 }] });
     const defaults = parseConfig(text.replace(clusterRouted, '  routed: { as: 65001 }\n'));
     expect(defaults.ok && defaults.config.cluster.routed).toEqual(result.config.cluster.routed);
-    const plain = parseConfig(text.replace(clusterRouted, '').replace(hostRouted, ''));
+    // Hosts may move to new BGP timers one at a time, or keep a second chance of their own...
+    const timers = parseConfig(
+      text.replace(
+        clusterRouted,
+        '  routed: { as: 65001, timers: { keepaliveS: 2, holdS: 6 }, secondChanceMs: 1000 }\n',
+      ),
+    );
+    if (!timers.ok) expect.fail(JSON.stringify(timers.errors));
+    expect(clusterDigestHex(timers.config.cluster)).toBe(clusterDigestHex(result.config.cluster));
+    // ...but every host must forward on the same VXLAN port.
+    const port = parseConfig(text.replace('vxlanPort: 4789', 'vxlanPort: 4790'));
+    if (!port.ok) expect.fail(JSON.stringify(port.errors));
+    expect(clusterDigestHex(port.config.cluster)).not.toBe(clusterDigestHex(result.config.cluster));
+    // The FRR settings alone (another mode) are accepted too: `nlb frr-config` takes them.
+    const unicast = parseConfig(text.replace(routedMode, ''));
+    if (!unicast.ok) expect.fail(JSON.stringify(unicast.errors));
+    const plain = parseConfig(
+      text.replace(clusterRouted, '').replace(hostRouted, '').replace(routedMode, ''),
+    );
     if (!plain.ok) expect.fail(JSON.stringify(plain.errors));
     expect(plain.config.cluster.routed).toBeUndefined();
-    expect(clusterDigestHex(plain.config.cluster)).toBe(clusterDigestHex(result.config.cluster));
+    expect(clusterDigestHex(plain.config.cluster)).toBe(clusterDigestHex(unicast.config.cluster));
   });
 
   it('refuses one section without the other, and every bad value, with its path', () => {
@@ -90,10 +118,28 @@ describe('config: routed mode settings', () => {
     );
   });
 
-  it('keeps routed out of cluster.mode: the data plane has no such mode yet', () => {
+  it('refuses routed mode without what it needs, with the fix', () => {
+    expect(errorsOf(text.replace(clusterRouted, '').replace(hostRouted, ''))).toEqual([
+      "cluster.routed: missing; cluster.mode routed announces the cluster IPs over BGP: add cluster.routed: { as: 65001 } and this host's routers as host.routed.peers",
+    ]);
     expect(
-      errorsOf(text.replace('  interface: eth0\n', '  interface: eth0\n  mode: routed\n'))[0],
-    ).toMatch(/^cluster\.mode: /);
+      errorsOf(
+        text.replace('    peers: [198.18.1.2, 198.18.2.2, 198.18.3.2]\n', '    port: 2504\n'),
+      ),
+    ).toEqual([
+      "cluster.heartbeat.peers: missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
+    ]);
+    expect(errorsOf(text.replace('forward: vxlan', 'forward: segment'))).toEqual([
+      'cluster.routed.forward: segment forwarding is not built yet: use forward: vxlan (it works on one segment too)',
+    ]);
+    expect(errorsOf(text.replace('forward: vxlan', 'forward: gre'))[0]).toMatch(
+      /^cluster\.routed\.forward: /,
+    );
+    expect(
+      errorsOf(text.replace('clusterIps: [198.18.0.100]', 'clusterIps: [2001:db8::100]')),
+    ).toContain(
+      'cluster.routed: routed mode announces IPv4 cluster IPs only for now: remove the IPv6 cluster IPs, or cluster.routed',
+    );
   });
 });
 

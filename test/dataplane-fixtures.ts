@@ -104,3 +104,56 @@ export const mixedStoppedSpec: DataplaneSpec = {
     dropEstablished: true,
   },
 };
+
+/**
+ * Routed mode: host 2 of three (dedicated IPs 198.18.1.2, .2.2, .3.2), a TCP rule and a UDP rule;
+ * host 1 serves some buckets (forwarded), host 3 released two that host 2 now owns (second
+ * chance), and host 3 is the default host.
+ */
+export const routedSpec: DataplaneSpec = {
+  tableName: 'nlb',
+  hostId: 2,
+  clusterIps: [vip],
+  portRules: [
+    rule({ vip, portStart: 80, portEnd: 80, protocol: 'tcp', affinity: 'none', buckets: 12 }),
+    rule({ vip, portStart: 53, portEnd: 53, protocol: 'udp', affinity: 'none', buckets: 12 }),
+  ],
+  hashSeed: 0x4e4c4221,
+  ownership: {
+    rules: [owner([0, 1, 2, 3]), owner([4, 5, 6, 7])],
+    isDefault: false,
+    active: true,
+    dropEstablished: false,
+    routed: {
+      rules: [
+        {
+          forward: [
+            [4, 1],
+            [5, 1],
+            [8, 3],
+            [9, 3],
+          ],
+          secondChance: [
+            [2, 3],
+            [3, 3],
+          ],
+        },
+        { forward: [[0, 1]], secondChance: [] },
+      ],
+      uncovered: 3,
+      addresses: [
+        [1, '198.18.1.2'],
+        [3, '198.18.3.2'],
+      ],
+    },
+  },
+  leaseTimeoutMs: 800,
+  heartbeat: {
+    group: address('239.255.78.76'),
+    port: 2505,
+    peers: [address('198.18.1.2'), address('198.18.2.2'), address('198.18.3.2')],
+  },
+  mode: 'routed',
+  interface: 'eth0',
+  routed: { mssClamp: 1410, vxlanPort: 4789 },
+};

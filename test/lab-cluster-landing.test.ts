@@ -58,6 +58,8 @@ function vipMac(lab: ClusterLab): string {
       return formatMac(multicastClusterMac(primary));
     case 'igmp':
       return formatMac(igmpClusterMac(primary));
+    case 'routed':
+      throw new Error('the switch lab has no routed mode (the routed lab has its own tests)');
   }
 }
 

@@ -27,7 +27,7 @@ import {
 
 declareLabRequirement('lab-modes-cleanup');
 
-const groupMacs: Record<Exclude<ClusterMode, 'unicast'>, string> = {
+const groupMacs: Record<Exclude<ClusterMode, 'unicast' | 'routed'>, string> = {
   multicast: '03:bf:c6:12:00:64',
   igmp: '01:00:5e:7f:00:64',
 };

@@ -25,7 +25,7 @@ import {
 } from './config-model.js';
 import type { RawConfig } from './config-schema.js';
 import { withChecks } from './config-health.js';
-import { routedErrors } from './config-routed.js';
+import { routedErrors, routedModeErrors } from './config-routed.js';
 import { datagramBytesMax, heartbeatBytes, heartbeatRuleHeaderBytes } from './heartbeat-size.js';
 
 /** What a cluster IP or a dedicated IP must be, after saying what it is not. */
@@ -295,7 +295,9 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
   const dedicatedIp = parsePrefix(h.dedicatedIp, { 4: 24, 6: 64 });
   errors.push(...hostErrors(h, dedicatedIp, c.clusterIps, portRules.length));
   errors.push(...heartbeatPeerErrors(c.heartbeat.peers, dedicatedIp));
-  errors.push(...routedErrors({ cluster: c.routed, host: h.routed }, c.clusterIps, dedicatedIp));
+  const routed = { cluster: c.routed, host: h.routed };
+  errors.push(...routedErrors(routed, c.clusterIps, dedicatedIp));
+  errors.push(...routedModeErrors(c.mode, routed, c.heartbeat.peers));
   const weightOf = (w: number | 'equal'): number => (w === 'equal' ? equalLoadWeight : w);
   const rules: HostRuleSettings[] = portRules.map((_, i) => ({
     loadWeight: weightOf(h.rules[i]?.loadWeight ?? h.loadWeight),

@@ -28,6 +28,10 @@ export function clusterIdentity(cluster: ClusterConfig): unknown {
     },
     hashSeed: cluster.hashSeed,
     portRules: cluster.portRules.map(portRuleIdentity),
+    // Routed mode: every host must forward the same way, on the same port.
+    ...(cluster.mode === 'routed' && cluster.routed !== undefined
+      ? { forward: cluster.routed.forward, vxlanPort: cluster.routed.vxlanPort }
+      : {}),
   };
 }
 

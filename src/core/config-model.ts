@@ -30,7 +30,15 @@ export const equalLoadWeight = 50;
  */
 export const dedicatedPrefixLengthMin = 8;
 
-export type ClusterMode = 'unicast' | 'multicast' | 'igmp';
+export type ClusterMode = 'unicast' | 'multicast' | 'igmp' | 'routed';
+
+/** How a routed host forwards a packet to the bucket's owner (docs/routed.md#forwarding). */
+export type RoutedForward = 'vxlan' | 'segment';
+
+/** Routed mode: how long a host sends unknown non-SYN packets of a bucket it took over from a live host to that host. */
+export const secondChanceMsDefault = 120_000;
+/** The IANA VXLAN port. */
+export const vxlanPortDefault = 4789;
 export type Protocol = 'tcp' | 'udp' | 'both';
 export type FilteringMode = 'multiple' | 'single' | 'disabled';
 export type Affinity = 'none' | 'single' | 'network';
@@ -125,13 +133,19 @@ export interface ClusterConfig {
 
 /**
  * What every host of a routed cluster says to its routers over BGP (docs/routed.md): the AS the
- * hosts announce the cluster IPs from, and the timers of their sessions. nlbd does not act on it
- * yet, and `cluster.mode` has no routed mode yet.
+ * hosts announce the cluster IPs from, and the timers of their sessions; and, with
+ * `cluster.mode: routed`, how the hosts forward packets to each bucket's owner.
  */
 export interface ClusterRoutedConfig {
   readonly as: number;
   readonly timers: BgpTimers;
   readonly bfd: BfdTimers;
+  /** vxlan: hosts in different subnets; segment: hosts on one subnet, no encapsulation. */
+  readonly forward: RoutedForward;
+  /** The UDP port of the VXLAN overlay between the hosts. */
+  readonly vxlanPort: number;
+  /** How long the second chance to a bucket's previous owner lasts at most. */
+  readonly secondChanceMs: number;
 }
 
 /** This host's BGP peers: the router(s) on its own link, which differ from host to host. */

@@ -4,7 +4,12 @@
 // The ranges are src/core/bgp.ts's, which src/routed/ checks FRR's settings with too.
 import type { Address, Prefix } from './address.js';
 import { asNumberProblem, bfdTimerProblems, bgpPeerProblems, bgpTimerProblems } from './bgp.js';
-import type { ClusterRoutedConfig, ConfigError, HostRoutedConfig } from './config-model.js';
+import type {
+  ClusterMode,
+  ClusterRoutedConfig,
+  ConfigError,
+  HostRoutedConfig,
+} from './config-model.js';
 
 /** The two routed sections as the schema accepted them (undefined when left out). */
 export interface RawRouted {
@@ -35,6 +40,44 @@ function pairingErrors(routed: RawRouted): ConfigError[] {
     ];
   }
   return [];
+}
+
+/**
+ * What `cluster.mode: routed` needs besides the BGP sections: unicast heartbeats (multicast with
+ * TTL 1 does not cross the routers) and a forwarding method that is built.
+ */
+export function routedModeErrors(
+  mode: ClusterMode,
+  routed: RawRouted,
+  heartbeatPeers: readonly Address[] | undefined,
+): ConfigError[] {
+  if (mode !== 'routed') return [];
+  const errors: ConfigError[] = [];
+  if (routed.cluster === undefined && routed.host === undefined) {
+    errors.push({
+      path: 'cluster.routed',
+      value: undefined,
+      message:
+        "missing; cluster.mode routed announces the cluster IPs over BGP: add cluster.routed: { as: 65001 } and this host's routers as host.routed.peers",
+    });
+  }
+  if (heartbeatPeers === undefined) {
+    errors.push({
+      path: 'cluster.heartbeat.peers',
+      value: undefined,
+      message:
+        "missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
+    });
+  }
+  if (routed.cluster?.forward === 'segment') {
+    errors.push({
+      path: 'cluster.routed.forward',
+      value: 'segment',
+      message:
+        'segment forwarding is not built yet: use forward: vxlan (it works on one segment too)',
+    });
+  }
+  return errors;
 }
 
 /** Every problem of the routed sections; none when both are absent. */

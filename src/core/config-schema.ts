@@ -21,6 +21,8 @@ import {
   heartbeatPeriodMsDefault,
   heartbeatPortDefault,
   heartbeatToleranceDefault,
+  secondChanceMsDefault,
+  vxlanPortDefault,
   hostsMax,
   portRulesMax,
 } from './config-model.js';
@@ -138,6 +140,9 @@ const clusterRoutedSchema = z
       })
       .strict()
       .prefault({}),
+    forward: z.enum(['vxlan', 'segment']).default('vxlan'),
+    vxlanPort: z.number().int().min(1).max(65535).default(vxlanPortDefault),
+    secondChanceMs: z.number().int().min(0).max(3_600_000).default(secondChanceMsDefault),
   })
   .strict();
 
@@ -158,7 +163,7 @@ const schema = z
           .string()
           .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'expected 1-63 letters, digits, _ . -'),
         clusterIps: z.array(address).min(1).max(clusterIpsMax),
-        mode: z.enum(['unicast', 'multicast', 'igmp']).default('unicast'),
+        mode: z.enum(['unicast', 'multicast', 'igmp', 'routed']).default('unicast'),
         interface: z
           .string()
           .regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'expected a network interface name'),

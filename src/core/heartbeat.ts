@@ -41,7 +41,7 @@ export type AnnouncedState = 'started' | 'draining' | 'stopped' | 'suspended';
 const announcedStates: readonly AnnouncedState[] = ['started', 'draining', 'stopped', 'suspended'];
 export type RuleState = 'enabled' | 'draining' | 'disabled';
 const ruleStates: readonly RuleState[] = ['enabled', 'draining', 'disabled'];
-const clusterModes: readonly ClusterMode[] = ['unicast', 'multicast', 'igmp'];
+const clusterModes: readonly ClusterMode[] = ['unicast', 'multicast', 'igmp', 'routed'];
 
 export interface HeartbeatRule {
   readonly buckets: number;

@@ -14,6 +14,7 @@ import {
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
 import { coexists, evidenceTimes, selfGraceMs } from './host-peers.js';
+import { routedOwnership } from './routed-forward.js';
 
 export function announcedState(s: MachineState): AnnouncedState {
   return s.keptOut !== undefined ? 'stopped' : s.adminState;
@@ -197,6 +198,7 @@ export function computeOwnership(s: MachineState): Ownership {
       (s.adminState === 'stopped' || s.adminState === 'suspended') &&
       s.keptOut === undefined &&
       s.linkDownSinceMs === undefined,
+    ...(s.config.cluster.mode === 'routed' ? { routed: routedOwnership(s, s.lastNowMs) } : {}),
   };
 }
 
@@ -228,7 +230,7 @@ export function wakeAt(s: MachineState, now: number): number {
       wake = Math.min(wake, latest + deadAfterMs);
     }
   }
-  for (const map of s.orphans) {
+  for (const map of [...s.orphans, ...s.releasedClaims]) {
     for (const claim of map.values()) wake = Math.min(wake, claim.untilMs);
   }
   if (s.keptOut?.startsWith('duplicate')) {

@@ -258,7 +258,7 @@ export function recordDeadClaims(s: MachineState, now: number, peer: PeerRecord)
 }
 
 export function expireOrphans(s: MachineState, now: number): void {
-  for (const maps of [s.orphans, s.deadClaims]) {
+  for (const maps of [s.orphans, s.deadClaims, s.releasedClaims]) {
     for (const map of maps) {
       for (const [bucket, claim] of map) {
         if (claim.untilMs <= now) map.delete(bucket);

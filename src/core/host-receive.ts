@@ -22,6 +22,7 @@ import {
 import { freshFromSequence } from './host-announcements.js';
 import { checkCompatible } from './host-keepout.js';
 import { activeIncarnation, recordDeadClaims, rejoin } from './host-peers.js';
+import { noteReleases } from './routed-forward.js';
 
 export function countBad(s: MachineState, reason: DecodeFailure): void {
   s.badCounts.set(reason, (s.badCounts.get(reason) ?? 0) + 1);
@@ -195,6 +196,7 @@ export function receivePeer(
   s.counters.heartbeatsReceived += 1;
   peer.lastSequence = hb.sequence;
   peer.lastHeardMs = now;
+  noteReleases(s, now, peer, peer.heartbeat, hb);
   peer.heartbeat = hb;
   if (from !== undefined) peer.address = from;
   if (!peer.heard) {

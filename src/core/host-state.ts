@@ -253,6 +253,8 @@ export class MachineState {
   owned: Set<number>[];
   orphans: Map<number, DeadClaim>[];
   deadClaims: Map<number, DeadClaim>[];
+  /** Routed mode: who released each bucket last, for the second chance (routed-forward.ts). */
+  releasedClaims: Map<number, DeadClaim>[];
 
   /**
    * A host that hears nobody takes no bucket before it has listened for a whole detection
@@ -316,6 +318,7 @@ export class MachineState {
     this.owned = Array.from({ length: ruleCount }, () => new Set<number>());
     this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    this.releasedClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     // The first heartbeat waits one period: a host listens before it speaks, so it hears a
     // duplicate of its id, or the cluster's current claims, before it announces anything.
     this.nextSendMs = options.nowMs + options.config.cluster.heartbeat.periodMs;

@@ -4,6 +4,7 @@
 // `carryOutSteps` (src/core/carry-out.ts) gives, before it steps the next input.
 import type { Config } from './config.js';
 import type { ProtocolEvent } from './events.js';
+import type { RoutedOwnership } from './routed-forward.js';
 
 /** Operator commands; each maps to an `nlb` verb. */
 export type Command =
@@ -87,6 +88,8 @@ export interface Ownership {
    */
   readonly active: boolean;
   readonly dropEstablished: boolean;
+  /** Routed mode only: where packets of buckets other hosts serve go (routed-forward.ts). */
+  readonly routed?: RoutedOwnership;
 }
 
 /** The states `nlb query` shows (NLB's names). */

@@ -23,8 +23,9 @@ import { type ControlHandler, ControlServer } from './control-server.js';
 import { createReload } from './daemon-reload.js';
 import type { EventJournal } from './events.js';
 import type { EventSink } from './event-names.js';
-import { HostDriver } from './host-driver.js';
+import { HostDriver, type HostDriverOptions } from './host-driver.js';
 import { HealthChecks } from './health.js';
+import { RoutedParts } from './routed-parts.js';
 import { errorText } from '../core/error-text.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { remoteHandler, tokenDigest } from './remote.js';
@@ -65,6 +66,8 @@ export interface DaemonParts {
   readonly clusterInterface: ClusterInterface;
   readonly metrics: Metrics;
   readonly reload: () => Promise<ReloadReply>;
+  /** Routed mode's forwarding set-up and marker routes; undefined in the other modes. */
+  readonly routed: RoutedParts | undefined;
   /** The port rules' health and agent checks (started once nlbd serves). */
   readonly health: HealthChecks;
   /** The local control socket's server. */
@@ -100,7 +103,9 @@ export function buildParts(input: PartsInput): DaemonParts {
     peers === undefined
       ? new UdpTransport({ dedicatedIp, group: config.cluster.heartbeat.group.text, port })
       : new UnicastTransport({ dedicatedIp, port, peers: peers.map((p) => p.text) });
-  const clusterInterface = clusterInterfaceFor(input, config);
+  const routed =
+    config.cluster.mode === 'routed' ? new RoutedParts(config, runner, log) : undefined;
+  const clusterInterface = clusterInterfaceFor(input, config, routed);
   // Reports go through the driver's queue like any command; a check's report never blocks it.
   const health = new HealthChecks(
     (command) => driver.command(command),
@@ -110,16 +115,13 @@ export function buildParts(input: PartsInput): DaemonParts {
     machine,
     clock,
     transport,
-    dataplane: {
-      program: (spec) => dataplane.program(spec),
-      lastProgramTiming: () => dataplane.lastProgramTiming(),
-      heartbeatSent: () => dataplane.heartbeatSent(),
-      flush: (rule, buckets) => dataplane.flush(rule, buckets),
-      flushAll: () => dataplane.flushClusterIps(config.cluster.clusterIps),
-      connections: () => dataplane.connections(),
-      watchLost: (listener) => dataplane.watchLost(listener),
-    },
-    specFor: (ownership: Ownership) => dataplaneSpecFor(config, ownership, { tableName, ownMac }),
+    dataplane: driverDataplane(dataplane, () => config, routed),
+    specFor: (ownership: Ownership) =>
+      dataplaneSpecFor(config, ownership, {
+        tableName,
+        ownMac,
+        ...(routed === undefined ? {} : { mssClamp: routed.mssClamp }),
+      }),
     log,
     onReload: (command) => {
       config = command.config;
@@ -157,9 +159,34 @@ export function buildParts(input: PartsInput): DaemonParts {
     dataplane,
     transport,
     clusterInterface,
+    routed,
     reload,
     health,
     ...control,
+  };
+}
+
+/** The data plane as the driver uses it; routed mode's routes follow what it programs. */
+function driverDataplane(
+  dataplane: Dataplane,
+  config: () => Config,
+  routed: RoutedParts | undefined,
+): HostDriverOptions['dataplane'] {
+  return {
+    program: async (spec) => {
+      const result = await dataplane.program(spec);
+      routed?.follow(spec.ownership);
+      return result;
+    },
+    lastProgramTiming: () => dataplane.lastProgramTiming(),
+    heartbeatSent: () => {
+      routed?.keepalive();
+      return dataplane.heartbeatSent();
+    },
+    flush: (rule, buckets) => dataplane.flush(rule, buckets),
+    flushAll: () => dataplane.flushClusterIps(config().cluster.clusterIps),
+    connections: () => dataplane.connections(),
+    watchLost: (listener) => dataplane.watchLost(listener),
   };
 }
 
@@ -167,28 +194,46 @@ export function buildParts(input: PartsInput): DaemonParts {
  * The cluster interface's attach and detach. Its setup is fixed for the daemon's life: a reload
  * cannot change the interface, the mode or the cluster IPs (control-reload.ts refuses those).
  */
-function clusterInterfaceFor(input: PartsInput, config: Config): ClusterInterface {
+function clusterInterfaceFor(
+  input: PartsInput,
+  config: Config,
+  routed: RoutedParts | undefined,
+): ClusterInterface {
   const clusterMac =
     config.cluster.mode === 'unicast'
       ? formatMac(unicastClusterMac(config.cluster.clusterIps[0]!))
       : undefined;
   const mode = config.cluster.mode;
-  const setup: InterfaceSetup = {
-    interface: config.cluster.interface,
-    clusterIps: config.cluster.clusterIps,
-    mode,
-    ...(clusterMac === undefined ? {} : { clusterMac }),
-    ...(mode === 'multicast' ? { groupMac: groupMacOf(mode, config.cluster.clusterIps[0]!) } : {}),
-    ...(mode === 'igmp'
+  const setup: InterfaceSetup =
+    routed !== undefined
       ? {
-          igmp: {
-            group: igmpGroup(config.cluster.clusterIps[0]!).text,
-            interfaceAddress: config.host.dedicatedIp.address.text,
+          interface: config.cluster.interface,
+          clusterIps: [],
+          mode,
+          routedHooks: {
+            attach: () => routed.attach(),
+            detach: () => routed.detach(),
+            cleanup: () => routed.cleanup(),
           },
         }
-      : {}),
-    announcer: new KernelAnnouncer(input.ipRoute),
-  };
+      : {
+          interface: config.cluster.interface,
+          clusterIps: config.cluster.clusterIps,
+          mode,
+          ...(clusterMac === undefined ? {} : { clusterMac }),
+          ...(mode === 'multicast'
+            ? { groupMac: groupMacOf(mode, config.cluster.clusterIps[0]!) }
+            : {}),
+          ...(mode === 'igmp'
+            ? {
+                igmp: {
+                  group: igmpGroup(config.cluster.clusterIps[0]!).text,
+                  interfaceAddress: config.host.dedicatedIp.address.text,
+                },
+              }
+            : {}),
+          announcer: new KernelAnnouncer(input.ipRoute),
+        };
   // What the previous nlbd on this host remembered of the interface (after a crash): the MAC to
   // put back when the interface still carries the cluster MAC.
   const previous = readRunFile(input.runFile);

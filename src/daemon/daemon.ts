@@ -280,7 +280,10 @@ class Daemon {
 
   private async attach(parts: DaemonParts): Promise<void> {
     const iface = parts.clusterInterface;
-    // Registered first: detach also undoes an attach that failed half-way.
+    // Registered first: detach also undoes an attach that failed half-way (and the route
+    // announcer's guard process goes after it, once the routes are withdrawn).
+    if (parts.routed !== undefined)
+      this.resources.push('stop the route announcer', () => parts.routed?.close());
     this.resources.push('detach the cluster interface', () => iface.detach());
     await iface.attach();
     if (iface.guardWarning !== undefined) {

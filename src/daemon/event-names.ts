@@ -96,6 +96,23 @@ export const daemonEvents = {
     about: 'a remote control request was refused (bad token, not allowed)',
   },
   fatal: { level: 'fatal', about: 'the host machine threw: a bug; nlbd takes the host out' },
+  'cluster IPs announced': {
+    level: 'info',
+    about: 'routed mode: the marker routes are in, so FRR announces the cluster IPs to the routers',
+  },
+  'cluster IPs withdrawn': {
+    level: 'info',
+    about:
+      'routed mode: the marker routes are gone (stopped, suspended, drained, or no data plane)',
+  },
+  'route announcer problem': {
+    level: 'warn',
+    about: "routed mode: a marker route could not be added or deleted; with the kernel's answer",
+  },
+  'routed set-up problem': {
+    level: 'warn',
+    about: 'routed mode: FRR or the forwarding set-up is not as it must be; with what to do',
+  },
 } as const satisfies Readonly<Record<string, EventInfo>>;
 
 export type DaemonEventName = keyof typeof daemonEvents;

@@ -2,6 +2,7 @@
 // file, token file) and the machine (root, the tools, the cluster interface and the dedicated
 // IP). A failed check is a `StartRefused`: what is wrong, what to do about it, and the exit
 // code; daemon.ts prints it as `nlbd: <problem>` and `hint: <fix>`.
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { type Config } from '../core/config.js';
 import { addressesEqual } from '../core/address.js';
@@ -107,13 +108,32 @@ export async function preflight(config: Config, runner: Runner, ipRoute: IpRoute
     );
   }
   const mode = config.cluster.mode;
-  if (mode !== 'unicast' && !(await ipRoute.link(name)).multicast) {
+  if ((mode === 'multicast' || mode === 'igmp') && !(await ipRoute.link(name)).multicast) {
     throw new StartRefused(
       `${mode} mode needs an interface that takes multicast, and ${name} does not (no MULTICAST flag)`,
       `turn multicast on (\`ip link set dev ${name} multicast on\`), or use mode: unicast`,
     );
   }
+  if (mode === 'routed') checkFrrInstalled();
   await checkClusterIpsFree(config, ipRoute);
+}
+
+/** Where Debian's FRR keeps its daemons. */
+export const frrBinDir = '/usr/lib/frr';
+
+/**
+ * Routed mode announces the cluster IPs through FRR's bgpd (docs/routed.md): without FRR
+ * installed nothing would reach the routers, so nlbd refuses to start. Whether it runs is an
+ * event once nlbd serves (routed-parts.ts): FRR may well start after nlbd.
+ */
+function checkFrrInstalled(): void {
+  const missing = ['zebra', 'bgpd'].filter((d) => !existsSync(path.join(frrBinDir, d)));
+  if (missing.length > 0) {
+    throw new StartRefused(
+      `routed mode needs FRR, and ${missing.map((d) => path.join(frrBinDir, d)).join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`,
+      'install FRR (`apt-get install frr`), write its files with `nlb frr-config --config <this file>` and start it; or use another cluster.mode',
+    );
+  }
 }
 
 /**

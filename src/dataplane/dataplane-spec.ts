@@ -52,6 +52,8 @@ export interface DataplaneSpec {
    * the kernel's neighbour advertisements name and the NA rewrite replaces (render-chains.ts).
    */
   readonly ownMac?: string;
+  /** Routed mode only: the MSS the cluster IPs' SYN-ACKs are clamped to (render-routed.ts). */
+  readonly routed?: { readonly mssClamp: number; readonly vxlanPort: number };
 }
 
 /** A spec that cannot be rendered is a bug in the caller (the daemon builds it from a valid config). */
@@ -109,6 +111,12 @@ function checkBucketList(
 /** What is wrong with the MACs of `spec` for its mode. */
 function macProblems(spec: DataplaneSpec): string[] {
   const problems: string[] = [];
+  if (spec.mode === 'routed') {
+    const extra = (['clusterMac', 'maskedMac', 'groupMac', 'ownMac'] as const).filter(
+      (key) => spec[key] !== undefined,
+    );
+    return extra.map((key) => `${key} is not for routed mode (the hosts keep their own MACs)`);
+  }
   if (spec.mode === 'unicast') {
     for (const key of ['clusterMac', 'maskedMac'] as const) {
       const mac = spec[key];
@@ -137,6 +145,27 @@ function macProblems(spec: DataplaneSpec): string[] {
     } else if (own !== undefined) {
       problems.push('ownMac is for IPv6 cluster IPs only');
     }
+  }
+  return problems;
+}
+
+/** What routed mode needs: unicast heartbeat peers (the forwarding targets) and an MSS. */
+function routedProblems(spec: DataplaneSpec): string[] {
+  if (spec.mode !== 'routed') {
+    return spec.routed === undefined
+      ? []
+      : [`routed is for routed mode only (mode is ${spec.mode})`];
+  }
+  const problems: string[] = [];
+  if (spec.heartbeat.peers === undefined) {
+    problems.push('routed mode needs heartbeat.peers: they are where packets are forwarded');
+  }
+  const mss = spec.routed?.mssClamp;
+  if (mss === undefined || !Number.isInteger(mss) || mss < 536 || mss > 65495) {
+    problems.push(`routed.mssClamp ${mss} is not 536..65495`);
+  }
+  if (spec.clusterIps.some((ip) => ip.family === 6)) {
+    problems.push('routed mode serves IPv4 cluster IPs only');
   }
   return problems;
 }
@@ -218,7 +247,7 @@ export function dataplaneSpecProblems(spec: DataplaneSpec): string[] {
   if (!interfacePattern.test(spec.interface)) {
     problems.push(`interface '${spec.interface}' is not a network interface name`);
   }
-  problems.push(...macProblems(spec));
+  problems.push(...macProblems(spec), ...routedProblems(spec));
   return problems;
 }
 

@@ -56,7 +56,7 @@ import type { Nft, NftFamily } from './nft-api.js';
 import { listTable } from './nft.js';
 import { type DataplaneSpec, leaseTimeoutMsMin } from './dataplane-spec.js';
 import { renderOwnershipUpdate, renderRemoval, renderTable } from './render.js';
-import { ownershipSets } from './table-names.js';
+import { ownershipElements as ownershipSets } from './render-routed.js';
 import { TableWatch, deletedProblem, listKernelTables } from './table-watch.js';
 import { type TableImage, compareImages } from './table-image.js';
 

@@ -27,6 +27,19 @@ export interface InterfaceSetup {
   readonly joinGroup?: JoinGroup;
   /** Sends gratuitous ARPs and unsolicited NAs once the cluster IPs are on; none when absent. */
   readonly announcer?: Announcer;
+  /**
+   * Routed mode: the cluster IPs are local routes, not addresses, and the forwarding set-up
+   * (src/daemon/routed-parts.ts) comes up with attach and goes with detach; `clusterIps` is
+   * then empty, and the MAC stays the interface's own.
+   */
+  readonly routedHooks?: RoutedHooks;
+}
+
+export interface RoutedHooks {
+  attach(): Promise<void>;
+  detach(): Promise<void>;
+  /** Removes what a crashed predecessor's set-up left. */
+  cleanup(): Promise<void>;
 }
 
 export interface AttachedInterface {
@@ -54,6 +67,10 @@ export async function attachInterface(
   setup: InterfaceSetup,
 ): Promise<AttachedInterface> {
   const link = await ipRoute.link(setup.interface);
+  if (setup.routedHooks !== undefined) {
+    await setup.routedHooks.attach();
+    return { originalMac: link.mac, added: [] };
+  }
   let warning: string | undefined;
   if (setup.mode === 'unicast') {
     if (setup.clusterMac === undefined) {
@@ -122,6 +139,7 @@ export async function detachInterface(
   setup: InterfaceSetup,
   attached: AttachedInterface,
 ): Promise<void> {
+  await setup.routedHooks?.detach();
   for (const prefix of attached.added) {
     await ipRoute.deleteAddress(setup.interface, prefix);
   }
@@ -189,6 +207,7 @@ export async function cleanupStale(
   if (setup.groupMac !== undefined) {
     await ipRoute.deleteMulticastMac(setup.interface, setup.groupMac);
   }
+  await setup.routedHooks?.cleanup();
   await nft.apply(renderRemoval(setup.tableName));
   return { removedAddresses, restoredMac, warning };
 }

@@ -102,6 +102,15 @@ function stateChecks(
   ];
 }
 
+/** The statements that load the bucket of port rule `index` into the packet mark. */
+export function hashStatements(spec: DataplaneSpec, index: number): string[] {
+  const rule = spec.portRules[index]!;
+  return ruleFamilies(rule, spec.clusterIps).map(
+    (family) =>
+      `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${formatMark(spec.hashSeed)}`,
+  );
+}
+
 export function ruleChain(spec: DataplaneSpec, index: number): string[] {
   const rule = spec.portRules[index]!;
   const accepted = `counter name ${names.accepted(index)}`;
@@ -114,11 +123,7 @@ export function ruleChain(spec: DataplaneSpec, index: number): string[] {
     return lines;
   }
   lines.push(...stateChecks(ruleKey(index), carriesTcp, accepted, dropped));
-  for (const family of ruleFamilies(rule, spec.clusterIps)) {
-    lines.push(
-      `meta mark set jhash ${hashKey(rule, family)} mod ${rule.buckets} seed ${formatMark(spec.hashSeed)}`,
-    );
-  }
+  lines.push(...hashStatements(spec, index));
   if (carriesTcp) {
     lines.push(
       `${notSyn} meta mark @${names.orphan(index)} counter name ${names.reset(index)} reject with tcp reset`,
@@ -147,7 +152,7 @@ export function uncoveredChain(): string[] {
 export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
   const ip = spec.clusterIps[ipIndex]!;
   const lines = [`# cluster IP ${ip.text}`];
-  if (spec.mode !== 'unicast') {
+  if (spec.mode === 'multicast' || spec.mode === 'igmp') {
     // Multicast and IGMP modes: the frame came to a group MAC; without this the stack never
     // delivers the (unicast-addressed) packet and TCP silently fails
     // (docs/data-plane.md#multicast-and-igmp-modes).
@@ -163,10 +168,12 @@ export function vipChain(spec: DataplaneSpec, ipIndex: number): string[] {
       specific.push(i);
     }
   });
+  // Routed mode: each rule's traffic passes its forwarding chain first (render-routed.ts).
+  const routed = spec.mode === 'routed';
   for (const i of [...specific, ...general]) {
-    lines.push(`${portMatch(spec.portRules[i]!)} goto rule${i}`);
+    lines.push(`${portMatch(spec.portRules[i]!)} goto ${routed ? 'route' : 'rule'}${i}`);
   }
-  lines.push('goto uncovered');
+  lines.push(routed ? 'goto route_uncovered' : 'goto uncovered');
   return lines;
 }
 

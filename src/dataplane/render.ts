@@ -20,6 +20,10 @@
 //               is dropped, or reset in an orphan bucket; UDP follows bucket ownership packet by
 //               packet.
 //   uncovered   VIP traffic no port rule covers: the same checks, and the default host takes it.
+//   route<i>, route_uncovered, mss_clamp
+//               routed mode only (render-routed.ts): the vip chains go to route<i> first, which
+//               forwards what another host serves over the overlay and hands the rest to rule<i>;
+//               the prerouting chain also drops VXLAN packets that no peer sent.
 //
 // The chains depend on the configuration only (cluster IPs, port rules, seed, mode); everything
 // the host machine decides (Ownership) lives in set elements: `rule<i>_owned`, `rule<i>_orphan`,
@@ -49,6 +53,18 @@ import {
 } from './dataplane-spec.js';
 import { formatMark } from './mark.js';
 import {
+  formatMapElement,
+  mssClampChain,
+  overlayGuard,
+  routeChain,
+  routeUncoveredChain,
+  routedCounterNames,
+  routedMapBlocks,
+  routedMaps,
+  routedNames,
+} from './render-routed.js';
+import {
+  hashStatements,
   leaseRefreshChain,
   ndRewriteChain,
   ruleChain,
@@ -86,7 +102,7 @@ function counterNames(spec: DataplaneSpec): string[] {
   spec.portRules.forEach((_, i) => {
     list.push(names.accepted(i), names.dropped(i), names.reset(i));
   });
-  list.push(names.uncoveredAccepted, names.uncoveredDropped);
+  list.push(names.uncoveredAccepted, names.uncoveredDropped, ...routedCounterNames(spec));
   return list;
 }
 
@@ -123,8 +139,12 @@ function inetTable(
     body.push(...setBlock(names.owned(i), undefined, owned));
     body.push(...setBlock(names.orphan(i), undefined, orphan));
   });
+  body.push(...routedMapBlocks(spec, withSets));
   body.push('');
-  const dispatch = [`type filter hook prerouting priority ${preroutingPriority}; policy accept;`];
+  const dispatch = [
+    `type filter hook prerouting priority ${preroutingPriority}; policy accept;`,
+    ...overlayGuard(spec),
+  ];
   for (const family of [4, 6] as const) {
     const entries = spec.clusterIps
       .map((ip, i) => ({ ip, i }))
@@ -138,8 +158,18 @@ function inetTable(
   spec.clusterIps.forEach((_, i) => body.push(...chainBlock(`vip${i}`, vipChain(spec, i))));
   spec.portRules.forEach((_, i) => body.push(...chainBlock(`rule${i}`, ruleChain(spec, i))));
   body.push(...chainBlock('uncovered', uncoveredChain()));
+  if (spec.mode === 'routed') {
+    spec.portRules.forEach((rule, i) =>
+      body.push(...chainBlock(routedNames.chain(i), routeChain(rule, i, hashStatements(spec, i)))),
+    );
+    body.push(...chainBlock(routedNames.uncoveredChain, routeUncoveredChain()));
+    body.push(...chainBlock(routedNames.mssClamp, mssClampChain(spec, spec.routed!.mssClamp)));
+  }
   body.push(...chainBlock(names.leaseRefresh, leaseRefreshChain(spec)));
-  if (spec.mode !== 'unicast' && spec.clusterIps.some((ip) => ip.family === 6)) {
+  if (
+    (spec.mode === 'multicast' || spec.mode === 'igmp') &&
+    spec.clusterIps.some((ip) => ip.family === 6)
+  ) {
     body.push(...chainBlock(names.ndRewrite, ndRewriteChain(spec)));
   }
   const family = `inet ${spec.tableName}`;
@@ -188,7 +218,7 @@ function arpTable(spec: DataplaneSpec): string[] {
   const family = `arp ${spec.tableName}`;
   const replace = [`add table ${family}`, `delete table ${family}`];
   const ips = spec.clusterIps.filter((ip) => ip.family === 4).map((ip) => ip.text);
-  if (spec.mode === 'unicast' || ips.length === 0) {
+  if ((spec.mode !== 'multicast' && spec.mode !== 'igmp') || ips.length === 0) {
     return replace;
   }
   const senders = ips.length === 1 ? ips[0]! : `{ ${ips.join(', ')} }`;
@@ -283,12 +313,13 @@ export function renderOwnershipUpdate(
     before: readonly number[],
     after: readonly number[],
     format: (key: number) => string,
+    kind: 'set' | 'map' = 'set',
   ): void => {
     if (before.length === after.length && before.every((b, i) => b === after[i])) {
       return;
     }
     const set = `inet ${next.tableName} ${name}`;
-    commands.push(`flush set ${set}`);
+    commands.push(`flush ${kind} ${set}`);
     if (after.length > 0) {
       commands.push(`add element ${set} { ${after.map(format).join(', ')} }`);
     }
@@ -310,6 +341,10 @@ export function renderOwnershipUpdate(
     replaceSet(names.owned(i), before.owned, owner.owned, String);
     replaceSet(names.orphan(i), before.orphan, owner.orphan, String);
   });
+  const beforeMaps = routedMaps(applied);
+  for (const [name, after] of routedMaps(next)) {
+    replaceSet(name, beforeMaps.get(name) ?? [], after, formatMapElement, 'map');
+  }
   return commands.join('; ');
 }
 

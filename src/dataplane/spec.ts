@@ -2,7 +2,7 @@
 // for, so the daemon has one call to make and the formulas (lease length, MACs) live in one
 // place.
 import type { Address } from '../core/address.js';
-import type { Config } from '../core/config.js';
+import { type Config, vxlanPortDefault } from '../core/config.js';
 import {
   formatMac,
   hostSourceMac,
@@ -31,7 +31,15 @@ export interface SpecOptions {
    * (DataplaneSpec.ownMac); ignored otherwise.
    */
   readonly ownMac?: string;
+  /**
+   * Routed mode: the MSS the cluster IPs' SYN-ACKs are clamped to (routed-net.ts mssClampFor
+   * the uplink's MTU); 1410 (a 1500-byte uplink with VXLAN) when not given.
+   */
+  readonly mssClamp?: number;
 }
+
+/** Routed mode's clamp for a 1500-byte uplink: 1500 - 50 (VXLAN) - 20 (IPv4) - 20 (TCP). */
+export const mssClampDefault = 1410;
 
 /**
  * Multicast and IGMP modes: the group MAC every cluster IP of the cluster resolves to, from the
@@ -56,17 +64,24 @@ export function dataplaneSpecFor(
     throw new Error('dataplaneSpecFor: the config has no cluster IP (parseConfig requires one)');
   }
   const macs =
-    cluster.mode === 'unicast'
+    cluster.mode === 'routed'
       ? {
-          clusterMac: formatMac(unicastClusterMac(primary)),
-          maskedMac: formatMac(hostSourceMac(config.host.id, primary)),
+          routed: {
+            mssClamp: options.mssClamp ?? mssClampDefault,
+            vxlanPort: cluster.routed?.vxlanPort ?? vxlanPortDefault,
+          },
         }
-      : {
-          groupMac: groupMacOf(cluster.mode, primary),
-          ...(cluster.clusterIps.some((ip) => ip.family === 6) && options.ownMac !== undefined
-            ? { ownMac: options.ownMac }
-            : {}),
-        };
+      : cluster.mode === 'unicast'
+        ? {
+            clusterMac: formatMac(unicastClusterMac(primary)),
+            maskedMac: formatMac(hostSourceMac(config.host.id, primary)),
+          }
+        : {
+            groupMac: groupMacOf(cluster.mode, primary),
+            ...(cluster.clusterIps.some((ip) => ip.family === 6) && options.ownMac !== undefined
+              ? { ownMac: options.ownMac }
+              : {}),
+          };
   return {
     tableName: options.tableName ?? tableNameDefault,
     hostId: config.host.id,

@@ -6,6 +6,8 @@
 // rendered rules (nft 1.0.6 prints `tcp flags & (syn | ack) != syn` back as
 // `tcp flags != syn / syn,ack`, for one): a later listing that differs was changed by someone.
 
+import { formatMapElement } from './render-routed.js';
+
 /** One or more tables as the kernel lists them. */
 export interface TableImage {
   /** `<kind> <family> <name>` (rules: `rule <family> <chain> <index>`) -> canonical JSON. */
@@ -38,6 +40,12 @@ function canonical(value: unknown): unknown {
 
 /** An element of a `type mark` set as nft -j prints it: 5, or { elem: { val: 5, timeout } }. */
 function elementKey(element: unknown): number | undefined {
+  if (Array.isArray(element) && element.length === 2) {
+    // A map element, [key, value]: read back as key * 2^32 + value (render-routed.ts).
+    const key = elementKey(element[0]);
+    const value = elementKey(element[1]);
+    return key === undefined || value === undefined ? undefined : key * 2 ** 32 + value;
+  }
   if (typeof element === 'number') {
     return element;
   }
@@ -95,8 +103,8 @@ export function tableImage(json: unknown): TableImage {
   return { structure, elements };
 }
 
-function listKeys(keys: readonly number[]): string {
-  const shown = keys.slice(0, elementsListedMax).join(', ');
+function listKeys(keys: readonly number[], format: (key: number) => string = String): string {
+  const shown = keys.slice(0, elementsListedMax).map(format).join(', ');
   return keys.length > elementsListedMax
     ? `${shown} and ${keys.length - elementsListedMax} more`
     : shown;
@@ -154,17 +162,20 @@ export function compareImages(
     }
   }
   for (const [set, expected] of sets) {
-    if (!current.structure.has(`set inet ${set}`)) {
+    // Routed mode's maps are compared like the sets (render-routed.ts routedMaps).
+    const kind = (['set', 'map'] as const).find((k) => current.structure.has(`${k} inet ${set}`));
+    if (kind === undefined) {
       continue; // the table or the set is missing, which is said already
     }
+    const format = kind === 'map' ? formatMapElement : String;
     const actual = current.elements.get(`inet ${set}`) ?? [];
     const extra = actual.filter((key) => !expected.includes(key));
     const lacking = expected.filter((key) => !actual.includes(key));
     if (extra.length > 0) {
-      problems.push(`set ${set} holds ${listKeys(extra)} (not programmed)`);
+      problems.push(`${kind} ${set} holds ${listKeys(extra, format)} (not programmed)`);
     }
     if (lacking.length > 0) {
-      problems.push(`set ${set} lacks ${listKeys(lacking)} (programmed)`);
+      problems.push(`${kind} ${set} lacks ${listKeys(lacking, format)} (programmed)`);
     }
   }
   if (problems.length > differencesListedMax) {

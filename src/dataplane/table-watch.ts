@@ -14,6 +14,7 @@ import { type TableImage, tableImage } from './table-image.js';
  */
 export function tableFamilies(spec: DataplaneSpec): NftFamily[] {
   if (spec.mode === 'unicast') return ['inet', 'netdev'];
+  if (spec.mode === 'routed') return ['inet'];
   return spec.clusterIps.some((ip) => ip.family === 4) ? ['inet', 'arp'] : ['inet'];
 }
 

@@ -14,10 +14,11 @@
 //
 // Like the switch lab, every link is made inside the lab's namespaces (`ip -n`), each namespace
 // is recorded before anything is put in it, and `labDown` removes it all, FRR's processes and
-// its directories under /run/frr included. The hosts get nlbd configs (unicast heartbeats to
-// every host's address, since multicast does not cross the router, and cluster.routed and
-// host.routed, from which each host's FRR files are written as `nlb frr-config` writes them),
-// but no daemon is started: nlbd does not drive the marker route yet.
+// its directories under /run/frr included. The hosts get nlbd configs in routed mode (unicast
+// heartbeats to every host's address, since multicast does not cross the router, and
+// cluster.routed and host.routed, from which each host's FRR files are written as `nlb
+// frr-config` writes them), and nlbd runs in each: it adds and deletes the marker route, and
+// forwards each packet to its bucket's owner over VXLAN (docs/routed.md#forwarding).
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -32,7 +33,13 @@ import {
 } from '../routed/frr-config.js';
 import { hostFrrSettingsOf } from '../routed/host-settings.js';
 import type { Config } from '../core/config.js';
-import { startBackends } from './daemons.js';
+import {
+  daemonCommandDefault,
+  startAllDaemons,
+  startBackends,
+  startDaemonsDefault,
+  waitForCluster,
+} from './daemons.js';
 import { assertBuilt, assertIntegerIn, assertRoot, LabError } from './errors.js';
 import { frrMissingProblem, startFrr, vtysh } from './frr.js';
 import { type LabClusterSettings, renderHostConfig } from './host-config.js';
@@ -78,9 +85,17 @@ export interface RoutedLabUpOptions {
   readonly clients?: number;
   /** Start the backend on :80 in every host; default true. */
   readonly startBackends?: boolean;
+  /** Start nlbd in every host and wait for the cluster to converge; default true. */
+  readonly startDaemons?: boolean;
+  /** Argv starting nlbd, `{config}` standing for the config path; default `daemonCommandDefault`. */
+  readonly daemonCommand?: readonly string[];
+  /** Give the port rule health checks of the backend; default: when backends start. */
+  readonly health?: boolean;
+  readonly heartbeatPeriodMs?: number;
+  readonly heartbeatTolerance?: number;
 }
 
-function newRoutedState(name: string): LabState {
+function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
   const dir = labDir(name);
   return {
     version: stateVersion,
@@ -92,11 +107,11 @@ function newRoutedState(name: string): LabState {
     switchNamespace: routerNamespace(name),
     bridge: labBridge,
     keyFile: path.join(dir, 'cluster.key'),
-    daemonCommand: [],
+    daemonCommand: [...(options.daemonCommand ?? daemonCommandDefault)],
     namespaces: [],
     hosts: [],
     clients: [],
-    mode: 'unicast',
+    mode: 'routed',
     routed: {
       routerNamespace: routerNamespace(name),
       routerAs: routedRouterAs,
@@ -121,14 +136,14 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
   const startBackendsToo = options.startBackends ?? true;
   if (startBackendsToo) assertBuilt(backendMainPath);
   const name = await claimLabName(options.name);
-  const state = newRoutedState(name);
+  const state = newRoutedState(name, options);
   try {
     writeState(state);
     writeFileSync(state.keyFile, randomBytes(32), { mode: 0o600 });
     await buildRouter(state);
     const configs: Config[] = [];
     for (let id = 1; id <= options.hosts; id++) {
-      configs.push(await addRoutedHost(state, id, options.hosts));
+      configs.push(await addRoutedHost(state, id, options));
     }
     for (let index = 1; index <= clients; index++) {
       await addRoutedClient(state, index);
@@ -141,6 +156,11 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
     }
     await waitForSessions(state);
     if (startBackendsToo) await startBackends(state);
+    if (options.startDaemons ?? startDaemonsDefault) {
+      const ids = state.hosts.map((host) => host.id);
+      await startAllDaemons(name, ids);
+      await waitForCluster(name, ids);
+    }
     return await updateState(name, (current) => {
       current.complete = true;
       return current;
@@ -185,11 +205,15 @@ async function link(rt: string, port: string, namespace: string): Promise<void> 
 }
 
 /** Adds host `id`: its nlbd config (returned), namespace, link and addresses. */
-async function addRoutedHost(state: LabState, id: number, hosts: number): Promise<Config> {
+async function addRoutedHost(
+  state: LabState,
+  id: number,
+  options: RoutedLabUpOptions,
+): Promise<Config> {
   const rt = state.switchNamespace;
   const namespace = hostNamespace(state.name, id);
   const config = path.join(state.dir, `h${id}.yaml`);
-  const rendered = renderHostConfig(routedClusterSettings(state, hosts), id);
+  const rendered = renderHostConfig(routedClusterSettings(state, options), id);
   writeFileSync(config, rendered.text, { mode: 0o644 });
   await addNamespace(state, namespace);
   state.hosts.push({
@@ -234,14 +258,17 @@ async function addRoutedClient(state: LabState, index: number): Promise<void> {
  * What the hosts' nlbd configs say: unicast heartbeats to every host, each in its subnet, and
  * the BGP settings their FRR files are written from (as `nlb frr-config` writes them).
  */
-function routedClusterSettings(state: LabState, hosts: number): LabClusterSettings {
+function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): LabClusterSettings {
   return {
     labName: state.name,
     keyFile: state.keyFile,
-    mode: 'unicast',
+    mode: 'routed',
     affinity: 'none',
-    health: true,
-    heartbeatPeers: Array.from({ length: hosts }, (_, i) => i + 1),
+    // Without backends every check would fail (and the rule fail open): no checks then.
+    health: options.health ?? options.startBackends ?? true,
+    heartbeatPeriodMs: options.heartbeatPeriodMs,
+    heartbeatTolerance: options.heartbeatTolerance,
+    heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1),
     dedicatedIp: (id) => ({ ip: routedHostIp(id), prefixLength: routedHostLinkPrefixLength }),
     routed: {
       as: routedHostAs,

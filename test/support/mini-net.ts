@@ -28,7 +28,13 @@ interface Pending {
   atMs: number;
   seq: number;
   to: number;
+  from: number;
   bytes: Uint8Array;
+}
+
+/** The dedicated IP `hostConfig` gives host `id`: where its datagrams come from (`sendFrom`). */
+export function dedicatedIpOf(id: number): string {
+  return `198.18.0.${10 + id}`;
 }
 
 export class MiniNet {
@@ -44,6 +50,9 @@ export class MiniNet {
   /** Every datagram any host sent, as an eavesdropper on the segment records it. */
   readonly captured: { atMs: number; from: number; bytes: Uint8Array }[] = [];
   private incarnation = 1;
+
+  /** Deliver each datagram with its sender's dedicated IP as `from` (as the daemon does). */
+  sendFrom = false;
 
   constructor(readonly delayMs = 1) {}
 
@@ -145,7 +154,7 @@ export class MiniNet {
     this.captured.push({ atMs: this.nowMs, from: id, bytes });
     for (const to of this.hosts.keys()) {
       if (to !== id && this.linked(id, to)) {
-        this.queue.push({ atMs: this.nowMs + this.delayMs, seq: this.seq++, to, bytes });
+        this.queue.push({ atMs: this.nowMs + this.delayMs, seq: this.seq++, to, from: id, bytes });
       }
     }
   }
@@ -178,7 +187,15 @@ export class MiniNet {
         if (held) {
           if (held.length < (this.socketMax.get(d.to) ?? Infinity)) held.push(d.bytes);
         } else if (host)
-          this.carry(d.to, host.step({ kind: 'datagram', nowMs: this.nowMs, bytes: d.bytes }));
+          this.carry(
+            d.to,
+            host.step({
+              kind: 'datagram',
+              nowMs: this.nowMs,
+              bytes: d.bytes,
+              ...(this.sendFrom ? { from: dedicatedIpOf(d.from) } : {}),
+            }),
+          );
       } else {
         this.carry(wakeId, this.hosts.get(wakeId)!.step({ kind: 'tick', nowMs: this.nowMs }));
       }

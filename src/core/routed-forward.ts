@@ -1,0 +1,140 @@
+// Routed mode (`cluster.mode: routed`, docs/routed.md#forwarding): the router spreads flows over
+// the hosts by ECMP, so a packet may reach any host; each host forwards a packet whose bucket
+// another host serves to that host, and gives a non-SYN packet of a connection it does not know,
+// in a bucket it took over from a live host, a second chance at that previous owner. This module
+// computes, from what the host machine already knows, the two maps the data plane needs:
+//
+//   forward       per rule, each bucket this host does not own -> the host to send it to: the
+//                 live peer that claims it now (its last heartbeat), else its target owner when
+//                 that is a live peer; a bucket with neither (in flight to this host, or whose
+//                 owner is dead and not replaced yet) is absent and handled locally (dropped).
+//   secondChance  per rule, each bucket this host owns or is about to own (its target) -> the
+//                 live peer that released it, until `cluster.routed.secondChanceMs` passes or
+//                 that peer dies (its connections died with it: the orphan reset applies).
+//
+// Releases are noted as heartbeats arrive (`noteReleases`): a bucket a live peer claimed in one
+// heartbeat and not in its next one. Only routed mode keeps them, so the other modes pay nothing.
+// Part of the host machine (host.ts); pure.
+import type { Heartbeat } from './heartbeat.js';
+import { defaultHost } from './host-decision.js';
+import type { DeadClaim, MachineState, PeerRecord } from './host-state.js';
+
+/** A bucket and the host that serves it (forward) or served it before (second chance). */
+export type BucketHost = readonly [bucket: number, host: number];
+
+export interface RoutedRule {
+  /** Sorted by bucket. */
+  readonly forward: readonly BucketHost[];
+  /** Sorted by bucket. */
+  readonly secondChance: readonly BucketHost[];
+}
+
+export interface RoutedOwnership {
+  /** One entry per cluster port rule, in config order. */
+  readonly rules: readonly RoutedRule[];
+  /** VIP traffic no port rule covers goes to the default host: here when it is a live peer. */
+  readonly uncovered: number | undefined;
+  /**
+   * Each host named in `rules`, with the address its heartbeats come from (its dedicated IP,
+   * one of cluster.heartbeat.peers): where the data plane sends its packets. Sorted by host.
+   */
+  readonly addresses: readonly (readonly [host: number, address: string])[];
+}
+
+/** Whether the peer is heard, not declared dead, and speaks from an address. */
+function live(peer: PeerRecord | undefined): peer is PeerRecord & { address: string } {
+  return (
+    peer !== undefined &&
+    peer.heard &&
+    peer.declaredDeadAtMs === undefined &&
+    peer.mismatch === undefined &&
+    peer.address !== undefined
+  );
+}
+
+/**
+ * Notes the buckets `peer` released between its heartbeats `before` and `after` (routed mode
+ * only): a packet of one of its connections that reaches the bucket's new owner goes back to it.
+ */
+export function noteReleases(
+  s: MachineState,
+  now: number,
+  peer: PeerRecord,
+  before: Heartbeat,
+  after: Heartbeat,
+): void {
+  if (s.config.cluster.mode !== 'routed' || !peer.heard) return;
+  const holdMs = s.config.cluster.routed?.secondChanceMs ?? 0;
+  before.rules.forEach((rule, r) => {
+    const released = s.releasedClaims[r];
+    const next = after.rules[r];
+    if (released === undefined || next === undefined || rule.owned === next.owned) return;
+    const still = new Set(next.owned);
+    for (const b of rule.owned) {
+      if (!still.has(b)) released.set(b, { host: peer.id, untilMs: now + holdMs });
+    }
+  });
+}
+
+/** The live peer that claims each bucket in its last heartbeat, per rule. */
+function liveClaims(s: MachineState): Map<number, number>[] {
+  const claims = s.config.cluster.portRules.map(() => new Map<number, number>());
+  for (const peer of s.peers.values()) {
+    if (!live(peer)) continue;
+    peer.heartbeat.rules.forEach((rule, r) => {
+      const map = claims[r];
+      if (map === undefined) return;
+      for (const b of rule.owned) if (!map.has(b)) map.set(b, peer.id);
+    });
+  }
+  return claims;
+}
+
+function secondChanceOf(
+  s: MachineState,
+  claim: DeadClaim | undefined,
+  now: number,
+): number | undefined {
+  if (claim === undefined || claim.untilMs <= now || claim.host === s.hostId) return undefined;
+  return live(s.peers.get(claim.host)) ? claim.host : undefined;
+}
+
+/** The maps above for the machine's state now. */
+export function routedOwnership(s: MachineState, now: number): RoutedOwnership {
+  const claims = liveClaims(s);
+  const named = new Set<number>();
+  const rules = s.config.cluster.portRules.map((rule, r): RoutedRule => {
+    const owned = s.owned[r] ?? new Set<number>();
+    const target = s.targets[r] ?? [];
+    const released = s.releasedClaims[r] ?? new Map<number, DeadClaim>();
+    const forward: BucketHost[] = [];
+    const secondChance: BucketHost[] = [];
+    for (let b = 0; b < rule.buckets; b++) {
+      const owner = target[b];
+      if (owned.has(b) || owner === s.hostId) {
+        const previous = secondChanceOf(s, released.get(b), now);
+        if (previous !== undefined) secondChance.push([b, previous]);
+        if (owned.has(b)) continue;
+      }
+      const claimant = claims[r]?.get(b);
+      const to =
+        claimant ??
+        (owner !== null && owner !== undefined && owner !== s.hostId && live(s.peers.get(owner))
+          ? owner
+          : undefined);
+      if (to !== undefined) forward.push([b, to]);
+    }
+    for (const [, host] of [...forward, ...secondChance]) named.add(host);
+    return { forward, secondChance };
+  });
+  const defaultId = defaultHost(s);
+  const uncovered =
+    defaultId !== null && defaultId !== s.hostId && live(s.peers.get(defaultId))
+      ? defaultId
+      : undefined;
+  if (uncovered !== undefined) named.add(uncovered);
+  const addresses = [...named]
+    .sort((a, b) => a - b)
+    .map((host) => [host, s.peers.get(host)!.address!] as const);
+  return { rules, uncovered, addresses };
+}

@@ -1,0 +1,132 @@
+// Routed mode's forwarding maps (src/core/routed-forward.ts), on small clusters of host machines
+// with the minimal driver: every bucket a host does not own is forwarded to the host that owns
+// it, a bucket taken over from a live host gets a second chance at it until the timeout or that
+// host's death, and the other modes carry no routed maps at all.
+import { describe, expect, it } from 'vitest';
+import type { Ownership } from '../src/core/protocol.js';
+import { MiniNet, dedicatedIpOf, hostConfig } from './support/mini-net.js';
+
+const buckets = 30;
+const secondChanceMs = 5_000;
+
+function routedConfig(id: number, hosts: number) {
+  return hostConfig(id, {
+    cluster: {
+      mode: 'routed',
+      buckets,
+      heartbeat: {
+        peers: Array.from({ length: hosts }, (_, i) => dedicatedIpOf(i + 1)),
+      },
+      routed: { as: 65001, secondChanceMs },
+    },
+    host: { routed: { peers: [{ address: '198.18.0.1', as: 65000 }] } },
+  });
+}
+
+function cluster(hosts: number): MiniNet {
+  const net = new MiniNet();
+  net.sendFrom = true;
+  for (let id = 1; id <= hosts; id++) net.add(routedConfig(id, hosts));
+  net.run(3_000);
+  return net;
+}
+
+/** Who owns each bucket of rule 0, from every host's programmed ownership. */
+function owners(net: MiniNet): Map<number, number> {
+  const map = new Map<number, number>();
+  for (const [id, ownership] of net.ownership) {
+    for (const b of ownership.rules[0]!.owned) map.set(b, id);
+  }
+  return map;
+}
+
+function routedOf(net: MiniNet, id: number): NonNullable<Ownership['routed']> {
+  const routed = net.ownership.get(id)?.routed;
+  if (routed === undefined) throw new Error(`host ${id} has no routed ownership`);
+  return routed;
+}
+
+/** Every bucket is owned by one host, and every other host forwards it there. */
+function expectForwardingToOwners(net: MiniNet): void {
+  const owner = owners(net);
+  expect(owner.size).toBe(buckets);
+  for (const id of net.hosts.keys()) {
+    const routed = routedOf(net, id);
+    const forward = new Map(routed.rules[0]!.forward);
+    const owned = new Set(net.ownership.get(id)!.rules[0]!.owned);
+    for (let b = 0; b < buckets; b++) {
+      if (owned.has(b)) expect(forward.has(b), `host ${id} bucket ${b}`).toBe(false);
+      else expect(forward.get(b), `host ${id} bucket ${b}`).toBe(owner.get(b));
+    }
+    // Each host named has the address its heartbeats come from.
+    for (const [host, address] of routed.addresses) expect(address).toBe(dedicatedIpOf(host));
+  }
+}
+
+describe('routed forwarding maps', () => {
+  it('forward every bucket a host does not own to its owner', () => {
+    const net = cluster(3);
+    expectForwardingToOwners(net);
+    // Nothing moved from a live host yet: no second chance.
+    for (const id of [1, 2, 3]) expect(routedOf(net, id).rules[0]!.secondChance).toEqual([]);
+  });
+
+  it("give a drained host's buckets a second chance at it on their new owners, until the timeout", () => {
+    const net = cluster(3);
+    const before = owners(net);
+    net.command(3, { verb: 'drainstop' });
+    net.run(net.nowMs + 2_000);
+    expectForwardingToOwners(net);
+    const after = owners(net);
+    const moved = [...before].filter(([, host]) => host === 3).map(([b]) => b);
+    expect(moved.length).toBeGreaterThan(0);
+    for (const b of moved) {
+      const owner = after.get(b)!;
+      expect([1, 2]).toContain(owner);
+      const second = new Map(routedOf(net, owner).rules[0]!.secondChance);
+      expect(second.get(b), `bucket ${b} on host ${owner}`).toBe(3);
+    }
+    // Only moved buckets have one, and only on their owner.
+    for (const id of [1, 2]) {
+      for (const [b, host] of routedOf(net, id).rules[0]!.secondChance) {
+        expect(moved).toContain(b);
+        expect(host).toBe(3);
+        expect(after.get(b)).toBe(id);
+      }
+    }
+    net.run(net.nowMs + secondChanceMs);
+    for (const id of [1, 2]) expect(routedOf(net, id).rules[0]!.secondChance).toEqual([]);
+  });
+
+  it('give no second chance at a host that died: its buckets are orphans instead', () => {
+    const net = cluster(3);
+    net.command(3, { verb: 'drainstop' });
+    net.run(net.nowMs + 1_000);
+    net.crash(3);
+    net.run(net.nowMs + 3_000);
+    for (const id of [1, 2]) {
+      const routed = routedOf(net, id);
+      expect(routed.rules[0]!.secondChance).toEqual([]);
+      expect(routed.rules[0]!.forward.every(([, host]) => host !== 3)).toBe(true);
+    }
+    expectForwardingToOwners(net);
+  });
+
+  it('send the uncovered traffic to the default host', () => {
+    const net = cluster(3);
+    const defaults = [...net.ownership].filter(([, o]) => o.isDefault).map(([id]) => id);
+    expect(defaults).toHaveLength(1);
+    for (const id of [1, 2, 3]) {
+      const expected = id === defaults[0] ? undefined : defaults[0];
+      expect(routedOf(net, id).uncovered).toBe(expected);
+    }
+  });
+
+  it('are absent in the other modes', () => {
+    const net = new MiniNet();
+    net.sendFrom = true;
+    for (const id of [1, 2]) net.add(hostConfig(id));
+    net.run(3_000);
+    for (const id of [1, 2]) expect(net.ownership.get(id)?.routed).toBeUndefined();
+  });
+});
