@@ -1,6 +1,6 @@
 // The routed lab (src/lab/router.ts) with the FRR files nlb writes (src/routed/): a router
 // namespace running FRR with ECMP over three hosts, each host in a subnet of its own running
-// FRR, a client behind the router. No nlbd yet: the test plays its part, adding and deleting the
+// FRR, a client behind the router. No nlbd (test/lab-routed.test.ts has it): the test plays its part, adding and deleting the
 // marker route `198.18.0.100/32 dev lo proto 250` that FRR redistributes. Checked: every BGP
 // session establishes, the router's FIB holds the cluster IP with one nexthop per host and
 // spreads TCP connections over all of them, a withdrawn marker takes its nexthop out within a
@@ -76,7 +76,13 @@ describe.runIf(isRoot)('lab: routed, FRR with ECMP over the hosts', () => {
 
   beforeAll(async () => {
     release = await acquireLabTestLock();
-    lab = await routedLabUp({ name: `lrf${randomBytes(2).toString('hex')}`, hosts: 3, clients: 1 });
+    // No nlbd: this test plays its part with the marker route (lab-routed tests nlbd's).
+    lab = await routedLabUp({
+      name: `lrf${randomBytes(2).toString('hex')}`,
+      hosts: 3,
+      clients: 1,
+      startDaemons: false,
+    });
     for (const host of lab.hosts) {
       // The host accepts the cluster IP's packets by a `local` route, not an address (whose
       // connected route would hide the marker from zebra), then announces it.

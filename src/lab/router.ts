@@ -32,7 +32,7 @@ import {
   renderRouterFrr,
 } from '../routed/frr-config.js';
 import { hostFrrSettingsOf } from '../routed/host-settings.js';
-import type { Config } from '../core/config.js';
+import type { Affinity, Config } from '../core/config.js';
 import {
   daemonCommandDefault,
   startAllDaemons,
@@ -93,6 +93,8 @@ export interface RoutedLabUpOptions {
   readonly health?: boolean;
   readonly heartbeatPeriodMs?: number;
   readonly heartbeatTolerance?: number;
+  /** The port rule's affinity; default none. */
+  readonly affinity?: Affinity;
 }
 
 function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
@@ -263,7 +265,7 @@ function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): La
     labName: state.name,
     keyFile: state.keyFile,
     mode: 'routed',
-    affinity: 'none',
+    affinity: options.affinity ?? 'none',
     // Without backends every check would fail (and the rule fail open): no checks then.
     health: options.health ?? options.startBackends ?? true,
     heartbeatPeriodMs: options.heartbeatPeriodMs,

@@ -143,7 +143,7 @@ interface UpOptions {
   readonly health: boolean;
 }
 
-/** A routed lab has no extra client addresses, no IPv6 and no nlbd yet: refused, not ignored. */
+/** A routed lab has no extra client addresses and no IPv6 yet: refused, not ignored. */
 function routedUpOptions(
   options: UpOptions,
   hosts: number,
@@ -157,7 +157,14 @@ function routedUpOptions(
       'leave it out',
     );
   }
-  return { hosts, clients, ...(options.name === undefined ? {} : { name: options.name }) };
+  return {
+    hosts,
+    clients,
+    startDaemons: options.daemons,
+    health: options.health,
+    affinity: options.affinity,
+    ...(options.name === undefined ? {} : { name: options.name }),
+  };
 }
 
 export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> {
@@ -262,10 +269,14 @@ function upHuman(state: LabState, data: LabUpData): HumanView {
         : ['nlbd is not running: the VIP answers nowhere yet; the dedicated IPs do.']),
       ...(state.routed === undefined
         ? []
-        : [
-            `a host announces the VIP while it holds the marker route: nlb lab exec h1 --name ${state.name} -- ip route add ${state.vip}/32 dev lo proto ${state.routed.markerProtocol} (and ip route add local ${state.vip}/32 dev lo)`,
-          ]),
-      `try: nlb lab exec c1 --name ${state.name} -- curl -s http://${data.hosts[0]?.ip ?? state.vip}/`,
+        : data.hosts.some((h) => h.daemonPid !== null)
+          ? [
+              `each nlbd announces the VIP over BGP while it serves buckets, and forwards what another host serves; the router's paths: nlb lab exec sw --name ${state.name} -- ip route show ${state.vip}`,
+            ]
+          : [
+              `without nlbd, a host announces the VIP while it holds the marker route: nlb lab exec h1 --name ${state.name} -- ip route add ${state.vip}/32 dev lo proto ${state.routed.markerProtocol} (and ip route add local ${state.vip}/32 dev lo)`,
+            ]),
+      `try: nlb lab exec c1 --name ${state.name} -- curl -s http://${data.hosts.some((h) => h.daemonPid !== null) ? state.vip : (data.hosts[0]?.ip ?? state.vip)}/`,
       `remove it with: nlb lab down --name ${state.name}`,
     ],
   );
