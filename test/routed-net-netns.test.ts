@@ -101,7 +101,7 @@ const serverScript = (name: string) => `
 require('node:net').createServer((s) => s.end('${name} ' + s.localAddress + ' ' + s.remoteAddress + '\\n'))
   .listen(${port}, '0.0.0.0', () => console.log('ready'));`;
 const clientScript = `
-const s = require('node:net').connect(${port}, process.argv[1]);
+const s = require('node:net').connect({ port: ${port}, host: process.argv[1], ...(process.argv[2] ? { localPort: Number(process.argv[2]) } : {}) });
 let text = ''; s.on('data', (d) => (text += d)); s.on('end', () => { process.stdout.write(text); process.exit(0); });
 s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
 setTimeout(() => { console.log('timeout'); process.exit(0); }, 2000);`;
@@ -119,9 +119,18 @@ describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', ()
     clusterIps: [vip, vip2],
   });
 
-  const ask = async (address: string): Promise<string> =>
+  const ask = async (address: string, localPort?: number): Promise<string> =>
     (
-      await run('ip', ['netns', 'exec', rt, process.execPath, '-e', clientScript, address])
+      await run('ip', [
+        'netns',
+        'exec',
+        rt,
+        process.execPath,
+        '-e',
+        clientScript,
+        address,
+        ...(localPort === undefined ? [] : [String(localPort)]),
+      ])
     ).stdout.trim();
   const packets = (namespace: string, device: string) => {
     const [link] = JSON.parse(ns.ip(namespace, ['-j', '-s', 'link', 'show', 'dev', device])) as {
@@ -248,6 +257,21 @@ describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', ()
     expect(after.arrived.rx - before.arrived.rx).toBe(after.sent.tx - before.sent.tx);
     expect(after.arrived.tx).toBe(before.arrived.tx);
     expect(after.second).toEqual(before.second);
+  });
+
+  it('forwards a client port that this host served before (its TIME_WAIT socket is still here)', async () => {
+    // h1 answers from port 40123 itself, and closes first: its socket waits in TIME_WAIT (60 s).
+    markIn(h1);
+    const clientPort = 40123;
+    expect(await ask(vip, clientPort)).toBe(`h1 ${vip} 198.18.1.1`);
+    const waiting = ns.exec(h1, ['ss', '-Htn', 'state', 'time-wait', `( dport = :${clientPort} )`]);
+    expect(waiting).toContain(`198.18.1.1:${clientPort}`);
+    // The bucket moves to h2. With early demux on, the SYN got the TIME_WAIT socket before
+    // routing and ip_forward dropped it silently (every retransmission too): a timeout.
+    markIn(h1, vip, forwardMark(1, 1));
+    expect(await ask(vip, clientPort)).toBe(`h2 ${vip} 198.18.1.1`);
+    expect(ns.exec(h1, ['sysctl', '-n', 'net.ipv4.tcp_early_demux']).trim()).toBe('0');
+    markIn(h1);
   });
 
   it('forwards a hop-2 packet over nlbs, and the other way round (h2 to h1)', async () => {

@@ -152,6 +152,8 @@ describe('setUpRouted with a fake runner', () => {
     ]);
     expect(runner.commands[2]!.argv.slice(3)).toEqual([
       'net/ipv4/ip_forward=1',
+      'net/ipv4/tcp_early_demux=0',
+      'net/ipv4/udp_early_demux=0',
       'net/ipv4/conf/all/rp_filter=0',
       'net/ipv4/conf/default/rp_filter=0',
       'net/ipv4/conf/eth0/rp_filter=0',

@@ -20,6 +20,9 @@
 // Sysctls: ip_forward=1; rp_filter=0 for all, default, the uplink and each device (the kernel
 // takes the higher of `all` and the device's): a forwarded packet comes in on a device while
 // its source routes via the uplink, and strict rp_filter dropped it (TcpExtIPReversePathFilter).
+// tcp/udp_early_demux=0: early demux gives a packet its 4-tuple's local socket (a TIME_WAIT one
+// of a port this host served) before routing, and ip_forward silently drops a packet with a
+// socket: once the bucket moved, that port's SYNs died here instead of going to the new owner.
 // One `ip -batch` reads the state (JSON), one changes it, one sysctl: three processes for any
 // number of peers. Re-running keeps what is right (`replace`, rules added when missing, devices
 // recreated only when they differ): a restarting nlbd never delivers a marked packet here.
@@ -38,11 +41,7 @@ export { RouteAnnouncer, type RouteAnnouncerOptions } from './route-announcer.js
 export const forwardRulePref = 1100;
 /** Where the `lookup local` rule moves to, after the fwmark rules. */
 export const localRulePref = 1200;
-/**
- * The `proto` of the routes and rules made here, so a successor finds them without knowing the
- * cluster IPs its predecessor had. Next to the marker routes' 250 (src/core/bgp.ts), which FRR
- * announces; these it must not, and they are in other tables than main anyway.
- */
+/** The `proto` of the routes and rules made here (a successor finds them); FRR announces 250. */
 export const routedNetProtocol = 251;
 /** VXLAN's encapsulation: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
 export const vxlanOverheadBytes = 50;
@@ -375,6 +374,8 @@ function sysctlsFor(setup: RoutedNetSetup, devices: readonly OverlayDevice[]): s
   const conf = (name: string) => `net/ipv4/conf/${name}/rp_filter=0`;
   return [
     'net/ipv4/ip_forward=1',
+    'net/ipv4/tcp_early_demux=0',
+    'net/ipv4/udp_early_demux=0',
     conf('all'),
     conf('default'),
     conf(setup.interface),
@@ -479,7 +480,12 @@ export async function setUpRouted(runner: Runner, setup: RoutedNetSetup): Promis
   const argv = ['-q', '-w', ...plan.sysctls];
   const sysctl = await runner.run('sysctl', argv);
   if (sysctl.code !== 0) {
-    throw failure(['sysctl', ...argv], sysctl, '', 'routed mode sets ip_forward and rp_filter');
+    throw failure(
+      ['sysctl', ...argv],
+      sysctl,
+      '',
+      'routed mode sets ip_forward, early demux and rp_filter',
+    );
   }
   return plan.report;
 }
