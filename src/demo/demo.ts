@@ -24,6 +24,7 @@ import {
 import { labClusterName as clusterNameFor } from '../lab/host-config.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { runLoadgenInClient } from '../lab/loadgen-client.js';
+import { routedLabUp } from '../lab/router.js';
 import type { ConnectionRecord, HoldRecord, ProgressRecord } from '../lab/loadgen.js';
 import { runSimulation } from '../sim/index.js';
 import { servicePhase } from './service-phase.js';
@@ -89,17 +90,26 @@ export async function runLabDemo(options: DemoOptions): Promise<DemoResult> {
   const phaseMs = options.phaseSeconds * 1000;
   const mode = options.mode ?? 'unicast';
   const ipv6 = options.ipv6 ?? false;
+  if (mode === 'routed' && ipv6) {
+    throw new Error('the routed lab serves IPv4 only: leave out --ipv6 with --mode routed');
+  }
   log(
-    `building a 3-host lab cluster in ${mode} mode in network namespaces (198.18.0.0/24, VIP 198.18.0.100${ipv6 ? ', and 2001:db8:18::/64 with VIP 2001:db8:18::100' : ''})...`,
+    mode === 'routed'
+      ? 'building a 3-host routed lab cluster in network namespaces: an FRR router spreading flows over the hosts by ECMP, each host in a subnet of its own (198.18.1-3.0/24), the client behind the router (198.18.100.0/24), VIP 198.18.0.100...'
+      : `building a 3-host lab cluster in ${mode} mode in network namespaces (198.18.0.0/24, VIP 198.18.0.100${ipv6 ? ', and 2001:db8:18::/64 with VIP 2001:db8:18::100' : ''})...`,
   );
-  const lab = await labUp({
-    hosts: 3,
-    clients: 1,
-    clientExtraIps: 6,
-    startDaemons: true,
-    clusterMode: mode,
-    ipv6,
-  });
+  // The routed lab (src/lab/router.ts) waits for its BGP sessions and for the cluster.
+  const lab =
+    mode === 'routed'
+      ? await routedLabUp({ hosts: 3, clients: 1 })
+      : await labUp({
+          hosts: 3,
+          clients: 1,
+          clientExtraIps: 6,
+          startDaemons: true,
+          clusterMode: mode,
+          ipv6,
+        });
   const notes: string[] = [];
   let stopCompanion: (() => Promise<void>) | undefined;
   try {
@@ -255,7 +265,9 @@ async function crashPhase(
   const deadBuckets = ownedBy(before[1]);
   mark(
     'crash',
-    `phase 3: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`,
+    lab.routed === undefined
+      ? `phase 3: host 2 crashes (nlbd killed, link cut); it owned ${deadBuckets.length} buckets`
+      : `phase 3: host 2 crashes (nlbd killed, its link to the router cut: BFD takes it out of ECMP); it owned ${deadBuckets.length} buckets`,
   );
   const crashAt = Date.now();
   await killHostDaemon(lab, 2);

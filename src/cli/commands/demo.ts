@@ -13,7 +13,7 @@ interface DemoOptions {
   readonly phaseSeconds: string;
   readonly rate: string;
   readonly holds: string;
-  readonly mode: 'unicast' | 'multicast' | 'igmp';
+  readonly mode: 'unicast' | 'multicast' | 'igmp' | 'routed';
   readonly ipv6: boolean;
   /** `--dashboard` alone: true; with an address: that address. */
   readonly dashboard?: boolean | string;
@@ -147,7 +147,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--holds <n>', 'long-lived connections held open through the demo', '12')
     .addOption(
       new Option('--mode <mode>', "the lab cluster's operation mode")
-        .choices(['unicast', 'multicast', 'igmp'])
+        .choices(['unicast', 'multicast', 'igmp', 'routed'])
         .default('unicast'),
     )
     .option('--ipv6', 'clients connect to the IPv6 cluster IP (2001:db8:18::100)', false)
