@@ -24,6 +24,7 @@ import {
 import { peerOrder } from '../dataplane/routed-marks.js';
 import { leaseTimeoutMsFor } from '../dataplane/spec.js';
 import type { EventSink } from './event-names.js';
+import { frrProblems, namespaceName } from './frr-status.js';
 
 /** The uplink's MTU as the kernel has it now (the namespace's sysfs); 1500 when unreadable. */
 function uplinkMtu(interfaceName: string): number {
@@ -34,6 +35,9 @@ function uplinkMtu(interfaceName: string): number {
     return 1500;
   }
 }
+
+/** BGP sessions come up within seconds of bgpd starting (1.5 s in the lab); 10 s is ample. */
+export const frrCheckAfterMs = 10_000;
 
 export function routedNetSetupOf(config: Config): RoutedNetSetup {
   const cluster = config.cluster;
@@ -58,6 +62,8 @@ export class RoutedParts {
   /** Whether the set-up is up (attach ran, detach did not since). */
   private up = false;
   private wanted = false;
+  private frrCheck: NodeJS.Timeout | undefined;
+  private readonly bgpPeers: readonly string[];
 
   constructor(
     config: Config,
@@ -65,6 +71,7 @@ export class RoutedParts {
     private readonly log: EventSink,
   ) {
     this.setup = routedNetSetupOf(config);
+    this.bgpPeers = (config.host.routed?.peers ?? []).map((peer) => peer.address);
     this.mssClamp = mssClampFor(uplinkMtu(config.cluster.interface));
     this.announcer = new RouteAnnouncer({
       runner,
@@ -79,6 +86,23 @@ export class RoutedParts {
     await setUpRouted(this.runner, this.setup);
     this.up = true;
     this.apply();
+    this.scheduleFrrCheck();
+  }
+
+  /**
+   * Once the sessions had time to come up, says what keeps FRR from announcing (bgpd not
+   * running, a peer not established), with the fix, as `routed set-up problem` events.
+   */
+  private scheduleFrrCheck(): void {
+    if (this.frrCheck !== undefined) return;
+    this.frrCheck = setTimeout(() => {
+      void namespaceName(this.runner)
+        .then((netns) => frrProblems(this.runner, netns, this.bgpPeers))
+        .then((problems) => {
+          for (const problem of problems) this.log({ event: 'routed set-up problem', problem });
+        });
+    }, frrCheckAfterMs);
+    this.frrCheck.unref();
   }
 
   /** Withdraws the routes, then takes the set-up down (detach, data plane lost, stop). */
@@ -113,6 +137,7 @@ export class RoutedParts {
   }
 
   close(): void {
+    clearTimeout(this.frrCheck);
     this.announcer.close({ withdraw: true });
   }
 
