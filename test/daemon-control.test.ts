@@ -299,5 +299,26 @@ describe('nlb query rendering', () => {
     expect(text).toMatch(/RULE\s+CLUSTER IP\s+PORTS/);
     expect(text).toMatch(/0\s+all\s+80\s+tcp\s+multiple\s+enabled\s+50\s+-\s+0\/60/);
     expect(text).toMatch(/PEER\s+VIEW\s+ANNOUNCED/);
+    // Only routed mode has a `routed` line: whether FRR announces the cluster IPs.
+    expect((data as { announced?: boolean }).announced).toBeUndefined();
+    expect(text).not.toContain('routed');
+  });
+
+  it('says in routed mode whether the cluster IPs are announced', async () => {
+    const { context } = makeTarget();
+    for (const announced of [true, false]) {
+      const response = await handleControl(
+        { verb: 'query' },
+        { ...context, announced: () => announced },
+      );
+      const data = (response as { data: QueryData }).data;
+      expect(data.announced).toBe(announced);
+      const text = renderHuman(renderQuery({ ...data, socket: '/run/nlb/x.sock' }).human);
+      expect(text).toContain(
+        announced
+          ? 'routed        announced: FRR advertises the cluster IPs to the routers'
+          : 'routed        withdrawn: the routers send this host nothing new',
+      );
+    }
   });
 });

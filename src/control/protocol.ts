@@ -9,15 +9,12 @@
 // one JSON line back, then the server closes:
 //   {"ok":true,"data":...}   or   {"ok":false,"error":{"code","message","hint"}}
 // Verbs: identity, query, params, display, queryport, map, events, metrics; the commands start,
-// stop, drainstop, suspend, resume, reload, and enable/disable/drain with `"rules": [0, 2]` or
-// `"rules": "all"` (indexes into cluster.portRules) or `"spec": "198.18.0.100:80"` (vip:port,
-// vip:all, all:port, all:all; rule-spec.ts). A command's data is the host machine's reply
-// {code, message}, code one of ok | already | suspended | not found | refused.
+// stop, drainstop, suspend, resume, reload, and enable/disable/drain with `"rules": [0, 2]`,
+// `"rules": "all"` or `"spec": "198.18.0.100:80"` (rule-spec.ts). A command's data is the host
+// machine's reply {code, message}, code one of ok | already | suspended | not found | refused.
 //
-// `{"verb":"events","follow":true}` is the one request that keeps its connection: after the
-// response line, every new event follows as one JSON line until the client closes. Over the
-// remote listener a request also carries `"token"`, checked and removed before it reaches the
-// handlers.
+// `{"verb":"events","follow":true}` is the one request that keeps its connection (every new
+// event follows as one JSON line). Over the remote listener a request also carries `"token"`.
 import { z } from 'zod';
 import type { AgentCheck, HealthCheck, PortRule } from '../core/config.js';
 import type { HostDetails } from '../core/host.js';
@@ -150,6 +147,8 @@ export interface QueryData {
   readonly keptOut: string | null;
   /** False while the kernel does not hold what the host decided (heartbeats are withheld). */
   readonly dataplaneInSync: boolean;
+  /** Routed mode: whether the marker routes have FRR announce the cluster IPs; else absent. */
+  readonly announced?: boolean;
   readonly rules: readonly QueryRule[];
   readonly peers: readonly QueryPeer[];
 }

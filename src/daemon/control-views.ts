@@ -70,7 +70,11 @@ function peerView(peer: HostDetails['peers'][number], members: readonly number[]
   return 'joining';
 }
 
-export function queryData(target: HostView, dataplaneInSync: boolean): QueryData {
+export function queryData(
+  target: HostView,
+  dataplaneInSync: boolean,
+  announced?: boolean,
+): QueryData {
   const status = target.status();
   const details = target.details();
   const now = target.nowMs();
@@ -86,6 +90,7 @@ export function queryData(target: HostView, dataplaneInSync: boolean): QueryData
     mapDigest: status.mapDigest,
     keptOut: details.keptOut ?? null,
     dataplaneInSync,
+    ...(announced === undefined ? {} : { announced }),
     rules: cluster.portRules.map((rule, i) => ({
       rule: i,
       ...portRuleView(rule),

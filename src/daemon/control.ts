@@ -65,6 +65,8 @@ export interface ControlContext {
   readonly target: ControlTarget;
   /** Whether the kernel holds what the host machine decided (from the driver). */
   readonly dataplaneInSync: () => boolean;
+  /** Routed mode: whether the cluster IPs are announced; undefined in the other modes. */
+  readonly announced?: () => boolean | undefined;
 }
 
 /** An operating refusal the handler turns into a failure response (not a crash). */
@@ -112,7 +114,7 @@ async function params(context: ControlContext): Promise<ParamsData> {
 export const controlHandlers: ControlHandlers<ControlContext> = {
   identity: (_request, { target }) => Promise.resolve(target.identity()),
   query: (_request, context) =>
-    Promise.resolve(queryData(context.target, context.dataplaneInSync())),
+    Promise.resolve(queryData(context.target, context.dataplaneInSync(), context.announced?.())),
   params: (_request, context) => params(context),
   display: (request, context) => display(request, context),
   queryport: (request, context) => queryport(request, context),

@@ -150,6 +150,7 @@ export function buildParts(input: PartsInput): DaemonParts {
     dataplane,
     transport,
     reload,
+    routed,
   });
   return {
     tableName,
@@ -253,6 +254,7 @@ interface ControlInputs {
   readonly dataplane: Dataplane;
   readonly transport: Transport;
   readonly reload: () => Promise<ReloadReply>;
+  readonly routed: RoutedParts | undefined;
 }
 
 /** The control target over the running parts, its metrics, and the control servers. */
@@ -302,7 +304,11 @@ function controlParts(
   };
   const metrics = createMetrics(target);
   const handle: ControlHandler = (request) =>
-    answerControl(request, { target, dataplaneInSync: () => parts.driver.dataplaneInSync });
+    answerControl(request, {
+      target,
+      dataplaneInSync: () => parts.driver.dataplaneInSync,
+      announced: () => parts.routed?.announced,
+    });
   const server = new ControlServer(handle);
   const remoteServer =
     options.controlListen === undefined || inputs.token === undefined

@@ -113,6 +113,14 @@ export function renderQuery(data: QueryOutputData): CommandOutput<QueryOutputDat
         : 'behind the decision: heartbeats withheld (see the nlbd log)',
     ],
   ];
+  if (data.announced !== undefined) {
+    entries.push([
+      'routed',
+      data.announced
+        ? 'announced: FRR advertises the cluster IPs to the routers'
+        : 'withdrawn: the routers send this host nothing new',
+    ]);
+  }
   if (data.keptOut !== null) {
     entries.push(['kept out', data.keptOut]);
   }
