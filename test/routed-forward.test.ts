@@ -2,6 +2,7 @@
 // with the minimal driver: every bucket a host does not own is forwarded to the host that owns
 // it, a bucket taken over from a live host gets a second chance at it until the timeout or that
 // host's death, and the other modes carry no routed maps at all.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Ownership } from '../src/core/protocol.js';
 import { MiniNet, dedicatedIpOf, hostConfig } from './support/mini-net.js';
@@ -21,6 +22,33 @@ function routedConfig(id: number, hosts: number) {
     },
     host: { routed: { peers: [{ address: '198.18.0.1', as: 65000 }] } },
   });
+}
+
+type Step =
+  | { readonly host: number; readonly verb: 'drainstop' | 'stop' | 'start' | 'suspend' | 'resume' }
+  | { readonly host: number; readonly verb: 'crash' | 'restart' };
+
+/** After any history of planned changes and crashes, once settled: the maps are right. */
+function expectSettledMaps(net: MiniNet, alive: ReadonlySet<number>): void {
+  const owner = owners(net);
+  for (const id of alive) {
+    const ownership = net.ownership.get(id);
+    const routed = ownership?.routed;
+    if (ownership === undefined || routed === undefined) throw new Error(`h${id}: no ownership`);
+    const owned = new Set(ownership.rules[0]!.owned);
+    const forward = new Map(routed.rules[0]!.forward);
+    for (let b = 0; b < buckets; b++) {
+      const to = forward.get(b);
+      // Never to itself, never to a dead host, and to the owner whenever the bucket has one.
+      expect(to, `h${id} forwards its own bucket ${b}`).not.toBe(id);
+      if (to !== undefined) expect(alive.has(to), `h${id} forwards ${b} to dead h${to}`).toBe(true);
+      if (!owned.has(b) && owner.has(b)) expect(to, `h${id} bucket ${b}`).toBe(owner.get(b));
+    }
+    for (const [b, previous] of routed.rules[0]!.secondChance) {
+      expect(alive.has(previous), `h${id} second chance of ${b} at dead h${previous}`).toBe(true);
+      expect(previous).not.toBe(id);
+    }
+  }
 }
 
 function cluster(hosts: number): MiniNet {
@@ -120,6 +148,44 @@ describe('routed forwarding maps', () => {
       const expected = id === defaults[0] ? undefined : defaults[0];
       expect(routedOf(net, id).uncovered).toBe(expected);
     }
+  });
+
+  it('stay right after any history of planned changes and crashes (property)', () => {
+    const hosts = 4;
+    const stepArb: fc.Arbitrary<Step> = fc.record({
+      host: fc.integer({ min: 1, max: hosts }),
+      verb: fc.constantFrom(
+        'drainstop',
+        'stop',
+        'start',
+        'suspend',
+        'resume',
+        'crash',
+        'restart',
+      ) as fc.Arbitrary<Step['verb']>,
+    }) as fc.Arbitrary<Step>;
+    fc.assert(
+      fc.property(fc.array(stepArb, { minLength: 1, maxLength: 6 }), (steps) => {
+        const net = cluster(hosts);
+        const alive = new Set([1, 2, 3, 4]);
+        for (const step of steps) {
+          if (step.verb === 'crash') {
+            if (alive.size > 1 && alive.delete(step.host)) net.crash(step.host);
+          } else if (step.verb === 'restart') {
+            if (!alive.has(step.host)) {
+              net.add(routedConfig(step.host, hosts));
+              alive.add(step.host);
+            }
+          } else if (alive.has(step.host)) {
+            net.command(step.host, { verb: step.verb });
+          }
+          net.run(net.nowMs + 400);
+        }
+        net.run(net.nowMs + 3_000);
+        expectSettledMaps(net, alive);
+      }),
+      { numRuns: 60 },
+    );
   });
 
   it('are absent in the other modes', () => {
