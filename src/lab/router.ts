@@ -95,6 +95,11 @@ export interface RoutedLabUpOptions {
   readonly heartbeatTolerance?: number;
   /** The port rule's affinity; default none. */
   readonly affinity?: Affinity;
+  /**
+   * A second port rule on this port (TCP and UDP, the lab's affinity), as in the switch lab
+   * (LabClusterSettings.extraRulePort); default none. For bench:routed's iperf3 on :5201.
+   */
+  readonly extraRulePort?: number;
 }
 
 function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
@@ -266,6 +271,7 @@ function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): La
     keyFile: state.keyFile,
     mode: 'routed',
     affinity: options.affinity ?? 'none',
+    ...(options.extraRulePort === undefined ? {} : { extraRulePort: options.extraRulePort }),
     // Without backends every check would fail (and the rule fail open): no checks then.
     health: options.health ?? options.startBackends ?? true,
     heartbeatPeriodMs: options.heartbeatPeriodMs,
