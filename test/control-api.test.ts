@@ -222,6 +222,33 @@ describe('control verbs (handler)', () => {
     );
   });
 
+  it('metrics: routed mode counts the packets forwarded and given a second chance', async () => {
+    const value = (packets: number) => ({ packets, bytes: packets * 100 });
+    const t = makeTestTarget({
+      counters: () =>
+        Promise.resolve({
+          rules: [0, 1, 2, 3].map(() => ({
+            accepted: value(10),
+            dropped: value(1),
+            reset: value(0),
+            forwarded: value(20),
+            secondChance: value(3),
+          })),
+          uncovered: { accepted: value(0), dropped: value(0) },
+          leaseExpired: value(0),
+        }),
+    });
+    const answer = await handleControl({ verb: 'metrics' }, t.context);
+    const { text } = (answer as { data: { text: string } }).data;
+    const labels = 'rule="0",vip="198.18.0.100",ports="80",protocol="tcp"';
+    expect(text).toContain(
+      `nlb_rule_packets_total{${labels},verdict="forwarded",cluster="test",host="2"} 20`,
+    );
+    expect(text).toContain(
+      `nlb_rule_bytes_total{${labels},verdict="second_chance",cluster="test",host="2"} 300`,
+    );
+  });
+
   it('reload answers what the daemon reports; a target without reload says so', async () => {
     const t = makeTestTarget();
     expect(await handleControl({ verb: 'reload' }, t.context)).toMatchObject({

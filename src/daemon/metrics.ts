@@ -205,13 +205,13 @@ function defineRuleMetrics(registers: Registry[]) {
     }),
     packets: new Counter({
       name: 'nlb_rule_packets_total',
-      help: 'Packets to the port rule the filter accepted, dropped, or answered with a TCP reset',
+      help: 'Packets to the port rule the filter accepted, dropped, answered with a TCP reset, or (routed mode) forwarded to the owner or given a second chance',
       labelNames: [...ruleLabels, 'verdict'],
       registers,
     }),
     bytes: new Counter({
       name: 'nlb_rule_bytes_total',
-      help: 'Bytes to the port rule the filter accepted, dropped, or answered with a TCP reset',
+      help: 'Bytes to the port rule the filter accepted, dropped, answered with a TCP reset, or (routed mode) forwarded to the owner or given a second chance',
       labelNames: [...ruleLabels, 'verdict'],
       registers,
     }),
@@ -331,6 +331,15 @@ function fillRules(
       for (const verdict of ['accepted', 'dropped', 'reset'] as const) {
         setCounter(m.packets, ruleCounters[verdict].packets, { ...labels, verdict });
         setCounter(m.bytes, ruleCounters[verdict].bytes, { ...labels, verdict });
+      }
+      // Routed mode: sent on to the owner, or back to the previous owner (second chance).
+      for (const [verdict, value] of [
+        ['forwarded', ruleCounters.forwarded],
+        ['second_chance', ruleCounters.secondChance],
+      ] as const) {
+        if (value === undefined) continue;
+        setCounter(m.packets, value.packets, { ...labels, verdict });
+        setCounter(m.bytes, value.bytes, { ...labels, verdict });
       }
     }
     if (conns !== undefined) {

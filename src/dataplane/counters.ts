@@ -6,6 +6,7 @@ import { type CounterValue, NftError } from './nft-api.js';
 import { parseCounters } from './nft.js';
 import type { DataplaneSpec } from './dataplane-spec.js';
 import { names } from './table-names.js';
+import { routedNames } from './render-routed.js';
 
 export interface RuleCounters {
   /** Packets and bytes let through: established TCP and new flows in owned buckets. */
@@ -14,6 +15,10 @@ export interface RuleCounters {
   readonly dropped: CounterValue;
   /** Non-SYN packets answered with a TCP reset in orphan buckets. */
   readonly reset: CounterValue;
+  /** Routed mode: packets sent on to the bucket's owner (render-routed.ts). */
+  readonly forwarded?: CounterValue;
+  /** Routed mode: packets given a second chance at the bucket's previous owner. */
+  readonly secondChance?: CounterValue;
 }
 
 export interface DataplaneCounters {
@@ -126,6 +131,12 @@ export class CounterTotals {
         accepted: get(names.accepted(i)),
         dropped: get(names.dropped(i)),
         reset: get(names.reset(i)),
+        ...(spec.mode === 'routed'
+          ? {
+              forwarded: get(routedNames.forwarded(i)),
+              secondChance: get(routedNames.secondSent(i)),
+            }
+          : {}),
       })),
       uncovered: { accepted: get(names.uncoveredAccepted), dropped: get(names.uncoveredDropped) },
       leaseExpired: get(names.leaseExpired),
