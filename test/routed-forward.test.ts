@@ -140,6 +140,37 @@ describe('routed forwarding maps', () => {
     expectForwardingToOwners(net);
   });
 
+  // A host resumed after a pause longer than the detection time forgets its peers and proves
+  // them again (host-peers.ts resumeIfPaused); meanwhile they converge with it and release
+  // buckets to it at once, so the first heartbeat it takes from one may already lack them. The
+  // buckets it takes from a live peer must still get their second chance at that peer: the
+  // peer's connections in them reach it after the router rehashes.
+  it.each(['timer first', 'datagrams first'] as const)(
+    'give the buckets a host takes on its return from a pause a second chance at the peers that held them (%s)',
+    (order) => {
+      const net = cluster(3);
+      const before = owners(net);
+      net.pause(1);
+      // Its peers take its buckets while it does not run (MiniNet has no kernel lease).
+      net.allowConflictUntilMs = net.nowMs + 3_000 - 0.001;
+      net.run(net.nowMs + 3_000);
+      const during = owners(net);
+      net.resume(1, order);
+      net.run(net.nowMs + 1_000);
+      const after = owners(net);
+      const second = new Map(routedOf(net, 1).rules[0]!.secondChance);
+      // Buckets a peer held before the pause and until the return: its connections in them
+      // are as old as the held connections a test opens before the hang.
+      const taken = [...after]
+        .filter(([b, host]) => host === 1 && before.get(b) !== 1 && during.get(b) === before.get(b))
+        .map(([b]) => b);
+      expect(taken.length).toBeGreaterThan(0);
+      expect(Object.fromEntries(taken.map((b) => [b, second.get(b)]))).toEqual(
+        Object.fromEntries(taken.map((b) => [b, during.get(b)])),
+      );
+    },
+  );
+
   it('send the uncovered traffic to the default host', () => {
     const net = cluster(3);
     const defaults = [...net.ownership].filter(([, o]) => o.isDefault).map(([id]) => id);

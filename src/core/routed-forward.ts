@@ -55,6 +55,12 @@ function live(peer: PeerRecord | undefined): peer is PeerRecord & { address: str
 /**
  * Notes the buckets `peer` released between its heartbeats `before` and `after` (routed mode
  * only): a packet of one of its connections that reaches the bucket's new owner goes back to it.
+ *
+ * A peer this host forgot without declaring it dead (resumeIfPaused: this host did not run
+ * for a detection time) still counts when the same process speaks again: its last heartbeat
+ * before the pause is what it held then, and on this host's return it may release buckets to
+ * it in the very heartbeat that proves it again. A dead peer's buckets are orphans, and a
+ * restarted one's old claims died with the old process: neither gets a second chance.
  */
 export function noteReleases(
   s: MachineState,
@@ -63,7 +69,8 @@ export function noteReleases(
   before: Heartbeat,
   after: Heartbeat,
 ): void {
-  if (s.config.cluster.mode !== 'routed' || !peer.heard) return;
+  if (s.config.cluster.mode !== 'routed') return;
+  if (peer.declaredDeadAtMs !== undefined || before.incarnation !== after.incarnation) return;
   const holdMs = s.config.cluster.routed?.secondChanceMs ?? 0;
   before.rules.forEach((rule, r) => {
     const released = s.releasedClaims[r];
