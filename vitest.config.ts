@@ -17,6 +17,7 @@ export const labTestFiles = [
   'test/transport-contract.test.ts',
   'test/dataplane-render-routed.test.ts',
   'test/routed-net-netns.test.ts',
+  'test/routed-segment-netns.test.ts',
 ];
 
 /**

@@ -3,7 +3,8 @@
 //   1. failover: a host hangs → the router drops its path (BFD), and its buckets serve again;
 //   2. 90 long-lived connections across a host withdrawing, re-announcing and hanging, for nlb
 //      routed and for ECMP alone (the same lab without nlbd: plain BGP anycast);
-//   3. one TCP stream direct vs forwarded over VXLAN (iperf3);
+//   3. one TCP stream direct vs forwarded over VXLAN (iperf3), and the same in a third lab whose
+//      hosts share one segment and forward without encapsulation (`forward: segment`);
 //   4. the share of packets that take the extra hop under ordinary load.
 // bench/lab/routed-*.ts hold the parts. Writes bench/results/routed.json and routed.md.
 //
@@ -109,7 +110,8 @@ async function withRoutedLab(
   try {
     const lab = await routedLabUp(options);
     assertRoutedLabAddresses(lab);
-    log(`lab ${lab.name} up (${options.startDaemons === false ? 'ECMP alone' : 'nlb routed'})`);
+    const kind = options.segment === true ? 'nlb routed, forward: segment' : 'nlb routed';
+    log(`lab ${lab.name} up (${options.startDaemons === false ? 'ECMP alone' : kind})`);
     await body(lab);
   } finally {
     keepLogs(options.name);
@@ -190,6 +192,18 @@ async function settingsOf(lab: LabState): Promise<RoutedSettings> {
   };
 }
 
+/** Part 3 again in a lab whose hosts share one segment and forward without encapsulation. */
+async function segmentLabThroughput(name: string): Promise<ThroughputResult | null> {
+  let result: ThroughputResult | null = null;
+  const options = { name, hosts: 3, clients: 1, extraRulePort: iperfPort, segment: true };
+  await withRoutedLab(options, async (lab) => {
+    await waitWhole(lab, true, labWholeMs);
+    log('throughput on one segment (forward: segment)');
+    result = await runThroughput(lab, iperfSeconds, iperfRounds, log);
+  });
+  return result;
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:routed needs root (network namespaces)');
   if (!existsSync(daemonMainPath)) throw new Error(`${daemonMainPath} missing: npm run build`);
@@ -208,6 +222,7 @@ async function main(): Promise<void> {
   const failover: FailoverTrial[] = [];
   const holds: HoldTrial[] = [];
   let throughput: ThroughputResult | null = null;
+  let segmentThroughput: ThroughputResult | null = null;
   let share: ShareResult | null = null;
   const release = await acquireLabTestLock();
   try {
@@ -239,6 +254,9 @@ async function main(): Promise<void> {
         },
       ),
     );
+    await part('segment lab', async () => {
+      segmentThroughput = await segmentLabThroughput(`rbs${suffix}`);
+    });
     await part('ECMP-alone lab', () =>
       withRoutedLab(
         { name: `rbe${suffix}`, hosts: 3, clients: 1, startDaemons: false },
@@ -263,6 +281,7 @@ async function main(): Promise<void> {
     failover,
     holds,
     throughput,
+    segmentThroughput,
     share,
     errors,
   };

@@ -129,9 +129,9 @@ describe('config: routed mode settings', () => {
     ).toEqual([
       "cluster.heartbeat.peers: missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
     ]);
-    expect(errorsOf(text.replace('forward: vxlan', 'forward: segment'))).toEqual([
-      'cluster.routed.forward: segment forwarding is not built yet: use forward: vxlan (it works on one segment too)',
-    ]);
+    // Hosts on one segment forward without encapsulation (routed-segment.ts): accepted.
+    const segment = parseConfig(text.replace('forward: vxlan', 'forward: segment'));
+    expect(segment.ok && segment.config.cluster.routed?.forward).toBe('segment');
     expect(errorsOf(text.replace('forward: vxlan', 'forward: gre'))[0]).toMatch(
       /^cluster\.routed\.forward: /,
     );

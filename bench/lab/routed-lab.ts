@@ -15,7 +15,6 @@ import {
   assertLabSafeAddress,
   labVip,
   routedClientIp,
-  routedHostIp,
   routedMarkerProtocol,
 } from '../../src/lab/naming.js';
 import { netnsPids } from '../../src/lab/netns.js';
@@ -31,10 +30,13 @@ export const fibPollMs = 5;
 /** The bench's table in the router's namespace that makes a host's link drop everything. */
 const hangTable = 'rb_hang';
 
-/** Host id of a routed lab host address, 198.18.<id>.2. */
+/** Host id of a routed lab host address: 198.18.<id>.2, or 198.18.1.<10 + id> on a segment lab. */
 export function hostOfGateway(gateway: string): number | undefined {
-  const match = /^198\.18\.(\d+)\.2$/.exec(gateway);
-  return match === null ? undefined : Number(match[1]);
+  const own = /^198\.18\.(\d+)\.2$/.exec(gateway);
+  if (own !== null) return Number(own[1]);
+  const segment = /^198\.18\.1\.(\d+)$/.exec(gateway);
+  const id = segment === null ? 0 : Number(segment[1]) - 10;
+  return id >= 1 ? id : undefined;
 }
 
 interface RouteJson {
@@ -242,5 +244,5 @@ export async function waitWhole(lab: LabState, nlb: boolean, timeoutMs: number):
 export function assertRoutedLabAddresses(lab: LabState): void {
   assertLabSafeAddress(labVip, 'cluster IP');
   assertLabSafeAddress(routedClientIp(1), 'client');
-  for (const host of lab.hosts) assertLabSafeAddress(routedHostIp(host.id), 'host');
+  for (const host of lab.hosts) assertLabSafeAddress(host.ip, 'host');
 }

@@ -1,7 +1,7 @@
 // The routed benchmark's traffic figures (issue item 6, parts 3 and 4):
 //   - one bulk TCP stream (iperf3, 5 s) from client c1 to the cluster IP, once with the router's
 //     first hop the owner of the stream's bucket (direct) and once with another host (forwarded
-//     over VXLAN to the owner). The lab has a second port rule on 5201 for it (routedLabUp's
+//     to the owner: over VXLAN, or as a plain frame in a segment lab). The lab has a second port rule on 5201 for it (routedLabUp's
 //     extraRulePort), and an iperf3 server runs in every host. The router's own FIB lookup for
 //     the stream's 5-tuple (`ip route get … sport S dport 5201`) gives the first hop and the
 //     hosts' maps the owner, so the client's source ports are chosen to get each path. iperf3's

@@ -44,7 +44,7 @@ function pairingErrors(routed: RawRouted): ConfigError[] {
 
 /**
  * What `cluster.mode: routed` needs besides the BGP sections: unicast heartbeats (multicast with
- * TTL 1 does not cross the routers) and a forwarding method that is built.
+ * TTL 1 does not cross the routers).
  */
 export function routedModeErrors(
   mode: ClusterMode,
@@ -67,14 +67,6 @@ export function routedModeErrors(
       value: undefined,
       message:
         "missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
-    });
-  }
-  if (routed.cluster?.forward === 'segment') {
-    errors.push({
-      path: 'cluster.routed.forward',
-      value: 'segment',
-      message:
-        'segment forwarding is not built yet: use forward: vxlan (it works on one segment too)',
     });
   }
   return errors;

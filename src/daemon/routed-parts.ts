@@ -47,6 +47,7 @@ export function routedNetSetupOf(config: Config): RoutedNetSetup {
     peers: peerOrder((cluster.heartbeat.peers ?? []).map((peer) => peer.text)),
     clusterIps: cluster.clusterIps.filter((ip) => ip.family === 4).map((ip) => ip.text),
     vxlanPort: cluster.routed?.vxlanPort ?? 4789,
+    forward: cluster.routed?.forward ?? 'vxlan',
   };
 }
 
@@ -72,7 +73,7 @@ export class RoutedParts {
   ) {
     this.setup = routedNetSetupOf(config);
     this.bgpPeers = (config.host.routed?.peers ?? []).map((peer) => peer.address);
-    this.mssClamp = mssClampFor(uplinkMtu(config.cluster.interface));
+    this.mssClamp = mssClampFor(uplinkMtu(config.cluster.interface), this.setup.forward);
     this.announcer = new RouteAnnouncer({
       runner,
       clusterIps: this.setup.clusterIps,

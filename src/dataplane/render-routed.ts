@@ -14,8 +14,8 @@
 //   route_uncovered  the same for VIP traffic no port rule covers: to the default host.
 //
 // Forwarding is the packet mark: the maps give the mark `forwardMark(hop, peer index)` and the
-// kernel's policy routing (routed-net.ts: one table per mark, one VXLAN device per peer and hop)
-// sends the packet to that peer. The maps' elements follow the ownership, so forwarding changes
+// kernel's policy routing (routed-net.ts: one table per mark, one VXLAN device per peer and hop,
+// or with `forward: segment` one macvlan device per hop) sends the packet to that peer. The maps' elements follow the ownership, so forwarding changes
 // are set updates like every other ownership change. The MSS clamp keeps forwarded segments
 // inside the overlay's MTU without relying on ICMP (`mss_clamp`).
 import type { PortRule } from '../core/config.js';

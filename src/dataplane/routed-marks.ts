@@ -2,7 +2,8 @@
 // kernel's policy routing (routed-net.ts): the filter marks a packet for peer k on hop h, and
 // the routing table of that mark sends it over the VXLAN device to peer k for hop h. Hop 1
 // carries packets to a bucket's owner, hop 2 the second chance to its previous owner; the
-// receiving host tells them apart by the device they arrive on.
+// receiving host tells them apart by the device they arrive on (with `forward: segment`, the
+// macvlan device of routed-segment.ts instead of VXLAN).
 
 /** 'NL' in the top half: clear of the rule keys, buckets and lease key the filter uses. */
 export const forwardMarkBase = 0x4e4c_0000;
@@ -35,7 +36,15 @@ export function vxlanDeviceName(hop: Hop, peerIndex: number): string {
   return `${hop === 1 ? 'nlbf' : 'nlbs'}${peerIndex}`;
 }
 
-/** The nft interface-name pattern of every device of `hop`. */
+/**
+ * The device of `hop` with `forward: segment` (routed-segment.ts): one per hop, to and from
+ * every peer. `nlbf`/`nlbs` match the same patterns as the VXLAN devices, never their names.
+ */
+export function segmentDeviceName(hop: Hop): string {
+  return hop === 1 ? 'nlbf' : 'nlbs';
+}
+
+/** The nft interface-name pattern of every device of `hop`, VXLAN or segment. */
 export function vxlanDevicePattern(hop: Hop): string {
   return hop === 1 ? 'nlbf*' : 'nlbs*';
 }

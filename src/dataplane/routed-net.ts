@@ -1,6 +1,9 @@
 // The kernel side of routed mode (docs/routed.md#forwarding), all but nftables: the filter
 // (render-routed.ts) marks a packet whose bucket another host serves `forwardMark(hop, peer
-// index)`; the policy routing made here sends it to that peer over VXLAN. Per other peer k, hop h:
+// index)`; the policy routing made here sends it to that peer over VXLAN (routed-vxlan.ts), or
+// with `forward: segment` as a plain frame on the hosts' one L2 segment (routed-segment.ts: two
+// macvlan devices, a nexthop per peer and hop; the rest below is the same). VXLAN, per other
+// peer k and hop h:
 //   device     nlbf<k> / nlbs<k>: VXLAN to peers[k] over the uplink, `nolearning`. The VNI is
 //              the same at both ends of a pair and differs per pair and hop, so the receiver
 //              knows a packet's hop by the device it arrives on (a hop-2 packet goes no further).
@@ -23,36 +26,54 @@
 // tcp/udp_early_demux=0: early demux gives a packet its 4-tuple's local socket (a TIME_WAIT one
 // of a port this host served) before routing, and ip_forward silently drops a packet with a
 // socket: once the bucket moved, that port's SYNs died here instead of going to the new owner.
-// One `ip -batch` reads the state (JSON), one changes it, one sysctl: three processes for any
-// number of peers. Re-running keeps what is right (`replace`, rules added when missing, devices
-// recreated only when they differ): a restarting nlbd never delivers a marked packet here.
+// One `ip -batch` reads the state (JSON, routed-state.ts), one changes it, one sysctl: three
+// processes for any number of peers. Re-running keeps what is right (`replace`, rules added when
+// missing, devices recreated only when they differ): a restarting nlbd never delivers a marked
+// packet here. A set-up with the other `forward` is replaced: its devices go, with their routes.
 import { parseAddress } from '../core/address.js';
 import { markerRouteProtocol } from '../core/bgp.js';
 import { hostsMax, vxlanPortDefault } from '../core/config.js';
-import { CommandError, type CommandResult, type Runner } from './exec.js';
+import type { Runner } from './exec.js';
 import { formatMark } from './mark.js';
-import { type Hop, forwardMark, forwardMarkBase, vxlanDeviceName } from './routed-marks.js';
+import { forwardMarkBase, segmentDeviceName } from './routed-marks.js';
+import { isOverlayDevice, overlayDevices, planDevices, vxlanTableLines } from './routed-vxlan.js';
+import {
+  isSegmentDevice,
+  planSegmentDevices,
+  segmentPaths,
+  segmentTableLines,
+} from './routed-segment.js';
+import {
+  type DevicePlan,
+  type EntryJson,
+  type RoutedKernelState,
+  failure,
+  readRoutedState,
+  routedNetProtocol,
+  runBatch,
+} from './routed-state.js';
 
 // The marks and device names are shared with the filter; the announcer is the marker routes'.
 export * from './routed-marks.js';
 export { RouteAnnouncer, type RouteAnnouncerOptions } from './route-announcer.js';
+export { type RoutedKernelState, readRoutedState, routedNetProtocol } from './routed-state.js';
+export { segmentMac, segmentNexthop, segmentPaths } from './routed-segment.js';
+export { type OverlayDevice, overlayDevices, vxlanMac, vxlanVni } from './routed-vxlan.js';
 
 /** The fwmark rules' pref: before the moved `lookup local` rule. */
 export const forwardRulePref = 1100;
 /** Where the `lookup local` rule moves to, after the fwmark rules. */
 export const localRulePref = 1200;
-/** The `proto` of the routes and rules made here (a successor finds them); FRR announces 250. */
-export const routedNetProtocol = 251;
 /** VXLAN's encapsulation: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
 export const vxlanOverheadBytes = 50;
 /** The MSS leaves out IPv4 and TCP headers (40); 536 is the least every host takes (RFC 9293). */
 const ipv4TcpHeaderBytes = 40;
 const mssMin = 536;
-/** The smallest uplink MTU whose overlay still carries a 536-byte MSS. */
+/** The smallest uplink MTU whose overlay still carries a 536-byte MSS (segment: no overlay). */
 export const uplinkMtuMin = mssMin + ipv4TcpHeaderBytes + vxlanOverheadBytes;
+const segmentUplinkMtuMin = mssMin + ipv4TcpHeaderBytes;
 /** IFNAMSIZ - 1; and no whitespace or '/', since names go into `ip -batch` lines and /proc paths. */
 const interfaceNamePattern = /^[A-Za-z0-9_.:@-]{1,15}$/;
-const overlayDeviceNamePattern = /^nlb[fs]\d+$/;
 
 export interface RoutedNetSetup {
   /** The uplink, where the dedicated IP lives. */
@@ -65,9 +86,14 @@ export interface RoutedNetSetup {
   readonly clusterIps: readonly string[];
   /** The overlay's UDP port; default 4789. */
   readonly vxlanPort?: number;
+  /** VXLAN between any hosts, or frames on one L2 segment (routed-segment.ts); default vxlan. */
+  readonly forward?: 'vxlan' | 'segment';
 }
 
-/** `created`: the devices made now (the others were kept); `mssClamp`: for DataplaneSpec.routed. */
+/**
+ * `created`: the devices made now (the others were kept); `overlayMtu`: what a forwarded packet
+ * may take (the uplink's MTU with `forward: segment`); `mssClamp`: for DataplaneSpec.routed.
+ */
 export interface RoutedNetReport {
   readonly localIndex: number;
   readonly devices: readonly string[];
@@ -88,56 +114,17 @@ export class RoutedNetError extends Error {
   }
 }
 
-function failure(argv: readonly string[], result: CommandResult, what: string, hint: string) {
-  const detail = result.stderr.trim() || 'no error output';
-  return new CommandError(argv, `failed (exit ${result.code}${what}): ${detail}`, hint);
-}
-
-/** The MSS that fits a forwarded segment into the overlay: uplink MTU - 90. */
-export function mssClampFor(uplinkMtu: number): number {
-  if (!Number.isInteger(uplinkMtu) || uplinkMtu < uplinkMtuMin || uplinkMtu > 65_535) {
-    throw new Error(`mssClampFor: uplink MTU ${uplinkMtu} is not ${uplinkMtuMin}..65535`);
+/** The MSS that fits a forwarded segment into the path: uplink MTU - 90 (VXLAN), - 40 (segment). */
+export function mssClampFor(
+  uplinkMtu: number,
+  forward: RoutedNetSetup['forward'] = 'vxlan',
+): number {
+  const [min, overhead] =
+    forward === 'segment' ? [segmentUplinkMtuMin, 0] : [uplinkMtuMin, vxlanOverheadBytes];
+  if (!Number.isInteger(uplinkMtu) || uplinkMtu < min || uplinkMtu > 65_535) {
+    throw new Error(`mssClampFor: uplink MTU ${uplinkMtu} is not ${min}..65535`);
   }
-  return uplinkMtu - vxlanOverheadBytes - ipv4TcpHeaderBytes;
-}
-
-function assertIndices(what: string, ...indices: number[]): void {
-  for (const index of indices) {
-    if (!Number.isInteger(index) || index < 0 || index > 0xff) {
-      throw new Error(`${what}: peer index ${index} is not 0..255`);
-    }
-  }
-}
-
-/** The VNI of the pair {a, b} on `hop`: the same at both ends, distinct per pair and hop. */
-export function vxlanVni(hop: Hop, a: number, b: number): number {
-  assertIndices('vxlanVni', a, b);
-  if (a === b) throw new Error(`vxlanVni: a host has no device to itself (${a})`);
-  return (hop << 16) | (Math.min(a, b) << 8) | Math.max(a, b);
-}
-
-/**
- * The MAC of host `receiver`'s device for packets from host `sender` on `hop`: the sender sets
- * it as the neighbour of every cluster IP on its device towards the receiver. Locally
- * administered (02:), 'NL' (4e:4c), so both ends compute it and nothing has to be exchanged.
- */
-export function vxlanMac(hop: Hop, receiver: number, sender: number): string {
-  assertIndices('vxlanMac', receiver, sender);
-  return [2, 0x4e, 0x4c, hop, receiver, sender]
-    .map((byte) => byte.toString(16).padStart(2, '0'))
-    .join(':');
-}
-
-/** One overlay device of this host; `peerMac` is the peer's end's, the cluster IPs' neighbour. */
-export interface OverlayDevice {
-  readonly name: string;
-  readonly hop: Hop;
-  readonly peerIndex: number;
-  readonly remote: string;
-  readonly vni: number;
-  readonly mac: string;
-  readonly peerMac: string;
-  readonly mark: number;
+  return uplinkMtu - overhead - ipv4TcpHeaderBytes;
 }
 
 const isIpv4 = (text: string | undefined): boolean =>
@@ -163,6 +150,9 @@ export function checkSetup(setup: RoutedNetSetup): number {
   }
   assertAddresses('peer', setup.peers);
   assertAddresses('cluster IP', setup.clusterIps);
+  if (setup.forward !== undefined && !['vxlan', 'segment'].includes(setup.forward)) {
+    throw new Error(`routed-net: forward '${String(setup.forward)}' is not vxlan or segment`);
+  }
   const port = setup.vxlanPort ?? vxlanPortDefault;
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
     throw new Error(`routed-net: VXLAN port ${port} is not 1..65535`);
@@ -175,89 +165,6 @@ export function checkSetup(setup: RoutedNetSetup): number {
     );
   }
   return index;
-}
-
-/** The devices of host `localIndex`: two per other peer, sorted by name. */
-export function overlayDevices(setup: RoutedNetSetup, localIndex: number): OverlayDevice[] {
-  const devices: OverlayDevice[] = [];
-  setup.peers.forEach((remote, k) => {
-    if (k === localIndex) return;
-    for (const hop of [1, 2] as const) {
-      devices.push({
-        name: vxlanDeviceName(hop, k),
-        hop,
-        peerIndex: k,
-        remote,
-        vni: vxlanVni(hop, localIndex, k),
-        mac: vxlanMac(hop, localIndex, k),
-        peerMac: vxlanMac(hop, k, localIndex),
-        mark: forwardMark(hop, k),
-      });
-    }
-  });
-  return devices.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-/** What `ip -d -j` says of links, rules, routes and neighbours, as far as this module reads it. */
-type VxlanJson = Partial<Record<'local' | 'remote' | 'link', string>> &
-  Partial<Record<'id' | 'port', number>> & { learning?: boolean };
-type LinkJson = Partial<Record<'ifname' | 'address' | 'inet6_addr_gen_mode', string>> & {
-  mtu?: number;
-  linkinfo?: { info_kind?: string; info_data?: VxlanJson };
-};
-type EntryJson = Partial<Record<'fwmark' | 'table' | 'type' | 'dst' | 'dev', string>> & {
-  priority?: number;
-};
-
-/** What routed mode looks at: links, rules, our routes (proto 251, any table), the markers. */
-export interface RoutedKernelState {
-  readonly links: readonly LinkJson[];
-  readonly rules: readonly EntryJson[];
-  readonly routes: readonly EntryJson[];
-  readonly markers: readonly EntryJson[];
-}
-
-/** One `ip -batch` with `-j` prints one JSON document per line, one line per command. */
-const stateQuery = [
-  'link show',
-  'rule show',
-  `route show table all proto ${routedNetProtocol}`,
-  `route show table main proto ${markerRouteProtocol}`,
-];
-
-export async function readRoutedState(runner: Runner): Promise<RoutedKernelState> {
-  const argv = ['-d', '-j', '-batch', '-'];
-  const result = await runner.run('ip', argv, { input: `${stateQuery.join('\n')}\n` });
-  const lines = result.stdout.split('\n').filter((line) => line.trim() !== '');
-  if (result.code !== 0 || lines.length !== stateQuery.length) {
-    const what = `, ${lines.length} of ${stateQuery.length} answers`;
-    throw failure(['ip', ...argv], result, what, 'routed mode needs iproute2 with JSON output');
-  }
-  const [links, rules, routes, markers] = lines.map((line) => {
-    const parsed = JSON.parse(line) as unknown;
-    return Array.isArray(parsed) ? (parsed as EntryJson[]) : [];
-  }) as [LinkJson[], ...EntryJson[][]];
-  return { links, rules: rules!, routes: routes!, markers: markers! };
-}
-
-/** The `link add` line that makes `device`; a link whose own line is the same one is kept. */
-function linkAddLine(device: OverlayDevice, setup: RoutedNetSetup): string {
-  const port = setup.vxlanPort ?? vxlanPortDefault;
-  return (
-    `link add ${device.name} address ${device.mac} type vxlan id ${device.vni} local ` +
-    `${setup.localAddress} remote ${device.remote} dstport ${port} nolearning dev ${setup.interface}`
-  );
-}
-
-/** The line that would have made `link` (any MTU); addrgenmode must be none too. */
-function existingLinkLine(link: LinkJson): string | undefined {
-  const data = link.linkinfo?.info_data;
-  if (link.linkinfo?.info_kind !== 'vxlan' || data === undefined) return undefined;
-  if (data.learning !== false || link.inet6_addr_gen_mode !== 'none') return undefined;
-  return (
-    `link add ${link.ifname} address ${link.address} type vxlan id ${data.id} local ` +
-    `${data.local} remote ${data.remote} dstport ${data.port} nolearning dev ${data.link}`
-  );
 }
 
 /** `fwmark 0x4e4c0101 lookup 1313603841` of each fwmark rule of ours. */
@@ -276,49 +183,13 @@ function routeKey(route: EntryJson): string {
   return `${type}${dst} table ${route.table ?? 'main'}`;
 }
 
-const isOverlayDevice = (name: string | undefined): name is string =>
-  name !== undefined && overlayDeviceNamePattern.test(name);
-
 /** The `ip -batch` lines that make routed mode out of a state, in an order that keeps it working. */
 export type RoutedPlan = { lines: string[]; sysctls: string[]; report: RoutedNetReport };
 
-/** Devices: those that differ or are not wanted go, missing ones are made, the others kept. */
-function planDevices(
-  setup: RoutedNetSetup,
-  state: RoutedKernelState,
-  devices: readonly OverlayDevice[],
-  overlayMtu: number,
-) {
-  const plan = { remove: [] as string[], make: [] as string[], created: [] as string[] };
-  const links = new Map(state.links.map((link) => [link.ifname, link]));
-  const wanted = new Set(devices.map((device) => device.name));
-  for (const name of [...links.keys()].filter(isOverlayDevice).sort()) {
-    if (!wanted.has(name)) plan.remove.push(name);
-  }
-  for (const device of devices) {
-    const link = links.get(device.name);
-    const line = linkAddLine(device, setup);
-    if (link !== undefined && existingLinkLine(link) === line) {
-      plan.make.push(`link set dev ${device.name} mtu ${overlayMtu} up`);
-      continue;
-    }
-    if (link !== undefined) plan.remove.push(device.name);
-    plan.created.push(device.name);
-    // No IPv6 link-local address, so nothing of the device's own (router solicitations, DAD)
-    // goes through the tunnel. `ip link add` does not take addrgenmode: set before `up`.
-    plan.make.push(
-      line,
-      `link set dev ${device.name} mtu ${overlayMtu} addrgenmode none`,
-      `link set dev ${device.name} up`,
-    );
-  }
-  return plan;
-}
-
 /** The rules: fwmark rules added when missing, `lookup local` moved behind them. */
-function planRules(state: RoutedKernelState, devices: readonly OverlayDevice[]) {
+function planRules(state: RoutedKernelState, marks: readonly number[]) {
   const present = forwardRuleKeys(state.rules);
-  const wanted = devices.map((device) => `fwmark ${formatMark(device.mark)} lookup ${device.mark}`);
+  const wanted = marks.map((mark) => `fwmark ${formatMark(mark)} lookup ${mark}`);
   const pref = `pref ${forwardRulePref}`;
   const add = wanted
     .filter((key) => !present.includes(key))
@@ -341,25 +212,19 @@ function planRules(state: RoutedKernelState, devices: readonly OverlayDevice[]) 
   return { add, move, remove };
 }
 
-/** Routes and neighbours: each wanted one replaced, every other route of ours deleted. */
+/** The local routes replaced, every other route of ours deleted (`marks`: the tables wanted). */
 function planRoutes(
   setup: RoutedNetSetup,
   state: RoutedKernelState,
-  devices: readonly OverlayDevice[],
+  marks: readonly number[],
   removedDevices: readonly string[],
 ) {
   const proto = `proto ${routedNetProtocol}`;
-  const tables = devices.flatMap((device) =>
-    setup.clusterIps.flatMap((vip) => [
-      `route replace ${vip}/32 dev ${device.name} table ${device.mark} ${proto}`,
-      `neigh replace ${vip} lladdr ${device.peerMac} dev ${device.name} nud permanent`,
-    ]),
-  );
   const local = setup.clusterIps.map(
     (vip) => `route replace local ${vip}/32 dev lo table local ${proto}`,
   );
   const wanted = new Set([
-    ...devices.flatMap((device) => setup.clusterIps.map((vip) => `${vip}/32 table ${device.mark}`)),
+    ...marks.flatMap((mark) => setup.clusterIps.map((vip) => `${vip}/32 table ${mark}`)),
     ...setup.clusterIps.map((vip) => `local ${vip}/32 table local`),
   ]);
   // A device's routes and neighbours go with it; the neighbours of a cluster IP no longer
@@ -367,10 +232,10 @@ function planRoutes(
   const remove = state.routes
     .filter((route) => !wanted.has(routeKey(route)) && !removedDevices.includes(route.dev ?? ''))
     .map((route) => `route del ${routeKey(route)} ${proto}`);
-  return { tables, local, remove };
+  return { local, remove };
 }
 
-function sysctlsFor(setup: RoutedNetSetup, devices: readonly OverlayDevice[]): string[] {
+function sysctlsFor(setup: RoutedNetSetup, devices: readonly string[]): string[] {
   const conf = (name: string) => `net/ipv4/conf/${name}/rp_filter=0`;
   return [
     'net/ipv4/ip_forward=1',
@@ -379,13 +244,57 @@ function sysctlsFor(setup: RoutedNetSetup, devices: readonly OverlayDevice[]): s
     conf('all'),
     conf('default'),
     conf(setup.interface),
-    ...devices.map((device) => conf(device.name)),
+    ...devices.map(conf),
   ];
 }
 
-/** What setUpRouted does to `state`, worked out without touching the kernel. */
-export function planSetUp(setup: RoutedNetSetup, state: RoutedKernelState): RoutedPlan {
-  const localIndex = checkSetup(setup);
+/** One kind of forwarding's devices and tables, for planSetUp. */
+interface Forwarding {
+  readonly devices: DevicePlan;
+  /** This host's devices of the kind, sorted. */
+  readonly names: readonly string[];
+  /** The fwmarks (and tables) of its paths to the other peers. */
+  readonly marks: readonly number[];
+  readonly tables: readonly string[];
+  /** What a forwarded packet may take: the overlay's MTU, or the uplink's on a segment. */
+  readonly pathMtu: number;
+}
+
+function vxlanForwarding(
+  setup: RoutedNetSetup,
+  state: RoutedKernelState,
+  localIndex: number,
+  uplinkMtu: number,
+): Forwarding {
+  const overlayMtu = uplinkMtu - vxlanOverheadBytes;
+  const devices = overlayDevices(setup, localIndex);
+  return {
+    devices: planDevices(setup, state, devices, overlayMtu),
+    names: devices.map((device) => device.name),
+    marks: devices.map((device) => device.mark),
+    tables: vxlanTableLines(setup, devices),
+    pathMtu: overlayMtu,
+  };
+}
+
+function segmentForwarding(
+  setup: RoutedNetSetup,
+  state: RoutedKernelState,
+  localIndex: number,
+  uplinkMtu: number,
+): Forwarding {
+  const paths = segmentPaths(setup.peers.length, localIndex);
+  return {
+    devices: planSegmentDevices(setup.interface, uplinkMtu, state, localIndex),
+    names: [segmentDeviceName(1), segmentDeviceName(2)],
+    marks: paths.map((path) => path.mark),
+    tables: segmentTableLines(paths, setup.clusterIps, routedNetProtocol),
+    pathMtu: uplinkMtu,
+  };
+}
+
+/** The uplink's MTU, after checking it exists and carries a 536-byte MSS forwarded. */
+function uplinkMtuOf(setup: RoutedNetSetup, state: RoutedKernelState): number {
   const uplink = state.links.find((link) => link.ifname === setup.interface);
   if (uplink?.mtu === undefined) {
     throw new RoutedNetError(
@@ -393,21 +302,40 @@ export function planSetUp(setup: RoutedNetSetup, state: RoutedKernelState): Rout
       'cluster.interface must name the interface that holds the dedicated IP',
     );
   }
-  if (uplink.mtu < uplinkMtuMin) {
+  const segment = setup.forward === 'segment';
+  const min = segment ? segmentUplinkMtuMin : uplinkMtuMin;
+  if (uplink.mtu < min) {
     throw new RoutedNetError(
-      `the uplink ${setup.interface} has MTU ${uplink.mtu}, too small for the VXLAN overlay`,
-      `routed mode needs an MTU of at least ${uplinkMtuMin} (the overlay takes ${vxlanOverheadBytes} bytes)`,
+      `the uplink ${setup.interface} has MTU ${uplink.mtu}, too small for ${segment ? 'routed mode' : 'the VXLAN overlay'}`,
+      `routed mode needs an MTU of at least ${min}${segment ? '' : ` (the overlay takes ${vxlanOverheadBytes} bytes)`}`,
     );
   }
-  const overlayMtu = uplink.mtu - vxlanOverheadBytes;
-  const devices = overlayDevices(setup, localIndex);
-  const devicePlan = planDevices(setup, state, devices, overlayMtu);
-  const rules = planRules(state, devices);
-  const routes = planRoutes(setup, state, devices, devicePlan.remove);
+  return uplink.mtu;
+}
+
+/** What setUpRouted does to `state`, worked out without touching the kernel. */
+export function planSetUp(setup: RoutedNetSetup, state: RoutedKernelState): RoutedPlan {
+  const localIndex = checkSetup(setup);
+  const uplinkMtu = uplinkMtuOf(setup, state);
+  const segment = setup.forward === 'segment';
+  const forwarding = (segment ? segmentForwarding : vxlanForwarding)(
+    setup,
+    state,
+    localIndex,
+    uplinkMtu,
+  );
+  // The other kind's devices, left by a set-up with the other `forward`, go too.
+  const leftovers = state.links
+    .map((link) => link.ifname)
+    .filter(segment ? isOverlayDevice : isSegmentDevice)
+    .sort();
+  const removed = [...leftovers, ...forwarding.devices.remove];
+  const rules = planRules(state, forwarding.marks);
+  const routes = planRoutes(setup, state, forwarding.marks, removed);
   const lines = [
-    ...devicePlan.remove.map((name) => `link del dev ${name}`),
-    ...devicePlan.make,
-    ...routes.tables,
+    ...removed.map((name) => `link del dev ${name}`),
+    ...forwarding.devices.make,
+    ...forwarding.tables,
     ...rules.add,
     ...routes.local,
     ...rules.move,
@@ -416,14 +344,14 @@ export function planSetUp(setup: RoutedNetSetup, state: RoutedKernelState): Rout
   ];
   return {
     lines,
-    sysctls: sysctlsFor(setup, devices),
+    sysctls: sysctlsFor(setup, forwarding.names),
     report: {
       localIndex,
-      devices: devices.map((device) => device.name),
-      created: devicePlan.created,
-      uplinkMtu: uplink.mtu,
-      overlayMtu,
-      mssClamp: mssClampFor(uplink.mtu),
+      devices: [...forwarding.names],
+      created: forwarding.devices.created,
+      uplinkMtu,
+      overlayMtu: forwarding.pathMtu,
+      mssClamp: mssClampFor(uplinkMtu, setup.forward),
     },
   };
 }
@@ -443,7 +371,9 @@ export function planTeardown(state: RoutedKernelState): string[] {
     if (local.every((pref) => pref === localRulePref)) rules.push('rule add pref 0 lookup local');
     rules.push(`rule del pref ${localRulePref} lookup local`);
   }
-  const devices = state.links.map((link) => link.ifname).filter(isOverlayDevice);
+  const devices = state.links
+    .map((link) => link.ifname)
+    .filter((name) => isOverlayDevice(name) || isSegmentDevice(name));
   const routes = state.routes.filter((route) => !devices.includes(route.dev ?? ''));
   const markers = state.markers.filter((route) => route.dev === 'lo' && isIpv4(route.dst));
   return [
@@ -454,21 +384,6 @@ export function planTeardown(state: RoutedKernelState): string[] {
   ];
 }
 
-/** One `ip -force -batch -`: every line is tried; any failure is reported with its line. */
-async function runBatch(runner: Runner, lines: readonly string[], hint: string): Promise<void> {
-  if (lines.length === 0) return;
-  const argv = ['-force', '-batch', '-'];
-  const result = await runner.run('ip', argv, { input: `${lines.join('\n')}\n` });
-  if (result.code !== 0) {
-    // ip names a failed line `-:N`; quoting it spares the reader counting.
-    const stderr = result.stderr.replace(/Command failed -:(\d+)/g, (text, n: string) => {
-      const line = lines[Number(n) - 1];
-      return line === undefined ? text : `${text} (${line})`;
-    });
-    throw failure(['ip', ...argv], { ...result, stderr }, '', hint);
-  }
-}
-
 /**
  * Sets up routed mode's devices, routes, rules and sysctls in the process's network namespace,
  * keeping what is already right (see the top of this file). Throws RoutedNetError when the host
@@ -476,7 +391,7 @@ async function runBatch(runner: Runner, lines: readonly string[], hint: string):
  */
 export async function setUpRouted(runner: Runner, setup: RoutedNetSetup): Promise<RoutedNetReport> {
   const plan = planSetUp(setup, await readRoutedState(runner));
-  await runBatch(runner, plan.lines, 'see `ip -d link show type vxlan` and `ip rule`');
+  await runBatch(runner, plan.lines, 'see `ip -d link show dev nlbf`, `ip rule` and `ip neigh`');
   const argv = ['-q', '-w', ...plan.sysctls];
   const sysctl = await runner.run('sysctl', argv);
   if (sysctl.code !== 0) {
@@ -496,5 +411,5 @@ export async function setUpRouted(runner: Runner, setup: RoutedNetSetup): Promis
  */
 export async function tearDownRouted(runner: Runner, _setup?: RoutedNetSetup): Promise<void> {
   const lines = planTeardown(await readRoutedState(runner));
-  await runBatch(runner, lines, 'see `ip -d link show type vxlan` and `ip rule`');
+  await runBatch(runner, lines, 'see `ip -d link show`, `ip rule` and `ip route show table all`');
 }

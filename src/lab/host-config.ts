@@ -41,6 +41,8 @@ export interface LabClusterSettings {
   /** Routed mode's BGP settings (a routed lab): the hosts' AS and each host's peers. */
   readonly routed?: {
     readonly as: number;
+    /** cluster.routed.forward; undefined keeps the default (vxlan). */
+    readonly forward?: 'vxlan' | 'segment';
     readonly peers: (hostId: number) => readonly BgpPeer[];
   };
 }
@@ -131,7 +133,16 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
               },
             ]),
       ],
-      ...(settings.routed === undefined ? {} : { routed: { as: settings.routed.as } }),
+      ...(settings.routed === undefined
+        ? {}
+        : {
+            routed: {
+              as: settings.routed.as,
+              ...(settings.routed.forward === undefined
+                ? {}
+                : { forward: settings.routed.forward }),
+            },
+          }),
     },
     host: {
       id: hostId,

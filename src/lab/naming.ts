@@ -148,6 +148,17 @@ export function routedHostIp(hostId: number): string {
   return `198.18.${hostId}.2`;
 }
 
+/**
+ * A segment lab (`routedLabUp({ segment: true })`): every host and the router on one /24, the
+ * bridge `seg0` in the router's namespace (the router .1 there), host i at .(10 + i); the hosts
+ * forward on it without encapsulation (`forward: segment`). Still 198.18.0.0/15.
+ */
+export const routedSegmentBridge = 'seg0';
+export const routedSegmentRouterIp = '198.18.1.1';
+export function routedSegmentHostIp(hostId: number): string {
+  return `198.18.1.${10 + hostId}`;
+}
+
 export function routedClientIp(clientIndex: number): string {
   return `198.18.100.${200 + clientIndex}`;
 }

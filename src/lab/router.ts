@@ -12,6 +12,10 @@
 //                   proto 250` is in its main table (nlbd will add it; the lab never does)
 //   nlb-<name>-cJ   client J: eth0 = 198.18.100.(200+J)/24, default route via the router
 //
+// With `segment` the hosts share one segment instead: the router's bridge seg0 = 198.18.1.1/24
+// takes every host's port hI, host I is 198.18.1.(10+I)/24, the BGP sessions run over it, and
+// the hosts' configs say `forward: segment` (no encapsulation, routed-segment.ts); ECMP as above.
+//
 // Like the switch lab, every link is made inside the lab's namespaces (`ip -n`), each namespace
 // is recorded before anything is put in it, and `labDown` removes it all, FRR's processes and
 // its directories under /run/frr included. The hosts get nlbd configs in routed mode (unicast
@@ -63,6 +67,9 @@ import {
   routedRouterAs,
   routedRouterClientIp,
   routedRouterIp,
+  routedSegmentBridge,
+  routedSegmentHostIp,
+  routedSegmentRouterIp,
   routerNamespace,
 } from './naming.js';
 import { execIn, ipIn } from './netns.js';
@@ -100,6 +107,18 @@ export interface RoutedLabUpOptions {
    * (LabClusterSettings.extraRulePort); default none. For bench:routed's iperf3 on :5201.
    */
   readonly extraRulePort?: number;
+  /**
+   * Every host and the router on one segment, the hosts forwarding on it without encapsulation
+   * (`forward: segment`); default false: a /24 per host, VXLAN.
+   */
+  readonly segment?: boolean;
+}
+
+/** Host `id`'s address in a lab and its router's address on the host's link (a /24 either way). */
+function hostLink(segment: boolean, id: number) {
+  return segment
+    ? { ip: routedSegmentHostIp(id), router: routedSegmentRouterIp }
+    : { ip: routedHostIp(id), router: routedRouterIp(id) };
 }
 
 function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
@@ -124,6 +143,7 @@ function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
       routerAs: routedRouterAs,
       hostAs: routedHostAs,
       markerProtocol: routedMarkerProtocol,
+      ...(options.segment === true ? { segment: true } : {}),
     },
     complete: false,
   };
@@ -147,7 +167,7 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
   try {
     writeState(state);
     writeFileSync(state.keyFile, randomBytes(32), { mode: 0o600 });
-    await buildRouter(state);
+    await buildRouter(state, options.segment === true);
     const configs: Config[] = [];
     for (let id = 1; id <= options.hosts; id++) {
       configs.push(await addRoutedHost(state, id, options));
@@ -157,7 +177,7 @@ export async function routedLabUp(options: RoutedLabUpOptions): Promise<LabState
     }
     writeState(state);
     // The router's FRR first: each host's bgpd then finds it listening and connects at once.
-    await startFrr(state.switchNamespace, routerFrrFiles(state.hosts.map((h) => h.id)));
+    await startFrr(state.switchNamespace, routerFrrFiles(state.hosts.map((h) => h.ip)));
     for (const [i, host] of state.hosts.entries()) {
       await startFrr(host.namespace, hostFrrFiles(configs[i]!));
     }
@@ -184,8 +204,11 @@ async function sysctls(namespace: string, settings: Readonly<Record<string, stri
   }
 }
 
-/** The router's namespace, forwarding and hashing on the 5-tuple, and the clients' bridge. */
-async function buildRouter(state: LabState): Promise<void> {
+/**
+ * The router's namespace, forwarding and hashing on the 5-tuple, the clients' bridge, and with
+ * `segment` the hosts' bridge.
+ */
+async function buildRouter(state: LabState, segment: boolean): Promise<void> {
   const rt = state.switchNamespace;
   await addNamespace(state, rt);
   // Policy 3 with fields 0x0037 (addresses, protocol, ports) is the real 5-tuple: policy 1 was
@@ -199,6 +222,12 @@ async function buildRouter(state: LabState): Promise<void> {
   await ipIn(rt, ['link', 'add', state.bridge, 'type', 'bridge']);
   await ipIn(rt, ['address', 'add', `${routedRouterClientIp}/24`, 'dev', state.bridge]);
   await ipIn(rt, ['link', 'set', state.bridge, 'up']);
+  if (segment) {
+    await ipIn(rt, ['link', 'add', routedSegmentBridge, 'type', 'bridge']);
+    const address = `${routedSegmentRouterIp}/${routedHostLinkPrefixLength}`;
+    await ipIn(rt, ['address', 'add', address, 'dev', routedSegmentBridge]);
+    await ipIn(rt, ['link', 'set', routedSegmentBridge, 'up']);
+  }
 }
 
 /**
@@ -220,6 +249,8 @@ async function addRoutedHost(
   const rt = state.switchNamespace;
   const namespace = hostNamespace(state.name, id);
   const config = path.join(state.dir, `h${id}.yaml`);
+  const segment = options.segment === true;
+  const { ip, router } = hostLink(segment, id);
   const rendered = renderHostConfig(routedClusterSettings(state, options), id);
   writeFileSync(config, rendered.text, { mode: 0o644 });
   await addNamespace(state, namespace);
@@ -228,7 +259,7 @@ async function addRoutedHost(
     namespace,
     interface: labInterface,
     switchPort: hostSwitchPort(id),
-    ip: routedHostIp(id),
+    ip,
     config,
     backendLog: path.join(state.dir, `h${id}-backend.log`),
     daemonLog: path.join(state.dir, `h${id}-nlbd.log`),
@@ -236,9 +267,13 @@ async function addRoutedHost(
   writeState(state);
   await link(rt, hostSwitchPort(id), namespace);
   const len = routedHostLinkPrefixLength;
-  await ipIn(rt, ['address', 'add', `${routedRouterIp(id)}/${len}`, 'dev', hostSwitchPort(id)]);
-  await ipIn(namespace, ['address', 'add', `${routedHostIp(id)}/${len}`, 'dev', labInterface]);
-  await ipIn(namespace, ['route', 'add', 'default', 'via', routedRouterIp(id)]);
+  if (segment) {
+    await ipIn(rt, ['link', 'set', hostSwitchPort(id), 'master', routedSegmentBridge]);
+  } else {
+    await ipIn(rt, ['address', 'add', `${router}/${len}`, 'dev', hostSwitchPort(id)]);
+  }
+  await ipIn(namespace, ['address', 'add', `${ip}/${len}`, 'dev', labInterface]);
+  await ipIn(namespace, ['route', 'add', 'default', 'via', router]);
   return rendered.config;
 }
 
@@ -266,6 +301,7 @@ async function addRoutedClient(state: LabState, index: number): Promise<void> {
  * the BGP settings their FRR files are written from (as `nlb frr-config` writes them).
  */
 function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): LabClusterSettings {
+  const segment = options.segment === true;
   return {
     labName: state.name,
     keyFile: state.keyFile,
@@ -277,10 +313,14 @@ function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): La
     heartbeatPeriodMs: options.heartbeatPeriodMs,
     heartbeatTolerance: options.heartbeatTolerance,
     heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1),
-    dedicatedIp: (id) => ({ ip: routedHostIp(id), prefixLength: routedHostLinkPrefixLength }),
+    dedicatedIp: (id) => ({
+      ip: hostLink(segment, id).ip,
+      prefixLength: routedHostLinkPrefixLength,
+    }),
     routed: {
       as: routedHostAs,
-      peers: (id) => [{ address: routedRouterIp(id), as: routedRouterAs }],
+      peers: (id) => [{ address: hostLink(segment, id).router, as: routedRouterAs }],
+      ...(segment ? { forward: 'segment' as const } : {}),
     },
   };
 }
@@ -295,13 +335,16 @@ function filesOrThrow(result: ReturnType<typeof renderHostFrr>, what: string): F
   return result.files;
 }
 
-/** The router's FRR: every host a neighbor with BFD, ECMP over as many hosts as a lab has. */
-export function routerFrrFiles(hostIds: readonly number[]): FrrFiles {
+/**
+ * The router's FRR: every host (by its address) a neighbor with BFD, ECMP over as many hosts as
+ * a lab has.
+ */
+export function routerFrrFiles(hostIps: readonly string[]): FrrFiles {
   const result = renderRouterFrr({
     hostname: 'rt',
     localAs: routedRouterAs,
     routerId: routedRouterClientIp,
-    peers: hostIds.map((id) => ({ address: routedHostIp(id), as: routedHostAs })),
+    peers: hostIps.map((address) => ({ address, as: routedHostAs })),
     timers: bgpTimersDefault,
     bfd: bfdTimersDefault,
     maximumPaths: labHostsMax,

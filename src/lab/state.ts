@@ -92,6 +92,8 @@ export interface LabRoutedState {
   readonly hostAs: number;
   /** `proto` of the marker routes FRR redistributes (`VIP/32 dev lo proto <n>`). */
   readonly markerProtocol: number;
+  /** The hosts share one segment and forward on it without encapsulation (absent: VXLAN). */
+  readonly segment?: boolean;
 }
 
 export function statePath(dir: string): string {

@@ -141,6 +141,8 @@ interface UpOptions {
   readonly affinity: 'none' | 'single' | 'network';
   readonly ipv6: boolean;
   readonly health: boolean;
+  /** Routed labs: how the hosts forward (segment: one segment for all, no encapsulation). */
+  readonly forward?: 'vxlan' | 'segment';
 }
 
 /** A routed lab has no extra client addresses and no IPv6 yet: refused, not ignored. */
@@ -163,6 +165,7 @@ function routedUpOptions(
     startDaemons: options.daemons,
     health: options.health,
     affinity: options.affinity,
+    ...(options.forward === 'segment' ? { segment: true } : {}),
     ...(options.name === undefined ? {} : { name: options.name }),
   };
 }
@@ -171,6 +174,13 @@ export async function up(options: UpOptions): Promise<CommandOutput<LabUpData>> 
   const hosts = integerArgument('--hosts', options.hosts, 1, hostsMax);
   const clients = integerArgument('--clients', options.clients, 0, labClientsMax);
   const clientExtraIps = integerArgument('--client-ips', options.clientIps, 0, 99);
+  if (options.mode !== 'routed' && options.forward !== undefined) {
+    throw badArgument(
+      '--forward',
+      'is only for --mode routed',
+      'leave it out, or add --mode routed',
+    );
+  }
   // Building takes well under a second per host; an interrupt in the middle is honoured right
   // after, by removing what was built, so Ctrl-C never leaves half a lab behind.
   let interrupted = false;
@@ -374,6 +384,24 @@ export async function status(): Promise<CommandOutput<{ labs: LabStatus[] }>> {
   };
 }
 
+/** `nlb lab up --mode`. */
+function modeOption(): Option {
+  return new Option(
+    '--mode <mode>',
+    'cluster operation mode in the generated configs; routed: a router running FRR with ECMP over hosts in subnets of their own, no nlbd yet (docs/routed.md)',
+  )
+    .choices(['unicast', 'multicast', 'igmp', 'routed'])
+    .default('unicast');
+}
+
+/** `nlb lab up --forward`: how a routed lab's hosts forward (and so its topology). */
+function forwardOption(): Option {
+  return new Option(
+    '--forward <forward>',
+    'with --mode routed: vxlan (default: a /24 per host) or segment (all hosts on one segment, forwarding without encapsulation)',
+  ).choices(['vxlan', 'segment']);
+}
+
 export function register(program: Command, ctx: CliContext): void {
   const labCommand = program
     .command('lab')
@@ -395,14 +423,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--client-ips <n>', 'extra source addresses per client (from 198.18.0.101)', '0')
     .option('--daemons', 'start nlbd in every host', startDaemonsDefault)
     .option('--no-daemons', 'do not start nlbd (the backends still run)')
-    .addOption(
-      new Option(
-        '--mode <mode>',
-        'cluster operation mode in the generated configs; routed: a router running FRR with ECMP over hosts in subnets of their own, no nlbd yet (docs/routed.md)',
-      )
-        .choices(['unicast', 'multicast', 'igmp', 'routed'])
-        .default('unicast'),
-    )
+    .addOption(modeOption())
     .addOption(
       new Option('--affinity <affinity>', 'affinity of the port rule (tcp 80)')
         .choices(['none', 'single', 'network'])
@@ -414,6 +435,7 @@ export function register(program: Command, ctx: CliContext): void {
       false,
     )
     .option('--no-health', 'no health or agent check of the backend in the generated configs')
+    .addOption(forwardOption())
     .action(ctx.action((options: UpOptions) => up(options)));
 
   labCommand
