@@ -126,6 +126,28 @@ describe('routed forwarding maps', () => {
     for (const id of [1, 2]) expect(routedOf(net, id).rules[0]!.secondChance).toEqual([]);
   });
 
+  it('end the second chance at a drained host once its last connection ended, before the timeout', () => {
+    const net = cluster(3);
+    net.command(3, { verb: 'drainstop' });
+    net.run(net.nowMs + 2_000);
+    const during = [1, 2].flatMap((id) => routedOf(net, id).rules[0]!.secondChance);
+    expect(during.length).toBeGreaterThan(0);
+    // The daemon reports that the draining host's last connection ended: it stops.
+    net.command(3, { verb: 'connectionsEnded' });
+    net.run(net.nowMs + 500);
+    expect(net.hosts.get(3)!.status().state).toBe('stopped');
+    for (const id of [1, 2]) expect(routedOf(net, id).rules[0]!.secondChance).toEqual([]);
+    expect(net.nowMs).toBeLessThan(secondChanceMs + 5_000);
+  });
+
+  it('give no second chance at a host stopped at once (a stop cuts its connections)', () => {
+    const net = cluster(3);
+    net.command(3, { verb: 'stop' });
+    net.run(net.nowMs + 2_000);
+    for (const id of [1, 2]) expect(routedOf(net, id).rules[0]!.secondChance).toEqual([]);
+    expectForwardingToOwners(net);
+  });
+
   it('give no second chance at a host that died: its buckets are orphans instead', () => {
     const net = cluster(3);
     net.command(3, { verb: 'drainstop' });

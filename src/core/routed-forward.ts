@@ -9,15 +9,16 @@
 //                 that is a live peer; a bucket with neither (in flight to this host, or whose
 //                 owner is dead and not replaced yet) is absent and handled locally (dropped).
 //   secondChance  per rule, each bucket this host owns or is about to own (its target) -> the
-//                 live peer that released it, until `cluster.routed.secondChanceMs` passes or
-//                 that peer dies (its connections died with it: the orphan reset applies).
+//                 live peer that released it, until `cluster.routed.secondChanceMs` passes, that
+//                 peer dies (its connections died with it: the orphan reset applies), or it
+//                 reports itself stopped or suspended (it holds no connection any more).
 //
 // Releases are noted as heartbeats arrive (`noteReleases`): a bucket a live peer claimed in one
 // heartbeat and not in its next one. Only routed mode keeps them, so the other modes pay nothing.
 // Part of the host machine (host.ts); pure.
 import type { Heartbeat } from './heartbeat.js';
 import { defaultHost } from './host-decision.js';
-import type { DeadClaim, MachineState, PeerRecord } from './host-state.js';
+import { type DeadClaim, type MachineState, type PeerRecord, takesPart } from './host-state.js';
 
 /** A bucket and the host that serves it (forward) or served it before (second chance). */
 export type BucketHost = readonly [bucket: number, host: number];
@@ -97,13 +98,20 @@ function liveClaims(s: MachineState): Map<number, number>[] {
   return claims;
 }
 
+/**
+ * The previous owner of a bucket, while it may still hold connections there: alive, within
+ * `secondChanceMs`, and still taking part. A host that reports itself stopped or suspended has
+ * no connections left (a drainstop ends when its last one does; a stop or a suspend cuts them),
+ * so its second chances end then, before the timeout.
+ */
 function secondChanceOf(
   s: MachineState,
   claim: DeadClaim | undefined,
   now: number,
 ): number | undefined {
   if (claim === undefined || claim.untilMs <= now || claim.host === s.hostId) return undefined;
-  return live(s.peers.get(claim.host)) ? claim.host : undefined;
+  const peer = s.peers.get(claim.host);
+  return live(peer) && takesPart(peer.heartbeat.state) ? claim.host : undefined;
 }
 
 /** The maps above for the machine's state now. */
