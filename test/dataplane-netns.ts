@@ -1,5 +1,5 @@
 // Network namespaces and processes for the real-kernel data plane tests. Every namespace gets a
-// unique `nlbt-dp-<pid>-<random>-` prefix and is removed by `removeAll`, even when a test fails;
+// unique `nlbt-<tag>-<pid>-<random>-` prefix and is removed by `removeAll`, even when a test fails;
 // nothing is ever configured in the root namespace (links are created inside the host namespace
 // and their peer is moved straight into the client namespace).
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
@@ -9,9 +9,14 @@ import { createInterface } from 'node:readline';
 export { isRoot, labRequired } from './support/root.js';
 
 export class Namespaces {
-  readonly prefix = `nlbt-dp-${process.pid}-${randomBytes(3).toString('hex')}-`;
+  readonly prefix: string;
   private readonly created: string[] = [];
   private readonly processes: ChildProcessWithoutNullStreams[] = [];
+
+  /** `tag` names the test file's namespaces apart: dp (data plane), rn, rs (routed), ... */
+  constructor(tag = 'dp') {
+    this.prefix = `nlbt-${tag}-${process.pid}-${randomBytes(3).toString('hex')}-`;
+  }
 
   add(suffix: string): string {
     const name = `${this.prefix}${suffix}`;
@@ -26,9 +31,10 @@ export class Namespaces {
     return execFileSync('ip', ['-n', namespace, ...args], { encoding: 'utf8' });
   }
 
-  exec(namespace: string, argv: readonly string[]): string {
+  exec(namespace: string, argv: readonly string[], input?: string): string {
     this.assertOurs(namespace);
-    return execFileSync('ip', ['netns', 'exec', namespace, ...argv], { encoding: 'utf8' });
+    const options = { encoding: 'utf8' as const, ...(input === undefined ? {} : { input }) };
+    return execFileSync('ip', ['netns', 'exec', namespace, ...argv], options);
   }
 
   /** Sends one UDP datagram from `namespace`, from `source` (multicast out of its interface). */
@@ -40,10 +46,15 @@ export class Namespaces {
   }
 
   /** A long-lived process inside `namespace`, killed by removeAll. */
-  spawn(namespace: string, argv: readonly string[]): ChildProcessWithoutNullStreams {
+  spawn(
+    namespace: string,
+    argv: readonly string[],
+    env?: NodeJS.ProcessEnv,
+  ): ChildProcessWithoutNullStreams {
     this.assertOurs(namespace);
     const child = spawn('ip', ['netns', 'exec', namespace, ...argv], {
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
     });
     this.processes.push(child);
     return child;
@@ -75,6 +86,21 @@ export class Namespaces {
     }
   }
 }
+
+/** A TCP server on `port` answering each connection `<name> <local address> <remote address>`. */
+export const namedServerScript = (name: string, port: number): string => `
+require('node:net').createServer((s) => s.end('${name} ' + s.localAddress + ' ' + s.remoteAddress + '\\n'))
+  .listen(${port}, '0.0.0.0', () => console.log('ready'));`;
+
+/**
+ * Connects to `port` of argv[1] (from local port argv[2] when given) and prints what it reads,
+ * `error <code>`, or `timeout` after 2 s.
+ */
+export const askScript = (port: number): string => `
+const s = require('node:net').connect({ port: ${port}, host: process.argv[1], ...(process.argv[2] ? { localPort: Number(process.argv[2]) } : {}) });
+let text = ''; s.on('data', (d) => (text += d)); s.on('end', () => { process.stdout.write(text); process.exit(0); });
+s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
+setTimeout(() => { console.log('timeout'); process.exit(0); }, 2000);`;
 
 /** TCP echo on ports 80 and 81, UDP echo on 5300, on every address of the namespace. */
 export const serverScript = `

@@ -9,13 +9,7 @@
 // nlbf0 (hop 1) or nlbs0 (hop 2), and h2 answers rt straight over its own link. Nothing is
 // configured in the root namespace. Needs root; skipped visibly otherwise (failing instead when
 // NLB_REQUIRE_LAB=1).
-import {
-  type ChildProcessWithoutNullStreams,
-  execFile,
-  execFileSync,
-  spawn,
-} from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { type ChildProcessWithoutNullStreams, execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +22,7 @@ import {
   setUpRouted,
   tearDownRouted,
 } from '../src/dataplane/routed-net.js';
-import { waitForLine } from './dataplane-netns.js';
+import { Namespaces, askScript, namedServerScript, waitForLine } from './dataplane-netns.js';
 import { declareRootRequirement, isRoot } from './support/root.js';
 
 declareRootRequirement('routed-net-netns', 'the routed set-up test needs network namespaces');
@@ -41,73 +35,11 @@ const port = 8080;
 /** How long a withdrawal may take: a pipe's EOF or the 300 ms guard, then one netlink call. */
 const withdrawnWithinMs = 1_000;
 
-class Namespaces {
-  readonly prefix = `nlbt-rn-${process.pid}-${randomBytes(3).toString('hex')}-`;
-  private readonly created: string[] = [];
-  private readonly children: ChildProcessWithoutNullStreams[] = [];
-
-  add(suffix: string): string {
-    const name = `${this.prefix}${suffix}`;
-    execFileSync('ip', ['netns', 'add', name]);
-    this.created.push(name);
-    this.ip(name, ['link', 'set', 'lo', 'up']);
-    return name;
-  }
-
-  ip(namespace: string, args: readonly string[]): string {
-    this.assertOurs(namespace);
-    return execFileSync('ip', ['-n', namespace, ...args], { encoding: 'utf8' });
-  }
-
-  exec(namespace: string, argv: readonly string[], input?: string): string {
-    this.assertOurs(namespace);
-    const options = { encoding: 'utf8' as const, ...(input === undefined ? {} : { input }) };
-    return execFileSync('ip', ['netns', 'exec', namespace, ...argv], options);
-  }
-
-  spawn(namespace: string, argv: readonly string[], env?: NodeJS.ProcessEnv) {
-    this.assertOurs(namespace);
-    const child = spawn('ip', ['netns', 'exec', namespace, ...argv], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
-    });
-    this.children.push(child);
-    return child;
-  }
-
-  assertOurs(namespace: string): void {
-    if (!this.created.includes(namespace)) {
-      throw new Error(`refusing to touch namespace '${namespace}': this test did not create it`);
-    }
-  }
-
-  removeAll(): void {
-    for (const child of this.children) if (child.exitCode === null) child.kill('SIGKILL');
-    const errors: string[] = [];
-    for (const name of this.created.splice(0).reverse()) {
-      try {
-        execFileSync('ip', ['netns', 'del', name]);
-      } catch (error) {
-        errors.push(`${name}: ${String(error)}`);
-      }
-    }
-    if (errors.length > 0)
-      throw new Error(`could not remove test namespaces:\n${errors.join('\n')}`);
-  }
-}
-
-/** Answers each connection with `<name> <local address> <remote address>`. */
-const serverScript = (name: string) => `
-require('node:net').createServer((s) => s.end('${name} ' + s.localAddress + ' ' + s.remoteAddress + '\\n'))
-  .listen(${port}, '0.0.0.0', () => console.log('ready'));`;
-const clientScript = `
-const s = require('node:net').connect({ port: ${port}, host: process.argv[1], ...(process.argv[2] ? { localPort: Number(process.argv[2]) } : {}) });
-let text = ''; s.on('data', (d) => (text += d)); s.on('end', () => { process.stdout.write(text); process.exit(0); });
-s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
-setTimeout(() => { console.log('timeout'); process.exit(0); }, 2000);`;
+const serverScript = (name: string) => namedServerScript(name, port);
+const clientScript = askScript(port);
 
 describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', () => {
-  const ns = new Namespaces();
+  const ns = new Namespaces('rn');
   let rt = '';
   let h1 = '';
   let h2 = '';
