@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CommandResult, Runner } from '../src/dataplane/exec.js';
 import { bgpdPathSpace, frrProblems } from '../src/daemon/frr-status.js';
+import { StartRefused, checkFrrInstalled } from '../src/daemon/start-checks.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -79,5 +80,23 @@ describe('FRR status in routed mode', () => {
       'show bgp summary json',
     ]);
     expect(await frrProblems(runner, 'nlb-x-h1', ['198.18.1.1'], root)).toEqual([]);
+  });
+
+  it('refuses to start routed mode without FRR installed, naming what is missing and the fix', () => {
+    const bin = runRoot();
+    writeFileSync(path.join(bin, 'zebra'), '');
+    let refusal: unknown;
+    try {
+      checkFrrInstalled(bin);
+    } catch (error) {
+      refusal = error;
+    }
+    expect(refusal).toBeInstanceOf(StartRefused);
+    expect((refusal as StartRefused).message).toBe(
+      `routed mode needs FRR, and ${path.join(bin, 'bgpd')} is missing`,
+    );
+    expect((refusal as StartRefused).hint).toMatch(/^install FRR \(`apt-get install frr`\)/);
+    writeFileSync(path.join(bin, 'bgpd'), '');
+    expect(() => checkFrrInstalled(bin)).not.toThrow();
   });
 });

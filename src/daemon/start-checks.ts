@@ -126,11 +126,11 @@ export const frrBinDir = '/usr/lib/frr';
  * installed nothing would reach the routers, so nlbd refuses to start. Whether it runs is an
  * event once nlbd serves (routed-parts.ts): FRR may well start after nlbd.
  */
-function checkFrrInstalled(): void {
-  const missing = ['zebra', 'bgpd'].filter((d) => !existsSync(path.join(frrBinDir, d)));
+export function checkFrrInstalled(binDir = frrBinDir): void {
+  const missing = ['zebra', 'bgpd'].filter((d) => !existsSync(path.join(binDir, d)));
   if (missing.length > 0) {
     throw new StartRefused(
-      `routed mode needs FRR, and ${missing.map((d) => path.join(frrBinDir, d)).join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`,
+      `routed mode needs FRR, and ${missing.map((d) => path.join(binDir, d)).join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`,
       'install FRR (`apt-get install frr`), write its files with `nlb frr-config --config <this file>` and start it; or use another cluster.mode',
     );
   }
