@@ -155,5 +155,5 @@ export const routedSpec: DataplaneSpec = {
   },
   mode: 'routed',
   interface: 'eth0',
-  routed: { mssClamp: 1410, vxlanPort: 4789 },
+  routed: { mssClamp: 1410, forward: 'vxlan', vxlanPort: 4789 },
 };

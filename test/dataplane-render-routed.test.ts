@@ -90,6 +90,17 @@ describe('routed rendering', () => {
     );
   });
 
+  it('drops VXLAN from anyone but the peers, with VXLAN only', () => {
+    const guard =
+      'udp dport 4789 ip saddr != { 198.18.1.2, 198.18.2.2, 198.18.3.2 } counter name overlay_refused drop';
+    expect(renderTable(routedSpec)).toContain(guard);
+    const segment = renderTable({
+      ...routedSpec,
+      routed: { ...routedSpec.routed!, forward: 'segment' },
+    });
+    expect(segment).not.toContain('udp dport 4789');
+  });
+
   it('moves forwarding with a quick transaction of map changes only', () => {
     const update = renderOwnershipUpdate(routedSpec, movedSpec);
     expect(update).toBe(

@@ -5,6 +5,7 @@ import { type Address, addressesEqual } from '../core/address.js';
 import {
   type ClusterMode,
   type PortRule,
+  type RoutedForward,
   bucketsMax,
   clusterIpsMax,
   hostsMax,
@@ -53,7 +54,12 @@ export interface DataplaneSpec {
    */
   readonly ownMac?: string;
   /** Routed mode only: the MSS the cluster IPs' SYN-ACKs are clamped to (render-routed.ts). */
-  readonly routed?: { readonly mssClamp: number; readonly vxlanPort: number };
+  readonly routed?: {
+    readonly mssClamp: number;
+    /** How packets reach another host: the VXLAN guard is for vxlan only. */
+    readonly forward: RoutedForward;
+    readonly vxlanPort: number;
+  };
 }
 
 /** A spec that cannot be rendered is a bug in the caller (the daemon builds it from a valid config). */

@@ -135,10 +135,11 @@ function arrivals(): string[] {
 /**
  * Routed mode: only the peers may send into the overlay. A VXLAN packet from anyone else would
  * come out of a peer's device as if that peer had forwarded it; it is dropped before the
- * VXLAN socket sees it.
+ * VXLAN socket sees it. With `forward: segment` nothing is encapsulated and nothing is
+ * rendered: that mode trusts the segment (docs/routed.md).
  */
 export function overlayGuard(spec: DataplaneSpec): string[] {
-  if (spec.mode !== 'routed' || spec.routed === undefined) return [];
+  if (spec.mode !== 'routed' || spec.routed?.forward !== 'vxlan') return [];
   const peers = (spec.heartbeat.peers ?? []).map((peer) => peer.text);
   return [
     `udp dport ${spec.routed.vxlanPort} ip saddr != { ${peers.join(', ')} } counter name ${routedNames.overlayRefused} drop`,

@@ -81,6 +81,8 @@ export function markerRouteLines(verb: 'replace' | 'del', clusterIps: readonly s
 /** One running pipeline: what it was sent, and what its stderr says about it. */
 class Pipeline {
   exited = false;
+  /** The script said its guard fired (nlbd was silent): its end is that, said already. */
+  guardFired = false;
   readonly closed: Promise<void>;
   /** Lines given to `ip` so far: its line numbers. */
   private forwarded = 0;
@@ -142,6 +144,7 @@ class Pipeline {
       } else if (/^(RTNETLINK answers:|Error:)/.test(line)) {
         this.errors.push(line);
       } else {
+        if (line.includes(': no line within ')) this.guardFired = true;
         this.onProblem(line);
       }
     }
@@ -282,8 +285,9 @@ export class RouteAnnouncer {
     const { clusterIps, guardMs, onProblem } = this.options;
     const args = ['-c', announcerScript, 'nlb-announcer', String(guardMs / 1000)];
     const child = this.spawn('bash', [...args, String(markerRouteProtocol), ...clusterIps]);
-    const pipeline = new Pipeline(child, onProblem, (description) => {
-      if (!this.closing) {
+    const pipeline: Pipeline = new Pipeline(child, onProblem, (description) => {
+      // After the guard fired, the script said why it ends; its exit status says nothing more.
+      if (!this.closing && !pipeline.guardFired) {
         onProblem(
           `the marker route pipeline ended (${description}); the next call starts it again`,
         );

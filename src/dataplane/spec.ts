@@ -68,6 +68,7 @@ export function dataplaneSpecFor(
       ? {
           routed: {
             mssClamp: options.mssClamp ?? mssClampDefault,
+            forward: cluster.routed?.forward ?? 'vxlan',
             vxlanPort: cluster.routed?.vxlanPort ?? vxlanPortDefault,
           },
         }
