@@ -164,3 +164,21 @@ export function bfdTimerProblems(bfd: BfdTimers, at: string): ConfigError[] {
   }
   return errors;
 }
+
+/** Where Debian's FRR keeps its daemons. */
+export const frrBinDir = '/usr/lib/frr';
+/** Where FRR keeps its run files; FRR's path space per namespace (`-N <ns>`) adds a directory. */
+export const frrRunRoot = '/run/frr';
+
+interface BgpSummary {
+  readonly ipv4Unicast?: { readonly peers?: Record<string, { readonly state?: string }> };
+}
+
+/**
+ * The session state of each BGP neighbor (`Established`, `Active`, …; undefined when bgpd
+ * names none), by address, from `vtysh -c 'show bgp summary json'`; empty output is no peers.
+ */
+export function bgpSessionStates(json: string): Map<string, string | undefined> {
+  const summary = JSON.parse(json === '' ? '{}' : json) as BgpSummary;
+  return new Map(Object.entries(summary.ipv4Unicast?.peers ?? {}).map(([p, v]) => [p, v.state]));
+}

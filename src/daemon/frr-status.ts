@@ -6,8 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
-
-export const frrRunRoot = '/run/frr';
+import { bgpSessionStates, frrRunRoot } from '../core/bgp.js';
 
 /** Where bgpd runs for `netns` (its FRR path space), or undefined when it does not run. */
 export function bgpdPathSpace(
@@ -31,10 +30,6 @@ export function bgpdPathSpace(
     }
   }
   return undefined;
-}
-
-interface BgpSummary {
-  readonly ipv4Unicast?: { readonly peers?: Record<string, { readonly state?: string }> };
 }
 
 /** The name of this process's network namespace (`ip netns identify`), if it has one. */
@@ -69,18 +64,17 @@ export async function frrProblems(
     '-c',
     'show bgp summary json',
   ];
-  let summary: BgpSummary;
+  let states: Map<string, string | undefined>;
   try {
     const result = await runner.run('vtysh', args, { timeoutMs: 5_000 });
-    summary = JSON.parse(result.stdout === '' ? '{}' : result.stdout) as BgpSummary;
+    states = bgpSessionStates(result.stdout);
   } catch (error) {
     return [`could not ask bgpd for its sessions (vtysh ${args.join(' ')}): ${String(error)}`];
   }
-  const states = summary.ipv4Unicast?.peers ?? {};
   return peers
-    .filter((peer) => states[peer]?.state !== 'Established')
+    .filter((peer) => states.get(peer) !== 'Established')
     .map(
       (peer) =>
-        `the BGP session with ${peer} is ${states[peer]?.state ?? 'not configured'}: the routers behind it do not hear the cluster IPs; check that ${peer} is reachable and configured for this host (AS, address), and \`vtysh -c 'show bgp summary'\``,
+        `the BGP session with ${peer} is ${states.get(peer) ?? 'not configured'}: the routers behind it do not hear the cluster IPs; check that ${peer} is reachable and configured for this host (AS, address), and \`vtysh -c 'show bgp summary'\``,
     );
 }

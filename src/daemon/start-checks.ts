@@ -11,6 +11,7 @@ import type { IpRoute } from '../dataplane/iproute.js';
 import { loadConfigFile } from '../node/config-file.js';
 import { readKeyFile } from './key-file.js';
 import { readTokenFile } from '../control/remote-target.js';
+import { frrBinDir } from '../core/bgp.js';
 
 export interface ListenAddress {
   readonly address: string;
@@ -117,9 +118,6 @@ export async function preflight(config: Config, runner: Runner, ipRoute: IpRoute
   if (mode === 'routed') checkFrrInstalled();
   await checkClusterIpsFree(config, ipRoute);
 }
-
-/** Where Debian's FRR keeps its daemons. */
-export const frrBinDir = '/usr/lib/frr';
 
 /**
  * Routed mode announces the cluster IPs through FRR's bgpd (docs/routed.md): without FRR

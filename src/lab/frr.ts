@@ -15,13 +15,13 @@ import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type FrrDaemon, type FrrFiles, frrDaemons, frrFileName } from '../routed/frr-config.js';
+import { frrBinDir, frrRunRoot } from '../routed/frr-settings.js';
 import { LabError } from './errors.js';
 import { assertLabNamespace, execIn } from './netns.js';
 import { processRef, type ProcessRef } from './process.js';
 
 /** Where Debian's FRR keeps its run files; `-N <ns>` adds a directory per namespace. */
-export const frrRunRoot = '/run/frr';
-const frrBinDir = '/usr/lib/frr';
+export { frrRunRoot } from '../routed/frr-settings.js';
 /** A daemon writes its pid file within milliseconds of forking; 5 s means it failed to start. */
 const daemonStartWaitMs = 5_000;
 

@@ -35,6 +35,7 @@ import {
   renderHostFrr,
   renderRouterFrr,
 } from '../routed/frr-config.js';
+import { bgpSessionStates } from '../routed/frr-settings.js';
 import { hostFrrSettingsOf } from '../routed/host-settings.js';
 import type { Affinity, Config } from '../core/config.js';
 import {
@@ -364,17 +365,10 @@ export function hostFrrFiles(config: Config): FrrFiles {
   return filesOrThrow(renderHostFrr(settings), `host ${config.host.id}`);
 }
 
-interface BgpSummary {
-  readonly ipv4Unicast?: { readonly peers?: Record<string, { readonly state?: string }> };
-}
-
 /** The BGP state of every neighbor of `namespace`'s FRR (`Established`, `Active`, …), by address. */
 export async function bgpPeerStates(namespace: string): Promise<Map<string, string>> {
   const text = await vtysh(namespace, 'show bgp summary json');
-  const summary = JSON.parse(text === '' ? '{}' : text) as BgpSummary;
-  return new Map(
-    Object.entries(summary.ipv4Unicast?.peers ?? {}).map(([peer, v]) => [peer, v.state ?? '?']),
-  );
+  return new Map([...bgpSessionStates(text)].map(([peer, state]) => [peer, state ?? '?']));
 }
 
 /** Waits until the router's session with every host is established; fails naming the others. */
