@@ -19,7 +19,6 @@
 // record and its lock), errors.ts and paths.ts.
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import type { Affinity, ClusterMode } from '../core/config.js';
 import { daemonRunFiles, daemonStateFiles, stateDirDefault } from '../daemon/paths.js';
 import {
@@ -53,7 +52,7 @@ import {
   labDir,
   nameOf,
   readState,
-  stateVersion,
+  newLabRecord,
   updateState,
   writeState,
 } from './state.js';
@@ -138,25 +137,15 @@ function checkedSizes(options: LabUpOptions): Omit<TopologyPlan, 'cluster'> {
 }
 
 function newLabState(name: string, options: LabUpOptions): LabState {
-  const dir = labDir(name);
-  return {
-    version: stateVersion,
-    name,
-    dir,
-    createdAt: new Date().toISOString(),
+  return newLabRecord(name, {
     subnet: labSubnet,
     vip: labVip,
     switchNamespace: switchNamespace(name),
     bridge: labBridge,
-    keyFile: path.join(dir, 'cluster.key'),
     daemonCommand: [...(options.daemonCommand ?? daemonCommandDefault)],
-    namespaces: [],
-    hosts: [],
-    clients: [],
     mode: options.clusterMode ?? 'unicast',
     ...(options.ipv6 === true ? { vip6: labVip6 } : {}),
-    complete: false,
-  };
+  });
 }
 
 /**

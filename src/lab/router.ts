@@ -75,7 +75,7 @@ import {
 } from './naming.js';
 import { execIn, ipIn } from './netns.js';
 import { backendMainPath } from './paths.js';
-import { type LabState, labDir, stateVersion, updateState, writeState } from './state.js';
+import { type LabState, newLabRecord, updateState, writeState } from './state.js';
 import { addNamespace, addVeth, claimLabName } from './topology.js';
 
 /**
@@ -123,21 +123,12 @@ function hostLink(segment: boolean, id: number) {
 }
 
 function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
-  const dir = labDir(name);
-  return {
-    version: stateVersion,
-    name,
-    dir,
-    createdAt: new Date().toISOString(),
+  return newLabRecord(name, {
     subnet: labSafeRange,
     vip: labVip,
     switchNamespace: routerNamespace(name),
     bridge: labBridge,
-    keyFile: path.join(dir, 'cluster.key'),
     daemonCommand: [...(options.daemonCommand ?? daemonCommandDefault)],
-    namespaces: [],
-    hosts: [],
-    clients: [],
     mode: 'routed',
     routed: {
       routerNamespace: routerNamespace(name),
@@ -146,8 +137,7 @@ function newRoutedState(name: string, options: RoutedLabUpOptions): LabState {
       markerProtocol: routedMarkerProtocol,
       ...(options.segment === true ? { segment: true } : {}),
     },
-    complete: false,
-  };
+  });
 }
 
 /**

@@ -23,6 +23,30 @@ export function labDir(name: string): string {
 
 export const stateVersion = 1;
 
+/** What every new lab record starts with; `fields` says what kind of lab it is. */
+export function newLabRecord(
+  name: string,
+  fields: Pick<
+    LabState,
+    'subnet' | 'vip' | 'switchNamespace' | 'bridge' | 'daemonCommand' | 'mode'
+  > &
+    Partial<Pick<LabState, 'vip6' | 'routed'>>,
+): LabState {
+  const dir = labDir(name);
+  return {
+    version: stateVersion,
+    name,
+    dir,
+    createdAt: new Date().toISOString(),
+    keyFile: path.join(dir, 'cluster.key'),
+    namespaces: [],
+    hosts: [],
+    clients: [],
+    complete: false,
+    ...fields,
+  };
+}
+
 export interface LabHostState {
   readonly id: number;
   readonly namespace: string;
