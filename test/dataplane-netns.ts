@@ -60,6 +60,49 @@ export class Namespaces {
     return child;
   }
 
+  /** A device's packet counters in `namespace`. */
+  packets(namespace: string, device: string): { rx: number; tx: number } {
+    const [link] = JSON.parse(this.ip(namespace, ['-j', '-s', 'link', 'show', 'dev', device])) as {
+      stats64: { rx: { packets: number }; tx: { packets: number } };
+    }[];
+    return { rx: link!.stats64.rx.packets, tx: link!.stats64.tx.packets };
+  }
+
+  /**
+   * The namespace's only test table `ip <table>`: marks packets to `address` with `mark` in
+   * prerouting (as nlb's filter would); no address: no table.
+   */
+  markIn(namespace: string, table: string, address?: string, mark?: number): void {
+    const name = `table ip ${table}`;
+    const lines = [name, `delete ${name}`];
+    if (address !== undefined) {
+      lines.push(
+        `${name} {`,
+        '\tchain pre {',
+        '\t\ttype filter hook prerouting priority -150; policy accept;',
+        `\t\tip daddr ${address} meta mark set ${mark}`,
+        '\t}',
+        '}',
+      );
+    }
+    this.exec(namespace, ['nft', '-f', '-'], `${lines.join('\n')}\n`);
+  }
+
+  /**
+   * Links, rules, IPv4 routes and permanent neighbours, to compare two moments. IPv4 routes
+   * only: eth0's IPv6 link-local address (and its local route) may finish DAD in between.
+   */
+  snapshot(namespace: string): string {
+    return [
+      '-d -j link show',
+      '-j rule show',
+      '-4 -j route show table all',
+      '-j neigh show nud permanent',
+    ]
+      .map((args) => this.ip(namespace, args.split(' ')))
+      .join('\n');
+  }
+
   private assertOurs(namespace: string): void {
     if (!this.created.includes(namespace)) {
       throw new Error(`refusing to touch namespace '${namespace}': this test did not create it`);

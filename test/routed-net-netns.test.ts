@@ -64,34 +64,11 @@ describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', ()
         ...(localPort === undefined ? [] : [String(localPort)]),
       ])
     ).stdout.trim();
-  const packets = (namespace: string, device: string) => {
-    const [link] = JSON.parse(ns.ip(namespace, ['-j', '-s', 'link', 'show', 'dev', device])) as {
-      stats64: { rx: { packets: number }; tx: { packets: number } };
-    }[];
-    return { rx: link!.stats64.rx.packets, tx: link!.stats64.tx.packets };
-  };
+  const packets = (namespace: string, device: string) => ns.packets(namespace, device);
   /** h1's or h2's only nft table: marks packets to `address` (none: no table). */
-  const markIn = (namespace: string, address?: string, mark?: number) => {
-    const table = 'table ip nlbt_rn';
-    const lines = [`${table}`, `delete ${table}`];
-    if (address !== undefined) {
-      lines.push(
-        `${table} {`,
-        '\tchain pre {',
-        '\t\ttype filter hook prerouting priority -150; policy accept;',
-        `\t\tip daddr ${address} meta mark set ${mark}`,
-        '\t}',
-        '}',
-      );
-    }
-    ns.exec(namespace, ['nft', '-f', '-'], `${lines.join('\n')}\n`);
-  };
-  // IPv4 routes only: eth0's IPv6 link-local address (and its local route) may finish DAD
-  // between two snapshots.
-  const snapshot = (namespace: string) =>
-    ['-d -j link show', '-j rule show', '-4 -j route show table all', '-j neigh show nud permanent']
-      .map((args) => ns.ip(namespace, args.split(' ')))
-      .join('\n');
+  const markIn = (namespace: string, address?: string, mark?: number) =>
+    ns.markIn(namespace, 'nlbt_rn', address, mark);
+  const snapshot = (namespace: string) => ns.snapshot(namespace);
 
   beforeAll(async () => {
     rt = ns.add('rt');

@@ -61,28 +61,10 @@ describe.runIf(isRoot)('forward: segment on a real kernel (network namespaces)',
         ...(localPort === undefined ? [] : [String(localPort)]),
       ])
     ).stdout.trim();
-  const packets = (namespace: string, device: string) => {
-    const [link] = JSON.parse(ns.ip(namespace, ['-j', '-s', 'link', 'show', 'dev', device])) as {
-      stats64: { rx: { packets: number }; tx: { packets: number } };
-    }[];
-    return { rx: link!.stats64.rx.packets, tx: link!.stats64.tx.packets };
-  };
+  const packets = (namespace: string, device: string) => ns.packets(namespace, device);
   /** h1's or h2's only nft table: marks packets to `address` (none: no table). */
-  const markIn = (namespace: string, address?: string, mark?: number) => {
-    const table = 'table ip nlbt_rs';
-    const lines = [table, `delete ${table}`];
-    if (address !== undefined) {
-      lines.push(
-        `${table} {`,
-        '\tchain pre {',
-        '\t\ttype filter hook prerouting priority -150; policy accept;',
-        `\t\tip daddr ${address} meta mark set ${mark}`,
-        '\t}',
-        '}',
-      );
-    }
-    ns.exec(namespace, ['nft', '-f', '-'], `${lines.join('\n')}\n`);
-  };
+  const markIn = (namespace: string, address?: string, mark?: number) =>
+    ns.markIn(namespace, 'nlbt_rs', address, mark);
   /** rt's bridge counts, per port, the frames that reach rt from a cluster IP. */
   const replies = () => {
     const out = ns.exec(rt, ['nft', '-j', 'list', 'counters', 'table', 'bridge', 'nlbt_rs']);
@@ -93,12 +75,7 @@ describe.runIf(isRoot)('forward: segment on a real kernel (network namespaces)',
       items.flatMap((i) => (i.counter === undefined ? [] : [[i.counter.name, i.counter.packets]])),
     ) as Record<string, number>;
   };
-  // IPv4 routes only: eth0's IPv6 link-local address (and its local route) may finish DAD
-  // between two snapshots.
-  const snapshot = (namespace: string) =>
-    ['-d -j link show', '-j rule show', '-4 -j route show table all', '-j neigh show nud permanent']
-      .map((args) => ns.ip(namespace, args.split(' ')))
-      .join('\n');
+  const snapshot = (namespace: string) => ns.snapshot(namespace);
 
   beforeAll(async () => {
     rt = ns.add('rt');
