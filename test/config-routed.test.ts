@@ -141,6 +141,22 @@ describe('config: routed mode settings', () => {
       'cluster.routed: routed mode announces IPv4 cluster IPs only for now: remove the IPv6 cluster IPs, or cluster.routed',
     );
   });
+
+  it('counts the held bitmap in the heartbeat size: rules that fit one datagram elsewhere may not', () => {
+    const rules = `  portRules:
+${[1, 2, 3, 4].map((i) => `    - { vip: 198.18.0.100, ports: ${8000 + i}, protocol: tcp, buckets: 1024 }`).join('\n')}
+`;
+    const big = text.replace(/ {2}portRules:\n( {4}.*\n)+/, rules);
+    expect(big).toContain('buckets: 1024');
+    expect(errorsOf(big)).toEqual([
+      'cluster.portRules: the heartbeat would be 1582 bytes, over the 1400-byte datagram limit (each rule costs 9 bytes plus two bits per bucket in routed mode); use fewer buckets or fewer port rules',
+    ]);
+    // The same rules without routed mode carry one bitmap each: 1,070 bytes.
+    const unicast = big.replace(routedMode, '').replace(clusterRouted, '').replace(hostRouted, '');
+    const result = parseConfig(unicast);
+    if (!result.ok) expect.fail(JSON.stringify(result.errors));
+    expect(result.config.cluster.portRules).toHaveLength(4);
+  });
 });
 
 describe('nlb frr-config', () => {

@@ -31,7 +31,9 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
     configDigest: fc.uint8Array({ minLength: 16, maxLength: 16 }),
     periodMs: fc.integer({ min: 20, max: 10000 }),
     tolerance: fc.integer({ min: 2, max: 100 }),
-    mode: fc.constantFrom('unicast', 'multicast', 'igmp'),
+    mode: fc.constantFrom('unicast', 'multicast', 'igmp', 'routed'),
+    // Routed mode's held bitmaps: on every rule or on none.
+    withHeld: fc.boolean(),
     hashSeed: fc.integer({ min: 0, max: 0xffffffff }),
     heard: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
     members: fc.uniqueArray(fc.integer({ min: 1, max: 32 })).map((a) => a.sort((x, y) => x - y)),
@@ -61,12 +63,22 @@ const heartbeatArb: fc.Arbitrary<Heartbeat> = fc
           owned: fc
             .uniqueArray(fc.integer({ min: 0, max: buckets - 1 }))
             .map((a) => a.sort((x, y) => x - y)),
+          held: fc
+            .uniqueArray(fc.integer({ min: 0, max: buckets - 1 }))
+            .map((a) => a.sort((x, y) => x - y)),
         }),
       ),
       { maxLength: 8 },
     ),
   })
-  .map((r) => ({ ...r, clusterId }) as Heartbeat);
+  .map(
+    ({ withHeld, rules, ...r }) =>
+      ({
+        ...r,
+        rules: rules.map(({ held, ...rule }) => (withHeld ? { ...rule, held } : rule)),
+        clusterId,
+      }) as Heartbeat,
+  );
 
 describe('heartbeat codec', () => {
   it('round-trips every field', () => {
@@ -115,7 +127,7 @@ describe('heartbeat codec', () => {
       bytes.set(createHmac('sha256', key).update(body).digest(), bytes.length - 32);
       return bytes;
     };
-    const corrupt = (offset: number, value: number) => {
+    const corrupt = (offset: number, value: number, held?: number[]) => {
       const bytes = encodeHeartbeat(
         {
           ...hb,
@@ -129,6 +141,7 @@ describe('heartbeat codec', () => {
               state: 'enabled',
               healthy: true,
               owned: [0, 59],
+              ...(held === undefined ? {} : { held }),
             },
           ],
         },
@@ -145,6 +158,12 @@ describe('heartbeat codec', () => {
     expect(corrupt(74 + 6, 101)).toEqual({ ok: false, reason: 'malformed field' }); // weight 101
     expect(corrupt(74 + 8, 7)).toEqual({ ok: false, reason: 'malformed field' }); // rule state
     expect(corrupt(74 + 9 + 7, 0xff)).toEqual({ ok: false, reason: 'malformed field' }); // bits past bucket 59
+    // Routed mode's held bitmap follows the owned one, canonical too.
+    const held = corrupt(0, 0x4e, [1, 58]);
+    expect(held.ok && held.heartbeat.rules[0]!.held).toEqual([1, 58]);
+    expect(held.ok && held.heartbeat.rules[0]!.owned).toEqual([0, 59]);
+    expect(corrupt(74 + 9 + 8 + 7, 0xff, [1])).toEqual({ ok: false, reason: 'malformed field' });
+    expect(corrupt(5, 8)).toEqual({ ok: false, reason: 'malformed field' }); // unknown flag
   });
 
   it('survives 100,000 random and mutated datagrams without throwing or false acceptance', () => {

@@ -140,6 +140,75 @@ describe('routed forwarding maps', () => {
     expect(net.nowMs).toBeLessThan(secondChanceMs + 5_000);
   });
 
+  // A join moves buckets from hosts that go on serving: each one's second chances end bucket by
+  // bucket, as soon as a count of its connections (begun after it let go of the bucket) finds
+  // none left there, and not before.
+  it('end the second chance of each bucket once its previous owner counted no connection there', () => {
+    const net = cluster(3);
+    net.command(3, { verb: 'stop' });
+    net.run(net.nowMs + 2_000);
+    const beforeJoin = net.nowMs;
+    net.command(3, { verb: 'start' });
+    net.run(net.nowMs + 2_000);
+    const second = () => routedOf(net, 3).rules[0]!.secondChance;
+    const from = (host: number) =>
+      second()
+        .filter(([, h]) => h === host)
+        .map(([b]) => b);
+    const fromOne = from(1);
+    const fromTwo = from(2);
+    expect(fromOne.length).toBeGreaterThan(1);
+    expect(fromTwo.length).toBeGreaterThan(0);
+    expect(net.hosts.get(1)!.status().held).toBe(fromOne.length);
+    // A count begun before the release proves nothing.
+    net.command(1, { verb: 'connectionsHeld', countedAtMs: beforeJoin, buckets: [[]] });
+    net.run(net.nowMs + 500);
+    expect(from(1)).toEqual(fromOne);
+    // Host 1 still has a connection in its first released bucket only.
+    const busy = fromOne[0]!;
+    net.command(1, { verb: 'connectionsHeld', countedAtMs: net.nowMs, buckets: [[busy]] });
+    net.run(net.nowMs + 500);
+    expect(from(1)).toEqual([busy]);
+    expect(from(2)).toEqual(fromTwo);
+    expect(net.hosts.get(1)!.status().held).toBe(1);
+    // Host 1 serves on: its own buckets, and the forwarding to host 3, are unchanged.
+    expect(net.hosts.get(1)!.status().state).toMatch(/^converged/);
+    expectForwardingToOwners(net);
+    net.command(1, { verb: 'connectionsHeld', countedAtMs: net.nowMs, buckets: [[]] });
+    net.run(net.nowMs + 500);
+    expect(from(1)).toEqual([]);
+    expect(from(2)).toEqual(fromTwo);
+    expect(net.nowMs - beforeJoin).toBeLessThan(secondChanceMs);
+    // Without a count, host 2 holds its buckets until the timeout, and then lets go of them.
+    net.run(beforeJoin + secondChanceMs + 1_000);
+    expect(from(2)).toEqual([]);
+    expect(net.hosts.get(2)!.status().held).toBe(0);
+  });
+
+  // A newcomer (or a restarted host) first hears its peers in heartbeats that already released
+  // buckets to it: the release itself it never sees. Their held lists give the second chance.
+  it('give a newcomer second chances at the hosts that released its buckets to it', () => {
+    const net = new MiniNet();
+    net.sendFrom = true;
+    for (const id of [1, 2]) net.add(routedConfig(id, 3));
+    net.run(3_000);
+    const before = owners(net);
+    net.add(routedConfig(3, 3));
+    net.run(net.nowMs + 3_000);
+    const after = owners(net);
+    const taken = [...after].filter(([, host]) => host === 3).map(([b]) => b);
+    expect(taken.length).toBe(10);
+    expect(Object.fromEntries(routedOf(net, 3).rules[0]!.secondChance)).toEqual(
+      Object.fromEntries(taken.map((b) => [b, before.get(b)])),
+    );
+    // Once each previous owner counted no connection left, they end.
+    for (const id of [1, 2]) {
+      net.command(id, { verb: 'connectionsHeld', countedAtMs: net.nowMs, buckets: [[]] });
+    }
+    net.run(net.nowMs + 500);
+    expect(routedOf(net, 3).rules[0]!.secondChance).toEqual([]);
+  });
+
   it('give no second chance at a host stopped at once (a stop cuts its connections)', () => {
     const net = cluster(3);
     net.command(3, { verb: 'stop' });
@@ -189,6 +258,15 @@ describe('routed forwarding maps', () => {
       expect(taken.length).toBeGreaterThan(0);
       expect(Object.fromEntries(taken.map((b) => [b, second.get(b)]))).toEqual(
         Object.fromEntries(taken.map((b) => [b, during.get(b)])),
+      );
+      // Every bucket it took from a peer, whoever held it before the pause: a second chance at
+      // that peer, which says it holds the bucket (it may have opened connections there).
+      const back = [...after]
+        .filter(([b, host]) => host === 1 && during.get(b) !== 1)
+        .map(([b]) => b);
+      expect(back.length).toBeGreaterThanOrEqual(taken.length);
+      expect(Object.fromEntries(back.map((b) => [b, second.get(b)]))).toEqual(
+        Object.fromEntries(back.map((b) => [b, during.get(b)])),
       );
     },
   );

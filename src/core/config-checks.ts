@@ -329,15 +329,24 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
   };
 }
 
-/** A heartbeat must fit in one datagram: each port rule adds a header and a bitmap to it. */
+/**
+ * A heartbeat must fit in one datagram: each port rule adds a header and a bitmap to it (two
+ * in routed mode, which also says which released buckets still hold connections).
+ */
 export function heartbeatSizeError(config: Config): ConfigError | undefined {
-  const heartbeatSize = heartbeatBytes(config.cluster.portRules.map((r) => r.buckets));
+  const routed = config.cluster.mode === 'routed';
+  const heartbeatSize = heartbeatBytes(
+    config.cluster.portRules.map((r) => r.buckets),
+    undefined,
+    routed,
+  );
   if (heartbeatSize <= datagramBytesMax) {
     return undefined;
   }
+  const perBucket = routed ? 'two bits per bucket in routed mode' : 'one bit per bucket';
   return {
     path: 'cluster.portRules',
     value: `${config.cluster.portRules.length} rule(s)`,
-    message: `the heartbeat would be ${heartbeatSize} bytes, over the ${datagramBytesMax}-byte datagram limit (each rule costs ${heartbeatRuleHeaderBytes} bytes plus one bit per bucket); use fewer buckets or fewer port rules`,
+    message: `the heartbeat would be ${heartbeatSize} bytes, over the ${datagramBytesMax}-byte datagram limit (each rule costs ${heartbeatRuleHeaderBytes} bytes plus ${perBucket}); use fewer buckets or fewer port rules`,
   };
 }

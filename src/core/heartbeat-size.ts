@@ -21,14 +21,20 @@ export const acksMax = 32;
 
 /**
  * The encoded size of a heartbeat for rules with these bucket counts and this many acks
- * (by default the most a host can carry: one per possible peer).
+ * (by default the most a host can carry: one per possible peer), with each rule's held bitmap
+ * (routed mode) or without.
  */
-export function heartbeatBytes(bucketsPerRule: readonly number[], acks = acksMax): number {
+export function heartbeatBytes(
+  bucketsPerRule: readonly number[],
+  acks = acksMax,
+  withHeld = false,
+): number {
+  const bitmaps = withHeld ? 2 : 1;
   return (
     heartbeatHeaderBytes +
     1 +
     acks * heartbeatAckBytes +
-    bucketsPerRule.reduce((n, b) => n + heartbeatRuleHeaderBytes + Math.ceil(b / 8), 0) +
+    bucketsPerRule.reduce((n, b) => n + heartbeatRuleHeaderBytes + bitmaps * Math.ceil(b / 8), 0) +
     hmacBytes
   );
 }

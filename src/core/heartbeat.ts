@@ -4,7 +4,8 @@
 // HMAC-SHA256 under the cluster key, and always fits one datagram.
 //
 // Layout (version 2):
-//   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled, 1: kept out)
+//   0  magic "NLBH"            4   version u8           5   flags u8 (bit 0: settled, 1: kept out,
+//                                                          2: rules carry held bitmaps)
 //   6  host id u8              7   state u8
 //   8  cluster id (8 bytes: SHA-256 of the cluster name)
 //  16  incarnation u64 (below 2^53)                      24  sequence u32
@@ -16,12 +17,14 @@
 //      received from that process: a report says which of each peer's heartbeats it was made
 //      after, and a heartbeat that acks its receiver's recent one proves it is not a replay)
 //  ..  per rule: buckets u16, rule digest u32, load weight u8, handling priority u8,
-//      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8)
+//      rule state u8, owned bitmap (ceil(buckets / 8) bytes, bucket b = bit b % 8 of byte b / 8),
+//      then with flag bit 2 (routed mode) the held bitmap, of the same size
 //  end: HMAC-SHA256 (32 bytes) over everything before it.
 // Host bitmaps: bit (id - 1) stands for host id.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { ClusterMode, Config } from './config.js';
 import { clusterDigest } from './config.js';
+import { decodeRules, ruleStateByte, writeBitmap } from './heartbeat-rules.js';
 import {
   acksMax,
   datagramBytesMax,
@@ -40,7 +43,6 @@ const magic = [0x4e, 0x4c, 0x42, 0x48]; // "NLBH"
 export type AnnouncedState = 'started' | 'draining' | 'stopped' | 'suspended';
 const announcedStates: readonly AnnouncedState[] = ['started', 'draining', 'stopped', 'suspended'];
 export type RuleState = 'enabled' | 'draining' | 'disabled';
-const ruleStates: readonly RuleState[] = ['enabled', 'draining', 'disabled'];
 const clusterModes: readonly ClusterMode[] = ['unicast', 'multicast', 'igmp', 'routed'];
 
 export interface HeartbeatRule {
@@ -58,10 +60,17 @@ export interface HeartbeatRule {
   readonly healthy: boolean;
   /** Buckets the sender accepts new flows for (sorted ascending). */
   readonly owned: readonly number[];
+  /**
+   * Routed mode: buckets the sender released that may still hold its connections (sorted
+   * ascending). A bucket leaves the list once the sender counted no connection left in it; the
+   * host that took it over then ends that bucket's second chance (routed-forward.ts). Absent in
+   * the other modes.
+   */
+  readonly held?: readonly number[];
 }
 
-/** The state byte's top bit: the rule's health check fails on the sender. */
-const unhealthyBit = 0x80;
+/** The flags bit that says each rule carries its held bitmap (routed mode). */
+const heldFlag = 4;
 
 export interface Heartbeat {
   readonly hostId: number;
@@ -146,7 +155,10 @@ function sameRule(a: HeartbeatRule, b: HeartbeatRule): boolean {
     a.handlingPriority === b.handlingPriority &&
     a.state === b.state &&
     a.healthy === b.healthy &&
-    sameNumbers(a.owned, b.owned)
+    sameNumbers(a.owned, b.owned) &&
+    (a.held === undefined
+      ? b.held === undefined
+      : b.held !== undefined && sameNumbers(a.held, b.held))
   );
 }
 
@@ -227,9 +239,11 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   if (heartbeat.acks.length > acksMax) {
     throw new Error(`heartbeat: ${heartbeat.acks.length} acks, at most ${acksMax}`);
   }
+  const withHeld = heartbeat.rules.some((rule) => rule.held !== undefined);
   const size = heartbeatBytes(
     heartbeat.rules.map((r) => r.buckets),
     heartbeat.acks.length,
+    withHeld,
   );
   if (size > datagramBytesMax) {
     throw new Error(
@@ -240,7 +254,10 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
   const view = new DataView(bytes.buffer);
   bytes.set(magic, 0);
   view.setUint8(4, heartbeatVersion);
-  view.setUint8(5, (heartbeat.settled ? 1 : 0) | (heartbeat.keptOut ? 2 : 0));
+  view.setUint8(
+    5,
+    (heartbeat.settled ? 1 : 0) | (heartbeat.keptOut ? 2 : 0) | (withHeld ? heldFlag : 0),
+  );
   view.setUint8(6, heartbeat.hostId);
   view.setUint8(7, announcedStates.indexOf(heartbeat.state));
   bytes.set(heartbeat.clusterId.subarray(0, 8), 8);
@@ -272,12 +289,10 @@ export function encodeHeartbeat(heartbeat: Heartbeat, key: Uint8Array): Uint8Arr
     view.setUint32(offset + 2, rule.ruleDigest >>> 0);
     view.setUint8(offset + 6, rule.loadWeight);
     view.setUint8(offset + 7, rule.handlingPriority);
-    view.setUint8(offset + 8, ruleStates.indexOf(rule.state) | (rule.healthy ? 0 : unhealthyBit));
+    view.setUint8(offset + 8, ruleStateByte(rule));
     offset += heartbeatRuleHeaderBytes;
-    for (const bucket of rule.owned) {
-      bytes[offset + (bucket >> 3)]! |= 1 << (bucket & 7);
-    }
-    offset += Math.ceil(rule.buckets / 8);
+    offset = writeBitmap(bytes, offset, rule.buckets, rule.owned);
+    if (withHeld) offset = writeBitmap(bytes, offset, rule.buckets, rule.held ?? []);
   }
   bytes.set(hmac(key, bytes.subarray(0, offset)), offset);
   return bytes;
@@ -301,7 +316,7 @@ export function decodeHeartbeat(
   const incarnationHigh = view.getUint32(16);
   const mode = clusterModes[view.getUint8(47)];
   if (
-    (flags & ~3) !== 0 ||
+    (flags & ~(3 | heldFlag)) !== 0 ||
     hostId < 1 ||
     hostId > 32 ||
     state === undefined ||
@@ -315,7 +330,7 @@ export function decodeHeartbeat(
     return malformed;
   }
   const acks = decodeAcks(view, ackCount);
-  const rules = decodeRules(bytes, view, rulesOffset, ruleCount);
+  const rules = decodeRules(bytes, view, rulesOffset, ruleCount, (flags & heldFlag) !== 0);
   if (acks === undefined || rules === undefined) return malformed;
   return {
     ok: true,
@@ -378,6 +393,7 @@ function authenticate(bytes: Uint8Array, key: Uint8Array, clusterId: Uint8Array)
   // Walk the rule table for its length before authenticating, so a short datagram is
   // 'truncated' rather than a bad signature; the walk reads only counts and is bounded.
   const ruleCount = view.getUint8(68);
+  const bitmaps = (view.getUint8(5) & heldFlag) !== 0 ? 2 : 1;
   const ackCount = view.getUint8(heartbeatHeaderBytes);
   let offset = heartbeatHeaderBytes + 1 + ackCount * heartbeatAckBytes;
   const rulesOffset = offset;
@@ -385,7 +401,7 @@ function authenticate(bytes: Uint8Array, key: Uint8Array, clusterId: Uint8Array)
     if (offset + heartbeatRuleHeaderBytes > bytes.length) {
       return { ok: false, reason: 'truncated' };
     }
-    offset += heartbeatRuleHeaderBytes + Math.ceil(view.getUint16(offset) / 8);
+    offset += heartbeatRuleHeaderBytes + bitmaps * Math.ceil(view.getUint16(offset) / 8);
   }
   if (offset + hmacBytes > bytes.length) {
     return { ok: false, reason: 'truncated' };
@@ -421,57 +437,6 @@ function decodeAcks(view: DataView, ackCount: number): HeartbeatAck[] | undefine
     acks.push({ host, incarnation, sequence: view.getUint32(at + 9) });
   }
   return acks;
-}
-
-/** The rule table, or undefined if a rule's fields are out of range or its bitmap not canonical. */
-function decodeRules(
-  bytes: Uint8Array,
-  view: DataView,
-  rulesOffset: number,
-  ruleCount: number,
-): HeartbeatRule[] | undefined {
-  const rules: HeartbeatRule[] = [];
-  let offset = rulesOffset;
-  for (let r = 0; r < ruleCount; r++) {
-    const buckets = view.getUint16(offset);
-    const loadWeight = view.getUint8(offset + 6);
-    const handlingPriority = view.getUint8(offset + 7);
-    const stateByte = view.getUint8(offset + 8);
-    const ruleState = ruleStates[stateByte & ~unhealthyBit];
-    if (
-      buckets < 1 ||
-      buckets > 1024 ||
-      loadWeight > 100 ||
-      handlingPriority < 1 ||
-      handlingPriority > 32 ||
-      ruleState === undefined
-    ) {
-      return undefined;
-    }
-    offset += heartbeatRuleHeaderBytes;
-    const owned: number[] = [];
-    for (let b = 0; b < buckets; b++) {
-      if ((bytes[offset + (b >> 3)]! >> (b & 7)) & 1) {
-        owned.push(b);
-      }
-    }
-    // Bits past the last bucket must be zero: a canonical encoding has one form only.
-    const usedBits = buckets & 7;
-    if (usedBits !== 0 && bytes[offset + (buckets >> 3)]! >> usedBits !== 0) {
-      return undefined;
-    }
-    rules.push({
-      buckets,
-      ruleDigest: view.getUint32(offset - heartbeatRuleHeaderBytes + 2),
-      loadWeight,
-      handlingPriority,
-      state: ruleState,
-      healthy: (stateByte & unhealthyBit) === 0,
-      owned,
-    });
-    offset += Math.ceil(buckets / 8);
-  }
-  return rules;
 }
 
 function hasMagic(bytes: Uint8Array): boolean {

@@ -13,6 +13,7 @@ import {
 } from './host-state.js';
 import { checkCompatible } from './host-keepout.js';
 import { rejoin } from './host-peers.js';
+import { connectionsCounted } from './routed-forward.js';
 
 export function command(s: MachineState, now: number, command: Command): CommandReply {
   if (command.verb === 'link') return link(s, now, command.up, command.silentSinceMs);
@@ -43,6 +44,8 @@ export function command(s: MachineState, now: number, command: Command): Command
         code: 'ok',
         message: 'draining: no new connections; stops when the existing ones end',
       };
+    case 'connectionsHeld':
+      return connectionsCounted(s, command.countedAtMs, command.buckets);
     case 'connectionsEnded':
       if (s.adminState !== 'draining') return { code: 'already', message: 'not draining' };
       s.emit(now, 'drain completed', { host: s.hostId });
@@ -199,6 +202,9 @@ export function reload(s: MachineState, now: number, config: Config): CommandRep
     s.owned = Array.from({ length: ruleCount }, () => new Set<number>());
     s.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     s.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    s.releasedClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    s.held = Array.from({ length: ruleCount }, () => new Map<number, number>());
+    s.heldBase = Array.from({ length: ruleCount }, () => new Set<number>());
     s.targets = [];
     // Targets announced under the old rules cannot be compared with new ones: reports made
     // before now must meet the strict acknowledgement rule.

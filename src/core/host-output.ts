@@ -14,7 +14,13 @@ import {
 import { recordAnnouncement, recordSent } from './host-announcements.js';
 import { defaultHost, isSettled } from './host-decision.js';
 import { coexists, evidenceTimes, selfGraceMs } from './host-peers.js';
-import { routedOwnership } from './routed-forward.js';
+import { heldBuckets, routedOwnership } from './routed-forward.js';
+
+/** The rule's held buckets in routed mode: `{ held }`, else nothing. */
+function withHeld(s: MachineState, r: number): { held?: readonly number[] } {
+  const held = heldBuckets(s, r);
+  return held === undefined ? {} : { held };
+}
 
 export function announcedState(s: MachineState): AnnouncedState {
   return s.keptOut !== undefined ? 'stopped' : s.adminState;
@@ -30,6 +36,7 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
     hex(s.mapDigest),
     s.pending,
     s.owned.map((o) => [...o].sort((a, b) => a - b)),
+    s.held.map((held) => [...held.keys()].sort((a, b) => a - b)),
     s.ruleStates,
     s.config.host.rules,
     hex(s.configDigest),
@@ -99,6 +106,7 @@ export function maybeSend(s: MachineState, now: number, answerPeer: boolean): vo
           state: s.ruleStates[r]!,
           healthy: s.ruleHealth[r] ?? true,
           owned: [...s.owned[r]!].sort((a, b) => a - b),
+          ...withHeld(s, r),
         })),
       },
       s.key,

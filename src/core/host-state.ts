@@ -255,6 +255,12 @@ export class MachineState {
   deadClaims: Map<number, DeadClaim>[];
   /** Routed mode: who released each bucket last, for the second chance (routed-forward.ts). */
   releasedClaims: Map<number, DeadClaim>[];
+  /**
+   * Routed mode: the buckets this host released that may still hold its connections, with
+   * when (routed-forward.ts, `noteOwnReleases`); `heldBase` is what it owned when last noted.
+   */
+  held: Map<number, number>[];
+  heldBase: Set<number>[];
 
   /**
    * A host that hears nobody takes no bucket before it has listened for a whole detection
@@ -319,6 +325,8 @@ export class MachineState {
     this.orphans = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     this.deadClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
     this.releasedClaims = Array.from({ length: ruleCount }, () => new Map<number, DeadClaim>());
+    this.held = Array.from({ length: ruleCount }, () => new Map<number, number>());
+    this.heldBase = Array.from({ length: ruleCount }, () => new Set<number>());
     // The first heartbeat waits one period: a host listens before it speaks, so it hears a
     // duplicate of its id, or the cluster's current claims, before it announces anything.
     this.nextSendMs = options.nowMs + options.config.cluster.heartbeat.periodMs;

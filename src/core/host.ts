@@ -73,6 +73,7 @@ import {
 import { expireOrphans, expirePeers, noteLateness, resumeIfPaused } from './host-peers.js';
 import { receive } from './host-receive.js';
 import { MachineState, hex, ownLoadWeight } from './host-state.js';
+import { noteOwnReleases } from './routed-forward.js';
 
 export { badHeartbeatReportMs, mismatchReportMs, orphanHoldMs } from './host-state.js';
 
@@ -190,6 +191,7 @@ export class HostMachine {
     expirePeers(s, now);
     expireOrphans(s, now);
     decide(s, now);
+    noteOwnReleases(s, now);
     maybeSend(s, now, answerPeer);
     reportBadHeartbeats(s, now, false);
     const changed = ownershipChange(s);
@@ -232,6 +234,9 @@ export class HostMachine {
       mapDigest: hex(s.mapDigest),
       target: s.targets.map((t) => [...t]),
       ownership: s.lastOwnership,
+      ...(s.config.cluster.mode === 'routed'
+        ? { held: s.held.reduce((n, held) => n + held.size, 0) }
+        : {}),
     };
   }
 

@@ -19,6 +19,16 @@ export type Command =
   /** The daemon reports that a draining host has no established connections left. */
   | { readonly verb: 'connectionsEnded' }
   /**
+   * Routed mode: the daemon counted the connections this host holds, in a count that began at
+   * `countedAtMs` (when the kernel held every ownership decided before). `buckets`, per rule:
+   * the buckets with at least one. Released buckets without any end their second chance.
+   */
+  | {
+      readonly verb: 'connectionsHeld';
+      readonly countedAtMs: number;
+      readonly buckets: readonly (readonly number[])[];
+    }
+  /**
    * The daemon's health check of port rule `rule` reached a verdict (after `fall` failures or
    * `rise` successes in a row): an unhealthy host yields the rule's buckets as a draining one
    * does, keeping its connections. `detail` says why (the last probe's result).
@@ -151,6 +161,11 @@ export interface HostStatus {
   readonly target: readonly (readonly (number | null)[])[];
   /** What this host has told its data plane to do, as of the last Ready. */
   readonly ownership: Ownership;
+  /**
+   * Routed mode: how many buckets this host released that may still hold its connections (all
+   * rules); the driver counts its connections while there are any (`connectionsHeld`).
+   */
+  readonly held?: number;
 }
 
 /**

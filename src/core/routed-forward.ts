@@ -10,11 +10,16 @@
 //                 owner is dead and not replaced yet) is absent and handled locally (dropped).
 //   secondChance  per rule, each bucket this host owns or is about to own (its target) -> the
 //                 live peer that released it, until `cluster.routed.secondChanceMs` passes, that
-//                 peer dies (its connections died with it: the orphan reset applies), or it
-//                 reports itself stopped or suspended (it holds no connection any more).
+//                 peer dies (its connections died with it: the orphan reset applies), it
+//                 reports itself stopped or suspended (it holds no connection any more), or its
+//                 heartbeat no longer lists the bucket as held (its last connection there ended).
 //
 // Releases are noted as heartbeats arrive (`noteReleases`): a bucket a live peer claimed in one
 // heartbeat and not in its next one. Only routed mode keeps them, so the other modes pay nothing.
+// The other side: each host lists in its heartbeat, per rule, the buckets it released and may
+// still hold connections in (`held`): from the heartbeat that releases a bucket until a count of
+// its connections begun after the kernel let go of the bucket finds none there
+// (`connectionsCounted`, the daemon's `connectionsHeld` report), or `secondChanceMs` passes.
 // Part of the host machine (host.ts); pure.
 import type { Heartbeat } from './heartbeat.js';
 import { defaultHost } from './host-decision.js';
@@ -84,6 +89,55 @@ export function noteReleases(
   });
 }
 
+/**
+ * Notes what this host released since the last call (routed mode only; called after each
+ * decision, before the heartbeat that announces it is made): a released bucket is held from now
+ * on, a bucket owned again is not, and a bucket held for `secondChanceMs` is let go (every peer's
+ * second chance for it has ended by then).
+ */
+export function noteOwnReleases(s: MachineState, now: number): void {
+  if (s.config.cluster.mode !== 'routed') return;
+  const holdMs = s.config.cluster.routed?.secondChanceMs ?? 0;
+  s.owned.forEach((owned, r) => {
+    const held = s.held[r];
+    const base = s.heldBase[r];
+    if (held === undefined || base === undefined) return;
+    for (const b of base) if (!owned.has(b)) held.set(b, now);
+    for (const [b, at] of held) if (owned.has(b) || at + holdMs <= now) held.delete(b);
+    s.heldBase[r] = new Set(owned);
+  });
+}
+
+/**
+ * The daemon counted this host's connections in a count begun at `countedAtMs`: `buckets`, per
+ * rule, those with one at least. A bucket released before the count began (its kernel release
+ * was then carried out: the driver begins a count only between steps) and without a connection
+ * is held no longer; the heartbeat that says so ends its second chance on the new owner.
+ */
+export function connectionsCounted(
+  s: MachineState,
+  countedAtMs: number,
+  buckets: readonly (readonly number[])[],
+): { code: 'ok'; message: string } {
+  let ended = 0;
+  s.held.forEach((held, r) => {
+    const busy = new Set(buckets[r] ?? []);
+    for (const [b, at] of held) {
+      if (at < countedAtMs && !busy.has(b)) {
+        held.delete(b);
+        ended++;
+      }
+    }
+  });
+  return { code: 'ok', message: `${ended} released bucket(s) without connections` };
+}
+
+/** Routed mode: the buckets of rule `r` this host holds, for its heartbeat (sorted). */
+export function heldBuckets(s: MachineState, r: number): readonly number[] | undefined {
+  if (s.config.cluster.mode !== 'routed') return undefined;
+  return [...(s.held[r]?.keys() ?? [])].sort((a, b) => a - b);
+}
+
 /** The live peer that claims each bucket in its last heartbeat, per rule. */
 function liveClaims(s: MachineState): Map<number, number>[] {
   const claims = s.config.cluster.portRules.map(() => new Map<number, number>());
@@ -99,24 +153,49 @@ function liveClaims(s: MachineState): Map<number, number>[] {
 }
 
 /**
- * The previous owner of a bucket, while it may still hold connections there: alive, within
- * `secondChanceMs`, and still taking part. A host that reports itself stopped or suspended has
- * no connections left (a drainstop ends when its last one does; a stop or a suspend cuts them),
- * so its second chances end then, before the timeout.
+ * The previous owner of bucket `b` of rule `r`, while it may still hold connections there:
+ * alive, within `secondChanceMs`, still taking part, and listing the bucket as held. A host that
+ * reports itself stopped or suspended has no connections left (a drainstop ends when its last
+ * one does; a stop or a suspend cuts them), so its second chances end then, before the timeout;
+ * one that counted no connection left in the bucket says so by no longer holding it.
  */
 function secondChanceOf(
   s: MachineState,
   claim: DeadClaim | undefined,
   now: number,
+  r: number,
+  b: number,
 ): number | undefined {
   if (claim === undefined || claim.untilMs <= now || claim.host === s.hostId) return undefined;
   const peer = s.peers.get(claim.host);
-  return live(peer) && takesPart(peer.heartbeat.state) ? claim.host : undefined;
+  if (!live(peer) || !takesPart(peer.heartbeat.state)) return undefined;
+  const held = peer.heartbeat.rules[r]?.held;
+  return held === undefined || held.includes(b) ? claim.host : undefined;
+}
+
+/**
+ * Per rule, each bucket a live peer that takes part lists as held, and that peer (the lowest id
+ * when several do). It covers the releases this host could not see happen: a peer that released
+ * buckets to it in the first heartbeat it took from that peer (a newcomer, a restart), or while
+ * it did not run (a pause).
+ */
+function liveHolders(s: MachineState): Map<number, number>[] {
+  const holders = s.config.cluster.portRules.map(() => new Map<number, number>());
+  const peers = [...s.peers.values()].sort((a, b) => a.id - b.id);
+  for (const peer of peers) {
+    if (!live(peer) || !takesPart(peer.heartbeat.state)) continue;
+    peer.heartbeat.rules.forEach((rule, r) => {
+      const map = holders[r];
+      if (map !== undefined) for (const b of rule.held ?? []) if (!map.has(b)) map.set(b, peer.id);
+    });
+  }
+  return holders;
 }
 
 /** The maps above for the machine's state now. */
 export function routedOwnership(s: MachineState, now: number): RoutedOwnership {
   const claims = liveClaims(s);
+  const holders = liveHolders(s);
   const named = new Set<number>();
   const rules = s.config.cluster.portRules.map((rule, r): RoutedRule => {
     const owned = s.owned[r] ?? new Set<number>();
@@ -127,7 +206,8 @@ export function routedOwnership(s: MachineState, now: number): RoutedOwnership {
     for (let b = 0; b < rule.buckets; b++) {
       const owner = target[b];
       if (owned.has(b) || owner === s.hostId) {
-        const previous = secondChanceOf(s, released.get(b), now);
+        // The release this host saw, else a peer that says it holds the bucket.
+        const previous = secondChanceOf(s, released.get(b), now, r, b) ?? holders[r]?.get(b);
         if (previous !== undefined) secondChance.push([b, previous]);
         if (owned.has(b)) continue;
       }
