@@ -6,6 +6,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { datagramsQueuedMax } from '../src/daemon/host-driver.js';
 import { Cluster, entriesOf } from './support/driver-cluster.js';
+import { dedicatedIpOf, hostConfig } from './support/mini-net.js';
 
 describe('HostDriver on the memory transport', () => {
   let cluster: Cluster;
@@ -113,6 +114,55 @@ describe('HostDriver on the memory transport', () => {
     expect(host.driver.status().state).toBe('stopped');
     expect(host.events.map((e) => e.event)).toContain('drain completed');
     expect(host.events.map((e) => e.event)).toContain('drainstop finished');
+  });
+
+  // Routed mode: a host that released buckets to a newcomer counts its connections (after a
+  // barrier: every release before the count is in the kernel) and stops holding each bucket
+  // whose last connection ended; the newcomer then ends that bucket's second chance.
+  it('counts connections while holding released buckets (routed), ending second chances bucket by bucket', async () => {
+    const config = (id: number) =>
+      hostConfig(id, {
+        cluster: {
+          mode: 'routed',
+          heartbeat: { peers: [dedicatedIpOf(1), dedicatedIpOf(2)] },
+          routed: { as: 65001 },
+        },
+        host: { routed: { peers: [{ address: '198.18.0.1', as: 65000 }] } },
+      });
+    const one = await cluster.add(1, { config: config(1) });
+    await cluster.run(1_500);
+    expect(one.driver.status().held).toBe(0);
+    // Host 1 has connections in every bucket when host 2 joins.
+    one.conntrack.connections = Array.from({ length: 60 }, (_, bucket) => ({
+      rule: 0,
+      bucket,
+      connections: 1,
+    }));
+    const two = await cluster.add(2, { config: config(2) });
+    await cluster.run(1_500);
+    const second = () => two.driver.status().ownership.routed!.rules[0]!.secondChance;
+    const released = second().map(([b]) => b);
+    expect(released).toHaveLength(30);
+    expect(second().every(([, host]) => host === 1)).toBe(true);
+    // Host 1 has connections in two of the buckets it released, and in one it kept.
+    const kept = one.driver.status().ownership.rules[0]!.owned[0]!;
+    one.conntrack.connections = [
+      { rule: 0, bucket: released[3]!, connections: 2 },
+      { rule: 0, bucket: released[7]!, connections: 1 },
+      { rule: 0, bucket: kept, connections: 4 },
+    ];
+    await cluster.run(1_000);
+    expect(one.driver.status().held).toBe(2);
+    expect(second()).toEqual([
+      [released[3], 1],
+      [released[7], 1],
+    ]);
+    one.conntrack.connections = [{ rule: 0, bucket: kept, connections: 4 }];
+    await cluster.run(1_000);
+    expect(one.driver.status().held).toBe(0);
+    expect(second()).toEqual([]);
+    expect(one.driver.status().state).toBe('converged as default');
+    expect(cluster.overlaps).toEqual([]);
   });
 
   it('withholds heartbeats while the kernel refuses the new ownership, then catches up', async () => {

@@ -53,6 +53,7 @@ import {
   programmedRecord,
   restoreRetryMsDefault,
 } from './host-driver-port.js';
+import { ConnectionPoll } from './connection-poll.js';
 import { Outage } from './host-outage.js';
 import { InputQueue, type Job, datagramInput } from './input-queue.js';
 import type { DatagramSource, Transport } from './transport.js';
@@ -66,7 +67,6 @@ export class HostDriver {
   private readonly dataplane: DataplanePort;
   private readonly specFor: (ownership: Ownership) => DataplaneSpec;
   private readonly log: EventSink;
-  private readonly drainPollMs: number;
   private readonly onFatal: (error: Error) => void;
   private readonly onReload: (command: Command & { readonly verb: 'reload' }) => void;
   private readonly onReply: (command: Command, reply: CommandReply) => void;
@@ -82,8 +82,8 @@ export class HostDriver {
   private cancelTimer: (() => void) | undefined;
   /** The wake time `cancelTimer`'s timer is set for. */
   private armedAtMs = Number.NaN;
-  private cancelDrainPoll: (() => void) | undefined;
-  private drainPolling = false;
+  /** Counts connections while draining, or holding released buckets (routed mode). */
+  private readonly connectionPoll: ConnectionPoll;
 
   /** What the machine last asked the kernel to do, and what the kernel has (JSON keys). */
   private wanted: Ownership;
@@ -113,7 +113,6 @@ export class HostDriver {
     this.dataplane = options.dataplane;
     this.specFor = options.specFor;
     this.log = options.log;
-    this.drainPollMs = options.drainPollMs ?? drainPollMsDefault;
     this.onFatal = options.onFatal ?? (() => undefined);
     this.onReload = options.onReload ?? (() => undefined);
     this.onReply = options.onReply ?? (() => undefined);
@@ -133,6 +132,22 @@ export class HostDriver {
     });
     options.dataplane.watchLost((reason) => {
       if (!this.closing) this.queue.pushFirst({ kind: 'lost', reason });
+    });
+    this.connectionPoll = new ConnectionPoll({
+      clock: this.clock,
+      everyMs: options.drainPollMs ?? drainPollMsDefault,
+      status: () => this.machine.status(),
+      connections: () => this.dataplane.connections(),
+      barrier: () =>
+        new Promise((resolve, reject) => {
+          if (this.closing) reject(new Error('nlbd is shutting down'));
+          else this.queue.push({ kind: 'barrier', resolve });
+        }),
+      command: (command) => this.command(command),
+      log: this.log,
+      countFailed: (error) => {
+        if (!this.closing) this.outage.dataplaneError('count connections', error);
+      },
     });
     this.wanted = this.machine.status().ownership;
     this.wantedKey = JSON.stringify(this.wanted);
@@ -166,7 +181,7 @@ export class HostDriver {
   /** Starts stepping: a first tick now, then whenever the machine asks to be woken. */
   start(): void {
     this.queue.start();
-    this.scheduleDrainPoll();
+    this.connectionPoll.start();
     this.queue.push({ kind: 'tick' });
   }
 
@@ -200,7 +215,7 @@ export class HostDriver {
     }
     this.closing = true;
     this.cancelTimer?.();
-    this.cancelDrainPoll?.();
+    this.connectionPoll.stop();
     await this.idle();
     return reply;
   }
@@ -256,6 +271,7 @@ export class HostDriver {
   private async run(job: Job): Promise<void> {
     if (this.fatal !== undefined) {
       if (job.kind === 'command') job.reject(this.fatal);
+      if (job.kind === 'barrier') job.resolve(this.clock.nowMs());
       return;
     }
     const nowMs = this.clock.nowMs();
@@ -290,6 +306,9 @@ export class HostDriver {
         break;
       case 'lost':
         if (this.outage.lost === undefined) await this.outage.lose(job.reason);
+        return;
+      case 'barrier':
+        job.resolve(nowMs);
         return;
     }
     let ready: Ready;
@@ -458,38 +477,6 @@ export class HostDriver {
       for (const report of this.dataplane.heartbeatSent().restored) {
         this.outage.restored(report);
       }
-    }
-  }
-
-  // ---------------------------------------------------------------- drainstop
-
-  private scheduleDrainPoll(): void {
-    if (this.closing) {
-      return;
-    }
-    this.cancelDrainPoll = this.clock.at(this.clock.nowMs() + this.drainPollMs, () => {
-      this.cancelDrainPoll = undefined;
-      void this.pollDrain().finally(() => this.scheduleDrainPoll());
-    });
-  }
-
-  /** While draining, reports `connectionsEnded` to the machine once no connection is left. */
-  private async pollDrain(): Promise<void> {
-    if (this.drainPolling || this.closing || this.machine.status().state !== 'draining') {
-      return;
-    }
-    this.drainPolling = true;
-    try {
-      const buckets = await this.dataplane.connections();
-      const left = buckets.reduce((sum, b) => sum + b.connections, 0);
-      if (left === 0 && !this.closing && this.machine.status().state === 'draining') {
-        const reply = await this.command({ verb: 'connectionsEnded' });
-        this.log({ event: 'drainstop finished', reply: reply.code, message: reply.message });
-      }
-    } catch (error) {
-      this.outage.dataplaneError('count connections', error);
-    } finally {
-      this.drainPolling = false;
     }
   }
 }

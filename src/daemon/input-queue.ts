@@ -9,6 +9,8 @@ export type Job =
   | { readonly kind: 'internal'; readonly command: Command }
   /** The data plane reported itself lost between steps: fail closed before anything else. */
   | { readonly kind: 'lost'; readonly reason: string }
+  /** Steps nothing: resolves with the time once every input queued before it is carried out. */
+  | { readonly kind: 'barrier'; readonly resolve: (nowMs: number) => void }
   | {
       readonly kind: 'datagram';
       readonly bytes: Uint8Array;

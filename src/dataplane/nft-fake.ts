@@ -23,6 +23,8 @@ export interface RecordedScript {
 
 interface FakeSet {
   readonly handle: number;
+  /** A map's elements are `key * 2^32 + value` (how table-image.ts reads them back). */
+  readonly kind: 'set' | 'map';
   flags: string | undefined;
   /** Element keys. Timeouts are not modelled: elements never expire. */
   readonly elements: Set<number>;
@@ -55,13 +57,17 @@ function cloneTable(table: FakeTable): FakeTable {
   };
 }
 
-/** The keys of `{ 0, 3 }` or `{ 0xffffffff timeout 800ms }`. */
+/** The keys of `{ 0, 3 }`, `{ 0xffffffff timeout 800ms }` or a map's `{ 5 : 0x4e4c0102 }`. */
 function elementKeys(list: string): number[] {
   return list
     .split(',')
-    .map((element) => element.trim().split(/\s+/)[0] ?? '')
-    .filter((key) => key !== '')
-    .map(Number);
+    .map((element) => element.trim())
+    .filter((element) => element !== '')
+    .map((element) => {
+      const pair = /^(\S+)\s*:\s*(\S+)$/.exec(element);
+      if (pair !== null) return Number(pair[1]) * 2 ** 32 + Number(pair[2]);
+      return Number(element.split(/\s+/)[0]);
+    });
 }
 
 /**
@@ -195,13 +201,14 @@ export class FakeNft implements Nft {
       } else if (table !== undefined) {
         if (line === '}') {
           table = undefined;
-        } else if ((match = /^set (\w+) \{$/.exec(line)) !== null) {
-          set = table.sets.get(match[1]!) ?? {
+        } else if ((match = /^(set|map) (\w+) \{$/.exec(line)) !== null) {
+          set = table.sets.get(match[2]!) ?? {
             handle: this.nextHandle++,
+            kind: match[1] as 'set' | 'map',
             flags: undefined,
             elements: new Set(),
           };
-          table.sets.set(match[1]!, set);
+          table.sets.set(match[2]!, set);
         } else if ((match = /^counter (\w+) \{\}$/.exec(line)) !== null) {
           table.counters.set(match[1]!, {
             handle: this.nextHandle++,
@@ -282,13 +289,13 @@ export class FakeNft implements Nft {
       }
     } else if (
       (match = new RegExp(
-        `^(add element|delete element|flush set) ${familyPattern} (\\w+) (\\w+)(?: \\{ (.*) \\})?$`,
+        `^(add element|delete element|flush set|flush map) ${familyPattern} (\\w+) (\\w+)(?: \\{ (.*) \\})?$`,
       ).exec(command))
     ) {
       const set = tables.get(`${match[2]} ${match[3]}`)?.sets.get(match[4]!)?.elements;
       if (set === undefined) throw missing();
       const keys = elementKeys(match[5] ?? '');
-      if (match[1] === 'flush set') {
+      if (match[1] === 'flush set' || match[1] === 'flush map') {
         set.clear();
       } else if (match[1] === 'add element') {
         keys.forEach((key) => set.add(key));
@@ -398,16 +405,21 @@ export class FakeNft implements Nft {
       items.push({ counter: { family, name: counter, table: name, handle, ...value } });
     }
     if (whole) {
-      for (const [set, { handle, flags, elements }] of table.sets) {
+      for (const [set, { handle, kind, flags, elements }] of table.sets) {
+        const sorted = [...elements].sort((a, b) => a - b);
+        // As nft -j: a map element is [key, value].
+        const elem =
+          kind === 'map' ? sorted.map((e) => [Math.floor(e / 2 ** 32), e % 2 ** 32]) : sorted;
         items.push({
-          set: {
+          [kind]: {
             family,
             name: set,
             table: name,
             type: 'mark',
             handle,
+            ...(kind === 'map' ? { map: 'mark' } : {}),
             ...(flags === undefined ? {} : { flags: [flags] }),
-            ...(elements.size === 0 ? {} : { elem: [...elements].sort((a, b) => a - b) }),
+            ...(elements.size === 0 ? {} : { elem }),
           },
         });
       }
