@@ -5,37 +5,36 @@
 // second chance at its previous owner, hop 2). Each load phase runs new connections at 100/s and
 // 60 long-lived HOLD connections pinged every 200 ms, opened before the change:
 //   1 withdraw / re-announce  h2's marker route deleted and added back by hand: the router
-//                             drops and restores h2's path, rehashing flows between hosts;
-//                             0 failed, 0 held connections broken, each time;
-//   2 drainstop / rejoin      h3 drainstops while it holds connections: its marker goes once
-//                             its buckets have moved, the router drops its path, the held
-//                             connections reach it by second chance; then `start`; 0 / 0;
-//   3 live map                `nlb map --lab` names the answering host of every connection,
-//                             whichever host ECMP sent its SYN to;
-//   4 bulk transfer           5 MiB each way over a connection whose first hop is not its
-//                             bucket's owner, with ICMP frag-needed dropped in the router: the
-//                             SYN-ACK's MSS is clamped to 1410, the transfer completes, and no
-//                             forwarded segment needed an ICMP;
-//   5 inconsistent maps       h1 and h2 made to disagree by hand (each forwards a bucket to the
-//                             other on hop 1, and another to the other on hop 2): the counters
-//                             show no packet crosses the overlay more than twice;
-//   6 hang                    a host's nlbd stopped (SIGSTOP): its marker goes with the
-//                             announcer's guard, the router drops its path, the others serve
-//                             its buckets; only connections it held break; SIGCONT: it rejoins,
-//                             taking buckets from hosts that held them all along, whose held
-//                             connections go on by second chance;
+//                             rehashes flows between hosts; 0 failed, 0 held broken, each time;
+//   2 drainstop / rejoin      h3 drainstops holding connections: its marker goes once its buckets
+//                             moved, its held connections reach it by second chance; `start`;
+//  2b restart                 a new nlbd on h3: the releases to it happen before it hears its
+//                             peers, whose held lists give it the second chances; 0 / 0; once
+//                             the held connections end, so do the second chances;
+//   3 live map                `nlb map --lab` names the answering host of every connection;
+//   4 bulk transfer           5 MiB each way through a forwarded path, ICMP frag-needed dropped
+//                             in the router: the SYN-ACK's MSS is clamped to 1410, no ICMP needed;
+//   5 inconsistent maps       h1 and h2 made to disagree by hand (on hop 1 and on hop 2): the
+//                             counters show no packet crosses the overlay more than twice;
+//   6 hang                    a host's nlbd SIGSTOPped: its marker goes with the announcer's guard,
+//                             the others serve its buckets, only its own holds break; SIGCONT: it
+//                             takes buckets back, whose held connections go on by second chance;
 //   7 nlbd killed             h2's nlbd SIGKILLed: its marker goes within 1 s (the guard
 //                             pipeline's end of input), the router's path within 1.5 s.
-// Each phase prints one line of figures. Needs root and FRR; skipped visibly without root,
-// failing instead when NLB_REQUIRE_LAB=1.
+// Each phase prints its figures. Needs root and FRR: skipped visibly, failing with NLB_REQUIRE_LAB=1.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MapOutput } from '../src/cli/commands/map.js';
-import { killHostDaemon, labDown, loadLab, startHostDaemon } from '../src/lab/lab.js';
-import type { ConnectionRecord, LoadgenSummary } from '../src/lab/loadgen.js';
+import {
+  killHostDaemon,
+  labDown,
+  loadLab,
+  startHostDaemon,
+  stopHostDaemon,
+} from '../src/lab/lab.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
 import { type ProcessRef, signalProcess } from '../src/lab/process.js';
 import { routedLabUp } from '../src/lab/router.js';
@@ -56,16 +55,19 @@ import {
 } from './support/lab-cluster.js';
 import {
   counterDelta,
+  expectNoLoss,
   failedText,
   firstHops,
   hangMaps,
   hostNamespaceOf,
+  kernelMap,
   markerRoutes,
   routedClusterLab,
   runIn,
   tableCounters,
   waitForMarkers,
   waitForPaths,
+  waitUntil,
 } from './support/lab-routed.js';
 import { bulkThroughForwarder, disagreeingMaps } from './support/lab-routed-probes.js';
 
@@ -99,16 +101,6 @@ const mssClamp = 1410;
 const probePortsPerHop = 5;
 const probePorts = Array.from({ length: 10_000 }, (_, i) => 20_000 + i);
 const vipText = '198.18.0.100';
-
-type LoadResult = LoadgenSummary & { connections: ConnectionRecord[] };
-
-function expectNoLoss(result: LoadResult): void {
-  expect(failedText(result.connections)).toBe('none failed');
-  expect(result.failed).toBe(0);
-  expect(result.skippedAtConcurrencyMax).toBe(0);
-  expect(result.holds).toHaveLength(phaseLoad.holds);
-  expect(result.holds.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual([]);
-}
 
 const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
 
@@ -198,7 +190,7 @@ describe.runIf(isRoot)('lab: routed mode under load (FRR, ECMP, forwarding over 
         `lab-routed: ${step} on h2: router paths ${paths.value.join(',')} after ${paths.ms} ms; ${moved.length} of ${result.holds.length} held connections rehashed to another first hop, ${result.holdsBroken} broken; ${result.answered} answered, ${failedText(result.connections)} (latency max ${result.latencyMs?.max} ms); h2 answered ${lateOn2} connections started after the change, overlay_in_forwarded on h2 +${delta.overlay_in_forwarded}`,
       );
       expect(paths.ok).toBe(true);
-      expectNoLoss(result);
+      expectNoLoss(result, phaseLoad.holds);
       // ECMP moved some held flows to another host, which forwarded them to their owner.
       expect(moved.length).toBeGreaterThan(0);
       if (step === 'withdraw') {
@@ -242,7 +234,7 @@ describe.runIf(isRoot)('lab: routed mode under load (FRR, ECMP, forwarding over 
     expect(markerGone.ms).toBeGreaterThanOrEqual(released.atMs - drainAt - 50);
     expect(pathGone.ok).toBe(true);
     expect(during?.state).toBe('draining');
-    expectNoLoss(result);
+    expectNoLoss(result, phaseLoad.holds);
     expect(holdsOn3.length).toBeGreaterThan(0);
     expect(d.get(1)!.rule0_second_sent! + d.get(2)!.rule0_second_sent!).toBeGreaterThan(0);
     expect(d.get(3)!.overlay_in_second).toBeGreaterThan(0);
@@ -265,8 +257,50 @@ describe.runIf(isRoot)('lab: routed mode under load (FRR, ECMP, forwarding over 
     );
     expect(markerBack.ok).toBe(true);
     expect(pathBack.ok).toBe(true);
-    expectNoLoss(result);
+    expectNoLoss(result, phaseLoad.holds);
     expect(later.length).toBeGreaterThan(0);
+  });
+
+  it('restart h3 as a new nlbd under load: it takes buckets its peers held, their holds reach it by second chance; once they end, so do the second chances, long before the timeout; 0 failed, 0 broken', async () => {
+    await expectConverged(lab, [1, 2, 3], 20);
+    // Out of the way first: drained (no connection of its own left), its nlbd ended.
+    expect((await command(lab, 3, 'drainstop')).code).toBe('ok');
+    expect((await waitForHosts(lab, [3], (d) => d.state === 'stopped', 10_000)).ok).toBe(true);
+    expect(await stopHostDaemon(name, 3)).toBe(true);
+    expect((await waitForPaths(lab, [1, 2], Date.now(), 5_000)).ok).toBe(true);
+    await expectConverged(lab, [1, 2], 30, 5_000);
+    const load = startLoad(lab, phaseLoad);
+    await load.started;
+    await sleep(changeAfterMs);
+    // A new process: the releases to it happen in the first heartbeats it accepts from its
+    // peers, so only their held lists tell it whose connections are in the buckets it takes.
+    const restartAt = Date.now();
+    await startHostDaemon(name, 3);
+    const joined = await expectConverged(lab, [1, 2, 3], 20, 10_000);
+    const pathBack = await waitForPaths(lab, [1, 2, 3], restartAt, 5_000);
+    const second = () => kernelMap(lab, 3, 'rule0_second');
+    const secondDuring = await second();
+    const result = await load.done;
+    const endedAt = Date.now();
+    const owners = ownersOf(joined.answers);
+    const holdsTaken = result.holds.filter(
+      (h) => owners[bucketOf(lab, h.sourceIp, h.sourcePort)] === 3,
+    );
+    const sent = (await tableCounters(lab, 3)).rule0_second_sent ?? 0;
+    // The held connections have ended: each previous owner counts none left in the buckets it
+    // gave h3, says so in its heartbeat, and h3 ends those second chances.
+    const emptied = await waitUntil(second, (map) => map.size === 0, 10_000, 100, endedAt);
+    const serving = await waitForHosts(lab, [1, 2, 3], convergedOn([1, 2, 3], 20), 1_000);
+    console.log(
+      `lab-routed: restart h3 (new nlbd) under load: converged after ${joined.atMs - restartAt} ms, router path after ${pathBack.ms} ms; ${secondDuring.size} second chances on h3, ${holdsTaken.length} held connections in buckets it took, rule0_second_sent ${sent}; ${result.holdsBroken} of ${result.holds.length} held broken; ${result.answered} answered, ${failedText(result.connections)}; second chances ended ${emptied.ms} ms after the held connections closed (timeout 120 s)`,
+    );
+    expect(pathBack.ok).toBe(true);
+    expectNoLoss(result, phaseLoad.holds);
+    expect(secondDuring.size).toBeGreaterThan(0);
+    expect(holdsTaken.length).toBeGreaterThan(0);
+    expect(sent).toBeGreaterThan(0);
+    expect(emptied.ok).toBe(true);
+    expect(serving.ok).toBe(true);
   });
 
   it('live map: nlb map --lab names the answering host of every connection, whichever host ECMP sent it to', async () => {

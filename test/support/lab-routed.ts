@@ -22,7 +22,8 @@ import { tableNameFor } from '../../src/dataplane/dataplane-spec.js';
 import { netnsRunner } from '../../src/dataplane/exec.js';
 import { labClusterName } from '../../src/lab/host-config.js';
 import type { LabState } from '../../src/lab/lab.js';
-import type { ConnectionRecord } from '../../src/lab/loadgen.js';
+import { expect } from 'vitest';
+import type { ConnectionRecord, LoadgenSummary } from '../../src/lab/loadgen.js';
 import { labHttpPort } from '../../src/lab/naming.js';
 import { assertLabNamespace } from '../../src/lab/netns.js';
 import { loadConfigFile } from '../../src/node/config-file.js';
@@ -452,6 +453,22 @@ export function hangMaps(
 }
 
 /** Up to `max` failed connections of a load run, for a failure message or a figures line. */
+/**
+ * A load phase lost nothing: every new connection answered, none skipped, and each of the `holds`
+ * long-lived connections reached a host and kept echoing to the end.
+ */
+export function expectNoLoss(
+  result: LoadgenSummary & { connections: readonly ConnectionRecord[] },
+  holds: number,
+): void {
+  expect(failedText(result.connections)).toBe('none failed');
+  expect(result.failed).toBe(0);
+  expect(result.skippedAtConcurrencyMax).toBe(0);
+  expect(result.holds).toHaveLength(holds);
+  expect(result.holds.filter((h) => h.host === undefined || h.broken !== undefined)).toEqual([]);
+  expect(result.holdsBroken).toBe(0);
+}
+
 export function failedText(connections: readonly ConnectionRecord[], max = 5): string {
   const failed = connections.filter((c) => c.failure !== undefined);
   const shown = failed
