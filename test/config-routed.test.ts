@@ -129,9 +129,20 @@ describe('config: routed mode settings', () => {
     ).toEqual([
       "cluster.heartbeat.peers: missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
     ]);
-    // Hosts on one segment forward without encapsulation (routed-segment.ts): accepted.
-    const segment = parseConfig(text.replace('forward: vxlan', 'forward: segment'));
+    // Hosts on one segment forward without encapsulation (routed-segment.ts): accepted when
+    // every peer is on this host's subnet, refused with the fix when one is not.
+    const oneSegment = text
+      .replace('forward: vxlan', 'forward: segment')
+      .replace('[198.18.1.2, 198.18.2.2, 198.18.3.2]', '[198.18.1.2, 198.18.1.3, 198.18.1.4]');
+    const segment = parseConfig(oneSegment);
     expect(segment.ok && segment.config.cluster.routed?.forward).toBe('segment');
+    expect(errorsOf(text.replace('forward: vxlan', 'forward: segment'))).toEqual([
+      "cluster.heartbeat.peers: forward: segment sends a forwarded packet straight to its peer's MAC on this host's link, but 198.18.2.2, 198.18.3.2 are outside this host's subnet (host.dedicatedIp 198.18.1.2/24): use forward: vxlan for hosts in different subnets, or fix the dedicated IP's prefix length",
+    ]);
+    expect(
+      parseConfig(oneSegment.replace('dedicatedIp: 198.18.1.2/24', 'dedicatedIp: 198.18.1.2/30'))
+        .ok,
+    ).toBe(false);
     expect(errorsOf(text.replace('forward: vxlan', 'forward: gre'))[0]).toMatch(
       /^cluster\.routed\.forward: /,
     );

@@ -143,6 +143,14 @@ export function maskBytes(bytes: Uint8Array, length: number): Uint8Array {
   return out;
 }
 
+/** Whether `address` is inside `prefix` (same family, same first `length` bits). */
+export function prefixContains(prefix: Prefix, address: Address): boolean {
+  if (prefix.address.family !== address.family) return false;
+  const a = maskBytes(prefix.address.bytes, prefix.length);
+  const b = maskBytes(address.bytes, prefix.length);
+  return a.every((byte, i) => byte === b[i]);
+}
+
 export interface Endpoint {
   readonly address: Address;
   readonly port: number;

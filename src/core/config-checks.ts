@@ -297,7 +297,7 @@ export function normalise(raw: RawConfig, errors: ConfigError[]): Config | undef
   errors.push(...heartbeatPeerErrors(c.heartbeat.peers, dedicatedIp));
   const routed = { cluster: c.routed, host: h.routed };
   errors.push(...routedErrors(routed, c.clusterIps, dedicatedIp));
-  errors.push(...routedModeErrors(c.mode, routed, c.heartbeat.peers));
+  errors.push(...routedModeErrors(c.mode, routed, c.heartbeat.peers, dedicatedIp));
   const weightOf = (w: number | 'equal'): number => (w === 'equal' ? equalLoadWeight : w);
   const rules: HostRuleSettings[] = portRules.map((_, i) => ({
     loadWeight: weightOf(h.rules[i]?.loadWeight ?? h.loadWeight),

@@ -2,7 +2,7 @@
 // the AS and timers every host shares, this host's peers (its router(s)), and what routed mode
 // needs of the rest: IPv4 cluster IPs to announce and an IPv4 dedicated IP for the router-id.
 // The ranges are src/core/bgp.ts's, which src/routed/ checks FRR's settings with too.
-import type { Address, Prefix } from './address.js';
+import { type Address, type Prefix, prefixContains } from './address.js';
 import { asNumberProblem, bfdTimerProblems, bgpPeerProblems, bgpTimerProblems } from './bgp.js';
 import type {
   ClusterMode,
@@ -44,12 +44,13 @@ function pairingErrors(routed: RawRouted): ConfigError[] {
 
 /**
  * What `cluster.mode: routed` needs besides the BGP sections: unicast heartbeats (multicast with
- * TTL 1 does not cross the routers).
+ * TTL 1 does not cross the routers), and with `forward: segment` peers on this host's own link.
  */
 export function routedModeErrors(
   mode: ClusterMode,
   routed: RawRouted,
   heartbeatPeers: readonly Address[] | undefined,
+  dedicatedIp: Prefix | undefined,
 ): ConfigError[] {
   if (mode !== 'routed') return [];
   const errors: ConfigError[] = [];
@@ -67,6 +68,17 @@ export function routedModeErrors(
       value: undefined,
       message:
         "missing; in routed mode heartbeats go by unicast (multicast does not cross routers): list every host's dedicated IP, the same list on every host",
+    });
+  }
+  const outside =
+    routed.cluster?.forward === 'segment' && dedicatedIp !== undefined
+      ? (heartbeatPeers ?? []).filter((peer) => !prefixContains(dedicatedIp, peer))
+      : [];
+  if (outside.length > 0) {
+    errors.push({
+      path: 'cluster.heartbeat.peers',
+      value: outside.map((peer) => peer.text),
+      message: `forward: segment sends a forwarded packet straight to its peer's MAC on this host's link, but ${outside.map((peer) => peer.text).join(', ')} ${outside.length === 1 ? 'is' : 'are'} outside this host's subnet (host.dedicatedIp ${dedicatedIp!.address.text}/${dedicatedIp!.length}): use forward: vxlan for hosts in different subnets, or fix the dedicated IP's prefix length`,
     });
   }
   return errors;
