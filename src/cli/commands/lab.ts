@@ -388,7 +388,7 @@ export async function status(): Promise<CommandOutput<{ labs: LabStatus[] }>> {
 function modeOption(): Option {
   return new Option(
     '--mode <mode>',
-    'cluster operation mode in the generated configs; routed: a router running FRR with ECMP over hosts in subnets of their own, no nlbd yet (docs/routed.md)',
+    'cluster operation mode in the generated configs; routed: a router running FRR with ECMP over hosts in subnets of their own, nlbd announcing the cluster IP through FRR and forwarding to the owner of each bucket (docs/routed.md)',
   )
     .choices(['unicast', 'multicast', 'igmp', 'routed'])
     .default('unicast');
