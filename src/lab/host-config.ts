@@ -31,6 +31,8 @@ export interface LabClusterSettings {
   readonly ipv6?: boolean;
   /** The http health check and the agent check of the backend on the web rule; default none. */
   readonly health?: boolean;
+  /** How many hosts the lab has: the checks slow down in large labs (`labChecksFor`). */
+  readonly hostCount?: number;
   /** Heartbeats by unicast to every host's dedicated IP (cluster.heartbeat.peers): the hosts. */
   readonly heartbeatPeers?: readonly number[];
   /**
@@ -74,6 +76,28 @@ export const labAgentCheck = {
   hysteresis: 10,
   holdMs: 1_000,
 } as const;
+
+/** Up to this many hosts, the checks above as they are. */
+const labCheckHostsAtFullRate = 8;
+
+/**
+ * The checks of a lab of `hosts` hosts. Every host of a lab shares the machine's cores, so a
+ * large lab slows its checks down in proportion (every 2 s with a 1.6 s timeout at 32 hosts):
+ * at the full rate a 32-host lab ran 128 probes/s on two cores, probes timed out under the load
+ * of its own start, hosts left and rejoined the rule, and the cluster took minutes to converge
+ * or never did.
+ */
+export function labChecksFor(hosts: number) {
+  const factor = Math.max(1, Math.ceil(hosts / labCheckHostsAtFullRate));
+  const slower = {
+    intervalMs: labHealthCheck.intervalMs * factor,
+    timeoutMs: labHealthCheck.timeoutMs * factor,
+  };
+  return {
+    health: { ...labHealthCheck, ...slower },
+    agent: { ...labAgentCheck, ...slower, holdMs: labAgentCheck.holdMs * factor },
+  };
+}
 
 export interface RenderedHostConfig {
   readonly text: string;
@@ -119,7 +143,7 @@ export function renderHostConfig(settings: LabClusterSettings, hostId: number): 
           protocol: 'tcp',
           mode: 'multiple',
           affinity: settings.affinity,
-          ...(settings.health === true ? { health: labHealthCheck, agent: labAgentCheck } : {}),
+          ...(settings.health === true ? labChecksFor(settings.hostCount ?? 1) : {}),
         },
         ...(settings.extraRulePort === undefined
           ? []

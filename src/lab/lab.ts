@@ -178,6 +178,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         extraRulePort: options.extraRulePort,
         // Without backends every check would fail (and the rule fail open): no checks then.
         health: options.health ?? startBackendsToo,
+        hostCount: options.hosts,
         ...(options.unicastHeartbeats === true
           ? { heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1) }
           : {}),

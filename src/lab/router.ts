@@ -301,6 +301,7 @@ function routedClusterSettings(state: LabState, options: RoutedLabUpOptions): La
     ...(options.extraRulePort === undefined ? {} : { extraRulePort: options.extraRulePort }),
     // Without backends every check would fail (and the rule fail open): no checks then.
     health: options.health ?? options.startBackends ?? true,
+    hostCount: options.hosts,
     heartbeatPeriodMs: options.heartbeatPeriodMs,
     heartbeatTolerance: options.heartbeatTolerance,
     heartbeatPeers: Array.from({ length: options.hosts }, (_, i) => i + 1),
