@@ -88,6 +88,7 @@ function view(options: {
       heartbeatsSent: 0,
       heartbeatsReceived: 0,
       decisionsSkipped: 0,
+      decisionsBatched: 0,
       convergences: 1,
       lastConvergenceMs: 12,
       lastConvergedAtMs: options.convergedAtMs ?? -1,

@@ -38,6 +38,8 @@ import {
 export { datagramBytesMax, heartbeatBytes } from './heartbeat-size.js';
 
 export const heartbeatVersion = 2;
+/** Where the sender's host id is in a datagram (the layout above). */
+export const heartbeatHostIdOffset = 6;
 const magic = [0x4e, 0x4c, 0x42, 0x48]; // "NLBH"
 
 export type AnnouncedState = 'started' | 'draining' | 'stopped' | 'suspended';
@@ -311,7 +313,7 @@ export function decodeHeartbeat(
   if (!frame.ok) return frame;
   const { view, ruleCount, ackCount, rulesOffset } = frame;
   const flags = view.getUint8(5);
-  const hostId = view.getUint8(6);
+  const hostId = view.getUint8(heartbeatHostIdOffset);
   const state = announcedStates[view.getUint8(7)];
   const incarnationHigh = view.getUint32(16);
   const mode = clusterModes[view.getUint8(47)];

@@ -137,16 +137,29 @@ function reportMembershipChange(s: MachineState, now: number, members: readonly 
  * and the target resolves such conflicts the same way.
  */
 export function yieldToLowerIds(s: MachineState): void {
+  forEachLowerIdClaim(s, (r, b) => {
+    if (s.owned[r]!.delete(b)) s.orphans[r]!.delete(b);
+  });
+}
+
+/** Whether `yieldToLowerIds` would give up a bucket now: such a step must not wait (host.ts). */
+export function mustYield(s: MachineState): boolean {
+  let found = false;
+  forEachLowerIdClaim(s, (r, b) => {
+    found ||= s.owned[r]!.has(b);
+  });
+  return found;
+}
+
+/** Each bucket (rule r, bucket b) a heard, participating peer with a lower id claims. */
+function forEachLowerIdClaim(s: MachineState, each: (r: number, b: number) => void): void {
   if (!s.participating) return;
   for (const id of s.heardIds) {
     const hb = s.peers.get(id)!.heartbeat;
     if (id > s.hostId || !takesPart(hb.state)) continue;
     hb.rules.forEach((rule, r) => {
-      const owned = s.owned[r];
-      if (owned === undefined) return;
-      for (const b of rule.owned) {
-        if (owned.delete(b)) s.orphans[r]!.delete(b);
-      }
+      if (s.owned[r] === undefined) return;
+      for (const b of rule.owned) each(r, b);
     });
   }
 }

@@ -281,6 +281,12 @@ export class MachineState {
   badReportedAtMs = -Infinity;
   duplicateReportedAtMs = -Infinity;
   rejoinFlushedAtMs = -Infinity;
+  /**
+   * Batches: datagrams stepped with `moreQueued` whose decision waits for the next step
+   * (host.ts), since when, and whether one of them asked for an answer.
+   */
+  decisionOwedSinceMs: number | undefined = undefined;
+  answerOwed = false;
   /** HostMachineOptions.decideEveryStep. */
   readonly decideEveryStep: boolean;
   counters = {
@@ -288,6 +294,8 @@ export class MachineState {
     heartbeatsReceived: 0,
     /** Routine heartbeats stepped without running the decision again (host.ts). */
     decisionsSkipped: 0,
+    /** Datagrams of a batch that left the decision to a later step (host.ts). */
+    decisionsBatched: 0,
     convergences: 0,
     lastConvergenceMs: 0,
     /** When the last convergence ended (the step's time), or -1 before the first. */

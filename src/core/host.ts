@@ -59,9 +59,10 @@ import {
   type HeartbeatRule,
   type RuleState,
   decodeFailures,
+  heartbeatHostIdOffset,
 } from './heartbeat.js';
 import { command, reportInitialState } from './host-commands.js';
-import { decide, defaultHost } from './host-decision.js';
+import { decide, defaultHost, mustYield } from './host-decision.js';
 import {
   computeOwnership,
   droppedReady,
@@ -111,11 +112,55 @@ export interface HostDetails {
     heartbeatsSent: number;
     heartbeatsReceived: number;
     decisionsSkipped: number;
+    decisionsBatched: number;
     convergences: number;
     lastConvergenceMs: number;
     lastConvergedAtMs: number;
   };
   heartbeatsRejected: Record<string, number>;
+}
+
+/**
+ * The process (`id:incarnation`) that a datagram's host id names, if it is a heard peer; read
+ * before and after the datagram is taken in, so that only datagrams of a peer heard all along
+ * (no newcomer, no restart, no return) may join a batch: membership changes decide at once.
+ */
+function heardProcess(s: MachineState, bytes: Uint8Array): string | undefined {
+  const id = bytes[heartbeatHostIdOffset];
+  const peer = id === undefined ? undefined : s.peers.get(id);
+  return peer !== undefined && s.heardIds.includes(peer.id)
+    ? `${peer.id}:${peer.incarnation}`
+    : undefined;
+}
+
+/**
+ * How long a batch may hold the decision back: past this a datagram decides though more wait
+ * (a flood that never lets the queue empty still gets decisions this often).
+ */
+export const batchDeferMaxMs = 5;
+
+/**
+ * Batches: a datagram that changed something, stepped while more wait right behind it, leaves
+ * the decision to the last of them (or to the next step of any kind). The decision is a function
+ * takes all of them in, as if they had arrived at once (a burst can arrive within one poll of the
+ * event loop anyway), and the work of the decisions in between is saved: with 32 hosts a failover
+ * brought each survivor ~30 heartbeats at once, and ~30 decisions. Never in decideEveryStep.
+ */
+function deferDecision(
+  s: MachineState,
+  now: number,
+  moreQueued: boolean,
+  answerPeer: boolean,
+): boolean {
+  // Two sides of a healed partition that claim the same buckets: the higher id gives them up
+  // at once, never a moment later.
+  if (!moreQueued || s.decideEveryStep || mustYield(s)) return false;
+  const since = s.decisionOwedSinceMs ?? now;
+  if (now - since >= batchDeferMaxMs) return false;
+  s.decisionOwedSinceMs = since;
+  s.answerOwed ||= answerPeer;
+  s.counters.decisionsBatched += 1;
+  return true;
 }
 
 export class HostMachine {
@@ -162,6 +207,7 @@ export class HostMachine {
       case 'tick':
         break;
       case 'datagram': {
+        const sender = heardProcess(s, input.bytes);
         const outcome = receive(s, now, input.bytes, input.from);
         if (outcome === 'dropped') {
           // Nothing but a counter changed: the decision is not run again. A flood of forged or
@@ -171,7 +217,8 @@ export class HostMachine {
           return droppedReady(s, now);
         }
         const routine = outcome === 'routine' && !s.decideEveryStep;
-        if (routine && s.converged && !s.pending && now < s.lastWakeAtMs) {
+        const owed = s.decisionOwedSinceMs !== undefined;
+        if (routine && !owed && s.converged && !s.pending && now < s.lastWakeAtMs) {
           // The steady state: a member announced again what it did before, the cluster is
           // converged, nothing waits, and nothing falls due before the wake-up already asked
           // for. The decision would come out as it did (it is a fixpoint of unchanged inputs,
@@ -182,12 +229,22 @@ export class HostMachine {
           return droppedReady(s, now);
         }
         answerPeer = outcome === 'answer';
+        const same = sender !== undefined && sender === heardProcess(s, input.bytes);
+        if (deferDecision(s, now, input.moreQueued === true && same, answerPeer)) {
+          reportBadHeartbeats(s, now, false);
+          // Woken at once as a backstop: the datagrams queued behind this one normally take
+          // the decision first.
+          return { ...droppedReady(s, now), wakeAtMs: now };
+        }
         break;
       }
       case 'command':
         reply = command(s, now, input.command);
         break;
     }
+    answerPeer ||= s.answerOwed;
+    s.decisionOwedSinceMs = undefined;
+    s.answerOwed = false;
     expirePeers(s, now);
     expireOrphans(s, now);
     decide(s, now);

@@ -71,6 +71,11 @@ export type Input =
       readonly waitedMs?: number;
       /** The sender's address as the transport saw it (text), kept per peer for the operator. */
       readonly from?: string;
+      /**
+       * More datagrams wait to be stepped right after this one: the decision may wait for the
+       * last of them (host.ts, batches), so a burst of N heartbeats costs one decision, not N.
+       */
+      readonly moreQueued?: boolean;
     }
   | { readonly kind: 'command'; readonly nowMs: number; readonly command: Command };
 

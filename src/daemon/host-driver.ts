@@ -285,7 +285,7 @@ export class HostDriver {
       case 'datagram':
         this.counts.datagrams++;
         this.queueWait.add(this.inputWaitMs);
-        input = datagramInput(job, nowMs, this.inputWaitMs);
+        input = datagramInput(job, nowMs, this.inputWaitMs, this.queue.datagrams > 0);
         break;
       case 'command':
         this.counts.commands++;

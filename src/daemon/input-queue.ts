@@ -113,6 +113,7 @@ export function datagramInput(
   job: Extract<Job, { kind: 'datagram' }>,
   nowMs: number,
   waitedMs: number,
+  moreQueued: boolean,
 ): Input {
-  return { kind: 'datagram', nowMs, bytes: job.bytes, from: job.from, waitedMs };
+  return { kind: 'datagram', nowMs, bytes: job.bytes, from: job.from, waitedMs, moreQueued };
 }

@@ -162,6 +162,10 @@ function defineHostMetrics(registers: Registry[]) {
       'nlb_decisions_skipped_total',
       'Routine heartbeats (nothing new announced, converged) that did not run the decision again',
     ),
+    decisionsBatched: counter(
+      'nlb_decisions_batched_total',
+      'Heartbeats that left the decision to the next of a burst queued behind them',
+    ),
     heartbeatsRejected: counter(
       'nlb_heartbeats_rejected_total',
       'Heartbeats dropped unread, by reason (bad MAC, foreign cluster, stale, malformed...)',
@@ -284,6 +288,7 @@ function fillHost(m: NlbMetrics, target: ControlTarget): void {
   setCounter(m.heartbeatsSent, details.counters.heartbeatsSent);
   setCounter(m.heartbeatsReceived, details.counters.heartbeatsReceived);
   setCounter(m.decisionsSkipped, details.counters.decisionsSkipped);
+  setCounter(m.decisionsBatched, details.counters.decisionsBatched);
   for (const [reason, count] of Object.entries(details.heartbeatsRejected)) {
     setCounter(m.heartbeatsRejected, count, { reason });
   }
