@@ -207,7 +207,10 @@ export class HostMachine {
       case 'tick':
         break;
       case 'datagram': {
-        const sender = heardProcess(s, input.bytes);
+        // Only a datagram that may join a batch needs its sender read (the common routine
+        // heartbeat does not).
+        const batchable = input.moreQueued === true;
+        const sender = batchable ? heardProcess(s, input.bytes) : undefined;
         const outcome = receive(s, now, input.bytes, input.from);
         if (outcome === 'dropped') {
           // Nothing but a counter changed: the decision is not run again. A flood of forged or
@@ -230,7 +233,7 @@ export class HostMachine {
         }
         answerPeer = outcome === 'answer';
         const same = sender !== undefined && sender === heardProcess(s, input.bytes);
-        if (deferDecision(s, now, input.moreQueued === true && same, answerPeer)) {
+        if (deferDecision(s, now, batchable && same, answerPeer)) {
           reportBadHeartbeats(s, now, false);
           // Woken at once as a backstop: the datagrams queued behind this one normally take
           // the decision first.
