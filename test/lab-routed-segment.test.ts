@@ -15,15 +15,9 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAddress } from '../src/core/address.js';
-import { defaultSocketPath } from '../src/daemon/paths.js';
-import { tableNameFor } from '../src/dataplane/dataplane-spec.js';
-import { labClusterName } from '../src/lab/host-config.js';
 import { type LabState, labDown } from '../src/lab/lab.js';
 import { acquireLabTestLock } from '../src/lab/lock.js';
-import { execIn } from '../src/lab/netns.js';
 import { routedLabUp } from '../src/lab/router.js';
-import { loadConfigFile } from '../src/node/config-file.js';
 import {
   type ClusterLab,
   command,
@@ -34,7 +28,15 @@ import {
   startLoad,
   waitForHosts,
 } from './support/lab-cluster.js';
-import { expectNoLoss } from './support/lab-routed.js';
+import {
+  expectNoLoss,
+  hostNamespaceOf,
+  routedClusterLab,
+  routerPaths as routerPathsOf,
+  runIn,
+  tableCounters,
+  waitUntil,
+} from './support/lab-routed.js';
 
 declareLabRequirement('lab-routed-segment');
 
@@ -57,20 +59,10 @@ const pathChangeWaitMs = 2_000;
 const plannedConvergeMs = 3_000;
 const vipText = '198.18.0.100';
 
-async function inHost(lab: LabState, hostId: number, argv: readonly string[]): Promise<string> {
-  const result = await execIn(lab.hosts.find((h) => h.id === hostId)!.namespace, [...argv]);
-  return result.stdout;
-}
-
 /** Polls `probe` every 10 ms until `accept` holds; the ms it took, or -1 after `waitMs`. */
 async function waitFor<T>(probe: () => Promise<T>, accept: (v: T) => boolean, waitMs: number) {
-  const start = Date.now();
-  for (;;) {
-    const value = await probe();
-    if (accept(value)) return { ms: Date.now() - start, value };
-    if (Date.now() - start > waitMs) return { ms: -1, value };
-    await sleep(10);
-  }
+  const waited = await waitUntil(probe, accept, waitMs);
+  return { ms: waited.ok ? waited.ms : -1, value: waited.value };
 }
 
 describe.runIf(isRoot)('lab: routed mode, forward: segment, under load', () => {
@@ -79,48 +71,17 @@ describe.runIf(isRoot)('lab: routed mode, forward: segment, under load', () => {
   let state: LabState;
   let lab: ClusterLab;
 
-  /** The hosts the router's route to the cluster IP leads to (its ECMP nexthops), sorted. */
-  const routerPaths = async (): Promise<number[]> => {
-    const { stdout } = await execIn(state.switchNamespace, [
-      'ip',
-      '-j',
-      'route',
-      'show',
-      `${vipText}/32`,
-    ]);
-    const routes = JSON.parse(stdout.trim() === '' ? '[]' : stdout) as {
-      gateway?: string;
-      nexthops?: { gateway?: string }[];
-    }[];
-    return routes
-      .flatMap((r) =>
-        (r.nexthops ?? [r]).map((n) => state.hosts.find((h) => h.ip === n.gateway)?.id),
-      )
-      .filter((id): id is number => id !== undefined)
-      .sort((a, b) => a - b);
-  };
+  const inHost = (hostId: number, argv: readonly string[]): Promise<string> =>
+    runIn(hostNamespaceOf(lab, hostId), argv);
+  const routerPaths = (): Promise<number[]> => routerPathsOf(lab);
   /** Every host's nlb counters and the packets its macvlan devices received. */
   const counters = async (): Promise<Map<number, Record<string, number>>> => {
     const all = new Map<number, Record<string, number>>();
     for (const host of state.hosts) {
-      const out = await inHost(state, host.id, [
-        'nft',
-        '-j',
-        'list',
-        'counters',
-        'table',
-        'inet',
-        lab.tableName,
-      ]);
-      const items = (
-        JSON.parse(out) as { nftables: { counter?: { name: string; packets: number } }[] }
-      ).nftables;
-      const values: Record<string, number> = {};
-      for (const item of items)
-        if (item.counter !== undefined) values[item.counter.name] = item.counter.packets;
+      const values = await tableCounters(lab, host.id);
       for (const device of ['nlbf', 'nlbs']) {
         const [link] = JSON.parse(
-          await inHost(state, host.id, ['ip', '-j', '-s', 'link', 'show', 'dev', device]),
+          await inHost(host.id, ['ip', '-j', '-s', 'link', 'show', 'dev', device]),
         ) as {
           stats64: { rx: { packets: number } };
         }[];
@@ -154,20 +115,7 @@ describe.runIf(isRoot)('lab: routed mode, forward: segment, under load', () => {
     release = await acquireLabTestLock();
     name = `lrs${randomBytes(2).toString('hex')}`;
     state = await routedLabUp({ name, hosts: 3, clients: 1, segment: true });
-    const loaded = await loadConfigFile(state.hosts[0]!.config);
-    if (!loaded.ok) throw new Error(loaded.message);
-    lab = {
-      state,
-      config: loaded.config,
-      sockets: new Map(
-        state.hosts.map((h) => [h.id, defaultSocketPath(labClusterName(name), h.id)]),
-      ),
-      vip: parseAddress(state.vip)!,
-      hostIds: state.hosts.map((h) => h.id),
-      variant: { name: 'routed-segment-v4', mode: 'routed', family: 4 },
-      sources: state.clients.map((c) => c.ip),
-      tableName: tableNameFor(labClusterName(name)),
-    };
+    lab = await routedClusterLab(state, { name: 'routed-segment-v4', mode: 'routed', family: 4 });
     await expectConverged(lab, [1, 2, 3], 20);
     const paths = await waitFor(routerPaths, (p) => p.length === 3, 5_000);
     expect(paths.value).toEqual([1, 2, 3]);
@@ -185,15 +133,8 @@ describe.runIf(isRoot)('lab: routed mode, forward: segment, under load', () => {
     expect(state.hosts.map((h) => h.ip)).toEqual(['198.18.1.11', '198.18.1.12', '198.18.1.13']);
     expect(lab.config.cluster.routed?.forward).toBe('segment');
     for (const host of state.hosts) {
-      expect(await inHost(state, host.id, ['ip', '-d', 'link', 'show', 'type', 'vxlan'])).toBe('');
-      const macvlans = await inHost(state, host.id, [
-        'ip',
-        '-br',
-        'link',
-        'show',
-        'type',
-        'macvlan',
-      ]);
+      expect(await inHost(host.id, ['ip', '-d', 'link', 'show', 'type', 'vxlan'])).toBe('');
+      const macvlans = await inHost(host.id, ['ip', '-br', 'link', 'show', 'type', 'macvlan']);
       const index = host.id - 1;
       expect(macvlans).toMatch(new RegExp(`^nlbf@eth0 +UP +02:4e:4d:01:0${index}:00`, 'm'));
       expect(macvlans).toMatch(new RegExp(`^nlbs@eth0 +UP +02:4e:4d:02:0${index}:00`, 'm'));
@@ -205,10 +146,10 @@ describe.runIf(isRoot)('lab: routed mode, forward: segment, under load', () => {
     const load = startLoad(lab, phaseLoad);
     await load.started;
     await sleep(changeAfterMs);
-    await inHost(state, 2, marker('del'));
+    await inHost(2, marker('del'));
     const withdrawn = await waitFor(routerPaths, (p) => p.join() === '1,3', pathChangeWaitMs);
     await sleep(1_500);
-    await inHost(state, 2, marker('replace'));
+    await inHost(2, marker('replace'));
     const back = await waitFor(routerPaths, (p) => p.join() === '1,2,3', pathChangeWaitMs);
     const result = await load.done;
     const after = await counters();

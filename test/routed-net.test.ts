@@ -30,6 +30,7 @@ import {
   vxlanMac,
   vxlanVni,
 } from '../src/dataplane/routed-net.js';
+import { defaultRules, fresh, runnerFor, uplink } from './support/routed-kernel.js';
 import { announcerScript, markerRouteLines } from '../src/dataplane/route-announcer.js';
 
 const peers = ['198.18.1.2', '198.18.2.2', '198.18.3.2'];
@@ -40,28 +41,6 @@ const setupOf = (index: number): RoutedNetSetup => ({
   peers,
   clusterIps: [vip],
 });
-
-const defaultRules = [
-  { priority: 0, src: 'all', table: 'local' },
-  { priority: 32766, src: 'all', table: 'main' },
-  { priority: 32767, src: 'all', table: 'default' },
-];
-const uplink = { ifname: 'eth0', mtu: 1500, address: '1a:37:16:9e:16:0c' };
-const fresh: RoutedKernelState = { links: [uplink], rules: defaultRules, routes: [], markers: [] };
-
-/** A fake runner whose `ip -j -batch` listing answers `state`. */
-function runnerFor(state: RoutedKernelState, failBatch?: string): FakeRunner {
-  return new FakeRunner((argv) => {
-    if (argv.includes('-j')) {
-      const { links, rules, routes, markers } = state;
-      return { stdout: [links, rules, routes, markers].map((l) => JSON.stringify(l)).join('\n') };
-    }
-    if (failBatch !== undefined && argv.includes('-force')) {
-      return { code: 1, stderr: `${failBatch}\nCommand failed -:2\n` };
-    }
-    return {};
-  });
-}
 
 describe('routed marks, names, VNIs and MACs', () => {
   it('marks per hop and peer, and names devices per hop and peer', () => {

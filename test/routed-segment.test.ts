@@ -3,7 +3,6 @@
 // for a fresh host, what a re-run keeps, the switch from a VXLAN set-up and back, the teardown,
 // and the MSS clamp. routed-segment-netns.test.ts runs the real thing.
 import { describe, expect, it } from 'vitest';
-import { FakeRunner } from '../src/dataplane/exec.js';
 import {
   type RoutedKernelState,
   type RoutedNetSetup,
@@ -19,6 +18,7 @@ import {
   setUpRouted,
   vxlanDevicePattern,
 } from '../src/dataplane/routed-net.js';
+import { defaultRules, fresh, runnerFor, uplink } from './support/routed-kernel.js';
 
 const peers = ['198.18.1.11', '198.18.1.12', '198.18.1.13'];
 const vip = '198.18.0.100';
@@ -29,21 +29,6 @@ const setupOf = (index: number, forward: 'vxlan' | 'segment' = 'segment'): Route
   clusterIps: [vip],
   forward,
 });
-const defaultRules = [
-  { priority: 0, src: 'all', table: 'local' },
-  { priority: 32766, src: 'all', table: 'main' },
-  { priority: 32767, src: 'all', table: 'default' },
-];
-const uplink = { ifname: 'eth0', mtu: 1500, address: '1a:37:16:9e:16:0c' };
-const fresh: RoutedKernelState = { links: [uplink], rules: defaultRules, routes: [], markers: [] };
-
-function runnerFor(state: RoutedKernelState): FakeRunner {
-  return new FakeRunner((argv) => {
-    if (!argv.includes('-j')) return {};
-    const { links, rules, routes, markers } = state;
-    return { stdout: [links, rules, routes, markers].map((l) => JSON.stringify(l)).join('\n') };
-  });
-}
 
 /** The state a segment set-up of host `index` leaves, as `ip -d -j` shows it. */
 function segmentStateAfter(index: number): RoutedKernelState {

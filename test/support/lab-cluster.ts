@@ -93,14 +93,7 @@ export class LabSession {
       // Every variant gets the bystander: what reaches it shows what the switch floods.
       bystander: options.bystander ?? true,
     });
-    const sockets = new Map<number, string>();
-    let config: Config | undefined;
-    for (const host of state.hosts) {
-      const loaded = await loadConfigFile(host.config);
-      if (!loaded.ok) throw new Error(loaded.message);
-      config ??= loaded.config;
-      sockets.set(host.id, defaultSocketPath(labClusterName(state.name), host.id));
-    }
+    const { config, sockets } = await labConfigAndSockets(state);
     const client = state.clients[0];
     let sources = client === undefined ? [] : [client.ip, ...client.extraIps];
     if (variant.family === 6 && client !== undefined) {
@@ -108,7 +101,7 @@ export class LabSession {
     }
     return {
       state,
-      config: config!,
+      config,
       sockets,
       vip: parseAddress(variant.family === 6 ? state.vip6! : state.vip)!,
       hostIds: state.hosts.map((h) => h.id),
@@ -463,4 +456,19 @@ export async function nlbCounter(lab: ClusterLab, hostId: number, name: string):
 export function percentile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
+}
+
+/** A lab's cluster config (the first host's: the cluster part is the same on all) and nlbd sockets. */
+export async function labConfigAndSockets(
+  state: LabState,
+): Promise<{ config: Config; sockets: Map<number, string> }> {
+  const sockets = new Map<number, string>();
+  let config: Config | undefined;
+  for (const host of state.hosts) {
+    const loaded = await loadConfigFile(host.config);
+    if (!loaded.ok) throw new Error(loaded.message);
+    config ??= loaded.config;
+    sockets.set(host.id, defaultSocketPath(labClusterName(state.name), host.id));
+  }
+  return { config: config!, sockets };
 }

@@ -16,8 +16,6 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAddress } from '../../src/core/address.js';
 import { assign } from '../../src/core/assign.js';
-import type { Config } from '../../src/core/config.js';
-import { defaultSocketPath } from '../../src/daemon/paths.js';
 import { tableNameFor } from '../../src/dataplane/dataplane-spec.js';
 import { netnsRunner } from '../../src/dataplane/exec.js';
 import { labClusterName } from '../../src/lab/host-config.js';
@@ -26,29 +24,24 @@ import { expect } from 'vitest';
 import type { ConnectionRecord, LoadgenSummary } from '../../src/lab/loadgen.js';
 import { labHttpPort } from '../../src/lab/naming.js';
 import { assertLabNamespace } from '../../src/lab/netns.js';
-import { loadConfigFile } from '../../src/node/config-file.js';
-import type { ClusterLab } from './lab-cluster.js';
+import { type ClusterLab, labConfigAndSockets } from './lab-cluster.js';
 import type { LabVariant } from './lab-variants.js';
 
 export const routedV4: LabVariant = { name: 'routed-v4', mode: 'routed', family: 4 };
 
 /** The routed lab as the lab-cluster helpers take it. */
-export async function routedClusterLab(state: LabState): Promise<ClusterLab> {
-  const sockets = new Map<number, string>();
-  let config: Config | undefined;
-  for (const host of state.hosts) {
-    const loaded = await loadConfigFile(host.config);
-    if (!loaded.ok) throw new Error(loaded.message);
-    config ??= loaded.config;
-    sockets.set(host.id, defaultSocketPath(labClusterName(state.name), host.id));
-  }
+export async function routedClusterLab(
+  state: LabState,
+  variant: LabVariant = routedV4,
+): Promise<ClusterLab> {
+  const { config, sockets } = await labConfigAndSockets(state);
   return {
     state,
-    config: config!,
+    config,
     sockets,
     vip: parseAddress(state.vip)!,
     hostIds: state.hosts.map((h) => h.id),
-    variant: routedV4,
+    variant,
     sources: state.clients.map((c) => c.ip),
     tableName: tableNameFor(labClusterName(state.name)),
   };
@@ -69,10 +62,9 @@ export function hostNamespaceOf(lab: ClusterLab, hostId: number): string {
   return lab.state.hosts.find((h) => h.id === hostId)!.namespace;
 }
 
-/** The host a router port or gateway belongs to: port `h<id>`, gateway 198.18.<id>.2. */
-function hostOfGateway(gateway: string | undefined): number | undefined {
-  const match = /^198\.18\.(\d+)\.2$/.exec(gateway ?? '');
-  return match === null ? undefined : Number(match[1]);
+/** The host whose dedicated IP a router's gateway is. */
+function hostOfGateway(lab: ClusterLab, gateway: string | undefined): number | undefined {
+  return lab.state.hosts.find((h) => h.ip === gateway)?.id;
 }
 
 interface RouteJson {
@@ -92,7 +84,7 @@ export async function routerPaths(lab: ClusterLab): Promise<number[]> {
   ]);
   const routes = JSON.parse(out.trim() === '' ? '[]' : out) as RouteJson[];
   return routes
-    .flatMap((r) => (r.nexthops ?? [r]).map((n) => hostOfGateway(n.gateway)))
+    .flatMap((r) => (r.nexthops ?? [r]).map((n) => hostOfGateway(lab, n.gateway)))
     .filter((id): id is number => id !== undefined)
     .sort((a, b) => a - b);
 }
@@ -163,7 +155,7 @@ export async function firstHops(lab: ClusterLab, flows: readonly Endpoint[]): Pr
   }
   return answers.map((line, i) => {
     const route = (JSON.parse(line) as RouteJson[])[0];
-    const id = hostOfGateway(route?.gateway);
+    const id = hostOfGateway(lab, route?.gateway);
     if (id === undefined) throw new Error(`route get for ${lines[i]}: ${line}`);
     return id;
   });
