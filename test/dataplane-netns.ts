@@ -2,9 +2,17 @@
 // unique `nlbt-<tag>-<pid>-<random>-` prefix and is removed by `removeAll`, even when a test fails;
 // nothing is ever configured in the root namespace (links are created inside the host namespace
 // and their peer is moved straight into the client namespace).
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
+import {
+  type ChildProcessWithoutNullStreams,
+  execFile,
+  execFileSync,
+  spawn,
+} from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 export { isRoot, labRequired } from './support/root.js';
 
@@ -58,6 +66,38 @@ export class Namespaces {
     });
     this.processes.push(child);
     return child;
+  }
+
+  /**
+   * A routed-test host: `address`/24 on its eth0 (already moved in), the default route via
+   * `gateway`, strict reverse-path filtering (which drops forwarded packets until setUpRouted
+   * lifts it), and a `namedServerScript(name, port)` server, ready.
+   */
+  async routedHost(
+    namespace: string,
+    address: string,
+    gateway: string,
+    name: string,
+    port: number,
+  ): Promise<void> {
+    this.ip(namespace, ['addr', 'add', `${address}/24`, 'dev', 'eth0']);
+    this.ip(namespace, ['link', 'set', 'eth0', 'up']);
+    this.ip(namespace, ['route', 'add', 'default', 'via', gateway]);
+    this.exec(namespace, [
+      ...['sysctl', '-q', '-w'],
+      ...['all', 'default', 'eth0'].map((d) => `net.ipv4.conf.${d}.rp_filter=1`),
+    ]);
+    const server = this.spawn(namespace, [process.execPath, '-e', namedServerScript(name, port)]);
+    await waitForLine(server, /ready/, 5_000);
+  }
+
+  /** What `askScript(port)` run in `namespace` reads from `address` (from `localPort`). */
+  async ask(namespace: string, address: string, port: number, localPort?: number): Promise<string> {
+    this.assertOurs(namespace);
+    const argv = [process.execPath, '-e', askScript(port), address];
+    if (localPort !== undefined) argv.push(String(localPort));
+    const { stdout } = await execFileAsync('ip', ['netns', 'exec', namespace, ...argv]);
+    return stdout.trim();
   }
 
   /** A device's packet counters in `namespace`. */

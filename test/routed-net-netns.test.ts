@@ -9,9 +9,8 @@
 // nlbf0 (hop 1) or nlbs0 (hop 2), and h2 answers rt straight over its own link. Nothing is
 // configured in the root namespace. Needs root; skipped visibly otherwise (failing instead when
 // NLB_REQUIRE_LAB=1).
-import { type ChildProcessWithoutNullStreams, execFile } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsRunner, type Runner } from '../src/dataplane/exec.js';
 import { announcerScript } from '../src/dataplane/route-announcer.js';
@@ -22,21 +21,17 @@ import {
   setUpRouted,
   tearDownRouted,
 } from '../src/dataplane/routed-net.js';
-import { Namespaces, askScript, namedServerScript, waitForLine } from './dataplane-netns.js';
+import { Namespaces, waitForLine } from './dataplane-netns.js';
 import { declareRootRequirement, isRoot } from './support/root.js';
 
 declareRootRequirement('routed-net-netns', 'the routed set-up test needs network namespaces');
 
-const run = promisify(execFile);
 const vip = '198.18.200.1';
 const vip2 = '198.18.200.2';
 const peers = ['198.18.1.2', '198.18.2.2'];
 const port = 8080;
 /** How long a withdrawal may take: a pipe's EOF or the 300 ms guard, then one netlink call. */
 const withdrawnWithinMs = 1_000;
-
-const serverScript = (name: string) => namedServerScript(name, port);
-const clientScript = askScript(port);
 
 describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', () => {
   const ns = new Namespaces('rn');
@@ -51,19 +46,8 @@ describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', ()
     clusterIps: [vip, vip2],
   });
 
-  const ask = async (address: string, localPort?: number): Promise<string> =>
-    (
-      await run('ip', [
-        'netns',
-        'exec',
-        rt,
-        process.execPath,
-        '-e',
-        clientScript,
-        address,
-        ...(localPort === undefined ? [] : [String(localPort)]),
-      ])
-    ).stdout.trim();
+  const ask = (address: string, localPort?: number): Promise<string> =>
+    ns.ask(rt, address, port, localPort);
   const packets = (namespace: string, device: string) => ns.packets(namespace, device);
   /** h1's or h2's only nft table: marks packets to `address` (none: no table). */
   const markIn = (namespace: string, address?: string, mark?: number) =>
@@ -75,22 +59,11 @@ describe.runIf(isRoot)('routed set-up on a real kernel (network namespaces)', ()
     h1 = ns.add('h1');
     h2 = ns.add('h2');
     for (const [i, host] of [h1, h2].entries()) {
-      const port = `h${i + 1}`;
-      ns.ip(rt, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
-      ns.ip(rt, ['addr', 'add', `198.18.${i + 1}.1/24`, 'dev', port]);
-      ns.ip(rt, ['link', 'set', port, 'up']);
-      ns.ip(host, ['addr', 'add', `${peers[i]}/24`, 'dev', 'eth0']);
-      ns.ip(host, ['link', 'set', 'eth0', 'up']);
-      ns.ip(host, ['route', 'add', 'default', 'via', `198.18.${i + 1}.1`]);
-      // Strict reverse-path filtering, which drops forwarded packets until setUpRouted lifts it.
-      ns.exec(host, [
-        'sysctl',
-        '-q',
-        '-w',
-        ...['all', 'default', 'eth0'].map((d) => `net.ipv4.conf.${d}.rp_filter=1`),
-      ]);
-      const server = ns.spawn(host, [process.execPath, '-e', serverScript(`h${i + 1}`)]);
-      await waitForLine(server, /ready/, 5_000);
+      const link = `h${i + 1}`;
+      ns.ip(rt, ['link', 'add', link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
+      ns.ip(rt, ['addr', 'add', `198.18.${i + 1}.1/24`, 'dev', link]);
+      ns.ip(rt, ['link', 'set', link, 'up']);
+      await ns.routedHost(host, peers[i]!, `198.18.${i + 1}.1`, `h${i + 1}`, port);
     }
     // The replies come back from a cluster IP on the other host's link: no strict rp_filter here.
     const loose = ['all', 'default', 'h1', 'h2'].map((d) => `net.ipv4.conf.${d}.rp_filter=0`);

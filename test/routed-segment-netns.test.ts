@@ -11,8 +11,6 @@
 // h2's nlbf (hop 1) or nlbs (hop 2), and h2 answers rt straight from its eth0. Nothing is
 // configured in the root namespace; 169.254.x.y are only neighbour keys, never put on the wire.
 // Needs root; skipped visibly otherwise (failing instead when NLB_REQUIRE_LAB=1).
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsRunner } from '../src/dataplane/exec.js';
 import {
@@ -22,7 +20,7 @@ import {
   setUpRouted,
   tearDownRouted,
 } from '../src/dataplane/routed-net.js';
-import { Namespaces, askScript, namedServerScript, waitForLine } from './dataplane-netns.js';
+import { Namespaces } from './dataplane-netns.js';
 import { declareRootRequirement, isRoot } from './support/root.js';
 
 declareRootRequirement(
@@ -30,15 +28,11 @@ declareRootRequirement(
   'the segment forwarding test needs network namespaces',
 );
 
-const run = promisify(execFile);
 const vip = '198.18.200.1';
 const vip2 = '198.18.200.2';
 const peers = ['198.18.1.11', '198.18.1.12'];
 const routerIp = '198.18.1.1';
 const port = 8080;
-
-const serverScript = (name: string) => namedServerScript(name, port);
-const clientScript = askScript(port);
 
 describe.runIf(isRoot)('forward: segment on a real kernel (network namespaces)', () => {
   const ns = new Namespaces('rs');
@@ -54,13 +48,8 @@ describe.runIf(isRoot)('forward: segment on a real kernel (network namespaces)',
     forward: 'segment',
   });
 
-  const ask = async (address: string, localPort?: number): Promise<string> =>
-    (
-      await run('ip', [
-        ...['netns', 'exec', rt, process.execPath, '-e', clientScript, address],
-        ...(localPort === undefined ? [] : [String(localPort)]),
-      ])
-    ).stdout.trim();
+  const ask = (address: string, localPort?: number): Promise<string> =>
+    ns.ask(rt, address, port, localPort);
   const packets = (namespace: string, device: string) => ns.packets(namespace, device);
   /** h1's or h2's only nft table: marks packets to `address` (none: no table). */
   const markIn = (namespace: string, address?: string, mark?: number) =>
@@ -88,16 +77,7 @@ describe.runIf(isRoot)('forward: segment on a real kernel (network namespaces)',
       const bridgePort = `p${i + 1}`;
       ns.ip(rt, ['link', 'add', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
       ns.ip(rt, ['link', 'set', bridgePort, 'master', 'br0', 'up']);
-      ns.ip(host, ['addr', 'add', `${peers[i]}/24`, 'dev', 'eth0']);
-      ns.ip(host, ['link', 'set', 'eth0', 'up']);
-      ns.ip(host, ['route', 'add', 'default', 'via', routerIp]);
-      // Strict reverse-path filtering, which drops forwarded packets until setUpRouted lifts it.
-      ns.exec(host, [
-        ...['sysctl', '-q', '-w'],
-        ...['all', 'default', 'eth0'].map((d) => `net.ipv4.conf.${d}.rp_filter=1`),
-      ]);
-      const server = ns.spawn(host, [process.execPath, '-e', serverScript(`h${i + 1}`)]);
-      await waitForLine(server, /ready/, 5_000);
+      await ns.routedHost(host, peers[i]!, routerIp, `h${i + 1}`, port);
     }
     ns.exec(rt, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     ns.ip(rt, ['route', 'add', `${vip}/32`, 'via', peers[0]!]);
