@@ -1,5 +1,6 @@
 // The lab benchmark's report: its shape (lab.json) and its rendering for people (lab.md).
 import { type FilterModeResult, renderFilterModes } from './filter-modes.js';
+import { renderProgramming } from './programming.js';
 import type { FailoverRun, FailoverSetting } from './failover.js';
 import type { PlannedResult } from './planned.js';
 import { type SteadyResult, renderSteady } from './steady.js';
@@ -52,6 +53,8 @@ export interface LabReport {
     readonly slowest: { lab: string; hostId: number; programMs: number; how: string }[];
     readonly perLab: { lab: string; samples: number; maxMs: number | null; driver: unknown }[];
   };
+  /** The same over the labs of more than 3 hosts (the 32-host failover lab), when one ran. */
+  readonly programmingAtScale?: LabReport['programming'] | null;
   readonly filter: (FilterResult & { lab: string }) | null;
   /** The filter's overhead in the other modes and families (filter-modes.ts). */
   readonly filterModes: readonly FilterModeResult[];
@@ -226,35 +229,10 @@ export function renderMarkdown(report: LabReport): string {
     );
   }
 
-  const g = report.programming;
-  out.push(
-    '## Decision → kernel programmed',
-    '',
-    'From every nlbd log over every lab above (`ownership programmed`, `programMs`: from the',
-    'moment the protocol core decided a new ownership until the kernel holds it; set updates through',
-    'the long-lived `nft` process, or a whole-table load).',
-    '',
-    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms; ${g.overTarget} above 20 ms.`,
-    `Slowest: ${g.slowest.map((x) => `${fmt(x.programMs, 2)} ms (${x.lab} h${x.hostId}, ${x.how})`).join(', ')}.`,
-    '',
-    '| ≤ 1 ms | 1-2 | 2-3 | 3-5 | 5-10 | 10-20 | > 20 |',
-    '|---|---|---|---|---|---|---|',
-    `| ${g.histogram.map((b) => b.count).join(' | ')} |`,
-    '',
-    'Where the time went (nlbd logs it per change): the input waiting in the queue before the',
-    'decision, the wait behind other nft work (a check, a counter read), the nft transaction.',
-    '',
-    '| part | p50 (ms) | p99 (ms) | max (ms) |',
-    '|---|---|---|---|',
-    ...g.parts.map(
-      (x) => `| ${x.part} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${fmt(x.maxMs, 2)} |`,
-    ),
-    '',
-    '| lab | changes | max (ms) |',
-    '|---|---|---|',
-    ...g.perLab.map((l) => `| ${l.lab} | ${l.samples} | ${fmt(l.maxMs, 2)} |`),
-    '',
-  );
+  out.push(...renderProgramming(report.programming, '3-host labs'));
+  if (report.programmingAtScale != null) {
+    out.push(...renderProgramming(report.programmingAtScale, '32-host lab'));
+  }
 
   const f = report.filter;
   if (f !== null) {

@@ -57,7 +57,7 @@ export function quantile(values: readonly number[], q: number): number | null {
  * Per round, the VIP run's value over the dedicated-IP run's (the filter's cost, round by round;
  * a round missing either is left out), and their median.
  */
-export function pairedRatios<Run extends { round: number; path: 'dedicated' | 'vip' }>(
+export function pairedRatios<Run extends { round: number; path: string }>(
   runs: readonly Run[],
   rounds: number,
   value: (run: Run) => number,

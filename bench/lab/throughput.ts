@@ -34,6 +34,7 @@ import {
   startDirectors,
 } from './ipvs.js';
 import { execNs, spawnNs, stopChild, waitListening } from './ns-exec.js';
+import { floodOwnAddress, sendOwnAddressTo } from './flood-baseline.js';
 import {
   flowConfigOf,
   median,
@@ -54,9 +55,17 @@ function optionalRound(value: number | undefined): number | null {
   return value === undefined ? null : round(value);
 }
 
+/**
+ * 'dedicated': to host 1's own address, flooded to every host as the VIP's frames are (the
+ * baseline); 'vip': through the filter; 'switched': to host 1's own address in frames to its own
+ * MAC, which the switch sends to host 1 alone (multicast and IGMP modes only: their cost of
+ * flooding, a diagnostic).
+ */
+export type IperfPath = 'dedicated' | 'vip' | 'switched';
+
 export interface IperfRun {
   readonly round: number;
-  readonly path: 'dedicated' | 'vip';
+  readonly path: IperfPath;
   readonly target: string;
   readonly gbps: number;
   readonly retransmits: number | null;
@@ -72,6 +81,8 @@ export interface FilterResult {
   readonly roundRatios: number[];
   readonly dedicatedGbps: number | null;
   readonly vipGbps: number | null;
+  /** Multicast and IGMP modes: the median of the 'switched' runs (not flooded); else null. */
+  readonly switchedGbps?: number | null;
   /** The verdict: the median of the per-round ratios (adjacent runs, so drift cancels). */
   readonly ratio: number | null;
   /** Median through the filter / median without it, for comparison. */
@@ -87,6 +98,12 @@ interface IperfJson {
   };
 }
 
+const pathLabels: Record<IperfPath, string> = {
+  dedicated: "the dedicated IP (no filter; flooded as the VIP's frames are)",
+  vip: 'the VIP (filter)',
+  switched: 'the dedicated IP, switched to host 1 alone',
+};
+
 // eslint-disable-next-line max-lines-per-function -- one measurement from set-up to teardown, each step in order; to be split when issue 11 reworks the benchmarks
 export async function runFilterOverhead(
   lab: LabState,
@@ -95,8 +112,15 @@ export async function runFilterOverhead(
   log: (line: string) => void,
   signal: AbortSignal,
   family: 4 | 6 = 4,
+  groupMac?: string,
 ): Promise<FilterResult> {
-  const order = abbaOrder(rounds, 'dedicated' as const, 'vip' as const);
+  const pairs: IperfPath[] = abbaOrder(rounds, 'dedicated' as const, 'vip' as const);
+  // Multicast and IGMP modes: each round's pair, then host 1's own address switched to it alone.
+  const order =
+    groupMac === undefined
+      ? pairs
+      : pairs.flatMap((kind, i): IperfPath[] => (i % 2 === 1 ? [kind, 'switched'] : [kind]));
+  const perRound = groupMac === undefined ? 2 : 3;
   const hostIds = lab.hosts.map((h) => h.id);
   await waitConverged(lab, hostIds, convergeTimeoutMs, signal);
   const flow = await flowConfigOf(lab);
@@ -119,8 +143,17 @@ export async function runFilterOverhead(
   const runs: IperfRun[] = [];
   try {
     await waitListening(lab, 'h1', 80, 5_000);
+    if (groupMac !== undefined) await floodOwnAddress(lab, hostTarget, family);
     for (const [i, kind] of order.entries()) {
       signal.throwIfAborted();
+      if (groupMac !== undefined && kind !== 'vip') {
+        await sendOwnAddressTo(
+          lab,
+          hostTarget,
+          family,
+          kind === 'dedicated' ? groupMac : undefined,
+        );
+      }
       // A fresh pair of ports per run: the client leaves the control connection in TIME_WAIT.
       const controlPort = hostPorts[2 * i]!;
       const dataPort = hostPorts[2 * i + 1]!;
@@ -164,7 +197,7 @@ export async function runFilterOverhead(
         throw new Error(`iperf3 to ${target} failed: ${parsed.error ?? 'no sum_received'}`);
       }
       const run: IperfRun = {
-        round: Math.floor(i / 2) + 1,
+        round: Math.floor(i / perRound) + 1,
         path: kind,
         target,
         gbps: round(bps / 1e9, 3),
@@ -173,9 +206,7 @@ export async function runFilterOverhead(
         cpuReceiverPercent: optionalRound(parsed.end?.cpu_utilization_percent?.remote_total),
       };
       runs.push(run);
-      log(
-        `  round ${run.round}: iperf3 ${seconds} s to ${kind === 'vip' ? 'the VIP (filter)' : 'the dedicated IP (no filter)'}: ${run.gbps} Gbit/s`,
-      );
+      log(`  round ${run.round}: iperf3 ${seconds} s to ${pathLabels[kind]}: ${run.gbps} Gbit/s`);
       await sleep(500, undefined, { signal });
     }
   } finally {
@@ -189,6 +220,7 @@ export async function runFilterOverhead(
   }
   const dedicated = median(runs.filter((r) => r.path === 'dedicated').map((r) => r.gbps));
   const vip = median(runs.filter((r) => r.path === 'vip').map((r) => r.gbps));
+  const switched = median(runs.filter((r) => r.path === 'switched').map((r) => r.gbps));
   const { roundRatios, ratio } = pairedRatios(runs, rounds, (run) => run.gbps);
   return {
     seconds,
@@ -197,6 +229,9 @@ export async function runFilterOverhead(
     roundRatios,
     dedicatedGbps: dedicated === null ? null : round(dedicated, 3),
     vipGbps: vip === null ? null : round(vip, 3),
+    ...(groupMac === undefined
+      ? {}
+      : { switchedGbps: switched === null ? null : round(switched, 3) }),
     ratio: ratio === null ? null : round(ratio, 3),
     ratioOfMedians:
       dedicated === null || vip === null || dedicated === 0 ? null : round(vip / dedicated, 3),
