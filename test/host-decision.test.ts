@@ -1,9 +1,9 @@
 // The decision's phases alone (src/core/host-decision.ts), each given a state: membership,
 // targets, release, agreement, acquisition, and the whole decision of a host alone.
 import { describe, expect, it } from 'vitest';
+import { agreement } from '../src/core/host-announcements.js';
 import {
   acquire,
-  agreement,
   computeTargets,
   decide,
   releaseOutsideTarget,
@@ -72,6 +72,17 @@ describe('host-decision: targets, release and acquisition', () => {
     s.peers.get(2)!.heartbeat = heartbeatFor(s, 2, { members: [2], mapDigest: digest });
     expect(agreement(s, [1, 2], [], hex)).toBe(false);
   });
+
+  it('records every peer whose check passed, also after one that failed (the fast path reads them)', () => {
+    const s = machineState(1);
+    const digest = new Uint8Array(8).fill(1);
+    const hex = Buffer.from(digest).toString('hex');
+    addPeer(s, heartbeatFor(s, 2, { members: [1, 2, 3], mapDigest: new Uint8Array(8) }), 0);
+    addPeer(s, heartbeatFor(s, 3, { members: [1, 2, 3], mapDigest: digest }), 0);
+    s.heardIds = [2, 3];
+    expect(agreement(s, [1, 2, 3], [], hex)).toBe(false);
+    expect([...s.agreeing]).toEqual([3]);
+  });
 });
 
 describe('host-decision: decide', () => {
@@ -82,9 +93,14 @@ describe('host-decision: decide', () => {
     expect(s.owned[0]!.size).toBe(0);
     expect(s.alone).toBe(true);
     expect(s.converged).toBe(false);
+    expect(s.decisionMoved).toBe(false);
     decide(s, s.listenUntilMs);
     expect(s.owned[0]!.size).toBe(buckets);
+    expect(s.decisionMoved).toBe(true);
     expect(s.converged).toBe(true);
     expect(eventNames(s)).toEqual(['converged']);
+    // The same inputs again: a fixpoint, nothing moves.
+    decide(s, s.listenUntilMs + 1);
+    expect(s.decisionMoved).toBe(false);
   });
 });

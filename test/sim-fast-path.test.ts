@@ -1,8 +1,10 @@
-// The steady-state fast path (src/core/host.ts) is exact: a routine heartbeat, received while
-// converged with nothing due, skips the decision because the decision would come out as before.
-// Each seed runs twice, once with the fast path and once deciding on every step; every event
-// (at the same virtual instant), every invariant and the convergence must be the same. The fast
-// path must also have been taken, or the comparison would prove nothing.
+// The fast path (src/core/host.ts) is exact: a routine heartbeat, received while converged, or
+// from a peer whose check passed in the last agreement of a decision that moved no bucket, with
+// nothing due, skips the decision because the decision would come out as before. Each seed runs
+// twice, once with the fast path and once deciding on every step; every event (at the same
+// virtual instant), every invariant and the convergence must be the same. The fast path must
+// also have been taken, converged and converging, or the comparison would prove nothing. (A
+// version that skipped after a decision that released buckets was caught here: seed 21, chaos.)
 import { describe, expect, it } from 'vitest';
 import { HostMachine } from '../src/core/host.js';
 import { runSimulation } from '../src/sim/index.js';
@@ -27,9 +29,20 @@ describe(`the steady-state fast path changes nothing: ${seeds} seeds per fault p
     async () => {
       let skipped = 0;
       const machines: HostMachine[] = [];
+      let skippedConverging = 0;
       const fast: HostFactory = (opts) => {
         const machine = new HostMachine(opts);
         machines.push(machine);
+        const step = machine.step.bind(machine);
+        machine.step = (input) => {
+          const converged = machine.status().converged;
+          const before = machine.details().counters.decisionsSkipped;
+          const ready = step(input);
+          if (!converged && machine.details().counters.decisionsSkipped > before) {
+            skippedConverging++;
+          }
+          return ready;
+        };
         return machine;
       };
       const everyStep: HostFactory = (opts) => new HostMachine({ ...opts, decideEveryStep: true });
@@ -56,6 +69,7 @@ describe(`the steady-state fast path changes nothing: ${seeds} seeds per fault p
       }
       expect(differences).toEqual([]);
       expect(skipped).toBeGreaterThan(seeds * faultProfiles.length * 100);
+      expect(skippedConverging).toBeGreaterThan(seeds * faultProfiles.length);
     },
   );
 });

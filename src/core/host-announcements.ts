@@ -1,8 +1,9 @@
 // What this host announced and when: the log of sent heartbeats that judges the freshness of
-// acks, and the log of announced targets that decides whether a peer's report counts
-// (docs/protocol.md#release-before-acquire). Part of the host machine (host.ts).
-import { type Heartbeat } from './heartbeat.js';
-import { type MachineState, announcementsMax, sentLogMax } from './host-state.js';
+// acks, the log of announced targets that decides whether a peer's report counts
+// (docs/protocol.md#release-before-acquire), and the agreement those reports make up. Part of
+// the host machine (host.ts).
+import { type Heartbeat, ackFor } from './heartbeat.js';
+import { type MachineState, announcementsMax, hex, sameList, sentLogMax } from './host-state.js';
 
 /**
  * The first sequence we sent within the freshness window (one past the last if none), and
@@ -116,4 +117,47 @@ export function recordAnnouncement(s: MachineState, sequence: number, digestHex:
     const dropped = s.announced.shift()!;
     s.announcedFromSequence = dropped.lastSequence + 1;
   }
+}
+
+/**
+ * Agreement: every member announces our membership and target digest in a report that counts
+ * (`reportCounts`), and every heard peer that does not take part has heard us take part. The
+ * peers whose check passed go into `s.agreeing` (all are checked, for that).
+ */
+export function agreement(
+  s: MachineState,
+  members: readonly number[],
+  targets: readonly (readonly (number | null)[])[],
+  digestHex: string,
+): boolean {
+  let agreed = true;
+  for (const id of s.heardIds.concat(members)) {
+    if (id === s.hostId) continue;
+    if (peerAgrees(s, id, members, targets, digestHex)) s.agreeing.add(id);
+    else agreed = false;
+  }
+  return agreed;
+}
+
+function peerAgrees(
+  s: MachineState,
+  id: number,
+  members: readonly number[],
+  targets: readonly (readonly (number | null)[])[],
+  digestHex: string,
+): boolean {
+  const hb = s.peers.get(id)!.heartbeat;
+  const ack = ackFor(hb, s.hostId, s.incarnation) ?? 0;
+  if (!members.includes(id)) {
+    // A heard peer that does not take part (stopped, suspended) may have started at the
+    // same moment as we did, each seeing the other stopped and taking everything alone:
+    // its report must show that it heard us taking part. From then on, if it starts, it
+    // sees us as a member and needs our agreement.
+    return ack >= s.participatingFromSequence;
+  }
+  return (
+    sameList(hb.members, members) &&
+    hex(hb.mapDigest) === digestHex &&
+    reportCounts(s, id, hb, ack, digestHex, targets)
+  );
 }

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { assign, type AssignMember } from './assign.js';
 import { ackFor } from './heartbeat.js';
 import { type MachineState, takesPart, hex, ownLoadWeight, sameList } from './host-state.js';
-import { reportCounts } from './host-announcements.js';
+import { agreement } from './host-announcements.js';
 import { reviewConfigKeepOut, reviewDuplicateKeepOut } from './host-keepout.js';
 
 /**
@@ -14,11 +14,15 @@ import { reviewConfigKeepOut, reviewDuplicateKeepOut } from './host-keepout.js';
  * the rules). Each phase is a function of its own below.
  */
 export function decide(s: MachineState, now: number): void {
+  // Whether this decision moves a bucket: every phase before acquire only gives buckets up,
+  // and acquire only takes, so two counts tell.
+  const ownedAtStart = ownedCount(s);
   // Kept out while another host that was there first uses our id, or for a config mismatch
   // while a larger (or equal, lower-id) cluster disagrees.
   reviewDuplicateKeepOut(s, now);
   reviewConfigKeepOut(s, now);
   s.pending = false;
+  s.agreeing.clear();
   advanceGeneration(s, now);
   const membersChanged = updateMembership(s, now);
   const members = s.members;
@@ -36,16 +40,25 @@ export function decide(s: MachineState, now: number): void {
 
   if (!s.participating) {
     s.converged = false;
+    s.decisionMoved = ownedCount(s) !== ownedAtStart;
     return;
   }
 
   releaseOutsideTarget(s, targets);
+  const ownedAfterRelease = ownedCount(s);
   const agreed = agreement(s, members, targets, hex(digest));
   const pending = (s.pending = viewAboutToChange(s, now, members));
   // Always evaluated (it updates `s.alone`, which `isDefault` reads), whatever the agreement.
   const unhindered = mayAcquire(s, now);
   if (agreed && !pending && unhindered) acquire(s, now, targets);
+  s.decisionMoved = ownedAtStart !== ownedAfterRelease || ownedCount(s) !== ownedAfterRelease;
   reviewConvergence(s, now, agreed && !pending);
+}
+
+function ownedCount(s: MachineState): number {
+  let count = 0;
+  for (const owned of s.owned) count += owned.size;
+  return count;
 }
 
 /**
@@ -177,35 +190,6 @@ export function releaseOutsideTarget(
         s.orphans[r]!.delete(b);
       }
     }
-  });
-}
-
-/**
- * Agreement: every member announces our membership and target digest in a report that counts
- * (`reportCounts`), and every heard peer that does not take part has heard us take part.
- */
-export function agreement(
-  s: MachineState,
-  members: readonly number[],
-  targets: readonly (readonly (number | null)[])[],
-  digestHex: string,
-): boolean {
-  return s.heardIds.concat(members).every((id) => {
-    if (id === s.hostId) return true;
-    const hb = s.peers.get(id)!.heartbeat;
-    const ack = ackFor(hb, s.hostId, s.incarnation) ?? 0;
-    if (!members.includes(id)) {
-      // A heard peer that does not take part (stopped, suspended) may have started at the
-      // same moment as we did, each seeing the other stopped and taking everything alone:
-      // its report must show that it heard us taking part. From then on, if it starts, it
-      // sees us as a member and needs our agreement.
-      return ack >= s.participatingFromSequence;
-    }
-    return (
-      sameList(hb.members, members) &&
-      hex(hb.mapDigest) === digestHex &&
-      reportCounts(s, id, hb, ack, digestHex, targets)
-    );
   });
 }
 

@@ -269,6 +269,18 @@ export class MachineState {
    */
   listenUntilMs: number;
   converged = false;
+  /**
+   * The heard peers whose check in the last decision's agreement passed (`agreement`): each
+   * report counted, or a non-member had heard us take part. A check can only pass again on the
+   * same announcement with a later ack (every test in it grows with the ack), so a routine
+   * heartbeat from such a peer cannot change the decision (host.ts).
+   */
+  agreeing = new Set<number>();
+  /**
+   * Whether the last decision gave up or took a bucket. Its own claims are an input of the
+   * target, so such a decision, run again on the same inputs, may come out otherwise.
+   */
+  decisionMoved = false;
   convergingSinceMs: number;
   convergingReason = 'started';
   lastConvergedTargets: (number | null)[][] = [];

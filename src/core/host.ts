@@ -43,8 +43,8 @@
 //   host-commands.ts       operator commands and link reports
 //   host-peers.ts          the peer table over time: expiry, evidence, orphans, rejoining
 //   host-keepout.ts        duplicate ids and config mismatches
-//   host-decision.ts       membership, targets, release, agreement, acquisition, convergence
-//   host-announcements.ts  what we announced and sent, and whether a report counts
+//   host-decision.ts       membership, targets, release, acquisition, convergence
+//   host-announcements.ts  what we announced and sent, whether a report counts, agreement
 //   host-output.ts         the heartbeat, the ownership, the wake-up
 import type {
   HostMachineOptions,
@@ -221,12 +221,18 @@ export class HostMachine {
         }
         const routine = outcome === 'routine' && !s.decideEveryStep;
         const owed = s.decisionOwedSinceMs !== undefined;
-        if (routine && !owed && s.converged && !s.pending && now < s.lastWakeAtMs) {
-          // The steady state: a member announced again what it did before, the cluster is
-          // converged, nothing waits, and nothing falls due before the wake-up already asked
-          // for. The decision would come out as it did (it is a fixpoint of unchanged inputs,
-          // and time moves it only at wake-ups), so it is not run: a heartbeat costs its HMAC
-          // and the peer table's update, whatever the size of the cluster.
+        const senderId = input.bytes[heartbeatHostIdOffset] ?? -1;
+        const agreeing = s.converged || (!s.decisionMoved && s.agreeing.has(senderId));
+        if (routine && !owed && agreeing && !s.pending && now < s.lastWakeAtMs) {
+          // The steady state: a member announced again what it did before, its check in the
+          // last decision's agreement passed (so it passes again: only its acks moved on, and
+          // every test in the check grows with them), that decision moved no bucket (so it is
+          // a fixpoint: run again on the same inputs it comes out the same; converged implies
+          // both), nothing waits, and nothing falls due before the wake-up already asked for.
+          // Time moves the decision only at wake-ups, so it is not run: a heartbeat costs its
+          // HMAC and the peer table's update, whatever the size of the cluster. While
+          // converging, this spares the decisions on every repeat of a report that already
+          // counts, which at 32 hosts are most of them.
           s.counters.decisionsSkipped += 1;
           reportBadHeartbeats(s, now, false);
           return droppedReady(s, now);
