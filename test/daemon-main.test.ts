@@ -238,7 +238,7 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
   /** SCHED_* policy (stat field 41) and realtime priority (40) of a process's threads and children. */
   function schedulingOf(pid: number): {
     threads: { policy: number; priority: number }[];
-    children: { policy: number; priority: number }[];
+    children: { policy: number; priority: number; argv: string[] }[];
   } {
     const of = (statPath: string): { policy: number; priority: number } => {
       const fields = readFileSync(statPath, 'utf8').split(') ')[1]!.split(' ');
@@ -250,7 +250,10 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     );
     return {
       threads: tasks.map((tid) => of(`/proc/${pid}/task/${tid}/stat`)),
-      children: children.map((child) => of(`/proc/${child}/stat`)),
+      children: children.map((child) => ({
+        ...of(`/proc/${child}/stat`),
+        argv: readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0').filter(Boolean),
+      })),
     };
   }
 
@@ -367,7 +370,8 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(inNs(['cat', '/sys/class/net/eth0/address']).trim()).toBe('02:bf:c6:12:09:64');
     expect(inNs(['nft', 'list', 'tables'])).toContain(`table inet nlb_${cluster}\n`);
     expect(statSync(socket).mode & 0o777).toBe(0o600);
-    // Realtime by default: every thread of nlbd, and the nft process it started, at SCHED_RR 10.
+    // Realtime by default: every thread of nlbd, and the processes it started, at SCHED_RR 10;
+    // the long-lived nft that programs ownership changes one above, at 11.
     const scheduling = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(scheduling.find((e) => e.event === 'scheduling')).toMatchObject({
       policy: 'SCHED_RR',
@@ -379,6 +383,10 @@ describe.runIf(isRoot)('nlbd in a namespace of its own', () => {
     expect(policies.threads.every((p) => p.policy === 2 && p.priority === 10)).toBe(true);
     expect(policies.children.length).toBeGreaterThan(0);
     expect(policies.children.every((p) => p.policy === 2)).toBe(true);
+    const interactive = policies.children.filter((p) => p.argv.join(' ') === 'nft -i');
+    expect(interactive.map((p) => p.priority)).toEqual([11]);
+    const others = policies.children.filter((p) => p.argv.join(' ') !== 'nft -i');
+    expect(others.every((p) => p.priority === 10)).toBe(true);
 
     child.kill('SIGTERM');
     const code = await new Promise((resolve) => child.once('exit', resolve));

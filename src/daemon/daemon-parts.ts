@@ -41,6 +41,8 @@ export interface PartsInput {
   readonly clock: Clock;
   readonly runner: Runner;
   readonly ipRoute: IpRoute;
+  /** The long-lived nft process's realtime priority (scheduling.ts kernelUpdatePriority). */
+  readonly nftPriority?: number | undefined;
   readonly socketPath: string;
   /** The run file remembering the interface's own MAC (paths.ts). */
   readonly runFile: string;
@@ -93,7 +95,10 @@ export function buildParts(input: PartsInput): DaemonParts {
     nowMs: clock.nowMs(),
     ...(input.initialState === undefined ? {} : { initialState: input.initialState }),
   });
-  const nft = new NftCli({ runner });
+  const nft = new NftCli({
+    runner,
+    ...(input.nftPriority === undefined ? {} : { interactivePriority: input.nftPriority }),
+  });
   const dataplane = new Dataplane(nft, new ConntrackCli(runner), ipRoute);
   // Multicast to the group, or unicast to the configured peers (a reload cannot switch).
   const peers = config.cluster.heartbeat.peers;

@@ -47,7 +47,7 @@ import { NetnsLockBusy, claimDaemonLocks } from './netns-lock.js';
 import { defaultSocketPath, stateDirOf, stateFilePath } from './paths.js';
 import { type DaemonPhase, daemonPhases, testPauseEnv } from './phases.js';
 import { ResourceStack } from './resource-stack.js';
-import { applyRealtime, realtimePriorityDefault, schedulingEvent } from './scheduling.js';
+import { realtimePriorityDefault, scheduleDaemon } from './scheduling.js';
 import { RetainedHostState } from './daemon-retained.js';
 import {
   type DaemonInputs,
@@ -86,6 +86,7 @@ class Daemon {
   /** The phase running, or about to run when a stop interrupts the start-up. */
   private phase: DaemonPhase = 'load';
   private stopReason: string | undefined;
+  private nftPriority: number | undefined; // for the long-lived nft process (scheduling.ts)
   private wakeStopWaiter: () => void = () => undefined;
   private readonly stopRequested = new Promise<void>((resolve) => {
     this.wakeStopWaiter = resolve;
@@ -123,7 +124,7 @@ class Daemon {
     const ipRoute = new IpRoute(runner);
     // Realtime priority before anything else runs, so every helper started later inherits it.
     const priority = this.options.realtimePriority ?? realtimePriorityDefault;
-    this.logEvent(schedulingEvent(await applyRealtime(runner, process.pid, priority), priority));
+    this.nftPriority = await scheduleDaemon(runner, priority, this.logEvent);
     await this.enter('preflight', pauseAt, () => preflight(config, runner, ipRoute));
     const parts = await this.enter('claim', pauseAt, () => this.claim(inputs, runner, ipRoute));
     await this.enter('clean', pauseAt, () => settingUp(() => this.clean(parts, ipRoute)));
@@ -194,6 +195,7 @@ class Daemon {
       clock: new MonotonicClock(),
       runner,
       ipRoute,
+      nftPriority: this.nftPriority,
       socketPath,
       runFile: stateFilePath(clusterName, hostId),
       journal: this.journal,

@@ -53,6 +53,8 @@ class InteractiveNft {
     | undefined;
   private answered = false;
   dead = false;
+  /** Whether any command got its answer (the process started and works). */
+  answeredOnce = false;
 
   constructor(
     child: ChildProcessWithoutNullStreams,
@@ -105,6 +107,7 @@ class InteractiveNft {
     this.pending = undefined;
     clearTimeout(pending.timer);
     if (error === undefined) {
+      this.answeredOnce = true;
       pending.resolve();
     } else {
       this.kill();
@@ -132,6 +135,12 @@ export interface NftCliOptions {
   readonly nftPath?: string;
   /** How long a dead `nft monitor` waits before it is started again. */
   readonly monitorRestartMs?: number;
+  /**
+   * Start the long-lived `nft -i` under SCHED_RR at this priority (through `chrt`), above nlbd's
+   * own (src/daemon/scheduling.ts): an ownership change waits for no one. Undefined: it inherits
+   * nlbd's scheduling.
+   */
+  readonly interactivePriority?: number;
 }
 
 /** The markers of recent quick transactions, to tell them apart in the monitor's output. */
@@ -144,6 +153,8 @@ export class NftCli implements Nft {
   private readonly quickTimeoutMs: number;
   private readonly nftPath: string;
   private readonly monitorRestartMs: number;
+  /** Dropped for good once a session started through chrt died before its first answer. */
+  private interactivePriority: number | undefined;
   private session: InteractiveNft | undefined;
   /** applyQuick calls run one after another; each answer must match its command. */
   private readonly quickQueue = new Serial();
@@ -161,6 +172,7 @@ export class NftCli implements Nft {
     this.quickTimeoutMs = options.quickTimeoutMs ?? quickTimeoutMsDefault;
     this.nftPath = options.nftPath ?? 'nft';
     this.monitorRestartMs = options.monitorRestartMs ?? monitorRestartMsDefault;
+    this.interactivePriority = options.interactivePriority;
   }
 
   async apply(script: string, options: NftCallOptions = {}): Promise<void> {
@@ -193,16 +205,24 @@ export class NftCli implements Nft {
     // The marker tells nft monitor's report of this transaction from someone else's.
     const marked = `add element ${set} { ${marker} timeout ${markerTimeout} }; ${line}`;
     if (this.session === undefined || this.session.dead) {
+      const priority = this.interactivePriority;
       this.session = new InteractiveNft(
-        this.runner.spawn!(this.nftPath, ['-i']),
+        priority === undefined
+          ? this.runner.spawn!(this.nftPath, ['-i'])
+          : this.runner.spawn!('chrt', ['--rr', String(priority), this.nftPath, '-i']),
         this.quickTimeoutMs,
       );
     }
+    const session = this.session;
     try {
-      await this.session.run(marked);
+      await session.run(marked);
     } catch (error) {
       if (error instanceof NftError) {
         throw error;
+      }
+      if (!session.answeredOnce && this.interactivePriority !== undefined) {
+        // chrt may be missing or refused: from now on nft -i inherits nlbd's scheduling.
+        this.interactivePriority = undefined;
       }
       // The process died or hung: one whole `nft -f` still gets the change in.
       this.quickFallbacks++;
