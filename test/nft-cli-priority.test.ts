@@ -54,13 +54,11 @@ describe('the interactive nft above nlbd', () => {
     await nft.close();
   });
 
-  it('asks one above nlbd only when nlbd set its own realtime priority', () => {
+  it('asks one above nlbd whenever nlbd runs realtime, and nothing otherwise', () => {
     expect(kernelUpdatePriority({ policy: 'SCHED_RR', priority: 10, applied: true })).toBe(11);
     expect(kernelUpdatePriority({ policy: 'SCHED_RR', priority: 99, applied: true })).toBe(99);
-    // Set by a service manager, or not realtime at all: the right to raise it is not known.
-    expect(kernelUpdatePriority({ policy: 'SCHED_RR', priority: 10, applied: false })).toBe(
-      undefined,
-    );
+    // Set by a service manager (deploy/nlbd.service allows the step up with LimitRTPRIO=).
+    expect(kernelUpdatePriority({ policy: 'SCHED_FIFO', priority: 10, applied: false })).toBe(11);
     expect(kernelUpdatePriority({ policy: 'SCHED_OTHER', priority: 0, applied: false })).toBe(
       undefined,
     );

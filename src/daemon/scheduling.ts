@@ -92,10 +92,15 @@ export async function applyRealtime(
 
 /**
  * The priority for the long-lived nft process that programs ownership changes: one above
- * nlbd's when nlbd set SCHED_RR itself (so it may), else undefined (it inherits nlbd's).
+ * nlbd's when nlbd runs realtime (set by itself, or by a service manager: deploy/nlbd.service
+ * allows the one step up with LimitRTPRIO=), else undefined (it inherits nlbd's scheduling). If
+ * chrt may not, the nft adapter falls back to inheriting after one failed start.
  */
 export function kernelUpdatePriority(outcome: SchedulingOutcome): number | undefined {
-  return outcome.applied ? Math.min(outcome.priority + 1, realtimePriorityMax) : undefined;
+  const realtime = outcome.policy === 'SCHED_RR' || outcome.policy === 'SCHED_FIFO';
+  return realtime && outcome.priority > 0
+    ? Math.min(outcome.priority + 1, realtimePriorityMax)
+    : undefined;
 }
 
 /**
