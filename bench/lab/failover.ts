@@ -293,9 +293,13 @@ export async function runFailoverRepeats(
         lastBucketServedMs: served === null ? null : round(served),
       };
     });
-    const programmedLast = perSurvivor.every((x) => x.programmedMs !== null)
-      ? maxOf(perSurvivor.map((x) => x.programmedMs!))
-      : null;
+    // The survivors that took a share of the dead buckets (the prober found them answering
+    // there): in a 3-host lab both, in the 32-host lab the few that the 2 dead buckets went to.
+    const taking = perSurvivor.filter((x) => x.lastBucketServedMs !== null);
+    const programmedLast =
+      taking.length > 0 && taking.every((x) => x.programmedMs !== null)
+        ? maxOf(taking.map((x) => x.programmedMs!))
+        : null;
 
     await restoreLink(lab, victim);
     await startHostDaemon(lab, victim);
