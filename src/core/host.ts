@@ -126,11 +126,15 @@ export interface HostDetails {
  * (no newcomer, no restart, no return) may join a batch: membership changes decide at once.
  */
 function heardProcess(s: MachineState, bytes: Uint8Array): string | undefined {
-  const id = bytes[heartbeatHostIdOffset];
-  const peer = id === undefined ? undefined : s.peers.get(id);
+  const peer = s.peers.get(senderIdOf(bytes));
   return peer !== undefined && s.heardIds.includes(peer.id)
     ? `${peer.id}:${peer.incarnation}`
     : undefined;
+}
+
+/** The host id a heartbeat names (read before it is decoded); -1 when it is too short. */
+function senderIdOf(bytes: Uint8Array): number {
+  return bytes[heartbeatHostIdOffset] ?? -1;
 }
 
 /**
@@ -221,8 +225,8 @@ export class HostMachine {
         }
         const routine = outcome === 'routine' && !s.decideEveryStep;
         const owed = s.decisionOwedSinceMs !== undefined;
-        const senderId = input.bytes[heartbeatHostIdOffset] ?? -1;
-        const agreeing = s.converged || (!s.decisionMoved && s.agreeing.has(senderId));
+        const agreeing =
+          s.converged || (!s.decisionMoved && s.agreeing.has(senderIdOf(input.bytes)));
         if (routine && !owed && agreeing && !s.pending && now < s.lastWakeAtMs) {
           // The steady state: a member announced again what it did before, its check in the
           // last decision's agreement passed (so it passes again: only its acks moved on, and

@@ -90,6 +90,10 @@ export async function applyRealtime(
   };
 }
 
+function isRealtime(policy: string): boolean {
+  return policy === 'SCHED_RR' || policy === 'SCHED_FIFO';
+}
+
 /**
  * The priority for the long-lived nft process that programs ownership changes: one above
  * nlbd's when nlbd runs realtime (set by itself, or by a service manager: deploy/nlbd.service
@@ -97,8 +101,7 @@ export async function applyRealtime(
  * chrt may not, the nft adapter falls back to inheriting after one failed start.
  */
 export function kernelUpdatePriority(outcome: SchedulingOutcome): number | undefined {
-  const realtime = outcome.policy === 'SCHED_RR' || outcome.policy === 'SCHED_FIFO';
-  return realtime && outcome.priority > 0
+  return isRealtime(outcome.policy) && outcome.priority > 0
     ? Math.min(outcome.priority + 1, realtimePriorityMax)
     : undefined;
 }
@@ -119,8 +122,7 @@ export async function scheduleDaemon(
 
 /** The event that says how nlbd is scheduled: `scheduling`, or a warning when it could not be. */
 export function schedulingEvent(outcome: SchedulingOutcome, asked: number): EventRecord {
-  const realtime = outcome.policy === 'SCHED_RR' || outcome.policy === 'SCHED_FIFO';
-  if (outcome.problem !== undefined && !realtime) {
+  if (outcome.problem !== undefined && !isRealtime(outcome.policy)) {
     return {
       event: 'realtime scheduling unavailable',
       asked,
