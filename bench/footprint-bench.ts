@@ -14,6 +14,7 @@
 //
 // Every lab gets a unique name and is taken down in a finally block; nothing but heartbeats
 // flows (no client traffic), all inside the lab's namespaces.
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { daemonMainPath, labDown, repoRoot } from '../src/lab/lab.js';
 import type { LabState } from '../src/lab/state.js';
 import { controlRequest } from '../src/control/client.js';
+import { nlbdNodeFlags } from '../src/daemon/node-flags.js';
 import type { ParamsData } from '../src/control/protocol.js';
 import {
   daemonLog,
@@ -87,6 +89,31 @@ function memoryKb(pid: number): { rss: number; anon: number; file: number } {
   const field = (name: string): number =>
     Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
   return { rss: field('VmRSS'), anon: field('RssAnon'), file: field('RssFile') };
+}
+
+interface MemoryMb {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+/**
+ * The floor under any nlbd: an idle node process with nlbd's flags and one timer, measured on
+ * the same machine in the same run (most of its RSS is the node binary's own pages).
+ */
+async function nodeFloor(): Promise<MemoryMb> {
+  const child = spawn(process.execPath, [...nlbdNodeFlags, '-e', 'setInterval(() => {}, 1000)'], {
+    stdio: 'ignore',
+  });
+  try {
+    await sleep(3_000);
+    if (child.pid === undefined) throw new Error('node did not start');
+    const kb = memoryKb(child.pid);
+    const mb = (value: number): number => round(value / 1024);
+    return { rss: mb(kb.rss), anon: mb(kb.anon), file: mb(kb.file) };
+  } finally {
+    child.kill('SIGKILL');
+  }
 }
 
 function declaredDead(lab: LabState, fromMs: number, toMs: number): number {
@@ -219,6 +246,7 @@ async function measureSize(hosts: number, measureSeconds: number): Promise<SizeR
 
 function renderMarkdown(
   results: readonly SizeResult[],
+  floor: MemoryMb,
   machine: Record<string, unknown>,
   seconds: number,
 ): string {
@@ -237,6 +265,10 @@ function renderMarkdown(
       `| ${r.hosts} | ${r.heartbeatsPerSecondReceived} | ${r.convergeMs === null ? `**not within ${convergeTimeoutMs / 1000} s**` : `${r.convergeMs} ms`} | ${r.falseDetectionsAtStart} | ${r.falseDetectionsMeasured} | ${r.cpuPercent.median}% (${r.cpuPercent.max}%) | ${r.childCpuPercent.median}% | ${r.rssMb.median} MB (${r.rssMb.max}) | ${r.anonMb.median} MB | ${r.fileMb.median} MB | ${r.decisionsSkippedShare === null ? 'n/a' : `${Math.round(r.decisionsSkippedShare * 100)}% of heartbeats`} | ${r.loadAverage[0]} |`,
     );
   }
+  lines.push(
+    '',
+    `For scale, node's own floor: an idle \`node ${nlbdNodeFlags.join(' ')}\` with one timer holds ${floor.rss} MB RSS here (${floor.anon} MB anonymous, ${floor.file} MB file-backed), measured in this run.`,
+  );
   const largest = results.at(-1);
   if (largest !== undefined) {
     const cpuOk = (largest.cpuPercent.max ?? Infinity) <= cpuTargetPercent;
@@ -272,15 +304,17 @@ async function main(): Promise<void> {
     log(JSON.stringify(result));
     results.push(result);
   }
+  const floor = await nodeFloor();
+  log(`node's floor: ${JSON.stringify(floor)}`);
   const machine = machineInfo();
   const seconds = Math.round((Date.now() - startMs) / 1000);
   const partial = sizesEnv !== undefined && sizesEnv !== '';
   const dir = partial ? os.tmpdir() : path.join(repoRoot, 'bench', 'results');
   writeFileSync(
     path.join(dir, 'footprint.json'),
-    `${JSON.stringify({ machine, results }, null, 2)}\n`,
+    `${JSON.stringify({ machine, nodeFloorMb: floor, results }, null, 2)}\n`,
   );
-  writeFileSync(path.join(dir, 'footprint.md'), renderMarkdown(results, machine, seconds));
+  writeFileSync(path.join(dir, 'footprint.md'), renderMarkdown(results, floor, machine, seconds));
   log(`wrote ${path.join(dir, 'footprint.md')}`);
 }
 

@@ -1,4 +1,4 @@
-// Builds dist/ once before any test file runs (tsc, then the dashboard's page bundle), so the CLI's smoke tests and the lab run the real
+// Builds dist/ once before any test file runs (tsc, then nlbd's and the dashboard's bundles), so the CLI's smoke tests and the lab run the real
 // `nlb` and `nlbd` as a user would (node dist/cli/main.js). tsc still writes its output when
 // some file has type errors; those are reported by `npm run typecheck`, so here they only warn,
 // and a test that needs the broken code fails on its own.
@@ -31,6 +31,8 @@ export default function setup(): void {
     }
     console.warn(`global-setup: tsc reported errors (dist/ was still written):\n${output}`);
   }
-  // The dashboard's page (dist/web/dashboard.js), as `npm run build` makes it after tsc.
+  // nlbd in one file (dist/daemon/main.js) and the dashboard's page (dist/web/dashboard.js), as
+  // `npm run build` makes them after tsc.
+  execFileSync(process.execPath, ['scripts/build-daemon.mjs'], { stdio: 'pipe', encoding: 'utf8' });
   execFileSync(process.execPath, ['scripts/build-web.mjs'], { stdio: 'pipe', encoding: 'utf8' });
 }

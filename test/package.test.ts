@@ -16,6 +16,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { repoRoot, runNlb } from './cli-helpers.js';
+import { nlbdNodeFlags, nlbdShebang } from '../src/daemon/node-flags.js';
+import { daemonCommandDefault } from '../src/lab/daemons.js';
+import { daemonMainPath } from '../src/lab/paths.js';
 
 const run = promisify(execFile);
 
@@ -98,11 +101,23 @@ describe('the npm package', () => {
   it('has every bin entry in the package, starting with a node shebang', async () => {
     const paths = (await packed()).files.map((file) => file.path);
     expect(Object.keys(manifest.bin).sort()).toEqual(['nlb', 'nlbd']);
-    for (const file of Object.values(manifest.bin)) {
+    const shebangs: Record<string, string> = { nlb: '#!/usr/bin/env node', nlbd: nlbdShebang };
+    for (const [name, file] of Object.entries(manifest.bin)) {
       expect(paths).toContain(path.normalize(file));
       const text = await readFile(path.join(repoRoot, file), 'utf8');
-      expect(text.startsWith('#!/usr/bin/env node\n'), file).toBe(true);
+      expect(text.split('\n')[0], file).toBe(shebangs[name]);
     }
+  });
+
+  it('runs nlbd with the same node flags from its shebang, the systemd unit and the lab', async () => {
+    expect(nlbdShebang).toBe(`#!/usr/bin/env -S node ${nlbdNodeFlags.join(' ')}`);
+    const unit = await readFile(path.join(repoRoot, 'deploy/nlbd.service'), 'utf8');
+    const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1]?.split(' ') ?? [];
+    const main = execStart.indexOf('/opt/nlb/dist/daemon/main.js');
+    expect(execStart.slice(1, main)).toEqual(nlbdNodeFlags);
+    const labMain = daemonCommandDefault.indexOf(daemonMainPath);
+    expect(daemonCommandDefault.slice(1, labMain)).toEqual(nlbdNodeFlags);
+    expect(nlbdNodeFlags.length).toBeGreaterThan(0);
   });
 
   it.skipIf(linkedModules)('bundles exactly the runtime packages of the lock file', async () => {

@@ -14,6 +14,7 @@ import { LabError, assertBuilt, assertRoot } from './errors.js';
 import { labHttpPort } from './naming.js';
 import { backendMainPath, daemonMainPath } from './paths.js';
 import { serviceFile } from './service.js';
+import { nlbdNodeFlags } from '../daemon/node-flags.js';
 import {
   isAlive,
   logTail,
@@ -38,6 +39,7 @@ export const startDaemonsDefault = true;
 /** `{config}` in the daemon command is replaced with the host's config path. */
 export const daemonCommandDefault: readonly string[] = [
   process.execPath,
+  ...nlbdNodeFlags,
   daemonMainPath,
   '--config',
   '{config}',
