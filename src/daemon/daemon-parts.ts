@@ -27,7 +27,7 @@ import { HostDriver, type HostDriverOptions } from './host-driver.js';
 import { HealthChecks } from './health.js';
 import { RoutedParts } from './routed-parts.js';
 import { errorText } from '../core/error-text.js';
-import { type Metrics, createMetrics } from './metrics.js';
+import { type LazyMetrics, lazyMetrics } from './metrics-lazy.js';
 import { remoteHandler, tokenDigest } from './remote.js';
 import type { DaemonInputs, DaemonOptions } from './start-checks.js';
 import { type Transport, UdpTransport, UnicastTransport } from './transport.js';
@@ -66,7 +66,7 @@ export interface DaemonParts {
   readonly transport: Transport;
   /** Attach and detach the cluster MAC and cluster IPs (its `setup`); both may run more than once. */
   readonly clusterInterface: ClusterInterface;
-  readonly metrics: Metrics;
+  readonly metrics: LazyMetrics;
   readonly reload: () => Promise<ReloadReply>;
   /** Routed mode's forwarding set-up and marker routes; undefined in the other modes. */
   readonly routed: RoutedParts | undefined;
@@ -304,10 +304,10 @@ function controlParts(
       };
     },
     reload: parts.reload,
-    metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
+    metrics: () => metrics.read(),
     events: input.journal,
   };
-  const metrics = createMetrics(target);
+  const metrics = lazyMetrics(target);
   const handle: ControlHandler = (request) =>
     answerControl(request, {
       target,

@@ -41,7 +41,6 @@ import type { EventRecord, EventSink } from './event-names.js';
 import { watchInterfaces } from './interface-events.js';
 import { guardInterface, interfaceCheckMsDefault } from './interface-guard.js';
 import { hasCarrier, linkPollMsDefault, watchLink } from './link-watch.js';
-import { listenMetrics } from './metrics.js';
 import { createDaemonLog, type DaemonLog } from './log.js';
 import { NetnsLockBusy, claimDaemonLocks } from './netns-lock.js';
 import { defaultSocketPath, stateDirOf, stateFilePath } from './paths.js';
@@ -234,7 +233,7 @@ class Daemon {
     }
     if (metricsListen !== undefined) {
       const server = await listenOrRefuse('metrics', '--metrics-listen', metricsListen, () =>
-        listenMetrics(parts.metrics, metricsListen.address, metricsListen.port),
+        parts.metrics.listen(metricsListen.address, metricsListen.port),
       );
       this.resources.push('close the metrics listener', () => {
         server.closeAllConnections();
