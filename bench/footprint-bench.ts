@@ -55,14 +55,19 @@ function log(line: string): void {
 
 /** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
 function cpuTicks(pid: number): number {
+  return userSystemTicks(pid).reduce((a, b) => a + b, 0);
+}
+
+/** [utime, stime] of a process in clock ticks; 0 for a child that ended meanwhile (its time is in reapedTicks once reaped). */
+function userSystemTicks(pid: number): [number, number] {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return 0; // A child that ended meanwhile (its time is in reapedTicks once reaped).
+    return [0, 0];
   }
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+  return [Number(fields[11]), Number(fields[12])];
 }
 
 /** cutime + cstime: the CPU of its children that ended (fields 16 and 17), such as `nft list`. */
@@ -150,6 +155,8 @@ interface SizeResult {
   falseDetectionsMeasured: number;
   measureSeconds: number;
   cpuPercent: { median: number | null; max: number | null };
+  /** The kernel's part of the daemons' CPU (stime over utime + stime, all daemons together). */
+  systemShare: number | null;
   childCpuPercent: { median: number | null; max: number | null };
   rssMb: { median: number | null; max: number | null };
   anonMb: { median: number | null; max: number | null };
@@ -180,6 +187,7 @@ async function measureSize(hosts: number, measureSeconds: number): Promise<SizeR
       const pids = lab.hosts.map((h) => h.daemon!.pid);
       const kids = pids.map(children);
       const before = pids.map(cpuTicks);
+      const systemBefore = pids.map((pid) => userSystemTicks(pid)[1]);
       const kidsBefore = kids.map((list) => list.map(cpuTicks));
       const reapedBefore = pids.map(reapedTicks);
       const countersBefore = await Promise.all(members.map((id) => protocolCounters(lab, id)));
@@ -189,6 +197,12 @@ async function measureSize(hosts: number, measureSeconds: number): Promise<SizeR
       const cpu = pids.map(
         (pid, i) => ((cpuTicks(pid) - before[i]!) / ticksPerSecond / measureSeconds) * 100,
       );
+      const systemTicks = pids.reduce(
+        (sum, pid, i) => sum + userSystemTicks(pid)[1] - systemBefore[i]!,
+        0,
+      );
+      const allTicks =
+        (cpu.reduce((sum, percent) => sum + percent, 0) * ticksPerSecond * measureSeconds) / 100;
       const childCpu = kids.map(
         (list, i) =>
           (list.reduce(
@@ -220,6 +234,7 @@ async function measureSize(hosts: number, measureSeconds: number): Promise<SizeR
         falseDetectionsMeasured: declaredDead(lab, fromMs, toMs),
         measureSeconds,
         cpuPercent: { median: round(median(cpu) ?? NaN, 2), max: round(maxOf(cpu) ?? NaN, 2) },
+        systemShare: allTicks === 0 ? null : round(systemTicks / allTicks, 2),
         childCpuPercent: {
           median: round(median(childCpu) ?? NaN, 2),
           max: round(maxOf(childCpu) ?? NaN, 2),
@@ -256,13 +271,14 @@ function renderMarkdown(
     `Generated ${new Date().toISOString()} by \`npm run bench:footprint\` in ${seconds} s, on ${String(machine.cpu)} (${String(machine.cores)} cores), Node ${process.version}.`,
     'Each lab: N hosts running nlbd (200 ms × 5, unicast, one port rule), converged and left alone;',
     `${settleSeconds} s to settle, then ${measureSecondsEach} s measured (the largest lab ${largestSeconds} s). Everything (all daemons, the switch) shares the machine's cores.`,
+    "CPU in the kernel is the daemons' system time: their heartbeats' system calls and whatever the kernel does inside them (in a lab, that can include carrying a multicast heartbeat across the bridge into each peer's namespace, which a switch does between real hosts).",
     '',
-    '| hosts | heartbeats received per daemon/s | converged after start | false detections at start | false detections while measured | CPU per nlbd, median (max) | its children (nft, ip monitor, ended ones included) | RSS median (max) | of it anonymous | file-backed (shared node binary) | decisions skipped | load average (1 min) at the end |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| hosts | heartbeats received per daemon/s | converged after start | false detections at start | false detections while measured | CPU per nlbd, median (max) | of it in the kernel | its children (nft, ip monitor, ended ones included) | RSS median (max) | of it anonymous | file-backed (shared node binary) | decisions skipped | load average (1 min) at the end |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.hosts} | ${r.heartbeatsPerSecondReceived} | ${r.convergeMs === null ? `**not within ${convergeTimeoutMs / 1000} s**` : `${r.convergeMs} ms`} | ${r.falseDetectionsAtStart} | ${r.falseDetectionsMeasured} | ${r.cpuPercent.median}% (${r.cpuPercent.max}%) | ${r.childCpuPercent.median}% | ${r.rssMb.median} MB (${r.rssMb.max}) | ${r.anonMb.median} MB | ${r.fileMb.median} MB | ${r.decisionsSkippedShare === null ? 'n/a' : `${Math.round(r.decisionsSkippedShare * 100)}% of heartbeats`} | ${r.loadAverage[0]} |`,
+      `| ${r.hosts} | ${r.heartbeatsPerSecondReceived} | ${r.convergeMs === null ? `**not within ${convergeTimeoutMs / 1000} s**` : `${r.convergeMs} ms`} | ${r.falseDetectionsAtStart} | ${r.falseDetectionsMeasured} | ${r.cpuPercent.median}% (${r.cpuPercent.max}%) | ${r.systemShare === null ? 'n/a' : `${Math.round(r.systemShare * 100)}%`} | ${r.childCpuPercent.median}% | ${r.rssMb.median} MB (${r.rssMb.max}) | ${r.anonMb.median} MB | ${r.fileMb.median} MB | ${r.decisionsSkippedShare === null ? 'n/a' : `${Math.round(r.decisionsSkippedShare * 100)}% of heartbeats`} | ${r.loadAverage[0]} |`,
     );
   }
   lines.push(
