@@ -3,7 +3,11 @@
 // modes whose cluster IP's frames are flooded.
 import { describe, expect, it } from 'vitest';
 import { baselineMacOf, filterVariants } from '../bench/lab/filter-modes.js';
-import { judgeProgramming, summarizeProgramming } from '../bench/lab/programming.js';
+import {
+  judgeProgramming,
+  renderProgramming,
+  summarizeProgramming,
+} from '../bench/lab/programming.js';
 import { pairedRatios } from '../bench/lab/support.js';
 
 function entry(lab: string, hosts: number, ms: readonly number[]) {
@@ -33,6 +37,12 @@ describe('decision → kernel programmed', () => {
     expect(judgeProgramming(small, null, 5, 20).map((t) => t.id)).not.toContain(
       'kernel-programming-p99-scale',
     );
+  });
+
+  it('counts and names the samples above the bound it was given, not a fixed one', () => {
+    const summary = summarizeProgramming([entry('a', 3, [1, 6, 12, 30])], 10);
+    expect(summary.overTarget).toBe(2);
+    expect(renderProgramming(summary, '3-host labs').join('\n')).toContain('2 above 10 ms');
   });
 });
 

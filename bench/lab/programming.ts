@@ -32,6 +32,7 @@ export function summarizeProgramming(
     p99Ms: quantile(samples, 0.99),
     maxMs: maxOf(samples),
     overTarget: samples.filter((ms) => ms > overMs).length,
+    overTargetMs: overMs,
     histogram: histogram(samples),
     parts: (['inputWaitMs', 'waitMs', 'kernelMs'] as const).map((part) => {
       const values = all.flatMap((s) => (s[part] === undefined ? [] : [s[part]]));
@@ -103,7 +104,7 @@ export function renderProgramming(g: ProgrammingSummary, title: string): string[
     'the long-lived `nft` process, or a whole-table load). The 3-host labs are judged on the target;',
     "the 32-host lab's changes, where 32 daemons and their nft processes share two cores, beside them.",
     '',
-    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms; ${g.overTarget} above 20 ms.`,
+    `${g.samples} changes (${g.bySets} set updates, ${g.byTable} table loads): p50 ${fmt(g.p50Ms, 2)} ms, p90 ${fmt(g.p90Ms, 2)} ms, p99 ${fmt(g.p99Ms, 2)} ms, max ${fmt(g.maxMs, 2)} ms; ${g.overTarget} above ${g.overTargetMs} ms.`,
     `Slowest: ${g.slowest.map((x) => `${fmt(x.programMs, 2)} ms (${x.lab} h${x.hostId}, ${x.how})`).join(', ')}.`,
     '',
     '| ≤ 1 ms | 1-2 | 2-3 | 3-5 | 5-10 | 10-20 | > 20 |',

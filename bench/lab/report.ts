@@ -39,8 +39,9 @@ export interface LabReport {
     readonly p90Ms: number | null;
     readonly p99Ms: number | null;
     readonly maxMs: number | null;
-    /** Samples above the target (20 ms). */
+    /** Samples above `overTargetMs`, the bound every sample is held to. */
     readonly overTarget: number;
+    readonly overTargetMs: number;
     /** Samples per bin: up to `upToMs` (null: everything above the last edge). */
     readonly histogram: { upToMs: number | null; count: number }[];
     /** Where the time went: queue wait before the decision, wait behind nft work, the kernel. */
